@@ -1,0 +1,499 @@
+//! The call state machine: the lifecycle of one Graph `call` resource as the bot sees it.
+//!
+//! ```text
+//! incoming ──answer──► establishing ──connected──► established ──hangUp──► terminating ──► terminated
+//!    │ reject/redirect/timeout │ failed/ring timeout       │ remote hang-up / keepAlive timeout ─────►│
+//!    └────────────────────────►┴──────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! [`Call::handle`] is the only way a call changes. It returns the effects the engine must carry out:
+//! notifications to the bot, commands to the telephony network and timers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Millis;
+use crate::party::Party;
+use crate::result::ResultInfo;
+
+/// Graph's `callState`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CallState {
+    Incoming,
+    Establishing,
+    Established,
+    Hold,
+    Transferring,
+    TransferAccepted,
+    Redirecting,
+    Terminating,
+    Terminated,
+}
+
+impl CallState {
+    /// The camelCase name Graph uses on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Incoming => "incoming",
+            CallState::Establishing => "establishing",
+            CallState::Established => "established",
+            CallState::Hold => "hold",
+            CallState::Transferring => "transferring",
+            CallState::TransferAccepted => "transferAccepted",
+            CallState::Redirecting => "redirecting",
+            CallState::Terminating => "terminating",
+            CallState::Terminated => "terminated",
+        }
+    }
+
+    /// The documented edges of the call state machine (`graph-api.md` §3.3). Every transition
+    /// [`Call::handle`] makes is along one of them; the property tests check it.
+    pub fn may_become(self, next: CallState) -> bool {
+        use CallState::*;
+        matches!(
+            (self, next),
+            (Incoming, Establishing | Redirecting | Terminating | Terminated)
+                | (Establishing, Established | Terminating | Terminated)
+                | (Established, Transferring | Hold | Terminating | Terminated)
+                | (Hold, Established | Terminating | Terminated)
+                | (Transferring, TransferAccepted | Established | Terminating | Terminated)
+                | (TransferAccepted, Terminating | Terminated)
+                | (Redirecting, Terminated)
+                | (Terminating, Terminated)
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Direction {
+    Incoming,
+    Outgoing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MediaState {
+    Active,
+    Inactive,
+}
+
+/// Which kind of `mediaConfig` the bot asked for; echoed back in the call resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MediaConfig {
+    ServiceHosted,
+    AppHosted,
+}
+
+/// Graph's `changeType` of a notification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ChangeType {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// One call as the bot sees it. Everything the Graph `call` resource shows is derived from this.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Call {
+    pub id: String,
+    /// The application (client id) that owns the call; no other app may see it.
+    pub app_id: String,
+    pub tenant_id: String,
+    pub direction: Direction,
+    pub state: CallState,
+    /// Where notifications go; `None` means the app's registered calling webhook.
+    pub callback_uri: Option<String>,
+    /// The caller (incoming) or the bot itself (outgoing).
+    pub source: Party,
+    /// The callee (outgoing) or the bot that was called (incoming).
+    pub target: Party,
+    /// The application instance the call belongs to, if it came in on one or was placed from one.
+    /// PSTN calls, and later PSTN transfers, need one.
+    pub application_instance: Option<String>,
+    pub requested_modalities: Vec<String>,
+    pub media_config: MediaConfig,
+    pub media_state: MediaState,
+    pub subject: Option<String>,
+    pub result_info: Option<ResultInfo>,
+    pub termination_reason: Option<String>,
+    pub my_participant_id: String,
+    pub call_chain_id: String,
+    pub created_at: Millis,
+    /// Incoming: the bot must answer, reject or redirect by then. Outgoing: the ring timeout.
+    pub setup_deadline: Option<Millis>,
+    /// The call ends unless a keepAlive arrives by then.
+    pub keep_alive_deadline: Millis,
+}
+
+/// How long the bot has to answer an incoming call (Graph: about 15 s).
+pub const ANSWER_TIMEOUT_MS: Millis = 15_000;
+/// A call without keepAlive ends after 45 minutes (Graph).
+pub const KEEP_ALIVE_TIMEOUT_MS: Millis = 45 * 60 * 1000;
+
+/// Why a network attempt to reach a party failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Failure {
+    Busy,
+    Declined,
+    NoAnswer,
+    Unreachable,
+}
+
+impl Failure {
+    pub fn result_info(self) -> ResultInfo {
+        match self {
+            Failure::Busy => ResultInfo::busy(),
+            Failure::Declined => ResultInfo::declined(),
+            Failure::NoAnswer => ResultInfo::no_answer(),
+            Failure::Unreachable => ResultInfo::unreachable(),
+        }
+    }
+}
+
+/// Events that the telephony network reports about the remote leg of a call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NetEvent {
+    /// The remote party is being alerted.
+    Ringing,
+    /// Media flows between the bot and the remote party.
+    Connected,
+    /// The remote party could not be reached.
+    Failed(Failure),
+    /// The remote party hung up.
+    RemoteHangUp,
+}
+
+/// Timers the core asks for; the engine fires them back as [`Input::Timer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Timer {
+    /// Incoming: answer deadline. Outgoing: ring timeout.
+    Setup,
+    KeepAlive,
+}
+
+/// Everything that can happen to a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Answer { callback_uri: Option<String>, modalities: Vec<String>, media_config: MediaConfig },
+    Reject { reason: String },
+    Redirect { targets: Vec<Party> },
+    HangUp,
+    KeepAlive,
+    Net(NetEvent),
+    Timer(Timer),
+}
+
+/// Commands for the telephony network about the remote leg of this call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NetCommand {
+    /// Place the outgoing call to `call.target`.
+    Place,
+    Answer,
+    Reject { reason: String },
+    Redirect { targets: Vec<Party> },
+    HangUp,
+}
+
+/// What one notification says about the call: a snapshot taken at the transition that caused it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub change: ChangeType,
+    pub state: CallState,
+    /// The whole call resource (the `incoming` notification), or just what changed.
+    pub full: bool,
+    pub result_info: Option<ResultInfo>,
+    pub termination_reason: Option<String>,
+    pub media_state: Option<MediaState>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Notify(Notification),
+    Net(NetCommand),
+    Timer { timer: Timer, at: Millis },
+}
+
+/// A command the call cannot take in its current state. The API turns it into a 4xx.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("cannot {action} a call in state '{}'; {action} needs state {needs}", state.as_str())]
+    WrongState { action: &'static str, state: CallState, needs: &'static str },
+}
+
+/// Everything the bot asked for when it placed an outgoing call.
+#[derive(Clone, Debug)]
+pub struct OutgoingCall {
+    pub id: String,
+    pub app_id: String,
+    pub tenant_id: String,
+    pub callback_uri: String,
+    pub source: Party,
+    pub target: Party,
+    pub application_instance: Option<String>,
+    pub requested_modalities: Vec<String>,
+    pub media_config: MediaConfig,
+    pub subject: Option<String>,
+    pub my_participant_id: String,
+    pub call_chain_id: String,
+    pub ring_timeout_ms: Millis,
+}
+
+/// A call offered to the bot by the network.
+#[derive(Clone, Debug)]
+pub struct IncomingCall {
+    pub id: String,
+    pub app_id: String,
+    pub tenant_id: String,
+    pub source: Party,
+    pub target: Party,
+    pub application_instance: Option<String>,
+    pub my_participant_id: String,
+    pub call_chain_id: String,
+}
+
+impl Call {
+    /// The bot places a call: it starts `establishing` and the network is asked to place it.
+    pub fn place(req: OutgoingCall, now: Millis) -> (Call, Vec<Effect>) {
+        let setup = now + req.ring_timeout_ms;
+        let call = Call {
+            id: req.id,
+            app_id: req.app_id,
+            tenant_id: req.tenant_id,
+            direction: Direction::Outgoing,
+            state: CallState::Establishing,
+            callback_uri: Some(req.callback_uri),
+            source: req.source,
+            target: req.target,
+            application_instance: req.application_instance,
+            requested_modalities: req.requested_modalities,
+            media_config: req.media_config,
+            media_state: MediaState::Inactive,
+            subject: req.subject,
+            result_info: None,
+            termination_reason: None,
+            my_participant_id: req.my_participant_id,
+            call_chain_id: req.call_chain_id,
+            created_at: now,
+            setup_deadline: Some(setup),
+            keep_alive_deadline: now + KEEP_ALIVE_TIMEOUT_MS,
+        };
+        let effects = vec![
+            call.notify(ChangeType::Updated),
+            Effect::Net(NetCommand::Place),
+            Effect::Timer { timer: Timer::Setup, at: setup },
+            Effect::Timer { timer: Timer::KeepAlive, at: call.keep_alive_deadline },
+        ];
+        (call, effects)
+    }
+
+    /// The network offers a call to the bot: it starts `incoming` and the app's webhook hears of it.
+    pub fn offer(req: IncomingCall, now: Millis) -> (Call, Vec<Effect>) {
+        let setup = now + ANSWER_TIMEOUT_MS;
+        let call = Call {
+            id: req.id,
+            app_id: req.app_id,
+            tenant_id: req.tenant_id,
+            direction: Direction::Incoming,
+            state: CallState::Incoming,
+            callback_uri: None,
+            source: req.source,
+            target: req.target,
+            application_instance: req.application_instance,
+            requested_modalities: vec!["audio".to_owned()],
+            media_config: MediaConfig::ServiceHosted,
+            media_state: MediaState::Inactive,
+            subject: None,
+            result_info: None,
+            termination_reason: None,
+            my_participant_id: req.my_participant_id,
+            call_chain_id: req.call_chain_id,
+            created_at: now,
+            setup_deadline: Some(setup),
+            keep_alive_deadline: now + KEEP_ALIVE_TIMEOUT_MS,
+        };
+        let mut created = call.notify(ChangeType::Created);
+        if let Effect::Notify(n) = &mut created {
+            n.full = true;
+        }
+        let effects = vec![
+            created,
+            Effect::Timer { timer: Timer::Setup, at: setup },
+            Effect::Timer { timer: Timer::KeepAlive, at: call.keep_alive_deadline },
+        ];
+        (call, effects)
+    }
+
+    pub fn is_terminated(&self) -> bool {
+        self.state == CallState::Terminated
+    }
+
+    /// The timers this call is waiting on; the engine re-arms them after a restart.
+    pub fn pending_timers(&self) -> Vec<(Timer, Millis)> {
+        if self.is_terminated() {
+            return Vec::new();
+        }
+        let mut timers = vec![(Timer::KeepAlive, self.keep_alive_deadline)];
+        if let Some(at) = self.setup_deadline {
+            timers.push((Timer::Setup, at));
+        }
+        timers
+    }
+
+    /// Apply one input. On `Ok` the call has moved (or stayed) and the effects are owed; on `Err`
+    /// nothing changed.
+    pub fn handle(&mut self, input: Input, now: Millis) -> Result<Vec<Effect>, Refusal> {
+        use CallState::*;
+        if self.is_terminated() {
+            // A terminated call takes nothing: commands are refused, late events and timers dropped.
+            return match input {
+                Input::Net(_) | Input::Timer(_) => Ok(Vec::new()),
+                other => Err(self.refuse(action_name(&other), "other than 'terminated'")),
+            };
+        }
+        let mut fx = Vec::new();
+        match input {
+            Input::Answer { callback_uri, modalities, media_config } => {
+                if self.state != Incoming {
+                    return Err(self.refuse("answer", "'incoming'"));
+                }
+                if callback_uri.is_some() {
+                    self.callback_uri = callback_uri;
+                }
+                if !modalities.is_empty() {
+                    self.requested_modalities = modalities;
+                }
+                self.media_config = media_config;
+                self.setup_deadline = None;
+                self.state = Establishing;
+                fx.push(self.notify(ChangeType::Updated));
+                fx.push(Effect::Net(NetCommand::Answer));
+            }
+            Input::Reject { reason } => {
+                if self.state != Incoming {
+                    return Err(self.refuse("reject", "'incoming'"));
+                }
+                self.end(ResultInfo::rejected(&reason), &mut fx);
+                fx.push(Effect::Net(NetCommand::Reject { reason }));
+            }
+            Input::Redirect { targets } => {
+                if self.state != Incoming {
+                    return Err(self.refuse("redirect", "'incoming'"));
+                }
+                self.end(ResultInfo::redirected(), &mut fx);
+                fx.push(Effect::Net(NetCommand::Redirect { targets }));
+            }
+            Input::HangUp => match self.state {
+                Terminating => return Err(self.refuse("hang up", "other than 'terminating'")),
+                _ => {
+                    self.state = Terminating;
+                    fx.push(self.notify(ChangeType::Updated));
+                    self.end(ResultInfo::ended_by_bot(), &mut fx);
+                    fx.push(Effect::Net(NetCommand::HangUp));
+                }
+            },
+            Input::KeepAlive => {
+                self.keep_alive_deadline = now + KEEP_ALIVE_TIMEOUT_MS;
+                fx.push(Effect::Timer { timer: Timer::KeepAlive, at: self.keep_alive_deadline });
+            }
+            Input::Net(NetEvent::Ringing) => {}
+            Input::Net(NetEvent::Connected) => {
+                if self.state == Establishing {
+                    self.setup_deadline = None;
+                    self.state = Established;
+                    self.media_state = MediaState::Active;
+                    let mut n = self.notify(ChangeType::Updated);
+                    if let Effect::Notify(n) = &mut n {
+                        n.media_state = Some(MediaState::Active);
+                    }
+                    fx.push(n);
+                }
+            }
+            Input::Net(NetEvent::Failed(failure)) => {
+                if matches!(self.state, Establishing | Incoming) {
+                    self.end(failure.result_info(), &mut fx);
+                }
+            }
+            Input::Net(NetEvent::RemoteHangUp) => {
+                let info = if self.remote().is_phone() { ResultInfo::pstn_hang_up() } else { ResultInfo::remote_hang_up() };
+                self.end(info, &mut fx);
+            }
+            Input::Timer(Timer::Setup) => {
+                if self.setup_deadline.is_some_and(|at| now >= at) {
+                    match self.state {
+                        Incoming => {
+                            self.end(ResultInfo::not_answered_in_time(), &mut fx);
+                            fx.push(Effect::Net(NetCommand::Reject { reason: "none".to_owned() }));
+                        }
+                        Establishing => {
+                            self.end(ResultInfo::no_answer(), &mut fx);
+                            fx.push(Effect::Net(NetCommand::HangUp));
+                        }
+                        _ => self.setup_deadline = None,
+                    }
+                }
+            }
+            Input::Timer(Timer::KeepAlive) => {
+                if now >= self.keep_alive_deadline {
+                    self.end(ResultInfo::keep_alive_timeout(), &mut fx);
+                    fx.push(Effect::Net(NetCommand::HangUp));
+                }
+            }
+        }
+        Ok(fx)
+    }
+
+    /// The party at the far end of the bot's call.
+    pub fn remote(&self) -> &Party {
+        match self.direction {
+            Direction::Incoming => &self.source,
+            Direction::Outgoing => &self.target,
+        }
+    }
+
+    fn end(&mut self, info: ResultInfo, fx: &mut Vec<Effect>) {
+        self.state = CallState::Terminated;
+        self.result_info = Some(info);
+        self.media_state = MediaState::Inactive;
+        self.setup_deadline = None;
+        fx.push(self.notify(ChangeType::Deleted));
+    }
+
+    fn notify(&self, change: ChangeType) -> Effect {
+        Effect::Notify(Notification {
+            change,
+            state: self.state,
+            full: false,
+            result_info: if self.state == CallState::Terminated { self.result_info.clone() } else { None },
+            termination_reason: self.termination_reason.clone(),
+            media_state: None,
+        })
+    }
+
+    fn refuse(&self, action: &'static str, needs: &'static str) -> Refusal {
+        Refusal::WrongState { action, state: self.state, needs }
+    }
+}
+
+fn action_name(input: &Input) -> &'static str {
+    match input {
+        Input::Answer { .. } => "answer",
+        Input::Reject { .. } => "reject",
+        Input::Redirect { .. } => "redirect",
+        Input::HangUp => "hang up",
+        Input::KeepAlive => "keep alive",
+        Input::Net(_) => "network event",
+        Input::Timer(_) => "timer",
+    }
+}
+
+#[cfg(test)]
+mod tests;

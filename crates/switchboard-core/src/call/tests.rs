@@ -1,0 +1,200 @@
+//! Tests of the call state machine: a few exact transcripts, then properties over random input
+//! sequences (one final outcome, nothing after termination, only documented edges).
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn heidi() -> Party {
+    Party::User { id: "heidi".into(), display_name: "Heidi Steen".into(), tenant_id: "t".into() }
+}
+fn bot() -> Party {
+    Party::Application { id: "app".into(), display_name: "Bot".into() }
+}
+
+fn outgoing(now: Millis) -> (Call, Vec<Effect>) {
+    Call::place(
+        OutgoingCall {
+            id: "c1".into(),
+            app_id: "app".into(),
+            tenant_id: "t".into(),
+            callback_uri: "https://bot/cb".into(),
+            source: bot(),
+            target: heidi(),
+            application_instance: None,
+            requested_modalities: vec!["audio".into()],
+            media_config: MediaConfig::ServiceHosted,
+            subject: None,
+            my_participant_id: "p".into(),
+            call_chain_id: "chain".into(),
+            ring_timeout_ms: 1000,
+        },
+        now,
+    )
+}
+
+fn incoming(now: Millis) -> (Call, Vec<Effect>) {
+    Call::offer(
+        IncomingCall {
+            id: "c2".into(),
+            app_id: "app".into(),
+            tenant_id: "t".into(),
+            source: heidi(),
+            target: bot(),
+            application_instance: None,
+            my_participant_id: "p".into(),
+            call_chain_id: "chain".into(),
+        },
+        now,
+    )
+}
+
+/// The notifications among effects, as "changeType:state" strings: the transcript a bot would see.
+fn notes(fx: &[Effect]) -> Vec<String> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Notify(n) => Some(format!("{:?}:{}", n.change, n.state.as_str()).to_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn outgoing_call_connects_then_bot_hangs_up() {
+    let (mut call, fx) = outgoing(0);
+    assert_eq!(notes(&fx), ["updated:establishing"]);
+    assert!(fx.contains(&Effect::Net(NetCommand::Place)));
+    let fx = call.handle(Input::Net(NetEvent::Connected), 10).unwrap();
+    assert_eq!(notes(&fx), ["updated:established"]);
+    assert_eq!(call.media_state, MediaState::Active);
+    let fx = call.handle(Input::HangUp, 20).unwrap();
+    assert_eq!(notes(&fx), ["updated:terminating", "deleted:terminated"]);
+    assert_eq!(call.result_info, Some(ResultInfo::ended_by_bot()));
+    assert!(fx.contains(&Effect::Net(NetCommand::HangUp)));
+}
+
+#[test]
+fn outgoing_call_failures_end_with_their_result_info() {
+    for (failure, code) in [(Failure::Busy, 486), (Failure::Declined, 603), (Failure::NoAnswer, 408)] {
+        let (mut call, _) = outgoing(0);
+        let fx = call.handle(Input::Net(NetEvent::Failed(failure)), 5).unwrap();
+        assert_eq!(notes(&fx), ["deleted:terminated"]);
+        assert_eq!(call.result_info.as_ref().map(|r| r.code), Some(code));
+    }
+}
+
+#[test]
+fn ring_timeout_ends_an_unanswered_outgoing_call_but_not_early() {
+    let (mut call, _) = outgoing(0);
+    assert!(call.handle(Input::Timer(Timer::Setup), 999).unwrap().is_empty());
+    let fx = call.handle(Input::Timer(Timer::Setup), 1000).unwrap();
+    assert_eq!(notes(&fx), ["deleted:terminated"]);
+    assert_eq!(call.result_info, Some(ResultInfo::no_answer()));
+    assert!(fx.contains(&Effect::Net(NetCommand::HangUp)));
+}
+
+#[test]
+fn incoming_call_is_offered_in_full_then_answered() {
+    let (mut call, fx) = incoming(0);
+    assert_eq!(notes(&fx), ["created:incoming"]);
+    assert!(matches!(&fx[0], Effect::Notify(n) if n.full));
+    let fx = call
+        .handle(
+            Input::Answer { callback_uri: Some("https://bot/c2".into()), modalities: vec![], media_config: MediaConfig::AppHosted },
+            1,
+        )
+        .unwrap();
+    assert_eq!(notes(&fx), ["updated:establishing"]);
+    assert_eq!(call.callback_uri.as_deref(), Some("https://bot/c2"));
+    assert_eq!(call.handle(Input::Net(NetEvent::Connected), 2).map(|fx| notes(&fx)), Ok(vec!["updated:established".into()]));
+    assert_eq!(
+        call.handle(Input::Reject { reason: "busy".into() }, 3),
+        Err(Refusal::WrongState { action: "reject", state: CallState::Established, needs: "'incoming'" })
+    );
+}
+
+#[test]
+fn unanswered_incoming_call_times_out() {
+    let (mut call, _) = incoming(0);
+    let fx = call.handle(Input::Timer(Timer::Setup), ANSWER_TIMEOUT_MS).unwrap();
+    assert_eq!(notes(&fx), ["deleted:terminated"]);
+    assert_eq!(call.result_info, Some(ResultInfo::not_answered_in_time()));
+}
+
+#[test]
+fn keep_alive_postpones_the_keep_alive_timeout() {
+    let (mut call, _) = outgoing(0);
+    call.handle(Input::Net(NetEvent::Connected), 1).unwrap();
+    call.handle(Input::KeepAlive, KEEP_ALIVE_TIMEOUT_MS - 1).unwrap();
+    assert!(call.handle(Input::Timer(Timer::KeepAlive), KEEP_ALIVE_TIMEOUT_MS).unwrap().is_empty());
+    let fx = call.handle(Input::Timer(Timer::KeepAlive), 2 * KEEP_ALIVE_TIMEOUT_MS).unwrap();
+    assert_eq!(notes(&fx), ["deleted:terminated"]);
+    assert_eq!(call.result_info, Some(ResultInfo::keep_alive_timeout()));
+}
+
+#[test]
+fn remote_hang_up_of_a_phone_uses_the_pstn_code() {
+    let (mut call, _) = incoming(0);
+    call.source = Party::Phone { number: "+1".into() };
+    call.handle(Input::Net(NetEvent::RemoteHangUp), 1).unwrap();
+    assert_eq!(call.result_info, Some(ResultInfo::pstn_hang_up()));
+}
+
+fn any_input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        Just(Input::Answer { callback_uri: None, modalities: vec![], media_config: MediaConfig::ServiceHosted }),
+        Just(Input::Reject { reason: "busy".into() }),
+        Just(Input::Redirect { targets: vec![heidi()] }),
+        Just(Input::HangUp),
+        Just(Input::KeepAlive),
+        Just(Input::Net(NetEvent::Ringing)),
+        Just(Input::Net(NetEvent::Connected)),
+        Just(Input::Net(NetEvent::Failed(Failure::Busy))),
+        Just(Input::Net(NetEvent::RemoteHangUp)),
+        Just(Input::Timer(Timer::Setup)),
+        Just(Input::Timer(Timer::KeepAlive)),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn random_interleavings_keep_the_invariants(
+        is_incoming in any::<bool>(),
+        steps in proptest::collection::vec((any_input(), 0u64..2_000_000), 0..40),
+    ) {
+        let (mut call, fx) = if is_incoming { incoming(0) } else { outgoing(0) };
+        let mut transcript = notes(&fx);
+        let mut now = 0;
+        for (input, dt) in steps {
+            now += dt;
+            let before = call.clone();
+            match call.handle(input, now) {
+                Ok(fx) => {
+                    if before.is_terminated() {
+                        prop_assert!(fx.is_empty(), "effects after termination: {fx:?}");
+                    }
+                    // Every notified state is reached along a documented edge.
+                    let mut prev = before.state;
+                    for e in &fx {
+                        if let Effect::Notify(n) = e {
+                            if n.state != prev {
+                                prop_assert!(prev.may_become(n.state), "{:?} -> {:?}", prev, n.state);
+                                prev = n.state;
+                            }
+                        }
+                    }
+                    prop_assert!(before.state == call.state || before.state.may_become(call.state) || prev == call.state);
+                    transcript.extend(notes(&fx));
+                }
+                Err(_) => prop_assert_eq!(&before, &call, "a refused input changed the call"),
+            }
+        }
+        // One final outcome: at most one deleted notification, and it is the last one.
+        let deleted = transcript.iter().filter(|n| n.starts_with("deleted")).count();
+        prop_assert!(deleted <= 1, "{transcript:?}");
+        prop_assert_eq!(deleted == 1, call.is_terminated());
+        if deleted == 1 {
+            prop_assert!(transcript.last().is_some_and(|n| n.starts_with("deleted")));
+        }
+    }
+}

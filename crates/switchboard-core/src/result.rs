@@ -1,0 +1,69 @@
+//! `resultInfo` codes, as `shared/research/graph-api.md` §8 lists them.
+//!
+//! Graph publishes no code for some outcomes an emulator must report (busy, declined); for those we use
+//! the SIP status as `code` with subcode 0, and say so in the README.
+
+use serde::{Deserialize, Serialize};
+
+/// Graph's `resultInfo`: why a call ended or an operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultInfo {
+    pub code: i32,
+    pub subcode: i32,
+    pub message: String,
+}
+
+impl ResultInfo {
+    fn new(code: i32, subcode: i32, message: &str) -> Self {
+        ResultInfo { code, subcode, message: message.to_owned() }
+    }
+
+    /// The bot hung up (DELETE): 200/7000.
+    pub fn ended_by_bot() -> Self {
+        Self::new(200, 7000, "The call was ended by the application.")
+    }
+    /// The other participant of a peer-to-peer call hung up: 200/4521.
+    pub fn remote_hang_up() -> Self {
+        Self::new(200, 4521, "The other participant ended the call.")
+    }
+    /// A PSTN party hung up: 200/540000.
+    pub fn pstn_hang_up() -> Self {
+        Self::new(200, 540000, "The call was ended by the PSTN user.")
+    }
+    /// The callee was busy (SIP 486).
+    pub fn busy() -> Self {
+        Self::new(486, 0, "The callee is busy.")
+    }
+    /// The callee declined (SIP 603).
+    pub fn declined() -> Self {
+        Self::new(603, 0, "The callee declined the call.")
+    }
+    /// Nobody answered before the ring timeout: 408/10057.
+    pub fn no_answer() -> Self {
+        Self::new(408, 10057, "The callee did not answer before the ring timeout.")
+    }
+    /// The callee could not be reached at all: 480/10076.
+    pub fn unreachable() -> Self {
+        Self::new(480, 10076, "The callee could not be reached.")
+    }
+    /// The bot did not answer, reject or redirect an incoming call in time: 408/1106.
+    pub fn not_answered_in_time() -> Self {
+        Self::new(408, 1106, "The application did not answer the incoming call in time.")
+    }
+    /// No keepAlive within 45 minutes: 408/8537.
+    pub fn keep_alive_timeout() -> Self {
+        Self::new(408, 8537, "The call was ended because no keepAlive was received in time.")
+    }
+    /// The bot rejected the incoming call.
+    pub fn rejected(reason: &str) -> Self {
+        match reason {
+            "busy" => Self::new(486, 0, "The application rejected the call as busy."),
+            "forbidden" => Self::new(403, 0, "The application rejected the call as forbidden."),
+            _ => Self::new(603, 0, "The application rejected the call."),
+        }
+    }
+    /// The bot redirected the incoming call elsewhere.
+    pub fn redirected() -> Self {
+        Self::new(200, 0, "The call was redirected by the application.")
+    }
+}
