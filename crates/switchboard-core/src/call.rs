@@ -52,11 +52,16 @@ impl CallState {
         use CallState::*;
         matches!(
             (self, next),
-            (Incoming, Establishing | Redirecting | Terminating | Terminated)
-                | (Establishing, Established | Terminating | Terminated)
+            (
+                Incoming,
+                Establishing | Redirecting | Terminating | Terminated
+            ) | (Establishing, Established | Terminating | Terminated)
                 | (Established, Transferring | Hold | Terminating | Terminated)
                 | (Hold, Established | Terminating | Terminated)
-                | (Transferring, TransferAccepted | Established | Terminating | Terminated)
+                | (
+                    Transferring,
+                    TransferAccepted | Established | Terminating | Terminated
+                )
                 | (TransferAccepted, Terminating | Terminated)
                 | (Redirecting, Terminated)
                 | (Terminating, Terminated)
@@ -121,6 +126,8 @@ pub struct Call {
     pub result_info: Option<ResultInfo>,
     pub termination_reason: Option<String>,
     pub my_participant_id: String,
+    /// The participant id of the party at the far end.
+    pub peer_participant_id: String,
     pub call_chain_id: String,
     pub created_at: Millis,
     /// Incoming: the bot must answer, reject or redirect by then. Outgoing: the ring timeout.
@@ -181,9 +188,17 @@ pub enum Timer {
 /// Everything that can happen to a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
-    Answer { callback_uri: Option<String>, modalities: Vec<String>, media_config: MediaConfig },
-    Reject { reason: String },
-    Redirect { targets: Vec<Party> },
+    Answer {
+        callback_uri: Option<String>,
+        modalities: Vec<String>,
+        media_config: MediaConfig,
+    },
+    Reject {
+        reason: String,
+    },
+    Redirect {
+        targets: Vec<Party>,
+    },
     HangUp,
     KeepAlive,
     Net(NetEvent),
@@ -197,8 +212,12 @@ pub enum NetCommand {
     /// Place the outgoing call to `call.target`.
     Place,
     Answer,
-    Reject { reason: String },
-    Redirect { targets: Vec<Party> },
+    Reject {
+        reason: String,
+    },
+    Redirect {
+        targets: Vec<Party>,
+    },
     HangUp,
 }
 
@@ -226,7 +245,11 @@ pub enum Effect {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("cannot {action} a call in state '{}'; {action} needs state {needs}", state.as_str())]
-    WrongState { action: &'static str, state: CallState, needs: &'static str },
+    WrongState {
+        action: &'static str,
+        state: CallState,
+        needs: &'static str,
+    },
 }
 
 /// Everything the bot asked for when it placed an outgoing call.
@@ -243,6 +266,7 @@ pub struct OutgoingCall {
     pub media_config: MediaConfig,
     pub subject: Option<String>,
     pub my_participant_id: String,
+    pub peer_participant_id: String,
     pub call_chain_id: String,
     pub ring_timeout_ms: Millis,
 }
@@ -257,6 +281,7 @@ pub struct IncomingCall {
     pub target: Party,
     pub application_instance: Option<String>,
     pub my_participant_id: String,
+    pub peer_participant_id: String,
     pub call_chain_id: String,
 }
 
@@ -281,6 +306,7 @@ impl Call {
             result_info: None,
             termination_reason: None,
             my_participant_id: req.my_participant_id,
+            peer_participant_id: req.peer_participant_id,
             call_chain_id: req.call_chain_id,
             created_at: now,
             setup_deadline: Some(setup),
@@ -289,8 +315,14 @@ impl Call {
         let effects = vec![
             call.notify(ChangeType::Updated),
             Effect::Net(NetCommand::Place),
-            Effect::Timer { timer: Timer::Setup, at: setup },
-            Effect::Timer { timer: Timer::KeepAlive, at: call.keep_alive_deadline },
+            Effect::Timer {
+                timer: Timer::Setup,
+                at: setup,
+            },
+            Effect::Timer {
+                timer: Timer::KeepAlive,
+                at: call.keep_alive_deadline,
+            },
         ];
         (call, effects)
     }
@@ -315,6 +347,7 @@ impl Call {
             result_info: None,
             termination_reason: None,
             my_participant_id: req.my_participant_id,
+            peer_participant_id: req.peer_participant_id,
             call_chain_id: req.call_chain_id,
             created_at: now,
             setup_deadline: Some(setup),
@@ -326,8 +359,14 @@ impl Call {
         }
         let effects = vec![
             created,
-            Effect::Timer { timer: Timer::Setup, at: setup },
-            Effect::Timer { timer: Timer::KeepAlive, at: call.keep_alive_deadline },
+            Effect::Timer {
+                timer: Timer::Setup,
+                at: setup,
+            },
+            Effect::Timer {
+                timer: Timer::KeepAlive,
+                at: call.keep_alive_deadline,
+            },
         ];
         (call, effects)
     }
@@ -361,7 +400,11 @@ impl Call {
         }
         let mut fx = Vec::new();
         match input {
-            Input::Answer { callback_uri, modalities, media_config } => {
+            Input::Answer {
+                callback_uri,
+                modalities,
+                media_config,
+            } => {
                 if self.state != Incoming {
                     return Err(self.refuse("answer", "'incoming'"));
                 }
@@ -402,7 +445,10 @@ impl Call {
             },
             Input::KeepAlive => {
                 self.keep_alive_deadline = now + KEEP_ALIVE_TIMEOUT_MS;
-                fx.push(Effect::Timer { timer: Timer::KeepAlive, at: self.keep_alive_deadline });
+                fx.push(Effect::Timer {
+                    timer: Timer::KeepAlive,
+                    at: self.keep_alive_deadline,
+                });
             }
             Input::Net(NetEvent::Ringing) => {}
             Input::Net(NetEvent::Connected) => {
@@ -423,7 +469,11 @@ impl Call {
                 }
             }
             Input::Net(NetEvent::RemoteHangUp) => {
-                let info = if self.remote().is_phone() { ResultInfo::pstn_hang_up() } else { ResultInfo::remote_hang_up() };
+                let info = if self.remote().is_phone() {
+                    ResultInfo::pstn_hang_up()
+                } else {
+                    ResultInfo::remote_hang_up()
+                };
                 self.end(info, &mut fx);
             }
             Input::Timer(Timer::Setup) => {
@@ -431,7 +481,9 @@ impl Call {
                     match self.state {
                         Incoming => {
                             self.end(ResultInfo::not_answered_in_time(), &mut fx);
-                            fx.push(Effect::Net(NetCommand::Reject { reason: "none".to_owned() }));
+                            fx.push(Effect::Net(NetCommand::Reject {
+                                reason: "none".to_owned(),
+                            }));
                         }
                         Establishing => {
                             self.end(ResultInfo::no_answer(), &mut fx);
@@ -472,14 +524,22 @@ impl Call {
             change,
             state: self.state,
             full: false,
-            result_info: if self.state == CallState::Terminated { self.result_info.clone() } else { None },
+            result_info: if self.state == CallState::Terminated {
+                self.result_info.clone()
+            } else {
+                None
+            },
             termination_reason: self.termination_reason.clone(),
             media_state: None,
         })
     }
 
     fn refuse(&self, action: &'static str, needs: &'static str) -> Refusal {
-        Refusal::WrongState { action, state: self.state, needs }
+        Refusal::WrongState {
+            action,
+            state: self.state,
+            needs,
+        }
     }
 }
 

@@ -15,7 +15,11 @@ pub struct ResultInfo {
 
 impl ResultInfo {
     fn new(code: i32, subcode: i32, message: &str) -> Self {
-        ResultInfo { code, subcode, message: message.to_owned() }
+        ResultInfo {
+            code,
+            subcode,
+            message: message.to_owned(),
+        }
     }
 
     /// The bot hung up (DELETE): 200/7000.
@@ -40,7 +44,11 @@ impl ResultInfo {
     }
     /// Nobody answered before the ring timeout: 408/10057.
     pub fn no_answer() -> Self {
-        Self::new(408, 10057, "The callee did not answer before the ring timeout.")
+        Self::new(
+            408,
+            10057,
+            "The callee did not answer before the ring timeout.",
+        )
     }
     /// The callee could not be reached at all: 480/10076.
     pub fn unreachable() -> Self {
@@ -48,11 +56,19 @@ impl ResultInfo {
     }
     /// The bot did not answer, reject or redirect an incoming call in time: 408/1106.
     pub fn not_answered_in_time() -> Self {
-        Self::new(408, 1106, "The application did not answer the incoming call in time.")
+        Self::new(
+            408,
+            1106,
+            "The application did not answer the incoming call in time.",
+        )
     }
     /// No keepAlive within 45 minutes: 408/8537.
     pub fn keep_alive_timeout() -> Self {
-        Self::new(408, 8537, "The call was ended because no keepAlive was received in time.")
+        Self::new(
+            408,
+            8537,
+            "The call was ended because no keepAlive was received in time.",
+        )
     }
     /// The bot rejected the incoming call.
     pub fn rejected(reason: &str) -> Self {

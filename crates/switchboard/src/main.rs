@@ -1,1 +1,244 @@
-fn main(){}
+//! The `switchboard` command. Configuration layers: built-in demo (or `--config` file), then
+//! environment variables, then flags (clap reads both).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use switchboard::config::Config;
+use switchboard::server::{self, Tls};
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "The Microsoft Graph calling API, self-hosted, on a simulated telephony network."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server. Without a config file it serves the built-in demo directory (see the README).
+    Serve(ServeArgs),
+    /// Print the example configuration file (equivalent to the demo directory).
+    ExampleConfig,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port). Overrides `listen` of the config file.
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Folder for the SQLite database, signing keys and generated certificates. Overrides `data_dir`.
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file (directory of tenants, apps, users, numbers; settings).
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Calling webhook of the demo's "Demo Bot" (default http://127.0.0.1:3978/api/calls).
+    #[arg(long, env = "SWITCHBOARD_DEMO_WEBHOOK")]
+    demo_webhook: Option<String>,
+    /// Calling webhook of the demo's "Legacy Bot" (default http://127.0.0.1:3980/api/calls).
+    #[arg(long, env = "SWITCHBOARD_LEGACY_WEBHOOK")]
+    legacy_webhook: Option<String>,
+    /// Base URL bots use to reach this server, if not the listen address (e.g. behind a proxy).
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Ring timeout for outgoing calls, in milliseconds (1000 to 115000).
+    #[arg(long, env = "SWITCHBOARD_RING_TIMEOUT_MS")]
+    ring_timeout_ms: Option<u64>,
+    /// First notification retry delay in milliseconds (doubles per attempt).
+    #[arg(long, env = "SWITCHBOARD_RETRY_FIRST_MS")]
+    retry_first_ms: Option<u64>,
+    /// Serve HTTPS: with the config file's [tls] cert and key, or a generated self-signed certificate.
+    #[arg(long, env = "SWITCHBOARD_TLS")]
+    tls: bool,
+    /// Log format.
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::ExampleConfig => {
+            print!("{}", switchboard::config::EXAMPLE_TOML);
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Serve(args) => {
+            init_logs(args.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("switchboard: cannot start the runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(args)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchboard: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<(Config, String)> {
+    let (mut config, file) = match &args.config {
+        Some(path) => (Config::from_file(path)?, path.display().to_string()),
+        None => (Config::demo(), "(built-in demo)".to_owned()),
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(u) = &args.public_url {
+        config.public_url = Some(u.clone());
+    }
+    if let Some(ms) = args.ring_timeout_ms {
+        config.calls.ring_timeout_ms = ms;
+    }
+    if let Some(ms) = args.retry_first_ms {
+        config.notifications.first_retry_ms = ms;
+    }
+    for (flag, client_id, url) in [
+        (
+            "--demo-webhook",
+            "cccccccc-0000-4000-8000-000000000003",
+            &args.demo_webhook,
+        ),
+        (
+            "--legacy-webhook",
+            "cccccccc-0000-4000-8000-000000000006",
+            &args.legacy_webhook,
+        ),
+    ] {
+        if let Some(url) = url {
+            let app = config
+                .directory
+                .applications
+                .iter_mut()
+                .find(|a| a.client_id == client_id)
+                .with_context(|| format!("{flag} needs the demo directory's app {client_id}, which {file} does not have"))?;
+            app.calling_webhook = Some(url.clone());
+        }
+    }
+    config.validate(&format!("{file} with flags and environment applied"))?;
+    Ok((config, file))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (config, file) = load_config(&args)?;
+    let tls = match (args.tls, &config.tls) {
+        (false, _) => Tls::Off,
+        (true, Some(t)) => match (&t.cert, &t.key) {
+            (Some(cert), Some(key)) => Tls::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => Tls::Generate,
+        },
+        (true, None) => Tls::Generate,
+    };
+    let data_dir = config.data_dir.clone();
+    let directory = config.directory.clone();
+    let issuer = config.notifications.issuer.clone();
+    let admin_key = config.sim.admin_key.clone();
+    let (running, handle) = server::start(config, tls, shutdown_signal()).await?;
+    let base = &running.base_url;
+    println!(
+        "Switchboard {} listening on {base}",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("  directory:          {file}");
+    println!("  data:               {} (SQLite, WAL)", data_dir.display());
+    if let Some(cert) = &running.cert_path {
+        println!(
+            "  TLS certificate:    {} (trust it in your bot, e.g. REQUESTS_CA_BUNDLE / SSL_CERT_FILE)",
+            cert.display()
+        );
+    }
+    println!(
+        "  recovered:          {} live calls, {} undelivered notifications",
+        running.recovered_calls, running.recovered_notifications
+    );
+    println!("  Graph base URL:     {base}/v1.0  and  {base}/beta");
+    println!(
+        "  token authority:    {base}/{{tenant}}  (token endpoint {base}/{{tenant}}/oauth2/v2.0/token, scope https://graph.microsoft.com/.default)"
+    );
+    for t in &directory.tenants {
+        println!("  tenant {:<12} {}", format!("{}:", t.name), t.id);
+    }
+    for a in &directory.applications {
+        println!(
+            "  app {:<24} client id {}  secret {}  webhook {}",
+            format!("\"{}\":", a.name),
+            a.client_id,
+            a.secret,
+            a.calling_webhook.as_deref().unwrap_or("(none)")
+        );
+        for i in &a.instances {
+            println!(
+                "      instance {:<19} {}  phone {}",
+                format!("\"{}\":", i.display_name),
+                i.id,
+                i.phone.as_deref().unwrap_or("(none)")
+            );
+        }
+    }
+    println!(
+        "  notification JWTs:  issuer {issuer}; OpenID configuration {base}/notifications/v1/.well-known/openid-configuration"
+    );
+    println!("  sim control API:    {base}/sim/v1  (header X-Sim-Admin-Key: {admin_key})");
+    println!("  OpenAPI:            {base}/openapi.json   metrics: {base}/metrics");
+    handle.await.context("the server task failed")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: draining requests and notifications in flight");
+}

@@ -6,10 +6,17 @@ use proptest::prelude::*;
 use super::*;
 
 fn heidi() -> Party {
-    Party::User { id: "heidi".into(), display_name: "Heidi Steen".into(), tenant_id: "t".into() }
+    Party::User {
+        id: "heidi".into(),
+        display_name: "Heidi Steen".into(),
+        tenant_id: "t".into(),
+    }
 }
 fn bot() -> Party {
-    Party::Application { id: "app".into(), display_name: "Bot".into() }
+    Party::Application {
+        id: "app".into(),
+        display_name: "Bot".into(),
+    }
 }
 
 fn outgoing(now: Millis) -> (Call, Vec<Effect>) {
@@ -26,6 +33,7 @@ fn outgoing(now: Millis) -> (Call, Vec<Effect>) {
             media_config: MediaConfig::ServiceHosted,
             subject: None,
             my_participant_id: "p".into(),
+            peer_participant_id: "q".into(),
             call_chain_id: "chain".into(),
             ring_timeout_ms: 1000,
         },
@@ -43,6 +51,7 @@ fn incoming(now: Millis) -> (Call, Vec<Effect>) {
             target: bot(),
             application_instance: None,
             my_participant_id: "p".into(),
+            peer_participant_id: "q".into(),
             call_chain_id: "chain".into(),
         },
         now,
@@ -53,7 +62,9 @@ fn incoming(now: Millis) -> (Call, Vec<Effect>) {
 fn notes(fx: &[Effect]) -> Vec<String> {
     fx.iter()
         .filter_map(|e| match e {
-            Effect::Notify(n) => Some(format!("{:?}:{}", n.change, n.state.as_str()).to_lowercase()),
+            Effect::Notify(n) => {
+                Some(format!("{:?}:{}", n.change, n.state.as_str()).to_lowercase())
+            }
             _ => None,
         })
         .collect()
@@ -75,9 +86,15 @@ fn outgoing_call_connects_then_bot_hangs_up() {
 
 #[test]
 fn outgoing_call_failures_end_with_their_result_info() {
-    for (failure, code) in [(Failure::Busy, 486), (Failure::Declined, 603), (Failure::NoAnswer, 408)] {
+    for (failure, code) in [
+        (Failure::Busy, 486),
+        (Failure::Declined, 603),
+        (Failure::NoAnswer, 408),
+    ] {
         let (mut call, _) = outgoing(0);
-        let fx = call.handle(Input::Net(NetEvent::Failed(failure)), 5).unwrap();
+        let fx = call
+            .handle(Input::Net(NetEvent::Failed(failure)), 5)
+            .unwrap();
         assert_eq!(notes(&fx), ["deleted:terminated"]);
         assert_eq!(call.result_info.as_ref().map(|r| r.code), Some(code));
     }
@@ -86,7 +103,11 @@ fn outgoing_call_failures_end_with_their_result_info() {
 #[test]
 fn ring_timeout_ends_an_unanswered_outgoing_call_but_not_early() {
     let (mut call, _) = outgoing(0);
-    assert!(call.handle(Input::Timer(Timer::Setup), 999).unwrap().is_empty());
+    assert!(
+        call.handle(Input::Timer(Timer::Setup), 999)
+            .unwrap()
+            .is_empty()
+    );
     let fx = call.handle(Input::Timer(Timer::Setup), 1000).unwrap();
     assert_eq!(notes(&fx), ["deleted:terminated"]);
     assert_eq!(call.result_info, Some(ResultInfo::no_answer()));
@@ -100,23 +121,42 @@ fn incoming_call_is_offered_in_full_then_answered() {
     assert!(matches!(&fx[0], Effect::Notify(n) if n.full));
     let fx = call
         .handle(
-            Input::Answer { callback_uri: Some("https://bot/c2".into()), modalities: vec![], media_config: MediaConfig::AppHosted },
+            Input::Answer {
+                callback_uri: Some("https://bot/c2".into()),
+                modalities: vec![],
+                media_config: MediaConfig::AppHosted,
+            },
             1,
         )
         .unwrap();
     assert_eq!(notes(&fx), ["updated:establishing"]);
     assert_eq!(call.callback_uri.as_deref(), Some("https://bot/c2"));
-    assert_eq!(call.handle(Input::Net(NetEvent::Connected), 2).map(|fx| notes(&fx)), Ok(vec!["updated:established".into()]));
     assert_eq!(
-        call.handle(Input::Reject { reason: "busy".into() }, 3),
-        Err(Refusal::WrongState { action: "reject", state: CallState::Established, needs: "'incoming'" })
+        call.handle(Input::Net(NetEvent::Connected), 2)
+            .map(|fx| notes(&fx)),
+        Ok(vec!["updated:established".into()])
+    );
+    assert_eq!(
+        call.handle(
+            Input::Reject {
+                reason: "busy".into()
+            },
+            3
+        ),
+        Err(Refusal::WrongState {
+            action: "reject",
+            state: CallState::Established,
+            needs: "'incoming'"
+        })
     );
 }
 
 #[test]
 fn unanswered_incoming_call_times_out() {
     let (mut call, _) = incoming(0);
-    let fx = call.handle(Input::Timer(Timer::Setup), ANSWER_TIMEOUT_MS).unwrap();
+    let fx = call
+        .handle(Input::Timer(Timer::Setup), ANSWER_TIMEOUT_MS)
+        .unwrap();
     assert_eq!(notes(&fx), ["deleted:terminated"]);
     assert_eq!(call.result_info, Some(ResultInfo::not_answered_in_time()));
 }
@@ -125,9 +165,16 @@ fn unanswered_incoming_call_times_out() {
 fn keep_alive_postpones_the_keep_alive_timeout() {
     let (mut call, _) = outgoing(0);
     call.handle(Input::Net(NetEvent::Connected), 1).unwrap();
-    call.handle(Input::KeepAlive, KEEP_ALIVE_TIMEOUT_MS - 1).unwrap();
-    assert!(call.handle(Input::Timer(Timer::KeepAlive), KEEP_ALIVE_TIMEOUT_MS).unwrap().is_empty());
-    let fx = call.handle(Input::Timer(Timer::KeepAlive), 2 * KEEP_ALIVE_TIMEOUT_MS).unwrap();
+    call.handle(Input::KeepAlive, KEEP_ALIVE_TIMEOUT_MS - 1)
+        .unwrap();
+    assert!(
+        call.handle(Input::Timer(Timer::KeepAlive), KEEP_ALIVE_TIMEOUT_MS)
+            .unwrap()
+            .is_empty()
+    );
+    let fx = call
+        .handle(Input::Timer(Timer::KeepAlive), 2 * KEEP_ALIVE_TIMEOUT_MS)
+        .unwrap();
     assert_eq!(notes(&fx), ["deleted:terminated"]);
     assert_eq!(call.result_info, Some(ResultInfo::keep_alive_timeout()));
 }
@@ -135,16 +182,26 @@ fn keep_alive_postpones_the_keep_alive_timeout() {
 #[test]
 fn remote_hang_up_of_a_phone_uses_the_pstn_code() {
     let (mut call, _) = incoming(0);
-    call.source = Party::Phone { number: "+1".into() };
+    call.source = Party::Phone {
+        number: "+1".into(),
+    };
     call.handle(Input::Net(NetEvent::RemoteHangUp), 1).unwrap();
     assert_eq!(call.result_info, Some(ResultInfo::pstn_hang_up()));
 }
 
 fn any_input() -> impl Strategy<Value = Input> {
     prop_oneof![
-        Just(Input::Answer { callback_uri: None, modalities: vec![], media_config: MediaConfig::ServiceHosted }),
-        Just(Input::Reject { reason: "busy".into() }),
-        Just(Input::Redirect { targets: vec![heidi()] }),
+        Just(Input::Answer {
+            callback_uri: None,
+            modalities: vec![],
+            media_config: MediaConfig::ServiceHosted
+        }),
+        Just(Input::Reject {
+            reason: "busy".into()
+        }),
+        Just(Input::Redirect {
+            targets: vec![heidi()]
+        }),
         Just(Input::HangUp),
         Just(Input::KeepAlive),
         Just(Input::Net(NetEvent::Ringing)),

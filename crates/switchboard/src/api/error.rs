@@ -1,0 +1,104 @@
+//! Graph's error envelope, with `request-id` and `client-request-id` filled in by the middleware.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::engine::EngineError;
+use crate::graph::parse::BodyError;
+
+/// A refused Graph request. Handlers return it; [`super::request_ids`] renders the envelope, because
+/// only the middleware knows the request's ids.
+#[derive(Debug, Clone)]
+pub struct GraphError {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl GraphError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        GraphError {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            message,
+        )
+    }
+    /// Graph's calls service: `8522` "Call not found."
+    pub fn call_not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "8522",
+            format!("Call not found: '{id}' is not a live call of this application."),
+        )
+    }
+    pub fn unknown_segment(segment: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "UnknownSegment",
+            format!("Resource not found for the segment '{segment}'."),
+        )
+    }
+    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("The method {method} is not allowed on {path}."),
+        )
+    }
+}
+
+impl From<BodyError> for GraphError {
+    fn from(e: BodyError) -> Self {
+        GraphError::bad_request(format!("Invalid request body: {}: {}", e.field, e.problem))
+    }
+}
+
+impl From<EngineError> for GraphError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound(id) => GraphError::call_not_found(&id),
+            EngineError::Refused(r) => GraphError::new(
+                StatusCode::CONFLICT,
+                "InvalidCallState",
+                format!("{}{}", upper_first(&r.to_string()), "."),
+            ),
+            EngineError::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                GraphError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The request could not be stored; retry later.",
+                )
+            }
+        }
+    }
+}
+
+fn upper_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+impl IntoResponse for GraphError {
+    fn into_response(self) -> Response {
+        let mut resp = self.status.into_response();
+        resp.extensions_mut().insert(self);
+        resp
+    }
+}

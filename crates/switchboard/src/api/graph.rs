@@ -1,0 +1,839 @@
+//! The Graph calls API: `/v1.0` and `/beta`, `/communications/calls`, and beta's `/app/calls` and
+//! 2018 `/applications/{appId}/calls` aliases.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use switchboard_core::call::{Call, Input, MediaConfig, OutgoingCall};
+use switchboard_core::party::Party;
+
+use super::{AppState, GraphError, json_body};
+use crate::config::{Application, is_e164};
+use crate::engine::now_ms;
+use crate::graph::parse::{self, BodyError, IdentityRef, Obj, err};
+use crate::graph::render;
+use crate::identity;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Version {
+    V1,
+    Beta,
+}
+
+impl Version {
+    fn as_str(self) -> &'static str {
+        match self {
+            Version::V1 => "v1.0",
+            Version::Beta => "beta",
+        }
+    }
+}
+
+/// Who is calling: the app behind the bearer token, in the token's tenant.
+pub struct Caller {
+    pub app: Application,
+    pub tenant: String,
+    pub roles: Vec<String>,
+}
+
+const CALLING_ROLES: [&str; 5] = [
+    "Calls.Initiate.All",
+    "Calls.InitiateGroupCall.All",
+    "Calls.JoinGroupCall.All",
+    "Calls.JoinGroupCallAsGuest.All",
+    "Calls.AccessMedia.All",
+];
+
+impl Caller {
+    fn has(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    fn require(&self, role: &str, what: &str) -> Result<(), GraphError> {
+        if self.has(role) {
+            Ok(())
+        } else {
+            Err(GraphError::new(
+                StatusCode::FORBIDDEN,
+                "7504",
+                format!(
+                    "Insufficient permissions: {what} needs the application permission {role}, which the token does not carry."
+                ),
+            ))
+        }
+    }
+}
+
+/// Validates the bearer token and finds the app and tenant it speaks for.
+pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, GraphError> {
+    let raw = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            GraphError::unauthorized("Access token is empty: send Authorization: Bearer <token>.")
+        })?;
+    let raw = raw
+        .to_str()
+        .map_err(|_| GraphError::unauthorized("The Authorization header is not valid text."))?;
+    let token = match raw.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            token.trim()
+        }
+        _ => {
+            return Err(GraphError::unauthorized(
+                "The Authorization header must be 'Bearer <token>'.",
+            ));
+        }
+    };
+    let claims =
+        identity::validate_access_token(&state.key, &state.base_url, token, now_ms() / 1000)
+            .map_err(|e| {
+                GraphError::unauthorized(format!("Access token validation failure: {e}."))
+            })?;
+    let app = state.config.directory.app(&claims.appid).ok_or_else(|| {
+        GraphError::unauthorized(format!(
+            "Access token validation failure: application '{}' is not registered.",
+            claims.appid
+        ))
+    })?;
+    if !app
+        .tenants
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(&claims.tid))
+    {
+        return Err(GraphError::forbidden(format!(
+            "Application '{}' is not consented in tenant '{}'.",
+            app.name, claims.tid
+        )));
+    }
+    let caller = Caller {
+        app: app.clone(),
+        tenant: claims.tid,
+        roles: claims.roles,
+    };
+    if !CALLING_ROLES.iter().any(|r| caller.has(r)) {
+        return Err(GraphError::new(
+            StatusCode::FORBIDDEN,
+            "7504",
+            format!(
+                "Insufficient permissions: application '{}' holds none of the calling permissions ({}).",
+                caller.app.name,
+                CALLING_ROLES.join(", ")
+            ),
+        ));
+    }
+    Ok(caller)
+}
+
+pub async fn dispatch_v1(
+    state: State<AppState>,
+    method: Method,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    dispatch(state, Version::V1, method, rest, headers, body).await
+}
+
+pub async fn dispatch_beta(
+    state: State<AppState>,
+    method: Method,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    dispatch(state, Version::Beta, method, rest, headers, body).await
+}
+
+async fn dispatch(
+    State(state): State<AppState>,
+    version: Version,
+    method: Method,
+    rest: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match route(&state, version, &method, &rest, &headers, body).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn eq(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// An action segment without its optional `microsoft.graph.` namespace, lower-cased.
+fn action_name(segment: &str) -> String {
+    let s = segment.to_ascii_lowercase();
+    s.strip_prefix("microsoft.graph.")
+        .map(str::to_owned)
+        .unwrap_or(s)
+}
+
+async fn route(
+    state: &AppState,
+    version: Version,
+    method: &Method,
+    rest: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, GraphError> {
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    // The collection of calls under one of its three prefixes; the rest is the same for all.
+    let (tail, path_app) = match segs.as_slice() {
+        [c, calls, tail @ ..] if eq(c, "communications") && eq(calls, "calls") => (tail, None),
+        [a, calls, tail @ ..] if version == Version::Beta && eq(a, "app") && eq(calls, "calls") => {
+            (tail, None)
+        }
+        [a, app_id, calls, tail @ ..]
+            if version == Version::Beta && eq(a, "applications") && eq(calls, "calls") =>
+        {
+            (tail, Some(*app_id))
+        }
+        [] => return Err(GraphError::unknown_segment("")),
+        [first, ..]
+            if eq(first, "communications")
+                || (version == Version::Beta
+                    && (eq(first, "app") || eq(first, "applications"))) =>
+        {
+            return Err(GraphError::unknown_segment(
+                segs.get(1).or(segs.get(2)).copied().unwrap_or(first),
+            ));
+        }
+        [first, ..] => return Err(GraphError::unknown_segment(first)),
+    };
+    let caller = authenticate(state, headers)?;
+    if let Some(app_id) = path_app {
+        if !app_id.eq_ignore_ascii_case(&caller.app.client_id) {
+            return Err(GraphError::forbidden(format!(
+                "The path names application '{app_id}', but the token is for application '{}'.",
+                caller.app.client_id
+            )));
+        }
+    }
+    let path = format!("/{}/{}", version.as_str(), rest.trim_start_matches('/'));
+    let not_allowed = || GraphError::method_not_allowed(method.as_str(), &path);
+    match tail {
+        [] => match *method {
+            Method::POST => create_call(state, &caller, version, headers, body).await,
+            Method::GET => list_calls(state, &caller, version).await,
+            _ => Err(not_allowed()),
+        },
+        [id] => {
+            let call = owned_call(state, &caller, id).await?;
+            match *method {
+                Method::GET => Ok(Json(with_context(
+                    render::call(&call),
+                    state,
+                    version,
+                    "communications/calls/$entity",
+                ))
+                .into_response()),
+                Method::DELETE => {
+                    state.engine.apply(&call.id, Input::HangUp).await?;
+                    Ok(StatusCode::NO_CONTENT.into_response())
+                }
+                _ => Err(not_allowed()),
+            }
+        }
+        [id, coll] if eq(coll, "participants") => {
+            let call = owned_call(state, &caller, id).await?;
+            if *method != Method::GET {
+                return Err(not_allowed());
+            }
+            let value: Vec<Value> = participants(&call, &state.config.directory)
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect();
+            Ok(Json(with_context(
+                json!({ "value": value }),
+                state,
+                version,
+                &format!("communications/calls('{}')/participants", call.id),
+            ))
+            .into_response())
+        }
+        [id, coll] if eq(coll, "operations") => {
+            owned_call(state, &caller, id).await?;
+            if *method != Method::GET {
+                return Err(not_allowed());
+            }
+            Ok(Json(with_context(
+                json!({ "value": [] }),
+                state,
+                version,
+                "communications/calls/operations",
+            ))
+            .into_response())
+        }
+        [id, coll, pid] if eq(coll, "participants") => {
+            let call = owned_call(state, &caller, id).await?;
+            if *method != Method::GET {
+                return Err(not_allowed());
+            }
+            let (_, p) = participants(&call, &state.config.directory)
+                .into_iter()
+                .find(|(id, _)| id == pid)
+                .ok_or_else(|| {
+                    GraphError::new(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        format!("Participant '{pid}' is not in call '{}'.", call.id),
+                    )
+                })?;
+            Ok(Json(with_context(
+                p,
+                state,
+                version,
+                "communications/calls/participants/$entity",
+            ))
+            .into_response())
+        }
+        [id, coll, op] if eq(coll, "operations") => {
+            owned_call(state, &caller, id).await?;
+            if *method != Method::GET {
+                return Err(not_allowed());
+            }
+            Err(GraphError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("Operation '{op}' does not exist on call '{id}'."),
+            ))
+        }
+        [id, action] => {
+            let action = action_name(action);
+            let known = ["answer", "reject", "redirect", "keepalive", "transfer"];
+            if !known.contains(&action.as_str()) {
+                return Err(GraphError::unknown_segment(&action));
+            }
+            if *method != Method::POST {
+                return Err(not_allowed());
+            }
+            let call = owned_call(state, &caller, id).await?;
+            call_action(state, &caller, &call, &action, headers, body).await
+        }
+        [_, other, ..] => Err(GraphError::unknown_segment(other)),
+    }
+}
+
+fn with_context(mut v: Value, state: &AppState, version: Version, context: &str) -> Value {
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert(
+            "@odata.context".into(),
+            json!(format!(
+                "{}/{}/$metadata#{context}",
+                state.base_url,
+                version.as_str()
+            )),
+        );
+    }
+    v
+}
+
+/// The call, if it is live and belongs to the caller. Another app's call is a 404, not a 403: its
+/// existence is none of the caller's business.
+async fn owned_call(state: &AppState, caller: &Caller, id: &str) -> Result<Call, GraphError> {
+    let call = state
+        .engine
+        .get(id)
+        .await
+        .filter(|c| c.app_id.eq_ignore_ascii_case(&caller.app.client_id))
+        .ok_or_else(|| GraphError::call_not_found(id))?;
+    if !call.tenant_id.eq_ignore_ascii_case(&caller.tenant) {
+        return Err(GraphError::forbidden(format!(
+            "Call '{id}' belongs to tenant '{}', but the token is for tenant '{}'.",
+            call.tenant_id, caller.tenant
+        )));
+    }
+    Ok(call)
+}
+
+async fn list_calls(
+    state: &AppState,
+    caller: &Caller,
+    version: Version,
+) -> Result<Response, GraphError> {
+    let mut calls: Vec<Call> = state
+        .engine
+        .live_calls()
+        .await
+        .into_iter()
+        .filter(|c| {
+            c.app_id.eq_ignore_ascii_case(&caller.app.client_id)
+                && c.tenant_id.eq_ignore_ascii_case(&caller.tenant)
+        })
+        .collect();
+    calls.sort_by_key(|c| c.created_at);
+    let value: Vec<Value> = calls.iter().map(render::call).collect();
+    Ok(Json(with_context(
+        json!({ "value": value }),
+        state,
+        version,
+        "communications/calls",
+    ))
+    .into_response())
+}
+
+/// Resolves an identity against the directory, as a party the caller may reach.
+fn resolve(
+    state: &AppState,
+    caller: &Caller,
+    who: IdentityRef,
+    field: &str,
+) -> Result<Party, GraphError> {
+    let dir = &state.config.directory;
+    match who {
+        IdentityRef::User { id, tenant_id } => {
+            let user = dir.user(&id).ok_or_else(|| {
+                GraphError::from(err(
+                    format!("{field}.user.id"),
+                    format!("user '{id}' does not exist"),
+                ))
+            })?;
+            if let Some(t) = tenant_id {
+                if !t.eq_ignore_ascii_case(&user.tenant_id) {
+                    return Err(err(
+                        format!("{field}.user.tenantId"),
+                        format!("'{t}' is not the tenant of user '{id}'"),
+                    )
+                    .into());
+                }
+            }
+            if !user.tenant_id.eq_ignore_ascii_case(&caller.tenant) {
+                return Err(GraphError::forbidden(format!(
+                    "{field}: user '{id}' is in tenant '{}', not in the caller's tenant '{}'; calls across tenants are not allowed.",
+                    user.tenant_id, caller.tenant
+                )));
+            }
+            Ok(Party::User {
+                id: user.id.clone(),
+                display_name: user.display_name.clone(),
+                tenant_id: user.tenant_id.clone(),
+            })
+        }
+        IdentityRef::Phone { number } => {
+            if !is_e164(&number) {
+                return Err(err(
+                    format!("{field}.phone.id"),
+                    format!("'{number}' is not an E.164 phone number (like +12345678901)"),
+                )
+                .into());
+            }
+            Ok(Party::Phone { number })
+        }
+        IdentityRef::Application { id } => {
+            let app = dir.app(&id).ok_or_else(|| {
+                GraphError::from(err(
+                    format!("{field}.application.id"),
+                    format!("application '{id}' does not exist"),
+                ))
+            })?;
+            Ok(Party::Application {
+                id: app.client_id.clone(),
+                display_name: app.name.clone(),
+            })
+        }
+        IdentityRef::ApplicationInstance { id, .. } => {
+            let (_, inst) = dir.instance(&id).ok_or_else(|| {
+                GraphError::from(err(
+                    format!("{field}.applicationInstance.id"),
+                    format!("application instance '{id}' does not exist"),
+                ))
+            })?;
+            Ok(Party::ApplicationInstance {
+                id: inst.id.clone(),
+                display_name: inst.display_name.clone(),
+                tenant_id: inst.tenant_id.clone(),
+            })
+        }
+    }
+}
+
+fn media_config(obj: Obj<'_>, caller: &Caller) -> Result<MediaConfig, GraphError> {
+    let mut h = String::new();
+    let mc = obj
+        .obj_opt("mediaConfig", &mut h)?
+        .ok_or_else(|| GraphError::from(err("mediaConfig", "is required")))?;
+    let kind = mc.odata_type()?.ok_or_else(|| {
+        GraphError::from(err("mediaConfig.@odata.type", "is required to choose #microsoft.graph.serviceHostedMediaConfig or #microsoft.graph.appHostedMediaConfig"))
+    })?;
+    match kind.as_str() {
+        "servicehostedmediaconfig" => Ok(MediaConfig::ServiceHosted),
+        "apphostedmediaconfig" => {
+            caller.require("Calls.AccessMedia.All", "app-hosted media")?;
+            Ok(MediaConfig::AppHosted)
+        }
+        other => Err(err("mediaConfig.@odata.type", format!("'{other}' is not a media configuration; use serviceHostedMediaConfig or appHostedMediaConfig")).into()),
+    }
+}
+
+const MODALITIES: [&str; 4] = ["audio", "video", "videoBasedScreenSharing", "data"];
+
+fn modalities(obj: Obj<'_>, name: &str, required: bool) -> Result<Vec<String>, GraphError> {
+    let Some(list) = obj.strings_opt(name)? else {
+        return if required {
+            Err(err(obj.path_of(name), "is required").into())
+        } else {
+            Ok(vec!["audio".to_owned()])
+        };
+    };
+    if list.is_empty() {
+        return Err(err(obj.path_of(name), "must name at least one modality").into());
+    }
+    list.into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            MODALITIES
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(&m))
+                .map(|k| (*k).to_owned())
+                .ok_or_else(|| {
+                    err(
+                        format!("{}[{i}]", obj.path_of(name)),
+                        format!(
+                            "'{m}' is not a modality; use one of {}",
+                            MODALITIES.join(", ")
+                        ),
+                    )
+                    .into()
+                })
+        })
+        .collect()
+}
+
+fn callback(state: &AppState, obj: Obj<'_>, required: bool) -> Result<Option<String>, GraphError> {
+    match obj.str_opt("callbackUri")? {
+        Some(v) => Ok(Some(parse::callback_uri(
+            v,
+            "callbackUri",
+            state.config.calls.allow_http_loopback_callbacks,
+        )?)),
+        None if required => Err(err("callbackUri", "is required").into()),
+        None => Ok(None),
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn create_call(
+    state: &AppState,
+    caller: &Caller,
+    version: Version,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, GraphError> {
+    let bytes = json_body(body, headers).await?;
+    let root = parse::object(&bytes)?;
+    let obj = Obj::root(&root)
+        .ok_or_else(|| GraphError::bad_request("Invalid request body: expected a JSON object."))?;
+    let callback_uri = callback(state, obj, true)?.unwrap_or_default();
+    let media_config = media_config(obj, caller)?;
+    let requested_modalities = modalities(obj, "requestedModalities", false)?;
+    if obj.get("meetingInfo").is_some() || obj.get("chatInfo").is_some() {
+        return Err(GraphError::bad_request(
+            "Joining meetings (meetingInfo, chatInfo) is not supported by Switchboard; place a peer-to-peer call with one target.",
+        ));
+    }
+    if let Some(t) = obj.str_opt("tenantId")? {
+        if !t.eq_ignore_ascii_case(&caller.tenant) {
+            return Err(err(
+                "tenantId",
+                format!("'{t}' is not the tenant of the token ('{}')", caller.tenant),
+            )
+            .into());
+        }
+    }
+    let subject = obj.str_opt("subject")?.map(str::to_owned);
+    let ring_timeout_ms = match obj.int_opt("ringingTimeoutInSeconds")? {
+        None => state.config.calls.ring_timeout_ms,
+        Some(s) if (1..=115).contains(&s) => s as u64 * 1000,
+        Some(s) => {
+            return Err(err(
+                "ringingTimeoutInSeconds",
+                format!("{s} is out of range; use 1 to 115 seconds"),
+            )
+            .into());
+        }
+    };
+    // The source: the app itself, or one of its application instances.
+    let mut h = String::new();
+    let mut application_instance = None;
+    let mut source = Party::Application {
+        id: caller.app.client_id.clone(),
+        display_name: caller.app.name.clone(),
+    };
+    if let Some(src) = obj.obj_opt("source", &mut h)? {
+        let mut h2 = String::new();
+        if let Some(set) = src.obj_opt("identity", &mut h2)? {
+            let mut h3 = String::new();
+            if let Some(inst) = set.obj_opt("applicationInstance", &mut h3)? {
+                let id = inst.str_req("id")?;
+                let own = caller.app.instances.iter().find(|i| i.id.eq_ignore_ascii_case(id)).ok_or_else(|| {
+                    GraphError::forbidden(format!("source.identity.applicationInstance.id: application instance '{id}' does not belong to application '{}'.", caller.app.name))
+                })?;
+                if !own.tenant_id.eq_ignore_ascii_case(&caller.tenant) {
+                    return Err(GraphError::forbidden(format!(
+                        "Application instance '{id}' is in tenant '{}', not in the token's tenant '{}'.",
+                        own.tenant_id, caller.tenant
+                    )));
+                }
+                application_instance = Some(own.id.clone());
+                source = Party::ApplicationInstance {
+                    id: own.id.clone(),
+                    display_name: own.display_name.clone(),
+                    tenant_id: own.tenant_id.clone(),
+                };
+            }
+        }
+    }
+    let (targets, tpath) = obj
+        .array_opt("targets")?
+        .ok_or_else(|| GraphError::from(err("targets", "is required for a peer-to-peer call")))?;
+    let target = match targets.as_slice() {
+        [one] => {
+            let p = format!("{tpath}[0]");
+            let t = parse::element(one, &p)?;
+            let mut h4 = String::new();
+            let set = t
+                .obj_opt("identity", &mut h4)?
+                .ok_or_else(|| GraphError::from(err(t.path_of("identity"), "is required")))?;
+            let who = parse::identity_set(set)?;
+            resolve(state, caller, who, &format!("{p}.identity"))?
+        }
+        [] => return Err(err("targets", "must name the party to call").into()),
+        _ => {
+            return Err(GraphError::bad_request(
+                "Group calls (several targets) are not supported by Switchboard yet; give exactly one target.",
+            ));
+        }
+    };
+    match &target {
+        Party::Phone { .. } if application_instance.is_none() => {
+            return Err(GraphError::forbidden(
+                "Calls to PSTN numbers must be placed from an application instance: set source.identity.applicationInstance to one of the app's instances with a phone number.",
+            ));
+        }
+        Party::Application { id, .. } | Party::ApplicationInstance { id, .. }
+            if id.eq_ignore_ascii_case(&caller.app.client_id)
+                || application_instance
+                    .as_deref()
+                    .is_some_and(|i| i.eq_ignore_ascii_case(id)) =>
+        {
+            return Err(err("targets[0].identity", "a bot cannot call itself").into());
+        }
+        _ => {}
+    }
+    caller.require("Calls.Initiate.All", "placing a peer-to-peer call")?;
+    let req = OutgoingCall {
+        id: new_id(),
+        app_id: caller.app.client_id.clone(),
+        tenant_id: caller.tenant.clone(),
+        callback_uri,
+        source,
+        target,
+        application_instance,
+        requested_modalities,
+        media_config,
+        subject,
+        my_participant_id: new_id(),
+        peer_participant_id: new_id(),
+        call_chain_id: new_id(),
+        ring_timeout_ms,
+    };
+    let call = state.engine.place(req).await?;
+    let location = format!(
+        "{}/{}/communications/calls/{}",
+        state.base_url,
+        version.as_str(),
+        call.id
+    );
+    let mut resp = (
+        StatusCode::CREATED,
+        Json(with_context(
+            render::call(&call),
+            state,
+            version,
+            "communications/calls/$entity",
+        )),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(axum::http::header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+async fn call_action(
+    state: &AppState,
+    caller: &Caller,
+    call: &Call,
+    action: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, GraphError> {
+    let bytes = json_body(body, headers).await?;
+    // keepAlive takes no body; every other action takes a JSON object.
+    let root = if action == "keepalive" {
+        Value::Null
+    } else {
+        parse::object(&bytes)?
+    };
+    let obj = Obj::root(&root);
+    let input = match (action, obj) {
+        ("keepalive", _) => Input::KeepAlive,
+        ("answer", Some(obj)) => {
+            let callback_uri = callback(state, obj, false)?;
+            let media_config = media_config(obj, caller)?;
+            let modalities = modalities(obj, "acceptedModalities", true)?;
+            if let Some(n) = obj.int_opt("participantCapacity")? {
+                if n < 0 {
+                    return Err(err("participantCapacity", "must not be negative").into());
+                }
+            }
+            Input::Answer {
+                callback_uri,
+                modalities,
+                media_config,
+            }
+        }
+        ("reject", Some(obj)) => {
+            let reason = match obj.str_opt("reason")? {
+                None => "none".to_owned(),
+                Some(r) => ["none", "busy", "forbidden"]
+                    .iter()
+                    .find(|k| k.eq_ignore_ascii_case(r))
+                    .map(|k| (*k).to_owned())
+                    .ok_or_else(|| {
+                        GraphError::from(err(
+                            "reason",
+                            format!("'{r}' is not a rejectReason; use none, busy or forbidden"),
+                        ))
+                    })?,
+            };
+            callback(state, obj, false)?;
+            Input::Reject { reason }
+        }
+        ("redirect", Some(obj)) => {
+            caller.require("Calls.Initiate.All", "redirecting a call")?;
+            callback(state, obj, false)?;
+            if let Some(t) = obj.int_opt("timeout")? {
+                if !(15..=90).contains(&t) {
+                    return Err(err(
+                        "timeout",
+                        format!("{t} is out of range; use 15 to 90 seconds"),
+                    )
+                    .into());
+                }
+            }
+            let (targets, tpath) = obj
+                .array_opt("targets")?
+                .ok_or_else(|| GraphError::from(err("targets", "is required")))?;
+            if targets.is_empty() || targets.len() > 25 {
+                return Err(err(
+                    "targets",
+                    format!("must name 1 to 25 targets, not {}", targets.len()),
+                )
+                .into());
+            }
+            let mut parties = Vec::new();
+            for (i, t) in targets.iter().enumerate() {
+                let p = format!("{tpath}[{i}]");
+                let t = parse::element(t, &p)?;
+                let mut h = String::new();
+                let set = t
+                    .obj_opt("identity", &mut h)?
+                    .ok_or_else(|| GraphError::from(err(t.path_of("identity"), "is required")))?;
+                let party = resolve(
+                    state,
+                    caller,
+                    parse::identity_set(set)?,
+                    &format!("{p}.identity"),
+                )?;
+                if party.is_phone() && call.application_instance.is_none() {
+                    return Err(GraphError::forbidden(format!(
+                        "{p}: redirecting to a PSTN number needs a call that belongs to an application instance (it came in on the instance or its number)."
+                    )));
+                }
+                parties.push(party);
+            }
+            Input::Redirect { targets: parties }
+        }
+        ("transfer", Some(_)) => {
+            return Err(GraphError::bad_request(
+                "Call transfer is not available in this version of Switchboard yet.",
+            ));
+        }
+        _ => {
+            return Err(BodyError {
+                field: "(body)".into(),
+                problem: "expected a JSON object".into(),
+            }
+            .into());
+        }
+    };
+    let keep_alive = matches!(input, Input::KeepAlive);
+    state.engine.apply(&call.id, input).await?;
+    Ok(if keep_alive {
+        StatusCode::OK.into_response()
+    } else {
+        StatusCode::ACCEPTED.into_response()
+    })
+}
+
+/// The participants of a peer-to-peer call: the bot and the party at the far end.
+fn participants(call: &Call, dir: &crate::config::Directory) -> Vec<(String, Value)> {
+    let me = match (&call.application_instance, dir.app(&call.app_id)) {
+        (Some(inst), _) => dir.instance(inst).map(|(_, i)| Party::ApplicationInstance {
+            id: i.id.clone(),
+            display_name: i.display_name.clone(),
+            tenant_id: i.tenant_id.clone(),
+        }),
+        (None, Some(app)) => Some(Party::Application {
+            id: app.client_id.clone(),
+            display_name: app.name.clone(),
+        }),
+        (None, None) => None,
+    };
+    let mut out = Vec::new();
+    if let Some(me) = me {
+        out.push((
+            call.my_participant_id.clone(),
+            participant(&call.my_participant_id, &me),
+        ));
+    }
+    out.push((
+        call.peer_participant_id.clone(),
+        participant(&call.peer_participant_id, call.remote()),
+    ));
+    out
+}
+
+fn participant(id: &str, party: &Party) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.participant",
+        "id": id,
+        "info": render::participant_info(party),
+        "isInLobby": false,
+        "isMuted": false,
+        "mediaStreams": [{
+            "@odata.type": "#microsoft.graph.mediaStream",
+            "mediaType": "audio",
+            "label": null,
+            "sourceId": "1",
+            "direction": "sendReceive",
+            "serverMuted": false
+        }],
+        "metadata": null,
+        "recordingInfo": null,
+        "removedState": null,
+        "restrictedExperience": null,
+        "rosterSequenceNumber": 0
+    })
+}

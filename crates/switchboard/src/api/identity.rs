@@ -1,0 +1,248 @@
+//! The identity endpoints, shaped like the Microsoft identity platform's so that `azure-identity`'s
+//! `ClientSecretCredential` works with only its authority changed.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::json;
+
+use super::AppState;
+use crate::engine::now_ms;
+use crate::identity;
+
+/// An error in the identity platform's shape: `error`, `error_description` (with an AADSTS code),
+/// `error_codes`, `timestamp`, `trace_id`, `correlation_id`.
+fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let trace = uuid::Uuid::new_v4().to_string();
+    let body = json!({
+        "error": error,
+        "error_description": format!("AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {trace} Timestamp: {now}"),
+        "error_codes": [code],
+        "timestamp": now,
+        "trace_id": trace,
+        "correlation_id": trace,
+    });
+    (status, Json(body)).into_response()
+}
+
+fn tenant_known(state: &AppState, tenant: &str) -> bool {
+    state.config.directory.tenant(tenant).is_some()
+}
+
+fn unknown_tenant(tenant: &str) -> Response {
+    aad_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        90002,
+        &format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID."),
+    )
+}
+
+/// `POST /{tenant}/oauth2/v2.0/token`: the client-credentials grant.
+pub async fn token(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !tenant_known(&state, &tenant) {
+        return unknown_tenant(&tenant);
+    }
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must be application/x-www-form-urlencoded.",
+        );
+    }
+    let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body is not valid form data.",
+        );
+    };
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    // Client credentials may come in the body or as HTTP Basic.
+    let basic = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
+    match field("grant_type") {
+        None => {
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'grant_type'.",
+            );
+        }
+        Some("client_credentials") => {}
+        Some(other) => {
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                70003,
+                &format!("The grant type '{other}' is not supported; use client_credentials."),
+            );
+        }
+    }
+    let (client_id, secret) = match (field("client_id"), field("client_secret"), &basic) {
+        (Some(id), Some(secret), _) => (id.to_owned(), secret.to_owned()),
+        (_, _, Some((id, secret))) => (id.clone(), secret.clone()),
+        (None, _, None) => {
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'client_id'.",
+            );
+        }
+        (Some(_), None, None) => {
+            return aad_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+            );
+        }
+    };
+    let Some(app) = state.config.directory.app(&client_id) else {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'."
+            ),
+        );
+    };
+    if app.secret != secret {
+        return aad_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            &format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+            ),
+        );
+    }
+    if !app.tenants.iter().any(|t| t.eq_ignore_ascii_case(&tenant)) {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'."
+            ),
+        );
+    }
+    match field("scope") {
+        None => {
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'scope'.",
+            );
+        }
+        Some(s)
+            if s.split(' ').any(|s| {
+                s == "https://graph.microsoft.com/.default"
+                    || s == "00000003-0000-0000-c000-000000000000/.default"
+            }) => {}
+        Some(s) => {
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                1002012,
+                &format!(
+                    "The provided value for scope '{s}' is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (https://graph.microsoft.com/.default)."
+                ),
+            );
+        }
+    }
+    let tenant_id = state
+        .config
+        .directory
+        .tenant(&tenant)
+        .map(|t| t.id.clone())
+        .unwrap_or(tenant);
+    match identity::issue_access_token(
+        &state.key,
+        &state.base_url,
+        &tenant_id,
+        &app.client_id,
+        &app.roles,
+        now_ms() / 1000,
+    ) {
+        Ok((token, _)) => Json(json!({
+            "token_type": "Bearer",
+            "expires_in": identity::TOKEN_LIFETIME_S,
+            "ext_expires_in": identity::TOKEN_LIFETIME_S,
+            "access_token": token,
+        }))
+        .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not sign an access token");
+            aad_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                50196,
+                "The token could not be signed; retry later.",
+            )
+        }
+    }
+}
+
+pub async fn openid_configuration(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Response {
+    if !tenant_known(&state, &tenant) {
+        return unknown_tenant(&tenant);
+    }
+    Json(identity::openid_configuration(&state.base_url, &tenant)).into_response()
+}
+
+/// The JWKS; the same key signs access tokens and notification tokens. Any tenant (and `common`).
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    Json(state.key.jwks()).into_response()
+}
+
+pub async fn notification_openid_configuration(State(state): State<AppState>) -> Response {
+    Json(identity::notification_openid_configuration(
+        &state.base_url,
+        &state.config.notifications.issuer,
+    ))
+    .into_response()
+}

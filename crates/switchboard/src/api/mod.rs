@@ -1,0 +1,201 @@
+//! The HTTP surface: Graph calls API, identity endpoints, sim control API and operations endpoints.
+//!
+//! Routing is by hand for the Graph paths (`graph::dispatch`), because Graph matches segment names
+//! case-insensitively and accepts `microsoft.graph.`-qualified action names.
+
+pub mod error;
+mod graph;
+mod identity;
+mod ops;
+mod sim;
+pub mod spec;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde_json::json;
+
+pub use error::GraphError;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::identity::SigningKey;
+use crate::metrics::Metrics;
+use crate::notifier::Notifier;
+use crate::sim::Sim;
+
+/// The largest request body we read (Graph bodies are a few KiB).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub engine: Arc<Engine>,
+    pub sim: Arc<Sim>,
+    pub notifier: Arc<Notifier>,
+    pub store: Arc<dyn crate::store::Store>,
+    pub key: Arc<SigningKey>,
+    pub metrics: Arc<Metrics>,
+    /// How bots reach us, e.g. `http://127.0.0.1:8080`; issuers and `Location` headers derive from it.
+    pub base_url: String,
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(identity::openid_configuration),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(identity::jwks))
+        .route(
+            "/notifications/v1/.well-known/openid-configuration",
+            get(identity::notification_openid_configuration),
+        )
+        .route("/v1.0/{*rest}", any(graph::dispatch_v1))
+        .route("/beta/{*rest}", any(graph::dispatch_beta))
+        .nest("/sim/v1", sim::routes())
+        .fallback(|| async {
+            GraphError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "No such endpoint. Graph routes start with /v1.0 or /beta; see /openapi.json.",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), request_ids))
+        .with_state(state)
+}
+
+/// The ids of one request, as Graph echoes them.
+#[derive(Clone, Debug)]
+pub struct RequestIds {
+    pub request_id: String,
+    pub client_request_id: String,
+}
+
+/// Gives each request its `request-id`, echoes `client-request-id`, renders Graph errors into the
+/// envelope that carries both, and counts the response.
+async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let client_request_id = req
+        .headers()
+        .get("client-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map(str::to_owned)
+        .unwrap_or_else(|| request_id.clone());
+    let family = family(req.uri().path());
+    req.extensions_mut().insert(RequestIds {
+        request_id: request_id.clone(),
+        client_request_id: client_request_id.clone(),
+    });
+    let mut resp = next.run(req).await;
+    if let Some(err) = resp.extensions_mut().remove::<GraphError>() {
+        resp = envelope(&err, &request_id, &client_request_id);
+    } else if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let err = GraphError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("The request body exceeds the limit of {MAX_BODY} bytes."),
+        );
+        resp = envelope(&err, &request_id, &client_request_id);
+    }
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&client_request_id) {
+        h.insert("client-request-id", v);
+    }
+    state.metrics.request(family, resp.status().as_u16());
+    resp
+}
+
+fn family(path: &str) -> &'static str {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "v1.0" | "beta" => "graph",
+        "sim" => "sim",
+        "healthz" | "readyz" | "metrics" | "openapi.json" => "ops",
+        "notifications" => "identity",
+        _ if path.contains("/oauth2/")
+            || path.contains("/discovery/")
+            || path.contains("/.well-known/") =>
+        {
+            "identity"
+        }
+        _ => "other",
+    }
+}
+
+fn envelope(err: &GraphError, request_id: &str, client_request_id: &str) -> Response {
+    let date = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let date = date
+        .split('.')
+        .next()
+        .unwrap_or(&date)
+        .trim_end_matches('Z')
+        .to_owned();
+    let body = json!({
+        "error": {
+            "code": err.code,
+            "message": err.message,
+            "innerError": {"date": date, "request-id": request_id, "client-request-id": client_request_id}
+        }
+    });
+    let mut resp = (err.status, axum::Json(body)).into_response();
+    if err.status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut()
+            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    }
+    resp
+}
+
+/// Reads a request body up to [`MAX_BODY`]: 413 beyond it, 415 unless it is JSON (when not empty).
+pub async fn json_body(
+    body: Body,
+    headers: &axum::http::HeaderMap,
+) -> Result<axum::body::Bytes, GraphError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        GraphError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("The request body exceeds the limit of {MAX_BODY} bytes."),
+        )
+    })?;
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        let ct = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/json") {
+            let shown = if ct.is_empty() {
+                "none".to_owned()
+            } else {
+                format!("'{ct}'")
+            };
+            return Err(GraphError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!("Content-Type must be application/json, not {shown}."),
+            ));
+        }
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,136 @@
+//! Prometheus counters for what matters: requests, calls by state, notifications.
+//!
+//! A handful of atomics rendered by hand in the text exposition format; no registry crate needed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use switchboard_core::call::CallState;
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+const STATES: [CallState; 9] = [
+    CallState::Incoming,
+    CallState::Establishing,
+    CallState::Established,
+    CallState::Hold,
+    CallState::Transferring,
+    CallState::TransferAccepted,
+    CallState::Redirecting,
+    CallState::Terminating,
+    CallState::Terminated,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    /// HTTP responses by (route family, status code).
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    calls_by_state: [AtomicI64; 9],
+    pub calls_created: Counter,
+    pub notifications_delivered: Counter,
+    pub notifications_retried: Counter,
+    pub notifications_failed: Counter,
+    pub notification_posts: Counter,
+    pub notifications_pending: AtomicI64,
+}
+
+fn index(state: CallState) -> usize {
+    STATES.iter().position(|s| *s == state).unwrap_or(0)
+}
+
+impl Metrics {
+    pub fn request(&self, family: &'static str, status: u16) {
+        let mut m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((family, status)).or_default() += 1;
+    }
+
+    pub fn call_entered(&self, state: CallState) {
+        self.calls_by_state[index(state)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn call_left(&self, state: CallState) {
+        self.calls_by_state[index(state)].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP switchboard_http_requests_total HTTP responses by route family and status.\n# TYPE switchboard_http_requests_total counter\n");
+        for ((family, status), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "switchboard_http_requests_total{{family=\"{family}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP switchboard_calls Live calls by state.\n# TYPE switchboard_calls gauge\n",
+        );
+        for s in STATES.iter().filter(|s| **s != CallState::Terminated) {
+            let _ = writeln!(
+                out,
+                "switchboard_calls{{state=\"{}\"}} {}",
+                s.as_str(),
+                self.calls_by_state[index(*s)].load(Ordering::Relaxed)
+            );
+        }
+        let counters = [
+            (
+                "switchboard_calls_created_total",
+                "Calls created (incoming and outgoing).",
+                &self.calls_created,
+            ),
+            (
+                "switchboard_notifications_delivered_total",
+                "Notifications the bot acknowledged with a 2xx.",
+                &self.notifications_delivered,
+            ),
+            (
+                "switchboard_notifications_retried_total",
+                "Notification deliveries that failed and were rescheduled.",
+                &self.notifications_retried,
+            ),
+            (
+                "switchboard_notifications_failed_total",
+                "Notifications given up on after the last retry (kept in the outbox).",
+                &self.notifications_failed,
+            ),
+            (
+                "switchboard_notification_posts_total",
+                "commsNotifications POSTs attempted (each may batch several).",
+                &self.notification_posts,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.get()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_notifications_pending Notifications waiting in the outbox.\n# TYPE switchboard_notifications_pending gauge\nswitchboard_notifications_pending {}",
+            self.notifications_pending.load(Ordering::Relaxed)
+        );
+        out
+    }
+}

@@ -1,0 +1,257 @@
+//! Assembly: open the store, load the keys, recover, attach the sim, serve HTTP(S), drain on shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::identity::SigningKey;
+use crate::metrics::Metrics;
+use crate::notifier::Notifier;
+use crate::sim::{Sim, SimNetwork};
+use crate::store::SqliteStore;
+
+/// How the HTTP listener is secured.
+#[derive(Clone, Debug)]
+pub enum Tls {
+    Off,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    /// Serve HTTPS with a self-signed certificate for localhost and 127.0.0.1, kept in the data folder.
+    Generate,
+}
+
+/// A started server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    pub state: AppState,
+    pub recovered_calls: usize,
+    pub recovered_notifications: usize,
+    pub cert_path: Option<PathBuf>,
+}
+
+pub async fn start(
+    config: Config,
+    tls: Tls,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(Running, tokio::task::JoinHandle<()>)> {
+    // One crypto provider for rustls (server and webhook client): ring, no C toolchain needed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data folder {}",
+            config.data_dir.display()
+        )
+    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let scheme = if matches!(tls, Tls::Off) {
+        "http"
+    } else {
+        "https"
+    };
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if addr.is_ipv6() && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let base_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{host}:{}", addr.port()))
+        .trim_end_matches('/')
+        .to_owned();
+
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::default());
+    let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let key = Arc::new(SigningKey::load_or_generate(&config.data_dir.join("keys"))?);
+    let notifier = Notifier::new(
+        Arc::clone(&store),
+        Arc::clone(&key),
+        config.notifications.clone(),
+        Arc::clone(&metrics),
+    )?;
+    let engine = Engine::new(
+        Arc::clone(&config),
+        Arc::clone(&store),
+        Arc::clone(&notifier),
+        Arc::clone(&metrics),
+    );
+    let (events, events_rx) = Engine::event_channel();
+    let sim = Sim::new(Arc::new(config.directory.clone()), events);
+    engine.attach_network(Arc::new(SimNetwork(Arc::clone(&sim))), events_rx);
+    let recovered_calls = engine.recover()?;
+    let recovered_notifications = notifier.recover()?;
+    tokio::spawn(Arc::clone(&notifier).run());
+
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = AppState {
+        config: Arc::clone(&config),
+        engine,
+        sim,
+        notifier: Arc::clone(&notifier),
+        store,
+        key,
+        metrics,
+        base_url: base_url.clone(),
+        ready: Arc::clone(&ready),
+    };
+    let app = api::router(state.clone());
+    let mut cert_path = None;
+    let handle = match tls {
+        Tls::Off => tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                shutdown.await;
+                ready.store(false, Ordering::SeqCst);
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+            notifier.shutdown();
+        }),
+        tls => {
+            let (cert, key) = match tls {
+                Tls::Files { cert, key } => (cert, key),
+                _ => generate_cert(&config.data_dir.join("tls"))?,
+            };
+            cert_path = Some(cert.clone());
+            let acceptor = tls_acceptor(&cert, &key)?;
+            tokio::spawn(async move {
+                serve_tls(listener, acceptor, app, shutdown).await;
+                ready.store(false, Ordering::SeqCst);
+                notifier.shutdown();
+            })
+        }
+    };
+    Ok((
+        Running {
+            addr,
+            base_url,
+            state,
+            recovered_calls,
+            recovered_notifications,
+            cert_path,
+        },
+        handle,
+    ))
+}
+
+/// A self-signed certificate for localhost and 127.0.0.1, made once and kept.
+fn generate_cert(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    std::fs::create_dir_all(dir)?;
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let certified =
+        rcgen::generate_simple_self_signed(names).context("cannot generate a TLS certificate")?;
+    std::fs::write(&cert, certified.cert.pem())?;
+    std::fs::write(&key, certified.signing_key.serialize_pem())?;
+    Ok((cert, key))
+}
+
+fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read the certificate {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("{}: not a PEM private key", key.display()))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not fit together")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    tokio::pin!(shutdown);
+    let tracker = tokio_util_tracker::Tracker::default();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let guard = tracker.enter();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "TLS connection ended with an error");
+            }
+        });
+    }
+    tracker.wait(std::time::Duration::from_secs(10)).await;
+}
+
+/// Counts live TLS connections so that shutdown can wait for them.
+mod tokio_util_tracker {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default, Clone)]
+    pub struct Tracker(Arc<AtomicUsize>);
+    pub struct Guard(Arc<AtomicUsize>);
+
+    impl Tracker {
+        pub fn enter(&self) -> Guard {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Guard(Arc::clone(&self.0))
+        }
+        pub async fn wait(&self, max: std::time::Duration) {
+            let deadline = tokio::time::Instant::now() + max;
+            while self.0.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The simulated telephony network: a world of legs, each a party with a scripted behaviour.
+//!
+//! Every bot call has one remote leg (the party at the far end). The sim plays that party's behaviour
+//! (answer after N ms, busy, decline, never answer, hang up N ms after answering) and reports what
+//! happens to the engine as network events. A redirected caller gets connected straight to the
+//! redirect target, party to party, without a bot. The world is rebuilt from the live calls after a
+//! restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use switchboard_core::call::{Call, CallState, Failure, NetCommand, NetEvent};
+use switchboard_core::party::Party;
+
+use crate::config::{Behaviour, Directory};
+use crate::network::{CallEvent, Network, NetworkEvents};
+
+/// How long a busy or declining party takes to say so.
+const REFUSAL_DELAY_MS: u64 = 50;
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum LegState {
+    Ringing,
+    Connected,
+}
+
+/// What a leg is connected (or ringing) to.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Peer {
+    /// The remote end of a bot's call.
+    Bot { call_id: String, app_id: String },
+    /// Another leg, party to party (after a redirect).
+    Leg { leg_id: String },
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Leg {
+    pub id: String,
+    pub party: Party,
+    pub state: LegState,
+    pub peer: Peer,
+}
+
+#[derive(Default)]
+struct World {
+    legs: BTreeMap<String, Leg>,
+    /// Bot call id → its remote leg.
+    by_call: HashMap<String, String>,
+    /// Behaviours changed at run time, by party key (user id or number).
+    overrides: HashMap<String, Behaviour>,
+}
+
+pub struct Sim {
+    directory: Arc<Directory>,
+    events: NetworkEvents,
+    world: Mutex<World>,
+    next_leg: AtomicU64,
+}
+
+impl Sim {
+    pub fn new(directory: Arc<Directory>, events: NetworkEvents) -> Arc<Self> {
+        Arc::new(Sim {
+            directory,
+            events,
+            world: Mutex::new(World::default()),
+            next_leg: AtomicU64::new(1),
+        })
+    }
+
+    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new_leg_id(&self) -> String {
+        format!("leg-{}", self.next_leg.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The behaviour of a party now: a run-time override, else the directory's. Parties the
+    /// directory does not know (other bots, for now) cannot be reached.
+    pub fn behaviour(&self, party: &Party) -> Option<Behaviour> {
+        if let Some(b) = self.world().overrides.get(party.key()) {
+            return Some(b.clone());
+        }
+        match party {
+            Party::User { id, .. } => self.directory.user(id).map(|u| u.behaviour.clone()),
+            Party::Phone { number } => self.directory.number(number).map(|n| n.behaviour.clone()),
+            _ => None,
+        }
+    }
+
+    /// Changes a party's behaviour from now on. Returns false if the party is unknown.
+    pub fn set_behaviour(&self, key: &str, behaviour: Behaviour) -> bool {
+        if self.directory.user(key).is_none() && self.directory.number(key).is_none() {
+            return false;
+        }
+        self.world().overrides.insert(key.to_owned(), behaviour);
+        true
+    }
+
+    /// Every leg in the world.
+    pub fn legs(&self) -> Vec<Leg> {
+        self.world().legs.values().cloned().collect()
+    }
+
+    /// A caller's leg, connected (ringing) to a new bot call; used when the sim places an inbound call.
+    pub fn attach_caller(&self, call_id: &str, app_id: &str, caller: Party) -> String {
+        let id = self.new_leg_id();
+        let mut w = self.world();
+        w.legs.insert(
+            id.clone(),
+            Leg {
+                id: id.clone(),
+                party: caller,
+                state: LegState::Ringing,
+                peer: Peer::Bot {
+                    call_id: call_id.to_owned(),
+                    app_id: app_id.to_owned(),
+                },
+            },
+        );
+        w.by_call.insert(call_id.to_owned(), id.clone());
+        id
+    }
+
+    /// The far end of a bot's call hangs up. Returns false if the call has no remote leg.
+    pub fn hang_up_remote(&self, call_id: &str) -> bool {
+        let removed = {
+            let mut w = self.world();
+            match w.by_call.remove(call_id) {
+                Some(leg) => w.legs.remove(&leg).is_some(),
+                None => false,
+            }
+        };
+        if removed {
+            self.send(call_id, NetEvent::RemoteHangUp);
+        }
+        removed
+    }
+
+    /// Hangs up a leg, whatever it is connected to; its peer learns of it.
+    pub fn hang_up_leg(&self, leg_id: &str) -> bool {
+        let mut w = self.world();
+        let Some(leg) = w.legs.remove(leg_id) else {
+            return false;
+        };
+        match leg.peer {
+            Peer::Bot { call_id, .. } => {
+                w.by_call.remove(&call_id);
+                drop(w);
+                self.send(&call_id, NetEvent::RemoteHangUp);
+            }
+            Peer::Leg { leg_id } => {
+                w.legs.remove(&leg_id);
+            }
+        }
+        true
+    }
+
+    fn send(&self, call_id: &str, event: NetEvent) {
+        // The engine outlives the sim; a closed channel only happens at shutdown.
+        let _ = self.events.send(CallEvent {
+            call_id: call_id.to_owned(),
+            event,
+        });
+    }
+
+    /// Plays `behaviour` for the leg `leg_id` that is ringing.
+    fn play(self: &Arc<Self>, leg_id: String, behaviour: Behaviour) {
+        let sim = Arc::clone(self);
+        tokio::spawn(async move {
+            match behaviour {
+                Behaviour::Answer {
+                    after_ms,
+                    hang_up_after_ms,
+                } => {
+                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                    let Some(peer) = sim.connect(&leg_id) else {
+                        return;
+                    };
+                    if let Peer::Bot { call_id, .. } = &peer {
+                        sim.send(call_id, NetEvent::Connected);
+                    }
+                    if let Some(after) = hang_up_after_ms {
+                        sim.hang_up_later(leg_id, after);
+                    }
+                }
+                Behaviour::Busy | Behaviour::Decline => {
+                    tokio::time::sleep(Duration::from_millis(REFUSAL_DELAY_MS)).await;
+                    let failure = if behaviour == Behaviour::Busy {
+                        Failure::Busy
+                    } else {
+                        Failure::Declined
+                    };
+                    sim.refuse(&leg_id, failure);
+                }
+                // Rings until the caller gives up (the core's ring timeout hangs it up).
+                Behaviour::NoAnswer => {}
+            }
+        });
+    }
+
+    fn hang_up_later(self: &Arc<Self>, leg_id: String, after_ms: u64) {
+        let sim = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            sim.hang_up_leg(&leg_id);
+        });
+    }
+
+    /// Marks a ringing leg connected; returns its peer, or None if the leg is gone meanwhile.
+    fn connect(&self, leg_id: &str) -> Option<Peer> {
+        let mut w = self.world();
+        let leg = w.legs.get_mut(leg_id)?;
+        if leg.state != LegState::Ringing {
+            return None;
+        }
+        leg.state = LegState::Connected;
+        let peer = leg.peer.clone();
+        if let Peer::Leg { leg_id: other } = &peer {
+            if let Some(o) = w.legs.get_mut(other) {
+                o.state = LegState::Connected;
+            }
+        }
+        Some(peer)
+    }
+
+    fn refuse(&self, leg_id: &str, failure: Failure) {
+        let mut w = self.world();
+        let Some(leg) = w.legs.remove(leg_id) else {
+            return;
+        };
+        match leg.peer {
+            Peer::Bot { call_id, .. } => {
+                w.by_call.remove(&call_id);
+                drop(w);
+                self.send(&call_id, NetEvent::Failed(failure));
+            }
+            // A redirected caller whose target refuses is dropped.
+            Peer::Leg { leg_id } => {
+                w.legs.remove(&leg_id);
+            }
+        }
+    }
+
+    fn remove_call_leg(&self, call_id: &str) -> Option<Leg> {
+        let mut w = self.world();
+        let leg = w.by_call.remove(call_id)?;
+        w.legs.remove(&leg)
+    }
+}
+
+/// The sim's side of the network trait; it keeps a handle on itself to schedule behaviours.
+pub struct SimNetwork(pub Arc<Sim>);
+
+impl Network for SimNetwork {
+    fn execute(&self, call: &Call, command: &NetCommand) {
+        let sim = &self.0;
+        match command {
+            NetCommand::Place => {
+                let party = call.target.clone();
+                let Some(behaviour) = sim.behaviour(&party) else {
+                    sim.send(&call.id, NetEvent::Failed(Failure::Unreachable));
+                    return;
+                };
+                let id = sim.new_leg_id();
+                {
+                    let mut w = sim.world();
+                    w.legs.insert(
+                        id.clone(),
+                        Leg {
+                            id: id.clone(),
+                            party,
+                            state: LegState::Ringing,
+                            peer: Peer::Bot {
+                                call_id: call.id.clone(),
+                                app_id: call.app_id.clone(),
+                            },
+                        },
+                    );
+                    w.by_call.insert(call.id.clone(), id.clone());
+                }
+                sim.play(id, behaviour);
+            }
+            NetCommand::Answer => {
+                let leg = sim.world().by_call.get(&call.id).cloned();
+                match leg {
+                    Some(leg_id) if sim.connect(&leg_id).is_some() => {
+                        sim.send(&call.id, NetEvent::Connected);
+                        let behaviour = sim.behaviour(&call.source);
+                        if let Some(Behaviour::Answer {
+                            hang_up_after_ms: Some(after),
+                            ..
+                        }) = behaviour
+                        {
+                            sim.hang_up_later(leg_id, after);
+                        }
+                    }
+                    // The caller gave up before the bot answered.
+                    _ => sim.send(&call.id, NetEvent::RemoteHangUp),
+                }
+            }
+            NetCommand::Reject { .. } | NetCommand::HangUp => {
+                sim.remove_call_leg(&call.id);
+            }
+            NetCommand::Redirect { targets } => {
+                let Some(mut caller) = sim.remove_call_leg(&call.id) else {
+                    return;
+                };
+                // Simultaneous ring is reduced to the first target the directory can reach.
+                let Some((target, behaviour)) = targets
+                    .iter()
+                    .find_map(|t| sim.behaviour(t).map(|b| (t.clone(), b)))
+                else {
+                    return;
+                };
+                let target_id = sim.new_leg_id();
+                caller.peer = Peer::Leg {
+                    leg_id: target_id.clone(),
+                };
+                caller.state = LegState::Ringing;
+                let mut w = sim.world();
+                w.legs.insert(
+                    target_id.clone(),
+                    Leg {
+                        id: target_id.clone(),
+                        party: target,
+                        state: LegState::Ringing,
+                        peer: Peer::Leg {
+                            leg_id: caller.id.clone(),
+                        },
+                    },
+                );
+                w.legs.insert(caller.id.clone(), caller);
+                drop(w);
+                sim.play(target_id, behaviour);
+            }
+        }
+    }
+
+    fn resume(&self, call: &Call) {
+        let sim = &self.0;
+        let id = sim.new_leg_id();
+        let state = if call.state == CallState::Established {
+            LegState::Connected
+        } else {
+            LegState::Ringing
+        };
+        {
+            let mut w = sim.world();
+            w.legs.insert(
+                id.clone(),
+                Leg {
+                    id: id.clone(),
+                    party: call.remote().clone(),
+                    state,
+                    peer: Peer::Bot {
+                        call_id: call.id.clone(),
+                        app_id: call.app_id.clone(),
+                    },
+                },
+            );
+            w.by_call.insert(call.id.clone(), id.clone());
+        }
+        // An outgoing call that was still ringing rings on: its party plays its behaviour again.
+        if call.state == CallState::Establishing
+            && call.direction == switchboard_core::call::Direction::Outgoing
+        {
+            if let Some(b) = sim.behaviour(call.remote()) {
+                sim.play(id, b);
+            }
+        } else if call.state == CallState::Establishing {
+            // An answered incoming call whose connection was in progress completes it.
+            if sim.connect(&id).is_some() {
+                sim.send(&call.id, NetEvent::Connected);
+            }
+        }
+    }
+}
