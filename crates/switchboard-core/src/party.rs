@@ -4,7 +4,11 @@ use serde::{Deserialize, Serialize};
 
 /// A party to a call, as the directory knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum Party {
     /// A Teams user of a tenant.
     User {

@@ -54,6 +54,9 @@ struct ServeArgs {
     /// First notification retry delay in milliseconds (doubles per attempt).
     #[arg(long, env = "SWITCHBOARD_RETRY_FIRST_MS")]
     retry_first_ms: Option<u64>,
+    /// Delivery attempts before a notification is marked failed (kept in the outbox).
+    #[arg(long, env = "SWITCHBOARD_RETRY_MAX_ATTEMPTS")]
+    retry_max_attempts: Option<u32>,
     /// Serve HTTPS: with the config file's [tls] cert and key, or a generated self-signed certificate.
     #[arg(long, env = "SWITCHBOARD_TLS")]
     tls: bool,
@@ -129,6 +132,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<(Config, String)> {
     }
     if let Some(ms) = args.retry_first_ms {
         config.notifications.first_retry_ms = ms;
+    }
+    if let Some(n) = args.retry_max_attempts {
+        config.notifications.max_attempts = n;
     }
     for (flag, client_id, url) in [
         (

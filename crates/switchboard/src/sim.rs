@@ -30,7 +30,11 @@ pub enum LegState {
 
 /// What a leg is connected (or ringing) to.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind"
+)]
 pub enum Peer {
     /// The remote end of a bot's call.
     Bot { call_id: String, app_id: String },

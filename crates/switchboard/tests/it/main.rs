@@ -1,1 +1,12 @@
-fn main() {}
+//! The one integration-test binary: every test talks to a real `switchboard` process over loopback.
+
+mod harness;
+
+mod errors;
+mod identity;
+mod lifecycle;
+mod notifier;
+mod ops;
+mod outgoing;
+mod recovery;
+mod sim_api;

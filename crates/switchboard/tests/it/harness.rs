@@ -1,0 +1,480 @@
+//! The test harness: a real `switchboard` process on loopback, and a bot that receives its webhooks.
+//!
+//! Everything goes over real sockets: the server is the built binary, started per test with its own
+//! data folder, so that `kill -9` and restart are the real thing.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+pub const CONTOSO: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+pub const FABRIKAM: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+pub const DEMO_BOT: &str = "cccccccc-0000-4000-8000-000000000003";
+pub const UNPRIVILEGED_BOT: &str = "cccccccc-0000-4000-8000-000000000005";
+pub const LEGACY_BOT: &str = "cccccccc-0000-4000-8000-000000000006";
+pub const SECRET: &str = "switchboard-demo-secret";
+pub const RECEPTION: &str = "dddddddd-0000-4000-8000-000000000004";
+pub const RECEPTION_PHONE: &str = "+14255550100";
+pub const HEIDI: &str = "550fae72-d251-43ec-868c-373732c2704f";
+pub const ALEX: &str = "751f6800-3180-414d-bd94-333364659951";
+pub const BUSY_BOB: &str = "eeeeeeee-0000-4000-8000-000000000486";
+pub const DECLINING_DANA: &str = "eeeeeeee-0000-4000-8000-000000000603";
+pub const SILENT_SAM: &str = "eeeeeeee-0000-4000-8000-000000000408";
+pub const FIONA: &str = "ffffffff-0000-4000-8000-000000000001";
+pub const ADMIN_KEY: &str = "switchboard-demo-admin";
+/// The ring timeout the test servers run with.
+pub const RING_TIMEOUT_MS: u64 = 1500;
+
+/// One webhook POST as the bot received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+#[derive(Clone, Default)]
+struct BotState {
+    tx: Option<mpsc::UnboundedSender<Received>>,
+    /// Status codes to answer with, in order; 202 once empty.
+    script: Arc<Mutex<VecDeque<u16>>>,
+}
+
+/// A bot's HTTP endpoint: records every POST and answers as scripted.
+pub struct Bot {
+    pub url: String,
+    rx: mpsc::UnboundedReceiver<Received>,
+    script: Arc<Mutex<VecDeque<u16>>>,
+    /// Notification items already received but not yet taken.
+    buffered: VecDeque<(Received, Value)>,
+    pub posts: Vec<Received>,
+}
+
+async fn receive(
+    State(state): State<BotState>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let status = state
+        .script
+        .lock()
+        .map(|mut s| s.pop_front())
+        .ok()
+        .flatten()
+        .unwrap_or(202);
+    if status < 300 {
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let authorization = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(tx) = &state.tx {
+            let _ = tx.send(Received {
+                path: uri.path().to_owned(),
+                authorization,
+                body,
+            });
+        }
+    }
+    StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED)
+}
+
+impl Bot {
+    pub async fn start() -> Bot {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let script = Arc::new(Mutex::new(VecDeque::new()));
+        let state = BotState {
+            tx: Some(tx),
+            script: Arc::clone(&script),
+        };
+        let app = axum::Router::new()
+            .route("/{*path}", post(receive))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bot listens");
+        let addr = listener.local_addr().expect("bot address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Bot {
+            url: format!("http://{addr}"),
+            rx,
+            script,
+            buffered: VecDeque::new(),
+            posts: Vec::new(),
+        }
+    }
+
+    /// The bot's calling webhook (where incoming calls are offered).
+    pub fn webhook(&self) -> String {
+        format!("{}/api/calls", self.url)
+    }
+
+    /// A per-call callback URL.
+    pub fn callback(&self, name: &str) -> String {
+        format!("{}/callback/{name}", self.url)
+    }
+
+    /// Answer the next POSTs with these statuses (then 202 again).
+    pub fn fail_next(&self, statuses: &[u16]) {
+        self.script
+            .lock()
+            .expect("script")
+            .extend(statuses.iter().copied());
+    }
+
+    pub fn clear_failures(&self) {
+        self.script.lock().expect("script").clear();
+    }
+
+    /// The next notification item (one element of a commsNotifications `value`), with the POST it came in.
+    pub async fn next(&mut self) -> (Received, Value) {
+        self.next_within(Duration::from_secs(10))
+            .await
+            .expect("a notification within 10 s")
+    }
+
+    pub async fn next_within(&mut self, wait: Duration) -> Option<(Received, Value)> {
+        if let Some(item) = self.buffered.pop_front() {
+            return Some(item);
+        }
+        let post = tokio::time::timeout(wait, self.rx.recv())
+            .await
+            .ok()
+            .flatten()?;
+        self.posts.push(post.clone());
+        let items = post.body["value"].as_array().cloned().unwrap_or_default();
+        assert_eq!(
+            post.body["@odata.type"], "#microsoft.graph.commsNotifications",
+            "envelope: {}",
+            post.body
+        );
+        assert!(!items.is_empty(), "an empty batch: {}", post.body);
+        for item in items {
+            self.buffered.push_back((post.clone(), item));
+        }
+        self.buffered.pop_front()
+    }
+
+    /// The next `n` notification items, as (changeType, state) pairs plus the items themselves.
+    pub async fn take(&mut self, n: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(self.next().await.1);
+        }
+        out
+    }
+
+    /// Asserts that nothing more arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some((_, item)) = self.next_within(wait).await {
+            panic!("unexpected notification: {item}");
+        }
+    }
+}
+
+/// A running `switchboard serve`.
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    pub http: reqwest::Client,
+}
+
+pub struct Options {
+    pub demo_webhook: Option<String>,
+    pub extra: Vec<String>,
+}
+
+impl Server {
+    /// Starts the server on the demo directory with the Demo Bot's webhook pointed at `bot`.
+    pub async fn start(bot: &Bot) -> Server {
+        Self::start_with(Options {
+            demo_webhook: Some(bot.webhook()),
+            extra: vec![],
+        })
+        .await
+    }
+
+    pub async fn start_with(opts: Options) -> Server {
+        let data_dir =
+            std::env::temp_dir().join(format!("switchboard-it-{}", uuid::Uuid::new_v4()));
+        let mut args = vec![
+            "serve".to_owned(),
+            "--data-dir".to_owned(),
+            data_dir.display().to_string(),
+            "--ring-timeout-ms".to_owned(),
+            RING_TIMEOUT_MS.to_string(),
+            "--retry-first-ms".to_owned(),
+            "100".to_owned(),
+        ];
+        if let Some(w) = opts.demo_webhook {
+            args.extend(["--demo-webhook".to_owned(), w]);
+        }
+        args.extend(opts.extra);
+        let mut server = Server {
+            child: None,
+            base: String::new(),
+            data_dir,
+            args,
+            http: client(),
+        };
+        server.spawn("127.0.0.1:0").await;
+        server
+    }
+
+    async fn spawn(&mut self, listen: &str) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(&self.args)
+            .args(["--listen", listen])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("switchboard starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let first = tokio::task::spawn_blocking(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            // Keep draining so that the server never blocks on a full pipe.
+            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+            line
+        })
+        .await
+        .expect("read stdout");
+        let base = first
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(base.starts_with("http"), "unexpected first line: {first:?}");
+        self.base = base;
+        self.child = Some(child);
+    }
+
+    /// `kill -9`: no shutdown, no drain.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and data folder.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        let listen = self
+            .base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned();
+        self.spawn(&listen).await;
+    }
+
+    /// SIGTERM, then waits for the process to exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A Graph token for `app` in `tenant`.
+    pub async fn token(&self, app: &str, tenant: &str) -> String {
+        let resp = self
+            .http
+            .post(self.url(&format!("/{tenant}/oauth2/v2.0/token")))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", app),
+                ("client_secret", SECRET),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
+            .send()
+            .await
+            .expect("token request");
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.expect("token json");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// A Graph request with a bearer token; returns status and JSON body (Null when empty).
+    pub async fn graph(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("graph request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A sim control API request with the admin key.
+    pub async fn sim(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(&format!("/sim/v1{path}")))
+            .header("X-Sim-Admin-Key", ADMIN_KEY);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("sim request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// The sim places a call from `from` to `to`; returns the bot's call id.
+    pub async fn inbound(&self, from: &str, to: &str) -> String {
+        let (status, body) = self
+            .sim(
+                reqwest::Method::POST,
+                "/calls",
+                Some(json!({"from": from, "to": to})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["callId"].as_str().expect("callId").to_owned()
+    }
+
+    /// Waits (up to 5 s) until /metrics has a line starting with `line`; returns the whole page.
+    pub async fn wait_metric(&self, line: &str) -> String {
+        let mut page = String::new();
+        for _ in 0..100 {
+            page = self.metrics().await;
+            if page.lines().any(|l| l.starts_with(line)) {
+                return page;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no metric line {line:?} in {page}");
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// The media config every example sends.
+pub fn service_hosted() -> Value {
+    json!({"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"})
+}
+
+/// The body of a peer-to-peer call to a user.
+pub fn call_to_user(callback: &str, user: &str) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.call",
+        "callbackUri": callback,
+        "targets": [{"@odata.type": "#microsoft.graph.invitationParticipantInfo", "identity": {"@odata.type": "#microsoft.graph.identitySet", "user": {"@odata.type": "#microsoft.graph.identity", "id": user}}}],
+        "requestedModalities": ["audio"],
+        "mediaConfig": service_hosted()
+    })
+}
+
+/// The body of a PSTN call placed from the Contoso Reception instance.
+pub fn call_to_phone(callback: &str, number: &str) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.call",
+        "callbackUri": callback,
+        "source": {"@odata.type": "#microsoft.graph.participantInfo", "identity": {"@odata.type": "#microsoft.graph.identitySet", "applicationInstance": {"@odata.type": "#microsoft.graph.identity", "id": RECEPTION, "displayName": "Contoso Reception"}}},
+        "targets": [{"@odata.type": "#microsoft.graph.invitationParticipantInfo", "identity": {"@odata.type": "#microsoft.graph.identitySet", "phone": {"@odata.type": "#microsoft.graph.identity", "id": number}}}],
+        "requestedModalities": ["audio"],
+        "mediaConfig": service_hosted(),
+        "tenantId": CONTOSO
+    })
+}
+
+/// Replaces a call id in a notification item by `{callId}`, so that items compare exactly.
+pub fn redact(mut item: Value, call_id: &str) -> Value {
+    fn walk(v: &mut Value, id: &str) {
+        match v {
+            Value::String(s) if s.contains(id) => *s = s.replace(id, "{callId}"),
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, id)),
+            Value::Object(o) => o.values_mut().for_each(|x| walk(x, id)),
+            _ => {}
+        }
+    }
+    walk(&mut item, call_id);
+    item
+}
+
+/// A state notification exactly as Graph sends it.
+pub fn state_note(change: &str, state: &str) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.commsNotification",
+        "changeType": change,
+        "resourceUrl": "/communications/calls/{callId}",
+        "resourceData": {"@odata.type": "#microsoft.graph.call", "state": state}
+    })
+}
+
+pub fn established_note() -> Value {
+    let mut n = state_note("updated", "established");
+    n["resourceData"]["mediaState"] =
+        json!({"@odata.type": "#microsoft.graph.callMediaState", "audio": "active"});
+    n
+}
+
+pub fn terminated_note(code: i64, subcode: i64, message: &str) -> Value {
+    let mut n = state_note("deleted", "terminated");
+    n["resourceData"]["resultInfo"] = json!({"@odata.type": "#microsoft.graph.resultInfo", "code": code, "subcode": subcode, "message": message});
+    n
+}

@@ -1,0 +1,107 @@
+//! Health, readiness, metrics and the OpenAPI document, which must describe exactly what is served.
+
+use reqwest::Method;
+use serde_json::Value;
+use switchboard::api::spec::{Auth, ROUTES};
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let server = Server::start_with(Options {
+        demo_webhook: None,
+        extra: vec![],
+    })
+    .await;
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            server
+                .http
+                .get(server.url(path))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{path}"
+        );
+    }
+    let metrics = server.metrics().await;
+    for name in [
+        "switchboard_http_requests_total{family=\"ops\",status=\"200\"}",
+        "switchboard_calls{state=\"established\"} 0",
+        "switchboard_notifications_delivered_total 0",
+        "switchboard_notifications_failed_total 0",
+    ] {
+        assert!(metrics.contains(name), "{name} in {metrics}");
+    }
+}
+
+/// Every route of the OpenAPI table is served: a request shaped like the table's answers with one of
+/// the statuses the table lists, never the router's fallback.
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let (_, call) = server
+        .graph(
+            Method::POST,
+            "/v1.0/communications/calls",
+            &token,
+            Some(call_to_user(&bot.callback("s"), HEIDI)),
+        )
+        .await;
+    let id = call["id"].as_str().unwrap().to_owned();
+    bot.take(2).await;
+    let doc: Value = server
+        .http
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for route in ROUTES {
+        assert!(
+            doc["paths"][route.path][route.method].is_object(),
+            "{} {} is in the document",
+            route.method,
+            route.path
+        );
+        let path = route
+            .path
+            .replace("{version}", "v1.0")
+            .replace("{tenant}", CONTOSO)
+            .replace("{id}", &id)
+            .replace("{callId}", &id)
+            .replace("{opId}", "no-such-op")
+            .replace("{participantId}", "no-such-participant")
+            .replace("{legId}", "no-such-leg")
+            .replace("{key}", HEIDI);
+        let method = Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
+        let mut req = server.http.request(method, server.url(&path));
+        req = match route.auth {
+            Auth::Bearer => req.bearer_auth(&token),
+            Auth::AdminKey => req.header("X-Sim-Admin-Key", ADMIN_KEY),
+            Auth::None => req,
+        };
+        if route.method != "get" && route.method != "delete" {
+            req = match route.body.map(|b| b.0) {
+                Some("application/x-www-form-urlencoded") => {
+                    req.form(&[("grant_type", "client_credentials")])
+                }
+                Some(_) => req.json(&serde_json::json!({})),
+                None => req,
+            };
+        }
+        let status = req.send().await.unwrap().status().as_u16();
+        assert!(
+            route.responses.iter().any(|(s, _)| *s == status) || [400, 401, 403].contains(&status),
+            "{} {path} answered {status}, which the document does not list",
+            route.method
+        );
+    }
+}
