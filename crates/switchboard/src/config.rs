@@ -1232,3 +1232,12 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
         assert_eq!(e.field, "(file)");
     }
 }
+
+#[cfg(test)]
+mod shipped_example {
+    /// The example shipped in docs/ is exactly what `switchboard example-config` prints.
+    #[test]
+    fn docs_example_is_the_built_in_one() {
+        assert_eq!(include_str!("../../../docs/switchboard.example.toml"), super::EXAMPLE_TOML);
+    }
+}

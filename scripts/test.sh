@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: unit tests of the pure core and the server, property
+# tests, and the integration tests that start real `switchboard` processes on loopback.
+# Installs what it needs idempotently (today: nothing beyond the Rust toolchain).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is required (https://rustup.rs)" >&2
+  exit 1
+fi
+
+echo "== build"
+cargo build --workspace --all-targets --locked
+echo "== format"
+cargo fmt --all -- --check
+echo "== tests"
+cargo test --workspace --locked
