@@ -1238,6 +1238,9 @@ mod shipped_example {
     /// The example shipped in docs/ is exactly what `switchboard example-config` prints.
     #[test]
     fn docs_example_is_the_built_in_one() {
-        assert_eq!(include_str!("../../../docs/switchboard.example.toml"), super::EXAMPLE_TOML);
+        assert_eq!(
+            include_str!("../../../docs/switchboard.example.toml"),
+            super::EXAMPLE_TOML
+        );
     }
 }
