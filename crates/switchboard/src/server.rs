@@ -113,6 +113,7 @@ pub async fn start(
         metrics,
         base_url: base_url.clone(),
         ready: Arc::clone(&ready),
+        verified: Arc::default(),
     };
     let app = api::router(state.clone());
     let mut cert_path = None;

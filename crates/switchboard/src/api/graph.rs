@@ -67,6 +67,41 @@ impl Caller {
     }
 }
 
+/// A bounded cache of verified access tokens: token → claims. Verifying an RS256 signature costs far
+/// more than the rest of a GET; a bot sends the same token for an hour.
+#[derive(Default)]
+pub struct VerifiedTokens(
+    std::sync::Mutex<std::collections::HashMap<String, identity::AccessClaims>>,
+);
+
+const VERIFIED_TOKENS_MAX: usize = 10_000;
+
+impl VerifiedTokens {
+    fn validate(
+        &self,
+        state: &AppState,
+        token: &str,
+    ) -> Result<identity::AccessClaims, identity::TokenError> {
+        let now_s = now_ms() / 1000;
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(claims) = cache.get(token) {
+            // Same leeway as the full check.
+            if now_s <= claims.exp + 60 {
+                return Ok(claims.clone());
+            }
+            cache.remove(token);
+        }
+        drop(cache);
+        let claims = identity::validate_access_token(&state.key, &state.base_url, token, now_s)?;
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= VERIFIED_TOKENS_MAX {
+            cache.clear();
+        }
+        cache.insert(token.to_owned(), claims.clone());
+        Ok(claims)
+    }
+}
+
 /// Validates the bearer token and finds the app and tenant it speaks for.
 pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, GraphError> {
     let raw = headers
@@ -89,11 +124,10 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Gra
             ));
         }
     };
-    let claims =
-        identity::validate_access_token(&state.key, &state.base_url, token, now_ms() / 1000)
-            .map_err(|e| {
-                GraphError::unauthorized(format!("Access token validation failure: {e}."))
-            })?;
+    let claims = state
+        .verified
+        .validate(state, token)
+        .map_err(|e| GraphError::unauthorized(format!("Access token validation failure: {e}.")))?;
     let app = state.config.directory.app(&claims.appid).ok_or_else(|| {
         GraphError::unauthorized(format!(
             "Access token validation failure: application '{}' is not registered.",

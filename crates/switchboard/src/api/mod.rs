@@ -4,7 +4,7 @@
 //! case-insensitively and accepts `microsoft.graph.`-qualified action names.
 
 pub mod error;
-mod graph;
+pub mod graph;
 mod identity;
 mod ops;
 mod sim;
@@ -46,6 +46,8 @@ pub struct AppState {
     /// How bots reach us, e.g. `http://127.0.0.1:8080`; issuers and `Location` headers derive from it.
     pub base_url: String,
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Tokens already verified, so that each request does not pay for an RSA signature check.
+    pub verified: Arc<graph::VerifiedTokens>,
 }
 
 pub fn router(state: AppState) -> Router {

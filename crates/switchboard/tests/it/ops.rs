@@ -105,3 +105,81 @@ async fn every_documented_route_is_served() {
         );
     }
 }
+
+#[tokio::test]
+async fn https_with_a_generated_certificate() {
+    let server = Server::start_with(Options {
+        demo_webhook: None,
+        extra: vec!["--tls".into()],
+    })
+    .await;
+    assert!(
+        server.base.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.base
+    );
+    let pem =
+        std::fs::read(server.data_dir.join("tls/cert.pem")).expect("the generated certificate");
+    let cert = reqwest::Certificate::from_pem(&pem).expect("PEM");
+    let client = reqwest::Client::builder()
+        .tls_certs_only([cert])
+        .build()
+        .expect("client");
+    let resp = client
+        .post(server.url(&format!("/{CONTOSO}/oauth2/v2.0/token")))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", DEMO_BOT),
+            ("client_secret", SECRET),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .send()
+        .await
+        .expect("token over https");
+    assert_eq!(resp.status(), 200);
+    let config: Value = client
+        .get(server.url(&format!("/{CONTOSO}/v2.0/.well-known/openid-configuration")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        config["token_endpoint"],
+        format!("{}/{CONTOSO}/oauth2/v2.0/token", server.base)
+    );
+}
+
+#[test]
+fn a_bad_config_file_is_refused_with_file_field_and_problem() {
+    let dir = std::env::temp_dir().join(format!("switchboard-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad_guid = switchboard::config::EXAMPLE_TOML.replacen(
+        "id = \"aaaaaaaa-0000-4000-8000-000000000001\"",
+        "id = \"not-a-guid\"",
+        1,
+    );
+    let cases = [
+        ("colour = \"blue\"\n".to_owned(), "line 1, column 1"),
+        (bad_guid, "tenants[0].id"),
+    ];
+    for (i, (toml, field)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("data"))
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("runs");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&path.display().to_string()) && stderr.contains(field),
+            "{stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
