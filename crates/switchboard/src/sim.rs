@@ -226,10 +226,10 @@ impl Sim {
         }
         leg.state = LegState::Connected;
         let peer = leg.peer.clone();
-        if let Peer::Leg { leg_id: other } = &peer {
-            if let Some(o) = w.legs.get_mut(other) {
-                o.state = LegState::Connected;
-            }
+        if let Peer::Leg { leg_id: other } = &peer
+            && let Some(o) = w.legs.get_mut(other)
+        {
+            o.state = LegState::Connected;
         }
         Some(peer)
     }

@@ -233,12 +233,11 @@ proptest! {
                     // Every notified state is reached along a documented edge.
                     let mut prev = before.state;
                     for e in &fx {
-                        if let Effect::Notify(n) = e {
-                            if n.state != prev {
+                        if let Effect::Notify(n) = e
+                            && n.state != prev {
                                 prop_assert!(prev.may_become(n.state), "{:?} -> {:?}", prev, n.state);
                                 prev = n.state;
                             }
-                        }
                     }
                     prop_assert!(before.state == call.state || before.state.may_become(call.state) || prev == call.state);
                     transcript.extend(notes(&fx));

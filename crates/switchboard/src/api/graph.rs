@@ -242,13 +242,13 @@ async fn route(
         [first, ..] => return Err(GraphError::unknown_segment(first)),
     };
     let caller = authenticate(state, headers)?;
-    if let Some(app_id) = path_app {
-        if !app_id.eq_ignore_ascii_case(&caller.app.client_id) {
-            return Err(GraphError::forbidden(format!(
-                "The path names application '{app_id}', but the token is for application '{}'.",
-                caller.app.client_id
-            )));
-        }
+    if let Some(app_id) = path_app
+        && !app_id.eq_ignore_ascii_case(&caller.app.client_id)
+    {
+        return Err(GraphError::forbidden(format!(
+            "The path names application '{app_id}', but the token is for application '{}'.",
+            caller.app.client_id
+        )));
     }
     let path = format!("/{}/{}", version.as_str(), rest.trim_start_matches('/'));
     let not_allowed = || GraphError::method_not_allowed(method.as_str(), &path);
@@ -429,14 +429,14 @@ fn resolve(
                     format!("user '{id}' does not exist"),
                 ))
             })?;
-            if let Some(t) = tenant_id {
-                if !t.eq_ignore_ascii_case(&user.tenant_id) {
-                    return Err(err(
-                        format!("{field}.user.tenantId"),
-                        format!("'{t}' is not the tenant of user '{id}'"),
-                    )
-                    .into());
-                }
+            if let Some(t) = tenant_id
+                && !t.eq_ignore_ascii_case(&user.tenant_id)
+            {
+                return Err(err(
+                    format!("{field}.user.tenantId"),
+                    format!("'{t}' is not the tenant of user '{id}'"),
+                )
+                .into());
             }
             if !user.tenant_id.eq_ignore_ascii_case(&caller.tenant) {
                 return Err(GraphError::forbidden(format!(
@@ -575,14 +575,14 @@ async fn create_call(
             "Joining meetings (meetingInfo, chatInfo) is not supported by Switchboard; place a peer-to-peer call with one target.",
         ));
     }
-    if let Some(t) = obj.str_opt("tenantId")? {
-        if !t.eq_ignore_ascii_case(&caller.tenant) {
-            return Err(err(
-                "tenantId",
-                format!("'{t}' is not the tenant of the token ('{}')", caller.tenant),
-            )
-            .into());
-        }
+    if let Some(t) = obj.str_opt("tenantId")?
+        && !t.eq_ignore_ascii_case(&caller.tenant)
+    {
+        return Err(err(
+            "tenantId",
+            format!("'{t}' is not the tenant of the token ('{}')", caller.tenant),
+        )
+        .into());
     }
     let subject = obj.str_opt("subject")?.map(str::to_owned);
     let ring_timeout_ms = match obj.int_opt("ringingTimeoutInSeconds")? {
@@ -726,10 +726,10 @@ async fn call_action(
             let callback_uri = callback(state, obj, false)?;
             let media_config = media_config(obj, caller)?;
             let modalities = modalities(obj, "acceptedModalities", true)?;
-            if let Some(n) = obj.int_opt("participantCapacity")? {
-                if n < 0 {
-                    return Err(err("participantCapacity", "must not be negative").into());
-                }
+            if let Some(n) = obj.int_opt("participantCapacity")?
+                && n < 0
+            {
+                return Err(err("participantCapacity", "must not be negative").into());
             }
             Input::Answer {
                 callback_uri,
@@ -757,14 +757,14 @@ async fn call_action(
         ("redirect", Some(obj)) => {
             caller.require("Calls.Initiate.All", "redirecting a call")?;
             callback(state, obj, false)?;
-            if let Some(t) = obj.int_opt("timeout")? {
-                if !(15..=90).contains(&t) {
-                    return Err(err(
-                        "timeout",
-                        format!("{t} is out of range; use 15 to 90 seconds"),
-                    )
-                    .into());
-                }
+            if let Some(t) = obj.int_opt("timeout")?
+                && !(15..=90).contains(&t)
+            {
+                return Err(err(
+                    "timeout",
+                    format!("{t} is out of range; use 15 to 90 seconds"),
+                )
+                .into());
             }
             let (targets, tpath) = obj
                 .array_opt("targets")?

@@ -5,6 +5,9 @@
 
 use serde_json::{Map, Value, json};
 
+/// A request body: its content type and a function building its JSON schema.
+pub type Body = (&'static str, fn() -> Value);
+
 /// One operation of the surface.
 pub struct Route {
     pub method: &'static str,
@@ -13,7 +16,7 @@ pub struct Route {
     pub tag: &'static str,
     pub summary: &'static str,
     /// Request body: (content type, schema).
-    pub body: Option<(&'static str, fn() -> Value)>,
+    pub body: Option<Body>,
     /// Status codes and what they mean.
     pub responses: &'static [(u16, &'static str)],
     pub auth: Auth,

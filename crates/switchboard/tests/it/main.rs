@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! The one integration-test binary: every test talks to a real `switchboard` process over loopback.
 
 mod harness;
