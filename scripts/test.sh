@@ -14,5 +14,7 @@ echo "== build"
 cargo build --workspace --all-targets --locked
 echo "== format"
 cargo fmt --all -- --check
+echo "== lint"
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
 echo "== tests"
 cargo test --workspace --locked
