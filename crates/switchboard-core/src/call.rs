@@ -52,16 +52,11 @@ impl CallState {
         use CallState::*;
         matches!(
             (self, next),
-            (
-                Incoming,
-                Establishing | Redirecting | Terminating | Terminated
-            ) | (Establishing, Established | Terminating | Terminated)
+            (Incoming, Establishing | Redirecting | Terminating | Terminated)
+                | (Establishing, Established | Terminating | Terminated)
                 | (Established, Transferring | Hold | Terminating | Terminated)
                 | (Hold, Established | Terminating | Terminated)
-                | (
-                    Transferring,
-                    TransferAccepted | Established | Terminating | Terminated
-                )
+                | (Transferring, TransferAccepted | Established | Terminating | Terminated)
                 | (TransferAccepted, Terminating | Terminated)
                 | (Redirecting, Terminated)
                 | (Terminating, Terminated)
@@ -134,6 +129,26 @@ pub struct Call {
     pub setup_deadline: Option<Millis>,
     /// The call ends unless a keepAlive arrives by then.
     pub keep_alive_deadline: Millis,
+    /// The transfer in progress, while `transferring` or `transferAccepted`.
+    #[serde(default)]
+    pub transfer: Option<Transfer>,
+}
+
+/// A transfer of this call's remote party (the transferee) to a transfer target (RFC 5589 terms).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transfer {
+    pub target: Party,
+    /// Consultative transfer: the bot's call with the target; the transferee takes over its remote leg.
+    pub replaces_call_id: Option<String>,
+    /// The transfer fails as unanswered if the target has not accepted by then.
+    pub deadline: Millis,
+}
+
+impl Transfer {
+    fn kind(&self) -> &'static str {
+        if self.replaces_call_id.is_some() { "consultative" } else { "blind" }
+    }
 }
 
 /// How long the bot has to answer an incoming call (Graph: about 15 s).
@@ -174,6 +189,14 @@ pub enum NetEvent {
     Failed(Failure),
     /// The remote party hung up.
     RemoteHangUp,
+    /// The transfer target accepted: it answered (blind) or took the replaced leg (consultative).
+    TransferAccepted,
+    /// The transferee is now connected to the target; the bot's leg is released.
+    TransferCompleted,
+    /// The transfer did not happen; the transferee is still with the bot.
+    TransferFailed(Failure),
+    /// This call's remote leg was taken over by a consultative transfer of another of the bot's calls.
+    Replaced { by_call_id: String },
 }
 
 /// Timers the core asks for; the engine fires them back as [`Input::Timer`].
@@ -183,24 +206,19 @@ pub enum Timer {
     /// Incoming: answer deadline. Outgoing: ring timeout.
     Setup,
     KeepAlive,
+    /// The transfer target did not accept in time.
+    Transfer,
 }
 
 /// Everything that can happen to a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
-    Answer {
-        callback_uri: Option<String>,
-        modalities: Vec<String>,
-        media_config: MediaConfig,
-    },
-    Reject {
-        reason: String,
-    },
-    Redirect {
-        targets: Vec<Party>,
-    },
+    Answer { callback_uri: Option<String>, modalities: Vec<String>, media_config: MediaConfig },
+    Reject { reason: String },
+    Redirect { targets: Vec<Party> },
     HangUp,
     KeepAlive,
+    Transfer { target: Party, replaces_call_id: Option<String>, timeout_ms: Millis },
     Net(NetEvent),
     Timer(Timer),
 }
@@ -219,6 +237,14 @@ pub enum NetCommand {
         targets: Vec<Party>,
     },
     HangUp,
+    /// Transfer the remote party (the transferee) to `target`, replacing the remote leg of
+    /// `replaces_call_id` if given (consultative).
+    Transfer {
+        target: Party,
+        replaces_call_id: Option<String>,
+    },
+    /// Give up the transfer in progress (the target stops ringing).
+    CancelTransfer,
 }
 
 /// What one notification says about the call: a snapshot taken at the transition that caused it.
@@ -232,6 +258,8 @@ pub struct Notification {
     pub result_info: Option<ResultInfo>,
     pub termination_reason: Option<String>,
     pub media_state: Option<MediaState>,
+    /// After a failed consultative transfer: the `replacesCallId` it was for.
+    pub replaces_context: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,11 +273,7 @@ pub enum Effect {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("cannot {action} a call in state '{}'; {action} needs state {needs}", state.as_str())]
-    WrongState {
-        action: &'static str,
-        state: CallState,
-        needs: &'static str,
-    },
+    WrongState { action: &'static str, state: CallState, needs: &'static str },
 }
 
 /// Everything the bot asked for when it placed an outgoing call.
@@ -311,18 +335,13 @@ impl Call {
             created_at: now,
             setup_deadline: Some(setup),
             keep_alive_deadline: now + KEEP_ALIVE_TIMEOUT_MS,
+            transfer: None,
         };
         let effects = vec![
             call.notify(ChangeType::Updated),
             Effect::Net(NetCommand::Place),
-            Effect::Timer {
-                timer: Timer::Setup,
-                at: setup,
-            },
-            Effect::Timer {
-                timer: Timer::KeepAlive,
-                at: call.keep_alive_deadline,
-            },
+            Effect::Timer { timer: Timer::Setup, at: setup },
+            Effect::Timer { timer: Timer::KeepAlive, at: call.keep_alive_deadline },
         ];
         (call, effects)
     }
@@ -352,6 +371,7 @@ impl Call {
             created_at: now,
             setup_deadline: Some(setup),
             keep_alive_deadline: now + KEEP_ALIVE_TIMEOUT_MS,
+            transfer: None,
         };
         let mut created = call.notify(ChangeType::Created);
         if let Effect::Notify(n) = &mut created {
@@ -359,14 +379,8 @@ impl Call {
         }
         let effects = vec![
             created,
-            Effect::Timer {
-                timer: Timer::Setup,
-                at: setup,
-            },
-            Effect::Timer {
-                timer: Timer::KeepAlive,
-                at: call.keep_alive_deadline,
-            },
+            Effect::Timer { timer: Timer::Setup, at: setup },
+            Effect::Timer { timer: Timer::KeepAlive, at: call.keep_alive_deadline },
         ];
         (call, effects)
     }
@@ -384,6 +398,9 @@ impl Call {
         if let Some(at) = self.setup_deadline {
             timers.push((Timer::Setup, at));
         }
+        if let Some(t) = &self.transfer {
+            timers.push((Timer::Transfer, t.deadline));
+        }
         timers
     }
 
@@ -400,11 +417,7 @@ impl Call {
         }
         let mut fx = Vec::new();
         match input {
-            Input::Answer {
-                callback_uri,
-                modalities,
-                media_config,
-            } => {
+            Input::Answer { callback_uri, modalities, media_config } => {
                 if self.state != Incoming {
                     return Err(self.refuse("answer", "'incoming'"));
                 }
@@ -445,10 +458,7 @@ impl Call {
             },
             Input::KeepAlive => {
                 self.keep_alive_deadline = now + KEEP_ALIVE_TIMEOUT_MS;
-                fx.push(Effect::Timer {
-                    timer: Timer::KeepAlive,
-                    at: self.keep_alive_deadline,
-                });
+                fx.push(Effect::Timer { timer: Timer::KeepAlive, at: self.keep_alive_deadline });
             }
             Input::Net(NetEvent::Ringing) => {}
             Input::Net(NetEvent::Connected) => {
@@ -469,21 +479,66 @@ impl Call {
                 }
             }
             Input::Net(NetEvent::RemoteHangUp) => {
-                let info = if self.remote().is_phone() {
-                    ResultInfo::pstn_hang_up()
-                } else {
-                    ResultInfo::remote_hang_up()
-                };
+                let info = if self.remote().is_phone() { ResultInfo::pstn_hang_up() } else { ResultInfo::remote_hang_up() };
+                let transferring = self.transfer.is_some();
                 self.end(info, &mut fx);
+                if transferring {
+                    fx.push(Effect::Net(NetCommand::CancelTransfer));
+                }
+            }
+            Input::Transfer { target, replaces_call_id, timeout_ms } => {
+                if self.state != Established {
+                    return Err(self.refuse("transfer", "'established'"));
+                }
+                let deadline = now + timeout_ms;
+                self.transfer = Some(Transfer { target: target.clone(), replaces_call_id: replaces_call_id.clone(), deadline });
+                self.state = Transferring;
+                fx.push(self.notify(ChangeType::Updated));
+                fx.push(Effect::Net(NetCommand::Transfer { target, replaces_call_id }));
+                fx.push(Effect::Timer { timer: Timer::Transfer, at: deadline });
+            }
+            Input::Net(NetEvent::TransferAccepted) => {
+                if self.state == Transferring {
+                    self.accept_transfer(&mut fx);
+                }
+            }
+            Input::Net(NetEvent::TransferCompleted) => {
+                if self.state == Transferring {
+                    self.accept_transfer(&mut fx);
+                }
+                if self.state == TransferAccepted {
+                    let consultative = self.transfer.as_ref().is_some_and(|t| t.replaces_call_id.is_some());
+                    if consultative {
+                        self.end_with(None, Some("AppTransferred"), &mut fx);
+                    } else {
+                        self.end_with(Some(ResultInfo::transfer_completed()), None, &mut fx);
+                    }
+                }
+            }
+            Input::Net(NetEvent::TransferFailed(failure)) => {
+                if self.state == Transferring {
+                    self.fail_transfer(failure, &mut fx);
+                }
+            }
+            Input::Net(NetEvent::Replaced { by_call_id }) => {
+                let transferring = self.transfer.is_some();
+                self.end_with(Some(ResultInfo::replaced(&by_call_id)), Some("AppTransferred"), &mut fx);
+                if transferring {
+                    fx.push(Effect::Net(NetCommand::CancelTransfer));
+                }
+            }
+            Input::Timer(Timer::Transfer) => {
+                if self.state == Transferring && self.transfer.as_ref().is_some_and(|t| now >= t.deadline) {
+                    self.fail_transfer(Failure::NoAnswer, &mut fx);
+                    fx.push(Effect::Net(NetCommand::CancelTransfer));
+                }
             }
             Input::Timer(Timer::Setup) => {
                 if self.setup_deadline.is_some_and(|at| now >= at) {
                     match self.state {
                         Incoming => {
                             self.end(ResultInfo::not_answered_in_time(), &mut fx);
-                            fx.push(Effect::Net(NetCommand::Reject {
-                                reason: "none".to_owned(),
-                            }));
+                            fx.push(Effect::Net(NetCommand::Reject { reason: "none".to_owned() }));
                         }
                         Establishing => {
                             self.end(ResultInfo::no_answer(), &mut fx);
@@ -512,11 +567,41 @@ impl Call {
     }
 
     fn end(&mut self, info: ResultInfo, fx: &mut Vec<Effect>) {
+        self.end_with(Some(info), None, fx);
+    }
+
+    fn end_with(&mut self, info: Option<ResultInfo>, reason: Option<&str>, fx: &mut Vec<Effect>) {
         self.state = CallState::Terminated;
-        self.result_info = Some(info);
+        self.result_info = info;
+        self.termination_reason = reason.map(str::to_owned);
         self.media_state = MediaState::Inactive;
         self.setup_deadline = None;
+        self.transfer = None;
         fx.push(self.notify(ChangeType::Deleted));
+    }
+
+    /// `transferAccepted`, then the media-state change as the transferee leaves the bot. Graph allows
+    /// either order; Switchboard always sends this one.
+    fn accept_transfer(&mut self, fx: &mut Vec<Effect>) {
+        self.state = CallState::TransferAccepted;
+        fx.push(self.notify(ChangeType::Updated));
+        self.media_state = MediaState::Inactive;
+        if let Effect::Notify(mut n) = self.notify(ChangeType::Updated) {
+            n.media_state = Some(MediaState::Inactive);
+            fx.push(Effect::Notify(n));
+        }
+    }
+
+    /// Back to `established`, with 500/7000 (blind) or 500/7700 and `replacesContext` (consultative).
+    fn fail_transfer(&mut self, failure: Failure, fx: &mut Vec<Effect>) {
+        let Some(transfer) = self.transfer.take() else { return };
+        self.state = CallState::Established;
+        self.media_state = MediaState::Active;
+        if let Effect::Notify(mut n) = self.notify(ChangeType::Updated) {
+            n.result_info = Some(ResultInfo::transfer_failed(transfer.kind(), failure));
+            n.replaces_context = transfer.replaces_call_id;
+            fx.push(Effect::Notify(n));
+        }
     }
 
     fn notify(&self, change: ChangeType) -> Effect {
@@ -524,22 +609,15 @@ impl Call {
             change,
             state: self.state,
             full: false,
-            result_info: if self.state == CallState::Terminated {
-                self.result_info.clone()
-            } else {
-                None
-            },
+            result_info: if self.state == CallState::Terminated { self.result_info.clone() } else { None },
             termination_reason: self.termination_reason.clone(),
             media_state: None,
+            replaces_context: None,
         })
     }
 
     fn refuse(&self, action: &'static str, needs: &'static str) -> Refusal {
-        Refusal::WrongState {
-            action,
-            state: self.state,
-            needs,
-        }
+        Refusal::WrongState { action, state: self.state, needs }
     }
 }
 
@@ -550,6 +628,7 @@ fn action_name(input: &Input) -> &'static str {
         Input::Redirect { .. } => "redirect",
         Input::HangUp => "hang up",
         Input::KeepAlive => "keep alive",
+        Input::Transfer { .. } => "transfer",
         Input::Net(_) => "network event",
         Input::Timer(_) => "timer",
     }

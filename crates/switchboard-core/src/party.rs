@@ -4,37 +4,23 @@ use serde::{Deserialize, Serialize};
 
 /// A party to a call, as the directory knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(
-    tag = "kind",
-    rename_all = "camelCase",
-    rename_all_fields = "camelCase"
-)]
+#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum Party {
     /// A Teams user of a tenant.
-    User {
-        id: String,
-        display_name: String,
-        tenant_id: String,
-    },
+    User { id: String, display_name: String, tenant_id: String },
     /// A PSTN number in E.164 form.
     Phone { number: String },
     /// A bot, addressed by its application (client) id.
     Application { id: String, display_name: String },
     /// A resource account of a bot, with its own id (and usually a phone number).
-    ApplicationInstance {
-        id: String,
-        display_name: String,
-        tenant_id: String,
-    },
+    ApplicationInstance { id: String, display_name: String, tenant_id: String },
 }
 
 impl Party {
     /// The stable key of this party in the directory: user or instance id, app id, or number.
     pub fn key(&self) -> &str {
         match self {
-            Party::User { id, .. }
-            | Party::Application { id, .. }
-            | Party::ApplicationInstance { id, .. } => id,
+            Party::User { id, .. } | Party::Application { id, .. } | Party::ApplicationInstance { id, .. } => id,
             Party::Phone { number } => number,
         }
     }

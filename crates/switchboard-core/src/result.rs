@@ -15,11 +15,7 @@ pub struct ResultInfo {
 
 impl ResultInfo {
     fn new(code: i32, subcode: i32, message: &str) -> Self {
-        ResultInfo {
-            code,
-            subcode,
-            message: message.to_owned(),
-        }
+        ResultInfo { code, subcode, message: message.to_owned() }
     }
 
     /// The bot hung up (DELETE): 200/7000.
@@ -44,11 +40,7 @@ impl ResultInfo {
     }
     /// Nobody answered before the ring timeout: 408/10057.
     pub fn no_answer() -> Self {
-        Self::new(
-            408,
-            10057,
-            "The callee did not answer before the ring timeout.",
-        )
+        Self::new(408, 10057, "The callee did not answer before the ring timeout.")
     }
     /// The callee could not be reached at all: 480/10076.
     pub fn unreachable() -> Self {
@@ -56,19 +48,11 @@ impl ResultInfo {
     }
     /// The bot did not answer, reject or redirect an incoming call in time: 408/1106.
     pub fn not_answered_in_time() -> Self {
-        Self::new(
-            408,
-            1106,
-            "The application did not answer the incoming call in time.",
-        )
+        Self::new(408, 1106, "The application did not answer the incoming call in time.")
     }
     /// No keepAlive within 45 minutes: 408/8537.
     pub fn keep_alive_timeout() -> Self {
-        Self::new(
-            408,
-            8537,
-            "The call was ended because no keepAlive was received in time.",
-        )
+        Self::new(408, 8537, "The call was ended because no keepAlive was received in time.")
     }
     /// The bot rejected the incoming call.
     pub fn rejected(reason: &str) -> Self {
@@ -76,6 +60,30 @@ impl ResultInfo {
             "busy" => Self::new(486, 0, "The application rejected the call as busy."),
             "forbidden" => Self::new(403, 0, "The application rejected the call as forbidden."),
             _ => Self::new(603, 0, "The application rejected the call."),
+        }
+    }
+    /// A blind transfer completed: 0/7015, exactly as Graph's transfer page shows it.
+    pub fn transfer_completed() -> Self {
+        Self::new(0, 7015, "GracefulTransferCompleted")
+    }
+    /// A transfer failed: 500/7000 (blind) or 500/7700 (consultative); the call stays established.
+    pub fn transfer_failed(kind: &str, failure: crate::call::Failure) -> Self {
+        use crate::call::Failure;
+        let why = match failure {
+            Failure::Busy => "the transfer target is busy",
+            Failure::Declined => "the transfer target declined",
+            Failure::NoAnswer => "the transfer target did not answer",
+            Failure::Unreachable => "the transfer target could not be reached",
+        };
+        let subcode = if kind == "consultative" { 7700 } else { 7000 };
+        ResultInfo { code: 500, subcode, message: format!("The {kind} transfer failed: {why}. DiagCode: 500#{subcode}.@") }
+    }
+    /// The consultation call whose remote leg a consultative transfer took over.
+    pub fn replaced(by_call_id: &str) -> Self {
+        ResultInfo {
+            code: 200,
+            subcode: 7015,
+            message: format!("The call was handed over to call {by_call_id} by a consultative transfer."),
         }
     }
     /// The bot redirected the incoming call elsewhere.

@@ -144,29 +144,18 @@ fn default_after_ms() -> u64 {
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Behaviour::Answer {
-            after_ms: default_after_ms(),
-            hang_up_after_ms: None,
-        }
+        Behaviour::Answer { after_ms: default_after_ms(), hang_up_after_ms: None }
     }
 }
 
 impl Behaviour {
     pub fn validate(&self) -> Result<(), String> {
-        if let Behaviour::Answer {
-            after_ms,
-            hang_up_after_ms,
-        } = self
-        {
+        if let Behaviour::Answer { after_ms, hang_up_after_ms } = self {
             if *after_ms > MAX_BEHAVIOUR_MS {
-                return Err(format!(
-                    "after_ms is {after_ms}, at most {MAX_BEHAVIOUR_MS} is allowed"
-                ));
+                return Err(format!("after_ms is {after_ms}, at most {MAX_BEHAVIOUR_MS} is allowed"));
             }
             if let Some(h) = hang_up_after_ms.filter(|h| *h > MAX_BEHAVIOUR_MS) {
-                return Err(format!(
-                    "hang_up_after_ms is {h}, at most {MAX_BEHAVIOUR_MS} is allowed"
-                ));
+                return Err(format!("hang_up_after_ms is {h}, at most {MAX_BEHAVIOUR_MS} is allowed"));
             }
         }
         Ok(())
@@ -182,11 +171,7 @@ pub struct ConfigError {
 }
 
 fn fail(file: &str, field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        file: file.to_string(),
-        field: field.into(),
-        problem: problem.into(),
-    }
+    ConfigError { file: file.to_string(), field: field.into(), problem: problem.into() }
 }
 
 // ---------------------------------------------------------------------------
@@ -216,10 +201,7 @@ struct FileConfig {
 
 impl Default for CallSettings {
     fn default() -> Self {
-        CallSettings {
-            ring_timeout_ms: 60_000,
-            allow_http_loopback_callbacks: false,
-        }
+        CallSettings { ring_timeout_ms: 60_000, allow_http_loopback_callbacks: false }
     }
 }
 
@@ -257,57 +239,37 @@ impl Config {
             data_dir: PathBuf::from("./switchboard-data"),
             public_url: None,
             tls: None,
-            calls: CallSettings {
-                ring_timeout_ms: 60_000,
-                allow_http_loopback_callbacks: true,
-            },
+            calls: CallSettings { ring_timeout_ms: 60_000, allow_http_loopback_callbacks: true },
             notifications: NotificationSettings::default(),
-            sim: SimSettings {
-                admin_key: "switchboard-demo-admin".to_string(),
-            },
+            sim: SimSettings { admin_key: "switchboard-demo-admin".to_string() },
             directory: demo_directory(),
         }
     }
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let src = std::fs::read_to_string(path)
-            .map_err(|e| fail(&file, "(file)", format!("cannot read the file: {e}")))?;
+        let src = std::fs::read_to_string(path).map_err(|e| fail(&file, "(file)", format!("cannot read the file: {e}")))?;
         Config::from_toml(&src, &file)
     }
 
     pub fn from_toml(src: &str, file: &str) -> Result<Config, ConfigError> {
         let raw: FileConfig = toml::from_str(src).map_err(|e| {
-            let field = e
-                .span()
-                .map_or_else(|| "(toml)".to_string(), |s| line_col(src, s.start));
+            let field = e.span().map_or_else(|| "(toml)".to_string(), |s| line_col(src, s.start));
             fail(file, field, e.message().trim().to_string())
         })?;
-        let admin_key = raw.sim.and_then(|s| s.admin_key).ok_or_else(|| {
-            fail(
-                file,
-                "sim.admin_key",
-                "missing; a [sim] section with admin_key is required",
-            )
-        })?;
+        let admin_key = raw
+            .sim
+            .and_then(|s| s.admin_key)
+            .ok_or_else(|| fail(file, "sim.admin_key", "missing; a [sim] section with admin_key is required"))?;
         let cfg = Config {
-            listen: raw
-                .listen
-                .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))),
-            data_dir: raw
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from("./switchboard-data")),
+            listen: raw.listen.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))),
+            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./switchboard-data")),
             public_url: raw.public_url,
             tls: raw.tls,
             calls: raw.calls,
             notifications: raw.notifications,
             sim: SimSettings { admin_key },
-            directory: Directory {
-                tenants: raw.tenants,
-                applications: raw.applications,
-                users: raw.users,
-                numbers: raw.numbers,
-            },
+            directory: Directory { tenants: raw.tenants, applications: raw.applications, users: raw.users, numbers: raw.numbers },
         };
         cfg.validate(file)?;
         Ok(cfg)
@@ -320,44 +282,39 @@ impl Config {
         }
         if let Some(tls) = &self.tls {
             match (&tls.cert, &tls.key) {
-                (Some(_), None) => return Err(err("tls.key".into(), "tls.cert is set but tls.key is not; set both, or neither to generate a self-signed certificate".into())),
-                (None, Some(_)) => return Err(err("tls.cert".into(), "tls.key is set but tls.cert is not; set both, or neither to generate a self-signed certificate".into())),
+                (Some(_), None) => {
+                    return Err(err(
+                        "tls.key".into(),
+                        "tls.cert is set but tls.key is not; set both, or neither to generate a self-signed certificate".into(),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(err(
+                        "tls.cert".into(),
+                        "tls.key is set but tls.cert is not; set both, or neither to generate a self-signed certificate".into(),
+                    ));
+                }
                 _ => {}
             }
         }
         let rt = self.calls.ring_timeout_ms;
         if !(1_000..=115_000).contains(&rt) {
-            return Err(err(
-                "calls.ring_timeout_ms".into(),
-                format!("{rt} is out of range; must be between 1000 and 115000"),
-            ));
+            return Err(err("calls.ring_timeout_ms".into(), format!("{rt} is out of range; must be between 1000 and 115000")));
         }
         let n = &self.notifications;
         if n.issuer.trim().is_empty() {
-            return Err(err(
-                "notifications.issuer".into(),
-                "must not be empty".into(),
-            ));
+            return Err(err("notifications.issuer".into(), "must not be empty".into()));
         }
         if n.timeout_ms == 0 {
-            return Err(err(
-                "notifications.timeout_ms".into(),
-                "must be at least 1".into(),
-            ));
+            return Err(err("notifications.timeout_ms".into(), "must be at least 1".into()));
         }
         if n.max_attempts == 0 {
-            return Err(err(
-                "notifications.max_attempts".into(),
-                "must be at least 1".into(),
-            ));
+            return Err(err("notifications.max_attempts".into(), "must be at least 1".into()));
         }
         if n.first_retry_ms > n.max_retry_ms {
             return Err(err(
                 "notifications.first_retry_ms".into(),
-                format!(
-                    "{} is larger than max_retry_ms ({})",
-                    n.first_retry_ms, n.max_retry_ms
-                ),
+                format!("{} is larger than max_retry_ms ({})", n.first_retry_ms, n.max_retry_ms),
             ));
         }
         if self.sim.admin_key.trim().is_empty() {
@@ -366,58 +323,35 @@ impl Config {
 
         let d = &self.directory;
         if d.tenants.is_empty() {
-            return Err(err(
-                "tenants".into(),
-                "at least one [[tenants]] entry is required".into(),
-            ));
+            return Err(err("tenants".into(), "at least one [[tenants]] entry is required".into()));
         }
         if d.applications.is_empty() {
-            return Err(err(
-                "applications".into(),
-                "at least one [[applications]] entry is required".into(),
-            ));
+            return Err(err("applications".into(), "at least one [[applications]] entry is required".into()));
         }
-        let declared = d
-            .tenants
-            .iter()
-            .map(|t| format!("'{}' ({})", t.id, t.name))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let declared = d.tenants.iter().map(|t| format!("'{}' ({})", t.id, t.name)).collect::<Vec<_>>().join(", ");
         let known_tenant = |field: String, id: &str| -> Result<(), ConfigError> {
             match d.tenant(id) {
                 Some(_) => Ok(()),
-                None => Err(err(
-                    field,
-                    format!("unknown tenant '{id}'; declared tenants are: {declared}"),
-                )),
+                None => Err(err(field, format!("unknown tenant '{id}'; declared tenants are: {declared}"))),
             }
         };
         let guid = |field: String, id: &str| -> Result<(), ConfigError> {
             if is_guid(id) {
                 Ok(())
             } else {
-                Err(err(
-                    field,
-                    format!("'{id}' is not a GUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"),
-                ))
+                Err(err(field, format!("'{id}' is not a GUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")))
             }
         };
         let non_empty = |field: String, v: &str| -> Result<(), ConfigError> {
-            if v.trim().is_empty() {
-                Err(err(field, "must not be empty".into()))
-            } else {
-                Ok(())
-            }
+            if v.trim().is_empty() { Err(err(field, "must not be empty".into())) } else { Ok(()) }
         };
         // Lower-cased id / phone number -> field path of its first use.
-        let claim = |map: &mut HashMap<String, String>, field: String, value: &str| match map
-            .insert(value.to_ascii_lowercase(), field.clone())
-        {
-            Some(first) => Err(err(field, format!("'{value}' is already used by {first}"))),
-            None => Ok(()),
-        };
-        let (mut tenant_ids, mut ids, mut phones) =
-            (HashMap::new(), HashMap::new(), HashMap::new());
+        let claim =
+            |map: &mut HashMap<String, String>, field: String, value: &str| match map.insert(value.to_ascii_lowercase(), field.clone()) {
+                Some(first) => Err(err(field, format!("'{value}' is already used by {first}"))),
+                None => Ok(()),
+            };
+        let (mut tenant_ids, mut ids, mut phones) = (HashMap::new(), HashMap::new(), HashMap::new());
         for (i, t) in d.tenants.iter().enumerate() {
             let f = format!("tenants[{i}]");
             guid(format!("{f}.id"), &t.id)?;
@@ -431,29 +365,17 @@ impl Config {
             non_empty(format!("{f}.name"), &a.name)?;
             non_empty(format!("{f}.secret"), &a.secret)?;
             if a.tenants.is_empty() {
-                return Err(err(
-                    format!("{f}.tenants"),
-                    "must list at least one tenant (the first is the home tenant)".into(),
-                ));
+                return Err(err(format!("{f}.tenants"), "must list at least one tenant (the first is the home tenant)".into()));
             }
             for (j, t) in a.tenants.iter().enumerate() {
                 known_tenant(format!("{f}.tenants[{j}]"), t)?;
                 if a.tenants[..j].iter().any(|o| o.eq_ignore_ascii_case(t)) {
-                    return Err(err(
-                        format!("{f}.tenants[{j}]"),
-                        format!("tenant '{t}' is listed twice"),
-                    ));
+                    return Err(err(format!("{f}.tenants[{j}]"), format!("tenant '{t}' is listed twice")));
                 }
             }
             for (j, r) in a.roles.iter().enumerate() {
                 if !KNOWN_ROLES.contains(&r.as_str()) {
-                    return Err(err(
-                        format!("{f}.roles[{j}]"),
-                        format!(
-                            "unknown role '{r}'; known roles are: {}",
-                            KNOWN_ROLES.join(", ")
-                        ),
-                    ));
+                    return Err(err(format!("{f}.roles[{j}]"), format!("unknown role '{r}'; known roles are: {}", KNOWN_ROLES.join(", "))));
                 }
             }
             if let Some(w) = &a.calling_webhook {
@@ -465,25 +387,15 @@ impl Config {
                 claim(&mut ids, format!("{g}.id"), &inst.id)?;
                 non_empty(format!("{g}.display_name"), &inst.display_name)?;
                 known_tenant(format!("{g}.tenant_id"), &inst.tenant_id)?;
-                if !a
-                    .tenants
-                    .iter()
-                    .any(|t| t.eq_ignore_ascii_case(&inst.tenant_id))
-                {
+                if !a.tenants.iter().any(|t| t.eq_ignore_ascii_case(&inst.tenant_id)) {
                     return Err(err(
                         format!("{g}.tenant_id"),
-                        format!(
-                            "tenant '{}' has not consented to this application; add it to {f}.tenants",
-                            inst.tenant_id
-                        ),
+                        format!("tenant '{}' has not consented to this application; add it to {f}.tenants", inst.tenant_id),
                     ));
                 }
                 if let Some(p) = &inst.phone {
                     if !is_e164(p) {
-                        return Err(err(
-                            format!("{g}.phone"),
-                            format!("'{p}' is not an E.164 number (like +14255550100)"),
-                        ));
+                        return Err(err(format!("{g}.phone"), format!("'{p}' is not an E.164 number (like +14255550100)")));
                     }
                     claim(&mut phones, format!("{g}.phone"), p)?;
                 }
@@ -495,22 +407,15 @@ impl Config {
             claim(&mut ids, format!("{f}.id"), &u.id)?;
             non_empty(format!("{f}.display_name"), &u.display_name)?;
             known_tenant(format!("{f}.tenant_id"), &u.tenant_id)?;
-            u.behaviour
-                .validate()
-                .map_err(|p| err(format!("{f}.behaviour"), p))?;
+            u.behaviour.validate().map_err(|p| err(format!("{f}.behaviour"), p))?;
         }
         for (i, n) in d.numbers.iter().enumerate() {
             let f = format!("numbers[{i}]");
             if !is_e164(&n.number) {
-                return Err(err(
-                    format!("{f}.number"),
-                    format!("'{}' is not an E.164 number (like +14255550100)", n.number),
-                ));
+                return Err(err(format!("{f}.number"), format!("'{}' is not an E.164 number (like +14255550100)", n.number)));
             }
             claim(&mut phones, format!("{f}.number"), &n.number)?;
-            n.behaviour
-                .validate()
-                .map_err(|p| err(format!("{f}.behaviour"), p))?;
+            n.behaviour.validate().map_err(|p| err(format!("{f}.behaviour"), p))?;
         }
         Ok(())
     }
@@ -552,9 +457,7 @@ impl Directory {
         self.tenants.iter().find(|t| t.id.eq_ignore_ascii_case(id))
     }
     pub fn app(&self, client_id: &str) -> Option<&Application> {
-        self.applications
-            .iter()
-            .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+        self.applications.iter().find(|a| a.client_id.eq_ignore_ascii_case(client_id))
     }
     pub fn user(&self, id: &str) -> Option<&User> {
         self.users.iter().find(|u| u.id.eq_ignore_ascii_case(id))
@@ -568,13 +471,8 @@ impl Directory {
     pub fn instance_by_phone(&self, e164: &str) -> Option<(&Application, &AppInstance)> {
         self.find_instance(|i| i.phone.as_deref() == Some(e164))
     }
-    fn find_instance(
-        &self,
-        pred: impl Fn(&AppInstance) -> bool,
-    ) -> Option<(&Application, &AppInstance)> {
-        self.applications
-            .iter()
-            .find_map(|a| a.instances.iter().find(|i| pred(i)).map(|i| (a, i)))
+    fn find_instance(&self, pred: impl Fn(&AppInstance) -> bool) -> Option<(&Application, &AppInstance)> {
+        self.applications.iter().find_map(|a| a.instances.iter().find(|i| pred(i)).map(|i| (a, i)))
     }
 }
 
@@ -583,9 +481,7 @@ pub fn is_e164(s: &str) -> bool {
     let Some(digits) = s.strip_prefix('+') else {
         return false;
     };
-    (2..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
+    (2..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0')
 }
 
 /// 8-4-4-4-12 hexadecimal digits, case-insensitive.
@@ -603,47 +499,23 @@ const FABRIKAM: &str = "bbbbbbbb-0000-4000-8000-000000000002";
 fn demo_directory() -> Directory {
     let s = |v: &str| v.to_string();
     let roles = || KNOWN_ROLES.iter().map(|r| s(r)).collect::<Vec<_>>();
-    let app =
-        |id: &str, name: &str, tenants: &[&str], roles: Vec<String>, port: u16, fmt, instances| {
-            Application {
-                client_id: s(id),
-                name: s(name),
-                secret: s("switchboard-demo-secret"),
-                tenants: tenants.iter().map(|t| s(t)).collect(),
-                roles,
-                calling_webhook: Some(format!("http://127.0.0.1:{port}/api/calls")),
-                notification_format: fmt,
-                instances,
-            }
-        };
-    let inst = |id: &str, name: &str, phone: &str| AppInstance {
-        id: s(id),
-        display_name: s(name),
-        tenant_id: s(CONTOSO),
-        phone: Some(s(phone)),
+    let app = |id: &str, name: &str, tenants: &[&str], roles: Vec<String>, port: u16, fmt, instances| Application {
+        client_id: s(id),
+        name: s(name),
+        secret: s("switchboard-demo-secret"),
+        tenants: tenants.iter().map(|t| s(t)).collect(),
+        roles,
+        calling_webhook: Some(format!("http://127.0.0.1:{port}/api/calls")),
+        notification_format: fmt,
+        instances,
     };
-    let user = |id: &str, name: &str, tenant: &str, behaviour| User {
-        id: s(id),
-        display_name: s(name),
-        tenant_id: s(tenant),
-        behaviour,
-    };
-    let number = |n: &str, behaviour| PstnNumber {
-        number: s(n),
-        behaviour,
-    };
+    let inst =
+        |id: &str, name: &str, phone: &str| AppInstance { id: s(id), display_name: s(name), tenant_id: s(CONTOSO), phone: Some(s(phone)) };
+    let user = |id: &str, name: &str, tenant: &str, behaviour| User { id: s(id), display_name: s(name), tenant_id: s(tenant), behaviour };
+    let number = |n: &str, behaviour| PstnNumber { number: s(n), behaviour };
     let answer = Behaviour::default;
     Directory {
-        tenants: vec![
-            Tenant {
-                id: s(CONTOSO),
-                name: s("Contoso"),
-            },
-            Tenant {
-                id: s(FABRIKAM),
-                name: s("Fabrikam"),
-            },
-        ],
+        tenants: vec![Tenant { id: s(CONTOSO), name: s("Contoso") }, Tenant { id: s(FABRIKAM), name: s("Fabrikam") }],
         applications: vec![
             app(
                 "cccccccc-0000-4000-8000-000000000003",
@@ -652,21 +524,9 @@ fn demo_directory() -> Directory {
                 roles(),
                 3978,
                 NotificationFormat::Graph,
-                vec![inst(
-                    "dddddddd-0000-4000-8000-000000000004",
-                    "Contoso Reception",
-                    "+14255550100",
-                )],
+                vec![inst("dddddddd-0000-4000-8000-000000000004", "Contoso Reception", "+14255550100")],
             ),
-            app(
-                "cccccccc-0000-4000-8000-000000000005",
-                "Unprivileged Bot",
-                &[CONTOSO],
-                vec![],
-                3979,
-                NotificationFormat::Graph,
-                vec![],
-            ),
+            app("cccccccc-0000-4000-8000-000000000005", "Unprivileged Bot", &[CONTOSO], vec![], 3979, NotificationFormat::Graph, vec![]),
             app(
                 "cccccccc-0000-4000-8000-000000000006",
                 "Legacy Bot",
@@ -674,50 +534,16 @@ fn demo_directory() -> Directory {
                 roles(),
                 3980,
                 NotificationFormat::Beta2018,
-                vec![inst(
-                    "dddddddd-0000-4000-8000-000000000007",
-                    "Legacy Reception",
-                    "+14255550107",
-                )],
+                vec![inst("dddddddd-0000-4000-8000-000000000007", "Legacy Reception", "+14255550107")],
             ),
         ],
         users: vec![
-            user(
-                "550fae72-d251-43ec-868c-373732c2704f",
-                "Heidi Steen",
-                CONTOSO,
-                answer(),
-            ),
-            user(
-                "751f6800-3180-414d-bd94-333364659951",
-                "Alex Wilber",
-                CONTOSO,
-                answer(),
-            ),
-            user(
-                "eeeeeeee-0000-4000-8000-000000000486",
-                "Busy Bob",
-                CONTOSO,
-                Behaviour::Busy,
-            ),
-            user(
-                "eeeeeeee-0000-4000-8000-000000000603",
-                "Declining Dana",
-                CONTOSO,
-                Behaviour::Decline,
-            ),
-            user(
-                "eeeeeeee-0000-4000-8000-000000000408",
-                "Silent Sam",
-                CONTOSO,
-                Behaviour::NoAnswer,
-            ),
-            user(
-                "ffffffff-0000-4000-8000-000000000001",
-                "Fabrikam Fiona",
-                FABRIKAM,
-                answer(),
-            ),
+            user("550fae72-d251-43ec-868c-373732c2704f", "Heidi Steen", CONTOSO, answer()),
+            user("751f6800-3180-414d-bd94-333364659951", "Alex Wilber", CONTOSO, answer()),
+            user("eeeeeeee-0000-4000-8000-000000000486", "Busy Bob", CONTOSO, Behaviour::Busy),
+            user("eeeeeeee-0000-4000-8000-000000000603", "Declining Dana", CONTOSO, Behaviour::Decline),
+            user("eeeeeeee-0000-4000-8000-000000000408", "Silent Sam", CONTOSO, Behaviour::NoAnswer),
+            user("ffffffff-0000-4000-8000-000000000001", "Fabrikam Fiona", FABRIKAM, answer()),
         ],
         numbers: vec![
             number("+12345678901", answer()),
@@ -889,10 +715,7 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
             Err(e) => {
                 let text = e.to_string();
                 assert!(text.starts_with("test.toml: "), "{text}");
-                assert!(
-                    text.contains(expected),
-                    "error {text:?} does not contain {expected:?}\n{src}"
-                );
+                assert!(text.contains(expected), "error {text:?} does not contain {expected:?}\n{src}");
                 e
             }
         }
@@ -901,96 +724,32 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
     #[test]
     fn malformed_configs() {
         let cases: Vec<(&str, String, &str, Option<&str>)> = vec![
-            (
-                "unknown top key",
-                cfg("colour = \"red\"", ""),
-                "unknown field `colour`",
-                Some("line 1, column 1"),
-            ),
-            (
-                "unknown nested key",
-                cfg("", "[calls]\nring_timeout = 5\n"),
-                "unknown field `ring_timeout`",
-                None,
-            ),
-            (
-                "unknown behaviour key",
-                cfg(
-                    "",
-                    &format!("{USER}behaviour = {{ kind = \"answer\", after = 5 }}\n"),
-                ),
-                "unknown field",
-                None,
-            ),
-            (
-                "unknown behaviour kind",
-                cfg("", &format!("{USER}behaviour = {{ kind = \"ring\" }}\n")),
-                "ring",
-                None,
-            ),
-            (
-                "wrong type",
-                cfg("", "[calls]\nring_timeout_ms = \"fast\"\n"),
-                "invalid type",
-                None,
-            ),
-            (
-                "bad listen",
-                cfg("listen = \"nowhere\"", ""),
-                "socket address",
-                Some("line 1, column 10"),
-            ),
+            ("unknown top key", cfg("colour = \"red\"", ""), "unknown field `colour`", Some("line 1, column 1")),
+            ("unknown nested key", cfg("", "[calls]\nring_timeout = 5\n"), "unknown field `ring_timeout`", None),
+            ("unknown behaviour key", cfg("", &format!("{USER}behaviour = {{ kind = \"answer\", after = 5 }}\n")), "unknown field", None),
+            ("unknown behaviour kind", cfg("", &format!("{USER}behaviour = {{ kind = \"ring\" }}\n")), "ring", None),
+            ("wrong type", cfg("", "[calls]\nring_timeout_ms = \"fast\"\n"), "invalid type", None),
+            ("bad listen", cfg("listen = \"nowhere\"", ""), "socket address", Some("line 1, column 10")),
             ("syntax", cfg("", "[[users]\n"), "", None),
             (
                 "bad tenant guid",
-                MIN.replace(
-                    "aaaaaaaa-0000-4000-8000-000000000001\"\nname",
-                    "contoso\"\nname",
-                ),
+                MIN.replace("aaaaaaaa-0000-4000-8000-000000000001\"\nname", "contoso\"\nname"),
                 "not a GUID",
                 Some("tenants[0].id"),
             ),
-            (
-                "bad user guid",
-                cfg("", &USER.replace("eeeeeeee-0000", "eeeeeeee-000g")),
-                "not a GUID",
-                Some("users[0].id"),
-            ),
-            (
-                "bad e164",
-                cfg("", &INST.replace("+14255550100", "14255550100")),
-                "not an E.164",
-                Some("applications[0].instances[0].phone"),
-            ),
-            (
-                "bad pstn",
-                cfg("", "[[numbers]]\nnumber = \"+0123\"\n"),
-                "not an E.164",
-                Some("numbers[0].number"),
-            ),
-            (
-                "duplicate user id",
-                cfg("", &format!("{USER}{USER}")),
-                "already used by users[0].id",
-                Some("users[1].id"),
-            ),
+            ("bad user guid", cfg("", &USER.replace("eeeeeeee-0000", "eeeeeeee-000g")), "not a GUID", Some("users[0].id")),
+            ("bad e164", cfg("", &INST.replace("+14255550100", "14255550100")), "not an E.164", Some("applications[0].instances[0].phone")),
+            ("bad pstn", cfg("", "[[numbers]]\nnumber = \"+0123\"\n"), "not an E.164", Some("numbers[0].number")),
+            ("duplicate user id", cfg("", &format!("{USER}{USER}")), "already used by users[0].id", Some("users[1].id")),
             (
                 "user id = app id",
-                cfg(
-                    "",
-                    &USER
-                        .replace("eeeeeeee", "cccccccc")
-                        .replace("001\"\ndisplay", "003\"\ndisplay"),
-                ),
+                cfg("", &USER.replace("eeeeeeee", "cccccccc").replace("001\"\ndisplay", "003\"\ndisplay")),
                 "already used by applications[0].client_id",
                 Some("users[0].id"),
             ),
             (
                 "duplicate phone",
-                cfg(
-                    "",
-                    &format!("{INST}[[numbers]]\nnumber = \"+14255550100\"\n"),
-                ),
+                cfg("", &format!("{INST}[[numbers]]\nnumber = \"+14255550100\"\n")),
                 "already used by applications[0].instances[0].phone",
                 Some("numbers[0].number"),
             ),
@@ -1008,106 +767,34 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
             ),
             (
                 "bad webhook",
-                MIN.replace(
-                    "tenants = [",
-                    "calling_webhook = \"ftp://x/y\"\ntenants = [",
-                ),
+                MIN.replace("tenants = [", "calling_webhook = \"ftp://x/y\"\ntenants = ["),
                 "must start with http",
                 Some("applications[0].calling_webhook"),
             ),
             (
                 "webhook no host",
-                MIN.replace(
-                    "tenants = [",
-                    "calling_webhook = \"https:///api\"\ntenants = [",
-                ),
+                MIN.replace("tenants = [", "calling_webhook = \"https:///api\"\ntenants = ["),
                 "no host",
                 Some("applications[0].calling_webhook"),
             ),
-            (
-                "bad public url",
-                cfg("public_url = \"example.com\"", ""),
-                "must start with http",
-                Some("public_url"),
-            ),
-            (
-                "ring timeout low",
-                cfg("", "[calls]\nring_timeout_ms = 999\n"),
-                "out of range",
-                Some("calls.ring_timeout_ms"),
-            ),
-            (
-                "ring timeout high",
-                cfg("", "[calls]\nring_timeout_ms = 115001\n"),
-                "out of range",
-                Some("calls.ring_timeout_ms"),
-            ),
-            (
-                "tls only cert",
-                cfg("", "[tls]\ncert = \"c.pem\"\n"),
-                "set both",
-                Some("tls.key"),
-            ),
-            (
-                "missing admin key",
-                MIN.replace("admin_key = \"k\"", ""),
-                "missing",
-                Some("sim.admin_key"),
-            ),
-            (
-                "missing sim",
-                MIN.replace("[sim]\nadmin_key = \"k\"", ""),
-                "missing",
-                Some("sim.admin_key"),
-            ),
-            (
-                "empty admin key",
-                MIN.replace("admin_key = \"k\"", "admin_key = \"\""),
-                "must not be empty",
-                Some("sim.admin_key"),
-            ),
-            (
-                "no tenants",
-                "[sim]\nadmin_key = \"k\"\n".to_string(),
-                "at least one",
-                Some("tenants"),
-            ),
-            (
-                "no applications",
-                MIN.split("[[applications]]")
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-                "at least one",
-                Some("applications"),
-            ),
-            (
-                "empty secret",
-                MIN.replace("secret = \"s\"", "secret = \" \""),
-                "must not be empty",
-                Some("applications[0].secret"),
-            ),
+            ("bad public url", cfg("public_url = \"example.com\"", ""), "must start with http", Some("public_url")),
+            ("ring timeout low", cfg("", "[calls]\nring_timeout_ms = 999\n"), "out of range", Some("calls.ring_timeout_ms")),
+            ("ring timeout high", cfg("", "[calls]\nring_timeout_ms = 115001\n"), "out of range", Some("calls.ring_timeout_ms")),
+            ("tls only cert", cfg("", "[tls]\ncert = \"c.pem\"\n"), "set both", Some("tls.key")),
+            ("missing admin key", MIN.replace("admin_key = \"k\"", ""), "missing", Some("sim.admin_key")),
+            ("missing sim", MIN.replace("[sim]\nadmin_key = \"k\"", ""), "missing", Some("sim.admin_key")),
+            ("empty admin key", MIN.replace("admin_key = \"k\"", "admin_key = \"\""), "must not be empty", Some("sim.admin_key")),
+            ("no tenants", "[sim]\nadmin_key = \"k\"\n".to_string(), "at least one", Some("tenants")),
+            ("no applications", MIN.split("[[applications]]").next().unwrap_or_default().to_string(), "at least one", Some("applications")),
+            ("empty secret", MIN.replace("secret = \"s\"", "secret = \" \""), "must not be empty", Some("applications[0].secret")),
             (
                 "behaviour too slow",
-                cfg(
-                    "",
-                    &format!("{USER}behaviour = {{ kind = \"answer\", after_ms = 3600001 }}\n"),
-                ),
+                cfg("", &format!("{USER}behaviour = {{ kind = \"answer\", after_ms = 3600001 }}\n")),
                 "at most",
                 Some("users[0].behaviour"),
             ),
-            (
-                "zero attempts",
-                cfg("", "[notifications]\nmax_attempts = 0\n"),
-                "at least 1",
-                Some("notifications.max_attempts"),
-            ),
-            (
-                "bad format",
-                MIN.replace("tenants = [", "notification_format = \"beta\"\ntenants = ["),
-                "unknown variant",
-                None,
-            ),
+            ("zero attempts", cfg("", "[notifications]\nmax_attempts = 0\n"), "at least 1", Some("notifications.max_attempts")),
+            ("bad format", MIN.replace("tenants = [", "notification_format = \"beta\"\ntenants = ["), "unknown variant", None),
         ];
         for (name, src, expected, field) in &cases {
             let e = check(src, expected);
@@ -1122,27 +809,12 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
         let c = Config::from_toml(MIN, "min").expect("valid");
         assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(c.data_dir, PathBuf::from("./switchboard-data"));
-        assert_eq!(
-            c.calls,
-            CallSettings {
-                ring_timeout_ms: 60_000,
-                allow_http_loopback_callbacks: false
-            }
-        );
+        assert_eq!(c.calls, CallSettings { ring_timeout_ms: 60_000, allow_http_loopback_callbacks: false });
         assert_eq!(c.notifications, Config::demo().notifications);
-        assert_eq!(
-            c.directory.applications[0].notification_format,
-            NotificationFormat::Graph
-        );
+        assert_eq!(c.directory.applications[0].notification_format, NotificationFormat::Graph);
         assert!(c.tls.is_none() && c.public_url.is_none());
         let with_user = Config::from_toml(&cfg("", USER), "u").expect("valid");
-        assert_eq!(
-            with_user.directory.users[0].behaviour,
-            Behaviour::Answer {
-                after_ms: 200,
-                hang_up_after_ms: None
-            }
-        );
+        assert_eq!(with_user.directory.users[0].behaviour, Behaviour::Answer { after_ms: 200, hang_up_after_ms: None });
     }
 
     #[test]
@@ -1157,31 +829,12 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
     #[test]
     fn lookups() {
         let d = Config::demo().directory;
-        assert_eq!(
-            d.tenant(FABRIKAM).map(|t| t.name.as_str()),
-            Some("Fabrikam")
-        );
-        assert_eq!(
-            d.app("CCCCCCCC-0000-4000-8000-000000000006")
-                .map(|a| a.notification_format),
-            Some(NotificationFormat::Beta2018)
-        );
-        assert_eq!(
-            d.user("eeeeeeee-0000-4000-8000-000000000486")
-                .map(|u| &u.behaviour),
-            Some(&Behaviour::Busy)
-        );
-        assert_eq!(
-            d.number("+15555550408").map(|n| &n.behaviour),
-            Some(&Behaviour::NoAnswer)
-        );
-        let (app, inst) = d
-            .instance("dddddddd-0000-4000-8000-000000000007")
-            .expect("instance");
-        assert_eq!(
-            (app.name.as_str(), inst.display_name.as_str()),
-            ("Legacy Bot", "Legacy Reception")
-        );
+        assert_eq!(d.tenant(FABRIKAM).map(|t| t.name.as_str()), Some("Fabrikam"));
+        assert_eq!(d.app("CCCCCCCC-0000-4000-8000-000000000006").map(|a| a.notification_format), Some(NotificationFormat::Beta2018));
+        assert_eq!(d.user("eeeeeeee-0000-4000-8000-000000000486").map(|u| &u.behaviour), Some(&Behaviour::Busy));
+        assert_eq!(d.number("+15555550408").map(|n| &n.behaviour), Some(&Behaviour::NoAnswer));
+        let (app, inst) = d.instance("dddddddd-0000-4000-8000-000000000007").expect("instance");
+        assert_eq!((app.name.as_str(), inst.display_name.as_str()), ("Legacy Bot", "Legacy Reception"));
         let (app, _) = d.instance_by_phone("+14255550100").expect("by phone");
         assert_eq!(app.name, "Demo Bot");
         assert!(d.instance_by_phone("+12345678901").is_none());
@@ -1190,45 +843,21 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
     #[test]
     fn formats_and_behaviour() {
         assert!(is_e164("+14255550100") && is_e164("+12") && is_e164("+123456789012345"));
-        assert!(
-            !is_e164("+1")
-                && !is_e164("+1234567890123456")
-                && !is_e164("+0123")
-                && !is_e164("14255550100")
-                && !is_e164("+1-425")
-        );
+        assert!(!is_e164("+1") && !is_e164("+1234567890123456") && !is_e164("+0123") && !is_e164("14255550100") && !is_e164("+1-425"));
         assert!(is_guid("550FAE72-d251-43ec-868c-373732c2704f"));
-        assert!(
-            !is_guid("550fae72d251-43ec-868c-373732c2704f0")
-                && !is_guid("550fae72-d251-43ec-868c-373732c2704")
-                && !is_guid("")
-        );
+        assert!(!is_guid("550fae72d251-43ec-868c-373732c2704f0") && !is_guid("550fae72-d251-43ec-868c-373732c2704") && !is_guid(""));
         assert_eq!(check_url("http://[::1]:3978/x"), Ok(()));
         assert!(check_url("http://host:99999/").is_err());
-        let b: Behaviour = toml::from_str::<User>(
-            "id='x'\ndisplay_name='y'\ntenant_id='z'\nbehaviour={kind='answer',hang_up_after_ms=5}",
-        )
-        .expect("parses")
-        .behaviour;
+        let b: Behaviour = toml::from_str::<User>("id='x'\ndisplay_name='y'\ntenant_id='z'\nbehaviour={kind='answer',hang_up_after_ms=5}")
+            .expect("parses")
+            .behaviour;
+        assert_eq!(b, Behaviour::Answer { after_ms: 200, hang_up_after_ms: Some(5) });
         assert_eq!(
-            b,
-            Behaviour::Answer {
-                after_ms: 200,
-                hang_up_after_ms: Some(5)
-            }
-        );
-        assert_eq!(
-            Behaviour::Answer {
-                after_ms: 0,
-                hang_up_after_ms: Some(3_600_001)
-            }
-            .validate()
-            .map_err(|e| e.contains("hang_up_after_ms")),
+            Behaviour::Answer { after_ms: 0, hang_up_after_ms: Some(3_600_001) }.validate().map_err(|e| e.contains("hang_up_after_ms")),
             Err(true)
         );
         assert_eq!(Behaviour::NoAnswer.validate(), Ok(()));
-        let e =
-            Config::from_file(Path::new("/nonexistent/switchboard.toml")).expect_err("unreadable");
+        let e = Config::from_file(Path::new("/nonexistent/switchboard.toml")).expect_err("unreadable");
         assert_eq!(e.field, "(file)");
     }
 }
@@ -1238,9 +867,6 @@ mod shipped_example {
     /// The example shipped in docs/ is exactly what `switchboard example-config` prints.
     #[test]
     fn docs_example_is_the_built_in_one() {
-        assert_eq!(
-            include_str!("../../../docs/switchboard.example.toml"),
-            super::EXAMPLE_TOML
-        );
+        assert_eq!(include_str!("../../../docs/switchboard.example.toml"), super::EXAMPLE_TOML);
     }
 }

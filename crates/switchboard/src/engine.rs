@@ -19,10 +19,7 @@ use crate::notifier::Notifier;
 use crate::store::{NewNotification, Store, StoreError};
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,28 +51,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
-        config: Arc<Config>,
-        store: Arc<dyn Store>,
-        notifier: Arc<Notifier>,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
-        Arc::new(Engine {
-            config,
-            store,
-            network: OnceLock::new(),
-            notifier,
-            metrics,
-            calls: Mutex::new(HashMap::new()),
-        })
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, notifier: Arc<Notifier>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Engine { config, store, network: OnceLock::new(), notifier, metrics, calls: Mutex::new(HashMap::new()) })
     }
 
     /// Connects the telephony backend and starts draining its events.
-    pub fn attach_network(
-        self: &Arc<Self>,
-        network: Arc<dyn Network>,
-        mut events: mpsc::UnboundedReceiver<CallEvent>,
-    ) {
+    pub fn attach_network(self: &Arc<Self>, network: Arc<dyn Network>, mut events: mpsc::UnboundedReceiver<CallEvent>) {
         if self.network.set(network).is_err() {
             tracing::warn!("a network was already attached; ignoring the second one");
             return;
@@ -111,14 +92,7 @@ impl Engine {
             if let Some(net) = self.network.get() {
                 net.resume(&s.call);
             }
-            map.insert(
-                s.call.id.clone(),
-                Arc::new(tokio::sync::Mutex::new(Slot {
-                    call: s.call,
-                    version: s.version,
-                    gone: false,
-                })),
-            );
+            map.insert(s.call.id.clone(), Arc::new(tokio::sync::Mutex::new(Slot { call: s.call, version: s.version, gone: false })));
         }
         Ok(n)
     }
@@ -167,18 +141,10 @@ impl Engine {
         self.admit(call, effects).await
     }
 
-    async fn admit(
-        self: &Arc<Self>,
-        call: Call,
-        effects: Vec<Effect>,
-    ) -> Result<Call, EngineError> {
+    async fn admit(self: &Arc<Self>, call: Call, effects: Vec<Effect>) -> Result<Call, EngineError> {
         let notes = self.render(&call, &effects);
         let (version, rows) = self.store.commit(&call, None, &notes, now_ms())?;
-        let slot = Arc::new(tokio::sync::Mutex::new(Slot {
-            call: call.clone(),
-            version,
-            gone: false,
-        }));
+        let slot = Arc::new(tokio::sync::Mutex::new(Slot { call: call.clone(), version, gone: false }));
         // Hold the slot's lock while the effects run, so that no event about the call overtakes them.
         let guard = slot.lock().await;
         self.lock_calls().insert(call.id.clone(), Arc::clone(&slot));
@@ -191,9 +157,7 @@ impl Engine {
 
     /// Applies one input to a live call. The call's owner check is the caller's job.
     pub async fn apply(self: &Arc<Self>, id: &str, input: Input) -> Result<Call, EngineError> {
-        let slot = self
-            .slot(id)
-            .ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
+        let slot = self.slot(id).ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
         let mut guard = slot.lock().await;
         if guard.gone {
             return Err(EngineError::NotFound(id.to_owned()));
@@ -222,25 +186,16 @@ impl Engine {
 
     /// Renders the notifications among `effects` for the outbox.
     fn render(&self, call: &Call, effects: &[Effect]) -> Vec<NewNotification> {
-        let callback = call.callback_uri.clone().or_else(|| {
-            self.config
-                .directory
-                .app(&call.app_id)
-                .and_then(|a| a.calling_webhook.clone())
-        });
+        let callback =
+            call.callback_uri.clone().or_else(|| self.config.directory.app(&call.app_id).and_then(|a| a.calling_webhook.clone()));
         let mut out = Vec::new();
         for e in effects {
             if let Effect::Notify(n) = e {
                 match &callback {
-                    Some(cb) => out.push(NewNotification {
-                        callback: cb.clone(),
-                        body: render::notification(call, n).to_string(),
-                    }),
-                    None => tracing::error!(
-                        call_id = call.id,
-                        app_id = call.app_id,
-                        "no callback and no calling webhook: notification dropped"
-                    ),
+                    Some(cb) => out.push(NewNotification { callback: cb.clone(), body: render::notification(call, n).to_string() }),
+                    None => {
+                        tracing::error!(call_id = call.id, app_id = call.app_id, "no callback and no calling webhook: notification dropped")
+                    }
                 }
             }
         }

@@ -22,10 +22,7 @@ const KEY_FILE: &str = "signing-key.pem";
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("cannot access signing key file '{}': {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("invalid signing key: {0}")]
     Key(String),
     #[error("cannot sign token: {0}")]
@@ -63,9 +60,7 @@ pub struct SigningKey {
 }
 
 fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 fn key_err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> IdentityError + '_ {
@@ -73,10 +68,7 @@ fn key_err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> IdentityError 
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
-    |source| IdentityError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    |source| IdentityError::Io { path: path.to_path_buf(), source }
 }
 
 impl SigningKey {
@@ -84,39 +76,24 @@ impl SigningKey {
     pub fn load_or_generate(dir: &Path) -> Result<SigningKey, IdentityError> {
         let path = dir.join(KEY_FILE);
         let private = match std::fs::read_to_string(&path) {
-            Ok(pem) => RsaPrivateKey::from_pkcs8_pem(&pem).map_err(key_err(&format!(
-                "'{}' is not a PKCS#8 RSA key",
-                path.display()
-            )))?,
+            Ok(pem) => RsaPrivateKey::from_pkcs8_pem(&pem).map_err(key_err(&format!("'{}' is not a PKCS#8 RSA key", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
-                    .map_err(key_err("cannot generate RSA key"))?;
-                let pem = key
-                    .to_pkcs8_pem(LineEnding::LF)
-                    .map_err(key_err("cannot encode RSA key"))?;
+                let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).map_err(key_err("cannot generate RSA key"))?;
+                let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(key_err("cannot encode RSA key"))?;
                 std::fs::create_dir_all(dir).map_err(io_err(dir))?;
                 write_private(&path, pem.as_bytes()).map_err(io_err(&path))?;
                 key
             }
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let der = private
-            .to_pkcs1_der()
-            .map_err(key_err("cannot encode RSA key"))?;
+        let der = private.to_pkcs1_der().map_err(key_err("cannot encode RSA key"))?;
         let n_bytes = private.n().to_bytes_be();
         let n = URL_SAFE_NO_PAD.encode(&n_bytes);
         let e = URL_SAFE_NO_PAD.encode(private.e().to_bytes_be());
-        let decoding =
-            DecodingKey::from_rsa_components(&n, &e).map_err(key_err("cannot build public key"))?;
+        let decoding = DecodingKey::from_rsa_components(&n, &e).map_err(key_err("cannot build public key"))?;
         let kid = format!("{:016x}", fnv1a64(&n_bytes));
         let encoding = EncodingKey::from_rsa_der(der.as_bytes());
-        Ok(SigningKey {
-            kid,
-            encoding,
-            decoding,
-            n,
-            e,
-        })
+        Ok(SigningKey { kid, encoding, decoding, n, e })
     }
 
     pub fn kid(&self) -> &str {
@@ -136,8 +113,7 @@ impl SigningKey {
         let mut header = Header::new(Algorithm::RS256);
         header.typ = Some("JWT".to_string());
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-            .map_err(|e| IdentityError::Sign(e.to_string()))
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| IdentityError::Sign(e.to_string()))
     }
 }
 
@@ -218,18 +194,11 @@ pub fn issue_access_token(
 
 /// Checks header (RS256, known kid), signature, presence of the checked claims and exp/nbf
 /// against `now_s` with leeway; returns the raw claims.
-fn verify_raw(
-    token: &str,
-    find_key: impl FnOnce(&str) -> Option<DecodingKey>,
-    now_s: u64,
-) -> Result<Value, TokenError> {
-    let header = jsonwebtoken::decode_header(token)
-        .map_err(|e| TokenError::Malformed(format!("bad header: {e}")))?;
+fn verify_raw(token: &str, find_key: impl FnOnce(&str) -> Option<DecodingKey>, now_s: u64) -> Result<Value, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(format!("bad header: {e}")))?;
     if header.alg != Algorithm::RS256 {
         let alg = header.alg;
-        return Err(TokenError::Malformed(format!(
-            "algorithm {alg:?} is not accepted"
-        )));
+        return Err(TokenError::Malformed(format!("algorithm {alg:?} is not accepted")));
     }
     let kid = header.kid.unwrap_or_default();
     let key = find_key(&kid).ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
@@ -238,22 +207,18 @@ fn verify_raw(
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let data =
-        jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature => TokenError::BadSignature,
-            _ => TokenError::Malformed(e.to_string()),
-        })?;
+    let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| match e.kind() {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        _ => TokenError::Malformed(e.to_string()),
+    })?;
     let claims = data.claims;
     for name in ["exp", "nbf", "aud", "iss", "tid"] {
         if claims.get(name).is_none_or(Value::is_null) {
             return Err(TokenError::MissingClaim(name));
         }
     }
-    let time = |name: &'static str| {
-        claims[name]
-            .as_u64()
-            .ok_or_else(|| TokenError::Malformed(format!("claim '{name}' is not a timestamp")))
-    };
+    let time =
+        |name: &'static str| claims[name].as_u64().ok_or_else(|| TokenError::Malformed(format!("claim '{name}' is not a timestamp")));
     if now_s > time("exp")?.saturating_add(LEEWAY_S) {
         return Err(TokenError::Expired);
     }
@@ -268,12 +233,7 @@ fn typed<T: serde::de::DeserializeOwned>(claims: Value) -> Result<T, TokenError>
 }
 
 /// Validates a bearer token for Graph; returns its claims.
-pub fn validate_access_token(
-    key: &SigningKey,
-    issuer_base: &str,
-    token: &str,
-    now_s: u64,
-) -> Result<AccessClaims, TokenError> {
+pub fn validate_access_token(key: &SigningKey, issuer_base: &str, token: &str, now_s: u64) -> Result<AccessClaims, TokenError> {
     let find = |kid: &str| (kid == key.kid).then(|| key.decoding.clone());
     let claims: AccessClaims = typed(verify_raw(token, find, now_s)?)?;
     let graph_slash = format!("{GRAPH_AUDIENCE}/");
@@ -286,13 +246,7 @@ pub fn validate_access_token(
     Ok(claims)
 }
 
-pub fn issue_notification_token(
-    key: &SigningKey,
-    issuer: &str,
-    app_id: &str,
-    tenant: &str,
-    now_s: u64,
-) -> Result<String, IdentityError> {
+pub fn issue_notification_token(key: &SigningKey, issuer: &str, app_id: &str, tenant: &str, now_s: u64) -> Result<String, IdentityError> {
     key.sign(&NotificationClaims {
         aud: app_id.to_string(),
         iss: issuer.to_string(),
@@ -313,10 +267,9 @@ pub fn validate_notification_token(
 ) -> Result<NotificationClaims, TokenError> {
     let find = |kid: &str| {
         let keys = jwks.get("keys")?.as_array()?;
-        let jwk = keys.iter().find(|k| {
-            k.get("kid").and_then(Value::as_str) == Some(kid)
-                && k.get("kty").and_then(Value::as_str) == Some("RSA")
-        })?;
+        let jwk = keys
+            .iter()
+            .find(|k| k.get("kid").and_then(Value::as_str) == Some(kid) && k.get("kty").and_then(Value::as_str) == Some("RSA"))?;
         let n = jwk.get("n")?.as_str()?;
         let e = jwk.get("e")?.as_str()?;
         DecodingKey::from_rsa_components(n, e).ok()
@@ -432,32 +385,18 @@ mod tests {
     #[test]
     fn notification_token_round_trip() {
         let token = issue_notification_token(key(), BOT_ISS, APP, TENANT, NOW).unwrap();
-        let check = |jwks: &Value, iss, app, token: &str| {
-            validate_notification_token(jwks, iss, app, token, NOW)
-        };
+        let check = |jwks: &Value, iss, app, token: &str| validate_notification_token(jwks, iss, app, token, NOW);
         let claims = check(&key().jwks(), BOT_ISS, APP, &token).unwrap();
         assert_eq!((claims.tid.as_str(), claims.aud.as_str()), (TENANT, APP));
         assert_eq!(claims.exp, NOW + NOTIFICATION_TOKEN_LIFETIME_S);
         let jwks = key().jwks();
-        assert_eq!(
-            check(&jwks, BOT_ISS, "x", &token),
-            Err(WrongAudience(APP.into()))
-        );
-        assert_eq!(
-            check(&jwks, "x", APP, &token),
-            Err(WrongIssuer(BOT_ISS.into()))
-        );
+        assert_eq!(check(&jwks, BOT_ISS, "x", &token), Err(WrongAudience(APP.into())));
+        assert_eq!(check(&jwks, "x", APP, &token), Err(WrongIssuer(BOT_ISS.into())));
         let kid = key().kid().to_string();
-        assert_eq!(
-            check(&other_key().jwks(), BOT_ISS, APP, &token),
-            Err(UnknownKey(kid))
-        );
+        assert_eq!(check(&other_key().jwks(), BOT_ISS, APP, &token), Err(UnknownKey(kid)));
         let no_tid = json!({"aud": APP, "iss": BOT_ISS, "iat": NOW, "nbf": NOW, "exp": NOW});
         let no_tid = key().sign(&no_tid).unwrap();
-        assert_eq!(
-            check(&jwks, BOT_ISS, APP, &no_tid),
-            Err(MissingClaim("tid"))
-        );
+        assert_eq!(check(&jwks, BOT_ISS, APP, &no_tid), Err(MissingClaim("tid")));
     }
 
     #[test]
@@ -502,18 +441,12 @@ mod tests {
         let mut claims = access_claims();
         claims["roles"] = json!(["Everything.All"]);
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
-        assert_eq!(
-            refused(&format!("{}.{payload}.{}", parts[0], parts[2])),
-            BadSignature
-        );
+        assert_eq!(refused(&format!("{}.{payload}.{}", parts[0], parts[2])), BadSignature);
 
         // Garbage, alg none, HS256.
         assert!(matches!(refused("not a token"), Malformed(_)));
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        assert!(matches!(
-            refused(&format!("{none_header}.{}.", parts[1])),
-            Malformed(_)
-        ));
+        assert!(matches!(refused(&format!("{none_header}.{}.", parts[1])), Malformed(_)));
         header.alg = Algorithm::HS256;
         let hs = jsonwebtoken::encode(&header, &access_claims(), &EncodingKey::from_secret(b"k"));
         assert!(matches!(refused(&hs.unwrap()), Malformed(_)));

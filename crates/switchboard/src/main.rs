@@ -10,11 +10,7 @@ use switchboard::config::Config;
 use switchboard::server::{self, Tls};
 
 #[derive(Parser)]
-#[command(
-    name = "switchboard",
-    version,
-    about = "The Microsoft Graph calling API, self-hosted, on a simulated telephony network."
-)]
+#[command(name = "switchboard", version, about = "The Microsoft Graph calling API, self-hosted, on a simulated telephony network.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,10 +76,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Serve(args) => {
             init_logs(args.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("switchboard: cannot start the runtime: {e}");
@@ -102,11 +95,8 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -137,16 +127,8 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<(Config, String)> {
         config.notifications.max_attempts = n;
     }
     for (flag, client_id, url) in [
-        (
-            "--demo-webhook",
-            "cccccccc-0000-4000-8000-000000000003",
-            &args.demo_webhook,
-        ),
-        (
-            "--legacy-webhook",
-            "cccccccc-0000-4000-8000-000000000006",
-            &args.legacy_webhook,
-        ),
+        ("--demo-webhook", "cccccccc-0000-4000-8000-000000000003", &args.demo_webhook),
+        ("--legacy-webhook", "cccccccc-0000-4000-8000-000000000006", &args.legacy_webhook),
     ] {
         if let Some(url) = url {
             let app = config
@@ -167,10 +149,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tls = match (args.tls, &config.tls) {
         (false, _) => Tls::Off,
         (true, Some(t)) => match (&t.cert, &t.key) {
-            (Some(cert), Some(key)) => Tls::Files {
-                cert: cert.clone(),
-                key: key.clone(),
-            },
+            (Some(cert), Some(key)) => Tls::Files { cert: cert.clone(), key: key.clone() },
             _ => Tls::Generate,
         },
         (true, None) => Tls::Generate,
@@ -181,22 +160,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let admin_key = config.sim.admin_key.clone();
     let (running, handle) = server::start(config, tls, shutdown_signal()).await?;
     let base = &running.base_url;
-    println!(
-        "Switchboard {} listening on {base}",
-        env!("CARGO_PKG_VERSION")
-    );
+    println!("Switchboard {} listening on {base}", env!("CARGO_PKG_VERSION"));
     println!("  directory:          {file}");
     println!("  data:               {} (SQLite, WAL)", data_dir.display());
     if let Some(cert) = &running.cert_path {
-        println!(
-            "  TLS certificate:    {} (trust it in your bot, e.g. REQUESTS_CA_BUNDLE / SSL_CERT_FILE)",
-            cert.display()
-        );
+        println!("  TLS certificate:    {} (trust it in your bot, e.g. REQUESTS_CA_BUNDLE / SSL_CERT_FILE)", cert.display());
     }
-    println!(
-        "  recovered:          {} live calls, {} undelivered notifications",
-        running.recovered_calls, running.recovered_notifications
-    );
+    println!("  recovered:          {} live calls, {} undelivered notifications", running.recovered_calls, running.recovered_notifications);
     println!("  Graph base URL:     {base}/v1.0  and  {base}/beta");
     println!(
         "  token authority:    {base}/{{tenant}}  (token endpoint {base}/{{tenant}}/oauth2/v2.0/token, scope https://graph.microsoft.com/.default)"
@@ -221,9 +191,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
-    println!(
-        "  notification JWTs:  issuer {issuer}; OpenID configuration {base}/notifications/v1/.well-known/openid-configuration"
-    );
+    println!("  notification JWTs:  issuer {issuer}; OpenID configuration {base}/notifications/v1/.well-known/openid-configuration");
     println!("  sim control API:    {base}/sim/v1  (header X-Sim-Admin-Key: {admin_key})");
     println!("  OpenAPI:            {base}/openapi.json   metrics: {base}/metrics");
     handle.await.context("the server task failed")?;

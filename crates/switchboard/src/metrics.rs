@@ -70,39 +70,17 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# HELP switchboard_http_requests_total HTTP responses by route family and status.\n# TYPE switchboard_http_requests_total counter\n");
-        for ((family, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "switchboard_http_requests_total{{family=\"{family}\",status=\"{status}\"}} {n}"
-            );
+        for ((family, status), n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "switchboard_http_requests_total{{family=\"{family}\",status=\"{status}\"}} {n}");
         }
-        out.push_str(
-            "# HELP switchboard_calls Live calls by state.\n# TYPE switchboard_calls gauge\n",
-        );
+        out.push_str("# HELP switchboard_calls Live calls by state.\n# TYPE switchboard_calls gauge\n");
         for s in STATES.iter().filter(|s| **s != CallState::Terminated) {
-            let _ = writeln!(
-                out,
-                "switchboard_calls{{state=\"{}\"}} {}",
-                s.as_str(),
-                self.calls_by_state[index(*s)].load(Ordering::Relaxed)
-            );
+            let _ =
+                writeln!(out, "switchboard_calls{{state=\"{}\"}} {}", s.as_str(), self.calls_by_state[index(*s)].load(Ordering::Relaxed));
         }
         let counters = [
-            (
-                "switchboard_calls_created_total",
-                "Calls created (incoming and outgoing).",
-                &self.calls_created,
-            ),
-            (
-                "switchboard_notifications_delivered_total",
-                "Notifications the bot acknowledged with a 2xx.",
-                &self.notifications_delivered,
-            ),
+            ("switchboard_calls_created_total", "Calls created (incoming and outgoing).", &self.calls_created),
+            ("switchboard_notifications_delivered_total", "Notifications the bot acknowledged with a 2xx.", &self.notifications_delivered),
             (
                 "switchboard_notifications_retried_total",
                 "Notification deliveries that failed and were rescheduled.",
@@ -120,11 +98,7 @@ impl Metrics {
             ),
         ];
         for (name, help, c) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                c.get()
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
         }
         let _ = writeln!(
             out,

@@ -113,9 +113,7 @@ impl Notifier {
         for r in rows {
             q.pending.insert(r.seq, r);
         }
-        self.metrics
-            .notifications_pending
-            .store(q.pending.len() as i64, Ordering::Relaxed);
+        self.metrics.notifications_pending.store(q.pending.len() as i64, Ordering::Relaxed);
         drop(q);
         self.wake.notify_one();
     }
@@ -161,16 +159,11 @@ impl Notifier {
                 continue;
             }
             if row.next_attempt_at > now {
-                next_wake =
-                    Some(next_wake.map_or(row.next_attempt_at, |w| w.min(row.next_attempt_at)));
+                next_wake = Some(next_wake.map_or(row.next_attempt_at, |w| w.min(row.next_attempt_at)));
                 blocked.insert(row.call_id.clone());
                 continue;
             }
-            let key = (
-                row.callback.clone(),
-                row.app_id.clone(),
-                row.tenant_id.clone(),
-            );
+            let key = (row.callback.clone(), row.app_id.clone(), row.tenant_id.clone());
             let idx = match (joined.get(&row.call_id), by_key.get(&key)) {
                 // An earlier row of this call went to another batch: wait for it.
                 (Some(j), Some(k)) if j != k => {
@@ -183,12 +176,7 @@ impl Notifier {
                 }
                 (_, Some(k)) => *k,
                 (None, None) => {
-                    batches.push(Batch {
-                        callback: key.0.clone(),
-                        app_id: key.1.clone(),
-                        tenant_id: key.2.clone(),
-                        rows: Vec::new(),
-                    });
+                    batches.push(Batch { callback: key.0.clone(), app_id: key.1.clone(), tenant_id: key.2.clone(), rows: Vec::new() });
                     by_key.insert(key, batches.len() - 1);
                     batches.len() - 1
                 }
@@ -228,9 +216,7 @@ impl Notifier {
                     me.wake.notify_one();
                 });
             }
-            let sleep = next_wake
-                .map(|at| at.saturating_sub(now_ms()))
-                .unwrap_or(60_000);
+            let sleep = next_wake.map(|at| at.saturating_sub(now_ms())).unwrap_or(60_000);
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(sleep.max(1))) => {}
@@ -255,42 +241,22 @@ impl Notifier {
                 return Ok(tok.clone());
             }
         }
-        let tok = identity::issue_notification_token(
-            &self.key,
-            &self.settings.issuer,
-            app_id,
-            tenant_id,
-            now_s,
-        )?;
+        let tok = identity::issue_notification_token(&self.key, &self.settings.issuer, app_id, tenant_id, now_s)?;
         cache.insert(key, (tok.clone(), now_s));
         Ok(tok)
     }
 
     async fn deliver(&self, batch: Batch) {
         let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
-        let items: Vec<Value> = batch
-            .rows
-            .iter()
-            .map(|r| serde_json::from_str(&r.body).unwrap_or(Value::Null))
-            .collect();
+        let items: Vec<Value> = batch.rows.iter().map(|r| serde_json::from_str(&r.body).unwrap_or(Value::Null)).collect();
         let body = render::notifications_envelope(items);
         self.metrics.notification_posts.inc();
         let outcome = match self.token(&batch.app_id, &batch.tenant_id) {
             Err(e) => Err(format!("could not sign the notification token: {e}")),
-            Ok(token) => match self
-                .client
-                .post(&batch.callback)
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-            {
+            Ok(token) => match self.client.post(&batch.callback).bearer_auth(token).json(&body).send().await {
                 Ok(resp) if resp.status().is_success() => Ok(()),
                 Ok(resp) => Err(format!("the callback answered {}", resp.status())),
-                Err(e) => Err(format!(
-                    "the callback could not be reached: {}",
-                    error_chain(&e)
-                )),
+                Err(e) => Err(format!("the callback could not be reached: {}", error_chain(&e))),
             },
         };
         match outcome {
@@ -305,9 +271,7 @@ impl Notifier {
                     q.in_flight.remove(s);
                     q.pending.remove(s);
                 }
-                self.metrics
-                    .notifications_pending
-                    .store(q.pending.len() as i64, Ordering::Relaxed);
+                self.metrics.notifications_pending.store(q.pending.len() as i64, Ordering::Relaxed);
             }
             Err(error) => self.failed(&batch, &seqs, &error),
         }
@@ -316,15 +280,8 @@ impl Notifier {
     fn failed(&self, batch: &Batch, seqs: &[i64], error: &str) {
         let attempts = batch.rows.iter().map(|r| r.attempts).max().unwrap_or(0) + 1;
         let give_up = attempts >= self.settings.max_attempts;
-        let next = (!give_up).then(|| {
-            now_ms()
-                + next_delay(
-                    attempts,
-                    self.settings.first_retry_ms,
-                    self.settings.max_retry_ms,
-                    fastrand::f64(),
-                )
-        });
+        let next =
+            (!give_up).then(|| now_ms() + next_delay(attempts, self.settings.first_retry_ms, self.settings.max_retry_ms, fastrand::f64()));
         if give_up {
             tracing::error!(
                 callback = batch.callback,
@@ -364,9 +321,7 @@ impl Notifier {
                 }
             }
         }
-        self.metrics
-            .notifications_pending
-            .store(q.pending.len() as i64, Ordering::Relaxed);
+        self.metrics.notifications_pending.store(q.pending.len() as i64, Ordering::Relaxed);
     }
 }
 

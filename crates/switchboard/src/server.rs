@@ -47,54 +47,21 @@ pub async fn start(
 ) -> anyhow::Result<(Running, tokio::task::JoinHandle<()>)> {
     // One crypto provider for rustls (server and webhook client): ring, no C toolchain needed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data folder {}",
-            config.data_dir.display()
-        )
-    })?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create the data folder {}", config.data_dir.display()))?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let scheme = if matches!(tls, Tls::Off) {
-        "http"
-    } else {
-        "https"
-    };
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_owned()
-    } else {
-        addr.ip().to_string()
-    };
-    let host = if addr.is_ipv6() && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    let base_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("{scheme}://{host}:{}", addr.port()))
-        .trim_end_matches('/')
-        .to_owned();
+    let scheme = if matches!(tls, Tls::Off) { "http" } else { "https" };
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let host = if addr.is_ipv6() && !host.starts_with('[') { format!("[{host}]") } else { host };
+    let base_url =
+        config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{host}:{}", addr.port())).trim_end_matches('/').to_owned();
 
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
     let key = Arc::new(SigningKey::load_or_generate(&config.data_dir.join("keys"))?);
-    let notifier = Notifier::new(
-        Arc::clone(&store),
-        Arc::clone(&key),
-        config.notifications.clone(),
-        Arc::clone(&metrics),
-    )?;
-    let engine = Engine::new(
-        Arc::clone(&config),
-        Arc::clone(&store),
-        Arc::clone(&notifier),
-        Arc::clone(&metrics),
-    );
+    let notifier = Notifier::new(Arc::clone(&store), Arc::clone(&key), config.notifications.clone(), Arc::clone(&metrics))?;
+    let engine = Engine::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&notifier), Arc::clone(&metrics));
     let (events, events_rx) = Engine::event_channel();
     let sim = Sim::new(Arc::new(config.directory.clone()), events);
     engine.attach_network(Arc::new(SimNetwork(Arc::clone(&sim))), events_rx);
@@ -142,17 +109,7 @@ pub async fn start(
             })
         }
     };
-    Ok((
-        Running {
-            addr,
-            base_url,
-            state,
-            recovered_calls,
-            recovered_notifications,
-            cert_path,
-        },
-        handle,
-    ))
+    Ok((Running { addr, base_url, state, recovered_calls, recovered_notifications, cert_path }, handle))
 }
 
 /// A self-signed certificate for localhost and 127.0.0.1, made once and kept.
@@ -163,13 +120,8 @@ fn generate_cert(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
         return Ok((cert, key));
     }
     std::fs::create_dir_all(dir)?;
-    let names = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
-    let certified =
-        rcgen::generate_simple_self_signed(names).context("cannot generate a TLS certificate")?;
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names).context("cannot generate a TLS certificate")?;
     std::fs::write(&cert, certified.cert.pem())?;
     std::fs::write(&key, certified.signing_key.serialize_pem())?;
     Ok((cert, key))
@@ -182,8 +134,7 @@ fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcce
         .with_context(|| format!("cannot read the certificate {}", cert.display()))?
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("{}: not a PEM private key", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("{}: not a PEM private key", key.display()))?;
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
@@ -218,8 +169,7 @@ async fn serve_tls(
             let Ok(tls) = acceptor.accept(stream).await else {
                 return;
             };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service);
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "TLS connection ended with an error");
             }

@@ -20,6 +20,9 @@ use crate::network::{CallEvent, Network, NetworkEvents};
 
 /// How long a busy or declining party takes to say so.
 const REFUSAL_DELAY_MS: u64 = 50;
+/// How long a transferee takes to act on a consultative transfer (RFC 5589: REFER, then INVITE with
+/// Replaces), during which the consultation call can still end.
+pub const CONSULTATIVE_DELAY_MS: u64 = 100;
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -30,16 +33,14 @@ pub enum LegState {
 
 /// What a leg is connected (or ringing) to.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(
-    rename_all = "camelCase",
-    rename_all_fields = "camelCase",
-    tag = "kind"
-)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "kind")]
 pub enum Peer {
     /// The remote end of a bot's call.
     Bot { call_id: String, app_id: String },
-    /// Another leg, party to party (after a redirect).
+    /// Another leg, party to party (after a redirect or a transfer).
     Leg { leg_id: String },
+    /// A transfer target ringing on behalf of the transferee of a bot's call.
+    Transfer { call_id: String, transferee_leg: String },
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -58,6 +59,8 @@ struct World {
     by_call: HashMap<String, String>,
     /// Behaviours changed at run time, by party key (user id or number).
     overrides: HashMap<String, Behaviour>,
+    /// Bot call id → the leg of its blind transfer's target, while it rings.
+    transfers: HashMap<String, String>,
 }
 
 pub struct Sim {
@@ -69,12 +72,7 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(directory: Arc<Directory>, events: NetworkEvents) -> Arc<Self> {
-        Arc::new(Sim {
-            directory,
-            events,
-            world: Mutex::new(World::default()),
-            next_leg: AtomicU64::new(1),
-        })
+        Arc::new(Sim { directory, events, world: Mutex::new(World::default()), next_leg: AtomicU64::new(1) })
     }
 
     fn world(&self) -> std::sync::MutexGuard<'_, World> {
@@ -114,22 +112,7 @@ impl Sim {
 
     /// A caller's leg, connected (ringing) to a new bot call; used when the sim places an inbound call.
     pub fn attach_caller(&self, call_id: &str, app_id: &str, caller: Party) -> String {
-        let id = self.new_leg_id();
-        let mut w = self.world();
-        w.legs.insert(
-            id.clone(),
-            Leg {
-                id: id.clone(),
-                party: caller,
-                state: LegState::Ringing,
-                peer: Peer::Bot {
-                    call_id: call_id.to_owned(),
-                    app_id: app_id.to_owned(),
-                },
-            },
-        );
-        w.by_call.insert(call_id.to_owned(), id.clone());
-        id
+        self.bot_leg(call_id, caller, LegState::Ringing, app_id)
     }
 
     /// The far end of a bot's call hangs up. Returns false if the call has no remote leg.
@@ -150,9 +133,7 @@ impl Sim {
     /// Hangs up a leg, whatever it is connected to; its peer learns of it.
     pub fn hang_up_leg(&self, leg_id: &str) -> bool {
         let mut w = self.world();
-        let Some(leg) = w.legs.remove(leg_id) else {
-            return false;
-        };
+        let Some(leg) = w.legs.remove(leg_id) else { return false };
         match leg.peer {
             Peer::Bot { call_id, .. } => {
                 w.by_call.remove(&call_id);
@@ -162,16 +143,19 @@ impl Sim {
             Peer::Leg { leg_id } => {
                 w.legs.remove(&leg_id);
             }
+            // A ringing transfer target that goes away refuses the transfer.
+            Peer::Transfer { call_id, .. } => {
+                w.transfers.remove(&call_id);
+                drop(w);
+                self.send(&call_id, NetEvent::TransferFailed(Failure::Declined));
+            }
         }
         true
     }
 
     fn send(&self, call_id: &str, event: NetEvent) {
         // The engine outlives the sim; a closed channel only happens at shutdown.
-        let _ = self.events.send(CallEvent {
-            call_id: call_id.to_owned(),
-            event,
-        });
+        let _ = self.events.send(CallEvent { call_id: call_id.to_owned(), event });
     }
 
     /// Plays `behaviour` for the leg `leg_id` that is ringing.
@@ -179,16 +163,16 @@ impl Sim {
         let sim = Arc::clone(self);
         tokio::spawn(async move {
             match behaviour {
-                Behaviour::Answer {
-                    after_ms,
-                    hang_up_after_ms,
-                } => {
+                Behaviour::Answer { after_ms, hang_up_after_ms } => {
                     tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                    let Some(peer) = sim.connect(&leg_id) else {
-                        return;
-                    };
-                    if let Peer::Bot { call_id, .. } = &peer {
-                        sim.send(call_id, NetEvent::Connected);
+                    let Some(peer) = sim.connect(&leg_id) else { return };
+                    match &peer {
+                        Peer::Bot { call_id, .. } => sim.send(call_id, NetEvent::Connected),
+                        Peer::Transfer { call_id, .. } => {
+                            sim.send(call_id, NetEvent::TransferAccepted);
+                            sim.send(call_id, NetEvent::TransferCompleted);
+                        }
+                        Peer::Leg { .. } => {}
                     }
                     if let Some(after) = hang_up_after_ms {
                         sim.hang_up_later(leg_id, after);
@@ -196,14 +180,10 @@ impl Sim {
                 }
                 Behaviour::Busy | Behaviour::Decline => {
                     tokio::time::sleep(Duration::from_millis(REFUSAL_DELAY_MS)).await;
-                    let failure = if behaviour == Behaviour::Busy {
-                        Failure::Busy
-                    } else {
-                        Failure::Declined
-                    };
+                    let failure = if behaviour == Behaviour::Busy { Failure::Busy } else { Failure::Declined };
                     sim.refuse(&leg_id, failure);
                 }
-                // Rings until the caller gives up (the core's ring timeout hangs it up).
+                // Rings until the caller gives up (the core's ring or transfer timeout cancels it).
                 Behaviour::NoAnswer => {}
             }
         });
@@ -217,7 +197,8 @@ impl Sim {
         });
     }
 
-    /// Marks a ringing leg connected; returns its peer, or None if the leg is gone meanwhile.
+    /// Marks a ringing leg connected; returns its peer as it was, or None if the leg is gone meanwhile.
+    /// A transfer target that answers is connected to the transferee, who leaves the bot.
     fn connect(&self, leg_id: &str) -> Option<Peer> {
         let mut w = self.world();
         let leg = w.legs.get_mut(leg_id)?;
@@ -226,19 +207,36 @@ impl Sim {
         }
         leg.state = LegState::Connected;
         let peer = leg.peer.clone();
-        if let Peer::Leg { leg_id: other } = &peer
-            && let Some(o) = w.legs.get_mut(other)
-        {
-            o.state = LegState::Connected;
+        match &peer {
+            Peer::Leg { leg_id: other } => {
+                if let Some(o) = w.legs.get_mut(other) {
+                    o.state = LegState::Connected;
+                }
+            }
+            Peer::Transfer { call_id, transferee_leg } => {
+                w.transfers.remove(call_id);
+                w.by_call.remove(call_id);
+                if let Some(t) = w.legs.get_mut(leg_id) {
+                    t.peer = Peer::Leg { leg_id: transferee_leg.clone() };
+                }
+                match w.legs.get_mut(transferee_leg) {
+                    Some(x) => {
+                        x.peer = Peer::Leg { leg_id: leg_id.to_owned() };
+                        x.state = LegState::Connected;
+                    }
+                    None => {
+                        w.legs.remove(leg_id);
+                    }
+                }
+            }
+            Peer::Bot { .. } => {}
         }
         Some(peer)
     }
 
     fn refuse(&self, leg_id: &str, failure: Failure) {
         let mut w = self.world();
-        let Some(leg) = w.legs.remove(leg_id) else {
-            return;
-        };
+        let Some(leg) = w.legs.remove(leg_id) else { return };
         match leg.peer {
             Peer::Bot { call_id, .. } => {
                 w.by_call.remove(&call_id);
@@ -249,13 +247,91 @@ impl Sim {
             Peer::Leg { leg_id } => {
                 w.legs.remove(&leg_id);
             }
+            Peer::Transfer { call_id, .. } => {
+                w.transfers.remove(&call_id);
+                drop(w);
+                self.send(&call_id, NetEvent::TransferFailed(failure));
+            }
         }
     }
 
+    /// Removes the remote leg of a bot call, and the target leg of its transfer if one rings.
     fn remove_call_leg(&self, call_id: &str) -> Option<Leg> {
+        self.cancel_transfer(call_id);
         let mut w = self.world();
         let leg = w.by_call.remove(call_id)?;
         w.legs.remove(&leg)
+    }
+
+    fn cancel_transfer(&self, call_id: &str) {
+        let mut w = self.world();
+        if let Some(t) = w.transfers.remove(call_id) {
+            w.legs.remove(&t);
+        }
+    }
+
+    fn bot_leg(&self, call_id: &str, party: Party, state: LegState, app_id: &str) -> String {
+        let id = self.new_leg_id();
+        let mut w = self.world();
+        let peer = Peer::Bot { call_id: call_id.to_owned(), app_id: app_id.to_owned() };
+        w.legs.insert(id.clone(), Leg { id: id.clone(), party, state, peer });
+        w.by_call.insert(call_id.to_owned(), id.clone());
+        id
+    }
+
+    /// Blind transfer: the target rings on behalf of the transferee and plays its behaviour.
+    fn transfer_blind(self: &Arc<Self>, call_id: &str, target: &Party) {
+        let transferee = self.world().by_call.get(call_id).cloned();
+        let (Some(transferee_leg), Some(behaviour)) = (transferee, self.behaviour(target)) else {
+            self.send(call_id, NetEvent::TransferFailed(Failure::Unreachable));
+            return;
+        };
+        let id = self.new_leg_id();
+        {
+            let mut w = self.world();
+            let peer = Peer::Transfer { call_id: call_id.to_owned(), transferee_leg };
+            w.legs.insert(id.clone(), Leg { id: id.clone(), party: target.clone(), state: LegState::Ringing, peer });
+            w.transfers.insert(call_id.to_owned(), id.clone());
+        }
+        self.play(id, behaviour);
+    }
+
+    /// Consultative transfer: after [`CONSULTATIVE_DELAY_MS`], the transferee takes over the remote leg
+    /// of the consultation call `replaces`, if both are still connected.
+    fn transfer_consultative(self: &Arc<Self>, call_id: &str, replaces: &str) {
+        let sim = Arc::clone(self);
+        let (call_id, replaces) = (call_id.to_owned(), replaces.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(CONSULTATIVE_DELAY_MS)).await;
+            let mut w = sim.world();
+            let connected = |id: Option<&String>, w: &World| {
+                id.and_then(|id| w.legs.get(id)).filter(|l| l.state == LegState::Connected).map(|l| l.id.clone())
+            };
+            let x = connected(w.by_call.get(&call_id), &w);
+            let y = connected(w.by_call.get(&replaces), &w);
+            match (x, y) {
+                (Some(x), Some(y)) => {
+                    w.by_call.remove(&call_id);
+                    w.by_call.remove(&replaces);
+                    if let Some(l) = w.legs.get_mut(&x) {
+                        l.peer = Peer::Leg { leg_id: y.clone() };
+                    }
+                    if let Some(l) = w.legs.get_mut(&y) {
+                        l.peer = Peer::Leg { leg_id: x };
+                    }
+                    drop(w);
+                    sim.send(&call_id, NetEvent::TransferAccepted);
+                    sim.send(&call_id, NetEvent::TransferCompleted);
+                    sim.send(&replaces, NetEvent::Replaced { by_call_id: call_id.clone() });
+                }
+                // The transferee is gone: its call ends on its own.
+                (None, _) => {}
+                (Some(_), None) => {
+                    drop(w);
+                    sim.send(&call_id, NetEvent::TransferFailed(Failure::Unreachable));
+                }
+            }
+        });
     }
 }
 
@@ -267,28 +343,11 @@ impl Network for SimNetwork {
         let sim = &self.0;
         match command {
             NetCommand::Place => {
-                let party = call.target.clone();
-                let Some(behaviour) = sim.behaviour(&party) else {
+                let Some(behaviour) = sim.behaviour(&call.target) else {
                     sim.send(&call.id, NetEvent::Failed(Failure::Unreachable));
                     return;
                 };
-                let id = sim.new_leg_id();
-                {
-                    let mut w = sim.world();
-                    w.legs.insert(
-                        id.clone(),
-                        Leg {
-                            id: id.clone(),
-                            party,
-                            state: LegState::Ringing,
-                            peer: Peer::Bot {
-                                call_id: call.id.clone(),
-                                app_id: call.app_id.clone(),
-                            },
-                        },
-                    );
-                    w.by_call.insert(call.id.clone(), id.clone());
-                }
+                let id = sim.bot_leg(&call.id, call.target.clone(), LegState::Ringing, &call.app_id);
                 sim.play(id, behaviour);
             }
             NetCommand::Answer => {
@@ -296,12 +355,7 @@ impl Network for SimNetwork {
                 match leg {
                     Some(leg_id) if sim.connect(&leg_id).is_some() => {
                         sim.send(&call.id, NetEvent::Connected);
-                        let behaviour = sim.behaviour(&call.source);
-                        if let Some(Behaviour::Answer {
-                            hang_up_after_ms: Some(after),
-                            ..
-                        }) = behaviour
-                        {
+                        if let Some(Behaviour::Answer { hang_up_after_ms: Some(after), .. }) = sim.behaviour(&call.source) {
                             sim.hang_up_later(leg_id, after);
                         }
                     }
@@ -313,76 +367,41 @@ impl Network for SimNetwork {
                 sim.remove_call_leg(&call.id);
             }
             NetCommand::Redirect { targets } => {
-                let Some(mut caller) = sim.remove_call_leg(&call.id) else {
-                    return;
-                };
+                let Some(mut caller) = sim.remove_call_leg(&call.id) else { return };
                 // Simultaneous ring is reduced to the first target the directory can reach.
-                let Some((target, behaviour)) = targets
-                    .iter()
-                    .find_map(|t| sim.behaviour(t).map(|b| (t.clone(), b)))
-                else {
-                    return;
-                };
+                let Some((target, behaviour)) = targets.iter().find_map(|t| sim.behaviour(t).map(|b| (t.clone(), b))) else { return };
                 let target_id = sim.new_leg_id();
-                caller.peer = Peer::Leg {
-                    leg_id: target_id.clone(),
-                };
+                caller.peer = Peer::Leg { leg_id: target_id.clone() };
                 caller.state = LegState::Ringing;
                 let mut w = sim.world();
-                w.legs.insert(
-                    target_id.clone(),
-                    Leg {
-                        id: target_id.clone(),
-                        party: target,
-                        state: LegState::Ringing,
-                        peer: Peer::Leg {
-                            leg_id: caller.id.clone(),
-                        },
-                    },
-                );
+                let peer = Peer::Leg { leg_id: caller.id.clone() };
+                w.legs.insert(target_id.clone(), Leg { id: target_id.clone(), party: target, state: LegState::Ringing, peer });
                 w.legs.insert(caller.id.clone(), caller);
                 drop(w);
                 sim.play(target_id, behaviour);
             }
+            NetCommand::Transfer { target, replaces_call_id: None } => sim.transfer_blind(&call.id, target),
+            NetCommand::Transfer { replaces_call_id: Some(b), .. } => sim.transfer_consultative(&call.id, b),
+            NetCommand::CancelTransfer => sim.cancel_transfer(&call.id),
         }
     }
 
     fn resume(&self, call: &Call) {
         let sim = &self.0;
-        let id = sim.new_leg_id();
-        let state = if call.state == CallState::Established {
-            LegState::Connected
-        } else {
-            LegState::Ringing
-        };
-        {
-            let mut w = sim.world();
-            w.legs.insert(
-                id.clone(),
-                Leg {
-                    id: id.clone(),
-                    party: call.remote().clone(),
-                    state,
-                    peer: Peer::Bot {
-                        call_id: call.id.clone(),
-                        app_id: call.app_id.clone(),
-                    },
-                },
-            );
-            w.by_call.insert(call.id.clone(), id.clone());
-        }
-        // An outgoing call that was still ringing rings on: its party plays its behaviour again.
-        if call.state == CallState::Establishing
-            && call.direction == switchboard_core::call::Direction::Outgoing
-        {
+        let connected = matches!(call.state, CallState::Established | CallState::Transferring | CallState::TransferAccepted);
+        let state = if connected { LegState::Connected } else { LegState::Ringing };
+        let id = sim.bot_leg(&call.id, call.remote().clone(), state, &call.app_id);
+        // A transfer in progress starts over: the target rings again, or the takeover is tried again.
+        if let Some(t) = &call.transfer {
+            self.execute(call, &NetCommand::Transfer { target: t.target.clone(), replaces_call_id: t.replaces_call_id.clone() });
+        } else if call.state == CallState::Establishing && call.direction == switchboard_core::call::Direction::Outgoing {
+            // An outgoing call that was still ringing rings on: its party plays its behaviour again.
             if let Some(b) = sim.behaviour(call.remote()) {
                 sim.play(id, b);
             }
-        } else if call.state == CallState::Establishing {
+        } else if call.state == CallState::Establishing && sim.connect(&id).is_some() {
             // An answered incoming call whose connection was in progress completes it.
-            if sim.connect(&id).is_some() {
-                sim.send(&call.id, NetEvent::Connected);
-            }
+            sim.send(&call.id, NetEvent::Connected);
         }
     }
 }

@@ -16,17 +16,11 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored call {id} is unreadable: {source}")]
-    Corrupt {
-        id: String,
-        source: serde_json::Error,
-    },
+    Corrupt { id: String, source: serde_json::Error },
     #[error("call {id} changed concurrently (expected version {expected})")]
     Conflict { id: String, expected: u64 },
     #[error("cannot open the database at {path}: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
+    Open { path: String, source: rusqlite::Error },
 }
 
 /// A notification waiting in the outbox: one `commsNotification` for one callback.
@@ -91,12 +85,7 @@ pub trait Store: Send + Sync + 'static {
     fn outbox(&self, status: OutboxStatus) -> Result<Vec<OutboxRow>, StoreError>;
     fn delivered(&self, seqs: &[i64]) -> Result<(), StoreError>;
     /// Records a failed attempt; `next_attempt_at` None marks the rows as failed for good.
-    fn attempt_failed(
-        &self,
-        seqs: &[i64],
-        next_attempt_at: Option<u64>,
-        error: &str,
-    ) -> Result<(), StoreError>;
+    fn attempt_failed(&self, seqs: &[i64], next_attempt_at: Option<u64>, error: &str) -> Result<(), StoreError>;
     /// Puts failed rows back in the queue, due now. Returns how many.
     fn requeue_failed(&self, now: u64) -> Result<usize, StoreError>;
 }
@@ -135,10 +124,7 @@ impl SqliteStore {
     /// (the WAL is in the OS's hands); only a power loss could cost the last transactions.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("switchboard.db");
-        let conn = Connection::open(&path).map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let conn = Connection::open(&path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         Self::init(conn)
     }
 
@@ -151,9 +137,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
         conn.execute_batch(SCHEMA)?;
-        Ok(SqliteStore {
-            conn: Mutex::new(conn),
-        })
+        Ok(SqliteStore { conn: Mutex::new(conn) })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -174,11 +158,7 @@ fn row_to_outbox(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
         body: r.get(5)?,
         attempts: r.get(6)?,
         next_attempt_at: r.get::<_, i64>(7)? as u64,
-        status: if status == "failed" {
-            OutboxStatus::Failed
-        } else {
-            OutboxStatus::Pending
-        },
+        status: if status == "failed" { OutboxStatus::Failed } else { OutboxStatus::Pending },
         last_error: r.get(9)?,
     })
 }
@@ -191,10 +171,7 @@ impl Store for SqliteStore {
         notifications: &[NewNotification],
         now: u64,
     ) -> Result<(u64, Vec<OutboxRow>), StoreError> {
-        let body = serde_json::to_string(call).map_err(|source| StoreError::Corrupt {
-            id: call.id.clone(),
-            source,
-        })?;
+        let body = serde_json::to_string(call).map_err(|source| StoreError::Corrupt { id: call.id.clone(), source })?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let version = match expected_version {
@@ -207,10 +184,7 @@ impl Store for SqliteStore {
             }
             Some(expected) => {
                 let changed = if call.is_terminated() {
-                    tx.execute(
-                        "DELETE FROM calls WHERE id = ?1 AND version = ?2",
-                        params![call.id, expected as i64],
-                    )?
+                    tx.execute("DELETE FROM calls WHERE id = ?1 AND version = ?2", params![call.id, expected as i64])?
                 } else {
                     tx.execute(
                         "UPDATE calls SET version = version + 1, state = ?3, body = ?4, updated_at = ?5 WHERE id = ?1 AND version = ?2",
@@ -218,10 +192,7 @@ impl Store for SqliteStore {
                     )?
                 };
                 if changed != 1 {
-                    return Err(StoreError::Conflict {
-                        id: call.id.clone(),
-                        expected,
-                    });
+                    return Err(StoreError::Conflict { id: call.id.clone(), expected });
                 }
                 expected + 1
             }
@@ -232,14 +203,7 @@ impl Store for SqliteStore {
                 "INSERT INTO outbox (call_id, app_id, tenant_id, callback, body, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
             )?;
             for n in notifications {
-                insert.execute(params![
-                    call.id,
-                    call.app_id,
-                    call.tenant_id,
-                    n.callback,
-                    n.body,
-                    now as i64
-                ])?;
+                insert.execute(params![call.id, call.app_id, call.tenant_id, n.callback, n.body, now as i64])?;
                 rows.push(OutboxRow {
                     seq: tx.last_insert_rowid(),
                     call_id: call.id.clone(),
@@ -261,22 +225,12 @@ impl Store for SqliteStore {
     fn live_calls(&self) -> Result<Vec<StoredCall>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT id, version, body FROM calls")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))?;
         let mut calls = Vec::new();
         for row in rows {
             let (id, version, body) = row?;
-            let call =
-                serde_json::from_str(&body).map_err(|source| StoreError::Corrupt { id, source })?;
-            calls.push(StoredCall {
-                call,
-                version: version as u64,
-            });
+            let call = serde_json::from_str(&body).map_err(|source| StoreError::Corrupt { id, source })?;
+            calls.push(StoredCall { call, version: version as u64 });
         }
         Ok(calls)
     }
@@ -287,9 +241,7 @@ impl Store for SqliteStore {
             "SELECT seq, call_id, app_id, tenant_id, callback, body, attempts, next_attempt_at, status, last_error
              FROM outbox WHERE status = ?1 ORDER BY seq",
         )?;
-        let rows = stmt
-            .query_map([status.as_str()], row_to_outbox)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = stmt.query_map([status.as_str()], row_to_outbox)?.collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
@@ -306,12 +258,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn attempt_failed(
-        &self,
-        seqs: &[i64],
-        next_attempt_at: Option<u64>,
-        error: &str,
-    ) -> Result<(), StoreError> {
+    fn attempt_failed(&self, seqs: &[i64], next_attempt_at: Option<u64>, error: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
@@ -332,10 +279,7 @@ impl Store for SqliteStore {
 
     fn requeue_failed(&self, now: u64) -> Result<usize, StoreError> {
         let conn = self.conn();
-        Ok(conn.execute(
-            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?1 WHERE status = 'failed'",
-            [now as i64],
-        )?)
+        Ok(conn.execute("UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?1 WHERE status = 'failed'", [now as i64])?)
     }
 }
 
@@ -343,11 +287,6 @@ impl Store for SqliteStore {
 impl SqliteStore {
     pub fn call_version(&self, id: &str) -> Result<Option<u64>, StoreError> {
         let conn = self.conn();
-        Ok(conn
-            .query_row("SELECT version FROM calls WHERE id = ?1", [id], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()?
-            .map(|v| v as u64))
+        Ok(conn.query_row("SELECT version FROM calls WHERE id = ?1", [id], |r| r.get::<_, i64>(0)).optional()?.map(|v| v as u64))
     }
 }

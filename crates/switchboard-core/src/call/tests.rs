@@ -6,17 +6,13 @@ use proptest::prelude::*;
 use super::*;
 
 fn heidi() -> Party {
-    Party::User {
-        id: "heidi".into(),
-        display_name: "Heidi Steen".into(),
-        tenant_id: "t".into(),
-    }
+    Party::User { id: "heidi".into(), display_name: "Heidi Steen".into(), tenant_id: "t".into() }
+}
+fn alex() -> Party {
+    Party::User { id: "alex".into(), display_name: "Alex Wilber".into(), tenant_id: "t".into() }
 }
 fn bot() -> Party {
-    Party::Application {
-        id: "app".into(),
-        display_name: "Bot".into(),
-    }
+    Party::Application { id: "app".into(), display_name: "Bot".into() }
 }
 
 fn outgoing(now: Millis) -> (Call, Vec<Effect>) {
@@ -62,9 +58,7 @@ fn incoming(now: Millis) -> (Call, Vec<Effect>) {
 fn notes(fx: &[Effect]) -> Vec<String> {
     fx.iter()
         .filter_map(|e| match e {
-            Effect::Notify(n) => {
-                Some(format!("{:?}:{}", n.change, n.state.as_str()).to_lowercase())
-            }
+            Effect::Notify(n) => Some(format!("{:?}:{}", n.change, n.state.as_str()).to_lowercase()),
             _ => None,
         })
         .collect()
@@ -86,15 +80,9 @@ fn outgoing_call_connects_then_bot_hangs_up() {
 
 #[test]
 fn outgoing_call_failures_end_with_their_result_info() {
-    for (failure, code) in [
-        (Failure::Busy, 486),
-        (Failure::Declined, 603),
-        (Failure::NoAnswer, 408),
-    ] {
+    for (failure, code) in [(Failure::Busy, 486), (Failure::Declined, 603), (Failure::NoAnswer, 408)] {
         let (mut call, _) = outgoing(0);
-        let fx = call
-            .handle(Input::Net(NetEvent::Failed(failure)), 5)
-            .unwrap();
+        let fx = call.handle(Input::Net(NetEvent::Failed(failure)), 5).unwrap();
         assert_eq!(notes(&fx), ["deleted:terminated"]);
         assert_eq!(call.result_info.as_ref().map(|r| r.code), Some(code));
     }
@@ -103,11 +91,7 @@ fn outgoing_call_failures_end_with_their_result_info() {
 #[test]
 fn ring_timeout_ends_an_unanswered_outgoing_call_but_not_early() {
     let (mut call, _) = outgoing(0);
-    assert!(
-        call.handle(Input::Timer(Timer::Setup), 999)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(call.handle(Input::Timer(Timer::Setup), 999).unwrap().is_empty());
     let fx = call.handle(Input::Timer(Timer::Setup), 1000).unwrap();
     assert_eq!(notes(&fx), ["deleted:terminated"]);
     assert_eq!(call.result_info, Some(ResultInfo::no_answer()));
@@ -120,43 +104,21 @@ fn incoming_call_is_offered_in_full_then_answered() {
     assert_eq!(notes(&fx), ["created:incoming"]);
     assert!(matches!(&fx[0], Effect::Notify(n) if n.full));
     let fx = call
-        .handle(
-            Input::Answer {
-                callback_uri: Some("https://bot/c2".into()),
-                modalities: vec![],
-                media_config: MediaConfig::AppHosted,
-            },
-            1,
-        )
+        .handle(Input::Answer { callback_uri: Some("https://bot/c2".into()), modalities: vec![], media_config: MediaConfig::AppHosted }, 1)
         .unwrap();
     assert_eq!(notes(&fx), ["updated:establishing"]);
     assert_eq!(call.callback_uri.as_deref(), Some("https://bot/c2"));
+    assert_eq!(call.handle(Input::Net(NetEvent::Connected), 2).map(|fx| notes(&fx)), Ok(vec!["updated:established".into()]));
     assert_eq!(
-        call.handle(Input::Net(NetEvent::Connected), 2)
-            .map(|fx| notes(&fx)),
-        Ok(vec!["updated:established".into()])
-    );
-    assert_eq!(
-        call.handle(
-            Input::Reject {
-                reason: "busy".into()
-            },
-            3
-        ),
-        Err(Refusal::WrongState {
-            action: "reject",
-            state: CallState::Established,
-            needs: "'incoming'"
-        })
+        call.handle(Input::Reject { reason: "busy".into() }, 3),
+        Err(Refusal::WrongState { action: "reject", state: CallState::Established, needs: "'incoming'" })
     );
 }
 
 #[test]
 fn unanswered_incoming_call_times_out() {
     let (mut call, _) = incoming(0);
-    let fx = call
-        .handle(Input::Timer(Timer::Setup), ANSWER_TIMEOUT_MS)
-        .unwrap();
+    let fx = call.handle(Input::Timer(Timer::Setup), ANSWER_TIMEOUT_MS).unwrap();
     assert_eq!(notes(&fx), ["deleted:terminated"]);
     assert_eq!(call.result_info, Some(ResultInfo::not_answered_in_time()));
 }
@@ -165,16 +127,9 @@ fn unanswered_incoming_call_times_out() {
 fn keep_alive_postpones_the_keep_alive_timeout() {
     let (mut call, _) = outgoing(0);
     call.handle(Input::Net(NetEvent::Connected), 1).unwrap();
-    call.handle(Input::KeepAlive, KEEP_ALIVE_TIMEOUT_MS - 1)
-        .unwrap();
-    assert!(
-        call.handle(Input::Timer(Timer::KeepAlive), KEEP_ALIVE_TIMEOUT_MS)
-            .unwrap()
-            .is_empty()
-    );
-    let fx = call
-        .handle(Input::Timer(Timer::KeepAlive), 2 * KEEP_ALIVE_TIMEOUT_MS)
-        .unwrap();
+    call.handle(Input::KeepAlive, KEEP_ALIVE_TIMEOUT_MS - 1).unwrap();
+    assert!(call.handle(Input::Timer(Timer::KeepAlive), KEEP_ALIVE_TIMEOUT_MS).unwrap().is_empty());
+    let fx = call.handle(Input::Timer(Timer::KeepAlive), 2 * KEEP_ALIVE_TIMEOUT_MS).unwrap();
     assert_eq!(notes(&fx), ["deleted:terminated"]);
     assert_eq!(call.result_info, Some(ResultInfo::keep_alive_timeout()));
 }
@@ -182,26 +137,123 @@ fn keep_alive_postpones_the_keep_alive_timeout() {
 #[test]
 fn remote_hang_up_of_a_phone_uses_the_pstn_code() {
     let (mut call, _) = incoming(0);
-    call.source = Party::Phone {
-        number: "+1".into(),
-    };
+    call.source = Party::Phone { number: "+1".into() };
     call.handle(Input::Net(NetEvent::RemoteHangUp), 1).unwrap();
     assert_eq!(call.result_info, Some(ResultInfo::pstn_hang_up()));
 }
 
+fn established() -> Call {
+    let (mut call, _) = outgoing(0);
+    call.handle(Input::Net(NetEvent::Connected), 1).unwrap();
+    call
+}
+
+fn transfer(replaces: Option<&str>) -> Input {
+    Input::Transfer { target: alex(), replaces_call_id: replaces.map(str::to_owned), timeout_ms: 1000 }
+}
+
+#[test]
+fn blind_transfer_success_transcript() {
+    let mut call = established();
+    let fx = call.handle(transfer(None), 10).unwrap();
+    assert_eq!(notes(&fx), ["updated:transferring"]);
+    assert!(fx.contains(&Effect::Net(NetCommand::Transfer { target: alex(), replaces_call_id: None })));
+    assert!(call.handle(Input::Net(NetEvent::TransferAccepted), 20).is_ok());
+    assert_eq!(call.state, CallState::TransferAccepted);
+    assert_eq!(call.media_state, MediaState::Inactive);
+    let fx = call.handle(Input::Net(NetEvent::TransferCompleted), 21).unwrap();
+    assert_eq!(notes(&fx), ["deleted:terminated"]);
+    assert_eq!(call.result_info, Some(ResultInfo::transfer_completed()));
+    assert_eq!(call.termination_reason, None);
+}
+
+#[test]
+fn transfer_accepted_is_followed_by_the_media_state_change() {
+    let mut call = established();
+    call.handle(transfer(None), 10).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::TransferCompleted), 20).unwrap();
+    assert_eq!(notes(&fx), ["updated:transferaccepted", "updated:transferaccepted", "deleted:terminated"]);
+    let medias: Vec<_> = fx.iter().filter_map(|e| if let Effect::Notify(n) = e { Some(n.media_state) } else { None }).collect();
+    assert_eq!(medias, [None, Some(MediaState::Inactive), None]);
+}
+
+#[test]
+fn consultative_transfer_ends_with_app_transferred() {
+    let mut call = established();
+    call.handle(transfer(Some("c9")), 10).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::TransferCompleted), 20).unwrap();
+    assert_eq!(notes(&fx).last().map(String::as_str), Some("deleted:terminated"));
+    assert_eq!((call.result_info.clone(), call.termination_reason.as_deref()), (None, Some("AppTransferred")));
+}
+
+#[test]
+fn failed_transfers_return_to_established_and_can_be_retried() {
+    for (replaces, subcode, context) in [(None, 7000, None), (Some("c9"), 7700, Some("c9".to_owned()))] {
+        let mut call = established();
+        call.handle(transfer(replaces), 10).unwrap();
+        let fx = call.handle(Input::Net(NetEvent::TransferFailed(Failure::Busy)), 20).unwrap();
+        assert_eq!(notes(&fx), ["updated:established"]);
+        let Some(Effect::Notify(n)) = fx.first() else { panic!("a notification") };
+        assert_eq!(n.result_info.as_ref().map(|r| (r.code, r.subcode)), Some((500, subcode)));
+        assert_eq!(n.replaces_context, context);
+        assert_eq!(call.state, CallState::Established);
+        assert_eq!(call.result_info, None, "the call itself carries no resultInfo while up");
+        assert!(call.handle(transfer(None), 30).is_ok(), "a failed transfer can be tried again");
+    }
+}
+
+#[test]
+fn an_unanswered_transfer_fails_at_its_deadline_and_cancels_the_target() {
+    let mut call = established();
+    call.handle(transfer(None), 10).unwrap();
+    assert!(call.handle(Input::Timer(Timer::Transfer), 1009).unwrap().is_empty());
+    let fx = call.handle(Input::Timer(Timer::Transfer), 1010).unwrap();
+    assert_eq!(notes(&fx), ["updated:established"]);
+    assert!(fx.contains(&Effect::Net(NetCommand::CancelTransfer)));
+}
+
+#[test]
+fn transfer_needs_an_established_call_and_only_one_at_a_time() {
+    let (mut incoming_call, _) = incoming(0);
+    assert!(matches!(incoming_call.handle(transfer(None), 1), Err(Refusal::WrongState { state: CallState::Incoming, .. })));
+    let mut call = established();
+    call.handle(transfer(None), 10).unwrap();
+    assert_eq!(
+        call.handle(transfer(None), 11),
+        Err(Refusal::WrongState { action: "transfer", state: CallState::Transferring, needs: "'established'" })
+    );
+}
+
+#[test]
+fn hang_ups_during_a_transfer_end_the_call_once_and_cancel_the_target() {
+    let mut call = established();
+    call.handle(transfer(None), 10).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::RemoteHangUp), 20).unwrap();
+    assert_eq!(notes(&fx), ["deleted:terminated"]);
+    assert!(fx.contains(&Effect::Net(NetCommand::CancelTransfer)));
+    assert!(call.handle(Input::Net(NetEvent::TransferCompleted), 30).unwrap().is_empty(), "nothing after deleted");
+
+    let mut call = established();
+    call.handle(transfer(None), 10).unwrap();
+    let fx = call.handle(Input::HangUp, 20).unwrap();
+    assert_eq!(notes(&fx), ["updated:terminating", "deleted:terminated"]);
+    assert_eq!(call.result_info, Some(ResultInfo::ended_by_bot()));
+}
+
+#[test]
+fn a_replaced_consultation_call_ends_with_app_transferred() {
+    let mut call = established();
+    let fx = call.handle(Input::Net(NetEvent::Replaced { by_call_id: "c1".into() }), 5).unwrap();
+    assert_eq!(notes(&fx), ["deleted:terminated"]);
+    assert_eq!(call.termination_reason.as_deref(), Some("AppTransferred"));
+    assert_eq!(call.result_info, Some(ResultInfo::replaced("c1")));
+}
+
 fn any_input() -> impl Strategy<Value = Input> {
     prop_oneof![
-        Just(Input::Answer {
-            callback_uri: None,
-            modalities: vec![],
-            media_config: MediaConfig::ServiceHosted
-        }),
-        Just(Input::Reject {
-            reason: "busy".into()
-        }),
-        Just(Input::Redirect {
-            targets: vec![heidi()]
-        }),
+        Just(Input::Answer { callback_uri: None, modalities: vec![], media_config: MediaConfig::ServiceHosted }),
+        Just(Input::Reject { reason: "busy".into() }),
+        Just(Input::Redirect { targets: vec![heidi()] }),
         Just(Input::HangUp),
         Just(Input::KeepAlive),
         Just(Input::Net(NetEvent::Ringing)),
@@ -210,6 +262,13 @@ fn any_input() -> impl Strategy<Value = Input> {
         Just(Input::Net(NetEvent::RemoteHangUp)),
         Just(Input::Timer(Timer::Setup)),
         Just(Input::Timer(Timer::KeepAlive)),
+        Just(Input::Timer(Timer::Transfer)),
+        Just(Input::Transfer { target: alex(), replaces_call_id: None, timeout_ms: 1000 }),
+        Just(Input::Transfer { target: alex(), replaces_call_id: Some("c9".into()), timeout_ms: 1000 }),
+        Just(Input::Net(NetEvent::TransferAccepted)),
+        Just(Input::Net(NetEvent::TransferCompleted)),
+        Just(Input::Net(NetEvent::TransferFailed(Failure::Busy))),
+        Just(Input::Net(NetEvent::Replaced { by_call_id: "c8".into() })),
     ]
 }
 

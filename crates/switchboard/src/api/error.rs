@@ -17,11 +17,7 @@ pub struct GraphError {
 
 impl GraphError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        GraphError {
-            status,
-            code: code.to_owned(),
-            message: message.into(),
-        }
+        GraphError { status, code: code.to_owned(), message: message.into() }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
@@ -30,33 +26,17 @@ impl GraphError {
         Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            message,
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message)
     }
     /// Graph's calls service: `8522` "Call not found."
     pub fn call_not_found(id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "8522",
-            format!("Call not found: '{id}' is not a live call of this application."),
-        )
+        Self::new(StatusCode::NOT_FOUND, "8522", format!("Call not found: '{id}' is not a live call of this application."))
     }
     pub fn unknown_segment(segment: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "UnknownSegment",
-            format!("Resource not found for the segment '{segment}'."),
-        )
+        Self::new(StatusCode::NOT_FOUND, "UnknownSegment", format!("Resource not found for the segment '{segment}'."))
     }
     pub fn method_not_allowed(method: &str, path: &str) -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            format!("The method {method} is not allowed on {path}."),
-        )
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("The method {method} is not allowed on {path}."))
     }
 }
 
@@ -70,18 +50,12 @@ impl From<EngineError> for GraphError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::NotFound(id) => GraphError::call_not_found(&id),
-            EngineError::Refused(r) => GraphError::new(
-                StatusCode::CONFLICT,
-                "InvalidCallState",
-                format!("{}{}", upper_first(&r.to_string()), "."),
-            ),
+            EngineError::Refused(r) => {
+                GraphError::new(StatusCode::CONFLICT, "InvalidCallState", format!("{}{}", upper_first(&r.to_string()), "."))
+            }
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
-                GraphError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "ServiceUnavailable",
-                    "The request could not be stored; retry later.",
-                )
+                GraphError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "The request could not be stored; retry later.")
             }
         }
     }

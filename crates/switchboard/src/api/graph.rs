@@ -59,9 +59,7 @@ impl Caller {
             Err(GraphError::new(
                 StatusCode::FORBIDDEN,
                 "7504",
-                format!(
-                    "Insufficient permissions: {what} needs the application permission {role}, which the token does not carry."
-                ),
+                format!("Insufficient permissions: {what} needs the application permission {role}, which the token does not carry."),
             ))
         }
     }
@@ -70,18 +68,12 @@ impl Caller {
 /// A bounded cache of verified access tokens: token → claims. Verifying an RS256 signature costs far
 /// more than the rest of a GET; a bot sends the same token for an hour.
 #[derive(Default)]
-pub struct VerifiedTokens(
-    std::sync::Mutex<std::collections::HashMap<String, identity::AccessClaims>>,
-);
+pub struct VerifiedTokens(std::sync::Mutex<std::collections::HashMap<String, identity::AccessClaims>>);
 
 const VERIFIED_TOKENS_MAX: usize = 10_000;
 
 impl VerifiedTokens {
-    fn validate(
-        &self,
-        state: &AppState,
-        token: &str,
-    ) -> Result<identity::AccessClaims, identity::TokenError> {
+    fn validate(&self, state: &AppState, token: &str) -> Result<identity::AccessClaims, identity::TokenError> {
         let now_s = now_ms() / 1000;
         let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(claims) = cache.get(token) {
@@ -106,49 +98,23 @@ impl VerifiedTokens {
 pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, GraphError> {
     let raw = headers
         .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| {
-            GraphError::unauthorized("Access token is empty: send Authorization: Bearer <token>.")
-        })?;
-    let raw = raw
-        .to_str()
-        .map_err(|_| GraphError::unauthorized("The Authorization header is not valid text."))?;
+        .ok_or_else(|| GraphError::unauthorized("Access token is empty: send Authorization: Bearer <token>."))?;
+    let raw = raw.to_str().map_err(|_| GraphError::unauthorized("The Authorization header is not valid text."))?;
     let token = match raw.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            token.trim()
-        }
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => token.trim(),
         _ => {
-            return Err(GraphError::unauthorized(
-                "The Authorization header must be 'Bearer <token>'.",
-            ));
+            return Err(GraphError::unauthorized("The Authorization header must be 'Bearer <token>'."));
         }
     };
-    let claims = state
-        .verified
-        .validate(state, token)
-        .map_err(|e| GraphError::unauthorized(format!("Access token validation failure: {e}.")))?;
+    let claims =
+        state.verified.validate(state, token).map_err(|e| GraphError::unauthorized(format!("Access token validation failure: {e}.")))?;
     let app = state.config.directory.app(&claims.appid).ok_or_else(|| {
-        GraphError::unauthorized(format!(
-            "Access token validation failure: application '{}' is not registered.",
-            claims.appid
-        ))
+        GraphError::unauthorized(format!("Access token validation failure: application '{}' is not registered.", claims.appid))
     })?;
-    if !app
-        .tenants
-        .iter()
-        .any(|t| t.eq_ignore_ascii_case(&claims.tid))
-    {
-        return Err(GraphError::forbidden(format!(
-            "Application '{}' is not consented in tenant '{}'.",
-            app.name, claims.tid
-        )));
+    if !app.tenants.iter().any(|t| t.eq_ignore_ascii_case(&claims.tid)) {
+        return Err(GraphError::forbidden(format!("Application '{}' is not consented in tenant '{}'.", app.name, claims.tid)));
     }
-    let caller = Caller {
-        app: app.clone(),
-        tenant: claims.tid,
-        roles: claims.roles,
-    };
+    let caller = Caller { app: app.clone(), tenant: claims.tid, roles: claims.roles };
     if !CALLING_ROLES.iter().any(|r| caller.has(r)) {
         return Err(GraphError::new(
             StatusCode::FORBIDDEN,
@@ -163,23 +129,11 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Gra
     Ok(caller)
 }
 
-pub async fn dispatch_v1(
-    state: State<AppState>,
-    method: Method,
-    Path(rest): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn dispatch_v1(state: State<AppState>, method: Method, Path(rest): Path<String>, headers: HeaderMap, body: Body) -> Response {
     dispatch(state, Version::V1, method, rest, headers, body).await
 }
 
-pub async fn dispatch_beta(
-    state: State<AppState>,
-    method: Method,
-    Path(rest): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn dispatch_beta(state: State<AppState>, method: Method, Path(rest): Path<String>, headers: HeaderMap, body: Body) -> Response {
     dispatch(state, Version::Beta, method, rest, headers, body).await
 }
 
@@ -204,9 +158,7 @@ fn eq(a: &str, b: &str) -> bool {
 /// An action segment without its optional `microsoft.graph.` namespace, lower-cased.
 fn action_name(segment: &str) -> String {
     let s = segment.to_ascii_lowercase();
-    s.strip_prefix("microsoft.graph.")
-        .map(str::to_owned)
-        .unwrap_or(s)
+    s.strip_prefix("microsoft.graph.").map(str::to_owned).unwrap_or(s)
 }
 
 async fn route(
@@ -221,23 +173,11 @@ async fn route(
     // The collection of calls under one of its three prefixes; the rest is the same for all.
     let (tail, path_app) = match segs.as_slice() {
         [c, calls, tail @ ..] if eq(c, "communications") && eq(calls, "calls") => (tail, None),
-        [a, calls, tail @ ..] if version == Version::Beta && eq(a, "app") && eq(calls, "calls") => {
-            (tail, None)
-        }
-        [a, app_id, calls, tail @ ..]
-            if version == Version::Beta && eq(a, "applications") && eq(calls, "calls") =>
-        {
-            (tail, Some(*app_id))
-        }
+        [a, calls, tail @ ..] if version == Version::Beta && eq(a, "app") && eq(calls, "calls") => (tail, None),
+        [a, app_id, calls, tail @ ..] if version == Version::Beta && eq(a, "applications") && eq(calls, "calls") => (tail, Some(*app_id)),
         [] => return Err(GraphError::unknown_segment("")),
-        [first, ..]
-            if eq(first, "communications")
-                || (version == Version::Beta
-                    && (eq(first, "app") || eq(first, "applications"))) =>
-        {
-            return Err(GraphError::unknown_segment(
-                segs.get(1).or(segs.get(2)).copied().unwrap_or(first),
-            ));
+        [first, ..] if eq(first, "communications") || (version == Version::Beta && (eq(first, "app") || eq(first, "applications"))) => {
+            return Err(GraphError::unknown_segment(segs.get(1).or(segs.get(2)).copied().unwrap_or(first)));
         }
         [first, ..] => return Err(GraphError::unknown_segment(first)),
     };
@@ -261,13 +201,7 @@ async fn route(
         [id] => {
             let call = owned_call(state, &caller, id).await?;
             match *method {
-                Method::GET => Ok(Json(with_context(
-                    render::call(&call),
-                    state,
-                    version,
-                    "communications/calls/$entity",
-                ))
-                .into_response()),
+                Method::GET => Ok(Json(with_context(render::call(&call), state, version, "communications/calls/$entity")).into_response()),
                 Method::DELETE => {
                     state.engine.apply(&call.id, Input::HangUp).await?;
                     Ok(StatusCode::NO_CONTENT.into_response())
@@ -280,64 +214,33 @@ async fn route(
             if *method != Method::GET {
                 return Err(not_allowed());
             }
-            let value: Vec<Value> = participants(&call, &state.config.directory)
-                .into_iter()
-                .map(|(_, p)| p)
-                .collect();
-            Ok(Json(with_context(
-                json!({ "value": value }),
-                state,
-                version,
-                &format!("communications/calls('{}')/participants", call.id),
-            ))
-            .into_response())
+            let value: Vec<Value> = participants(&call, &state.config.directory).into_iter().map(|(_, p)| p).collect();
+            Ok(Json(with_context(json!({ "value": value }), state, version, &format!("communications/calls('{}')/participants", call.id)))
+                .into_response())
         }
         [id, coll] if eq(coll, "operations") => {
             owned_call(state, &caller, id).await?;
             if *method != Method::GET {
                 return Err(not_allowed());
             }
-            Ok(Json(with_context(
-                json!({ "value": [] }),
-                state,
-                version,
-                "communications/calls/operations",
-            ))
-            .into_response())
+            Ok(Json(with_context(json!({ "value": [] }), state, version, "communications/calls/operations")).into_response())
         }
         [id, coll, pid] if eq(coll, "participants") => {
             let call = owned_call(state, &caller, id).await?;
             if *method != Method::GET {
                 return Err(not_allowed());
             }
-            let (_, p) = participants(&call, &state.config.directory)
-                .into_iter()
-                .find(|(id, _)| id == pid)
-                .ok_or_else(|| {
-                    GraphError::new(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        format!("Participant '{pid}' is not in call '{}'.", call.id),
-                    )
-                })?;
-            Ok(Json(with_context(
-                p,
-                state,
-                version,
-                "communications/calls/participants/$entity",
-            ))
-            .into_response())
+            let (_, p) = participants(&call, &state.config.directory).into_iter().find(|(id, _)| id == pid).ok_or_else(|| {
+                GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Participant '{pid}' is not in call '{}'.", call.id))
+            })?;
+            Ok(Json(with_context(p, state, version, "communications/calls/participants/$entity")).into_response())
         }
         [id, coll, op] if eq(coll, "operations") => {
             owned_call(state, &caller, id).await?;
             if *method != Method::GET {
                 return Err(not_allowed());
             }
-            Err(GraphError::new(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("Operation '{op}' does not exist on call '{id}'."),
-            ))
+            Err(GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Operation '{op}' does not exist on call '{id}'.")))
         }
         [id, action] => {
             let action = action_name(action);
@@ -357,14 +260,7 @@ async fn route(
 
 fn with_context(mut v: Value, state: &AppState, version: Version, context: &str) -> Value {
     if let Some(obj) = v.as_object_mut() {
-        obj.insert(
-            "@odata.context".into(),
-            json!(format!(
-                "{}/{}/$metadata#{context}",
-                state.base_url,
-                version.as_str()
-            )),
-        );
+        obj.insert("@odata.context".into(), json!(format!("{}/{}/$metadata#{context}", state.base_url, version.as_str())));
     }
     v
 }
@@ -387,56 +283,30 @@ async fn owned_call(state: &AppState, caller: &Caller, id: &str) -> Result<Call,
     Ok(call)
 }
 
-async fn list_calls(
-    state: &AppState,
-    caller: &Caller,
-    version: Version,
-) -> Result<Response, GraphError> {
+async fn list_calls(state: &AppState, caller: &Caller, version: Version) -> Result<Response, GraphError> {
     let mut calls: Vec<Call> = state
         .engine
         .live_calls()
         .await
         .into_iter()
-        .filter(|c| {
-            c.app_id.eq_ignore_ascii_case(&caller.app.client_id)
-                && c.tenant_id.eq_ignore_ascii_case(&caller.tenant)
-        })
+        .filter(|c| c.app_id.eq_ignore_ascii_case(&caller.app.client_id) && c.tenant_id.eq_ignore_ascii_case(&caller.tenant))
         .collect();
     calls.sort_by_key(|c| c.created_at);
     let value: Vec<Value> = calls.iter().map(render::call).collect();
-    Ok(Json(with_context(
-        json!({ "value": value }),
-        state,
-        version,
-        "communications/calls",
-    ))
-    .into_response())
+    Ok(Json(with_context(json!({ "value": value }), state, version, "communications/calls")).into_response())
 }
 
 /// Resolves an identity against the directory, as a party the caller may reach.
-fn resolve(
-    state: &AppState,
-    caller: &Caller,
-    who: IdentityRef,
-    field: &str,
-) -> Result<Party, GraphError> {
+fn resolve(state: &AppState, caller: &Caller, who: IdentityRef, field: &str) -> Result<Party, GraphError> {
     let dir = &state.config.directory;
     match who {
         IdentityRef::User { id, tenant_id } => {
-            let user = dir.user(&id).ok_or_else(|| {
-                GraphError::from(err(
-                    format!("{field}.user.id"),
-                    format!("user '{id}' does not exist"),
-                ))
-            })?;
+            let user =
+                dir.user(&id).ok_or_else(|| GraphError::from(err(format!("{field}.user.id"), format!("user '{id}' does not exist"))))?;
             if let Some(t) = tenant_id
                 && !t.eq_ignore_ascii_case(&user.tenant_id)
             {
-                return Err(err(
-                    format!("{field}.user.tenantId"),
-                    format!("'{t}' is not the tenant of user '{id}'"),
-                )
-                .into());
+                return Err(err(format!("{field}.user.tenantId"), format!("'{t}' is not the tenant of user '{id}'")).into());
             }
             if !user.tenant_id.eq_ignore_ascii_case(&caller.tenant) {
                 return Err(GraphError::forbidden(format!(
@@ -444,40 +314,23 @@ fn resolve(
                     user.tenant_id, caller.tenant
                 )));
             }
-            Ok(Party::User {
-                id: user.id.clone(),
-                display_name: user.display_name.clone(),
-                tenant_id: user.tenant_id.clone(),
-            })
+            Ok(Party::User { id: user.id.clone(), display_name: user.display_name.clone(), tenant_id: user.tenant_id.clone() })
         }
         IdentityRef::Phone { number } => {
             if !is_e164(&number) {
-                return Err(err(
-                    format!("{field}.phone.id"),
-                    format!("'{number}' is not an E.164 phone number (like +12345678901)"),
-                )
-                .into());
+                return Err(err(format!("{field}.phone.id"), format!("'{number}' is not an E.164 phone number (like +12345678901)")).into());
             }
             Ok(Party::Phone { number })
         }
         IdentityRef::Application { id } => {
-            let app = dir.app(&id).ok_or_else(|| {
-                GraphError::from(err(
-                    format!("{field}.application.id"),
-                    format!("application '{id}' does not exist"),
-                ))
-            })?;
-            Ok(Party::Application {
-                id: app.client_id.clone(),
-                display_name: app.name.clone(),
-            })
+            let app = dir
+                .app(&id)
+                .ok_or_else(|| GraphError::from(err(format!("{field}.application.id"), format!("application '{id}' does not exist"))))?;
+            Ok(Party::Application { id: app.client_id.clone(), display_name: app.name.clone() })
         }
         IdentityRef::ApplicationInstance { id, .. } => {
             let (_, inst) = dir.instance(&id).ok_or_else(|| {
-                GraphError::from(err(
-                    format!("{field}.applicationInstance.id"),
-                    format!("application instance '{id}' does not exist"),
-                ))
+                GraphError::from(err(format!("{field}.applicationInstance.id"), format!("application instance '{id}' does not exist")))
             })?;
             Ok(Party::ApplicationInstance {
                 id: inst.id.clone(),
@@ -490,11 +343,12 @@ fn resolve(
 
 fn media_config(obj: Obj<'_>, caller: &Caller) -> Result<MediaConfig, GraphError> {
     let mut h = String::new();
-    let mc = obj
-        .obj_opt("mediaConfig", &mut h)?
-        .ok_or_else(|| GraphError::from(err("mediaConfig", "is required")))?;
+    let mc = obj.obj_opt("mediaConfig", &mut h)?.ok_or_else(|| GraphError::from(err("mediaConfig", "is required")))?;
     let kind = mc.odata_type()?.ok_or_else(|| {
-        GraphError::from(err("mediaConfig.@odata.type", "is required to choose #microsoft.graph.serviceHostedMediaConfig or #microsoft.graph.appHostedMediaConfig"))
+        GraphError::from(err(
+            "mediaConfig.@odata.type",
+            "is required to choose #microsoft.graph.serviceHostedMediaConfig or #microsoft.graph.appHostedMediaConfig",
+        ))
     })?;
     match kind.as_str() {
         "servicehostedmediaconfig" => Ok(MediaConfig::ServiceHosted),
@@ -502,7 +356,11 @@ fn media_config(obj: Obj<'_>, caller: &Caller) -> Result<MediaConfig, GraphError
             caller.require("Calls.AccessMedia.All", "app-hosted media")?;
             Ok(MediaConfig::AppHosted)
         }
-        other => Err(err("mediaConfig.@odata.type", format!("'{other}' is not a media configuration; use serviceHostedMediaConfig or appHostedMediaConfig")).into()),
+        other => Err(err(
+            "mediaConfig.@odata.type",
+            format!("'{other}' is not a media configuration; use serviceHostedMediaConfig or appHostedMediaConfig"),
+        )
+        .into()),
     }
 }
 
@@ -510,11 +368,7 @@ const MODALITIES: [&str; 4] = ["audio", "video", "videoBasedScreenSharing", "dat
 
 fn modalities(obj: Obj<'_>, name: &str, required: bool) -> Result<Vec<String>, GraphError> {
     let Some(list) = obj.strings_opt(name)? else {
-        return if required {
-            Err(err(obj.path_of(name), "is required").into())
-        } else {
-            Ok(vec!["audio".to_owned()])
-        };
+        return if required { Err(err(obj.path_of(name), "is required").into()) } else { Ok(vec!["audio".to_owned()]) };
     };
     if list.is_empty() {
         return Err(err(obj.path_of(name), "must name at least one modality").into());
@@ -522,31 +376,16 @@ fn modalities(obj: Obj<'_>, name: &str, required: bool) -> Result<Vec<String>, G
     list.into_iter()
         .enumerate()
         .map(|(i, m)| {
-            MODALITIES
-                .iter()
-                .find(|k| k.eq_ignore_ascii_case(&m))
-                .map(|k| (*k).to_owned())
-                .ok_or_else(|| {
-                    err(
-                        format!("{}[{i}]", obj.path_of(name)),
-                        format!(
-                            "'{m}' is not a modality; use one of {}",
-                            MODALITIES.join(", ")
-                        ),
-                    )
-                    .into()
-                })
+            MODALITIES.iter().find(|k| k.eq_ignore_ascii_case(&m)).map(|k| (*k).to_owned()).ok_or_else(|| {
+                err(format!("{}[{i}]", obj.path_of(name)), format!("'{m}' is not a modality; use one of {}", MODALITIES.join(", "))).into()
+            })
         })
         .collect()
 }
 
 fn callback(state: &AppState, obj: Obj<'_>, required: bool) -> Result<Option<String>, GraphError> {
     match obj.str_opt("callbackUri")? {
-        Some(v) => Ok(Some(parse::callback_uri(
-            v,
-            "callbackUri",
-            state.config.calls.allow_http_loopback_callbacks,
-        )?)),
+        Some(v) => Ok(Some(parse::callback_uri(v, "callbackUri", state.config.calls.allow_http_loopback_callbacks)?)),
         None if required => Err(err("callbackUri", "is required").into()),
         None => Ok(None),
     }
@@ -556,17 +395,10 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-async fn create_call(
-    state: &AppState,
-    caller: &Caller,
-    version: Version,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response, GraphError> {
+async fn create_call(state: &AppState, caller: &Caller, version: Version, headers: &HeaderMap, body: Body) -> Result<Response, GraphError> {
     let bytes = json_body(body, headers).await?;
     let root = parse::object(&bytes)?;
-    let obj = Obj::root(&root)
-        .ok_or_else(|| GraphError::bad_request("Invalid request body: expected a JSON object."))?;
+    let obj = Obj::root(&root).ok_or_else(|| GraphError::bad_request("Invalid request body: expected a JSON object."))?;
     let callback_uri = callback(state, obj, true)?.unwrap_or_default();
     let media_config = media_config(obj, caller)?;
     let requested_modalities = modalities(obj, "requestedModalities", false)?;
@@ -578,31 +410,20 @@ async fn create_call(
     if let Some(t) = obj.str_opt("tenantId")?
         && !t.eq_ignore_ascii_case(&caller.tenant)
     {
-        return Err(err(
-            "tenantId",
-            format!("'{t}' is not the tenant of the token ('{}')", caller.tenant),
-        )
-        .into());
+        return Err(err("tenantId", format!("'{t}' is not the tenant of the token ('{}')", caller.tenant)).into());
     }
     let subject = obj.str_opt("subject")?.map(str::to_owned);
     let ring_timeout_ms = match obj.int_opt("ringingTimeoutInSeconds")? {
         None => state.config.calls.ring_timeout_ms,
         Some(s) if (1..=115).contains(&s) => s as u64 * 1000,
         Some(s) => {
-            return Err(err(
-                "ringingTimeoutInSeconds",
-                format!("{s} is out of range; use 1 to 115 seconds"),
-            )
-            .into());
+            return Err(err("ringingTimeoutInSeconds", format!("{s} is out of range; use 1 to 115 seconds")).into());
         }
     };
     // The source: the app itself, or one of its application instances.
     let mut h = String::new();
     let mut application_instance = None;
-    let mut source = Party::Application {
-        id: caller.app.client_id.clone(),
-        display_name: caller.app.name.clone(),
-    };
+    let mut source = Party::Application { id: caller.app.client_id.clone(), display_name: caller.app.name.clone() };
     if let Some(src) = obj.obj_opt("source", &mut h)? {
         let mut h2 = String::new();
         if let Some(set) = src.obj_opt("identity", &mut h2)? {
@@ -610,7 +431,10 @@ async fn create_call(
             if let Some(inst) = set.obj_opt("applicationInstance", &mut h3)? {
                 let id = inst.str_req("id")?;
                 let own = caller.app.instances.iter().find(|i| i.id.eq_ignore_ascii_case(id)).ok_or_else(|| {
-                    GraphError::forbidden(format!("source.identity.applicationInstance.id: application instance '{id}' does not belong to application '{}'.", caller.app.name))
+                    GraphError::forbidden(format!(
+                        "source.identity.applicationInstance.id: application instance '{id}' does not belong to application '{}'.",
+                        caller.app.name
+                    ))
                 })?;
                 if !own.tenant_id.eq_ignore_ascii_case(&caller.tenant) {
                     return Err(GraphError::forbidden(format!(
@@ -627,17 +451,14 @@ async fn create_call(
             }
         }
     }
-    let (targets, tpath) = obj
-        .array_opt("targets")?
-        .ok_or_else(|| GraphError::from(err("targets", "is required for a peer-to-peer call")))?;
+    let (targets, tpath) =
+        obj.array_opt("targets")?.ok_or_else(|| GraphError::from(err("targets", "is required for a peer-to-peer call")))?;
     let target = match targets.as_slice() {
         [one] => {
             let p = format!("{tpath}[0]");
             let t = parse::element(one, &p)?;
             let mut h4 = String::new();
-            let set = t
-                .obj_opt("identity", &mut h4)?
-                .ok_or_else(|| GraphError::from(err(t.path_of("identity"), "is required")))?;
+            let set = t.obj_opt("identity", &mut h4)?.ok_or_else(|| GraphError::from(err(t.path_of("identity"), "is required")))?;
             let who = parse::identity_set(set)?;
             resolve(state, caller, who, &format!("{p}.identity"))?
         }
@@ -656,9 +477,7 @@ async fn create_call(
         }
         Party::Application { id, .. } | Party::ApplicationInstance { id, .. }
             if id.eq_ignore_ascii_case(&caller.app.client_id)
-                || application_instance
-                    .as_deref()
-                    .is_some_and(|i| i.eq_ignore_ascii_case(id)) =>
+                || application_instance.as_deref().is_some_and(|i| i.eq_ignore_ascii_case(id)) =>
         {
             return Err(err("targets[0].identity", "a bot cannot call itself").into());
         }
@@ -682,22 +501,9 @@ async fn create_call(
         ring_timeout_ms,
     };
     let call = state.engine.place(req).await?;
-    let location = format!(
-        "{}/{}/communications/calls/{}",
-        state.base_url,
-        version.as_str(),
-        call.id
-    );
-    let mut resp = (
-        StatusCode::CREATED,
-        Json(with_context(
-            render::call(&call),
-            state,
-            version,
-            "communications/calls/$entity",
-        )),
-    )
-        .into_response();
+    let location = format!("{}/{}/communications/calls/{}", state.base_url, version.as_str(), call.id);
+    let mut resp =
+        (StatusCode::CREATED, Json(with_context(render::call(&call), state, version, "communications/calls/$entity"))).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(axum::http::header::LOCATION, v);
     }
@@ -714,11 +520,7 @@ async fn call_action(
 ) -> Result<Response, GraphError> {
     let bytes = json_body(body, headers).await?;
     // keepAlive takes no body; every other action takes a JSON object.
-    let root = if action == "keepalive" {
-        Value::Null
-    } else {
-        parse::object(&bytes)?
-    };
+    let root = if action == "keepalive" { Value::Null } else { parse::object(&bytes)? };
     let obj = Obj::root(&root);
     let input = match (action, obj) {
         ("keepalive", _) => Input::KeepAlive,
@@ -731,25 +533,16 @@ async fn call_action(
             {
                 return Err(err("participantCapacity", "must not be negative").into());
             }
-            Input::Answer {
-                callback_uri,
-                modalities,
-                media_config,
-            }
+            Input::Answer { callback_uri, modalities, media_config }
         }
         ("reject", Some(obj)) => {
             let reason = match obj.str_opt("reason")? {
                 None => "none".to_owned(),
-                Some(r) => ["none", "busy", "forbidden"]
-                    .iter()
-                    .find(|k| k.eq_ignore_ascii_case(r))
-                    .map(|k| (*k).to_owned())
-                    .ok_or_else(|| {
-                        GraphError::from(err(
-                            "reason",
-                            format!("'{r}' is not a rejectReason; use none, busy or forbidden"),
-                        ))
-                    })?,
+                Some(r) => {
+                    ["none", "busy", "forbidden"].iter().find(|k| k.eq_ignore_ascii_case(r)).map(|k| (*k).to_owned()).ok_or_else(|| {
+                        GraphError::from(err("reason", format!("'{r}' is not a rejectReason; use none, busy or forbidden")))
+                    })?
+                }
             };
             callback(state, obj, false)?;
             Input::Reject { reason }
@@ -760,36 +553,19 @@ async fn call_action(
             if let Some(t) = obj.int_opt("timeout")?
                 && !(15..=90).contains(&t)
             {
-                return Err(err(
-                    "timeout",
-                    format!("{t} is out of range; use 15 to 90 seconds"),
-                )
-                .into());
+                return Err(err("timeout", format!("{t} is out of range; use 15 to 90 seconds")).into());
             }
-            let (targets, tpath) = obj
-                .array_opt("targets")?
-                .ok_or_else(|| GraphError::from(err("targets", "is required")))?;
+            let (targets, tpath) = obj.array_opt("targets")?.ok_or_else(|| GraphError::from(err("targets", "is required")))?;
             if targets.is_empty() || targets.len() > 25 {
-                return Err(err(
-                    "targets",
-                    format!("must name 1 to 25 targets, not {}", targets.len()),
-                )
-                .into());
+                return Err(err("targets", format!("must name 1 to 25 targets, not {}", targets.len())).into());
             }
             let mut parties = Vec::new();
             for (i, t) in targets.iter().enumerate() {
                 let p = format!("{tpath}[{i}]");
                 let t = parse::element(t, &p)?;
                 let mut h = String::new();
-                let set = t
-                    .obj_opt("identity", &mut h)?
-                    .ok_or_else(|| GraphError::from(err(t.path_of("identity"), "is required")))?;
-                let party = resolve(
-                    state,
-                    caller,
-                    parse::identity_set(set)?,
-                    &format!("{p}.identity"),
-                )?;
+                let set = t.obj_opt("identity", &mut h)?.ok_or_else(|| GraphError::from(err(t.path_of("identity"), "is required")))?;
+                let party = resolve(state, caller, parse::identity_set(set)?, &format!("{p}.identity"))?;
                 if party.is_phone() && call.application_instance.is_none() {
                     return Err(GraphError::forbidden(format!(
                         "{p}: redirecting to a PSTN number needs a call that belongs to an application instance (it came in on the instance or its number)."
@@ -800,25 +576,15 @@ async fn call_action(
             Input::Redirect { targets: parties }
         }
         ("transfer", Some(_)) => {
-            return Err(GraphError::bad_request(
-                "Call transfer is not available in this version of Switchboard yet.",
-            ));
+            return Err(GraphError::bad_request("Call transfer is not available in this version of Switchboard yet."));
         }
         _ => {
-            return Err(BodyError {
-                field: "(body)".into(),
-                problem: "expected a JSON object".into(),
-            }
-            .into());
+            return Err(BodyError { field: "(body)".into(), problem: "expected a JSON object".into() }.into());
         }
     };
     let keep_alive = matches!(input, Input::KeepAlive);
     state.engine.apply(&call.id, input).await?;
-    Ok(if keep_alive {
-        StatusCode::OK.into_response()
-    } else {
-        StatusCode::ACCEPTED.into_response()
-    })
+    Ok(if keep_alive { StatusCode::OK.into_response() } else { StatusCode::ACCEPTED.into_response() })
 }
 
 /// The participants of a peer-to-peer call: the bot and the party at the far end.
@@ -829,23 +595,14 @@ fn participants(call: &Call, dir: &crate::config::Directory) -> Vec<(String, Val
             display_name: i.display_name.clone(),
             tenant_id: i.tenant_id.clone(),
         }),
-        (None, Some(app)) => Some(Party::Application {
-            id: app.client_id.clone(),
-            display_name: app.name.clone(),
-        }),
+        (None, Some(app)) => Some(Party::Application { id: app.client_id.clone(), display_name: app.name.clone() }),
         (None, None) => None,
     };
     let mut out = Vec::new();
     if let Some(me) = me {
-        out.push((
-            call.my_participant_id.clone(),
-            participant(&call.my_participant_id, &me),
-        ));
+        out.push((call.my_participant_id.clone(), participant(&call.my_participant_id, &me)));
     }
-    out.push((
-        call.peer_participant_id.clone(),
-        participant(&call.peer_participant_id, call.remote()),
-    ));
+    out.push((call.peer_participant_id.clone(), participant(&call.peer_participant_id, call.remote())));
     out
 }
 

@@ -16,9 +16,7 @@ use crate::identity;
 /// An error in the identity platform's shape: `error`, `error_description` (with an AADSTS code),
 /// `error_codes`, `timestamp`, `trace_id`, `correlation_id`.
 fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let trace = uuid::Uuid::new_v4().to_string();
     let body = json!({
         "error": error,
@@ -45,26 +43,12 @@ fn unknown_tenant(tenant: &str) -> Response {
 }
 
 /// `POST /{tenant}/oauth2/v2.0/token`: the client-credentials grant.
-pub async fn token(
-    State(state): State<AppState>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn token(State(state): State<AppState>, Path(tenant): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     if !tenant_known(&state, &tenant) {
         return unknown_tenant(&tenant);
     }
-    let ct = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-    {
+    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -73,28 +57,15 @@ pub async fn token(
         );
     }
     let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            900144,
-            "The request body is not valid form data.",
-        );
+        return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body is not valid form data.");
     };
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     // Client credentials may come in the body or as HTTP Basic.
     let basic = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-        })
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
     match field("grant_type") {
@@ -141,9 +112,7 @@ pub async fn token(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
             700016,
-            &format!(
-                "Application with identifier '{client_id}' was not found in the directory '{tenant}'."
-            ),
+            &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
         );
     };
     if app.secret != secret {
@@ -161,9 +130,7 @@ pub async fn token(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
             700016,
-            &format!(
-                "Application with identifier '{client_id}' was not found in the directory '{tenant}'."
-            ),
+            &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
         );
     }
     match field("scope") {
@@ -176,10 +143,8 @@ pub async fn token(
             );
         }
         Some(s)
-            if s.split(' ').any(|s| {
-                s == "https://graph.microsoft.com/.default"
-                    || s == "00000003-0000-0000-c000-000000000000/.default"
-            }) => {}
+            if s.split(' ')
+                .any(|s| s == "https://graph.microsoft.com/.default" || s == "00000003-0000-0000-c000-000000000000/.default") => {}
         Some(s) => {
             return aad_error(
                 StatusCode::BAD_REQUEST,
@@ -191,20 +156,8 @@ pub async fn token(
             );
         }
     }
-    let tenant_id = state
-        .config
-        .directory
-        .tenant(&tenant)
-        .map(|t| t.id.clone())
-        .unwrap_or(tenant);
-    match identity::issue_access_token(
-        &state.key,
-        &state.base_url,
-        &tenant_id,
-        &app.client_id,
-        &app.roles,
-        now_ms() / 1000,
-    ) {
+    let tenant_id = state.config.directory.tenant(&tenant).map(|t| t.id.clone()).unwrap_or(tenant);
+    match identity::issue_access_token(&state.key, &state.base_url, &tenant_id, &app.client_id, &app.roles, now_ms() / 1000) {
         Ok((token, _)) => Json(json!({
             "token_type": "Bearer",
             "expires_in": identity::TOKEN_LIFETIME_S,
@@ -214,20 +167,12 @@ pub async fn token(
         .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "could not sign an access token");
-            aad_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                50196,
-                "The token could not be signed; retry later.",
-            )
+            aad_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", 50196, "The token could not be signed; retry later.")
         }
     }
 }
 
-pub async fn openid_configuration(
-    State(state): State<AppState>,
-    Path(tenant): Path<String>,
-) -> Response {
+pub async fn openid_configuration(State(state): State<AppState>, Path(tenant): Path<String>) -> Response {
     if !tenant_known(&state, &tenant) {
         return unknown_tenant(&tenant);
     }
@@ -240,9 +185,5 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
 }
 
 pub async fn notification_openid_configuration(State(state): State<AppState>) -> Response {
-    Json(identity::notification_openid_configuration(
-        &state.base_url,
-        &state.config.notifications.issuer,
-    ))
-    .into_response()
+    Json(identity::notification_openid_configuration(&state.base_url, &state.config.notifications.issuer)).into_response()
 }

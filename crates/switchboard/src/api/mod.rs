@@ -57,15 +57,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/{tenant}/oauth2/v2.0/token", post(identity::token))
-        .route(
-            "/{tenant}/v2.0/.well-known/openid-configuration",
-            get(identity::openid_configuration),
-        )
+        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(identity::openid_configuration))
         .route("/{tenant}/discovery/v2.0/keys", get(identity::jwks))
-        .route(
-            "/notifications/v1/.well-known/openid-configuration",
-            get(identity::notification_openid_configuration),
-        )
+        .route("/notifications/v1/.well-known/openid-configuration", get(identity::notification_openid_configuration))
         .route("/v1.0/{*rest}", any(graph::dispatch_v1))
         .route("/beta/{*rest}", any(graph::dispatch_beta))
         .nest("/sim/v1", sim::routes())
@@ -100,10 +94,7 @@ async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next
         .map(str::to_owned)
         .unwrap_or_else(|| request_id.clone());
     let family = family(req.uri().path());
-    req.extensions_mut().insert(RequestIds {
-        request_id: request_id.clone(),
-        client_request_id: client_request_id.clone(),
-    });
+    req.extensions_mut().insert(RequestIds { request_id: request_id.clone(), client_request_id: client_request_id.clone() });
     let mut resp = next.run(req).await;
     if let Some(err) = resp.extensions_mut().remove::<GraphError>() {
         resp = envelope(&err, &request_id, &client_request_id);
@@ -133,26 +124,14 @@ fn family(path: &str) -> &'static str {
         "sim" => "sim",
         "healthz" | "readyz" | "metrics" | "openapi.json" => "ops",
         "notifications" => "identity",
-        _ if path.contains("/oauth2/")
-            || path.contains("/discovery/")
-            || path.contains("/.well-known/") =>
-        {
-            "identity"
-        }
+        _ if path.contains("/oauth2/") || path.contains("/discovery/") || path.contains("/.well-known/") => "identity",
         _ => "other",
     }
 }
 
 fn envelope(err: &GraphError, request_id: &str, client_request_id: &str) -> Response {
-    let date = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let date = date
-        .split('.')
-        .next()
-        .unwrap_or(&date)
-        .trim_end_matches('Z')
-        .to_owned();
+    let date = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let date = date.split('.').next().unwrap_or(&date).trim_end_matches('Z').to_owned();
     let body = json!({
         "error": {
             "code": err.code,
@@ -162,17 +141,13 @@ fn envelope(err: &GraphError, request_id: &str, client_request_id: &str) -> Resp
     });
     let mut resp = (err.status, axum::Json(body)).into_response();
     if err.status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut()
-            .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        resp.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
     }
     resp
 }
 
 /// Reads a request body up to [`MAX_BODY`]: 413 beyond it, 415 unless it is JSON (when not empty).
-pub async fn json_body(
-    body: Body,
-    headers: &axum::http::HeaderMap,
-) -> Result<axum::body::Bytes, GraphError> {
+pub async fn json_body(body: Body, headers: &axum::http::HeaderMap) -> Result<axum::body::Bytes, GraphError> {
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         GraphError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -181,17 +156,10 @@ pub async fn json_body(
         )
     })?;
     if !bytes.iter().all(u8::is_ascii_whitespace) {
-        let ct = headers
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let mime = ct.split(';').next().unwrap_or("").trim();
         if !mime.eq_ignore_ascii_case("application/json") {
-            let shown = if ct.is_empty() {
-                "none".to_owned()
-            } else {
-                format!("'{ct}'")
-            };
+            let shown = if ct.is_empty() { "none".to_owned() } else { format!("'{ct}'") };
             return Err(GraphError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",

@@ -31,22 +31,11 @@ fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), GraphError> {
     let presented = headers
         .get("x-sim-admin-key")
         .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            headers
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        });
+        .or_else(|| headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")));
     match presented {
-        None => Err(GraphError::unauthorized(
-            "The sim control API needs the admin key in X-Sim-Admin-Key (or Authorization: Bearer).",
-        )),
+        None => Err(GraphError::unauthorized("The sim control API needs the admin key in X-Sim-Admin-Key (or Authorization: Bearer).")),
         Some(k) if k == state.config.sim.admin_key => Ok(()),
-        Some(_) => Err(GraphError::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "The admin key is wrong.",
-        )),
+        Some(_) => Err(GraphError::new(StatusCode::FORBIDDEN, "Forbidden", "The admin key is wrong.")),
     }
 }
 
@@ -54,30 +43,16 @@ fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), GraphError> {
 fn party(state: &AppState, key: &str, field: &str) -> Result<Party, GraphError> {
     let dir = &state.config.directory;
     if let Some(u) = dir.user(key) {
-        return Ok(Party::User {
-            id: u.id.clone(),
-            display_name: u.display_name.clone(),
-            tenant_id: u.tenant_id.clone(),
-        });
+        return Ok(Party::User { id: u.id.clone(), display_name: u.display_name.clone(), tenant_id: u.tenant_id.clone() });
     }
     if is_e164(key) {
-        return Ok(Party::Phone {
-            number: key.to_owned(),
-        });
+        return Ok(Party::Phone { number: key.to_owned() });
     }
-    Err(err(
-        field,
-        format!("'{key}' is neither a user id of the directory nor an E.164 phone number"),
-    )
-    .into())
+    Err(err(field, format!("'{key}' is neither a user id of the directory nor an E.164 phone number")).into())
 }
 
 /// `POST /sim/v1/calls {"from": user id | number, "to": app id | instance id | instance number}`.
-async fn place_inbound(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, GraphError> {
+async fn place_inbound(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     let bytes = json_body(body, &headers).await?;
     let root = parse::object(&bytes)?;
@@ -85,52 +60,33 @@ async fn place_inbound(
     let caller = party(&state, obj.str_req("from")?, "from")?;
     let to = obj.str_req("to")?;
     let dir = &state.config.directory;
-    let (app, target, instance, tenant) = if let Some((app, inst)) =
-        dir.instance(to).or_else(|| dir.instance_by_phone(to))
-    {
-        let target = Party::ApplicationInstance {
-            id: inst.id.clone(),
-            display_name: inst.display_name.clone(),
-            tenant_id: inst.tenant_id.clone(),
-        };
+    let (app, target, instance, tenant) = if let Some((app, inst)) = dir.instance(to).or_else(|| dir.instance_by_phone(to)) {
+        let target =
+            Party::ApplicationInstance { id: inst.id.clone(), display_name: inst.display_name.clone(), tenant_id: inst.tenant_id.clone() };
         (app, target, Some(inst.id.clone()), inst.tenant_id.clone())
     } else if let Some(app) = dir.app(to) {
         let tenant = match &caller {
             Party::User { tenant_id, .. } => tenant_id.clone(),
             _ => {
-                return Err(err(
-                    "to",
-                    "a PSTN caller can only reach an application instance or its phone number",
-                )
-                .into());
+                return Err(err("to", "a PSTN caller can only reach an application instance or its phone number").into());
             }
         };
         if !app.tenants.iter().any(|t| t.eq_ignore_ascii_case(&tenant)) {
-            return Err(GraphError::forbidden(format!(
-                "Application '{}' is not consented in the caller's tenant '{tenant}'.",
-                app.name
-            )));
+            return Err(GraphError::forbidden(format!("Application '{}' is not consented in the caller's tenant '{tenant}'.", app.name)));
         }
-        (
-            app,
-            Party::Application {
-                id: app.client_id.clone(),
-                display_name: app.name.clone(),
-            },
-            None,
-            tenant,
-        )
+        (app, Party::Application { id: app.client_id.clone(), display_name: app.name.clone() }, None, tenant)
     } else {
-        return Err(err("to", format!("'{to}' is not an application id, application instance id or instance phone number of the directory")).into());
+        return Err(err(
+            "to",
+            format!("'{to}' is not an application id, application instance id or instance phone number of the directory"),
+        )
+        .into());
     };
     if app.calling_webhook.is_none() {
         return Err(GraphError::new(
             StatusCode::CONFLICT,
             "NoCallingWebhook",
-            format!(
-                "Application '{}' has no calling webhook to offer the call to.",
-                app.name
-            ),
+            format!("Application '{}' has no calling webhook to offer the call to.", app.name),
         ));
     }
     let id = uuid::Uuid::new_v4().to_string();
@@ -150,44 +106,24 @@ async fn place_inbound(
         state.sim.hang_up_leg(&leg_id);
         return Err(e.into());
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"callId": id, "legId": leg_id})),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(json!({"callId": id, "legId": leg_id}))).into_response())
 }
 
-async fn hang_up_remote(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(call_id): Path<String>,
-) -> Result<Response, GraphError> {
+async fn hang_up_remote(State(state): State<AppState>, headers: HeaderMap, Path(call_id): Path<String>) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     if state.sim.hang_up_remote(&call_id) {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(GraphError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("Call '{call_id}' has no remote leg in the sim."),
-        ))
+        Err(GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Call '{call_id}' has no remote leg in the sim.")))
     }
 }
 
-async fn hang_up_leg(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(leg_id): Path<String>,
-) -> Result<Response, GraphError> {
+async fn hang_up_leg(State(state): State<AppState>, headers: HeaderMap, Path(leg_id): Path<String>) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     if state.sim.hang_up_leg(&leg_id) {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(GraphError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("Leg '{leg_id}' does not exist."),
-        ))
+        Err(GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Leg '{leg_id}' does not exist.")))
     }
 }
 
@@ -204,9 +140,7 @@ async fn set_behaviour(
             "Invalid behaviour: {e}. Use {{\"kind\":\"answer\",\"after_ms\":200,\"hang_up_after_ms\":null}}, {{\"kind\":\"busy\"}}, {{\"kind\":\"decline\"}} or {{\"kind\":\"no-answer\"}}."
         ))
     })?;
-    behaviour
-        .validate()
-        .map_err(|p| GraphError::bad_request(format!("Invalid behaviour: {p}")))?;
+    behaviour.validate().map_err(|p| GraphError::bad_request(format!("Invalid behaviour: {p}")))?;
     if !state.sim.set_behaviour(&key, behaviour.clone()) {
         return Err(GraphError::new(
             StatusCode::NOT_FOUND,
@@ -234,43 +168,28 @@ struct OutboxQuery {
     status: Option<String>,
 }
 
-async fn outbox(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<OutboxQuery>,
-) -> Result<Response, GraphError> {
+async fn outbox(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<OutboxQuery>) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     let status = match q.status.as_deref() {
         None | Some("failed") => OutboxStatus::Failed,
         Some("pending") => OutboxStatus::Pending,
         Some(other) => {
-            return Err(GraphError::bad_request(format!(
-                "status '{other}' is not one of pending, failed."
-            )));
+            return Err(GraphError::bad_request(format!("status '{other}' is not one of pending, failed.")));
         }
     };
     let rows = state.engine_store_outbox(status)?;
     Ok(Json(json!({"value": rows})).into_response())
 }
 
-async fn retry_outbox(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, GraphError> {
+async fn retry_outbox(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
-    let n = state
-        .notifier
-        .retry_failed()
-        .map_err(|e| GraphError::from(crate::engine::EngineError::Store(e)))?;
+    let n = state.notifier.retry_failed().map_err(|e| GraphError::from(crate::engine::EngineError::Store(e)))?;
     Ok(Json(json!({"requeued": n})).into_response())
 }
 
 impl AppState {
     fn engine_store_outbox(&self, status: OutboxStatus) -> Result<Vec<Value>, GraphError> {
-        let rows = self
-            .store
-            .outbox(status)
-            .map_err(|e| GraphError::from(crate::engine::EngineError::Store(e)))?;
+        let rows = self.store.outbox(status).map_err(|e| GraphError::from(crate::engine::EngineError::Store(e)))?;
         Ok(rows
             .into_iter()
             .map(|r| {

@@ -94,11 +94,8 @@ fn behaviour() -> Value {
 }
 
 const JSON: &str = "application/json";
-const GRAPH_ERRORS: [(u16, &str); 3] = [
-    (400, "invalid request"),
-    (401, "missing or invalid token"),
-    (403, "missing permission or wrong tenant"),
-];
+const GRAPH_ERRORS: [(u16, &str); 3] =
+    [(400, "invalid request"), (401, "missing or invalid token"), (403, "missing permission or wrong tenant")];
 
 pub const ROUTES: &[Route] = &[
     Route {
@@ -107,11 +104,7 @@ pub const ROUTES: &[Route] = &[
         tag: "identity",
         summary: "Client-credentials token",
         body: Some(("application/x-www-form-urlencoded", token_form)),
-        responses: &[
-            (200, "token"),
-            (400, "invalid request"),
-            (401, "invalid client"),
-        ],
+        responses: &[(200, "token"), (400, "invalid request"), (401, "invalid client")],
         auth: Auth::None,
     },
     Route {
@@ -161,11 +154,7 @@ pub const ROUTES: &[Route] = &[
         tag: "calls",
         summary: "List the app's live calls",
         body: None,
-        responses: &[
-            (200, "calls"),
-            (401, "missing or invalid token"),
-            (403, "missing permission or wrong tenant"),
-        ],
+        responses: &[(200, "calls"), (401, "missing or invalid token"), (403, "missing permission or wrong tenant")],
         auth: Auth::Bearer,
     },
     Route {
@@ -174,12 +163,7 @@ pub const ROUTES: &[Route] = &[
         tag: "calls",
         summary: "Get a call",
         body: None,
-        responses: &[
-            (200, "the call"),
-            (401, "missing or invalid token"),
-            (403, "wrong tenant"),
-            (404, "8522 call not found"),
-        ],
+        responses: &[(200, "the call"), (401, "missing or invalid token"), (403, "wrong tenant"), (404, "8522 call not found")],
         auth: Auth::Bearer,
     },
     Route {
@@ -188,11 +172,7 @@ pub const ROUTES: &[Route] = &[
         tag: "calls",
         summary: "Hang up",
         body: None,
-        responses: &[
-            (204, "hanging up"),
-            (404, "8522 call not found"),
-            (409, "already terminating"),
-        ],
+        responses: &[(204, "hanging up"), (404, "8522 call not found"), (409, "already terminating")],
         auth: Auth::Bearer,
     },
     Route {
@@ -201,12 +181,7 @@ pub const ROUTES: &[Route] = &[
         tag: "calls",
         summary: "Answer an incoming call",
         body: Some((JSON, answer)),
-        responses: &[
-            (202, "answering"),
-            (400, "invalid request"),
-            (404, "8522 call not found"),
-            (409, "not incoming"),
-        ],
+        responses: &[(202, "answering"), (400, "invalid request"), (404, "8522 call not found"), (409, "not incoming")],
         auth: Auth::Bearer,
     },
     Route {
@@ -215,12 +190,7 @@ pub const ROUTES: &[Route] = &[
         tag: "calls",
         summary: "Reject an incoming call",
         body: Some((JSON, reject)),
-        responses: &[
-            (202, "rejected"),
-            (400, "invalid request"),
-            (404, "8522 call not found"),
-            (409, "not incoming"),
-        ],
+        responses: &[(202, "rejected"), (400, "invalid request"), (404, "8522 call not found"), (409, "not incoming")],
         auth: Auth::Bearer,
     },
     Route {
@@ -280,12 +250,7 @@ pub const ROUTES: &[Route] = &[
         tag: "sim",
         summary: "Place an inbound call from a party to a bot",
         body: Some((JSON, sim_call)),
-        responses: &[
-            (201, "callId and legId"),
-            (400, "invalid request"),
-            (401, "no admin key"),
-            (403, "wrong admin key"),
-        ],
+        responses: &[(201, "callId and legId"), (400, "invalid request"), (401, "no admin key"), (403, "wrong admin key")],
         auth: Auth::AdminKey,
     },
     Route {
@@ -312,11 +277,7 @@ pub const ROUTES: &[Route] = &[
         tag: "sim",
         summary: "Change a user's or number's behaviour",
         body: Some((JSON, behaviour)),
-        responses: &[
-            (200, "changed"),
-            (400, "invalid behaviour"),
-            (404, "unknown party"),
-        ],
+        responses: &[(200, "changed"), (400, "invalid behaviour"), (404, "unknown party")],
         auth: Auth::AdminKey,
     },
     Route {
@@ -346,15 +307,7 @@ pub const ROUTES: &[Route] = &[
         responses: &[(200, "how many were requeued")],
         auth: Auth::AdminKey,
     },
-    Route {
-        method: "get",
-        path: "/healthz",
-        tag: "ops",
-        summary: "Liveness",
-        body: None,
-        responses: &[(200, "alive")],
-        auth: Auth::None,
-    },
+    Route { method: "get", path: "/healthz", tag: "ops", summary: "Liveness", body: None, responses: &[(200, "alive")], auth: Auth::None },
     Route {
         method: "get",
         path: "/readyz",
@@ -388,11 +341,7 @@ fn params(path: &str) -> Vec<Value> {
     path.split('/')
         .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .map(|name| {
-            let schema = if name == "version" {
-                json!({"type": "string", "enum": ["v1.0", "beta"]})
-            } else {
-                json!({"type": "string"})
-            };
+            let schema = if name == "version" { json!({"type": "string", "enum": ["v1.0", "beta"]}) } else { json!({"type": "string"}) };
             json!({"name": name, "in": "path", "required": true, "schema": schema})
         })
         .collect()
@@ -402,22 +351,10 @@ pub fn document(base_url: &str) -> Value {
     let mut paths = Map::new();
     for r in ROUTES {
         let mut responses = Map::new();
-        let extra: &[(u16, &str)] = if r.auth == Auth::Bearer {
-            &GRAPH_ERRORS
-        } else {
-            &[]
-        };
+        let extra: &[(u16, &str)] = if r.auth == Auth::Bearer { &GRAPH_ERRORS } else { &[] };
         for (code, desc) in r.responses.iter().chain(extra) {
-            let schema = if *code >= 400 && r.tag != "identity" {
-                json!({"$ref": "#/components/schemas/error"})
-            } else {
-                obj()
-            };
-            let content = if *code == 204 {
-                json!(null)
-            } else {
-                json!({"application/json": {"schema": schema}})
-            };
+            let schema = if *code >= 400 && r.tag != "identity" { json!({"$ref": "#/components/schemas/error"}) } else { obj() };
+            let content = if *code == 204 { json!(null) } else { json!({"application/json": {"schema": schema}}) };
             let mut resp = json!({"description": desc});
             if !content.is_null() {
                 resp["content"] = content;

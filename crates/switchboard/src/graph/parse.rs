@@ -15,27 +15,17 @@ pub struct BodyError {
 }
 
 pub fn err(field: impl Into<String>, problem: impl Into<String>) -> BodyError {
-    BodyError {
-        field: field.into(),
-        problem: problem.into(),
-    }
+    BodyError { field: field.into(), problem: problem.into() }
 }
 
 /// Parses a request body that must be a JSON object.
 pub fn object(bytes: &[u8]) -> Result<Value, BodyError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(err(
-            "(body)",
-            "a JSON object is required, but the body is empty",
-        ));
+        return Err(err("(body)", "a JSON object is required, but the body is empty"));
     }
-    let v: Value =
-        serde_json::from_slice(bytes).map_err(|e| err("(body)", format!("invalid JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| err("(body)", format!("invalid JSON: {e}")))?;
     if !v.is_object() {
-        return Err(err(
-            "(body)",
-            format!("expected a JSON object, found {}", kind(&v)),
-        ));
+        return Err(err("(body)", format!("expected a JSON object, found {}", kind(&v))));
     }
     Ok(v)
 }
@@ -70,88 +60,48 @@ impl<'a> Obj<'a> {
     }
 
     pub fn path_of(&self, name: &str) -> String {
-        if self.path.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}.{name}", self.path)
-        }
+        if self.path.is_empty() { name.to_owned() } else { format!("{}.{name}", self.path) }
     }
 
     /// The property `name`, matched case-insensitively; JSON `null` counts as absent.
     pub fn get(&self, name: &str) -> Option<Field<'a>> {
-        let value = self.map.get(name).or_else(|| {
-            self.map
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v)
-        })?;
-        (!value.is_null()).then(|| Field {
-            value,
-            path: self.path_of(name),
-        })
+        let value = self.map.get(name).or_else(|| self.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))?;
+        (!value.is_null()).then(|| Field { value, path: self.path_of(name) })
     }
 
     pub fn str_opt(&self, name: &str) -> Result<Option<&'a str>, BodyError> {
         match self.get(name) {
             None => Ok(None),
-            Some(f) => f.value.as_str().map(Some).ok_or_else(|| {
-                err(
-                    &f.path,
-                    format!("expected a string, found {}", kind(f.value)),
-                )
-            }),
+            Some(f) => f.value.as_str().map(Some).ok_or_else(|| err(&f.path, format!("expected a string, found {}", kind(f.value)))),
         }
     }
 
     pub fn str_req(&self, name: &str) -> Result<&'a str, BodyError> {
-        self.str_opt(name)?
-            .ok_or_else(|| err(self.path_of(name), "is required"))
+        self.str_opt(name)?.ok_or_else(|| err(self.path_of(name), "is required"))
     }
 
     pub fn bool_opt(&self, name: &str) -> Result<Option<bool>, BodyError> {
         match self.get(name) {
             None => Ok(None),
-            Some(f) => f.value.as_bool().map(Some).ok_or_else(|| {
-                err(
-                    &f.path,
-                    format!("expected a boolean, found {}", kind(f.value)),
-                )
-            }),
+            Some(f) => f.value.as_bool().map(Some).ok_or_else(|| err(&f.path, format!("expected a boolean, found {}", kind(f.value)))),
         }
     }
 
     pub fn int_opt(&self, name: &str) -> Result<Option<i64>, BodyError> {
         match self.get(name) {
             None => Ok(None),
-            Some(f) => f.value.as_i64().map(Some).ok_or_else(|| {
-                err(
-                    &f.path,
-                    format!("expected an integer, found {}", kind(f.value)),
-                )
-            }),
+            Some(f) => f.value.as_i64().map(Some).ok_or_else(|| err(&f.path, format!("expected an integer, found {}", kind(f.value)))),
         }
     }
 
     /// A nested object; the returned path is owned by `holder`.
-    pub fn obj_opt(
-        &self,
-        name: &str,
-        holder: &'a mut String,
-    ) -> Result<Option<Obj<'a>>, BodyError> {
+    pub fn obj_opt(&self, name: &str, holder: &'a mut String) -> Result<Option<Obj<'a>>, BodyError> {
         match self.get(name) {
             None => Ok(None),
             Some(f) => {
-                let map = f.value.as_object().ok_or_else(|| {
-                    err(
-                        &f.path,
-                        format!("expected an object, found {}", kind(f.value)),
-                    )
-                })?;
+                let map = f.value.as_object().ok_or_else(|| err(&f.path, format!("expected an object, found {}", kind(f.value))))?;
                 *holder = f.path;
-                Ok(Some(Obj {
-                    map,
-                    path: holder.as_str(),
-                }))
+                Ok(Some(Obj { map, path: holder.as_str() }))
             }
         }
     }
@@ -160,12 +110,7 @@ impl<'a> Obj<'a> {
         match self.get(name) {
             None => Ok(None),
             Some(f) => {
-                let arr = f.value.as_array().ok_or_else(|| {
-                    err(
-                        &f.path,
-                        format!("expected an array, found {}", kind(f.value)),
-                    )
-                })?;
+                let arr = f.value.as_array().ok_or_else(|| err(&f.path, format!("expected an array, found {}", kind(f.value))))?;
                 Ok(Some((arr, f.path)))
             }
         }
@@ -179,12 +124,7 @@ impl<'a> Obj<'a> {
         arr.iter()
             .enumerate()
             .map(|(i, v)| {
-                v.as_str().map(str::to_owned).ok_or_else(|| {
-                    err(
-                        format!("{path}[{i}]"),
-                        format!("expected a string, found {}", kind(v)),
-                    )
-                })
+                v.as_str().map(str::to_owned).ok_or_else(|| err(format!("{path}[{i}]"), format!("expected a string, found {}", kind(v))))
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
@@ -194,11 +134,7 @@ impl<'a> Obj<'a> {
     pub fn odata_type(&self) -> Result<Option<String>, BodyError> {
         Ok(self.str_opt("@odata.type")?.map(|t| {
             let t = t.trim_start_matches('#');
-            let t = if t.len() > 16 && t[..16].eq_ignore_ascii_case("microsoft.graph.") {
-                &t[16..]
-            } else {
-                t
-            };
+            let t = if t.len() > 16 && t[..16].eq_ignore_ascii_case("microsoft.graph.") { &t[16..] } else { t };
             t.to_ascii_lowercase()
         }))
     }
@@ -206,28 +142,16 @@ impl<'a> Obj<'a> {
 
 /// An element of an array, as an object.
 pub fn element<'a>(v: &'a Value, path: &'a str) -> Result<Obj<'a>, BodyError> {
-    v.as_object()
-        .map(|map| Obj { map, path })
-        .ok_or_else(|| err(path, format!("expected an object, found {}", kind(v))))
+    v.as_object().map(|map| Obj { map, path }).ok_or_else(|| err(path, format!("expected an object, found {}", kind(v))))
 }
 
 /// Who an `identitySet` names, before the directory is consulted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityRef {
-    User {
-        id: String,
-        tenant_id: Option<String>,
-    },
-    Phone {
-        number: String,
-    },
-    Application {
-        id: String,
-    },
-    ApplicationInstance {
-        id: String,
-        tenant_id: Option<String>,
-    },
+    User { id: String, tenant_id: Option<String> },
+    Phone { number: String },
+    Application { id: String },
+    ApplicationInstance { id: String, tenant_id: Option<String> },
 }
 
 const IDENTITY_KINDS: [&str; 12] = [
@@ -247,27 +171,14 @@ const IDENTITY_KINDS: [&str; 12] = [
 
 /// Reads an `identitySet` (or `communicationsIdentitySet`): exactly one identity, with an `id`.
 pub fn identity_set(set: Obj<'_>) -> Result<IdentityRef, BodyError> {
-    let present: Vec<&str> = IDENTITY_KINDS
-        .iter()
-        .copied()
-        .filter(|k| *k != "assertedIdentity" && set.get(k).is_some())
-        .collect();
+    let present: Vec<&str> = IDENTITY_KINDS.iter().copied().filter(|k| *k != "assertedIdentity" && set.get(k).is_some()).collect();
     let which = match present.as_slice() {
         [one] => *one,
         [] => {
-            return Err(err(
-                set.path,
-                "must name a user, phone, application or applicationInstance identity",
-            ));
+            return Err(err(set.path, "must name a user, phone, application or applicationInstance identity"));
         }
         many => {
-            return Err(err(
-                set.path,
-                format!(
-                    "names several identities ({}); exactly one is allowed",
-                    many.join(", ")
-                ),
-            ));
+            return Err(err(set.path, format!("names several identities ({}); exactly one is allowed", many.join(", "))));
         }
     };
     let mut holder = String::new();
@@ -287,21 +198,14 @@ pub fn identity_set(set: Obj<'_>) -> Result<IdentityRef, BodyError> {
         "applicationInstance" => Ok(IdentityRef::ApplicationInstance { id, tenant_id }),
         other => Err(err(
             set.path_of(other),
-            format!(
-                "{other} identities are not supported by Switchboard; use user, phone, application or applicationInstance"
-            ),
+            format!("{other} identities are not supported by Switchboard; use user, phone, application or applicationInstance"),
         )),
     }
 }
 
 /// `callbackUri`: https, or http to a loopback host when the configuration allows it.
-pub fn callback_uri(
-    value: &str,
-    field: &str,
-    allow_http_loopback: bool,
-) -> Result<String, BodyError> {
-    let url = reqwest::Url::parse(value)
-        .map_err(|e| err(field, format!("'{value}' is not an absolute URL ({e})")))?;
+pub fn callback_uri(value: &str, field: &str, allow_http_loopback: bool) -> Result<String, BodyError> {
+    let url = reqwest::Url::parse(value).map_err(|e| err(field, format!("'{value}' is not an absolute URL ({e})")))?;
     let loopback = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -311,10 +215,7 @@ pub fn callback_uri(
     match url.scheme() {
         "https" if url.host().is_some() => Ok(value.to_owned()),
         "http" if allow_http_loopback && loopback => Ok(value.to_owned()),
-        "http" if allow_http_loopback => Err(err(
-            field,
-            format!("'{value}' must use https (http is allowed only to a loopback address)"),
-        )),
+        "http" if allow_http_loopback => Err(err(field, format!("'{value}' must use https (http is allowed only to a loopback address)"))),
         _ => Err(err(field, format!("'{value}' must be an https URL"))),
     }
 }
@@ -328,61 +229,27 @@ mod tests {
         let root = json!({ "identity": v });
         let obj = Obj::root(&root).ok_or_else(|| err("", "not an object"))?;
         let mut h = String::new();
-        let set = obj
-            .obj_opt("identity", &mut h)?
-            .ok_or_else(|| err("identity", "missing"))?;
+        let set = obj.obj_opt("identity", &mut h)?.ok_or_else(|| err("identity", "missing"))?;
         identity_set(set)
     }
 
     #[test]
     fn identity_sets_are_read_leniently_and_refused_precisely() {
         let cases: Vec<(Value, Result<IdentityRef, BodyError>)> = vec![
-            (
-                json!({"user": {"id": "u1", "displayName": "x"}}),
-                Ok(IdentityRef::User {
-                    id: "u1".into(),
-                    tenant_id: None,
-                }),
-            ),
+            (json!({"user": {"id": "u1", "displayName": "x"}}), Ok(IdentityRef::User { id: "u1".into(), tenant_id: None })),
             (
                 json!({"@odata.type": "#microsoft.graph.identitySet", "User": {"@odata.type": "#microsoft.graph.identity", "id": "u1", "tenantId": "t"}}),
-                Ok(IdentityRef::User {
-                    id: "u1".into(),
-                    tenant_id: Some("t".into()),
-                }),
+                Ok(IdentityRef::User { id: "u1".into(), tenant_id: Some("t".into()) }),
             ),
-            (
-                json!({"phone": {"id": "+12345678901"}, "extra": 1}),
-                Ok(IdentityRef::Phone {
-                    number: "+12345678901".into(),
-                }),
-            ),
-            (
-                json!({}),
-                Err(err(
-                    "identity",
-                    "must name a user, phone, application or applicationInstance identity",
-                )),
-            ),
+            (json!({"phone": {"id": "+12345678901"}, "extra": 1}), Ok(IdentityRef::Phone { number: "+12345678901".into() })),
+            (json!({}), Err(err("identity", "must name a user, phone, application or applicationInstance identity"))),
             (
                 json!({"user": {"id": "a"}, "phone": {"id": "+1"}}),
-                Err(err(
-                    "identity",
-                    "names several identities (user, phone); exactly one is allowed",
-                )),
+                Err(err("identity", "names several identities (user, phone); exactly one is allowed")),
             ),
-            (
-                json!({"user": {"displayName": "x"}}),
-                Err(err("identity.user.id", "is required")),
-            ),
-            (
-                json!({"user": "u1"}),
-                Err(err("identity.user", "expected an object, found a string")),
-            ),
-            (
-                json!({"user": {"id": 5}}),
-                Err(err("identity.user.id", "expected a string, found a number")),
-            ),
+            (json!({"user": {"displayName": "x"}}), Err(err("identity.user.id", "is required"))),
+            (json!({"user": "u1"}), Err(err("identity.user", "expected an object, found a string"))),
+            (json!({"user": {"id": 5}}), Err(err("identity.user.id", "expected a string, found a number"))),
         ];
         for (input, expected) in cases {
             assert_eq!(identity(input.clone()), expected, "{input}");

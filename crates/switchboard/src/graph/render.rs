@@ -13,27 +13,14 @@ pub fn call_path(id: &str) -> String {
 /// An `identitySet` naming one party.
 pub fn identity_set(party: &Party) -> Value {
     let (key, identity) = match party {
-        Party::User {
-            id,
-            display_name,
-            tenant_id,
-        } => (
-            "user",
-            json!({"@odata.type": "#microsoft.graph.identity", "id": id, "displayName": display_name, "tenantId": tenant_id}),
-        ),
-        Party::Phone { number } => (
-            "phone",
-            json!({"@odata.type": "#microsoft.graph.identity", "id": number}),
-        ),
-        Party::Application { id, display_name } => (
-            "application",
-            json!({"@odata.type": "#microsoft.graph.identity", "id": id, "displayName": display_name}),
-        ),
-        Party::ApplicationInstance {
-            id,
-            display_name,
-            tenant_id,
-        } => (
+        Party::User { id, display_name, tenant_id } => {
+            ("user", json!({"@odata.type": "#microsoft.graph.identity", "id": id, "displayName": display_name, "tenantId": tenant_id}))
+        }
+        Party::Phone { number } => ("phone", json!({"@odata.type": "#microsoft.graph.identity", "id": number})),
+        Party::Application { id, display_name } => {
+            ("application", json!({"@odata.type": "#microsoft.graph.identity", "id": id, "displayName": display_name}))
+        }
+        Party::ApplicationInstance { id, display_name, tenant_id } => (
             "applicationInstance",
             json!({"@odata.type": "#microsoft.graph.identity", "id": id, "displayName": display_name, "tenantId": tenant_id}),
         ),

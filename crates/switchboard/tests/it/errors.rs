@@ -17,14 +17,7 @@ struct Case {
     message: &'static str,
 }
 
-fn case(
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    status: u16,
-    code: &'static str,
-    message: &'static str,
-) -> Case {
+fn case(method: Method, path: &str, body: Option<Value>, status: u16, code: &'static str, message: &'static str) -> Case {
     Case {
         method,
         path: path.to_owned(),
@@ -38,11 +31,8 @@ fn case(
 
 /// Sends `c` with `token` and checks the status, the envelope and the ids.
 async fn check(server: &Server, token: &str, c: Case) {
-    let mut req = server
-        .http
-        .request(c.method.clone(), server.url(&c.path))
-        .bearer_auth(token)
-        .header("client-request-id", "test-client-id");
+    let mut req =
+        server.http.request(c.method.clone(), server.url(&c.path)).bearer_auth(token).header("client-request-id", "test-client-id");
     if let Some(ct) = c.content_type {
         req = req.header("content-type", ct);
     }
@@ -51,40 +41,17 @@ async fn check(server: &Server, token: &str, c: Case) {
     }
     let resp = req.send().await.expect("request");
     let status = resp.status().as_u16();
-    let request_id = resp
-        .headers()
-        .get("request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let client_request_id = resp
-        .headers()
-        .get("client-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let request_id = resp.headers().get("request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let client_request_id = resp.headers().get("client-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     let what = format!("{} {} {:?}", c.method, c.path, c.body);
     assert_eq!(status, c.status, "{what}: {body}");
     assert_eq!(body["error"]["code"], c.code, "{what}: {body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(c.message),
-        "{what}: message {message:?} lacks {:?}",
-        c.message
-    );
-    assert_eq!(
-        body["error"]["innerError"]["request-id"].as_str(),
-        request_id.as_deref(),
-        "{what}"
-    );
-    assert_eq!(
-        client_request_id.as_deref(),
-        Some("test-client-id"),
-        "{what}"
-    );
-    assert_eq!(
-        body["error"]["innerError"]["client-request-id"], "test-client-id",
-        "{what}"
-    );
+    assert!(message.contains(c.message), "{what}: message {message:?} lacks {:?}", c.message);
+    assert_eq!(body["error"]["innerError"]["request-id"].as_str(), request_id.as_deref(), "{what}");
+    assert_eq!(client_request_id.as_deref(), Some("test-client-id"), "{what}");
+    assert_eq!(body["error"]["innerError"]["client-request-id"], "test-client-id", "{what}");
     assert!(body["error"]["innerError"]["date"].is_string(), "{what}");
 }
 
@@ -93,14 +60,7 @@ async fn malformed_requests_get_precise_graph_errors() {
     let mut bot = Bot::start().await;
     let server = Server::start(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
-    let (_, call) = server
-        .graph(
-            Method::POST,
-            "/v1.0/communications/calls",
-            &token,
-            Some(call_to_user(&bot.callback("e"), HEIDI)),
-        )
-        .await;
+    let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("e"), HEIDI))).await;
     let id = call["id"].as_str().unwrap().to_owned();
     bot.take(2).await;
     let calls = "/v1.0/communications/calls";
@@ -160,13 +120,7 @@ async fn malformed_requests_get_precise_graph_errors() {
         case(
             Method::POST,
             calls,
-            with(&|v| {
-                v.as_object_mut()
-                    .unwrap()
-                    .remove("callbackUri")
-                    .map(drop)
-                    .unwrap_or(())
-            }),
+            with(&|v| v.as_object_mut().unwrap().remove("callbackUri").map(drop).unwrap_or(())),
             400,
             "BadRequest",
             "callbackUri: is required",
@@ -179,44 +133,17 @@ async fn malformed_requests_get_precise_graph_errors() {
             "BadRequest",
             "callbackUri: expected a string, found a number",
         ),
+        case(Method::POST, calls, with(&|v| v["callbackUri"] = json!("http://bot.example.com/cb")), 400, "BadRequest", "must use https"),
+        case(Method::POST, calls, with(&|v| v["callbackUri"] = json!("ftp://x")), 400, "BadRequest", "must be an https URL"),
         case(
             Method::POST,
             calls,
-            with(&|v| v["callbackUri"] = json!("http://bot.example.com/cb")),
-            400,
-            "BadRequest",
-            "must use https",
-        ),
-        case(
-            Method::POST,
-            calls,
-            with(&|v| v["callbackUri"] = json!("ftp://x")),
-            400,
-            "BadRequest",
-            "must be an https URL",
-        ),
-        case(
-            Method::POST,
-            calls,
-            with(&|v| {
-                v.as_object_mut()
-                    .unwrap()
-                    .remove("mediaConfig")
-                    .map(drop)
-                    .unwrap_or(())
-            }),
+            with(&|v| v.as_object_mut().unwrap().remove("mediaConfig").map(drop).unwrap_or(())),
             400,
             "BadRequest",
             "mediaConfig: is required",
         ),
-        case(
-            Method::POST,
-            calls,
-            with(&|v| v["mediaConfig"] = json!({})),
-            400,
-            "BadRequest",
-            "mediaConfig.@odata.type: is required",
-        ),
+        case(Method::POST, calls, with(&|v| v["mediaConfig"] = json!({})), 400, "BadRequest", "mediaConfig.@odata.type: is required"),
         case(
             Method::POST,
             calls,
@@ -233,36 +160,16 @@ async fn malformed_requests_get_precise_graph_errors() {
             "BadRequest",
             "requestedModalities[0]: 'smell' is not a modality",
         ),
+        case(Method::POST, calls, with(&|v| v["requestedModalities"] = json!([])), 400, "BadRequest", "must name at least one modality"),
         case(
             Method::POST,
             calls,
-            with(&|v| v["requestedModalities"] = json!([])),
-            400,
-            "BadRequest",
-            "must name at least one modality",
-        ),
-        case(
-            Method::POST,
-            calls,
-            with(&|v| {
-                v.as_object_mut()
-                    .unwrap()
-                    .remove("targets")
-                    .map(drop)
-                    .unwrap_or(())
-            }),
+            with(&|v| v.as_object_mut().unwrap().remove("targets").map(drop).unwrap_or(())),
             400,
             "BadRequest",
             "targets: is required",
         ),
-        case(
-            Method::POST,
-            calls,
-            with(&|v| v["targets"] = json!([])),
-            400,
-            "BadRequest",
-            "targets: must name the party to call",
-        ),
+        case(Method::POST, calls, with(&|v| v["targets"] = json!([])), 400, "BadRequest", "targets: must name the party to call"),
         case(
             Method::POST,
             calls,
@@ -279,14 +186,7 @@ async fn malformed_requests_get_precise_graph_errors() {
             "BadRequest",
             "targets[0]: expected an object, found a number",
         ),
-        case(
-            Method::POST,
-            calls,
-            with(&|v| v["targets"] = json!([{}])),
-            400,
-            "BadRequest",
-            "targets[0].identity: is required",
-        ),
+        case(Method::POST, calls, with(&|v| v["targets"] = json!([{}])), 400, "BadRequest", "targets[0].identity: is required"),
         case(
             Method::POST,
             calls,
@@ -314,9 +214,7 @@ async fn malformed_requests_get_precise_graph_errors() {
         case(
             Method::POST,
             calls,
-            with(&|v| {
-                v["targets"] = json!([{"identity": {"user": {"id": HEIDI, "tenantId": FABRIKAM}}}])
-            }),
+            with(&|v| v["targets"] = json!([{"identity": {"user": {"id": HEIDI, "tenantId": FABRIKAM}}}])),
             400,
             "BadRequest",
             "is not the tenant of user",
@@ -340,9 +238,7 @@ async fn malformed_requests_get_precise_graph_errors() {
         case(
             Method::POST,
             calls,
-            with(
-                &|v| v["targets"] = json!([{"identity": {"user": {"id": HEIDI}}}, {"identity": {"user": {"id": ALEX}}}]),
-            ),
+            with(&|v| v["targets"] = json!([{"identity": {"user": {"id": HEIDI}}}, {"identity": {"user": {"id": ALEX}}}])),
             400,
             "BadRequest",
             "Group calls",
@@ -374,27 +270,16 @@ async fn malformed_requests_get_precise_graph_errors() {
         case(
             Method::POST,
             calls,
-            with(
-                &|v| v["source"] = json!({"identity": {"applicationInstance": {"id": "dddddddd-0000-4000-8000-000000000007"}}}),
-            ),
+            with(&|v| v["source"] = json!({"identity": {"applicationInstance": {"id": "dddddddd-0000-4000-8000-000000000007"}}})),
             403,
             "Forbidden",
             "does not belong to application",
         ),
+        case(Method::POST, calls, with(&|v| v["tenantId"] = json!(FABRIKAM)), 400, "BadRequest", "tenantId: "),
         case(
             Method::POST,
             calls,
-            with(&|v| v["tenantId"] = json!(FABRIKAM)),
-            400,
-            "BadRequest",
-            "tenantId: ",
-        ),
-        case(
-            Method::POST,
-            calls,
-            with(&|v| {
-                v["meetingInfo"] = json!({"@odata.type": "#microsoft.graph.organizerMeetingInfo"})
-            }),
+            with(&|v| v["meetingInfo"] = json!({"@odata.type": "#microsoft.graph.organizerMeetingInfo"})),
             400,
             "BadRequest",
             "Joining meetings",
@@ -407,93 +292,21 @@ async fn malformed_requests_get_precise_graph_errors() {
             "BadRequest",
             "ringingTimeoutInSeconds: 500 is out of range",
         ),
-        case(
-            Method::GET,
-            &format!("{calls}/00000000-0000-0000-0000-000000000000"),
-            None,
-            404,
-            "8522",
-            "Call not found",
-        ),
-        case(
-            Method::DELETE,
-            &format!("{calls}/nope"),
-            None,
-            404,
-            "8522",
-            "Call not found",
-        ),
-        case(
-            Method::POST,
-            &format!("{calls}/nope/answer"),
-            Some(json!({})),
-            404,
-            "8522",
-            "Call not found",
-        ),
-        case(
-            Method::POST,
-            &format!("{calls}/nope/keepAlive"),
-            None,
-            404,
-            "8522",
-            "Call not found",
-        ),
-        case(
-            Method::PUT,
-            &this,
-            Some(json!({})),
-            405,
-            "MethodNotAllowed",
-            "PUT is not allowed",
-        ),
-        case(
-            Method::GET,
-            &format!("{this}/answer"),
-            None,
-            405,
-            "MethodNotAllowed",
-            "GET is not allowed",
-        ),
-        case(
-            Method::POST,
-            &format!("{this}/dance"),
-            Some(json!({})),
-            404,
-            "UnknownSegment",
-            "'dance'",
-        ),
-        case(
-            Method::GET,
-            "/v1.0/communications/meetings",
-            None,
-            404,
-            "UnknownSegment",
-            "'meetings'",
-        ),
-        case(
-            Method::GET,
-            "/v1.0/app/calls",
-            None,
-            404,
-            "UnknownSegment",
-            "'app'",
-        ),
+        case(Method::GET, &format!("{calls}/00000000-0000-0000-0000-000000000000"), None, 404, "8522", "Call not found"),
+        case(Method::DELETE, &format!("{calls}/nope"), None, 404, "8522", "Call not found"),
+        case(Method::POST, &format!("{calls}/nope/answer"), Some(json!({})), 404, "8522", "Call not found"),
+        case(Method::POST, &format!("{calls}/nope/keepAlive"), None, 404, "8522", "Call not found"),
+        case(Method::PUT, &this, Some(json!({})), 405, "MethodNotAllowed", "PUT is not allowed"),
+        case(Method::GET, &format!("{this}/answer"), None, 405, "MethodNotAllowed", "GET is not allowed"),
+        case(Method::POST, &format!("{this}/dance"), Some(json!({})), 404, "UnknownSegment", "'dance'"),
+        case(Method::GET, "/v1.0/communications/meetings", None, 404, "UnknownSegment", "'meetings'"),
+        case(Method::GET, "/v1.0/app/calls", None, 404, "UnknownSegment", "'app'"),
         case(Method::GET, "/v1.0/me", None, 404, "UnknownSegment", "'me'"),
-        case(
-            Method::GET,
-            &format!("/beta/applications/{UNPRIVILEGED_BOT}/calls"),
-            None,
-            403,
-            "Forbidden",
-            "the token is for application",
-        ),
+        case(Method::GET, &format!("/beta/applications/{UNPRIVILEGED_BOT}/calls"), None, 403, "Forbidden", "the token is for application"),
         case(
             Method::POST,
             &format!("{this}/answer"),
-            Some(
-                json!({"mediaConfig": {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"}, "acceptedModalities": ["audio"]}),
-            ),
+            Some(json!({"mediaConfig": {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"}, "acceptedModalities": ["audio"]})),
             409,
             "InvalidCallState",
             "Cannot answer a call in state 'established'",
@@ -501,9 +314,7 @@ async fn malformed_requests_get_precise_graph_errors() {
         case(
             Method::POST,
             &format!("{this}/answer"),
-            Some(
-                json!({"mediaConfig": {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"}}),
-            ),
+            Some(json!({"mediaConfig": {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"}})),
             400,
             "BadRequest",
             "acceptedModalities: is required",
@@ -540,14 +351,7 @@ async fn malformed_requests_get_precise_graph_errors() {
             "Forbidden",
             "needs a call that belongs to an application instance",
         ),
-        case(
-            Method::POST,
-            &format!("{this}/transfer"),
-            Some(json!({})),
-            400,
-            "BadRequest",
-            "not available",
-        ),
+        case(Method::POST, &format!("{this}/transfer"), Some(json!({})), 400, "BadRequest", "not available"),
     ];
     for c in cases {
         check(&server, &token, c).await;
@@ -555,10 +359,7 @@ async fn malformed_requests_get_precise_graph_errors() {
     // After all that, the call is still up and usable.
     let (status, body) = server.graph(Method::GET, &this, &token, None).await;
     assert_eq!((status, body["state"].as_str()), (200, Some("established")));
-    assert!(
-        !server.metrics().await.contains("status=\"5"),
-        "no 5xx was ever served"
-    );
+    assert!(!server.metrics().await.contains("status=\"5"), "no 5xx was ever served");
 }
 
 #[tokio::test]
@@ -566,14 +367,7 @@ async fn tokens_permissions_tenants_and_ownership() {
     let mut bot = Bot::start().await;
     let server = Server::start(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
-    let (_, call) = server
-        .graph(
-            Method::POST,
-            "/v1.0/communications/calls",
-            &token,
-            Some(call_to_user(&bot.callback("o"), HEIDI)),
-        )
-        .await;
+    let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("o"), HEIDI))).await;
     let id = call["id"].as_str().unwrap().to_owned();
     bot.take(2).await;
     let this = format!("/v1.0/communications/calls/{id}");
@@ -581,104 +375,33 @@ async fn tokens_permissions_tenants_and_ownership() {
     // No token, a malformed one, a forged one.
     let resp = server.http.get(server.url(&this)).send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(
-        resp.headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok()),
-        Some("Bearer")
-    );
+    assert_eq!(resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
-    check(
-        &server,
-        "garbage",
-        case(
-            Method::GET,
-            &this,
-            None,
-            401,
-            "InvalidAuthenticationToken",
-            "Access token validation failure",
-        ),
-    )
-    .await;
+    check(&server, "garbage", case(Method::GET, &this, None, 401, "InvalidAuthenticationToken", "Access token validation failure")).await;
     let mut forged: Vec<&str> = token.split('.').collect();
     let other = server.token(DEMO_BOT, FABRIKAM).await;
     let other_payload = other.split('.').nth(1).unwrap().to_owned();
     forged[1] = &other_payload;
-    check(
-        &server,
-        &forged.join("."),
-        case(
-            Method::GET,
-            &this,
-            None,
-            401,
-            "InvalidAuthenticationToken",
-            "Access token validation failure",
-        ),
-    )
-    .await;
+    check(&server, &forged.join("."), case(Method::GET, &this, None, 401, "InvalidAuthenticationToken", "Access token validation failure"))
+        .await;
 
     // The same app in another tenant: 403 on this tenant's call.
-    check(
-        &server,
-        &other,
-        case(
-            Method::GET,
-            &this,
-            None,
-            403,
-            "Forbidden",
-            "belongs to tenant",
-        ),
-    )
-    .await;
+    check(&server, &other, case(Method::GET, &this, None, 403, "Forbidden", "belongs to tenant")).await;
     // An app without calling permissions: 403 everywhere.
     let unprivileged = server.token(UNPRIVILEGED_BOT, CONTOSO).await;
+    check(&server, &unprivileged, case(Method::GET, &this, None, 403, "7504", "holds none of the calling permissions")).await;
     check(
         &server,
         &unprivileged,
-        case(
-            Method::GET,
-            &this,
-            None,
-            403,
-            "7504",
-            "holds none of the calling permissions",
-        ),
-    )
-    .await;
-    check(
-        &server,
-        &unprivileged,
-        case(
-            Method::POST,
-            "/v1.0/communications/calls",
-            Some(call_to_user(&bot.callback("u"), HEIDI)),
-            403,
-            "7504",
-            "calling permissions",
-        ),
+        case(Method::POST, "/v1.0/communications/calls", Some(call_to_user(&bot.callback("u"), HEIDI)), 403, "7504", "calling permissions"),
     )
     .await;
     // Another app never sees the call: 404, exactly as for a call that does not exist.
     let legacy = server.token(LEGACY_BOT, CONTOSO).await;
-    check(
-        &server,
-        &legacy,
-        case(Method::GET, &this, None, 404, "8522", "Call not found"),
-    )
-    .await;
-    check(
-        &server,
-        &legacy,
-        case(Method::DELETE, &this, None, 404, "8522", "Call not found"),
-    )
-    .await;
-    let (_, list) = server
-        .graph(Method::GET, "/v1.0/communications/calls", &legacy, None)
-        .await;
+    check(&server, &legacy, case(Method::GET, &this, None, 404, "8522", "Call not found")).await;
+    check(&server, &legacy, case(Method::DELETE, &this, None, 404, "8522", "Call not found")).await;
+    let (_, list) = server.graph(Method::GET, "/v1.0/communications/calls", &legacy, None).await;
     assert_eq!(list["value"], json!([]));
     // The owner still can.
     assert_eq!(server.graph(Method::GET, &this, &token, None).await.0, 200);

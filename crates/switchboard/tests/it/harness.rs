@@ -59,31 +59,13 @@ pub struct Bot {
     pub posts: Vec<Received>,
 }
 
-async fn receive(
-    State(state): State<BotState>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> StatusCode {
-    let status = state
-        .script
-        .lock()
-        .map(|mut s| s.pop_front())
-        .ok()
-        .flatten()
-        .unwrap_or(202);
+async fn receive(State(state): State<BotState>, uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+    let status = state.script.lock().map(|mut s| s.pop_front()).ok().flatten().unwrap_or(202);
     if status < 300 {
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let authorization = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
         if let Some(tx) = &state.tx {
-            let _ = tx.send(Received {
-                path: uri.path().to_owned(),
-                authorization,
-                body,
-            });
+            let _ = tx.send(Received { path: uri.path().to_owned(), authorization, body });
         }
     }
     StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED)
@@ -93,27 +75,14 @@ impl Bot {
     pub async fn start() -> Bot {
         let (tx, rx) = mpsc::unbounded_channel();
         let script = Arc::new(Mutex::new(VecDeque::new()));
-        let state = BotState {
-            tx: Some(tx),
-            script: Arc::clone(&script),
-        };
-        let app = axum::Router::new()
-            .route("/{*path}", post(receive))
-            .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bot listens");
+        let state = BotState { tx: Some(tx), script: Arc::clone(&script) };
+        let app = axum::Router::new().route("/{*path}", post(receive)).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bot listens");
         let addr = listener.local_addr().expect("bot address");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Bot {
-            url: format!("http://{addr}"),
-            rx,
-            script,
-            buffered: VecDeque::new(),
-            posts: Vec::new(),
-        }
+        Bot { url: format!("http://{addr}"), rx, script, buffered: VecDeque::new(), posts: Vec::new() }
     }
 
     /// The bot's calling webhook (where incoming calls are offered).
@@ -128,10 +97,7 @@ impl Bot {
 
     /// Answer the next POSTs with these statuses (then 202 again).
     pub fn fail_next(&self, statuses: &[u16]) {
-        self.script
-            .lock()
-            .expect("script")
-            .extend(statuses.iter().copied());
+        self.script.lock().expect("script").extend(statuses.iter().copied());
     }
 
     pub fn clear_failures(&self) {
@@ -140,26 +106,17 @@ impl Bot {
 
     /// The next notification item (one element of a commsNotifications `value`), with the POST it came in.
     pub async fn next(&mut self) -> (Received, Value) {
-        self.next_within(Duration::from_secs(10))
-            .await
-            .expect("a notification within 10 s")
+        self.next_within(Duration::from_secs(10)).await.expect("a notification within 10 s")
     }
 
     pub async fn next_within(&mut self, wait: Duration) -> Option<(Received, Value)> {
         if let Some(item) = self.buffered.pop_front() {
             return Some(item);
         }
-        let post = tokio::time::timeout(wait, self.rx.recv())
-            .await
-            .ok()
-            .flatten()?;
+        let post = tokio::time::timeout(wait, self.rx.recv()).await.ok().flatten()?;
         self.posts.push(post.clone());
         let items = post.body["value"].as_array().cloned().unwrap_or_default();
-        assert_eq!(
-            post.body["@odata.type"], "#microsoft.graph.commsNotifications",
-            "envelope: {}",
-            post.body
-        );
+        assert_eq!(post.body["@odata.type"], "#microsoft.graph.commsNotifications", "envelope: {}", post.body);
         assert!(!items.is_empty(), "an empty batch: {}", post.body);
         for item in items {
             self.buffered.push_back((post.clone(), item));
@@ -201,16 +158,11 @@ pub struct Options {
 impl Server {
     /// Starts the server on the demo directory with the Demo Bot's webhook pointed at `bot`.
     pub async fn start(bot: &Bot) -> Server {
-        Self::start_with(Options {
-            demo_webhook: Some(bot.webhook()),
-            extra: vec![],
-        })
-        .await
+        Self::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec![] }).await
     }
 
     pub async fn start_with(opts: Options) -> Server {
-        let data_dir =
-            std::env::temp_dir().join(format!("switchboard-it-{}", uuid::Uuid::new_v4()));
+        let data_dir = std::env::temp_dir().join(format!("switchboard-it-{}", uuid::Uuid::new_v4()));
         let mut args = vec![
             "serve".to_owned(),
             "--data-dir".to_owned(),
@@ -224,13 +176,7 @@ impl Server {
             args.extend(["--demo-webhook".to_owned(), w]);
         }
         args.extend(opts.extra);
-        let mut server = Server {
-            child: None,
-            base: String::new(),
-            data_dir,
-            args,
-            http: client(),
-        };
+        let mut server = Server { child: None, base: String::new(), data_dir, args, http: client() };
         server.spawn("127.0.0.1:0").await;
         server
     }
@@ -255,12 +201,7 @@ impl Server {
         })
         .await
         .expect("read stdout");
-        let base = first
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let base = first.trim().rsplit(' ').next().unwrap_or_default().to_owned();
         assert!(base.starts_with("http"), "unexpected first line: {first:?}");
         self.base = base;
         self.child = Some(child);
@@ -277,11 +218,7 @@ impl Server {
     /// Starts again on the same port and data folder.
     pub async fn restart(&mut self) {
         self.kill9();
-        let listen = self
-            .base
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .to_owned();
+        let listen = self.base.trim_start_matches("http://").trim_start_matches("https://").to_owned();
         self.spawn(&listen).await;
     }
 
@@ -290,9 +227,7 @@ impl Server {
         let Some(mut c) = self.child.take() else {
             return false;
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
         c.wait().map(|s| s.success()).unwrap_or(false)
     }
 
@@ -316,20 +251,11 @@ impl Server {
             .expect("token request");
         assert_eq!(resp.status(), 200);
         let body: Value = resp.json().await.expect("token json");
-        body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned()
+        body["access_token"].as_str().expect("access_token").to_owned()
     }
 
     /// A Graph request with a bearer token; returns status and JSON body (Null when empty).
-    pub async fn graph(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
+    pub async fn graph(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
@@ -341,16 +267,8 @@ impl Server {
     }
 
     /// A sim control API request with the admin key.
-    pub async fn sim(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, self.url(&format!("/sim/v1{path}")))
-            .header("X-Sim-Admin-Key", ADMIN_KEY);
+    pub async fn sim(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(&format!("/sim/v1{path}"))).header("X-Sim-Admin-Key", ADMIN_KEY);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -362,13 +280,7 @@ impl Server {
 
     /// The sim places a call from `from` to `to`; returns the bot's call id.
     pub async fn inbound(&self, from: &str, to: &str) -> String {
-        let (status, body) = self
-            .sim(
-                reqwest::Method::POST,
-                "/calls",
-                Some(json!({"from": from, "to": to})),
-            )
-            .await;
+        let (status, body) = self.sim(reqwest::Method::POST, "/calls", Some(json!({"from": from, "to": to}))).await;
         assert_eq!(status, 201, "{body}");
         body["callId"].as_str().expect("callId").to_owned()
     }
@@ -387,14 +299,7 @@ impl Server {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .unwrap_or_default()
+        self.http.get(self.url("/metrics")).send().await.expect("metrics").text().await.unwrap_or_default()
     }
 }
 
@@ -407,10 +312,7 @@ impl Drop for Server {
 
 pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client")
 }
 
 /// The media config every example sends.
@@ -468,13 +370,13 @@ pub fn state_note(change: &str, state: &str) -> Value {
 
 pub fn established_note() -> Value {
     let mut n = state_note("updated", "established");
-    n["resourceData"]["mediaState"] =
-        json!({"@odata.type": "#microsoft.graph.callMediaState", "audio": "active"});
+    n["resourceData"]["mediaState"] = json!({"@odata.type": "#microsoft.graph.callMediaState", "audio": "active"});
     n
 }
 
 pub fn terminated_note(code: i64, subcode: i64, message: &str) -> Value {
     let mut n = state_note("deleted", "terminated");
-    n["resourceData"]["resultInfo"] = json!({"@odata.type": "#microsoft.graph.resultInfo", "code": code, "subcode": subcode, "message": message});
+    n["resourceData"]["resultInfo"] =
+        json!({"@odata.type": "#microsoft.graph.resultInfo", "code": code, "subcode": subcode, "message": message});
     n
 }

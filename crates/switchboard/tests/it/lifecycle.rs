@@ -66,157 +66,58 @@ async fn incoming_call_answered_then_hung_up_by_the_bot() {
 
     let id = server.inbound(HEIDI, DEMO_BOT).await;
     let (post, item) = bot.next().await;
-    assert_eq!(
-        post.path, "/api/calls",
-        "the first notification goes to the calling webhook"
-    );
+    assert_eq!(post.path, "/api/calls", "the first notification goes to the calling webhook");
     let app = json!({"@odata.type": "#microsoft.graph.identitySet", "application": {"@odata.type": "#microsoft.graph.identity", "id": DEMO_BOT, "displayName": "Demo Bot"}});
-    assert_eq!(
-        mask_guids(redact(item, &id)),
-        expected_incoming(heidi_identity(), app)
-    );
+    assert_eq!(mask_guids(redact(item, &id)), expected_incoming(heidi_identity(), app));
 
     // The notification's JWT validates the way a bot validates Graph's.
     let auth = post.authorization.expect("Authorization header");
     let jwt = auth.strip_prefix("Bearer ").expect("a bearer token");
-    let config: Value = server
-        .http
-        .get(server.url("/notifications/v1/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let config: Value =
+        server.http.get(server.url("/notifications/v1/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
     assert_eq!(config["issuer"], "https://api.botframework.com");
-    let jwks: Value = server
-        .http
-        .get(config["jwks_uri"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = switchboard::identity::validate_notification_token(
-        &jwks,
-        "https://api.botframework.com",
-        DEMO_BOT,
-        jwt,
-        now,
-    )
-    .expect("valid notification JWT");
-    assert_eq!(
-        (claims.aud.as_str(), claims.tid.as_str()),
-        (DEMO_BOT, CONTOSO)
-    );
+    let jwks: Value = server.http.get(config["jwks_uri"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = switchboard::identity::validate_notification_token(&jwks, "https://api.botframework.com", DEMO_BOT, jwt, now)
+        .expect("valid notification JWT");
+    assert_eq!((claims.aud.as_str(), claims.tid.as_str()), (DEMO_BOT, CONTOSO));
     assert!(
-        switchboard::identity::validate_notification_token(
-            &jwks,
-            "https://api.botframework.com",
-            UNPRIVILEGED_BOT,
-            jwt,
-            now
-        )
-        .is_err(),
+        switchboard::identity::validate_notification_token(&jwks, "https://api.botframework.com", UNPRIVILEGED_BOT, jwt, now).is_err(),
         "audience is checked"
     );
     let mut tampered = jwt.to_owned();
     tampered.insert(jwt.find('.').unwrap() + 5, 'x');
     assert!(
-        switchboard::identity::validate_notification_token(
-            &jwks,
-            "https://api.botframework.com",
-            DEMO_BOT,
-            &tampered,
-            now
-        )
-        .is_err(),
+        switchboard::identity::validate_notification_token(&jwks, "https://api.botframework.com", DEMO_BOT, &tampered, now).is_err(),
         "signature is checked"
     );
 
-    let (status, body) = server
-        .graph(
-            Method::GET,
-            &format!("/v1.0/communications/calls/{id}"),
-            &token,
-            None,
-        )
-        .await;
+    let (status, body) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}"), &token, None).await;
     assert_eq!((status, body["state"].as_str()), (200, Some("incoming")));
 
     let (status, _) = server
-        .graph(
-            Method::POST,
-            &format!("/v1.0/communications/calls/{id}/answer"),
-            &token,
-            Some(answer_body(&bot.callback("c1"))),
-        )
+        .graph(Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, Some(answer_body(&bot.callback("c1"))))
         .await;
     assert_eq!(status, 202);
     let (post, item) = bot.next().await;
-    assert_eq!(
-        post.path, "/callback/c1",
-        "after answer, notifications go to the answer's callbackUri"
-    );
+    assert_eq!(post.path, "/callback/c1", "after answer, notifications go to the answer's callbackUri");
     assert_eq!(redact(item, &id), state_note("updated", "establishing"));
     assert_eq!(redact(bot.next().await.1, &id), established_note());
 
-    let (status, body) = server
-        .graph(
-            Method::GET,
-            &format!("/v1.0/communications/calls/{id}"),
-            &token,
-            None,
-        )
-        .await;
+    let (status, body) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}"), &token, None).await;
     assert_eq!(status, 200);
     assert_eq!(body["state"], "established");
     assert_eq!(body["callbackUri"], bot.callback("c1"));
-    assert_eq!(
-        body["@odata.context"],
-        format!(
-            "{}/v1.0/$metadata#communications/calls/$entity",
-            server.base
-        )
-    );
+    assert_eq!(body["@odata.context"], format!("{}/v1.0/$metadata#communications/calls/$entity", server.base));
 
-    let (status, _) = server
-        .graph(
-            Method::DELETE,
-            &format!("/v1.0/communications/calls/{id}"),
-            &token,
-            None,
-        )
-        .await;
+    let (status, _) = server.graph(Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await;
     assert_eq!(status, 204);
-    assert_eq!(
-        redact(bot.next().await.1, &id),
-        state_note("updated", "terminating")
-    );
-    assert_eq!(
-        redact(bot.next().await.1, &id),
-        terminated_note(200, 7000, "The call was ended by the application.")
-    );
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "terminating"));
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 7000, "The call was ended by the application."));
 
-    let (status, body) = server
-        .graph(
-            Method::GET,
-            &format!("/v1.0/communications/calls/{id}"),
-            &token,
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (404, Some("8522"))
-    );
-    bot.expect_silence(std::time::Duration::from_millis(300))
-        .await;
+    let (status, body) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}"), &token, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("8522")));
+    bot.expect_silence(std::time::Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -227,39 +128,17 @@ async fn incoming_call_on_an_application_instance_number_and_remote_hang_up() {
     let id = server.inbound("+12345678901", RECEPTION_PHONE).await;
     let item = bot.next().await.1;
     let instance = json!({"@odata.type": "#microsoft.graph.identitySet", "applicationInstance": {"@odata.type": "#microsoft.graph.identity", "id": RECEPTION, "displayName": "Contoso Reception", "tenantId": CONTOSO}});
-    let phone = json!({"@odata.type": "#microsoft.graph.identitySet", "phone": {"@odata.type": "#microsoft.graph.identity", "id": "+12345678901"}});
-    assert_eq!(
-        mask_guids(redact(item, &id)),
-        expected_incoming(phone, instance)
-    );
+    let phone =
+        json!({"@odata.type": "#microsoft.graph.identitySet", "phone": {"@odata.type": "#microsoft.graph.identity", "id": "+12345678901"}});
+    assert_eq!(mask_guids(redact(item, &id)), expected_incoming(phone, instance));
     // Without a callbackUri in answer, notifications keep going to the webhook.
     let body = json!({"mediaConfig": service_hosted(), "acceptedModalities": ["audio"]});
-    assert_eq!(
-        server
-            .graph(
-                Method::POST,
-                &format!("/beta/communications/calls/{id}/answer"),
-                &token,
-                Some(body)
-            )
-            .await
-            .0,
-        202
-    );
+    assert_eq!(server.graph(Method::POST, &format!("/beta/communications/calls/{id}/answer"), &token, Some(body)).await.0, 202);
     let (post, _) = bot.next().await;
     assert_eq!(post.path, "/api/calls");
     assert_eq!(redact(bot.next().await.1, &id), established_note());
-    assert_eq!(
-        server
-            .sim(Method::POST, &format!("/calls/{id}/hangup"), None)
-            .await
-            .0,
-        204
-    );
-    assert_eq!(
-        redact(bot.next().await.1, &id),
-        terminated_note(200, 540000, "The call was ended by the PSTN user.")
-    );
+    assert_eq!(server.sim(Method::POST, &format!("/calls/{id}/hangup"), None).await.0, 204);
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 540000, "The call was ended by the PSTN user."));
 }
 
 #[tokio::test]
@@ -270,55 +149,26 @@ async fn reject_redirect_and_unanswered_incoming_calls() {
 
     let id = server.inbound(HEIDI, DEMO_BOT).await;
     bot.next().await;
-    let (status, _) = server
-        .graph(
-            Method::POST,
-            &format!("/v1.0/communications/calls/{id}/reject"),
-            &token,
-            Some(json!({"reason": "busy"})),
-        )
-        .await;
+    let (status, _) =
+        server.graph(Method::POST, &format!("/v1.0/communications/calls/{id}/reject"), &token, Some(json!({"reason": "busy"}))).await;
     assert_eq!(status, 202);
-    assert_eq!(
-        redact(bot.next().await.1, &id),
-        terminated_note(486, 0, "The application rejected the call as busy.")
-    );
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(486, 0, "The application rejected the call as busy."));
 
     // Redirect: the caller ends up connected to the redirect target, without the bot.
     let id = server.inbound(HEIDI, DEMO_BOT).await;
     bot.next().await;
     let body = json!({"targets": [{"identity": {"user": {"id": ALEX}}}], "callbackUri": bot.callback("r")});
     assert_eq!(
-        server
-            .graph(
-                Method::POST,
-                &format!("/v1.0/communications/calls/{id}/microsoft.graph.redirect"),
-                &token,
-                Some(body)
-            )
-            .await
-            .0,
+        server.graph(Method::POST, &format!("/v1.0/communications/calls/{id}/microsoft.graph.redirect"), &token, Some(body)).await.0,
         202
     );
-    assert_eq!(
-        redact(bot.next().await.1, &id),
-        terminated_note(200, 0, "The call was redirected by the application.")
-    );
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 0, "The call was redirected by the application."));
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let (_, world) = server.sim(Method::GET, "/world", None).await;
     let legs = world["legs"].as_array().unwrap();
-    let heidi = legs
-        .iter()
-        .find(|l| l["party"]["id"] == HEIDI)
-        .expect("Heidi's leg");
-    let alex = legs
-        .iter()
-        .find(|l| l["party"]["id"] == ALEX)
-        .expect("Alex's leg");
-    assert_eq!(
-        (heidi["state"].as_str(), alex["state"].as_str()),
-        (Some("connected"), Some("connected"))
-    );
+    let heidi = legs.iter().find(|l| l["party"]["id"] == HEIDI).expect("Heidi's leg");
+    let alex = legs.iter().find(|l| l["party"]["id"] == ALEX).expect("Alex's leg");
+    assert_eq!((heidi["state"].as_str(), alex["state"].as_str()), (Some("connected"), Some("connected")));
     assert_eq!(heidi["peer"], json!({"kind": "leg", "legId": alex["id"]}));
 
     // A call that is already answered cannot be rejected.
@@ -326,31 +176,16 @@ async fn reject_redirect_and_unanswered_incoming_calls() {
     bot.next().await;
     assert_eq!(
         server
-            .graph(
-                Method::POST,
-                &format!("/v1.0/communications/calls/{id}/answer"),
-                &token,
-                Some(answer_body(&bot.callback("x")))
-            )
+            .graph(Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, Some(answer_body(&bot.callback("x"))))
             .await
             .0,
         202
     );
     bot.take(2).await;
-    let (status, body) = server
-        .graph(
-            Method::POST,
-            &format!("/v1.0/communications/calls/{id}/reject"),
-            &token,
-            Some(json!({})),
-        )
-        .await;
+    let (status, body) = server.graph(Method::POST, &format!("/v1.0/communications/calls/{id}/reject"), &token, Some(json!({}))).await;
     assert_eq!(status, 409);
     assert_eq!(body["error"]["code"], "InvalidCallState");
-    assert_eq!(
-        body["error"]["message"],
-        "Cannot reject a call in state 'established'; reject needs state 'incoming'."
-    );
+    assert_eq!(body["error"]["message"], "Cannot reject a call in state 'established'; reject needs state 'incoming'.");
 }
 
 #[tokio::test]
@@ -358,14 +193,7 @@ async fn keep_alive_participants_and_the_deprecated_paths() {
     let mut bot = Bot::start().await;
     let server = Server::start(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
-    let (status, call) = server
-        .graph(
-            Method::POST,
-            "/beta/app/calls",
-            &token,
-            Some(call_to_user(&bot.callback("k"), HEIDI)),
-        )
-        .await;
+    let (status, call) = server.graph(Method::POST, "/beta/app/calls", &token, Some(call_to_user(&bot.callback("k"), HEIDI))).await;
     assert_eq!(status, 201, "{call}");
     let id = call["id"].as_str().unwrap().to_owned();
     bot.take(2).await;
@@ -374,70 +202,22 @@ async fn keep_alive_participants_and_the_deprecated_paths() {
         format!("/beta/app/calls/{id}/KEEPALIVE"),
         format!("/beta/applications/{DEMO_BOT}/calls/{id}/microsoft.graph.keepAlive"),
     ] {
-        assert_eq!(
-            server.graph(Method::POST, &path, &token, None).await.0,
-            200,
-            "{path}"
-        );
+        assert_eq!(server.graph(Method::POST, &path, &token, None).await.0, 200, "{path}");
     }
-    let (status, list) = server
-        .graph(
-            Method::GET,
-            &format!("/v1.0/communications/calls/{id}/participants"),
-            &token,
-            None,
-        )
-        .await;
+    let (status, list) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}/participants"), &token, None).await;
     assert_eq!(status, 200);
     let parts = list["value"].as_array().unwrap();
     assert_eq!(parts.len(), 2);
     assert_eq!(parts[0]["id"], call["myParticipantId"]);
     assert_eq!(parts[1]["info"]["identity"], heidi_identity());
     let pid = parts[1]["id"].as_str().unwrap();
-    let (status, p) = server
-        .graph(
-            Method::GET,
-            &format!("/v1.0/communications/calls/{id}/participants/{pid}"),
-            &token,
-            None,
-        )
-        .await;
+    let (status, p) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}/participants/{pid}"), &token, None).await;
     assert_eq!((status, &p["info"]), (200, &parts[1]["info"]));
-    let (status, _) = server
-        .graph(
-            Method::GET,
-            &format!("/v1.0/communications/calls/{id}/participants/nope"),
-            &token,
-            None,
-        )
-        .await;
+    let (status, _) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}/participants/nope"), &token, None).await;
     assert_eq!(status, 404);
-    let (status, ops) = server
-        .graph(
-            Method::GET,
-            &format!("/v1.0/communications/calls/{id}/operations"),
-            &token,
-            None,
-        )
-        .await;
+    let (status, ops) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}/operations"), &token, None).await;
     assert_eq!((status, &ops["value"]), (200, &json!([])));
-    let (status, list) = server
-        .graph(Method::GET, "/v1.0/communications/calls", &token, None)
-        .await;
-    assert_eq!(
-        (status, list["value"].as_array().map(Vec::len)),
-        (200, Some(1))
-    );
-    assert_eq!(
-        server
-            .graph(
-                Method::DELETE,
-                &format!("/beta/applications/{DEMO_BOT}/calls/{id}"),
-                &token,
-                None
-            )
-            .await
-            .0,
-        204
-    );
+    let (status, list) = server.graph(Method::GET, "/v1.0/communications/calls", &token, None).await;
+    assert_eq!((status, list["value"].as_array().map(Vec::len)), (200, Some(1)));
+    assert_eq!(server.graph(Method::DELETE, &format!("/beta/applications/{DEMO_BOT}/calls/{id}"), &token, None).await.0, 204);
 }

@@ -8,23 +8,9 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
-    let server = Server::start_with(Options {
-        demo_webhook: None,
-        extra: vec![],
-    })
-    .await;
+    let server = Server::start_with(Options { demo_webhook: None, extra: vec![] }).await;
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(
-            server
-                .http
-                .get(server.url(path))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200,
-            "{path}"
-        );
+        assert_eq!(server.http.get(server.url(path)).send().await.unwrap().status(), 200, "{path}");
     }
     let metrics = server.metrics().await;
     for name in [
@@ -44,33 +30,13 @@ async fn every_documented_route_is_served() {
     let mut bot = Bot::start().await;
     let server = Server::start(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
-    let (_, call) = server
-        .graph(
-            Method::POST,
-            "/v1.0/communications/calls",
-            &token,
-            Some(call_to_user(&bot.callback("s"), HEIDI)),
-        )
-        .await;
+    let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("s"), HEIDI))).await;
     let id = call["id"].as_str().unwrap().to_owned();
     bot.take(2).await;
-    let doc: Value = server
-        .http
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = server.http.get(server.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     for route in ROUTES {
-        assert!(
-            doc["paths"][route.path][route.method].is_object(),
-            "{} {} is in the document",
-            route.method,
-            route.path
-        );
+        assert!(doc["paths"][route.path][route.method].is_object(), "{} {} is in the document", route.method, route.path);
         let path = route
             .path
             .replace("{version}", "v1.0")
@@ -90,9 +56,7 @@ async fn every_documented_route_is_served() {
         };
         if route.method != "get" && route.method != "delete" {
             req = match route.body.map(|b| b.0) {
-                Some("application/x-www-form-urlencoded") => {
-                    req.form(&[("grant_type", "client_credentials")])
-                }
+                Some("application/x-www-form-urlencoded") => req.form(&[("grant_type", "client_credentials")]),
                 Some(_) => req.json(&serde_json::json!({})),
                 None => req,
             };
@@ -108,23 +72,11 @@ async fn every_documented_route_is_served() {
 
 #[tokio::test]
 async fn https_with_a_generated_certificate() {
-    let server = Server::start_with(Options {
-        demo_webhook: None,
-        extra: vec!["--tls".into()],
-    })
-    .await;
-    assert!(
-        server.base.starts_with("https://127.0.0.1:"),
-        "{}",
-        server.base
-    );
-    let pem =
-        std::fs::read(server.data_dir.join("tls/cert.pem")).expect("the generated certificate");
+    let server = Server::start_with(Options { demo_webhook: None, extra: vec!["--tls".into()] }).await;
+    assert!(server.base.starts_with("https://127.0.0.1:"), "{}", server.base);
+    let pem = std::fs::read(server.data_dir.join("tls/cert.pem")).expect("the generated certificate");
     let cert = reqwest::Certificate::from_pem(&pem).expect("PEM");
-    let client = reqwest::Client::builder()
-        .tls_certs_only([cert])
-        .build()
-        .expect("client");
+    let client = reqwest::Client::builder().tls_certs_only([cert]).build().expect("client");
     let resp = client
         .post(server.url(&format!("/{CONTOSO}/oauth2/v2.0/token")))
         .form(&[
@@ -137,33 +89,17 @@ async fn https_with_a_generated_certificate() {
         .await
         .expect("token over https");
     assert_eq!(resp.status(), 200);
-    let config: Value = client
-        .get(server.url(&format!("/{CONTOSO}/v2.0/.well-known/openid-configuration")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        config["token_endpoint"],
-        format!("{}/{CONTOSO}/oauth2/v2.0/token", server.base)
-    );
+    let config: Value =
+        client.get(server.url(&format!("/{CONTOSO}/v2.0/.well-known/openid-configuration"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(config["token_endpoint"], format!("{}/{CONTOSO}/oauth2/v2.0/token", server.base));
 }
 
 #[test]
 fn a_bad_config_file_is_refused_with_file_field_and_problem() {
     let dir = std::env::temp_dir().join(format!("switchboard-cfg-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let bad_guid = switchboard::config::EXAMPLE_TOML.replacen(
-        "id = \"aaaaaaaa-0000-4000-8000-000000000001\"",
-        "id = \"not-a-guid\"",
-        1,
-    );
-    let cases = [
-        ("colour = \"blue\"\n".to_owned(), "line 1, column 1"),
-        (bad_guid, "tenants[0].id"),
-    ];
+    let bad_guid = switchboard::config::EXAMPLE_TOML.replacen("id = \"aaaaaaaa-0000-4000-8000-000000000001\"", "id = \"not-a-guid\"", 1);
+    let cases = [("colour = \"blue\"\n".to_owned(), "line 1, column 1"), (bad_guid, "tenants[0].id")];
     for (i, (toml, field)) in cases.iter().enumerate() {
         let path = dir.join(format!("bad{i}.toml"));
         std::fs::write(&path, toml).unwrap();
@@ -176,10 +112,7 @@ fn a_bad_config_file_is_refused_with_file_field_and_problem() {
             .expect("runs");
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains(&path.display().to_string()) && stderr.contains(field),
-            "{stderr}"
-        );
+        assert!(stderr.contains(&path.display().to_string()) && stderr.contains(field), "{stderr}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

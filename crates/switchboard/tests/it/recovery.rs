@@ -12,14 +12,7 @@ async fn kill_9_loses_no_call_and_no_notification() {
     let mut server = Server::start(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     // An established call.
-    let (_, call) = server
-        .graph(
-            Method::POST,
-            "/v1.0/communications/calls",
-            &token,
-            Some(call_to_user(&bot.callback("a"), HEIDI)),
-        )
-        .await;
+    let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("a"), HEIDI))).await;
     let established = call["id"].as_str().unwrap().to_owned();
     bot.take(2).await;
     // An incoming call whose notifications cannot be delivered yet: the bot is failing.
@@ -31,21 +24,11 @@ async fn kill_9_loses_no_call_and_no_notification() {
     server.restart().await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     for id in [&established, &incoming] {
-        let (status, body) = server
-            .graph(
-                Method::GET,
-                &format!("/v1.0/communications/calls/{id}"),
-                &token,
-                None,
-            )
-            .await;
+        let (status, body) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}"), &token, None).await;
         assert_eq!(status, 200, "call {id} survived: {body}");
     }
     // The owed incoming notification arrives after the restart.
-    let (post, item) = bot
-        .next_within(Duration::from_secs(30))
-        .await
-        .expect("the owed notification");
+    let (post, item) = bot.next_within(Duration::from_secs(30)).await.expect("the owed notification");
     assert_eq!(post.path, "/api/calls");
     assert_eq!(item["changeType"], "created");
     assert_eq!(item["resourceData"]["id"], incoming.as_str());
@@ -62,31 +45,11 @@ async fn kill_9_loses_no_call_and_no_notification() {
             .0,
         202
     );
-    assert_eq!(
-        redact(bot.next().await.1, &incoming),
-        state_note("updated", "establishing")
-    );
+    assert_eq!(redact(bot.next().await.1, &incoming), state_note("updated", "establishing"));
     assert_eq!(redact(bot.next().await.1, &incoming), established_note());
-    assert_eq!(
-        server
-            .graph(
-                Method::DELETE,
-                &format!("/v1.0/communications/calls/{established}"),
-                &token,
-                None
-            )
-            .await
-            .0,
-        204
-    );
-    assert_eq!(
-        redact(bot.next().await.1, &established),
-        state_note("updated", "terminating")
-    );
-    assert_eq!(
-        redact(bot.next().await.1, &established)["resourceData"]["state"],
-        "terminated"
-    );
+    assert_eq!(server.graph(Method::DELETE, &format!("/v1.0/communications/calls/{established}"), &token, None).await.0, 204);
+    assert_eq!(redact(bot.next().await.1, &established), state_note("updated", "terminating"));
+    assert_eq!(redact(bot.next().await.1, &established)["resourceData"]["state"], "terminated");
     let (_, world) = server.sim(Method::GET, "/world", None).await;
     assert_eq!(world["legs"].as_array().map(Vec::len), Some(1), "{world}");
 }
@@ -96,26 +59,10 @@ async fn a_ringing_call_keeps_ringing_across_a_restart() {
     let mut bot = Bot::start().await;
     let mut server = Server::start(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
-    server
-        .sim(
-            Method::PUT,
-            &format!("/parties/{ALEX}/behaviour"),
-            Some(serde_json::json!({"kind": "answer", "after_ms": 1000})),
-        )
-        .await;
-    let (_, call) = server
-        .graph(
-            Method::POST,
-            "/v1.0/communications/calls",
-            &token,
-            Some(call_to_user(&bot.callback("r"), ALEX)),
-        )
-        .await;
+    server.sim(Method::PUT, &format!("/parties/{ALEX}/behaviour"), Some(serde_json::json!({"kind": "answer", "after_ms": 1000}))).await;
+    let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("r"), ALEX))).await;
     let id = call["id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        redact(bot.next().await.1, &id),
-        state_note("updated", "establishing")
-    );
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
     // Give the server a moment to record the delivery, or it would (rightly) send it again.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     server.restart().await;

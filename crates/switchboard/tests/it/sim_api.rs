@@ -9,43 +9,14 @@ use crate::harness::*;
 async fn the_sim_api_needs_the_admin_key_and_validates_its_input() {
     let bot = Bot::start().await;
     let server = Server::start(&bot).await;
-    let resp = server
-        .http
-        .get(server.url("/sim/v1/world"))
-        .send()
-        .await
-        .unwrap();
+    let resp = server.http.get(server.url("/sim/v1/world")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    let resp = server
-        .http
-        .get(server.url("/sim/v1/world"))
-        .header("X-Sim-Admin-Key", "wrong")
-        .send()
-        .await
-        .unwrap();
+    let resp = server.http.get(server.url("/sim/v1/world")).header("X-Sim-Admin-Key", "wrong").send().await.unwrap();
     assert_eq!(resp.status(), 403);
     let cases = vec![
-        (
-            Method::POST,
-            "/calls".to_owned(),
-            json!({"from": HEIDI}),
-            400,
-            "to: is required",
-        ),
-        (
-            Method::POST,
-            "/calls".to_owned(),
-            json!({"from": "nobody", "to": DEMO_BOT}),
-            400,
-            "'nobody' is neither a user id",
-        ),
-        (
-            Method::POST,
-            "/calls".to_owned(),
-            json!({"from": HEIDI, "to": "nowhere"}),
-            400,
-            "'nowhere' is not an application id",
-        ),
+        (Method::POST, "/calls".to_owned(), json!({"from": HEIDI}), 400, "to: is required"),
+        (Method::POST, "/calls".to_owned(), json!({"from": "nobody", "to": DEMO_BOT}), 400, "'nobody' is neither a user id"),
+        (Method::POST, "/calls".to_owned(), json!({"from": HEIDI, "to": "nowhere"}), 400, "'nowhere' is not an application id"),
         (
             Method::POST,
             "/calls".to_owned(),
@@ -53,65 +24,17 @@ async fn the_sim_api_needs_the_admin_key_and_validates_its_input() {
             400,
             "a PSTN caller can only reach an application instance",
         ),
-        (
-            Method::POST,
-            "/calls".to_owned(),
-            json!({"from": FIONA, "to": LEGACY_BOT}),
-            403,
-            "not consented in the caller's tenant",
-        ),
-        (
-            Method::PUT,
-            format!("/parties/{HEIDI}/behaviour"),
-            json!({"kind": "sing"}),
-            400,
-            "Invalid behaviour",
-        ),
-        (
-            Method::PUT,
-            format!("/parties/{HEIDI}/behaviour"),
-            json!({"kind": "answer", "after_ms": 99999999}),
-            400,
-            "Invalid behaviour",
-        ),
-        (
-            Method::PUT,
-            "/parties/nobody/behaviour".to_owned(),
-            json!({"kind": "busy"}),
-            404,
-            "'nobody' is neither",
-        ),
-        (
-            Method::POST,
-            "/calls/nope/hangup".to_owned(),
-            json!(null),
-            404,
-            "has no remote leg",
-        ),
-        (
-            Method::DELETE,
-            "/legs/nope".to_owned(),
-            json!(null),
-            404,
-            "does not exist",
-        ),
+        (Method::POST, "/calls".to_owned(), json!({"from": FIONA, "to": LEGACY_BOT}), 403, "not consented in the caller's tenant"),
+        (Method::PUT, format!("/parties/{HEIDI}/behaviour"), json!({"kind": "sing"}), 400, "Invalid behaviour"),
+        (Method::PUT, format!("/parties/{HEIDI}/behaviour"), json!({"kind": "answer", "after_ms": 99999999}), 400, "Invalid behaviour"),
+        (Method::PUT, "/parties/nobody/behaviour".to_owned(), json!({"kind": "busy"}), 404, "'nobody' is neither"),
+        (Method::POST, "/calls/nope/hangup".to_owned(), json!(null), 404, "has no remote leg"),
+        (Method::DELETE, "/legs/nope".to_owned(), json!(null), 404, "does not exist"),
     ];
     for (method, path, body, status, fragment) in cases {
-        let (got, resp) = server
-            .sim(
-                method.clone(),
-                &path,
-                (!body.is_null()).then_some(body.clone()),
-            )
-            .await;
+        let (got, resp) = server.sim(method.clone(), &path, (!body.is_null()).then_some(body.clone())).await;
         assert_eq!(got, status, "{method} {path} {body}: {resp}");
-        assert!(
-            resp["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains(fragment),
-            "{method} {path}: {resp}"
-        );
+        assert!(resp["error"]["message"].as_str().unwrap_or_default().contains(fragment), "{method} {path}: {resp}");
     }
 }
 
@@ -120,64 +43,26 @@ async fn behaviours_change_at_run_time_and_the_world_shows_every_leg() {
     let mut bot = Bot::start().await;
     let server = Server::start(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
-    let (status, _) = server
-        .sim(
-            Method::PUT,
-            &format!("/parties/{HEIDI}/behaviour"),
-            Some(json!({"kind": "busy"})),
-        )
-        .await;
+    let (status, _) = server.sim(Method::PUT, &format!("/parties/{HEIDI}/behaviour"), Some(json!({"kind": "busy"}))).await;
     assert_eq!(status, 200);
-    let (_, call) = server
-        .graph(
-            Method::POST,
-            "/v1.0/communications/calls",
-            &token,
-            Some(call_to_user(&bot.callback("b"), HEIDI)),
-        )
-        .await;
+    let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("b"), HEIDI))).await;
     let id = call["id"].as_str().unwrap().to_owned();
     bot.next().await;
-    assert_eq!(
-        redact(bot.next().await.1, &id),
-        terminated_note(486, 0, "The callee is busy.")
-    );
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(486, 0, "The callee is busy."));
 
-    let (_, call) = server
-        .graph(
-            Method::POST,
-            "/v1.0/communications/calls",
-            &token,
-            Some(call_to_user(&bot.callback("a"), ALEX)),
-        )
-        .await;
+    let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("a"), ALEX))).await;
     let id = call["id"].as_str().unwrap().to_owned();
     bot.take(2).await;
     let (status, world) = server.sim(Method::GET, "/world", None).await;
     assert_eq!(status, 200);
     assert_eq!(world["legs"].as_array().map(Vec::len), Some(1));
     let leg = &world["legs"][0];
-    assert_eq!(
-        leg["party"],
-        json!({"kind": "user", "id": ALEX, "displayName": "Alex Wilber", "tenantId": CONTOSO})
-    );
+    assert_eq!(leg["party"], json!({"kind": "user", "id": ALEX, "displayName": "Alex Wilber", "tenantId": CONTOSO}));
     assert_eq!(leg["state"], "connected");
-    assert_eq!(
-        leg["peer"],
-        json!({"kind": "bot", "callId": id, "appId": DEMO_BOT})
-    );
+    assert_eq!(leg["peer"], json!({"kind": "bot", "callId": id, "appId": DEMO_BOT}));
     assert_eq!(world["calls"][0]["state"], "established");
     // Hanging up the leg is the far end hanging up.
-    let (status, _) = server
-        .sim(
-            Method::DELETE,
-            &format!("/legs/{}", leg["id"].as_str().unwrap()),
-            None,
-        )
-        .await;
+    let (status, _) = server.sim(Method::DELETE, &format!("/legs/{}", leg["id"].as_str().unwrap()), None).await;
     assert_eq!(status, 204);
-    assert_eq!(
-        redact(bot.next().await.1, &id),
-        terminated_note(200, 4521, "The other participant ended the call.")
-    );
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 4521, "The other participant ended the call."));
 }
