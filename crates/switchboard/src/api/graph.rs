@@ -575,9 +575,7 @@ async fn call_action(
             }
             Input::Redirect { targets: parties }
         }
-        ("transfer", Some(_)) => {
-            return Err(GraphError::bad_request("Call transfer is not available in this version of Switchboard yet."));
-        }
+        ("transfer", Some(obj)) => transfer_input(state, caller, call, obj).await?,
         _ => {
             return Err(BodyError { field: "(body)".into(), problem: "expected a JSON object".into() }.into());
         }
@@ -627,4 +625,107 @@ fn participant(id: &str, party: &Party) -> Value {
         "restrictedExperience": null,
         "rosterSequenceNumber": 0
     })
+}
+
+/// The maximum length of `clientContext` (Graph: "Max limit is 256 chars").
+const CLIENT_CONTEXT_MAX: usize = 256;
+
+/// Reads a transfer request, in today's shape (`transferTarget`, `transferee`) or the 2018 beta shape
+/// (top-level `target`, `replacesCallId`, `clientContext`), and checks it against the directory and the
+/// bot's calls.
+async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj<'_>) -> Result<Input, GraphError> {
+    caller.require("Calls.Initiate.All", "transferring a call")?;
+    if let Some(ctx) = obj.str_opt("clientContext")? {
+        let n = ctx.chars().count();
+        if n > CLIENT_CONTEXT_MAX {
+            return Err(err("clientContext", format!("is {n} characters long; at most {CLIENT_CONTEXT_MAX} are allowed")).into());
+        }
+    }
+    let mut h = String::new();
+    let transfer_target = obj.obj_opt("transferTarget", &mut h)?;
+    let mut h2 = String::new();
+    let (set, field) = match (transfer_target, obj.obj_opt("target", &mut h2)?) {
+        (Some(tt), _) => {
+            let mut h3 = String::new();
+            let set = tt.obj_opt("identity", &mut h3)?.ok_or_else(|| GraphError::from(err("transferTarget.identity", "is required")))?;
+            (parse::identity_set(set)?, "transferTarget.identity")
+        }
+        // 2018 beta: the target as a bare identitySet.
+        (None, Some(target)) => (parse::identity_set(target)?, "target"),
+        (None, None) => return Err(err("transferTarget", "is required").into()),
+    };
+    let replaces = match transfer_target.map(|tt| tt.str_opt("replacesCallId")).transpose()?.flatten() {
+        Some(r) => Some((r, "transferTarget.replacesCallId")),
+        None => obj.str_opt("replacesCallId")?.map(|r| (r, "replacesCallId")),
+    };
+    let target = resolve(state, caller, set, field)?;
+    let me_app = target_is_this_bot(&target, caller);
+    if me_app {
+        return Err(err(field, "the transfer target is this bot itself").into());
+    }
+    if matches!(target, Party::Application { .. } | Party::ApplicationInstance { .. }) {
+        return Err(GraphError::bad_request(format!(
+            "{field}: transfers to other bots are not supported by Switchboard yet; transfer to a user or a phone number."
+        )));
+    }
+    if &target == call.remote() {
+        return Err(err(field, "the transfer target is the transferee itself").into());
+    }
+    if target.is_phone() && call.application_instance.is_none() {
+        return Err(GraphError::forbidden(format!(
+            "{field}: transfers to PSTN numbers need a call that belongs to an application instance (one that came in on the instance or its number, or was placed with source.identity.applicationInstance); call '{}' reached the bot through its application id.",
+            call.id
+        )));
+    }
+    if let Some(transferee) = obj.get("transferee") {
+        let p = parse::element(transferee.value, "transferee")?;
+        let mut h4 = String::new();
+        if let Some(set) = p.obj_opt("identity", &mut h4)? {
+            let who = resolve(state, caller, parse::identity_set(set)?, "transferee.identity")?;
+            if &who != call.remote() {
+                return Err(err("transferee.identity", "names a party that is not in this call").into());
+            }
+        }
+        if let Some(pid) = p.str_opt("participantId")? {
+            if pid != call.peer_participant_id {
+                return Err(err(
+                    "transferee.participantId",
+                    format!("'{pid}' is not a participant of call '{}' other than the bot", call.id),
+                )
+                .into());
+            }
+        }
+    }
+    let replaces_call_id = match replaces {
+        None => None,
+        Some((id, rfield)) => {
+            if id == call.id {
+                return Err(err(rfield, "a call cannot replace itself; name the bot's call with the transfer target").into());
+            }
+            let other = state
+                .engine
+                .get(id)
+                .await
+                .filter(|c| c.app_id.eq_ignore_ascii_case(&caller.app.client_id))
+                .ok_or_else(|| GraphError::from(err(rfield, format!("'{id}' is not a live call of this application"))))?;
+            if other.state != switchboard_core::call::CallState::Established {
+                return Err(
+                    err(rfield, format!("call '{id}' is '{}'; the consultation call must be established", other.state.as_str())).into()
+                );
+            }
+            if other.remote() != &target {
+                return Err(err(rfield, format!("call '{id}' is not with the transfer target named in {field}")).into());
+            }
+            Some(other.id)
+        }
+    };
+    Ok(Input::Transfer { target, replaces_call_id, timeout_ms: state.config.calls.ring_timeout_ms })
+}
+
+fn target_is_this_bot(target: &Party, caller: &Caller) -> bool {
+    match target {
+        Party::Application { id, .. } => id.eq_ignore_ascii_case(&caller.app.client_id),
+        Party::ApplicationInstance { id, .. } => caller.app.instances.iter().any(|i| i.id.eq_ignore_ascii_case(id)),
+        _ => false,
+    }
 }

@@ -70,6 +70,16 @@ fn redirect() -> Value {
     }})
 }
 
+fn transfer() -> Value {
+    json!({"type": "object", "additionalProperties": true, "properties": {
+        "transferTarget": {"$ref": "#/components/schemas/invitationParticipantInfo"},
+        "transferee": {"type": "object", "properties": {"identity": {"type": "object"}, "participantId": {"type": "string"}}},
+        "clientContext": {"type": "string", "maxLength": 256},
+        "target": {"type": "object", "description": "2018 beta: the target as an identitySet"},
+        "replacesCallId": {"type": "string", "description": "2018 beta: top-level replacesCallId"}
+    }})
+}
+
 fn token_form() -> Value {
     json!({"type": "object", "required": ["grant_type", "client_id", "client_secret", "scope"], "properties": {
         "grant_type": {"type": "string", "enum": ["client_credentials"]},
@@ -205,6 +215,21 @@ pub const ROUTES: &[Route] = &[
             (403, "PSTN without an application instance"),
             (404, "8522 call not found"),
             (409, "not incoming"),
+        ],
+        auth: Auth::Bearer,
+    },
+    Route {
+        method: "post",
+        path: "/{version}/communications/calls/{id}/transfer",
+        tag: "calls",
+        summary: "Transfer the call: blind, consultative (replacesCallId), to PSTN",
+        body: Some((JSON, transfer)),
+        responses: &[
+            (202, "transferring"),
+            (400, "invalid request"),
+            (403, "PSTN without an application instance, or across tenants"),
+            (404, "8522 call not found"),
+            (409, "not established"),
         ],
         auth: Auth::Bearer,
     },

@@ -113,6 +113,9 @@ pub fn notification(c: &Call, n: &Notification) -> Value {
         if let Some(reason) = &n.termination_reason {
             data.insert("terminationReason".into(), json!(reason));
         }
+        if let Some(context) = &n.replaces_context {
+            data.insert("replacesContext".into(), json!(context));
+        }
         Value::Object(data)
     };
     json!({

@@ -351,7 +351,7 @@ async fn malformed_requests_get_precise_graph_errors() {
             "Forbidden",
             "needs a call that belongs to an application instance",
         ),
-        case(Method::POST, &format!("{this}/transfer"), Some(json!({})), 400, "BadRequest", "not available"),
+        case(Method::POST, &format!("{this}/transfer"), Some(json!({})), 400, "BadRequest", "transferTarget: is required"),
     ];
     for c in cases {
         check(&server, &token, c).await;

@@ -11,3 +11,4 @@ mod ops;
 mod outgoing;
 mod recovery;
 mod sim_api;
+mod transfer;

@@ -1,0 +1,443 @@
+//! Call transfer: the documented v1.0 examples with their exact bodies and notification sequences,
+//! failures, refusals and races.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+use crate::lifecycle::answer_body;
+
+/// An incoming call from `from` to `to`, answered; its `establishing`/`established` are consumed.
+async fn answered(server: &Server, bot: &mut Bot, token: &str, from: &str, to: &str) -> String {
+    let id = server.inbound(from, to).await;
+    bot.next().await;
+    let (status, _) =
+        server.graph(Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), token, Some(answer_body(&bot.callback(&id)))).await;
+    assert_eq!(status, 202);
+    bot.take(2).await;
+    id
+}
+
+/// An outgoing call, established; its notifications are consumed.
+async fn placed(server: &Server, bot: &mut Bot, token: &str, body: Value) -> String {
+    let (status, call) = server.graph(Method::POST, "/v1.0/communications/calls", token, Some(body)).await;
+    assert_eq!(status, 201, "{call}");
+    let id = call["id"].as_str().unwrap().to_owned();
+    assert_eq!(redact(bot.take(2).await.pop().unwrap(), &id), established_note());
+    id
+}
+
+async fn transfer(server: &Server, token: &str, id: &str, body: Value) -> (u16, Value) {
+    server.graph(Method::POST, &format!("/v1.0/communications/calls/{id}/transfer"), token, Some(body)).await
+}
+
+fn accepted_media_note() -> Value {
+    let mut n = state_note("updated", "transferAccepted");
+    n["resourceData"]["mediaState"] = json!({"@odata.type": "#microsoft.graph.callMediaState", "audio": "inactive"});
+    n
+}
+
+/// The transcript of a successful transfer, up to and including the call's `deleted`.
+async fn expect_transferred(bot: &mut Bot, id: &str, last: Value) {
+    assert_eq!(redact(bot.next().await.1, id), state_note("updated", "transferring"));
+    assert_eq!(redact(bot.next().await.1, id), state_note("updated", "transferAccepted"));
+    assert_eq!(redact(bot.next().await.1, id), accepted_media_note());
+    assert_eq!(redact(bot.next().await.1, id), last);
+}
+
+fn completed_blind() -> Value {
+    terminated_note(0, 7015, "GracefulTransferCompleted")
+}
+
+fn completed_consultative() -> Value {
+    let mut n = state_note("deleted", "terminated");
+    n["resourceData"]["terminationReason"] = json!("AppTransferred");
+    n
+}
+
+fn failed(subcode: i64, kind: &str, why: &str, replaces_context: Option<&str>) -> Value {
+    let mut n = state_note("updated", "established");
+    n["resourceData"]["resultInfo"] = json!({
+        "@odata.type": "#microsoft.graph.resultInfo", "code": 500, "subcode": subcode,
+        "message": format!("The {kind} transfer failed: {why}. DiagCode: 500#{subcode}.@")
+    });
+    if let Some(c) = replaces_context {
+        n["resourceData"]["replacesContext"] = json!(c);
+    }
+    n
+}
+
+/// Who each party's leg is connected to, by party id.
+async fn connected_pairs(server: &Server) -> Vec<(String, String)> {
+    let (_, world) = server.sim(Method::GET, "/world", None).await;
+    let legs = world["legs"].as_array().cloned().unwrap_or_default();
+    let mut pairs = Vec::new();
+    for l in &legs {
+        if l["state"] == "connected" && l["peer"]["kind"] == "leg" {
+            let other = legs.iter().find(|o| o["id"] == l["peer"]["legId"]).expect("peer leg");
+            let key = |p: &Value| p["id"].as_str().or(p["number"].as_str()).unwrap_or_default().to_owned();
+            pairs.push((key(&l["party"]), key(&other["party"])));
+        }
+    }
+    pairs.sort();
+    pairs
+}
+
+#[tokio::test]
+async fn example_1_blind_transfer_to_a_teams_user() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let id = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+    let body = json!({"transferTarget": {"endpointType": "default", "identity": {"user": {"id": HEIDI, "displayName": "Heidi Steen"}}}});
+    assert_eq!(transfer(&server, &token, &id, body).await.0, 202);
+    expect_transferred(&mut bot, &id, completed_blind()).await;
+    assert_eq!(connected_pairs(&server).await, [(HEIDI.to_owned(), ALEX.to_owned()), (ALEX.to_owned(), HEIDI.to_owned())]);
+    let (status, _) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}"), &token, None).await;
+    assert_eq!(status, 404);
+    bot.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn example_2_consultative_transfer() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let a = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+    let consult = call_to_user(&bot.callback("consult"), HEIDI);
+    let b = placed(&server, &mut bot, &token, consult).await;
+    let body = json!({"transferTarget": {
+        "@odata.type": "#microsoft.graph.invitationParticipantInfo", "endpointType": "default",
+        "identity": {"@odata.type": "#microsoft.graph.identitySet", "user": {"@odata.type": "#microsoft.graph.identity", "id": HEIDI, "displayName": "Heidi Steen"}},
+        "replacesCallId": b
+    }});
+    assert_eq!(transfer(&server, &token, &a, body).await.0, 202);
+    // A's notifications and B's come on different callbacks; sort them out by call.
+    let mut for_a = Vec::new();
+    let mut for_b = Vec::new();
+    while for_a.len() < 4 || for_b.is_empty() {
+        let (_, item) = bot.next().await;
+        if item["resourceUrl"].as_str().unwrap_or_default().ends_with(&a) {
+            for_a.push(redact(item, &a))
+        } else {
+            for_b.push(redact(item, &b))
+        }
+    }
+    assert_eq!(
+        for_a,
+        [state_note("updated", "transferring"), state_note("updated", "transferAccepted"), accepted_media_note(), completed_consultative()]
+    );
+    let mut replaced = terminated_note(200, 7015, &format!("The call was handed over to call {a} by a consultative transfer."));
+    replaced["resourceData"]["terminationReason"] = json!("AppTransferred");
+    assert_eq!(for_b, [replaced]);
+    assert_eq!(connected_pairs(&server).await, [(HEIDI.to_owned(), ALEX.to_owned()), (ALEX.to_owned(), HEIDI.to_owned())]);
+    bot.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn example_3_transfer_to_a_pstn_number() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let id = answered(&server, &mut bot, &token, HEIDI, RECEPTION_PHONE).await;
+    let body = json!({
+        "transferTarget": {"endpointType": "default", "identity": {"phone": {"@odata.type": "#microsoft.graph.identity", "id": "+12345678901"}}, "languageId": "languageId-value", "region": "region-value"},
+        "clientContext": "9e90d1c1-f61e-43e7-9f75-d420159aae08"
+    });
+    assert_eq!(transfer(&server, &token, &id, body).await.0, 202);
+    expect_transferred(&mut bot, &id, completed_blind()).await;
+    assert_eq!(
+        connected_pairs(&server).await,
+        [("+12345678901".to_owned(), HEIDI.to_owned()), (HEIDI.to_owned(), "+12345678901".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn example_4_consultative_transfer_to_a_pstn_number() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let a = answered(&server, &mut bot, &token, HEIDI, RECEPTION).await;
+    let consult = call_to_phone(&bot.callback("consult"), "+12345678901");
+    let b = placed(&server, &mut bot, &token, consult).await;
+    let body = json!({
+        "transferTarget": {
+            "@odata.type": "#microsoft.graph.invitationParticipantInfo", "endpointType": "default",
+            "identity": {"@odata.type": "#microsoft.graph.identitySet", "phone": {"@odata.type": "#microsoft.graph.identity", "id": "+12345678901"}},
+            "replacesCallId": b, "languageId": "en-us", "region": "amer"
+        },
+        "clientContext": "9e90d1c1-f61e-43e7-9f75-d420159aae08"
+    });
+    assert_eq!(transfer(&server, &token, &a, body).await.0, 202);
+    let mut for_a = Vec::new();
+    while for_a.len() < 4 {
+        let (_, item) = bot.next().await;
+        if item["resourceUrl"].as_str().unwrap_or_default().ends_with(&a) {
+            for_a.push(redact(item, &a));
+        }
+    }
+    assert_eq!(
+        for_a,
+        [state_note("updated", "transferring"), state_note("updated", "transferAccepted"), accepted_media_note(), completed_consultative()]
+    );
+}
+
+#[tokio::test]
+async fn blind_failures_return_to_established_and_the_call_can_be_transferred_again() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let id = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+    let cases = [
+        (BUSY_BOB, "the transfer target is busy"),
+        (DECLINING_DANA, "the transfer target declined"),
+        (SILENT_SAM, "the transfer target did not answer"),
+    ];
+    for (target, why) in cases {
+        let body = json!({"transferTarget": {"identity": {"user": {"id": target}}}});
+        assert_eq!(transfer(&server, &token, &id, body).await.0, 202);
+        assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+        assert_eq!(redact(bot.next().await.1, &id), failed(7000, "blind", why, None), "transfer to {target}");
+        let (_, call) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}"), &token, None).await;
+        assert_eq!(call["state"], "established");
+    }
+    // Nothing of the failed attempts is left ringing.
+    let (_, world) = server.sim(Method::GET, "/world", None).await;
+    assert_eq!(world["legs"].as_array().map(Vec::len), Some(1), "{world}");
+    let body = json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}}});
+    assert_eq!(transfer(&server, &token, &id, body).await.0, 202);
+    expect_transferred(&mut bot, &id, completed_blind()).await;
+}
+
+#[tokio::test]
+async fn consultative_failure_when_the_consultation_call_ends_first() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let a = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+    let consult = call_to_user(&bot.callback("consult"), HEIDI);
+    let b = placed(&server, &mut bot, &token, consult).await;
+    let body = json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}, "replacesCallId": b}});
+    assert_eq!(transfer(&server, &token, &a, body).await.0, 202);
+    // Heidi hangs up the consultation call before the transferee takes it over.
+    assert_eq!(server.sim(Method::POST, &format!("/calls/{b}/hangup"), None).await.0, 204);
+    let mut for_a = Vec::new();
+    let mut for_b = Vec::new();
+    while for_a.len() < 2 || for_b.is_empty() {
+        let (_, item) = bot.next().await;
+        if item["resourceUrl"].as_str().unwrap_or_default().ends_with(&a) {
+            for_a.push(redact(item, &a))
+        } else {
+            for_b.push(redact(item, &b))
+        }
+    }
+    assert_eq!(for_b, [terminated_note(200, 4521, "The other participant ended the call.")]);
+    let context = b.clone();
+    assert_eq!(
+        for_a,
+        [state_note("updated", "transferring"), failed(7700, "consultative", "the transfer target could not be reached", Some(&context))]
+    );
+    let (_, call) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{a}"), &token, None).await;
+    assert_eq!(call["state"], "established");
+}
+
+#[tokio::test]
+async fn transfer_refusals_are_precise() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let id = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+    let ringing = server.inbound(HEIDI, DEMO_BOT).await;
+    bot.next().await;
+    let (_, other) =
+        server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("sam"), SILENT_SAM))).await;
+    let establishing = other["id"].as_str().unwrap().to_owned();
+    bot.next().await;
+    let legacy = server.token(LEGACY_BOT, CONTOSO).await;
+    let (_, foreign) = server
+        .graph(
+            Method::POST,
+            "/v1.0/communications/calls",
+            &legacy,
+            Some(json!({
+                "callbackUri": bot.callback("legacy"), "mediaConfig": service_hosted(),
+                "targets": [{"identity": {"user": {"id": HEIDI}}}]
+            })),
+        )
+        .await;
+    let foreign = foreign["id"].as_str().unwrap().to_owned();
+    let heidi = json!({"user": {"id": HEIDI}});
+    let cases: Vec<(String, Value, u16, &str)> = vec![
+        (id.clone(), json!({}), 400, "transferTarget: is required"),
+        (id.clone(), json!({"transferTarget": {}}), 400, "transferTarget.identity: is required"),
+        (id.clone(), json!({"transferTarget": {"identity": {"user": {"id": "nobody"}}}}), 400, "user 'nobody' does not exist"),
+        (id.clone(), json!({"transferTarget": {"identity": {"user": {"id": FIONA}}}}), 403, "calls across tenants are not allowed"),
+        (
+            id.clone(),
+            json!({"transferTarget": {"identity": {"user": {"id": HEIDI, "tenantId": FABRIKAM}}}}),
+            400,
+            "is not the tenant of user",
+        ),
+        (id.clone(), json!({"transferTarget": {"identity": {"user": {"id": ALEX}}}}), 400, "the transfer target is the transferee itself"),
+        (
+            id.clone(),
+            json!({"transferTarget": {"identity": {"application": {"id": DEMO_BOT}}}}),
+            400,
+            "the transfer target is this bot itself",
+        ),
+        (
+            id.clone(),
+            json!({"transferTarget": {"identity": {"applicationInstance": {"id": RECEPTION}}}}),
+            400,
+            "the transfer target is this bot itself",
+        ),
+        (
+            id.clone(),
+            json!({"transferTarget": {"identity": {"phone": {"id": "+12345678901"}}}}),
+            403,
+            "reached the bot through its application id",
+        ),
+        (
+            id.clone(),
+            json!({"transferTarget": {"identity": heidi}, "clientContext": "x".repeat(257)}),
+            400,
+            "clientContext: is 257 characters long",
+        ),
+        (
+            id.clone(),
+            json!({"transferTarget": {"identity": heidi, "replacesCallId": "nope"}}),
+            400,
+            "'nope' is not a live call of this application",
+        ),
+        (id.clone(), json!({"transferTarget": {"identity": heidi, "replacesCallId": id}}), 400, "a call cannot replace itself"),
+        (
+            id.clone(),
+            json!({"transferTarget": {"identity": heidi, "replacesCallId": foreign}}),
+            400,
+            "is not a live call of this application",
+        ),
+        (
+            id.clone(),
+            json!({"transferTarget": {"identity": {"user": {"id": SILENT_SAM}}, "replacesCallId": establishing}}),
+            400,
+            "the consultation call must be established",
+        ),
+        (
+            id.clone(),
+            json!({"transferTarget": {"identity": heidi}, "transferee": {"identity": {"user": {"id": HEIDI}}}}),
+            400,
+            "transferee.identity: names a party that is not in this call",
+        ),
+        (
+            ringing.clone(),
+            json!({"transferTarget": {"identity": {"user": {"id": ALEX}}}}),
+            409,
+            "Cannot transfer a call in state 'incoming'",
+        ),
+        (establishing.clone(), json!({"transferTarget": {"identity": heidi}}), 409, "Cannot transfer a call in state 'establishing'"),
+        ("nope".to_owned(), json!({"transferTarget": {"identity": heidi}}), 404, "Call not found"),
+    ];
+    for (call, body, status, fragment) in cases {
+        let (got, resp) = transfer(&server, &token, &call, body.clone()).await;
+        assert_eq!(got, status, "{body}: {resp}");
+        assert!(resp["error"]["message"].as_str().unwrap_or_default().contains(fragment), "{body}: {resp}");
+    }
+    // A second transfer while one is in progress.
+    let body = json!({"transferTarget": {"identity": {"user": {"id": SILENT_SAM}}}});
+    assert_eq!(transfer(&server, &token, &id, body.clone()).await.0, 202);
+    let (status, resp) = transfer(&server, &token, &id, body).await;
+    assert_eq!(
+        (status, resp["error"]["message"].as_str()),
+        (409, Some("Cannot transfer a call in state 'transferring'; transfer needs state 'established'."))
+    );
+    // Of all that, only the one accepted transfer reached the bot about this call.
+    let first = loop {
+        let (_, item) = bot.next().await;
+        if item["resourceUrl"].as_str().unwrap_or_default().ends_with(&id) {
+            break item;
+        }
+    };
+    assert_eq!(redact(first, &id), state_note("updated", "transferring"));
+}
+
+#[tokio::test]
+async fn lenient_input_forms_are_accepted() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let bodies = [
+        // Namespace-qualified action, tenantId inside the identity, transferee of the right party.
+        (
+            "microsoft.graph.transfer",
+            json!({"transferTarget": {"identity": {"user": {"id": HEIDI, "tenantId": CONTOSO}}}, "transferee": {"identity": {"user": {"id": ALEX}}}}),
+        ),
+        // Upper-case action and property names; an unknown property.
+        ("Transfer", json!({"TransferTarget": {"Identity": {"User": {"Id": HEIDI}}, "somethingNew": 1}})),
+        // The 2018 beta shape: a bare `target` identitySet and top-level clientContext.
+        ("transfer", json!({"target": {"user": {"id": HEIDI}}, "clientContext": "ctx"})),
+    ];
+    for (action, body) in bodies {
+        let id = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+        let (status, resp) =
+            server.graph(Method::POST, &format!("/beta/communications/calls/{id}/{action}"), &token, Some(body.clone())).await;
+        assert_eq!(status, 202, "{body}: {resp}");
+        expect_transferred(&mut bot, &id, completed_blind()).await;
+    }
+}
+
+#[tokio::test]
+async fn races_end_in_exactly_one_outcome() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let to_sam = json!({"transferTarget": {"identity": {"user": {"id": SILENT_SAM}}}});
+
+    // The transferee hangs up while the target rings.
+    let id = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+    assert_eq!(transfer(&server, &token, &id, to_sam.clone()).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+    assert_eq!(server.sim(Method::POST, &format!("/calls/{id}/hangup"), None).await.0, 204);
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 4521, "The other participant ended the call."));
+
+    // The bot hangs up while the target rings.
+    let id = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+    assert_eq!(transfer(&server, &token, &id, to_sam).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+    assert_eq!(server.graph(Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "terminating"));
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 7000, "The call was ended by the application."));
+
+    // The target answers and hangs up at once: the transfer completed; the rest is between them.
+    server
+        .sim(Method::PUT, &format!("/parties/{HEIDI}/behaviour"), Some(json!({"kind": "answer", "after_ms": 50, "hang_up_after_ms": 0})))
+        .await;
+    let id = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+    assert_eq!(transfer(&server, &token, &id, json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}}})).await.0, 202);
+    expect_transferred(&mut bot, &id, completed_blind()).await;
+
+    // Nothing after any call's `deleted`, and no leg left behind (the ring timeout has passed).
+    bot.expect_silence(Duration::from_millis(RING_TIMEOUT_MS + 500)).await;
+    let (_, world) = server.sim(Method::GET, "/world", None).await;
+    assert_eq!(world["legs"], json!([]), "{world}");
+}
+
+#[tokio::test]
+async fn a_transfer_survives_kill_9() {
+    let mut bot = Bot::start().await;
+    let mut server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    server.sim(Method::PUT, &format!("/parties/{HEIDI}/behaviour"), Some(json!({"kind": "answer", "after_ms": 1000}))).await;
+    let id = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+    assert_eq!(transfer(&server, &token, &id, json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}}})).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.restart().await;
+    // After the restart Heidi rings again (her directory behaviour: answer after 200 ms) and the
+    // transfer reaches its one outcome.
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferAccepted"));
+    assert_eq!(redact(bot.next().await.1, &id), accepted_media_note());
+    assert_eq!(redact(bot.next().await.1, &id), completed_blind());
+    bot.expect_silence(Duration::from_millis(300)).await;
+}
