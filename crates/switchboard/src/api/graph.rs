@@ -686,14 +686,12 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
                 return Err(err("transferee.identity", "names a party that is not in this call").into());
             }
         }
-        if let Some(pid) = p.str_opt("participantId")? {
-            if pid != call.peer_participant_id {
-                return Err(err(
-                    "transferee.participantId",
-                    format!("'{pid}' is not a participant of call '{}' other than the bot", call.id),
-                )
-                .into());
-            }
+        if let Some(pid) = p.str_opt("participantId")?
+            && pid != call.peer_participant_id
+        {
+            return Err(
+                err("transferee.participantId", format!("'{pid}' is not a participant of call '{}' other than the bot", call.id)).into()
+            );
         }
     }
     let replaces_call_id = match replaces {
