@@ -132,6 +132,9 @@ pub enum Behaviour {
         after_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hang_up_after_ms: Option<u64>,
+        /// As a transferee: how long the party takes to act on a consultative transfer (default 100 ms).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transfer_delay_ms: Option<u64>,
     },
     Busy,
     Decline,
@@ -144,13 +147,16 @@ fn default_after_ms() -> u64 {
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Behaviour::Answer { after_ms: default_after_ms(), hang_up_after_ms: None }
+        Behaviour::Answer { after_ms: default_after_ms(), hang_up_after_ms: None, transfer_delay_ms: None }
     }
 }
 
 impl Behaviour {
     pub fn validate(&self) -> Result<(), String> {
-        if let Behaviour::Answer { after_ms, hang_up_after_ms } = self {
+        if let Behaviour::Answer { after_ms, hang_up_after_ms, transfer_delay_ms } = self {
+            if let Some(d) = transfer_delay_ms.filter(|d| *d > MAX_BEHAVIOUR_MS) {
+                return Err(format!("transfer_delay_ms is {d}, at most {MAX_BEHAVIOUR_MS} is allowed"));
+            }
             if *after_ms > MAX_BEHAVIOUR_MS {
                 return Err(format!("after_ms is {after_ms}, at most {MAX_BEHAVIOUR_MS} is allowed"));
             }
@@ -814,7 +820,10 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
         assert_eq!(c.directory.applications[0].notification_format, NotificationFormat::Graph);
         assert!(c.tls.is_none() && c.public_url.is_none());
         let with_user = Config::from_toml(&cfg("", USER), "u").expect("valid");
-        assert_eq!(with_user.directory.users[0].behaviour, Behaviour::Answer { after_ms: 200, hang_up_after_ms: None });
+        assert_eq!(
+            with_user.directory.users[0].behaviour,
+            Behaviour::Answer { after_ms: 200, hang_up_after_ms: None, transfer_delay_ms: None }
+        );
     }
 
     #[test]
@@ -851,9 +860,11 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
         let b: Behaviour = toml::from_str::<User>("id='x'\ndisplay_name='y'\ntenant_id='z'\nbehaviour={kind='answer',hang_up_after_ms=5}")
             .expect("parses")
             .behaviour;
-        assert_eq!(b, Behaviour::Answer { after_ms: 200, hang_up_after_ms: Some(5) });
+        assert_eq!(b, Behaviour::Answer { after_ms: 200, hang_up_after_ms: Some(5), transfer_delay_ms: None });
         assert_eq!(
-            Behaviour::Answer { after_ms: 0, hang_up_after_ms: Some(3_600_001) }.validate().map_err(|e| e.contains("hang_up_after_ms")),
+            Behaviour::Answer { after_ms: 0, hang_up_after_ms: Some(3_600_001), transfer_delay_ms: None }
+                .validate()
+                .map_err(|e| e.contains("hang_up_after_ms")),
             Err(true)
         );
         assert_eq!(Behaviour::NoAnswer.validate(), Ok(()));

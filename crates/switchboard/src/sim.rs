@@ -21,7 +21,8 @@ use crate::network::{CallEvent, Network, NetworkEvents};
 /// How long a busy or declining party takes to say so.
 const REFUSAL_DELAY_MS: u64 = 50;
 /// How long a transferee takes to act on a consultative transfer (RFC 5589: REFER, then INVITE with
-/// Replaces), during which the consultation call can still end.
+/// Replaces), during which the consultation call can still end; a behaviour's `transfer_delay_ms`
+/// overrides it.
 pub const CONSULTATIVE_DELAY_MS: u64 = 100;
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -163,7 +164,7 @@ impl Sim {
         let sim = Arc::clone(self);
         tokio::spawn(async move {
             match behaviour {
-                Behaviour::Answer { after_ms, hang_up_after_ms } => {
+                Behaviour::Answer { after_ms, hang_up_after_ms, .. } => {
                     tokio::time::sleep(Duration::from_millis(after_ms)).await;
                     let Some(peer) = sim.connect(&leg_id) else { return };
                     match &peer {
@@ -296,13 +297,17 @@ impl Sim {
         self.play(id, behaviour);
     }
 
-    /// Consultative transfer: after [`CONSULTATIVE_DELAY_MS`], the transferee takes over the remote leg
+    /// Consultative transfer: after the transferee's delay, it takes over the remote leg
     /// of the consultation call `replaces`, if both are still connected.
-    fn transfer_consultative(self: &Arc<Self>, call_id: &str, replaces: &str) {
+    fn transfer_consultative(self: &Arc<Self>, call_id: &str, transferee: &Party, replaces: &str) {
+        let delay = match self.behaviour(transferee) {
+            Some(Behaviour::Answer { transfer_delay_ms: Some(d), .. }) => d,
+            _ => CONSULTATIVE_DELAY_MS,
+        };
         let sim = Arc::clone(self);
         let (call_id, replaces) = (call_id.to_owned(), replaces.to_owned());
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(CONSULTATIVE_DELAY_MS)).await;
+            tokio::time::sleep(Duration::from_millis(delay)).await;
             let mut w = sim.world();
             let connected = |id: Option<&String>, w: &World| {
                 id.and_then(|id| w.legs.get(id)).filter(|l| l.state == LegState::Connected).map(|l| l.id.clone())
@@ -381,7 +386,7 @@ impl Network for SimNetwork {
                 sim.play(target_id, behaviour);
             }
             NetCommand::Transfer { target, replaces_call_id: None } => sim.transfer_blind(&call.id, target),
-            NetCommand::Transfer { replaces_call_id: Some(b), .. } => sim.transfer_consultative(&call.id, b),
+            NetCommand::Transfer { replaces_call_id: Some(b), .. } => sim.transfer_consultative(&call.id, call.remote(), b),
             NetCommand::CancelTransfer => sim.cancel_transfer(&call.id),
         }
     }

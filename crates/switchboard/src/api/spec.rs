@@ -99,7 +99,8 @@ fn behaviour() -> Value {
     json!({"type": "object", "required": ["kind"], "properties": {
         "kind": {"type": "string", "enum": ["answer", "busy", "decline", "no-answer"]},
         "after_ms": {"type": "integer", "minimum": 0, "maximum": 3600000},
-        "hang_up_after_ms": {"type": ["integer", "null"], "minimum": 0, "maximum": 3600000}
+        "hang_up_after_ms": {"type": ["integer", "null"], "minimum": 0, "maximum": 3600000},
+        "transfer_delay_ms": {"type": ["integer", "null"], "minimum": 0, "maximum": 3600000}
     }})
 }
 

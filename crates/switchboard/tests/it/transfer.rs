@@ -219,6 +219,9 @@ async fn consultative_failure_when_the_consultation_call_ends_first() {
     let a = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
     let consult = call_to_user(&bot.callback("consult"), HEIDI);
     let b = placed(&server, &mut bot, &token, consult).await;
+    // Alex, the transferee, takes two seconds to act on the transfer: time for the race.
+    let slow = json!({"kind": "answer", "after_ms": 200, "transfer_delay_ms": 2000});
+    assert_eq!(server.sim(Method::PUT, &format!("/parties/{ALEX}/behaviour"), Some(slow)).await.0, 200);
     let body = json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}, "replacesCallId": b}});
     assert_eq!(transfer(&server, &token, &a, body).await.0, 202);
     // Heidi hangs up the consultation call before the transferee takes it over.
