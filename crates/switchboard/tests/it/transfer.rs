@@ -69,6 +69,22 @@ fn failed(subcode: i64, kind: &str, why: &str, replaces_context: Option<&str>) -
     n
 }
 
+/// Collects notifications until call `a` has `n_a` of them and call `b` has `n_b` (they may arrive on
+/// different callbacks, interleaved); each call's come back redacted and in order.
+async fn by_call(bot: &mut Bot, a: &str, n_a: usize, b: &str, n_b: usize) -> (Vec<Value>, Vec<Value>) {
+    let (mut for_a, mut for_b) = (Vec::new(), Vec::new());
+    while for_a.len() < n_a || for_b.len() < n_b {
+        let (_, item) = bot.next().await;
+        let url = item["resourceUrl"].as_str().unwrap_or_default().to_owned();
+        if url.ends_with(a) {
+            for_a.push(redact(item, a));
+        } else if url.ends_with(b) {
+            for_b.push(redact(item, b));
+        }
+    }
+    (for_a, for_b)
+}
+
 /// Who each party's leg is connected to, by party id.
 async fn connected_pairs(server: &Server) -> Vec<(String, String)> {
     let (_, world) = server.sim(Method::GET, "/world", None).await;
@@ -114,17 +130,7 @@ async fn example_2_consultative_transfer() {
         "replacesCallId": b
     }});
     assert_eq!(transfer(&server, &token, &a, body).await.0, 202);
-    // A's notifications and B's come on different callbacks; sort them out by call.
-    let mut for_a = Vec::new();
-    let mut for_b = Vec::new();
-    while for_a.len() < 4 || for_b.is_empty() {
-        let (_, item) = bot.next().await;
-        if item["resourceUrl"].as_str().unwrap_or_default().ends_with(&a) {
-            for_a.push(redact(item, &a))
-        } else {
-            for_b.push(redact(item, &b))
-        }
-    }
+    let (for_a, for_b) = by_call(&mut bot, &a, 4, &b, 1).await;
     assert_eq!(
         for_a,
         [state_note("updated", "transferring"), state_note("updated", "transferAccepted"), accepted_media_note(), completed_consultative()]
@@ -171,13 +177,7 @@ async fn example_4_consultative_transfer_to_a_pstn_number() {
         "clientContext": "9e90d1c1-f61e-43e7-9f75-d420159aae08"
     });
     assert_eq!(transfer(&server, &token, &a, body).await.0, 202);
-    let mut for_a = Vec::new();
-    while for_a.len() < 4 {
-        let (_, item) = bot.next().await;
-        if item["resourceUrl"].as_str().unwrap_or_default().ends_with(&a) {
-            for_a.push(redact(item, &a));
-        }
-    }
+    let (for_a, _) = by_call(&mut bot, &a, 4, &b, 0).await;
     assert_eq!(
         for_a,
         [state_note("updated", "transferring"), state_note("updated", "transferAccepted"), accepted_media_note(), completed_consultative()]
@@ -226,16 +226,7 @@ async fn consultative_failure_when_the_consultation_call_ends_first() {
     assert_eq!(transfer(&server, &token, &a, body).await.0, 202);
     // Heidi hangs up the consultation call before the transferee takes it over.
     assert_eq!(server.sim(Method::POST, &format!("/calls/{b}/hangup"), None).await.0, 204);
-    let mut for_a = Vec::new();
-    let mut for_b = Vec::new();
-    while for_a.len() < 2 || for_b.is_empty() {
-        let (_, item) = bot.next().await;
-        if item["resourceUrl"].as_str().unwrap_or_default().ends_with(&a) {
-            for_a.push(redact(item, &a))
-        } else {
-            for_b.push(redact(item, &b))
-        }
-    }
+    let (for_a, for_b) = by_call(&mut bot, &a, 2, &b, 1).await;
     assert_eq!(for_b, [terminated_note(200, 4521, "The other participant ended the call.")]);
     let context = b.clone();
     assert_eq!(
