@@ -132,6 +132,9 @@ pub struct Call {
     /// The transfer in progress, while `transferring` or `transferAccepted`.
     #[serde(default)]
     pub transfer: Option<Transfer>,
+    /// The call's most recent operations, oldest first.
+    #[serde(default)]
+    pub operations: Vec<Operation>,
 }
 
 /// A transfer of this call's remote party (the transferee) to a transfer target (RFC 5589 terms).
@@ -143,7 +146,33 @@ pub struct Transfer {
     pub replaces_call_id: Option<String>,
     /// The transfer fails as unanswered if the target has not accepted by then.
     pub deadline: Millis,
+    /// The operation that tracks this transfer (the 2018 beta reported progress through it).
+    #[serde(default)]
+    pub operation_id: String,
 }
+
+/// Graph's `operationStatus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OperationStatus {
+    Running,
+    Completed,
+    Failed,
+}
+
+/// A `commsOperation` of the call; today only transfers create them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    pub id: String,
+    pub status: OperationStatus,
+    pub client_context: Option<String>,
+    /// Why it failed (for a failed operation).
+    pub result_info: Option<ResultInfo>,
+}
+
+/// How many operations a call remembers for GET.
+pub const OPERATIONS_KEPT: usize = 10;
 
 impl Transfer {
     fn kind(&self) -> &'static str {
@@ -218,7 +247,7 @@ pub enum Input {
     Redirect { targets: Vec<Party> },
     HangUp,
     KeepAlive,
-    Transfer { target: Party, replaces_call_id: Option<String>, timeout_ms: Millis },
+    Transfer { target: Party, replaces_call_id: Option<String>, timeout_ms: Millis, operation_id: String, client_context: Option<String> },
     Net(NetEvent),
     Timer(Timer),
 }
@@ -260,6 +289,9 @@ pub struct Notification {
     pub media_state: Option<MediaState>,
     /// After a failed consultative transfer: the `replacesCallId` it was for.
     pub replaces_context: Option<String>,
+    /// The operation this notification reports on, as it is after the transition.
+    #[serde(default)]
+    pub operation: Option<Operation>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -336,6 +368,7 @@ impl Call {
             setup_deadline: Some(setup),
             keep_alive_deadline: now + KEEP_ALIVE_TIMEOUT_MS,
             transfer: None,
+            operations: Vec::new(),
         };
         let effects = vec![
             call.notify(ChangeType::Updated),
@@ -372,6 +405,7 @@ impl Call {
             setup_deadline: Some(setup),
             keep_alive_deadline: now + KEEP_ALIVE_TIMEOUT_MS,
             transfer: None,
+            operations: Vec::new(),
         };
         let mut created = call.notify(ChangeType::Created);
         if let Effect::Notify(n) = &mut created {
@@ -486,14 +520,20 @@ impl Call {
                     fx.push(Effect::Net(NetCommand::CancelTransfer));
                 }
             }
-            Input::Transfer { target, replaces_call_id, timeout_ms } => {
+            Input::Transfer { target, replaces_call_id, timeout_ms, operation_id, client_context } => {
                 if self.state != Established {
                     return Err(self.refuse("transfer", "'established'"));
                 }
                 let deadline = now + timeout_ms;
-                self.transfer = Some(Transfer { target: target.clone(), replaces_call_id: replaces_call_id.clone(), deadline });
+                let op = Operation { id: operation_id.clone(), status: OperationStatus::Running, client_context, result_info: None };
+                self.operations.push(op);
+                if self.operations.len() > OPERATIONS_KEPT {
+                    self.operations.remove(0);
+                }
+                self.transfer =
+                    Some(Transfer { target: target.clone(), replaces_call_id: replaces_call_id.clone(), deadline, operation_id });
                 self.state = Transferring;
-                fx.push(self.notify(ChangeType::Updated));
+                fx.push(self.notify_operation());
                 fx.push(Effect::Net(NetCommand::Transfer { target, replaces_call_id }));
                 fx.push(Effect::Timer { timer: Timer::Transfer, at: deadline });
             }
@@ -571,6 +611,10 @@ impl Call {
     }
 
     fn end_with(&mut self, info: Option<ResultInfo>, reason: Option<&str>, fx: &mut Vec<Effect>) {
+        // A transfer cut short by the call's end fails with the call's reason; no separate notification.
+        if self.state == CallState::Transferring {
+            self.finish_operation(OperationStatus::Failed, info.clone());
+        }
         self.state = CallState::Terminated;
         self.result_info = info;
         self.termination_reason = reason.map(str::to_owned);
@@ -584,7 +628,8 @@ impl Call {
     /// either order; Switchboard always sends this one.
     fn accept_transfer(&mut self, fx: &mut Vec<Effect>) {
         self.state = CallState::TransferAccepted;
-        fx.push(self.notify(ChangeType::Updated));
+        self.finish_operation(OperationStatus::Completed, None);
+        fx.push(self.notify_operation());
         self.media_state = MediaState::Inactive;
         if let Effect::Notify(mut n) = self.notify(ChangeType::Updated) {
             n.media_state = Some(MediaState::Inactive);
@@ -594,14 +639,36 @@ impl Call {
 
     /// Back to `established`, with 500/7000 (blind) or 500/7700 and `replacesContext` (consultative).
     fn fail_transfer(&mut self, failure: Failure, fx: &mut Vec<Effect>) {
+        let Some(kind) = self.transfer.as_ref().map(Transfer::kind) else { return };
+        let info = ResultInfo::transfer_failed(kind, failure);
+        self.finish_operation(OperationStatus::Failed, Some(info.clone()));
         let Some(transfer) = self.transfer.take() else { return };
         self.state = CallState::Established;
         self.media_state = MediaState::Active;
-        if let Effect::Notify(mut n) = self.notify(ChangeType::Updated) {
-            n.result_info = Some(ResultInfo::transfer_failed(transfer.kind(), failure));
+        if let Effect::Notify(mut n) = self.notify_operation() {
+            n.result_info = Some(info);
             n.replaces_context = transfer.replaces_call_id;
             fx.push(Effect::Notify(n));
         }
+    }
+
+    /// Ends the running transfer operation.
+    fn finish_operation(&mut self, status: OperationStatus, info: Option<ResultInfo>) {
+        let id = self.transfer.as_ref().map(|t| t.operation_id.clone());
+        if let Some(op) = self.operations.iter_mut().rev().find(|o| Some(&o.id) == id.as_ref() && o.status == OperationStatus::Running) {
+            op.status = status;
+            op.result_info = info;
+        }
+    }
+
+    /// An `updated` call notification that also carries the transfer's operation as it now is.
+    fn notify_operation(&self) -> Effect {
+        let mut e = self.notify(ChangeType::Updated);
+        if let Effect::Notify(n) = &mut e {
+            let id = self.transfer.as_ref().map(|t| &t.operation_id).or(self.operations.last().map(|o| &o.id));
+            n.operation = self.operations.iter().rev().find(|o| Some(&o.id) == id).cloned();
+        }
+        e
     }
 
     fn notify(&self, change: ChangeType) -> Effect {
@@ -613,6 +680,7 @@ impl Call {
             termination_reason: self.termination_reason.clone(),
             media_state: None,
             replaces_context: None,
+            operation: None,
         })
     }
 

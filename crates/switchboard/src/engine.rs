@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use switchboard_core::call::{Call, Effect, IncomingCall, Input, OutgoingCall, Refusal, Timer};
 use tokio::sync::mpsc;
 
-use crate::config::Config;
+use crate::config::{Config, NotificationFormat};
 use crate::graph::render;
 use crate::metrics::Metrics;
 use crate::network::{CallEvent, Network, NetworkEvents};
@@ -142,7 +142,7 @@ impl Engine {
     }
 
     async fn admit(self: &Arc<Self>, call: Call, effects: Vec<Effect>) -> Result<Call, EngineError> {
-        let notes = self.render(&call, &effects);
+        let notes = self.render(&call, &effects, 1);
         let (version, rows) = self.store.commit(&call, None, &notes, now_ms())?;
         let slot = Arc::new(tokio::sync::Mutex::new(Slot { call: call.clone(), version, gone: false }));
         // Hold the slot's lock while the effects run, so that no event about the call overtakes them.
@@ -168,7 +168,7 @@ impl Engine {
         if next == guard.call && effects.is_empty() {
             return Ok(next);
         }
-        let notes = self.render(&next, &effects);
+        let notes = self.render(&next, &effects, guard.version + 1);
         let (version, rows) = self.store.commit(&next, Some(guard.version), &notes, now)?;
         self.metrics.call_left(guard.call.state);
         guard.call = next;
@@ -184,19 +184,22 @@ impl Engine {
         Ok(guard.call.clone())
     }
 
-    /// Renders the notifications among `effects` for the outbox.
-    fn render(&self, call: &Call, effects: &[Effect]) -> Vec<NewNotification> {
-        let callback =
-            call.callback_uri.clone().or_else(|| self.config.directory.app(&call.app_id).and_then(|a| a.calling_webhook.clone()));
+    /// Renders the notifications among `effects` for the outbox, in the app's notification format.
+    /// `version` is the call's version once committed (the 2018 format's `@odata.etag`).
+    fn render(&self, call: &Call, effects: &[Effect], version: u64) -> Vec<NewNotification> {
+        let app = self.config.directory.app(&call.app_id);
+        let beta_2018 = app.is_some_and(|a| a.notification_format == NotificationFormat::Beta2018);
+        let callback = call.callback_uri.clone().or_else(|| app.and_then(|a| a.calling_webhook.clone()));
         let mut out = Vec::new();
         for e in effects {
-            if let Effect::Notify(n) = e {
-                match &callback {
-                    Some(cb) => out.push(NewNotification { callback: cb.clone(), body: render::notification(call, n).to_string() }),
-                    None => {
-                        tracing::error!(call_id = call.id, app_id = call.app_id, "no callback and no calling webhook: notification dropped")
-                    }
-                }
+            let Effect::Notify(n) = e else { continue };
+            let Some(cb) = &callback else {
+                tracing::error!(call_id = call.id, app_id = call.app_id, "no callback and no calling webhook: notification dropped");
+                continue;
+            };
+            let body = if beta_2018 { render::notification_2018(call, n, version) } else { Some(render::notification(call, n)) };
+            if let Some(body) = body {
+                out.push(NewNotification { callback: cb.clone(), body: body.to_string() });
             }
         }
         out

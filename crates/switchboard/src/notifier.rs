@@ -57,6 +57,8 @@ pub struct Notifier {
     wake: Notify,
     tokens: Mutex<HashMap<(String, String), (String, u64)>>,
     stop: CancellationFlag,
+    /// Apps that get the 2018 beta envelope.
+    beta_2018_apps: HashSet<String>,
 }
 
 /// A group of rows for one POST.
@@ -73,6 +75,7 @@ impl Notifier {
         key: Arc<SigningKey>,
         settings: NotificationSettings,
         metrics: Arc<Metrics>,
+        beta_2018_apps: HashSet<String>,
     ) -> Result<Arc<Self>, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
@@ -89,6 +92,7 @@ impl Notifier {
             wake: Notify::new(),
             tokens: Mutex::new(HashMap::new()),
             stop: CancellationFlag::default(),
+            beta_2018_apps,
         }))
     }
 
@@ -249,7 +253,7 @@ impl Notifier {
     async fn deliver(&self, batch: Batch) {
         let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
         let items: Vec<Value> = batch.rows.iter().map(|r| serde_json::from_str(&r.body).unwrap_or(Value::Null)).collect();
-        let body = render::notifications_envelope(items);
+        let body = render::notifications_envelope(items, self.beta_2018_apps.contains(&batch.app_id));
         self.metrics.notification_posts.inc();
         let outcome = match self.token(&batch.app_id, &batch.tenant_id) {
             Err(e) => Err(format!("could not sign the notification token: {e}")),

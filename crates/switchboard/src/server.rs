@@ -60,7 +60,14 @@ pub async fn start(
     let metrics = Arc::new(Metrics::default());
     let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
     let key = Arc::new(SigningKey::load_or_generate(&config.data_dir.join("keys"))?);
-    let notifier = Notifier::new(Arc::clone(&store), Arc::clone(&key), config.notifications.clone(), Arc::clone(&metrics))?;
+    let beta_2018_apps = config
+        .directory
+        .applications
+        .iter()
+        .filter(|a| a.notification_format == crate::config::NotificationFormat::Beta2018)
+        .map(|a| a.client_id.clone())
+        .collect();
+    let notifier = Notifier::new(Arc::clone(&store), Arc::clone(&key), config.notifications.clone(), Arc::clone(&metrics), beta_2018_apps)?;
     let engine = Engine::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&notifier), Arc::clone(&metrics));
     let (events, events_rx) = Engine::event_channel();
     let sim = Sim::new(Arc::new(config.directory.clone()), events);

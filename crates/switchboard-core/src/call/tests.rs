@@ -149,7 +149,13 @@ fn established() -> Call {
 }
 
 fn transfer(replaces: Option<&str>) -> Input {
-    Input::Transfer { target: alex(), replaces_call_id: replaces.map(str::to_owned), timeout_ms: 1000 }
+    Input::Transfer {
+        target: alex(),
+        replaces_call_id: replaces.map(str::to_owned),
+        timeout_ms: 1000,
+        operation_id: "op".into(),
+        client_context: Some("ctx".into()),
+    }
 }
 
 #[test]
@@ -249,6 +255,30 @@ fn a_replaced_consultation_call_ends_with_app_transferred() {
     assert_eq!(call.result_info, Some(ResultInfo::replaced("c1")));
 }
 
+#[test]
+fn a_transfer_is_tracked_by_its_operation() {
+    let ops = |fx: &[Effect]| -> Vec<Option<OperationStatus>> {
+        fx.iter().filter_map(|e| if let Effect::Notify(n) = e { Some(n.operation.as_ref().map(|o| o.status)) } else { None }).collect()
+    };
+    let mut call = established();
+    let fx = call.handle(transfer(None), 10).unwrap();
+    assert_eq!(ops(&fx), [Some(OperationStatus::Running)]);
+    let fx = call.handle(Input::Net(NetEvent::TransferCompleted), 20).unwrap();
+    assert_eq!(ops(&fx), [Some(OperationStatus::Completed), None, None]);
+
+    let mut call = established();
+    call.handle(transfer(None), 10).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::TransferFailed(Failure::Declined)), 20).unwrap();
+    assert_eq!(ops(&fx), [Some(OperationStatus::Failed)]);
+    assert_eq!(call.operations[0].client_context.as_deref(), Some("ctx"));
+    assert_eq!(call.operations[0].result_info.as_ref().map(|r| r.subcode), Some(7000));
+
+    let mut call = established();
+    call.handle(transfer(None), 10).unwrap();
+    call.handle(Input::Net(NetEvent::RemoteHangUp), 20).unwrap();
+    assert_eq!(call.operations[0].status, OperationStatus::Failed, "a transfer cut short by the call's end fails");
+}
+
 fn any_input() -> impl Strategy<Value = Input> {
     prop_oneof![
         Just(Input::Answer { callback_uri: None, modalities: vec![], media_config: MediaConfig::ServiceHosted }),
@@ -263,8 +293,8 @@ fn any_input() -> impl Strategy<Value = Input> {
         Just(Input::Timer(Timer::Setup)),
         Just(Input::Timer(Timer::KeepAlive)),
         Just(Input::Timer(Timer::Transfer)),
-        Just(Input::Transfer { target: alex(), replaces_call_id: None, timeout_ms: 1000 }),
-        Just(Input::Transfer { target: alex(), replaces_call_id: Some("c9".into()), timeout_ms: 1000 }),
+        Just(transfer(None)),
+        Just(transfer(Some("c9"))),
         Just(Input::Net(NetEvent::TransferAccepted)),
         Just(Input::Net(NetEvent::TransferCompleted)),
         Just(Input::Net(NetEvent::TransferFailed(Failure::Busy))),

@@ -219,11 +219,12 @@ async fn route(
                 .into_response())
         }
         [id, coll] if eq(coll, "operations") => {
-            owned_call(state, &caller, id).await?;
+            let call = owned_call(state, &caller, id).await?;
             if *method != Method::GET {
                 return Err(not_allowed());
             }
-            Ok(Json(with_context(json!({ "value": [] }), state, version, "communications/calls/operations")).into_response())
+            let value: Vec<Value> = call.operations.iter().map(|op| render_operation(&caller, &call, op)).collect();
+            Ok(Json(with_context(json!({ "value": value }), state, version, "communications/calls/operations")).into_response())
         }
         [id, coll, pid] if eq(coll, "participants") => {
             let call = owned_call(state, &caller, id).await?;
@@ -235,12 +236,16 @@ async fn route(
             })?;
             Ok(Json(with_context(p, state, version, "communications/calls/participants/$entity")).into_response())
         }
-        [id, coll, op] if eq(coll, "operations") => {
-            owned_call(state, &caller, id).await?;
+        [id, coll, op_id] if eq(coll, "operations") => {
+            let call = owned_call(state, &caller, id).await?;
             if *method != Method::GET {
                 return Err(not_allowed());
             }
-            Err(GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Operation '{op}' does not exist on call '{id}'.")))
+            let op = call.operations.iter().find(|o| o.id == *op_id).ok_or_else(|| {
+                GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Operation '{op_id}' does not exist on call '{id}'."))
+            })?;
+            Ok(Json(with_context(render_operation(&caller, &call, op), state, version, "communications/calls/operations/$entity"))
+                .into_response())
         }
         [id, action] => {
             let action = action_name(action);
@@ -581,8 +586,38 @@ async fn call_action(
         }
     };
     let keep_alive = matches!(input, Input::KeepAlive);
+    let operation = match &input {
+        Input::Transfer { operation_id, .. } => Some(operation_id.clone()),
+        _ => None,
+    };
     state.engine.apply(&call.id, input).await?;
-    Ok(if keep_alive { StatusCode::OK.into_response() } else { StatusCode::ACCEPTED.into_response() })
+    let mut resp = if keep_alive { StatusCode::OK.into_response() } else { StatusCode::ACCEPTED.into_response() };
+    // The 2018 beta's transfer was tracked by an operation; point at it.
+    if let (Some(op), true) = (operation, is_beta_2018(caller)) {
+        let location = format!("{}/beta/app/calls/{}/operations/{op}", state.base_url, call.id);
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(axum::http::header::LOCATION, v);
+        }
+    }
+    Ok(resp)
+}
+
+fn is_beta_2018(caller: &Caller) -> bool {
+    caller.app.notification_format == crate::config::NotificationFormat::Beta2018
+}
+
+/// An operation as the caller's notification format shows it.
+fn render_operation(caller: &Caller, call: &Call, op: &switchboard_core::call::Operation) -> Value {
+    if is_beta_2018(caller) {
+        let mut v = render::operation_2018(&call.id, op, 0);
+        // A GET has no notification etag to show.
+        if let Some(o) = v.as_object_mut() {
+            o.remove("@odata.etag");
+        }
+        v
+    } else {
+        render::operation(op)
+    }
 }
 
 /// The participants of a peer-to-peer call: the bot and the party at the far end.
@@ -635,11 +670,9 @@ const CLIENT_CONTEXT_MAX: usize = 256;
 /// bot's calls.
 async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj<'_>) -> Result<Input, GraphError> {
     caller.require("Calls.Initiate.All", "transferring a call")?;
-    if let Some(ctx) = obj.str_opt("clientContext")? {
-        let n = ctx.chars().count();
-        if n > CLIENT_CONTEXT_MAX {
-            return Err(err("clientContext", format!("is {n} characters long; at most {CLIENT_CONTEXT_MAX} are allowed")).into());
-        }
+    let client_context = obj.str_opt("clientContext")?.map(str::to_owned);
+    if let Some(n) = client_context.as_ref().map(|c| c.chars().count()).filter(|n| *n > CLIENT_CONTEXT_MAX) {
+        return Err(err("clientContext", format!("is {n} characters long; at most {CLIENT_CONTEXT_MAX} are allowed")).into());
     }
     let mut h = String::new();
     let transfer_target = obj.obj_opt("transferTarget", &mut h)?;
@@ -717,7 +750,7 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
             Some(other.id)
         }
     };
-    Ok(Input::Transfer { target, replaces_call_id, timeout_ms: state.config.calls.ring_timeout_ms })
+    Ok(Input::Transfer { target, replaces_call_id, timeout_ms: state.config.calls.ring_timeout_ms, operation_id: new_id(), client_context })
 }
 
 fn target_is_this_bot(target: &Party, caller: &Caller) -> bool {

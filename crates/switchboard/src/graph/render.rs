@@ -1,7 +1,7 @@
 //! Graph JSON out: the `call` resource and `commsNotification`s, exactly as Graph shows them.
 
 use serde_json::{Map, Value, json};
-use switchboard_core::call::{Call, MediaConfig, MediaState, Notification};
+use switchboard_core::call::{Call, CallState, ChangeType, MediaConfig, MediaState, Notification, Operation, OperationStatus};
 use switchboard_core::party::Party;
 use switchboard_core::result::ResultInfo;
 
@@ -92,7 +92,7 @@ pub fn call(call: &Call) -> Value {
     v
 }
 
-/// One `commsNotification` about a call.
+/// One `commsNotification` about a call, in today's Graph format.
 pub fn notification(c: &Call, n: &Notification) -> Value {
     let resource_data = if n.full {
         let mut full = call(c);
@@ -126,7 +126,86 @@ pub fn notification(c: &Call, n: &Notification) -> Value {
     })
 }
 
-/// The POST body that carries a batch of notifications.
-pub fn notifications_envelope(items: Vec<Value>) -> Value {
-    json!({"@odata.type": "#microsoft.graph.commsNotifications", "value": items})
+/// The POST body that carries a batch of notifications; the 2018 format had no `@odata.type` on it.
+pub fn notifications_envelope(items: Vec<Value>, beta_2018: bool) -> Value {
+    if beta_2018 { json!({"value": items}) } else { json!({"@odata.type": "#microsoft.graph.commsNotifications", "value": items}) }
+}
+
+fn operation_status(status: OperationStatus) -> &'static str {
+    match status {
+        OperationStatus::Running => "running",
+        OperationStatus::Completed => "completed",
+        OperationStatus::Failed => "failed",
+    }
+}
+
+/// A `commsOperation` as GET returns it today.
+pub fn operation(op: &Operation) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.commsOperation",
+        "id": op.id,
+        "clientContext": op.client_context,
+        "status": operation_status(op.status),
+        "resultInfo": op.result_info.as_ref().map(result_info),
+    })
+}
+
+/// The 2018 beta's stringly-typed `resultInfo` of a transfer operation.
+fn operation_result_2018(op: &Operation) -> Value {
+    match (op.status, &op.result_info) {
+        (OperationStatus::Running, _) => json!({"code": "200", "subCode": "transferring"}),
+        (OperationStatus::Completed, _) => json!({"code": "200", "subCode": "transferAccepted"}),
+        (OperationStatus::Failed, Some(i)) => json!({"code": i.code.to_string(), "subCode": i.subcode.to_string(), "message": i.message}),
+        (OperationStatus::Failed, None) => json!({"code": "500", "subCode": "failed"}),
+    }
+}
+
+/// The path of a call as the 2018 beta named it.
+pub fn call_path_2018(id: &str) -> String {
+    format!("/app/calls/{id}")
+}
+
+/// A `commsOperation` in the 2018 beta's shape (GET and notifications).
+pub fn operation_2018(call_id: &str, op: &Operation, etag: u64) -> Value {
+    let path = format!("{}/operations/{}", call_path_2018(call_id), op.id);
+    json!({
+        "@odata.type": "#microsoft.graph.commsOperation",
+        "@odata.id": path,
+        "@odata.etag": format!("W/\"{etag}\""),
+        "id": op.id,
+        "clientContext": op.client_context,
+        "resultInfo": operation_result_2018(op),
+        "status": operation_status(op.status),
+    })
+}
+
+/// One notification in the 2018 beta format (`resource`, `@odata.id`, `@odata.etag`, string codes),
+/// where transfer progress is reported on the transfer's operation, not on the call's state.
+/// Returns `None` for what that format did not send (the call-state side of a transfer).
+pub fn notification_2018(c: &Call, n: &Notification, etag: u64) -> Option<Value> {
+    if let Some(op) = &n.operation {
+        let change = if op.status == OperationStatus::Running { "updated" } else { "deleted" };
+        let data = operation_2018(&c.id, op, etag);
+        return Some(json!({"changeType": change, "resource": data["@odata.id"].clone(), "resourceData": data}));
+    }
+    let transfer_side = matches!(n.state, CallState::Transferring | CallState::TransferAccepted);
+    if transfer_side {
+        return None;
+    }
+    let mut item = notification(c, n);
+    let data = item["resourceData"].as_object_mut()?;
+    data.insert("@odata.id".into(), json!(call_path_2018(&c.id)));
+    data.insert("@odata.etag".into(), json!(format!("W/\"{etag}\"")));
+    // A completed transfer ended the call as "AppTransferred", blind or consultative.
+    let transferred = n.change == ChangeType::Deleted && n.result_info.as_ref().is_some_and(|r| r.subcode == 7015 && r.code == 0);
+    if transferred {
+        data.remove("resultInfo");
+        data.insert("terminationReason".into(), json!("AppTransferred"));
+    } else if let Some(info) = &n.result_info {
+        data.insert(
+            "resultInfo".into(),
+            json!({"code": info.code.to_string(), "subCode": info.subcode.to_string(), "message": info.message}),
+        );
+    }
+    Some(json!({"changeType": n.change, "resource": call_path_2018(&c.id), "resourceData": item["resourceData"].take()}))
 }

@@ -12,3 +12,4 @@ mod outgoing;
 mod recovery;
 mod sim_api;
 mod transfer;
+mod transfer_2018;
