@@ -37,6 +37,15 @@ struct Slot {
     version: u64,
     /// Set once the call has terminated and left the map; late holders of the slot see it.
     gone: bool,
+    /// The armed timer of each kind; re-arming a kind replaces it, termination cancels them all, so
+    /// no sleeping task outlives its call.
+    timers: Vec<(Timer, tokio::task::JoinHandle<()>)>,
+}
+
+impl Slot {
+    fn new(call: Call, version: u64) -> Self {
+        Slot { call, version, gone: false, timers: Vec::new() }
+    }
 }
 
 type SlotRef = Arc<tokio::sync::Mutex<Slot>>;
@@ -86,19 +95,17 @@ impl Engine {
         let mut map = self.lock_calls();
         for s in stored {
             self.metrics.call_entered(s.call.state);
-            for (timer, at) in s.call.pending_timers() {
-                self.arm(&s.call.id, timer, at);
-            }
             if let Some(net) = self.network.get() {
                 net.resume(&s.call);
             }
-            map.insert(s.call.id.clone(), Arc::new(tokio::sync::Mutex::new(Slot { call: s.call, version: s.version, gone: false })));
+            let mut slot = Slot::new(s.call, s.version);
+            for (timer, at) in slot.call.pending_timers() {
+                let handle = self.arm(&slot.call.id, timer, at);
+                slot.timers.push((timer, handle));
+            }
+            map.insert(slot.call.id.clone(), Arc::new(tokio::sync::Mutex::new(slot)));
         }
         Ok(n)
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     fn lock_calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, SlotRef>> {
@@ -144,14 +151,14 @@ impl Engine {
     async fn admit(self: &Arc<Self>, call: Call, effects: Vec<Effect>) -> Result<Call, EngineError> {
         let notes = self.render(&call, &effects, 1);
         let (version, rows) = self.store.commit(&call, None, &notes, now_ms())?;
-        let slot = Arc::new(tokio::sync::Mutex::new(Slot { call: call.clone(), version, gone: false }));
+        let slot = Arc::new(tokio::sync::Mutex::new(Slot::new(call.clone(), version)));
         // Hold the slot's lock while the effects run, so that no event about the call overtakes them.
-        let guard = slot.lock().await;
+        let mut guard = slot.lock().await;
         self.lock_calls().insert(call.id.clone(), Arc::clone(&slot));
         self.metrics.call_entered(call.state);
         self.metrics.calls_created.inc();
         self.notifier.enqueue(rows);
-        self.run(&guard.call, effects);
+        self.run(&mut guard, effects);
         Ok(call)
     }
 
@@ -180,7 +187,7 @@ impl Engine {
             self.metrics.call_entered(guard.call.state);
         }
         self.notifier.enqueue(rows);
-        self.run(&guard.call, effects);
+        self.run(&mut guard, effects);
         Ok(guard.call.clone())
     }
 
@@ -206,20 +213,32 @@ impl Engine {
     }
 
     /// Carries out the effects that are not notifications (those are already in the outbox).
-    fn run(self: &Arc<Self>, call: &Call, effects: Vec<Effect>) {
+    fn run(self: &Arc<Self>, slot: &mut Slot, effects: Vec<Effect>) {
         for e in effects {
             match e {
                 Effect::Notify(_) => {}
                 Effect::Net(cmd) => match self.network.get() {
-                    Some(net) => net.execute(call, &cmd),
-                    None => tracing::error!(call_id = call.id, ?cmd, "no network attached"),
+                    Some(net) => net.execute(&slot.call, &cmd),
+                    None => tracing::error!(call_id = slot.call.id, ?cmd, "no network attached"),
                 },
-                Effect::Timer { timer, at } => self.arm(&call.id, timer, at),
+                Effect::Timer { timer, at } => {
+                    let handle = self.arm(&slot.call.id, timer, at);
+                    if let Some(i) = slot.timers.iter().position(|(t, _)| *t == timer) {
+                        slot.timers.swap_remove(i).1.abort();
+                    }
+                    slot.timers.push((timer, handle));
+                }
+            }
+        }
+        if slot.gone {
+            // Safe even from a timer's own task: nothing is awaited after this point.
+            for (_, handle) in slot.timers.drain(..) {
+                handle.abort();
             }
         }
     }
 
-    fn arm(self: &Arc<Self>, id: &str, timer: Timer, at: u64) {
+    fn arm(self: &Arc<Self>, id: &str, timer: Timer, at: u64) -> tokio::task::JoinHandle<()> {
         let engine = Arc::clone(self);
         let id = id.to_owned();
         tokio::spawn(async move {
@@ -232,6 +251,6 @@ impl Engine {
                     tracing::error!(call_id = id, ?timer, error = %e, "timer could not be applied")
                 }
             }
-        });
+        })
     }
 }

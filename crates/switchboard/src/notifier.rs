@@ -10,13 +10,12 @@
 //! - **Signed.** Each POST carries `Authorization: Bearer <JWT>` (RS256; `aud` = the app id, `tid`, `iss`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
-use tokio_util_shim::CancellationFlag;
 
 use crate::config::NotificationSettings;
 use crate::engine::now_ms;
@@ -56,7 +55,7 @@ pub struct Notifier {
     queue: Mutex<Queue>,
     wake: Notify,
     tokens: Mutex<HashMap<(String, String), (String, u64)>>,
-    stop: CancellationFlag,
+    stop: AtomicBool,
     /// Apps that get the 2018 beta envelope.
     beta_2018_apps: HashSet<String>,
 }
@@ -91,7 +90,7 @@ impl Notifier {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
             tokens: Mutex::new(HashMap::new()),
-            stop: CancellationFlag::default(),
+            stop: AtomicBool::new(false),
             beta_2018_apps,
         }))
     }
@@ -140,11 +139,6 @@ impl Notifier {
         Ok(())
     }
 
-    /// Number of rows waiting or in flight.
-    pub fn backlog(&self) -> usize {
-        self.queue().pending.len()
-    }
-
     /// Picks what can be sent now; returns the batches and when to look again.
     fn take_due(&self, now: u64) -> (Vec<Batch>, Option<u64>) {
         let mut q = self.queue();
@@ -186,8 +180,8 @@ impl Notifier {
                 }
             };
             if batches[idx].rows.len() >= MAX_BATCH {
+                // The rest goes in a later POST; the full one's completion wakes the loop.
                 blocked.insert(row.call_id.clone());
-                next_wake = Some(now);
                 continue;
             }
             joined.insert(row.call_id.clone(), idx);
@@ -205,7 +199,7 @@ impl Notifier {
     pub async fn run(self: Arc<Self>) {
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         loop {
-            if self.stop.is_set() {
+            if self.stop.load(Ordering::SeqCst) {
                 break;
             }
             let (batches, next_wake) = self.take_due(now_ms());
@@ -231,7 +225,7 @@ impl Notifier {
     }
 
     pub fn shutdown(&self) {
-        self.stop.set();
+        self.stop.store(true, Ordering::SeqCst);
         self.wake.notify_one();
     }
 
@@ -338,23 +332,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
-}
-
-/// A tiny stop flag (we need no more of tokio-util than this).
-mod tokio_util_shim {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    #[derive(Default)]
-    pub struct CancellationFlag(AtomicBool);
-
-    impl CancellationFlag {
-        pub fn set(&self) {
-            self.0.store(true, Ordering::SeqCst);
-        }
-        pub fn is_set(&self) -> bool {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
 }
 
 #[cfg(test)]

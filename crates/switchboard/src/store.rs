@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use switchboard_core::call::Call;
 
 #[derive(Debug, thiserror::Error)]
@@ -280,13 +280,5 @@ impl Store for SqliteStore {
     fn requeue_failed(&self, now: u64) -> Result<usize, StoreError> {
         let conn = self.conn();
         Ok(conn.execute("UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?1 WHERE status = 'failed'", [now as i64])?)
-    }
-}
-
-/// Reads one value back for tests and diagnostics.
-impl SqliteStore {
-    pub fn call_version(&self, id: &str) -> Result<Option<u64>, StoreError> {
-        let conn = self.conn();
-        Ok(conn.query_row("SELECT version FROM calls WHERE id = ?1", [id], |r| r.get::<_, i64>(0)).optional()?.map(|v| v as u64))
     }
 }
