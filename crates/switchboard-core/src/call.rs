@@ -135,6 +135,9 @@ pub struct Call {
     /// The call's most recent operations, oldest first.
     #[serde(default)]
     pub operations: Vec<Operation>,
+    /// Incoming calls that another bot transferred here: that bot (`incomingContext.transferor`).
+    #[serde(default)]
+    pub transferor: Option<Party>,
 }
 
 /// A transfer of this call's remote party (the transferee) to a transfer target (RFC 5589 terms).
@@ -259,6 +262,8 @@ pub enum NetCommand {
     /// Place the outgoing call to `call.target`.
     Place,
     Answer,
+    /// Refuse an incoming call: Graph's reject `reason` (`none`, `busy`, `forbidden`), or `timeout`
+    /// when the bot did not answer in time.
     Reject {
         reason: String,
     },
@@ -339,6 +344,8 @@ pub struct IncomingCall {
     pub my_participant_id: String,
     pub peer_participant_id: String,
     pub call_chain_id: String,
+    /// Set when a bot transferred the caller here.
+    pub transferor: Option<Party>,
 }
 
 impl Call {
@@ -369,6 +376,7 @@ impl Call {
             keep_alive_deadline: now + KEEP_ALIVE_TIMEOUT_MS,
             transfer: None,
             operations: Vec::new(),
+            transferor: None,
         };
         let effects = vec![
             call.notify(ChangeType::Updated),
@@ -406,6 +414,7 @@ impl Call {
             keep_alive_deadline: now + KEEP_ALIVE_TIMEOUT_MS,
             transfer: None,
             operations: Vec::new(),
+            transferor: req.transferor,
         };
         let mut created = call.notify(ChangeType::Created);
         if let Effect::Notify(n) = &mut created {
@@ -578,7 +587,8 @@ impl Call {
                     match self.state {
                         Incoming => {
                             self.end(ResultInfo::not_answered_in_time(), &mut fx);
-                            fx.push(Effect::Net(NetCommand::Reject { reason: "none".to_owned() }));
+                            // Not one of Graph's reject reasons: the network tells the caller nobody answered.
+                            fx.push(Effect::Net(NetCommand::Reject { reason: "timeout".to_owned() }));
                         }
                         Establishing => {
                             self.end(ResultInfo::no_answer(), &mut fx);

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, NotificationFormat};
 use crate::graph::render;
 use crate::metrics::Metrics;
-use crate::network::{CallEvent, Network, NetworkEvents};
+use crate::network::{Network, NetworkEvent, NetworkEvents};
 use crate::notifier::Notifier;
 use crate::store::{NewNotification, Store, StoreError};
 
@@ -65,18 +65,25 @@ impl Engine {
     }
 
     /// Connects the telephony backend and starts draining its events.
-    pub fn attach_network(self: &Arc<Self>, network: Arc<dyn Network>, mut events: mpsc::UnboundedReceiver<CallEvent>) {
+    pub fn attach_network(self: &Arc<Self>, network: Arc<dyn Network>, mut events: mpsc::UnboundedReceiver<NetworkEvent>) {
         if self.network.set(network).is_err() {
             tracing::warn!("a network was already attached; ignoring the second one");
             return;
         }
         let engine = Arc::clone(self);
         tokio::spawn(async move {
-            while let Some(CallEvent { call_id, event }) = events.recv().await {
-                match engine.apply(&call_id, Input::Net(event.clone())).await {
-                    Ok(_) | Err(EngineError::NotFound(_)) => {}
-                    Err(e) => {
-                        tracing::error!(call_id, ?event, error = %e, "network event could not be applied")
+            while let Some(event) = events.recv().await {
+                match event {
+                    NetworkEvent::Call { call_id, event } => match engine.apply(&call_id, Input::Net(event.clone())).await {
+                        Ok(_) | Err(EngineError::NotFound(_)) => {}
+                        Err(e) => tracing::error!(call_id, ?event, error = %e, "network event could not be applied"),
+                    },
+                    // If the store refuses the call, the network's side times out (a transfer's timer, say).
+                    NetworkEvent::Offer(req) => {
+                        let call_id = req.id.clone();
+                        if let Err(e) = engine.offer(req).await {
+                            tracing::error!(call_id, error = %e, "call offered by the network could not be admitted");
+                        }
                     }
                 }
             }
@@ -84,7 +91,7 @@ impl Engine {
     }
 
     /// A channel for a network backend to report events on, and its receiving end for [`attach_network`].
-    pub fn event_channel() -> (NetworkEvents, mpsc::UnboundedReceiver<CallEvent>) {
+    pub fn event_channel() -> (NetworkEvents, mpsc::UnboundedReceiver<NetworkEvent>) {
         mpsc::unbounded_channel()
     }
 

@@ -5,7 +5,7 @@
 //! backend implements the same trait. Implementations must never call back into the engine while
 //! executing a command: they report through the channel, which the engine drains on its own task.
 
-use switchboard_core::call::{Call, NetCommand, NetEvent};
+use switchboard_core::call::{Call, IncomingCall, NetCommand, NetEvent};
 use tokio::sync::mpsc;
 
 pub trait Network: Send + Sync + 'static {
@@ -15,12 +15,14 @@ pub trait Network: Send + Sync + 'static {
     fn resume(&self, call: &Call);
 }
 
-/// An event about the remote leg of one bot call.
+/// What a network reports to the engine.
 #[derive(Debug, Clone)]
-pub struct CallEvent {
-    pub call_id: String,
-    pub event: NetEvent,
+pub enum NetworkEvent {
+    /// Something happened to the remote leg of one bot call.
+    Call { call_id: String, event: NetEvent },
+    /// A new call for a bot (a caller transferred to it by another bot, say).
+    Offer(IncomingCall),
 }
 
 /// Where a network sends its events.
-pub type NetworkEvents = mpsc::UnboundedSender<CallEvent>;
+pub type NetworkEvents = mpsc::UnboundedSender<NetworkEvent>;

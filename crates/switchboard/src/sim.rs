@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use switchboard_core::call::{Call, CallState, Failure, NetCommand, NetEvent};
+use switchboard_core::call::{Call, CallState, Direction, Failure, IncomingCall, NetCommand, NetEvent};
 use switchboard_core::party::Party;
 
 use crate::config::{Behaviour, Directory};
-use crate::network::{CallEvent, Network, NetworkEvents};
+use crate::network::{Network, NetworkEvent, NetworkEvents};
 
 /// How long a busy or declining party takes to say so.
 const REFUSAL_DELAY_MS: u64 = 50;
@@ -60,8 +60,17 @@ struct World {
     by_call: HashMap<String, String>,
     /// Behaviours changed at run time, by party key (user id or number).
     overrides: HashMap<String, Behaviour>,
-    /// Bot call id → the leg of its blind transfer's target, while it rings.
-    transfers: HashMap<String, String>,
+    /// Bot call id → its blind transfer's target, while it rings.
+    transfers: HashMap<String, Ringing>,
+    /// A call offered to a bot that is a transfer target → (the transferring call, the transferee's leg).
+    offers: HashMap<String, (String, String)>,
+}
+
+/// A blind transfer's target while it rings: a party's leg, or a call offered to another bot.
+#[derive(Clone, Debug)]
+enum Ringing {
+    Leg(String),
+    Bot { offered_call_id: String },
 }
 
 pub struct Sim {
@@ -156,7 +165,7 @@ impl Sim {
 
     fn send(&self, call_id: &str, event: NetEvent) {
         // The engine outlives the sim; a closed channel only happens at shutdown.
-        let _ = self.events.send(CallEvent { call_id: call_id.to_owned(), event });
+        let _ = self.events.send(NetworkEvent::Call { call_id: call_id.to_owned(), event });
     }
 
     /// Plays `behaviour` for the leg `leg_id` that is ringing.
@@ -266,9 +275,52 @@ impl Sim {
 
     fn cancel_transfer(&self, call_id: &str) {
         let mut w = self.world();
-        if let Some(t) = w.transfers.remove(call_id) {
-            w.legs.remove(&t);
+        match w.transfers.remove(call_id) {
+            Some(Ringing::Leg(t)) => {
+                w.legs.remove(&t);
+            }
+            // The transferee gave up before the target bot answered: its incoming call ends.
+            Some(Ringing::Bot { offered_call_id }) => {
+                w.offers.remove(&offered_call_id);
+                drop(w);
+                self.send(&offered_call_id, NetEvent::RemoteHangUp);
+            }
+            None => {}
         }
+    }
+
+    /// A call offered to a target bot ends unanswered: the transfer it was for fails.
+    fn refuse_offer(&self, offered_call_id: &str, failure: Failure) -> bool {
+        let mut w = self.world();
+        let Some((transferring, _)) = w.offers.remove(offered_call_id) else { return false };
+        w.transfers.remove(&transferring);
+        drop(w);
+        self.send(&transferring, NetEvent::TransferFailed(failure));
+        true
+    }
+
+    /// The target bot answers the call offered to it: the transferee's leg moves from the
+    /// transferring call to the answered one. Returns false if `call_id` was not such an offer.
+    fn answer_offer(&self, call_id: &str, app_id: &str) -> bool {
+        let mut w = self.world();
+        let Some((transferring, leg_id)) = w.offers.remove(call_id) else { return false };
+        let still_there = w.legs.get(&leg_id).is_some_and(|l| matches!(&l.peer, Peer::Bot { call_id, .. } if *call_id == transferring));
+        if !still_there {
+            drop(w);
+            self.send(call_id, NetEvent::RemoteHangUp);
+            return true;
+        }
+        w.transfers.remove(&transferring);
+        w.by_call.remove(&transferring);
+        w.by_call.insert(call_id.to_owned(), leg_id.clone());
+        if let Some(l) = w.legs.get_mut(&leg_id) {
+            l.peer = Peer::Bot { call_id: call_id.to_owned(), app_id: app_id.to_owned() };
+        }
+        drop(w);
+        self.send(call_id, NetEvent::Connected);
+        self.send(&transferring, NetEvent::TransferAccepted);
+        self.send(&transferring, NetEvent::TransferCompleted);
+        true
     }
 
     fn bot_leg(&self, call_id: &str, party: Party, state: LegState, app_id: &str) -> String {
@@ -280,8 +332,13 @@ impl Sim {
         id
     }
 
-    /// Blind transfer: the target rings on behalf of the transferee and plays its behaviour.
-    fn transfer_blind(self: &Arc<Self>, call_id: &str, target: &Party) {
+    /// Blind transfer: the target rings on behalf of the transferee and plays its behaviour; a
+    /// target that is a bot is offered an incoming call that names the transferor.
+    fn transfer_blind(self: &Arc<Self>, call: &Call, target: &Party) {
+        let call_id = call.id.as_str();
+        if matches!(target, Party::Application { .. } | Party::ApplicationInstance { .. }) {
+            return self.transfer_to_bot(call, target);
+        }
         let transferee = self.world().by_call.get(call_id).cloned();
         let (Some(transferee_leg), Some(behaviour)) = (transferee, self.behaviour(target)) else {
             self.send(call_id, NetEvent::TransferFailed(Failure::Unreachable));
@@ -292,9 +349,49 @@ impl Sim {
             let mut w = self.world();
             let peer = Peer::Transfer { call_id: call_id.to_owned(), transferee_leg };
             w.legs.insert(id.clone(), Leg { id: id.clone(), party: target.clone(), state: LegState::Ringing, peer });
-            w.transfers.insert(call_id.to_owned(), id.clone());
+            w.transfers.insert(call_id.to_owned(), Ringing::Leg(id.clone()));
         }
         self.play(id, behaviour);
+    }
+
+    fn transfer_to_bot(&self, call: &Call, target: &Party) {
+        let app = match target {
+            Party::Application { id, .. } => self.directory.app(id),
+            Party::ApplicationInstance { id, .. } => self.directory.instance(id).map(|(app, _)| app),
+            _ => None,
+        };
+        let transferee_leg = self.world().by_call.get(&call.id).cloned();
+        let (Some(app), Some(transferee_leg)) = (app, transferee_leg) else {
+            self.send(&call.id, NetEvent::TransferFailed(Failure::Unreachable));
+            return;
+        };
+        let offered = uuid::Uuid::new_v4().to_string();
+        {
+            let mut w = self.world();
+            w.transfers.insert(call.id.clone(), Ringing::Bot { offered_call_id: offered.clone() });
+            w.offers.insert(offered.clone(), (call.id.clone(), transferee_leg));
+        }
+        let transferor = match call.direction {
+            Direction::Incoming => call.target.clone(),
+            Direction::Outgoing => call.source.clone(),
+        };
+        let application_instance = match target {
+            Party::ApplicationInstance { id, .. } => Some(id.clone()),
+            _ => None,
+        };
+        let offer = IncomingCall {
+            id: offered,
+            app_id: app.client_id.clone(),
+            tenant_id: call.tenant_id.clone(),
+            source: call.remote().clone(),
+            target: target.clone(),
+            application_instance,
+            my_participant_id: uuid::Uuid::new_v4().to_string(),
+            peer_participant_id: call.peer_participant_id.clone(),
+            call_chain_id: call.call_chain_id.clone(),
+            transferor: Some(transferor),
+        };
+        let _ = self.events.send(NetworkEvent::Offer(offer));
     }
 
     /// Consultative transfer: after the transferee's delay, it takes over the remote leg
@@ -340,6 +437,16 @@ impl Sim {
     }
 }
 
+/// Why a transfer fails when the target bot rejects the call offered to it (its `reason`).
+fn offer_failure(reason: &str) -> Failure {
+    match reason {
+        "busy" => Failure::Busy,
+        // The bot let the call time out (the core's own reason).
+        "timeout" => Failure::NoAnswer,
+        _ => Failure::Declined,
+    }
+}
+
 /// The sim's side of the network trait; it keeps a handle on itself to schedule behaviours.
 pub struct SimNetwork(pub Arc<Sim>);
 
@@ -355,6 +462,7 @@ impl Network for SimNetwork {
                 let id = sim.bot_leg(&call.id, call.target.clone(), LegState::Ringing, &call.app_id);
                 sim.play(id, behaviour);
             }
+            NetCommand::Answer if sim.answer_offer(&call.id, &call.app_id) => {}
             NetCommand::Answer => {
                 let leg = sim.world().by_call.get(&call.id).cloned();
                 match leg {
@@ -368,6 +476,10 @@ impl Network for SimNetwork {
                     _ => sim.send(&call.id, NetEvent::RemoteHangUp),
                 }
             }
+            // A target bot that rejects refuses the transfer; one that lets the call time out does not answer.
+            NetCommand::Reject { reason } if sim.refuse_offer(&call.id, offer_failure(reason)) => {}
+            // Redirecting or hanging up an offered transfer is refusing it (the caller stays with the transferor).
+            NetCommand::HangUp | NetCommand::Redirect { .. } if sim.refuse_offer(&call.id, Failure::Declined) => {}
             NetCommand::Reject { .. } | NetCommand::HangUp => {
                 sim.remove_call_leg(&call.id);
             }
@@ -385,7 +497,7 @@ impl Network for SimNetwork {
                 drop(w);
                 sim.play(target_id, behaviour);
             }
-            NetCommand::Transfer { target, replaces_call_id: None } => sim.transfer_blind(&call.id, target),
+            NetCommand::Transfer { target, replaces_call_id: None } => sim.transfer_blind(call, target),
             NetCommand::Transfer { replaces_call_id: Some(b), .. } => sim.transfer_consultative(&call.id, call.remote(), b),
             NetCommand::CancelTransfer => sim.cancel_transfer(&call.id),
         }
@@ -393,6 +505,12 @@ impl Network for SimNetwork {
 
     fn resume(&self, call: &Call) {
         let sim = &self.0;
+        // A call offered to a transfer target bot that was not answered before the restart is withdrawn;
+        // the transferring call, resumed on its own, offers it again.
+        if call.transferor.is_some() && call.state == CallState::Incoming {
+            sim.send(&call.id, NetEvent::RemoteHangUp);
+            return;
+        }
         let connected = matches!(call.state, CallState::Established | CallState::Transferring | CallState::TransferAccepted);
         let state = if connected { LegState::Connected } else { LegState::Ringing };
         let id = sim.bot_leg(&call.id, call.remote().clone(), state, &call.app_id);

@@ -49,6 +49,7 @@ fn incoming(now: Millis) -> (Call, Vec<Effect>) {
             my_participant_id: "p".into(),
             peer_participant_id: "q".into(),
             call_chain_id: "chain".into(),
+            transferor: None,
         },
         now,
     )

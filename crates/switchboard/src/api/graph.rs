@@ -696,10 +696,21 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
     if me_app {
         return Err(err(field, "the transfer target is this bot itself").into());
     }
-    if matches!(target, Party::Application { .. } | Party::ApplicationInstance { .. }) {
-        return Err(GraphError::bad_request(format!(
-            "{field}: transfers to other bots are not supported by Switchboard yet; transfer to a user or a phone number."
-        )));
+    if let Some(app) = target_bot(state, &target) {
+        // Another bot of the directory gets an ordinary incoming call, so it must be able to take one here.
+        let tenant = match &target {
+            Party::ApplicationInstance { tenant_id, .. } => tenant_id.as_str(),
+            _ => app.tenants.iter().find(|t| t.eq_ignore_ascii_case(&call.tenant_id)).map_or("", String::as_str),
+        };
+        if !tenant.eq_ignore_ascii_case(&call.tenant_id) {
+            return Err(GraphError::forbidden(format!(
+                "{field}: application '{}' cannot take calls in tenant '{}'; transfers across tenants are not allowed.",
+                app.name, call.tenant_id
+            )));
+        }
+        if app.calling_webhook.is_none() {
+            return Err(err(field, format!("application '{}' has no calling webhook to offer the transferred call to", app.name)).into());
+        }
     }
     if &target == call.remote() {
         return Err(err(field, "the transfer target is the transferee itself").into());
@@ -751,6 +762,16 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
         }
     };
     Ok(Input::Transfer { target, replaces_call_id, timeout_ms: state.config.calls.ring_timeout_ms, operation_id: new_id(), client_context })
+}
+
+/// The application behind a bot target (an application or one of its instances).
+fn target_bot<'a>(state: &'a AppState, target: &Party) -> Option<&'a Application> {
+    let dir = &state.config.directory;
+    match target {
+        Party::Application { id, .. } => dir.app(id),
+        Party::ApplicationInstance { id, .. } => dir.instance(id).map(|(app, _)| app),
+        _ => None,
+    }
 }
 
 fn target_is_this_bot(target: &Party, caller: &Caller) -> bool {

@@ -101,6 +101,7 @@ async fn place_inbound(State(state): State<AppState>, headers: HeaderMap, body: 
         my_participant_id: uuid::Uuid::new_v4().to_string(),
         peer_participant_id: uuid::Uuid::new_v4().to_string(),
         call_chain_id: uuid::Uuid::new_v4().to_string(),
+        transferor: None,
     };
     if let Err(e) = state.engine.offer(req).await {
         state.sim.hang_up_leg(&leg_id);

@@ -82,7 +82,11 @@ pub fn call(call: &Call) -> Value {
         "chatInfo": null,
         "meetingInfo": null,
         "callOptions": null,
-        "incomingContext": null,
+        "incomingContext": call.transferor.as_ref().map(|t| json!({
+            "@odata.type": "#microsoft.graph.incomingContext",
+            "sourceParticipantId": call.peer_participant_id,
+            "transferor": identity_set(t),
+        })),
         "toneInfo": null,
         "transcription": null,
     });

@@ -435,3 +435,105 @@ async fn a_transfer_survives_kill_9() {
     assert_eq!(redact(bot.next().await.1, &id), completed_blind());
     bot.expect_silence(Duration::from_millis(300)).await;
 }
+
+/// The identity set of the Demo Bot or one of its instances, as `incomingContext.transferor` carries it.
+fn transferor(kind: &str, id: &str, name: &str, tenant: Option<&str>) -> Value {
+    let mut identity = json!({"@odata.type": "#microsoft.graph.identity", "id": id, "displayName": name});
+    if let Some(t) = tenant {
+        identity["tenantId"] = json!(t);
+    }
+    json!({"@odata.type": "#microsoft.graph.identitySet", kind: identity})
+}
+
+/// The call the target bot is offered: its id and `resourceData`, after checking it is an ordinary
+/// incoming call from `from` that names the transferor.
+async fn offered(target: &mut Bot, from: &str, transferor: Value, source_participant: &str) -> (String, Value) {
+    let (_, created) = target.next().await;
+    assert_eq!(created["changeType"], "created", "{created}");
+    let data = created["resourceData"].clone();
+    assert_eq!(data["state"], "incoming");
+    assert_eq!(data["direction"], "incoming");
+    assert_eq!(data["source"]["identity"]["user"]["id"], from);
+    assert_eq!(
+        data["incomingContext"],
+        json!({
+            "@odata.type": "#microsoft.graph.incomingContext",
+            "sourceParticipantId": source_participant,
+            "transferor": transferor
+        })
+    );
+    (data["id"].as_str().expect("offered call id").to_owned(), data)
+}
+
+/// The participant id of the bot's peer in `call` (the transferee).
+async fn peer_participant(server: &Server, token: &str, call: &str) -> String {
+    let (_, list) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{call}/participants"), token, None).await;
+    let peers: Vec<&Value> = list["value"].as_array().expect("participants").iter().filter(|p| p["info"]["identity"].get("user").is_some() || p["info"]["identity"].get("phone").is_some()).collect();
+    assert_eq!(peers.len(), 1, "{list}");
+    peers[0]["id"].as_str().expect("participant id").to_owned()
+}
+
+#[tokio::test]
+async fn a_bot_as_target_gets_an_ordinary_incoming_call_that_names_the_transferor() {
+    let mut bot = Bot::start().await;
+    let mut target = Bot::start().await;
+    let server =
+        Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--legacy-webhook".into(), target.webhook()] }).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let legacy = server.token(LEGACY_BOT, CONTOSO).await;
+
+    // Alex called the Demo Bot on its app id; the Legacy Bot answers the call transferred to it.
+    let a = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+    let alex = peer_participant(&server, &token, &a).await;
+    let body = json!({"transferTarget": {"identity": {"application": {"id": LEGACY_BOT, "displayName": "Legacy Bot"}}}});
+    assert_eq!(transfer(&server, &token, &a, body).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &a), state_note("updated", "transferring"));
+    let demo_bot = transferor("application", DEMO_BOT, "Demo Bot", None);
+    let (c, data) = offered(&mut target, ALEX, demo_bot, &alex).await;
+    assert_eq!(data["targets"][0]["identity"]["application"]["id"], LEGACY_BOT);
+    let (status, _) = server.graph(Method::POST, &format!("/beta/app/calls/{c}/answer"), &legacy, Some(answer_body(&target.callback(&c)))).await;
+    assert_eq!(status, 202);
+    let states: Vec<Value> = target.take(2).await.into_iter().map(|i| i["resourceData"]["state"].clone()).collect();
+    assert_eq!(states, [json!("establishing"), json!("established")]);
+    assert_eq!(redact(bot.next().await.1, &a), state_note("updated", "transferAccepted"));
+    assert_eq!(redact(bot.next().await.1, &a), accepted_media_note());
+    assert_eq!(redact(bot.next().await.1, &a), completed_blind());
+    // Alex's leg now belongs to the Legacy Bot's call.
+    let (_, world) = server.sim(Method::GET, "/world", None).await;
+    let legs = world["legs"].as_array().expect("legs");
+    assert_eq!(legs.len(), 1, "{world}");
+    assert_eq!(legs[0]["party"]["id"], ALEX);
+    assert_eq!(legs[0]["peer"], json!({"kind": "bot", "callId": c, "appId": LEGACY_BOT}));
+    assert_eq!(server.graph(Method::DELETE, &format!("/beta/app/calls/{c}"), &legacy, None).await.0, 204);
+    target.take(2).await;
+
+    // Heidi called the Reception instance; the Legacy Bot's instance is busy and rejects: the transfer fails.
+    let b = answered(&server, &mut bot, &token, HEIDI, RECEPTION).await;
+    let heidi = peer_participant(&server, &token, &b).await;
+    let body = json!({"transferTarget": {"identity": {"applicationInstance": {"id": "dddddddd-0000-4000-8000-000000000007"}}}});
+    assert_eq!(transfer(&server, &token, &b, body).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &b), state_note("updated", "transferring"));
+    let reception = transferor("applicationInstance", RECEPTION, "Contoso Reception", Some(CONTOSO));
+    let (c, data) = offered(&mut target, HEIDI, reception.clone(), &heidi).await;
+    assert_eq!(data["targets"][0]["identity"]["applicationInstance"]["id"], "dddddddd-0000-4000-8000-000000000007");
+    let (status, _) = server.graph(Method::POST, &format!("/beta/app/calls/{c}/reject"), &legacy, Some(json!({"reason": "busy"}))).await;
+    assert_eq!(status, 202);
+    assert_eq!(target.next().await.1["resourceData"]["state"], "terminated");
+    assert_eq!(redact(bot.next().await.1, &b), failed(7000, "blind", "the transfer target is busy", None));
+
+    // The target bot never answers: the transfer times out, and the call offered to it ends too.
+    let body = json!({"transferTarget": {"identity": {"application": {"id": LEGACY_BOT}}}});
+    assert_eq!(transfer(&server, &token, &b, body).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &b), state_note("updated", "transferring"));
+    let (c, _) = offered(&mut target, HEIDI, reception, &heidi).await;
+    assert_eq!(redact(bot.next().await.1, &b), failed(7000, "blind", "the transfer target did not answer", None));
+    let (_, ended) = target.next().await;
+    assert_eq!(ended["changeType"], "deleted");
+    assert_eq!(ended["resource"], format!("/app/calls/{c}"));
+    assert_eq!(ended["resourceData"]["resultInfo"]["subCode"], "4521");
+    // Heidi is still with the Demo Bot, and nothing else happens to either bot.
+    let (_, call) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{b}"), &token, None).await;
+    assert_eq!(call["state"], "established");
+    bot.expect_silence(Duration::from_millis(300)).await;
+    target.expect_silence(Duration::from_millis(100)).await;
+}
