@@ -81,7 +81,7 @@ impl Engine {
                     // If the store refuses the call, the network's side times out (a transfer's timer, say).
                     NetworkEvent::Offer(req) => {
                         let call_id = req.id.clone();
-                        if let Err(e) = engine.offer(req).await {
+                        if let Err(e) = engine.offer(*req).await {
                             tracing::error!(call_id, error = %e, "call offered by the network could not be admitted");
                         }
                     }

@@ -21,7 +21,7 @@ pub enum NetworkEvent {
     /// Something happened to the remote leg of one bot call.
     Call { call_id: String, event: NetEvent },
     /// A new call for a bot (a caller transferred to it by another bot, say).
-    Offer(IncomingCall),
+    Offer(Box<IncomingCall>),
 }
 
 /// Where a network sends its events.

@@ -391,7 +391,7 @@ impl Sim {
             call_chain_id: call.call_chain_id.clone(),
             transferor: Some(transferor),
         };
-        let _ = self.events.send(NetworkEvent::Offer(offer));
+        let _ = self.events.send(NetworkEvent::Offer(Box::new(offer)));
     }
 
     /// Consultative transfer: after the transferee's delay, it takes over the remote leg

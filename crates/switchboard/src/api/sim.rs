@@ -89,7 +89,16 @@ async fn place_inbound(State(state): State<AppState>, headers: HeaderMap, body: 
             format!("Application '{}' has no calling webhook to offer the call to.", app.name),
         ));
     }
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = match obj.str_opt("callId")? {
+        None => uuid::Uuid::new_v4().to_string(),
+        Some(id) if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
+            return Err(err("callId", "must be 1 to 64 letters, digits or '-'").into());
+        }
+        Some(id) if state.engine.get(id).await.is_some() => {
+            return Err(GraphError::new(StatusCode::CONFLICT, "CallIdTaken", format!("callId: a live call already has id '{id}'")));
+        }
+        Some(id) => id.to_owned(),
+    };
     let leg_id = state.sim.attach_caller(&id, &app.client_id, caller.clone());
     let req = IncomingCall {
         id: id.clone(),

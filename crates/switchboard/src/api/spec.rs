@@ -91,7 +91,8 @@ fn token_form() -> Value {
 fn sim_call() -> Value {
     json!({"type": "object", "required": ["from", "to"], "properties": {
         "from": {"type": "string", "description": "a user id of the directory or an E.164 number"},
-        "to": {"type": "string", "description": "an application id, application instance id or instance phone number"}
+        "to": {"type": "string", "description": "an application id, application instance id or instance phone number"},
+        "callId": {"type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$", "description": "the bot's call id (default: a new GUID); lets tests replay documented examples with their ids"}
     }})
 }
 
@@ -285,7 +286,13 @@ pub const ROUTES: &[Route] = &[
         tag: "sim",
         summary: "Place an inbound call from a party to a bot",
         body: Some((JSON, sim_call)),
-        responses: &[(201, "callId and legId"), (400, "invalid request"), (401, "no admin key"), (403, "wrong admin key")],
+        responses: &[
+            (201, "callId and legId"),
+            (400, "invalid request"),
+            (401, "no admin key"),
+            (403, "wrong admin key"),
+            (409, "the call id is taken"),
+        ],
         auth: Auth::AdminKey,
     },
     Route {

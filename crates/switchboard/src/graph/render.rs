@@ -189,7 +189,9 @@ pub fn operation_2018(call_id: &str, op: &Operation, etag: u64) -> Value {
 pub fn notification_2018(c: &Call, n: &Notification, etag: u64) -> Option<Value> {
     if let Some(op) = &n.operation {
         let change = if op.status == OperationStatus::Running { "updated" } else { "deleted" };
-        let data = operation_2018(&c.id, op, etag);
+        let mut data = operation_2018(&c.id, op, etag);
+        // As the 2018 page shows it: the operation is named by `@odata.id` alone.
+        data.as_object_mut().map(|d| d.remove("id"));
         return Some(json!({"changeType": change, "resource": data["@odata.id"].clone(), "resourceData": data}));
     }
     let transfer_side = matches!(n.state, CallState::Transferring | CallState::TransferAccepted);

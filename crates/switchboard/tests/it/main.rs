@@ -10,6 +10,7 @@ mod notifier;
 mod ops;
 mod outgoing;
 mod recovery;
+mod seeds;
 mod sim_api;
 mod transfer;
 mod transfer_2018;

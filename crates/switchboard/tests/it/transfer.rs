@@ -468,7 +468,12 @@ async fn offered(target: &mut Bot, from: &str, transferor: Value, source_partici
 /// The participant id of the bot's peer in `call` (the transferee).
 async fn peer_participant(server: &Server, token: &str, call: &str) -> String {
     let (_, list) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{call}/participants"), token, None).await;
-    let peers: Vec<&Value> = list["value"].as_array().expect("participants").iter().filter(|p| p["info"]["identity"].get("user").is_some() || p["info"]["identity"].get("phone").is_some()).collect();
+    let peers: Vec<&Value> = list["value"]
+        .as_array()
+        .expect("participants")
+        .iter()
+        .filter(|p| p["info"]["identity"].get("user").is_some() || p["info"]["identity"].get("phone").is_some())
+        .collect();
     assert_eq!(peers.len(), 1, "{list}");
     peers[0]["id"].as_str().expect("participant id").to_owned()
 }
@@ -491,7 +496,8 @@ async fn a_bot_as_target_gets_an_ordinary_incoming_call_that_names_the_transfero
     let demo_bot = transferor("application", DEMO_BOT, "Demo Bot", None);
     let (c, data) = offered(&mut target, ALEX, demo_bot, &alex).await;
     assert_eq!(data["targets"][0]["identity"]["application"]["id"], LEGACY_BOT);
-    let (status, _) = server.graph(Method::POST, &format!("/beta/app/calls/{c}/answer"), &legacy, Some(answer_body(&target.callback(&c)))).await;
+    let (status, _) =
+        server.graph(Method::POST, &format!("/beta/app/calls/{c}/answer"), &legacy, Some(answer_body(&target.callback(&c)))).await;
     assert_eq!(status, 202);
     let states: Vec<Value> = target.take(2).await.into_iter().map(|i| i["resourceData"]["state"].clone()).collect();
     assert_eq!(states, [json!("establishing"), json!("established")]);

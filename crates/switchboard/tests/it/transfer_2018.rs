@@ -33,6 +33,11 @@ async fn answered(server: &Server, bot: &mut Bot, token: &str) -> String {
     id
 }
 
+/// The operation id at the end of a 2018 operation notification's `resource`.
+fn op_id(item: &Value) -> String {
+    item["resource"].as_str().and_then(|r| r.rsplit('/').next()).unwrap().to_owned()
+}
+
 fn op_note(change: &str, id: &str, op: &str, etag: u64, result: Value, status: &str) -> Value {
     let path = format!("/app/calls/{id}/operations/{op}");
     json!({
@@ -42,7 +47,6 @@ fn op_note(change: &str, id: &str, op: &str, etag: u64, result: Value, status: &
             "@odata.type": "#microsoft.graph.commsOperation",
             "@odata.id": path,
             "@odata.etag": format!("W/\"{etag}\""),
-            "id": op,
             "clientContext": CONTEXT,
             "resultInfo": result,
             "status": status
@@ -91,7 +95,7 @@ async fn a_failed_2018_transfer_fails_its_operation_which_get_returns() {
     let path = format!("/beta/applications/{LEGACY_BOT}/calls/{id}/transfer");
     assert_eq!(server.graph(Method::POST, &path, &token, Some(body)).await.0, 202);
     let (_, running) = bot.next().await;
-    let op = running["resourceData"]["id"].as_str().unwrap().to_owned();
+    let op = op_id(&running);
     let failed = json!({"code": "500", "subCode": "7000", "message": "The blind transfer failed: the transfer target is busy. DiagCode: 500#7000.@"});
     assert_eq!(bot.next().await.1, op_note("deleted", &id, &op, 5, failed.clone(), "failed"));
     let (status, got) = server.graph(Method::GET, &format!("/beta/app/calls/{id}/operations/{op}"), &token, None).await;
@@ -118,7 +122,7 @@ async fn a_running_operation_is_readable_and_modern_apps_keep_modern_notificatio
     let id = answered(&server, &mut bot, &legacy).await;
     let body = json!({"transferTarget": {"identity": {"user": {"id": SILENT_SAM}}}, "clientContext": CONTEXT});
     assert_eq!(server.graph(Method::POST, &format!("/beta/app/calls/{id}/transfer"), &legacy, Some(body)).await.0, 202);
-    let op = bot.next().await.1["resourceData"]["id"].as_str().unwrap().to_owned();
+    let op = op_id(&bot.next().await.1);
     let (status, got) = server.graph(Method::GET, &format!("/beta/app/calls/{id}/operations/{op}"), &legacy, None).await;
     assert_eq!((status, got["status"].as_str(), got["clientContext"].as_str()), (200, Some("running"), Some(CONTEXT)));
 
