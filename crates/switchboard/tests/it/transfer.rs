@@ -543,3 +543,47 @@ async fn a_bot_as_target_gets_an_ordinary_incoming_call_that_names_the_transfero
     bot.expect_silence(Duration::from_millis(300)).await;
     target.expect_silence(Duration::from_millis(100)).await;
 }
+
+#[tokio::test]
+async fn a_transfer_to_a_bot_survives_kill_9() {
+    let mut bot = Bot::start().await;
+    let mut target = Bot::start().await;
+    let mut server =
+        Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--legacy-webhook".into(), target.webhook()] }).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let a = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+    let alex = peer_participant(&server, &token, &a).await;
+    let body = json!({"transferTarget": {"identity": {"application": {"id": LEGACY_BOT}}}});
+    assert_eq!(transfer(&server, &token, &a, body).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &a), state_note("updated", "transferring"));
+    let demo_bot = transferor("application", DEMO_BOT, "Demo Bot", None);
+    let (first, _) = offered(&mut target, ALEX, demo_bot.clone(), &alex).await;
+    server.restart().await;
+    // The offer that was not answered is withdrawn (the caller left it), and the transfer offers the
+    // call again; the Legacy Bot answers that one.
+    let mut withdrawn = None;
+    let mut again = None;
+    while withdrawn.is_none() || again.is_none() {
+        let (_, item) = target.next().await;
+        match item["changeType"].as_str() {
+            Some("deleted") => withdrawn = Some(item),
+            Some("created") => again = Some(item),
+            other => panic!("unexpected {other:?}: {item}"),
+        }
+    }
+    let withdrawn = withdrawn.unwrap();
+    assert_eq!(withdrawn["resource"], format!("/app/calls/{first}"));
+    assert_eq!(withdrawn["resourceData"]["resultInfo"]["subCode"], "4521");
+    let again = again.unwrap()["resourceData"].clone();
+    assert_eq!(again["incomingContext"]["transferor"], demo_bot);
+    let c = again["id"].as_str().unwrap().to_owned();
+    assert_ne!(c, first);
+    let legacy = server.token(LEGACY_BOT, CONTOSO).await;
+    let (status, _) =
+        server.graph(Method::POST, &format!("/beta/app/calls/{c}/answer"), &legacy, Some(answer_body(&target.callback(&c)))).await;
+    assert_eq!(status, 202);
+    assert_eq!(redact(bot.next().await.1, &a), state_note("updated", "transferAccepted"));
+    assert_eq!(redact(bot.next().await.1, &a), accepted_media_note());
+    assert_eq!(redact(bot.next().await.1, &a), completed_blind());
+    bot.expect_silence(Duration::from_millis(300)).await;
+}
