@@ -116,3 +116,22 @@ fn a_bad_config_file_is_refused_with_file_field_and_problem() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The OpenAPI document is checked in (`docs/openapi.json`), so that every API change shows in review.
+/// `SWITCHBOARD_UPDATE_SNAPSHOTS=1` rewrites it.
+#[tokio::test]
+async fn the_openapi_document_matches_its_checked_in_snapshot() {
+    let server = Server::start_with(Options { demo_webhook: None, extra: vec![] }).await;
+    let mut doc: Value = server.http.get(server.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    doc["servers"] = serde_json::json!([{"url": "http://127.0.0.1:8080"}]);
+    let got = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    if std::env::var_os("SWITCHBOARD_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        got == want,
+        "/openapi.json differs from docs/openapi.json; review the change and run with SWITCHBOARD_UPDATE_SNAPSHOTS=1 to accept it"
+    );
+}
