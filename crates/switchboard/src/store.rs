@@ -19,6 +19,8 @@ pub enum StoreError {
     Corrupt { id: String, source: serde_json::Error },
     #[error("call {id} changed concurrently (expected version {expected})")]
     Conflict { id: String, expected: u64 },
+    #[error("a call with id {id} already exists")]
+    Exists { id: String },
     #[error("cannot open the database at {path}: {source}")]
     Open { path: String, source: rusqlite::Error },
 }
@@ -176,10 +178,13 @@ impl Store for SqliteStore {
         let tx = conn.transaction()?;
         let version = match expected_version {
             None => {
-                tx.execute(
-                    "INSERT INTO calls (id, app_id, version, state, body, updated_at) VALUES (?1, ?2, 1, ?3, ?4, ?5)",
+                let inserted = tx.execute(
+                    "INSERT INTO calls (id, app_id, version, state, body, updated_at) VALUES (?1, ?2, 1, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
                     params![call.id, call.app_id, call.state.as_str(), body, now as i64],
                 )?;
+                if inserted != 1 {
+                    return Err(StoreError::Exists { id: call.id.clone() });
+                }
                 1
             }
             Some(expected) => {
@@ -280,5 +285,41 @@ impl Store for SqliteStore {
     fn requeue_failed(&self, now: u64) -> Result<usize, StoreError> {
         let conn = self.conn();
         Ok(conn.execute("UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?1 WHERE status = 'failed'", [now as i64])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_core::call::{Call, IncomingCall};
+    use switchboard_core::party::Party;
+
+    use super::*;
+
+    fn offered(id: &str) -> Call {
+        let party = |id: &str| Party::User { id: id.into(), display_name: id.into(), tenant_id: "t".into() };
+        let req = IncomingCall {
+            id: id.into(),
+            app_id: "app".into(),
+            tenant_id: "t".into(),
+            source: party("caller"),
+            target: Party::Application { id: "app".into(), display_name: "Bot".into() },
+            application_instance: None,
+            my_participant_id: "p".into(),
+            peer_participant_id: "q".into(),
+            call_chain_id: "c".into(),
+            transferor: None,
+        };
+        Call::offer(req, 0).0
+    }
+
+    #[test]
+    fn a_second_new_call_with_a_taken_id_is_refused_and_changes_nothing() {
+        let store = SqliteStore::in_memory().unwrap();
+        let call = offered("same");
+        let note = NewNotification { callback: "http://127.0.0.1/cb".into(), body: "{}".into() };
+        assert_eq!(store.commit(&call, None, std::slice::from_ref(&note), 1).unwrap().0, 1);
+        assert!(matches!(store.commit(&call, None, &[note], 2), Err(StoreError::Exists { id }) if id == "same"));
+        assert_eq!(store.live_calls().unwrap().len(), 1);
+        assert_eq!(store.outbox(OutboxStatus::Pending).unwrap().len(), 1, "the refused commit left no notification behind");
     }
 }

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::engine::EngineError;
 use crate::graph::parse::BodyError;
+use crate::store::StoreError;
 
 /// A refused Graph request. Handlers return it; [`super::request_ids`] renders the envelope, because
 /// only the middleware knows the request's ids.
@@ -52,6 +53,9 @@ impl From<EngineError> for GraphError {
             EngineError::NotFound(id) => GraphError::call_not_found(&id),
             EngineError::Refused(r) => {
                 GraphError::new(StatusCode::CONFLICT, "InvalidCallState", format!("{}{}", upper_first(&r.to_string()), "."))
+            }
+            EngineError::Store(StoreError::Exists { id }) => {
+                GraphError::new(StatusCode::CONFLICT, "CallIdTaken", format!("A call with id '{id}' already exists."))
             }
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "store failure");

@@ -13,6 +13,9 @@ async fn the_sim_api_needs_the_admin_key_and_validates_its_input() {
     assert_eq!(resp.status(), 401);
     let resp = server.http.get(server.url("/sim/v1/world")).header("X-Sim-Admin-Key", "wrong").send().await.unwrap();
     assert_eq!(resp.status(), 403);
+    // A call whose id a later request asks for again.
+    let (status, _) = server.sim(Method::POST, "/calls", Some(json!({"from": ALEX, "to": DEMO_BOT, "callId": "taken-1"}))).await;
+    assert_eq!(status, 201);
     let cases = vec![
         (Method::POST, "/calls".to_owned(), json!({"from": HEIDI}), 400, "to: is required"),
         (Method::POST, "/calls".to_owned(), json!({"from": "nobody", "to": DEMO_BOT}), 400, "'nobody' is neither a user id"),
@@ -25,6 +28,23 @@ async fn the_sim_api_needs_the_admin_key_and_validates_its_input() {
             "a PSTN caller can only reach an application instance",
         ),
         (Method::POST, "/calls".to_owned(), json!({"from": FIONA, "to": LEGACY_BOT}), 403, "not consented in the caller's tenant"),
+        (Method::POST, "/calls".to_owned(), json!({"from": HEIDI, "to": DEMO_BOT, "callId": ""}), 400, "callId: must be 1 to 64"),
+        (Method::POST, "/calls".to_owned(), json!({"from": HEIDI, "to": DEMO_BOT, "callId": "a/b"}), 400, "callId: must be 1 to 64"),
+        (
+            Method::POST,
+            "/calls".to_owned(),
+            json!({"from": HEIDI, "to": DEMO_BOT, "callId": "x".repeat(65)}),
+            400,
+            "callId: must be 1 to 64",
+        ),
+        (Method::POST, "/calls".to_owned(), json!({"from": HEIDI, "to": DEMO_BOT, "callId": 7}), 400, "callId"),
+        (
+            Method::POST,
+            "/calls".to_owned(),
+            json!({"from": HEIDI, "to": DEMO_BOT, "callId": "taken-1"}),
+            409,
+            "a live call already has id 'taken-1'",
+        ),
         (Method::PUT, format!("/parties/{HEIDI}/behaviour"), json!({"kind": "sing"}), 400, "Invalid behaviour"),
         (Method::PUT, format!("/parties/{HEIDI}/behaviour"), json!({"kind": "answer", "after_ms": 99999999}), 400, "Invalid behaviour"),
         (Method::PUT, "/parties/nobody/behaviour".to_owned(), json!({"kind": "busy"}), 404, "'nobody' is neither"),
