@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Blind and consultative transfer through the Microsoft Graph JavaScript client (transfer.mjs).
+#
+# Installs the pinned client with `npm ci` when node_modules is missing or package-lock.json changed,
+# starts a throwaway HTTPS server (unless BASE is given), runs transfer.mjs, and writes
+# target/conformance/js.json ({"ok": bool, "checks": [...]}). Exits non-zero on any failed check.
+#
+# Env: SWITCHBOARD_BIN (default $ROOT/target/debug/switchboard).
+#      BASE (+ CA, the server's certificate, for https) to use a running server instead; its Demo Bot
+#      webhook must be http://127.0.0.1:$WEBHOOK_PORT/api/calls (default 3978, the demo's).
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+BIN="${SWITCHBOARD_BIN:-$ROOT/target/debug/switchboard}"
+export OUT="$ROOT/target/conformance/js.json"
+mkdir -p "$ROOT/target/conformance"
+
+# npm ci only when needed: the lock's hash is stamped inside node_modules.
+want="$(sha256sum "$HERE/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$HERE/node_modules/.lock.sha256" 2>/dev/null)" != "$want" ]; then
+  echo "== npm ci"
+  (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" > "$HERE/node_modules/.lock.sha256"
+fi
+
+WORK="$(mktemp -d)"
+SERVER_PID=""
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [ -z "${BASE:-}" ]; then
+  [ -x "$BIN" ] || { echo "switchboard binary not found at $BIN (build it or set SWITCHBOARD_BIN)" >&2; exit 2; }
+  # The receiver in transfer.mjs listens on this port; the server's Demo Bot webhook must point at
+  # it before the server starts, so pick a free port first (the kernel's choice for port 0).
+  WEBHOOK_PORT="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+  # HTTPS: the Graph client attaches the token only to https URLs. stdout goes to a file so the
+  # server never blocks on a full pipe.
+  "$BIN" serve --tls --listen 127.0.0.1:0 --data-dir "$WORK/data" \
+    --demo-webhook "http://127.0.0.1:$WEBHOOK_PORT/api/calls" >"$WORK/server.out" 2>"$WORK/server.err" &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    BASE="$(head -1 "$WORK/server.out" 2>/dev/null | sed -n 's/^Switchboard .* listening on \(http[^ ]*\).*/\1/p')"
+    [ -n "$BASE" ] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$BASE" ]; then
+    cat "$WORK/server.err" >&2
+    echo '{"ok": false, "checks": [{"name": "server starts", "ok": false}]}' > "$OUT"
+    exit 1
+  fi
+  CA="$WORK/data/tls/cert.pem"
+  export WEBHOOK_PORT
+fi
+echo "== server $BASE"
+export BASE
+# Node reads extra trusted certificates only at startup, so it goes in the environment of the run.
+[ -n "${CA:-}" ] && export NODE_EXTRA_CA_CERTS="$CA"
+set +e
+timeout --kill-after=5 120 node "$HERE/transfer.mjs"
+status=$?
+set -e
+if [ $status -ne 0 ] && [ -n "$SERVER_PID" ]; then echo "-- server log (tail)"; tail -20 "$WORK/server.err"; fi
+exit $status
