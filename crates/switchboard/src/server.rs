@@ -160,9 +160,15 @@ async fn serve_tls(
     use hyper_util::service::TowerToHyperService;
     tokio::pin!(shutdown);
     let tracker = tokio_util_tracker::Tracker::default();
+    // Tells open connections to finish their request in flight and close, so that idle keep-alive
+    // connections (SDK clients hold them) do not hold up the shutdown.
+    let (closing, closed) = tokio::sync::watch::channel(false);
     loop {
         let (stream, _) = tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => {
+                let _ = closing.send(true);
+                break;
+            }
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
@@ -171,13 +177,26 @@ async fn serve_tls(
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());
         let guard = tracker.enter();
+        let mut closed = closed.clone();
         tokio::spawn(async move {
             let _guard = guard;
             let Ok(tls) = acceptor.accept(stream).await else {
                 return;
             };
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                _ = closed.wait_for(|c| *c) => None,
+            };
+            let result = match ended {
+                Some(r) => r,
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "TLS connection ended with an error");
             }
         });

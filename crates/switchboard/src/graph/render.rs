@@ -25,8 +25,14 @@ pub fn identity_set(party: &Party) -> Value {
             json!({"@odata.type": "#microsoft.graph.identity", "id": id, "displayName": display_name, "tenantId": tenant_id}),
         ),
     };
+    // `phone` and `applicationInstance` are declared on communicationsIdentitySet only; labelled so,
+    // the SDKs read them as typed properties.
+    let set_type = match party {
+        Party::Phone { .. } | Party::ApplicationInstance { .. } => "#microsoft.graph.communicationsIdentitySet",
+        _ => "#microsoft.graph.identitySet",
+    };
     let mut set = Map::new();
-    set.insert("@odata.type".into(), json!("#microsoft.graph.identitySet"));
+    set.insert("@odata.type".into(), json!(set_type));
     set.insert(key.into(), identity);
     Value::Object(set)
 }
@@ -67,7 +73,6 @@ pub fn call(call: &Call) -> Value {
             switchboard_core::call::Direction::Incoming => "incoming",
             switchboard_core::call::Direction::Outgoing => "outgoing",
         },
-        "callbackUri": call.callback_uri,
         "callChainId": call.call_chain_id,
         "myParticipantId": call.my_participant_id,
         "tenantId": call.tenant_id,
@@ -90,8 +95,14 @@ pub fn call(call: &Call) -> Value {
         "toneInfo": null,
         "transcription": null,
     });
-    if let (Some(reason), Some(obj)) = (&call.termination_reason, v.as_object_mut()) {
-        obj.insert("terminationReason".into(), json!(reason));
+    if let Some(obj) = v.as_object_mut() {
+        // Not nullable in Graph's schema: an incoming call has no callbackUri until it is answered.
+        if let Some(cb) = &call.callback_uri {
+            obj.insert("callbackUri".into(), json!(cb));
+        }
+        if let Some(reason) = &call.termination_reason {
+            obj.insert("terminationReason".into(), json!(reason));
+        }
     }
     v
 }

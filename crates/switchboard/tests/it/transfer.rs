@@ -442,7 +442,8 @@ fn transferor(kind: &str, id: &str, name: &str, tenant: Option<&str>) -> Value {
     if let Some(t) = tenant {
         identity["tenantId"] = json!(t);
     }
-    json!({"@odata.type": "#microsoft.graph.identitySet", kind: identity})
+    let set = if kind == "applicationInstance" { "#microsoft.graph.communicationsIdentitySet" } else { "#microsoft.graph.identitySet" };
+    json!({"@odata.type": set, kind: identity})
 }
 
 /// The call the target bot is offered: its id and `resourceData`, after checking it is an ordinary
