@@ -14,7 +14,8 @@ pub const KNOWN_ROLES: &[&str] = &[
     "Calls.AccessMedia.All",
 ];
 
-const MAX_BEHAVIOUR_MS: u64 = 3_600_000;
+/// The longest delay a behaviour may script (an hour).
+pub const MAX_BEHAVIOUR_MS: u64 = 3_600_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -124,8 +125,10 @@ pub struct PstnNumber {
     pub behaviour: Behaviour,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+/// How a simulated party acts when called. Read through [`BehaviourFields`], so that every kind refuses
+/// fields it does not take (serde's `deny_unknown_fields` ignores them on unit variants).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Behaviour {
     Answer {
         #[serde(default = "default_after_ms")]
@@ -143,6 +146,100 @@ pub enum Behaviour {
 
 fn default_after_ms() -> u64 {
     200
+}
+
+/// A behaviour as written (TOML or JSON): the kind and every field any kind takes. `null` stands for
+/// the default; a field that is present, even as `null`, is refused on a kind that does not take it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BehaviourFields {
+    kind: BehaviourKind,
+    #[serde(default, deserialize_with = "present")]
+    after_ms: Option<Option<Millis>>,
+    #[serde(default, deserialize_with = "present")]
+    hang_up_after_ms: Option<Option<Millis>>,
+    #[serde(default, deserialize_with = "present")]
+    transfer_delay_ms: Option<Option<Millis>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum BehaviourKind {
+    Answer,
+    Busy,
+    Decline,
+    NoAnswer,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from a missing one (`None`, through `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Millis>>, D::Error> {
+    Option::<Millis>::deserialize(d).map(Some)
+}
+
+impl BehaviourFields {
+    fn into_behaviour(self) -> Result<Behaviour, String> {
+        let ms = |f: Option<Option<Millis>>| f.flatten().map(|m| m.0);
+        let answer_fields =
+            [("after_ms", &self.after_ms), ("hang_up_after_ms", &self.hang_up_after_ms), ("transfer_delay_ms", &self.transfer_delay_ms)];
+        let (kind, given) = match self.kind {
+            BehaviourKind::Answer => {
+                return Ok(Behaviour::Answer {
+                    after_ms: ms(self.after_ms).unwrap_or_else(default_after_ms),
+                    hang_up_after_ms: ms(self.hang_up_after_ms),
+                    transfer_delay_ms: ms(self.transfer_delay_ms),
+                });
+            }
+            BehaviourKind::Busy => ("busy", Behaviour::Busy),
+            BehaviourKind::Decline => ("decline", Behaviour::Decline),
+            BehaviourKind::NoAnswer => ("no-answer", Behaviour::NoAnswer),
+        };
+        match answer_fields.iter().find(|(_, v)| v.is_some()) {
+            Some((name, _)) => Err(format!("unknown field `{name}`: a '{kind}' behaviour takes no field but `kind`")),
+            None => Ok(given),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Behaviour {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BehaviourFields::deserialize(d)?.into_behaviour().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Milliseconds: a non-negative integer, also written as a whole float (`200.0`), as JSON Schema allows.
+struct Millis(u64);
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(MillisVisitor)
+    }
+}
+
+struct MillisVisitor;
+
+impl serde::de::Visitor<'_> for MillisVisitor {
+    type Value = Millis;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a non-negative whole number of milliseconds")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Millis, E> {
+        Ok(Millis(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Millis, E> {
+        u64::try_from(v).map(Millis).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Millis, E> {
+        // Anything above the largest allowed delay is refused by `validate`, so saturating is safe.
+        if v.is_finite() && v >= 0.0 && v.fract() == 0.0 {
+            Ok(Millis(v as u64))
+        } else {
+            Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+        }
+    }
 }
 
 impl Default for Behaviour {
@@ -870,6 +967,42 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
         assert_eq!(Behaviour::NoAnswer.validate(), Ok(()));
         let e = Config::from_file(Path::new("/nonexistent/switchboard.toml")).expect_err("unreadable");
         assert_eq!(e.field, "(file)");
+    }
+}
+
+#[cfg(test)]
+mod behaviour_parsing {
+    use super::Behaviour;
+    use serde_json::json;
+
+    fn parse(v: serde_json::Value) -> Result<Behaviour, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_kind_refuses_fields_it_does_not_take() {
+        for kind in ["busy", "decline", "no-answer"] {
+            for extra in [json!({"after_ms": 5}), json!({"after_ms": null}), json!({"zzz": 1})] {
+                let mut v = json!({"kind": kind});
+                v.as_object_mut().into_iter().for_each(|o| o.extend(extra.as_object().cloned().unwrap_or_default()));
+                assert!(parse(v.clone()).is_err_and(|e| e.contains("unknown field")), "{v}");
+            }
+        }
+        assert!(parse(json!({"kind": "answer", "after_ms": 5, "zzz": 1})).is_err_and(|e| e.contains("unknown field `zzz`")));
+        assert_eq!(parse(json!({"kind": "busy"})), Ok(Behaviour::Busy));
+    }
+
+    #[test]
+    fn whole_floats_and_nulls_are_read_as_written() {
+        let b = parse(json!({"kind": "answer", "after_ms": 200.0, "hang_up_after_ms": 1e3, "transfer_delay_ms": null}));
+        assert_eq!(b, Ok(Behaviour::Answer { after_ms: 200, hang_up_after_ms: Some(1000), transfer_delay_ms: None }));
+        assert_eq!(
+            parse(json!({"kind": "answer", "after_ms": null})),
+            Ok(Behaviour::Answer { after_ms: 200, hang_up_after_ms: None, transfer_delay_ms: None })
+        );
+        for bad in [json!(1.5), json!(-1), json!(-1.0), json!("5")] {
+            assert!(parse(json!({"kind": "answer", "after_ms": bad})).is_err(), "{bad}");
+        }
     }
 }
 

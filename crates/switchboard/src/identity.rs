@@ -308,11 +308,14 @@ pub fn openid_configuration(base: &str, tenant: &str) -> Value {
     })
 }
 
+/// The tenant segment of the keys URL that the notification discovery document names.
+pub const COMMON_TENANT: &str = "common";
+
 /// The OpenID configuration for notification signing.
 pub fn notification_openid_configuration(base: &str, issuer: &str) -> Value {
     json!({
         "issuer": issuer,
-        "jwks_uri": format!("{}/common/discovery/v2.0/keys", base.trim_end_matches('/')),
+        "jwks_uri": format!("{}/{COMMON_TENANT}/discovery/v2.0/keys", base.trim_end_matches('/')),
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
     })

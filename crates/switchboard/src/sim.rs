@@ -6,7 +6,7 @@
 //! redirect target, party to party, without a bot. The world is rebuilt from the live calls after a
 //! restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,6 +64,26 @@ struct World {
     transfers: HashMap<String, Ringing>,
     /// A call offered to a bot that is a transfer target → (the transferring call, the transferee's leg).
     offers: HashMap<String, (String, String)>,
+    /// The latest bot calls that had a remote leg, so that hanging up an ended one is told apart from
+    /// hanging up a call that never was.
+    known_calls: HashSet<String>,
+    known_order: VecDeque<String>,
+}
+
+/// How many ended calls the sim remembers.
+const KNOWN_CALLS_MAX: usize = 10_000;
+
+impl World {
+    fn remember_call(&mut self, call_id: &str) {
+        if self.known_calls.insert(call_id.to_owned()) {
+            self.known_order.push_back(call_id.to_owned());
+        }
+        while self.known_order.len() > KNOWN_CALLS_MAX {
+            if let Some(old) = self.known_order.pop_front() {
+                self.known_calls.remove(&old);
+            }
+        }
+    }
 }
 
 /// A blind transfer's target while it rings: a party's leg, or a call offered to another bot.
@@ -123,6 +143,11 @@ impl Sim {
     /// A caller's leg, connected (ringing) to a new bot call; used when the sim places an inbound call.
     pub fn attach_caller(&self, call_id: &str, app_id: &str, caller: Party) -> String {
         self.bot_leg(call_id, caller, LegState::Ringing, app_id)
+    }
+
+    /// Whether the bot call had a remote leg in this sim (lately), ended or not.
+    pub fn knew_call(&self, call_id: &str) -> bool {
+        self.world().known_calls.contains(call_id)
     }
 
     /// The far end of a bot's call hangs up. Returns false if the call has no remote leg.
@@ -329,6 +354,7 @@ impl Sim {
         let peer = Peer::Bot { call_id: call_id.to_owned(), app_id: app_id.to_owned() };
         w.legs.insert(id.clone(), Leg { id: id.clone(), party, state, peer });
         w.by_call.insert(call_id.to_owned(), id.clone());
+        w.remember_call(call_id);
         id
     }
 

@@ -14,11 +14,13 @@ pub struct GraphError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// The methods the resource supports, for the `Allow` header of a 405 (RFC 9110).
+    pub allow: Option<String>,
 }
 
 impl GraphError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        GraphError { status, code: code.to_owned(), message: message.into() }
+        GraphError { status, code: code.to_owned(), message: message.into(), allow: None }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
@@ -36,8 +38,13 @@ impl GraphError {
     pub fn unknown_segment(segment: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "UnknownSegment", format!("Resource not found for the segment '{segment}'."))
     }
-    pub fn method_not_allowed(method: &str, path: &str) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("The method {method} is not allowed on {path}."))
+    /// A 405 naming the methods `path` supports (`allow`, e.g. "GET, DELETE").
+    pub fn method_not_allowed(method: &str, path: &str, allow: &str) -> Self {
+        let message = match allow {
+            "" => format!("The method {method} is not allowed on {path}."),
+            _ => format!("The method {method} is not allowed on {path}; use {allow}."),
+        };
+        GraphError { allow: Some(allow.to_owned()), ..Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message) }
     }
 }
 

@@ -191,12 +191,12 @@ async fn route(
         )));
     }
     let path = format!("/{}/{}", version.as_str(), rest.trim_start_matches('/'));
-    let not_allowed = || GraphError::method_not_allowed(method.as_str(), &path);
+    let not_allowed = |allow: &str| GraphError::method_not_allowed(method.as_str(), &path, allow);
     match tail {
         [] => match *method {
             Method::POST => create_call(state, &caller, version, headers, body).await,
             Method::GET => list_calls(state, &caller, version).await,
-            _ => Err(not_allowed()),
+            _ => Err(not_allowed("GET, POST")),
         },
         [id] => {
             let call = owned_call(state, &caller, id).await?;
@@ -206,13 +206,13 @@ async fn route(
                     state.engine.apply(&call.id, Input::HangUp).await?;
                     Ok(StatusCode::NO_CONTENT.into_response())
                 }
-                _ => Err(not_allowed()),
+                _ => Err(not_allowed("GET, DELETE")),
             }
         }
         [id, coll] if eq(coll, "participants") => {
             let call = owned_call(state, &caller, id).await?;
             if *method != Method::GET {
-                return Err(not_allowed());
+                return Err(not_allowed("GET"));
             }
             let value: Vec<Value> = participants(&call, &state.config.directory).into_iter().map(|(_, p)| p).collect();
             Ok(Json(with_context(json!({ "value": value }), state, version, &format!("communications/calls('{}')/participants", call.id)))
@@ -221,7 +221,7 @@ async fn route(
         [id, coll] if eq(coll, "operations") => {
             let call = owned_call(state, &caller, id).await?;
             if *method != Method::GET {
-                return Err(not_allowed());
+                return Err(not_allowed("GET"));
             }
             let value: Vec<Value> = call.operations.iter().map(|op| render_operation(&caller, &call, op)).collect();
             Ok(Json(with_context(json!({ "value": value }), state, version, "communications/calls/operations")).into_response())
@@ -229,7 +229,7 @@ async fn route(
         [id, coll, pid] if eq(coll, "participants") => {
             let call = owned_call(state, &caller, id).await?;
             if *method != Method::GET {
-                return Err(not_allowed());
+                return Err(not_allowed("GET"));
             }
             let (_, p) = participants(&call, &state.config.directory).into_iter().find(|(id, _)| id == pid).ok_or_else(|| {
                 GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Participant '{pid}' is not in call '{}'.", call.id))
@@ -239,7 +239,7 @@ async fn route(
         [id, coll, op_id] if eq(coll, "operations") => {
             let call = owned_call(state, &caller, id).await?;
             if *method != Method::GET {
-                return Err(not_allowed());
+                return Err(not_allowed("GET"));
             }
             let op = call.operations.iter().find(|o| o.id == *op_id).ok_or_else(|| {
                 GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Operation '{op_id}' does not exist on call '{id}'."))
@@ -254,7 +254,7 @@ async fn route(
                 return Err(GraphError::unknown_segment(&action));
             }
             if *method != Method::POST {
-                return Err(not_allowed());
+                return Err(not_allowed("POST"));
             }
             let call = owned_call(state, &caller, id).await?;
             call_action(state, &caller, &call, &action, headers, body).await
@@ -369,7 +369,7 @@ fn media_config(obj: Obj<'_>, caller: &Caller) -> Result<MediaConfig, GraphError
     }
 }
 
-const MODALITIES: [&str; 4] = ["audio", "video", "videoBasedScreenSharing", "data"];
+pub const MODALITIES: [&str; 4] = ["audio", "video", "videoBasedScreenSharing", "data"];
 
 fn modalities(obj: Obj<'_>, name: &str, required: bool) -> Result<Vec<String>, GraphError> {
     let Some(list) = obj.strings_opt(name)? else {
@@ -415,7 +415,12 @@ async fn create_call(state: &AppState, caller: &Caller, version: Version, header
     if let Some(t) = obj.str_opt("tenantId")?
         && !t.eq_ignore_ascii_case(&caller.tenant)
     {
-        return Err(err("tenantId", format!("'{t}' is not the tenant of the token ('{}')", caller.tenant)).into());
+        let problem = format!("'{t}' is not the tenant of the token ('{}')", caller.tenant);
+        // Another tenant of the directory is a refusal across tenants, like any other; an unknown one is a bad value.
+        if state.config.directory.tenant(t).is_some() {
+            return Err(GraphError::forbidden(format!("tenantId: {problem}; calls across tenants are not allowed.")));
+        }
+        return Err(err("tenantId", problem).into());
     }
     let subject = obj.str_opt("subject")?.map(str::to_owned);
     let ring_timeout_ms = match obj.int_opt("ringingTimeoutInSeconds")? {
@@ -484,7 +489,7 @@ async fn create_call(state: &AppState, caller: &Caller, version: Version, header
             if id.eq_ignore_ascii_case(&caller.app.client_id)
                 || application_instance.as_deref().is_some_and(|i| i.eq_ignore_ascii_case(id)) =>
         {
-            return Err(err("targets[0].identity", "a bot cannot call itself").into());
+            return Err(GraphError::forbidden("targets[0].identity: a bot cannot call itself."));
         }
         _ => {}
     }
@@ -662,6 +667,12 @@ fn participant(id: &str, party: &Party) -> Value {
     })
 }
 
+/// A well-formed transfer that the calls as they are now refuse (the target is already in the call, the
+/// consultation call is gone or elsewhere): 409, since the same request succeeds on another call.
+fn conflict(field: &str, problem: &str) -> GraphError {
+    GraphError::new(StatusCode::CONFLICT, "Conflict", format!("{field}: {problem}."))
+}
+
 /// The maximum length of `clientContext` (Graph: "Max limit is 256 chars").
 const CLIENT_CONTEXT_MAX: usize = 256;
 
@@ -694,7 +705,7 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
     let target = resolve(state, caller, set, field)?;
     let me_app = target_is_this_bot(&target, caller);
     if me_app {
-        return Err(err(field, "the transfer target is this bot itself").into());
+        return Err(GraphError::forbidden(format!("{field}: the transfer target is this bot itself.")));
     }
     if let Some(app) = target_bot(state, &target) {
         // Another bot of the directory gets an ordinary incoming call, so it must be able to take one here.
@@ -713,7 +724,7 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
         }
     }
     if &target == call.remote() {
-        return Err(err(field, "the transfer target is the transferee itself").into());
+        return Err(conflict(field, "the transfer target is the transferee itself"));
     }
     if target.is_phone() && call.application_instance.is_none() {
         return Err(GraphError::forbidden(format!(
@@ -727,36 +738,38 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
         if let Some(set) = p.obj_opt("identity", &mut h4)? {
             let who = resolve(state, caller, parse::identity_set(set)?, "transferee.identity")?;
             if &who != call.remote() {
-                return Err(err("transferee.identity", "names a party that is not in this call").into());
+                return Err(conflict("transferee.identity", "names a party that is not in this call"));
             }
         }
         if let Some(pid) = p.str_opt("participantId")?
             && pid != call.peer_participant_id
         {
-            return Err(
-                err("transferee.participantId", format!("'{pid}' is not a participant of call '{}' other than the bot", call.id)).into()
-            );
+            return Err(conflict(
+                "transferee.participantId",
+                &format!("'{pid}' is not a participant of call '{}' other than the bot", call.id),
+            ));
         }
     }
     let replaces_call_id = match replaces {
         None => None,
         Some((id, rfield)) => {
             if id == call.id {
-                return Err(err(rfield, "a call cannot replace itself; name the bot's call with the transfer target").into());
+                return Err(conflict(rfield, "a call cannot replace itself; name the bot's call with the transfer target"));
             }
             let other = state
                 .engine
                 .get(id)
                 .await
                 .filter(|c| c.app_id.eq_ignore_ascii_case(&caller.app.client_id))
-                .ok_or_else(|| GraphError::from(err(rfield, format!("'{id}' is not a live call of this application"))))?;
+                .ok_or_else(|| conflict(rfield, &format!("'{id}' is not a live call of this application")))?;
             if other.state != switchboard_core::call::CallState::Established {
-                return Err(
-                    err(rfield, format!("call '{id}' is '{}'; the consultation call must be established", other.state.as_str())).into()
-                );
+                return Err(conflict(
+                    rfield,
+                    &format!("call '{id}' is '{}'; the consultation call must be established", other.state.as_str()),
+                ));
             }
             if other.remote() != &target {
-                return Err(err(rfield, format!("call '{id}' is not with the transfer target named in {field}")).into());
+                return Err(conflict(rfield, &format!("call '{id}' is not with the transfer target named in {field}")));
             }
             Some(other.id)
         }

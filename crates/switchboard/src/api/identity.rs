@@ -179,8 +179,12 @@ pub async fn openid_configuration(State(state): State<AppState>, Path(tenant): P
     Json(identity::openid_configuration(&state.base_url, &tenant)).into_response()
 }
 
-/// The JWKS; the same key signs access tokens and notification tokens. Any tenant (and `common`).
-pub async fn jwks(State(state): State<AppState>) -> Response {
+/// The JWKS; the same key signs access tokens and notification tokens. For the directory's tenants and
+/// `common` (where the notification discovery document points); other tenants are a 400, as in Entra.
+pub async fn jwks(State(state): State<AppState>, Path(tenant): Path<String>) -> Response {
+    if !tenant_known(&state, &tenant) && !tenant.eq_ignore_ascii_case(identity::COMMON_TENANT) {
+        return unknown_tenant(&tenant);
+    }
     Json(state.key.jwks()).into_response()
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -94,9 +94,15 @@ async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next
         .map(str::to_owned)
         .unwrap_or_else(|| request_id.clone());
     let family = family(req.uri().path());
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     req.extensions_mut().insert(RequestIds { request_id: request_id.clone(), client_request_id: client_request_id.clone() });
     let mut resp = next.run(req).await;
     if let Some(err) = resp.extensions_mut().remove::<GraphError>() {
+        resp = envelope(&err, &request_id, &client_request_id);
+    } else if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        // The router's own 405 (fixed routes) carries `Allow` but no body: give it the envelope too.
+        let allow = resp.headers().get(header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let err = GraphError::method_not_allowed(method.as_str(), &path, &allow);
         resp = envelope(&err, &request_id, &client_request_id);
     } else if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
         let err = GraphError::new(
@@ -142,6 +148,9 @@ fn envelope(err: &GraphError, request_id: &str, client_request_id: &str) -> Resp
     let mut resp = (err.status, axum::Json(body)).into_response();
     if err.status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    }
+    if let Some(v) = err.allow.as_deref().filter(|a| !a.is_empty()).and_then(|a| HeaderValue::from_str(a).ok()) {
+        resp.headers_mut().insert(header::ALLOW, v);
     }
     resp
 }

@@ -2,7 +2,7 @@
 //! far end, change behaviours, look at the world and the outbox.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -123,6 +123,13 @@ async fn hang_up_remote(State(state): State<AppState>, headers: HeaderMap, Path(
     admin(&state, &headers)?;
     if state.sim.hang_up_remote(&call_id) {
         Ok(StatusCode::NO_CONTENT.into_response())
+    } else if state.sim.knew_call(&call_id) {
+        // The call exists (or existed) but its far end is gone already: a conflict, not a missing call.
+        Err(GraphError::new(
+            StatusCode::CONFLICT,
+            "CallEnded",
+            format!("Call '{call_id}' has no remote leg any more; its far end is gone."),
+        ))
     } else {
         Err(GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Call '{call_id}' has no remote leg in the sim.")))
     }
@@ -173,20 +180,22 @@ async fn world(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
     Ok(Json(json!({"legs": state.sim.legs(), "calls": calls})).into_response())
 }
 
-#[derive(serde::Deserialize)]
-struct OutboxQuery {
-    status: Option<String>,
+/// `?status=failed|pending` (default failed), read by hand so that a bad query gets the Graph envelope.
+fn outbox_status(query: Option<&str>) -> Result<OutboxStatus, GraphError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|e| GraphError::bad_request(format!("The query string is malformed: {e}.")))?;
+    let given: Vec<&str> = pairs.iter().filter(|(k, _)| k == "status").map(|(_, v)| v.as_str()).collect();
+    match given.as_slice() {
+        [] | ["failed"] => Ok(OutboxStatus::Failed),
+        ["pending"] => Ok(OutboxStatus::Pending),
+        [other] => Err(GraphError::bad_request(format!("status '{other}' is not one of pending, failed."))),
+        _ => Err(GraphError::bad_request("status is given more than once.")),
+    }
 }
 
-async fn outbox(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<OutboxQuery>) -> Result<Response, GraphError> {
+async fn outbox(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
-    let status = match q.status.as_deref() {
-        None | Some("failed") => OutboxStatus::Failed,
-        Some("pending") => OutboxStatus::Pending,
-        Some(other) => {
-            return Err(GraphError::bad_request(format!("status '{other}' is not one of pending, failed.")));
-        }
-    };
+    let status = outbox_status(query.as_deref())?;
     let rows = state.engine_store_outbox(status)?;
     Ok(Json(json!({"value": rows})).into_response())
 }

@@ -41,6 +41,13 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// An integer, also when written as a whole-number float (`200.0`): JSON Schema counts it as one,
+/// and so do Graph's own services. Floats beyond the range of `i64` saturate, so range checks refuse them.
+pub fn integer(v: &Value) -> Option<i64> {
+    let whole = |f: f64| f.is_finite() && f.fract() == 0.0;
+    v.as_i64().or_else(|| v.as_f64().filter(|f| whole(*f)).map(|f| f as i64))
+}
+
 /// A JSON object being read, with its path for error messages.
 #[derive(Clone, Copy)]
 pub struct Obj<'a> {
@@ -90,7 +97,7 @@ impl<'a> Obj<'a> {
     pub fn int_opt(&self, name: &str) -> Result<Option<i64>, BodyError> {
         match self.get(name) {
             None => Ok(None),
-            Some(f) => f.value.as_i64().map(Some).ok_or_else(|| err(&f.path, format!("expected an integer, found {}", kind(f.value)))),
+            Some(f) => integer(f.value).map(Some).ok_or_else(|| err(&f.path, format!("expected an integer, found {}", kind(f.value)))),
         }
     }
 
@@ -254,6 +261,16 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(identity(input.clone()), expected, "{input}");
         }
+    }
+
+    #[test]
+    fn whole_floats_are_integers() {
+        let cases = [(json!(200), Some(200)), (json!(200.0), Some(200)), (json!(-3.0), Some(-3)), (json!(1.5), None), (json!("7"), None)];
+        for (v, want) in cases {
+            assert_eq!(integer(&v), want, "{v}");
+        }
+        assert_eq!(integer(&json!(1e300)), Some(i64::MAX));
+        assert_eq!(integer(&json!(u64::MAX)), Some(i64::MAX));
     }
 
     #[test]

@@ -263,8 +263,8 @@ async fn malformed_requests_get_precise_graph_errors() {
             Method::POST,
             calls,
             with(&|v| v["targets"] = json!([{"identity": {"application": {"id": DEMO_BOT}}}])),
-            400,
-            "BadRequest",
+            403,
+            "Forbidden",
             "a bot cannot call itself",
         ),
         case(
@@ -275,7 +275,16 @@ async fn malformed_requests_get_precise_graph_errors() {
             "Forbidden",
             "does not belong to application",
         ),
-        case(Method::POST, calls, with(&|v| v["tenantId"] = json!(FABRIKAM)), 400, "BadRequest", "tenantId: "),
+        case(Method::POST, calls, with(&|v| v["tenantId"] = json!(FABRIKAM)), 403, "Forbidden", "calls across tenants are not allowed"),
+        case(Method::POST, calls, with(&|v| v["tenantId"] = json!("nowhere")), 400, "BadRequest", "tenantId: 'nowhere' is not the tenant"),
+        case(
+            Method::POST,
+            calls,
+            with(&|v| v["ringingTimeoutInSeconds"] = json!(1.5)),
+            400,
+            "BadRequest",
+            "ringingTimeoutInSeconds: expected an integer",
+        ),
         case(
             Method::POST,
             calls,
@@ -405,4 +414,66 @@ async fn tokens_permissions_tenants_and_ownership() {
     assert_eq!(list["value"], json!([]));
     // The owner still can.
     assert_eq!(server.graph(Method::GET, &this, &token, None).await.0, 200);
+}
+
+/// A wrong method is a 405 whose `Allow` header names the methods the resource takes (RFC 9110), on
+/// the hand-routed Graph paths and on the router's fixed ones alike, always in Graph's envelope.
+#[tokio::test]
+async fn method_not_allowed_names_the_allowed_methods() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("m"), HEIDI))).await;
+    let id = call["id"].as_str().unwrap().to_owned();
+    bot.take(2).await;
+    let trace = Method::from_bytes(b"TRACE").unwrap();
+    let this = format!("/v1.0/communications/calls/{id}");
+    let cases = [
+        (trace.clone(), "/v1.0/communications/calls".to_owned(), "GET, POST"),
+        (Method::PUT, this.clone(), "GET, DELETE"),
+        (trace.clone(), format!("{this}/answer"), "POST"),
+        (Method::GET, format!("/beta/communications/calls/{id}/microsoft.graph.transfer"), "POST"),
+        (Method::POST, format!("{this}/participants"), "GET"),
+        (trace.clone(), "/sim/v1/calls".to_owned(), "POST"),
+        (Method::POST, "/healthz".to_owned(), "GET,HEAD"),
+        (Method::GET, format!("/{CONTOSO}/oauth2/v2.0/token"), "POST"),
+    ];
+    for (method, path, allow) in cases {
+        let resp = server
+            .http
+            .request(method.clone(), server.url(&path))
+            .bearer_auth(&token)
+            .header("X-Sim-Admin-Key", ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(resp.headers().get("allow").and_then(|v| v.to_str().ok()), Some(allow), "{method} {path}");
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_eq!(body["error"]["code"], "MethodNotAllowed", "{method} {path}: {body}");
+    }
+}
+
+/// Whole-number floats are integers, as JSON Schema says (and Graph takes them): `30.0` seconds is 30.
+#[tokio::test]
+async fn whole_number_floats_are_accepted_as_integers() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let mut body = call_to_user(&bot.callback("f"), HEIDI);
+    body["ringingTimeoutInSeconds"] = json!(30.0);
+    let (status, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(body)).await;
+    assert_eq!(status, 201, "{call}");
+    bot.take(2).await;
+    let incoming = server.inbound(ALEX, DEMO_BOT).await;
+    bot.next().await;
+    let answer = json!({"mediaConfig": service_hosted(), "acceptedModalities": ["audio"], "participantCapacity": 2.0});
+    let (status, resp) = server.graph(Method::POST, &format!("/v1.0/communications/calls/{incoming}/answer"), &token, Some(answer)).await;
+    assert_eq!(status, 202, "{resp}");
+    let ringing = server.inbound(HEIDI, DEMO_BOT).await;
+    bot.next().await;
+    let redirect = json!({"targets": [{"identity": {"user": {"id": ALEX}}}], "timeout": 20.0});
+    let (status, resp) =
+        server.graph(Method::POST, &format!("/v1.0/communications/calls/{ringing}/redirect"), &token, Some(redirect)).await;
+    assert_eq!(status, 202, "{resp}");
 }

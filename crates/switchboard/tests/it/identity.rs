@@ -137,3 +137,28 @@ async fn token_errors_have_the_identity_platform_shape() {
     let resp = server.http.get(server.url("/nope/v2.0/.well-known/openid-configuration")).send().await.unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+/// The keys answer for the directory's tenants and `common` (where the notification discovery
+/// document points), and, like the OpenID configuration, refuse an unknown tenant as Entra does.
+#[tokio::test]
+async fn the_keys_of_an_unknown_tenant_are_refused_like_its_configuration() {
+    let server = Server::start_with(Options { demo_webhook: None, extra: vec![] }).await;
+    for tenant in [CONTOSO, FABRIKAM, "common"] {
+        let resp = server.http.get(server.url(&format!("/{tenant}/discovery/v2.0/keys"))).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{tenant}");
+    }
+    for path in ["/nope/discovery/v2.0/keys", "/nope/v2.0/.well-known/openid-configuration"] {
+        let resp = server.http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(
+            (body["error"].as_str(), &body["error_codes"]),
+            (Some("invalid_request"), &serde_json::json!([90002])),
+            "{path}: {body}"
+        );
+    }
+    let config: Value =
+        server.http.get(server.url("/notifications/v1/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    let resp = server.http.get(config["jwks_uri"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the notification keys are published where the discovery document says");
+}

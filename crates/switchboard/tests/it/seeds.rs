@@ -247,7 +247,7 @@ async fn check(page: &str, number: usize) {
         // refused, as for any other unknown call; without it the example is the blind transfer it documents.
         Some("replacesCallId-value") => {
             let (status, err) = server.graph(Method::POST, &path, &token, Some(body.clone())).await;
-            assert_eq!(status, 400, "{err}");
+            assert_eq!(status, 409, "{err}");
             let message = err["error"]["message"].as_str().unwrap_or_default();
             assert!(message.contains("'replacesCallId-value' is not a live call of this application"), "{message}");
             body["transferTarget"].as_object_mut().map(|t| t.remove("replacesCallId"));

@@ -48,6 +48,21 @@ async fn the_sim_api_needs_the_admin_key_and_validates_its_input() {
         (Method::PUT, format!("/parties/{HEIDI}/behaviour"), json!({"kind": "sing"}), 400, "Invalid behaviour"),
         (Method::PUT, format!("/parties/{HEIDI}/behaviour"), json!({"kind": "answer", "after_ms": 99999999}), 400, "Invalid behaviour"),
         (Method::PUT, "/parties/nobody/behaviour".to_owned(), json!({"kind": "busy"}), 404, "'nobody' is neither"),
+        // Every kind refuses fields it does not take, even `null` ones.
+        (Method::PUT, format!("/parties/{HEIDI}/behaviour"), json!({"kind": "busy", "after_ms": 5, "zzz": 1}), 400, "unknown field"),
+        (Method::PUT, format!("/parties/{HEIDI}/behaviour"), json!({"kind": "busy", "after_ms": 5}), 400, "unknown field `after_ms`"),
+        (Method::PUT, format!("/parties/{HEIDI}/behaviour"), json!({"kind": "decline", "hang_up_after_ms": null}), 400, "unknown field"),
+        (Method::PUT, format!("/parties/{HEIDI}/behaviour"), json!({"kind": "no-answer", "zzz": 1}), 400, "unknown field `zzz`"),
+        (
+            Method::PUT,
+            format!("/parties/{HEIDI}/behaviour"),
+            json!({"kind": "answer", "after_ms": 5, "zzz": 1}),
+            400,
+            "unknown field `zzz`",
+        ),
+        (Method::PUT, format!("/parties/{HEIDI}/behaviour"), json!({"kind": "answer", "after_ms": 2.5}), 400, "Invalid behaviour"),
+        (Method::GET, "/outbox?status=failed&status=pending".to_owned(), json!(null), 400, "more than once"),
+        (Method::GET, "/outbox?status=all".to_owned(), json!(null), 400, "'all' is not one of"),
         (Method::POST, "/calls/nope/hangup".to_owned(), json!(null), 404, "has no remote leg"),
         (Method::DELETE, "/legs/nope".to_owned(), json!(null), 404, "does not exist"),
     ];
@@ -85,4 +100,33 @@ async fn behaviours_change_at_run_time_and_the_world_shows_every_leg() {
     let (status, _) = server.sim(Method::DELETE, &format!("/legs/{}", leg["id"].as_str().unwrap()), None).await;
     assert_eq!(status, 204);
     assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 4521, "The other participant ended the call."));
+}
+
+#[tokio::test]
+async fn behaviours_take_whole_floats_and_null_defaults() {
+    let bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let path = format!("/parties/{HEIDI}/behaviour");
+    let body = json!({"kind": "answer", "after_ms": 200.0, "hang_up_after_ms": null, "transfer_delay_ms": 1e3});
+    let (status, resp) = server.sim(Method::PUT, &path, Some(body)).await;
+    assert_eq!((status, &resp["behaviour"]), (200, &json!({"kind": "answer", "after_ms": 200, "transfer_delay_ms": 1000})), "{resp}");
+    let (status, resp) = server.sim(Method::PUT, &path, Some(json!({"kind": "answer", "after_ms": null}))).await;
+    assert_eq!((status, &resp["behaviour"]), (200, &json!({"kind": "answer", "after_ms": 200})), "{resp}");
+    for kind in ["busy", "decline", "no-answer"] {
+        let (status, resp) = server.sim(Method::PUT, &path, Some(json!({"kind": kind}))).await;
+        assert_eq!((status, &resp["behaviour"]), (200, &json!({"kind": kind})), "{resp}");
+    }
+}
+
+/// Hanging up a call whose far end is gone already is a conflict, not a missing call.
+#[tokio::test]
+async fn hanging_up_an_ended_call_again_is_a_conflict() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let id = server.inbound(HEIDI, DEMO_BOT).await;
+    bot.next().await;
+    let (status, _) = server.sim(Method::POST, &format!("/calls/{id}/hangup"), None).await;
+    assert_eq!(status, 204);
+    let (status, resp) = server.sim(Method::POST, &format!("/calls/{id}/hangup"), None).await;
+    assert_eq!((status, resp["error"]["code"].as_str()), (409, Some("CallEnded")), "{resp}");
 }

@@ -274,17 +274,17 @@ async fn transfer_refusals_are_precise() {
             400,
             "is not the tenant of user",
         ),
-        (id.clone(), json!({"transferTarget": {"identity": {"user": {"id": ALEX}}}}), 400, "the transfer target is the transferee itself"),
+        (id.clone(), json!({"transferTarget": {"identity": {"user": {"id": ALEX}}}}), 409, "the transfer target is the transferee itself"),
         (
             id.clone(),
             json!({"transferTarget": {"identity": {"application": {"id": DEMO_BOT}}}}),
-            400,
+            403,
             "the transfer target is this bot itself",
         ),
         (
             id.clone(),
             json!({"transferTarget": {"identity": {"applicationInstance": {"id": RECEPTION}}}}),
-            400,
+            403,
             "the transfer target is this bot itself",
         ),
         (
@@ -302,26 +302,26 @@ async fn transfer_refusals_are_precise() {
         (
             id.clone(),
             json!({"transferTarget": {"identity": heidi, "replacesCallId": "nope"}}),
-            400,
+            409,
             "'nope' is not a live call of this application",
         ),
-        (id.clone(), json!({"transferTarget": {"identity": heidi, "replacesCallId": id}}), 400, "a call cannot replace itself"),
+        (id.clone(), json!({"transferTarget": {"identity": heidi, "replacesCallId": id}}), 409, "a call cannot replace itself"),
         (
             id.clone(),
             json!({"transferTarget": {"identity": heidi, "replacesCallId": foreign}}),
-            400,
+            409,
             "is not a live call of this application",
         ),
         (
             id.clone(),
             json!({"transferTarget": {"identity": {"user": {"id": SILENT_SAM}}, "replacesCallId": establishing}}),
-            400,
+            409,
             "the consultation call must be established",
         ),
         (
             id.clone(),
             json!({"transferTarget": {"identity": heidi}, "transferee": {"identity": {"user": {"id": HEIDI}}}}),
-            400,
+            409,
             "transferee.identity: names a party that is not in this call",
         ),
         (
