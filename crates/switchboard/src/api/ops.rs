@@ -28,5 +28,5 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 pub async fn openapi(State(state): State<AppState>) -> Response {
-    Json(super::spec::document(&state.base_url)).into_response()
+    Json(super::spec::document(&state.base_url, &state.config)).into_response()
 }

@@ -1,24 +1,38 @@
-//! The OpenAPI document of everything Switchboard serves, built from [`ROUTES`].
+//! The OpenAPI document of everything Switchboard serves, built from [`ROUTES`] and the loaded directory.
 //!
 //! The table is the single description of the surface; an integration test walks it and checks that
-//! every listed route answers as listed, so the document cannot drift from the router.
+//! every listed route answers as listed, so the document cannot drift from the router. Schemas are
+//! exact both ways, so that a fuzzer (Schemathesis) can hold the server to them: what they allow, the
+//! server takes (ids come from the directory, `null` is allowed where the server reads it as absent);
+//! what they refuse, the server refuses. Graph bodies stay open (unknown properties are ignored, as in
+//! Graph); responses are closed where the server's output is fixed.
 
 use serde_json::{Map, Value, json};
 
-/// A request body: its content type and a function building its JSON schema.
-pub type Body = (&'static str, fn() -> Value);
+use crate::api::graph::MODALITIES;
+use crate::config::{Config, Directory, MAX_BEHAVIOUR_MS};
+
+/// A schema built from the directory the server runs with.
+pub type Schema = fn(&Ctx<'_>) -> Value;
+
+/// A request body: its content type and its schema.
+pub type Body = (&'static str, Schema);
 
 /// One operation of the surface.
+#[derive(Clone, Copy)]
 pub struct Route {
+    /// The `operationId`, which links refer to.
+    pub id: &'static str,
     pub method: &'static str,
     /// OpenAPI path, with `{version}` standing for `v1.0` and `beta`.
     pub path: &'static str,
     pub tag: &'static str,
     pub summary: &'static str,
-    /// Request body: (content type, schema).
     pub body: Option<Body>,
-    /// Status codes and what they mean.
-    pub responses: &'static [(u16, &'static str)],
+    /// Path parameters whose schema is not a plain string, and query parameters.
+    pub params: &'static [Param],
+    /// The route's own responses; [`document`] adds those every route of its kind shares.
+    pub responses: &'static [Resp],
     pub auth: Auth,
 }
 
@@ -29,416 +43,1023 @@ pub enum Auth {
     AdminKey,
 }
 
-fn obj() -> Value {
-    json!({"type": "object", "additionalProperties": true})
+/// A parameter: where, its name, and its schema.
+#[derive(Clone, Copy)]
+pub struct Param {
+    pub location: &'static str,
+    pub name: &'static str,
+    pub schema: Schema,
 }
 
-fn create_call() -> Value {
-    json!({"type": "object", "required": ["callbackUri", "mediaConfig", "targets"], "additionalProperties": true, "properties": {
-        "callbackUri": {"type": "string", "format": "uri"},
-        "mediaConfig": {"$ref": "#/components/schemas/mediaConfig"},
-        "requestedModalities": {"type": "array", "items": {"type": "string", "enum": ["audio", "video", "videoBasedScreenSharing", "data"]}},
-        "targets": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"$ref": "#/components/schemas/invitationParticipantInfo"}},
-        "source": {"type": "object"},
-        "tenantId": {"type": "string"},
-        "subject": {"type": "string"},
-        "ringingTimeoutInSeconds": {"type": "integer", "minimum": 1, "maximum": 115}
+/// A response: status, meaning, and what its body is.
+#[derive(Clone, Copy)]
+pub struct Resp {
+    pub status: u16,
+    pub description: &'static str,
+    pub content: Content,
+}
+
+#[derive(Clone, Copy)]
+pub enum Content {
+    /// No body at all.
+    Empty,
+    Json(Schema),
+    /// Prometheus text.
+    Text,
+    /// Graph's error envelope.
+    GraphError,
+    /// The identity platform's error shape.
+    IdentityError,
+}
+
+/// What the schemas enumerate: the directory's tenants, users, numbers, apps and instances.
+pub struct Ctx<'a> {
+    config: &'a Config,
+}
+
+impl Ctx<'_> {
+    fn dir(&self) -> &Directory {
+        &self.config.directory
+    }
+    fn tenants(&self) -> Vec<&str> {
+        self.dir().tenants.iter().map(|t| t.id.as_str()).collect()
+    }
+    fn users(&self) -> Vec<&str> {
+        self.dir().users.iter().map(|u| u.id.as_str()).collect()
+    }
+    fn numbers(&self) -> Vec<&str> {
+        self.dir().numbers.iter().map(|n| n.number.as_str()).collect()
+    }
+    fn apps(&self) -> Vec<&str> {
+        self.dir().applications.iter().map(|a| a.client_id.as_str()).collect()
+    }
+    fn instances(&self) -> Vec<&str> {
+        self.dir().applications.iter().flat_map(|a| &a.instances).map(|i| i.id.as_str()).collect()
+    }
+    fn instance_numbers(&self) -> Vec<&str> {
+        self.dir().applications.iter().flat_map(|a| &a.instances).filter_map(|i| i.phone.as_deref()).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Schema helpers
+
+/// `schema`, or `null` (which the Graph parser reads as an absent property).
+fn nullable(mut schema: Value) -> Value {
+    match schema.get("type").cloned() {
+        Some(Value::String(t)) => {
+            schema["type"] = json!([t, "null"]);
+            if let Some(values) = schema.get_mut("enum").and_then(Value::as_array_mut) {
+                values.push(Value::Null);
+            }
+            schema
+        }
+        _ => json!({"anyOf": [schema, {"type": "null"}]}),
+    }
+}
+
+fn string_enum(values: Vec<&str>) -> Value {
+    json!({"type": "string", "enum": values})
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// A closed object: these properties, all required except `optional`, and nothing else.
+fn closed(properties: Value, optional: &[&str]) -> Value {
+    let required: Vec<&String> =
+        properties.as_object().map(|m| m.keys().filter(|k| !optional.contains(&k.as_str())).collect()).unwrap_or_default();
+    json!({"type": "object", "required": required, "additionalProperties": false, "properties": properties})
+}
+
+fn odata_type(name: &str) -> Value {
+    json!({"const": format!("#microsoft.graph.{name}")})
+}
+
+const E164: &str = "^\\+[1-9][0-9]{1,14}$";
+const CALL_STATES: [&str; 9] =
+    ["incoming", "establishing", "established", "hold", "transferring", "transferAccepted", "redirecting", "terminating", "terminated"];
+const MEDIA_CONFIGS: [&str; 2] = ["#microsoft.graph.serviceHostedMediaConfig", "#microsoft.graph.appHostedMediaConfig"];
+
+// ---------------------------------------------------------------------------
+// Request bodies
+
+/// `callbackUri`: https to a host name (or plain http to loopback, when the configuration allows it).
+/// Narrower than what the server takes, so that every drawn value is one it takes.
+fn callback_uri(ctx: &Ctx<'_>) -> Value {
+    let host = "[a-z][a-z0-9]{0,20}(\\.[a-z][a-z0-9]{0,20}){0,3}";
+    let scheme = if ctx.config.calls.allow_http_loopback_callbacks {
+        format!("(https://{host}|http://(127\\.0\\.0\\.1|localhost))")
+    } else {
+        format!("https://{host}")
+    };
+    let pattern = format!("^{scheme}(:[1-9][0-9]{{0,3}})?(/[A-Za-z0-9._~-]{{0,20}}){{0,4}}$");
+    json!({"type": "string", "pattern": pattern, "description": "where notifications about the call go", "example": "https://bot.contoso.com/api/calls"})
+}
+
+fn modalities() -> Value {
+    json!({"type": "array", "minItems": 1, "items": {"type": "string", "enum": MODALITIES}})
+}
+
+fn media_config_in(_: &Ctx<'_>) -> Value {
+    json!({"type": "object", "required": ["@odata.type"], "properties": {"@odata.type": {"type": "string", "enum": MEDIA_CONFIGS}}})
+}
+
+/// A user of the directory; `tenantId`, when given, must be the user's.
+fn user_identity(ctx: &Ctx<'_>) -> Value {
+    let one = |id: &str, tenant: &str| json!({"type": "object", "required": ["id"], "properties": {"id": {"const": id}, "tenantId": {"enum": [tenant, null]}}});
+    json!({"oneOf": ctx.dir().users.iter().map(|u| one(&u.id, &u.tenant_id)).collect::<Vec<_>>()})
+}
+
+fn identity_with_id(id: Value) -> Value {
+    json!({"type": "object", "required": ["id"], "properties": {"id": id}})
+}
+
+/// An `identitySet` as the server reads it: exactly one of user, phone, application or applicationInstance.
+fn identity_set_in(ctx: &Ctx<'_>) -> Value {
+    let mut instance = identity_with_id(string_enum(ctx.instances()));
+    instance["properties"]["tenantId"] = json!({"type": ["string", "null"]});
+    let kinds = [
+        ("user", user_identity(ctx)),
+        ("phone", identity_with_id(json!({"type": "string", "pattern": E164}))),
+        ("application", identity_with_id(string_enum(ctx.apps()))),
+        ("applicationInstance", instance),
+    ];
+    let branches: Vec<Value> = kinds.into_iter().map(|(k, s)| json!({"required": [k], "properties": {k: s}})).collect();
+    json!({"type": "object", "description": "exactly one identity; other identity kinds are refused", "oneOf": branches})
+}
+
+fn invitation_target(_: &Ctx<'_>) -> Value {
+    json!({"type": "object", "required": ["identity"], "properties": {"identity": reference("identitySetInput")}})
+}
+
+/// The source of an outgoing call: the app itself (absent), or one of its application instances.
+fn call_source(ctx: &Ctx<'_>) -> Value {
+    let instance = identity_with_id(string_enum(ctx.instances()));
+    let identity = json!({"type": "object", "properties": {"applicationInstance": nullable(instance)}});
+    nullable(json!({"type": "object", "properties": {"identity": nullable(identity)}}))
+}
+
+fn create_call(ctx: &Ctx<'_>) -> Value {
+    json!({"type": "object", "required": ["callbackUri", "mediaConfig", "targets"],
+    "description": "A peer-to-peer call; meetingInfo and chatInfo (meetings) are refused.",
+    "properties": {
+        "callbackUri": callback_uri(ctx),
+        "mediaConfig": reference("mediaConfigInput"),
+        "requestedModalities": nullable(modalities()),
+        "targets": {"type": "array", "minItems": 1, "maxItems": 1, "items": reference("invitationTarget")},
+        "source": call_source(ctx),
+        "tenantId": nullable(string_enum(ctx.tenants())),
+        "subject": {"type": ["string", "null"]},
+        "ringingTimeoutInSeconds": {"type": ["integer", "null"], "minimum": 1, "maximum": 115}
     }})
 }
 
-fn answer() -> Value {
-    json!({"type": "object", "required": ["mediaConfig", "acceptedModalities"], "additionalProperties": true, "properties": {
-        "callbackUri": {"type": "string", "format": "uri"},
-        "mediaConfig": {"$ref": "#/components/schemas/mediaConfig"},
-        "acceptedModalities": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["audio", "video", "videoBasedScreenSharing", "data"]}},
-        "participantCapacity": {"type": "integer", "minimum": 0}
+fn answer(ctx: &Ctx<'_>) -> Value {
+    json!({"type": "object", "required": ["mediaConfig", "acceptedModalities"], "properties": {
+        "callbackUri": nullable(callback_uri(ctx)),
+        "mediaConfig": reference("mediaConfigInput"),
+        "acceptedModalities": modalities(),
+        "participantCapacity": {"type": ["integer", "null"], "minimum": 0}
     }})
 }
 
-fn reject() -> Value {
-    json!({"type": "object", "additionalProperties": true, "properties": {
-        "reason": {"type": "string", "enum": ["none", "busy", "forbidden"]},
-        "callbackUri": {"type": "string", "format": "uri"}
+fn reject(ctx: &Ctx<'_>) -> Value {
+    json!({"type": "object", "properties": {
+        "reason": {"type": ["string", "null"], "enum": ["none", "busy", "forbidden", null]},
+        "callbackUri": nullable(callback_uri(ctx))
     }})
 }
 
-fn redirect() -> Value {
-    json!({"type": "object", "required": ["targets"], "additionalProperties": true, "properties": {
-        "targets": {"type": "array", "minItems": 1, "maxItems": 25, "items": {"$ref": "#/components/schemas/invitationParticipantInfo"}},
-        "timeout": {"type": "integer", "minimum": 15, "maximum": 90},
-        "callbackUri": {"type": "string", "format": "uri"}
+fn redirect(ctx: &Ctx<'_>) -> Value {
+    json!({"type": "object", "required": ["targets"], "properties": {
+        "targets": {"type": "array", "minItems": 1, "maxItems": 25, "items": reference("invitationTarget")},
+        "timeout": {"type": ["integer", "null"], "minimum": 15, "maximum": 90},
+        "callbackUri": nullable(callback_uri(ctx))
     }})
 }
 
-fn transfer() -> Value {
-    json!({"type": "object", "additionalProperties": true, "properties": {
-        "transferTarget": {"$ref": "#/components/schemas/invitationParticipantInfo"},
-        "transferee": {"type": "object", "properties": {"identity": {"type": "object"}, "participantId": {"type": "string"}}},
-        "clientContext": {"type": "string", "maxLength": 256},
-        "target": {"type": "object", "description": "2018 beta: the target as an identitySet"},
-        "replacesCallId": {"type": "string", "description": "2018 beta: top-level replacesCallId"}
-    }})
+/// Today's shape (`transferTarget`) or the 2018 beta's (top-level `target`, used when `transferTarget`
+/// is absent or null).
+fn transfer(_: &Ctx<'_>) -> Value {
+    let target = json!({"type": "object", "required": ["identity"], "properties": {
+        "identity": reference("identitySetInput"),
+        "replacesCallId": {"type": ["string", "null"], "description": "consultative transfer: the bot's call with the target"}
+    }});
+    let transferee = json!({"type": "object", "properties": {
+        "identity": nullable(reference("identitySetInput")), "participantId": {"type": ["string", "null"]}
+    }});
+    json!({"type": "object",
+    "properties": {
+        "transferee": nullable(transferee),
+        "clientContext": {"type": ["string", "null"], "maxLength": 256},
+        "replacesCallId": {"type": ["string", "null"], "description": "2018 beta: the consultation call"}
+    },
+    "anyOf": [
+        {"required": ["transferTarget"], "properties": {"transferTarget": target, "target": {"type": ["object", "null"]}}},
+        {"required": ["target"], "properties": {"transferTarget": {"type": "null"}, "target": reference("identitySetInput")},
+         "description": "2018 beta: the target as a bare identitySet"}
+    ]})
 }
 
-fn token_form() -> Value {
+fn token_form(ctx: &Ctx<'_>) -> Value {
     json!({"type": "object", "required": ["grant_type", "client_id", "client_secret", "scope"], "properties": {
         "grant_type": {"type": "string", "enum": ["client_credentials"]},
-        "client_id": {"type": "string"}, "client_secret": {"type": "string"},
-        "scope": {"type": "string", "example": "https://graph.microsoft.com/.default"}
+        "client_id": string_enum(ctx.apps()),
+        "client_secret": {"type": "string", "minLength": 1},
+        "scope": {"type": "string", "enum": ["https://graph.microsoft.com/.default", "00000003-0000-0000-c000-000000000000/.default"]}
     }})
 }
 
-fn sim_call() -> Value {
-    json!({"type": "object", "required": ["from", "to"], "properties": {
-        "from": {"type": "string", "description": "a user id of the directory or an E.164 number"},
-        "to": {"type": "string", "description": "an application id, application instance id or instance phone number"},
-        "callId": {"type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$", "description": "the bot's call id (default: a new GUID); lets tests replay documented examples with their ids"}
-    }})
+fn call_id_choice() -> Value {
+    json!({"type": ["string", "null"], "pattern": "^[A-Za-z0-9-]{1,64}$",
+        "description": "the bot's call id (default: a new GUID); lets tests replay documented examples with their ids"})
 }
 
-fn behaviour() -> Value {
-    json!({"type": "object", "required": ["kind"], "properties": {
-        "kind": {"type": "string", "enum": ["answer", "busy", "decline", "no-answer"]},
-        "after_ms": {"type": "integer", "minimum": 0, "maximum": 3600000},
-        "hang_up_after_ms": {"type": ["integer", "null"], "minimum": 0, "maximum": 3600000},
-        "transfer_delay_ms": {"type": ["integer", "null"], "minimum": 0, "maximum": 3600000}
-    }})
+/// A user calls an app, an instance or an instance's number; a PSTN number calls an instance or its number.
+fn sim_call(ctx: &Ctx<'_>) -> Value {
+    let instances: Vec<&str> = ctx.instances().into_iter().chain(ctx.instance_numbers()).collect();
+    let any_bot: Vec<&str> = ctx.apps().into_iter().chain(instances.iter().copied()).collect();
+    let branch = |from: Value, to: Vec<&str>| json!({"type": "object", "required": ["from", "to"], "properties": {"from": from, "to": string_enum(to), "callId": call_id_choice()}});
+    let user = branch(string_enum(ctx.users()), any_bot);
+    let mut phone = branch(json!({"type": "string", "pattern": E164, "examples": ctx.numbers()}), instances);
+    phone["description"] = json!("a PSTN caller (any E.164 number) reaches only application instances");
+    json!({"oneOf": [user, phone]})
 }
+
+fn ms() -> Value {
+    json!({"type": ["integer", "null"], "minimum": 0, "maximum": MAX_BEHAVIOUR_MS})
+}
+
+/// One branch per kind; each refuses fields it does not take.
+fn behaviour_in(_: &Ctx<'_>) -> Value {
+    let answer = json!({"type": "object", "required": ["kind"], "additionalProperties": false, "properties": {
+        "kind": {"const": "answer"}, "after_ms": ms(), "hang_up_after_ms": ms(), "transfer_delay_ms": ms()
+    }});
+    let only_kind =
+        |k: &str| json!({"type": "object", "required": ["kind"], "additionalProperties": false, "properties": {"kind": {"const": k}}});
+    json!({"oneOf": [answer, only_kind("busy"), only_kind("decline"), only_kind("no-answer")]})
+}
+
+// ---------------------------------------------------------------------------
+// Parameters
+
+fn tenant(ctx: &Ctx<'_>) -> Value {
+    string_enum(ctx.tenants())
+}
+
+fn keys_tenant(ctx: &Ctx<'_>) -> Value {
+    string_enum(ctx.tenants().into_iter().chain([crate::identity::COMMON_TENANT]).collect())
+}
+
+fn version(_: &Ctx<'_>) -> Value {
+    string_enum(vec!["v1.0", "beta"])
+}
+
+fn party_key(ctx: &Ctx<'_>) -> Value {
+    json!({"type": "string", "enum": ctx.users().into_iter().chain(ctx.numbers()).collect::<Vec<_>>(), "description": "a user id or PSTN number of the directory"})
+}
+
+fn outbox_status(_: &Ctx<'_>) -> Value {
+    json!({"type": "string", "enum": ["failed", "pending"], "default": "failed"})
+}
+
+/// The sim names legs `leg-<n>`.
+fn leg_id(_: &Ctx<'_>) -> Value {
+    json!({"type": "string", "pattern": "^leg-[1-9][0-9]{0,17}$"})
+}
+
+/// Ids the server made up: any non-empty segment (an empty one would name the collection).
+fn opaque_id(_: &Ctx<'_>) -> Value {
+    json!({"type": "string", "minLength": 1})
+}
+
+// ---------------------------------------------------------------------------
+// Response bodies
+
+fn identity_out() -> Value {
+    closed(
+        json!({"@odata.type": odata_type("identity"), "id": {"type": "string"}, "displayName": {"type": "string"}, "tenantId": {"type": "string"}}),
+        &["displayName", "tenantId"],
+    )
+}
+
+/// Exactly one identity; `phone` and `applicationInstance` come in a `communicationsIdentitySet`, the
+/// type that declares them.
+fn identity_set_out(_: &Ctx<'_>) -> Value {
+    let one = |set: &str, kind: &str| closed(json!({"@odata.type": odata_type(set), kind: reference("identity")}), &[]);
+    json!({"oneOf": [
+        one("identitySet", "user"),
+        one("identitySet", "application"),
+        one("communicationsIdentitySet", "phone"),
+        one("communicationsIdentitySet", "applicationInstance")
+    ]})
+}
+
+fn participant_info(_: &Ctx<'_>) -> Value {
+    closed(json!({"@odata.type": odata_type("participantInfo"), "identity": reference("identitySet")}), &[])
+}
+
+fn invitation_participant_info(_: &Ctx<'_>) -> Value {
+    closed(json!({"@odata.type": odata_type("invitationParticipantInfo"), "identity": reference("identitySet")}), &[])
+}
+
+fn result_info(_: &Ctx<'_>) -> Value {
+    closed(
+        json!({"@odata.type": odata_type("resultInfo"), "code": {"type": "integer"}, "subcode": {"type": "integer"}, "message": {"type": "string"}}),
+        &[],
+    )
+}
+
+fn context() -> Value {
+    json!({"type": "string", "description": "OData context URL"})
+}
+
+/// The `call` resource exactly as the server renders it (graph::render::call).
+fn call(_: &Ctx<'_>) -> Value {
+    let none = json!({"type": "null"});
+    closed(
+        json!({
+            "@odata.context": context(),
+            "@odata.type": odata_type("call"),
+            "id": {"type": "string"},
+            "state": {"type": "string", "enum": CALL_STATES},
+            "direction": {"type": "string", "enum": ["incoming", "outgoing"]},
+            "callbackUri": {"type": "string", "description": "absent until an incoming call is answered"},
+            "callChainId": {"type": "string"},
+            "myParticipantId": {"type": "string"},
+            "tenantId": {"type": "string"},
+            "subject": {"type": ["string", "null"]},
+            "source": reference("participantInfo"),
+            "targets": {"type": "array", "minItems": 1, "maxItems": 1, "items": reference("invitationParticipantInfo")},
+            "requestedModalities": {"type": "array", "items": {"type": "string", "enum": MODALITIES}},
+            "mediaConfig": closed(json!({"@odata.type": {"type": "string", "enum": MEDIA_CONFIGS}}), &[]),
+            "mediaState": closed(json!({"@odata.type": odata_type("callMediaState"), "audio": {"type": "string", "enum": ["active", "inactive"]}}), &[]),
+            "resultInfo": nullable(reference("resultInfo")),
+            "callRoutes": {"type": "array", "maxItems": 0},
+            "chatInfo": none, "meetingInfo": none, "callOptions": none, "toneInfo": none, "transcription": none,
+            "incomingContext": nullable(closed(json!({
+                "@odata.type": odata_type("incomingContext"), "sourceParticipantId": {"type": "string"}, "transferor": reference("identitySet")
+            }), &[])),
+            "terminationReason": {"type": "string"}
+        }),
+        &["@odata.context", "callbackUri", "terminationReason"],
+    )
+}
+
+fn participant(_: &Ctx<'_>) -> Value {
+    let none = json!({"type": "null"});
+    let stream = closed(
+        json!({
+            "@odata.type": odata_type("mediaStream"), "mediaType": {"type": "string", "enum": MODALITIES}, "label": {"type": ["string", "null"]},
+            "sourceId": {"type": "string"}, "direction": {"type": "string", "enum": ["inactive", "sendOnly", "receiveOnly", "sendReceive"]},
+            "serverMuted": {"type": "boolean"}
+        }),
+        &[],
+    );
+    closed(
+        json!({
+            "@odata.context": context(), "@odata.type": odata_type("participant"), "id": {"type": "string"},
+            "info": reference("participantInfo"), "isInLobby": {"type": "boolean"}, "isMuted": {"type": "boolean"},
+            "mediaStreams": {"type": "array", "items": stream},
+            "metadata": none, "recordingInfo": none, "removedState": none, "restrictedExperience": none,
+            "rosterSequenceNumber": {"type": "integer"}
+        }),
+        &["@odata.context"],
+    )
+}
+
+/// A transfer's operation: today's shape, or the 2018 beta's (string codes) for apps on that format.
+fn comms_operation(_: &Ctx<'_>) -> Value {
+    let status = json!({"type": "string", "enum": ["running", "completed", "failed"]});
+    let client_context = json!({"type": ["string", "null"]});
+    let today = closed(
+        json!({"@odata.context": context(), "@odata.type": odata_type("commsOperation"), "id": {"type": "string"},
+            "clientContext": client_context, "status": status, "resultInfo": nullable(reference("resultInfo"))}),
+        &["@odata.context"],
+    );
+    let result_2018 =
+        closed(json!({"code": {"type": "string"}, "subCode": {"type": "string"}, "message": {"type": "string"}}), &["message"]);
+    let beta_2018 = closed(
+        json!({"@odata.context": context(), "@odata.type": odata_type("commsOperation"), "@odata.id": {"type": "string"}, "id": {"type": "string"},
+            "clientContext": client_context, "status": status, "resultInfo": result_2018}),
+        &["@odata.context"],
+    );
+    json!({"oneOf": [today, beta_2018]})
+}
+
+fn list_of(item: Value) -> Value {
+    closed(json!({"@odata.context": context(), "value": {"type": "array", "items": item}}), &[])
+}
+
+fn call_list(_: &Ctx<'_>) -> Value {
+    list_of(reference("call"))
+}
+
+fn participant_list(_: &Ctx<'_>) -> Value {
+    list_of(reference("participant"))
+}
+
+fn operation_list(_: &Ctx<'_>) -> Value {
+    list_of(reference("commsOperation"))
+}
+
+fn graph_error(_: &Ctx<'_>) -> Value {
+    let inner = closed(json!({"date": {"type": "string"}, "request-id": {"type": "string"}, "client-request-id": {"type": "string"}}), &[]);
+    closed(json!({"error": closed(json!({"code": {"type": "string"}, "message": {"type": "string"}, "innerError": inner}), &[])}), &[])
+}
+
+/// The Microsoft identity platform's error (`AADSTS` codes).
+fn identity_error(_: &Ctx<'_>) -> Value {
+    let error =
+        ["invalid_request", "unsupported_grant_type", "invalid_client", "unauthorized_client", "invalid_scope", "temporarily_unavailable"];
+    closed(
+        json!({"error": {"type": "string", "enum": error}, "error_description": {"type": "string"},
+            "error_codes": {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+            "timestamp": {"type": "string"}, "trace_id": {"type": "string"}, "correlation_id": {"type": "string"}}),
+        &[],
+    )
+}
+
+fn token(_: &Ctx<'_>) -> Value {
+    closed(
+        json!({"token_type": {"const": "Bearer"}, "expires_in": {"type": "integer"}, "ext_expires_in": {"type": "integer"}, "access_token": {"type": "string"}}),
+        &[],
+    )
+}
+
+fn strings() -> Value {
+    json!({"type": "array", "items": {"type": "string"}})
+}
+
+fn openid_configuration(_: &Ctx<'_>) -> Value {
+    let url = json!({"type": "string", "format": "uri"});
+    closed(
+        json!({"issuer": url, "token_endpoint": url, "jwks_uri": url, "authorization_endpoint": url,
+            "response_types_supported": strings(), "subject_types_supported": strings(),
+            "id_token_signing_alg_values_supported": strings(), "token_endpoint_auth_methods_supported": strings(),
+            "grant_types_supported": strings(), "scopes_supported": strings(), "claims_supported": strings(),
+            "tenant_region_scope": {"type": "string"}, "cloud_instance_name": {"type": "string"},
+            "request_uri_parameter_supported": {"type": "boolean"}}),
+        &[],
+    )
+}
+
+fn notification_openid_configuration(_: &Ctx<'_>) -> Value {
+    closed(
+        json!({"issuer": {"type": "string"}, "jwks_uri": {"type": "string", "format": "uri"},
+            "id_token_signing_alg_values_supported": strings(), "token_endpoint_auth_methods_supported": strings()}),
+        &[],
+    )
+}
+
+fn jwks(_: &Ctx<'_>) -> Value {
+    let key = closed(
+        json!({"kty": {"const": "RSA"}, "use": {"const": "sig"}, "alg": {"const": "RS256"}, "kid": {"type": "string"}, "n": {"type": "string"}, "e": {"type": "string"}}),
+        &[],
+    );
+    closed(json!({"keys": {"type": "array", "minItems": 1, "items": key}}), &[])
+}
+
+fn sim_call_created(_: &Ctx<'_>) -> Value {
+    closed(json!({"callId": {"type": "string"}, "legId": {"type": "string"}}), &[])
+}
+
+/// A behaviour as the server writes it back: every field of an answer filled in or left out.
+fn behaviour_out() -> Value {
+    let n = json!({"type": "integer", "minimum": 0});
+    let answer = closed(
+        json!({"kind": {"const": "answer"}, "after_ms": n, "hang_up_after_ms": n, "transfer_delay_ms": n}),
+        &["hang_up_after_ms", "transfer_delay_ms"],
+    );
+    let only_kind = |k: &str| closed(json!({"kind": {"const": k}}), &[]);
+    json!({"oneOf": [answer, only_kind("busy"), only_kind("decline"), only_kind("no-answer")]})
+}
+
+fn behaviour_set(_: &Ctx<'_>) -> Value {
+    closed(json!({"party": {"type": "string"}, "behaviour": behaviour_out()}), &[])
+}
+
+/// A party of the sim (`kind`-tagged).
+fn party(_: &Ctx<'_>) -> Value {
+    let s = json!({"type": "string"});
+    json!({"oneOf": [
+        closed(json!({"kind": {"const": "user"}, "id": s, "displayName": s, "tenantId": s}), &[]),
+        closed(json!({"kind": {"const": "phone"}, "number": s}), &[]),
+        closed(json!({"kind": {"const": "application"}, "id": s, "displayName": s}), &[]),
+        closed(json!({"kind": {"const": "applicationInstance"}, "id": s, "displayName": s, "tenantId": s}), &[])
+    ]})
+}
+
+fn world(_: &Ctx<'_>) -> Value {
+    let s = json!({"type": "string"});
+    let peer = json!({"oneOf": [
+        closed(json!({"kind": {"const": "bot"}, "callId": s, "appId": s}), &[]),
+        closed(json!({"kind": {"const": "leg"}, "legId": s}), &[]),
+        closed(json!({"kind": {"const": "transfer"}, "callId": s, "transfereeLeg": s}), &[])
+    ]});
+    let leg = closed(
+        json!({"id": s, "party": reference("simParty"), "state": {"type": "string", "enum": ["ringing", "connected"]}, "peer": peer}),
+        &[],
+    );
+    let call = closed(
+        json!({"id": s, "appId": s, "tenantId": s, "state": {"type": "string", "enum": CALL_STATES},
+            "direction": {"type": "string", "enum": ["incoming", "outgoing"]}, "remote": reference("simParty")}),
+        &[],
+    );
+    closed(json!({"legs": {"type": "array", "items": leg}, "calls": {"type": "array", "items": call}}), &[])
+}
+
+fn outbox(_: &Ctx<'_>) -> Value {
+    let row = closed(
+        json!({"seq": {"type": "integer"}, "callId": {"type": "string"}, "appId": {"type": "string"}, "callback": {"type": "string"},
+            "attempts": {"type": "integer", "minimum": 0}, "lastError": {"type": ["string", "null"]},
+            "notification": {"type": ["object", "null"], "description": "the commsNotification as queued"}}),
+        &[],
+    );
+    closed(json!({"value": {"type": "array", "items": row}}), &[])
+}
+
+fn requeued(_: &Ctx<'_>) -> Value {
+    closed(json!({"requeued": {"type": "integer", "minimum": 0}}), &[])
+}
+
+fn status_of(value: &'static str) -> Value {
+    closed(json!({"status": {"const": value}}), &[])
+}
+
+fn alive(_: &Ctx<'_>) -> Value {
+    status_of("ok")
+}
+
+fn ready(_: &Ctx<'_>) -> Value {
+    status_of("ready")
+}
+
+fn not_ready(_: &Ctx<'_>) -> Value {
+    status_of("not ready")
+}
+
+fn openapi_document(_: &Ctx<'_>) -> Value {
+    json!({"type": "object", "required": ["openapi", "info", "paths"]})
+}
+
+// ---------------------------------------------------------------------------
+// The route table
 
 const JSON: &str = "application/json";
-const GRAPH_ERRORS: [(u16, &str); 3] =
-    [(400, "invalid request"), (401, "missing or invalid token"), (403, "missing permission or wrong tenant")];
+
+const fn json(status: u16, description: &'static str, schema: Schema) -> Resp {
+    Resp { status, description, content: Content::Json(schema) }
+}
+
+const fn empty(status: u16, description: &'static str) -> Resp {
+    Resp { status, description, content: Content::Empty }
+}
+
+const fn error(status: u16, description: &'static str) -> Resp {
+    Resp { status, description, content: Content::GraphError }
+}
+
+const fn aad(status: u16, description: &'static str) -> Resp {
+    Resp { status, description, content: Content::IdentityError }
+}
+
+const fn path(name: &'static str, schema: Schema) -> Param {
+    Param { location: "path", name, schema }
+}
+
+const GRAPH: Route =
+    Route { id: "", method: "get", path: "", tag: "calls", summary: "", body: None, params: &[], responses: &[], auth: Auth::Bearer };
+const SIM: Route = Route { tag: "sim", auth: Auth::AdminKey, ..GRAPH };
+const OPEN: Route = Route { tag: "ops", auth: Auth::None, ..GRAPH };
+const IDENTITY: Route = Route { tag: "identity", auth: Auth::None, ..GRAPH };
+const NOT_FOUND: Resp = error(404, "8522: not a live call of this application (or an unknown version)");
 
 pub const ROUTES: &[Route] = &[
     Route {
+        id: "getToken",
         method: "post",
         path: "/{tenant}/oauth2/v2.0/token",
-        tag: "identity",
         summary: "Client-credentials token",
         body: Some(("application/x-www-form-urlencoded", token_form)),
-        responses: &[(200, "token"), (400, "invalid request"), (401, "invalid client")],
-        auth: Auth::None,
+        responses: &[
+            json(200, "token", token),
+            aad(400, "invalid request, unknown tenant, client or scope"),
+            aad(401, "invalid client secret"),
+        ],
+        ..IDENTITY
     },
     Route {
-        method: "get",
+        id: "getOpenIdConfiguration",
         path: "/{tenant}/v2.0/.well-known/openid-configuration",
-        tag: "identity",
         summary: "OpenID configuration of a tenant",
-        body: None,
-        responses: &[(200, "configuration"), (400, "unknown tenant")],
-        auth: Auth::None,
+        responses: &[json(200, "configuration", openid_configuration), aad(400, "AADSTS90002: unknown tenant")],
+        ..IDENTITY
     },
     Route {
-        method: "get",
+        id: "getKeys",
         path: "/{tenant}/discovery/v2.0/keys",
-        tag: "identity",
         summary: "Signing keys (JWKS) for access and notification tokens",
-        body: None,
-        responses: &[(200, "JWKS")],
-        auth: Auth::None,
+        params: &[path("tenant", keys_tenant)],
+        responses: &[json(200, "JWKS", jwks), aad(400, "AADSTS90002: unknown tenant")],
+        ..IDENTITY
     },
     Route {
-        method: "get",
+        id: "getNotificationOpenIdConfiguration",
         path: "/notifications/v1/.well-known/openid-configuration",
-        tag: "identity",
         summary: "OpenID configuration for validating notification tokens",
-        body: None,
-        responses: &[(200, "configuration")],
-        auth: Auth::None,
+        responses: &[json(200, "configuration", notification_openid_configuration)],
+        ..IDENTITY
     },
     Route {
+        id: "createCall",
         method: "post",
         path: "/{version}/communications/calls",
-        tag: "calls",
         summary: "Create an outgoing peer-to-peer call",
         body: Some((JSON, create_call)),
-        responses: &[
-            (201, "the call, with Location"),
-            (400, "invalid request"),
-            (401, "missing or invalid token"),
-            (403, "missing permission or wrong tenant"),
-        ],
-        auth: Auth::Bearer,
+        responses: &[json(201, "the call, with Location", call), error(404, "unknown version")],
+        ..GRAPH
     },
     Route {
-        method: "get",
+        id: "listCalls",
         path: "/{version}/communications/calls",
-        tag: "calls",
         summary: "List the app's live calls",
-        body: None,
-        responses: &[(200, "calls"), (401, "missing or invalid token"), (403, "missing permission or wrong tenant")],
-        auth: Auth::Bearer,
+        responses: &[json(200, "calls", call_list), error(404, "unknown version")],
+        ..GRAPH
     },
     Route {
-        method: "get",
+        id: "getCall",
         path: "/{version}/communications/calls/{id}",
-        tag: "calls",
         summary: "Get a call",
-        body: None,
-        responses: &[(200, "the call"), (401, "missing or invalid token"), (403, "wrong tenant"), (404, "8522 call not found")],
-        auth: Auth::Bearer,
+        responses: &[json(200, "the call", call), NOT_FOUND],
+        ..GRAPH
     },
     Route {
+        id: "deleteCall",
         method: "delete",
         path: "/{version}/communications/calls/{id}",
-        tag: "calls",
         summary: "Hang up",
-        body: None,
-        responses: &[(204, "hanging up"), (404, "8522 call not found"), (409, "already terminating")],
-        auth: Auth::Bearer,
+        responses: &[empty(204, "hung up"), NOT_FOUND, error(409, "already terminating")],
+        ..GRAPH
     },
     Route {
+        id: "answerCall",
         method: "post",
         path: "/{version}/communications/calls/{id}/answer",
-        tag: "calls",
         summary: "Answer an incoming call",
         body: Some((JSON, answer)),
-        responses: &[(202, "answering"), (400, "invalid request"), (404, "8522 call not found"), (409, "not incoming")],
-        auth: Auth::Bearer,
+        responses: &[empty(202, "answering"), NOT_FOUND, error(409, "not incoming")],
+        ..GRAPH
     },
     Route {
+        id: "rejectCall",
         method: "post",
         path: "/{version}/communications/calls/{id}/reject",
-        tag: "calls",
         summary: "Reject an incoming call",
         body: Some((JSON, reject)),
-        responses: &[(202, "rejected"), (400, "invalid request"), (404, "8522 call not found"), (409, "not incoming")],
-        auth: Auth::Bearer,
+        responses: &[empty(202, "rejected"), NOT_FOUND, error(409, "not incoming")],
+        ..GRAPH
     },
     Route {
+        id: "redirectCall",
         method: "post",
         path: "/{version}/communications/calls/{id}/redirect",
-        tag: "calls",
         summary: "Redirect an incoming call",
         body: Some((JSON, redirect)),
-        responses: &[
-            (202, "redirected"),
-            (400, "invalid request"),
-            (403, "PSTN without an application instance"),
-            (404, "8522 call not found"),
-            (409, "not incoming"),
-        ],
-        auth: Auth::Bearer,
+        responses: &[empty(202, "redirected"), error(403, "PSTN without an application instance"), NOT_FOUND, error(409, "not incoming")],
+        ..GRAPH
     },
     Route {
+        id: "transferCall",
         method: "post",
         path: "/{version}/communications/calls/{id}/transfer",
-        tag: "calls",
         summary: "Transfer the call: blind, consultative (replacesCallId), to PSTN",
         body: Some((JSON, transfer)),
         responses: &[
-            (202, "transferring"),
-            (400, "invalid request"),
-            (403, "PSTN without an application instance, or across tenants"),
-            (404, "8522 call not found"),
-            (409, "not established"),
+            empty(202, "transferring (apps on the 2018 format get a Location of the transfer's operation)"),
+            error(403, "PSTN without an application instance, across tenants, or to the bot itself"),
+            NOT_FOUND,
+            error(409, "not established, or the target or consultation call does not fit the call"),
         ],
-        auth: Auth::Bearer,
+        ..GRAPH
     },
     Route {
+        id: "keepAliveCall",
         method: "post",
         path: "/{version}/communications/calls/{id}/keepAlive",
-        tag: "calls",
         summary: "Keep the call alive for another 45 minutes",
-        body: None,
-        responses: &[(200, "kept alive"), (404, "8522 call not found")],
-        auth: Auth::Bearer,
+        responses: &[empty(200, "kept alive"), NOT_FOUND],
+        ..GRAPH
     },
     Route {
-        method: "get",
+        id: "listOperations",
         path: "/{version}/communications/calls/{id}/operations",
-        tag: "calls",
         summary: "List the call's recent operations (transfers)",
-        body: None,
-        responses: &[(200, "operations"), (404, "8522 call not found")],
-        auth: Auth::Bearer,
+        responses: &[json(200, "operations", operation_list), NOT_FOUND],
+        ..GRAPH
     },
     Route {
-        method: "get",
+        id: "getOperation",
         path: "/{version}/communications/calls/{id}/operations/{opId}",
-        tag: "calls",
         summary: "Get an operation (a transfer), with its clientContext",
-        body: None,
-        responses: &[(200, "the operation"), (404, "no such operation")],
-        auth: Auth::Bearer,
+        responses: &[json(200, "the operation", comms_operation), error(404, "no such call or operation")],
+        ..GRAPH
     },
     Route {
-        method: "get",
+        id: "listParticipants",
         path: "/{version}/communications/calls/{id}/participants",
-        tag: "calls",
         summary: "List participants",
-        body: None,
-        responses: &[(200, "participants"), (404, "8522 call not found")],
-        auth: Auth::Bearer,
+        responses: &[json(200, "participants", participant_list), NOT_FOUND],
+        ..GRAPH
     },
     Route {
-        method: "get",
+        id: "getParticipant",
         path: "/{version}/communications/calls/{id}/participants/{participantId}",
-        tag: "calls",
         summary: "Get a participant",
-        body: None,
-        responses: &[(200, "the participant"), (404, "not found")],
-        auth: Auth::Bearer,
+        responses: &[json(200, "the participant", participant), error(404, "no such call or participant")],
+        ..GRAPH
     },
     Route {
+        id: "simPlaceCall",
         method: "post",
         path: "/sim/v1/calls",
-        tag: "sim",
         summary: "Place an inbound call from a party to a bot",
         body: Some((JSON, sim_call)),
         responses: &[
-            (201, "callId and legId"),
-            (400, "invalid request"),
-            (401, "no admin key"),
-            (403, "wrong admin key"),
-            (409, "the call id is taken"),
+            json(201, "callId and legId", sim_call_created),
+            error(403, "the app is not consented in the caller's tenant"),
+            error(409, "the call id is taken, or the app has no calling webhook"),
         ],
-        auth: Auth::AdminKey,
+        ..SIM
     },
     Route {
+        id: "simHangUp",
         method: "post",
         path: "/sim/v1/calls/{callId}/hangup",
-        tag: "sim",
         summary: "The far end of a bot's call hangs up",
-        body: None,
-        responses: &[(204, "hung up"), (404, "no such call")],
-        auth: Auth::AdminKey,
+        responses: &[empty(204, "hung up"), error(404, "no such call"), error(409, "the call's far end is gone already")],
+        ..SIM
     },
     Route {
+        id: "simDeleteLeg",
         method: "delete",
         path: "/sim/v1/legs/{legId}",
-        tag: "sim",
         summary: "Hang up any leg",
-        body: None,
-        responses: &[(204, "hung up"), (404, "no such leg")],
-        auth: Auth::AdminKey,
+        params: &[path("legId", leg_id)],
+        responses: &[empty(204, "hung up"), error(404, "no such leg")],
+        ..SIM
     },
     Route {
+        id: "simSetBehaviour",
         method: "put",
         path: "/sim/v1/parties/{key}/behaviour",
-        tag: "sim",
         summary: "Change a user's or number's behaviour",
-        body: Some((JSON, behaviour)),
-        responses: &[(200, "changed"), (400, "invalid behaviour"), (404, "unknown party")],
-        auth: Auth::AdminKey,
+        body: Some((JSON, behaviour_in)),
+        params: &[path("key", party_key)],
+        responses: &[json(200, "changed", behaviour_set), error(404, "unknown party")],
+        ..SIM
     },
+    Route { id: "simWorld", path: "/sim/v1/world", summary: "Every leg and live call", responses: &[json(200, "the world", world)], ..SIM },
     Route {
-        method: "get",
-        path: "/sim/v1/world",
-        tag: "sim",
-        summary: "Every leg and live call",
-        body: None,
-        responses: &[(200, "the world")],
-        auth: Auth::AdminKey,
-    },
-    Route {
-        method: "get",
+        id: "simOutbox",
         path: "/sim/v1/outbox",
-        tag: "sim",
         summary: "Notifications that failed for good (or pending ones, ?status=pending)",
-        body: None,
-        responses: &[(200, "outbox rows")],
-        auth: Auth::AdminKey,
+        params: &[Param { location: "query", name: "status", schema: outbox_status }],
+        responses: &[json(200, "outbox rows", outbox), error(400, "unknown status")],
+        ..SIM
     },
     Route {
+        id: "simRetryOutbox",
         method: "post",
         path: "/sim/v1/outbox/retry",
-        tag: "sim",
         summary: "Requeue failed notifications",
-        body: None,
-        responses: &[(200, "how many were requeued")],
-        auth: Auth::AdminKey,
+        responses: &[json(200, "how many were requeued", requeued)],
+        ..SIM
     },
-    Route { method: "get", path: "/healthz", tag: "ops", summary: "Liveness", body: None, responses: &[(200, "alive")], auth: Auth::None },
+    Route { id: "healthz", path: "/healthz", summary: "Liveness", responses: &[json(200, "alive", alive)], ..OPEN },
     Route {
-        method: "get",
+        id: "readyz",
         path: "/readyz",
-        tag: "ops",
         summary: "Readiness",
-        body: None,
-        responses: &[(200, "ready"), (503, "starting or draining")],
-        auth: Auth::None,
+        responses: &[json(200, "ready", ready), json(503, "starting or draining", not_ready)],
+        ..OPEN
     },
     Route {
-        method: "get",
+        id: "metrics",
         path: "/metrics",
-        tag: "ops",
         summary: "Prometheus metrics",
-        body: None,
-        responses: &[(200, "metrics")],
-        auth: Auth::None,
+        responses: &[Resp { status: 200, description: "metrics", content: Content::Text }],
+        ..OPEN
     },
     Route {
-        method: "get",
+        id: "openapi",
         path: "/openapi.json",
-        tag: "ops",
         summary: "This document",
-        body: None,
-        responses: &[(200, "OpenAPI 3.1")],
-        auth: Auth::None,
+        responses: &[json(200, "OpenAPI 3.1", openapi_document)],
+        ..OPEN
     },
 ];
 
-fn params(path: &str) -> Vec<Value> {
-    path.split('/')
-        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .map(|name| {
-            let schema = if name == "version" { json!({"type": "string", "enum": ["v1.0", "beta"]}) } else { json!({"type": "string"}) };
-            json!({"name": name, "in": "path", "required": true, "schema": schema})
-        })
-        .collect()
+/// Responses every route of a kind has, after its own (which win on the same status).
+fn shared_responses(r: &Route) -> Vec<Resp> {
+    let mut shared = Vec::new();
+    if r.body.is_some_and(|(ct, _)| ct == JSON) {
+        shared.extend([error(400, "invalid request body"), error(415, "the body is not application/json")]);
+    }
+    match r.auth {
+        Auth::Bearer => {
+            shared.extend([error(401, "missing or invalid token"), error(403, "no calling permission, or another tenant's call")])
+        }
+        Auth::AdminKey => shared.extend([error(401, "no admin key"), error(403, "wrong admin key")]),
+        Auth::None => {}
+    }
+    if r.path.starts_with("/{version}") {
+        shared.push(error(404, "unknown version or segment"));
+    }
+    shared
 }
 
-pub fn document(base_url: &str) -> Value {
+// ---------------------------------------------------------------------------
+// Links: how the stateful phase of a fuzzer reaches live calls
+
+struct Link {
+    from: &'static str,
+    status: u16,
+    name: &'static str,
+    to: &'static str,
+    params: &'static [(&'static str, &'static str)],
+}
+
+const SIM_CALL: &[(&str, &str)] = &[("id", "$response.body#/callId")];
+const NEW_CALL: &[(&str, &str)] = &[("id", "$response.body#/id")];
+const SAME_CALL: &[(&str, &str)] = &[("id", "$request.path.id")];
+
+const LINKS: &[Link] = &[
+    Link { from: "simPlaceCall", status: 201, name: "answer", to: "answerCall", params: SIM_CALL },
+    Link { from: "simPlaceCall", status: 201, name: "reject", to: "rejectCall", params: SIM_CALL },
+    Link { from: "simPlaceCall", status: 201, name: "redirect", to: "redirectCall", params: SIM_CALL },
+    Link { from: "simPlaceCall", status: 201, name: "get", to: "getCall", params: SIM_CALL },
+    Link { from: "simPlaceCall", status: 201, name: "hangUp", to: "simHangUp", params: &[("callId", "$response.body#/callId")] },
+    Link { from: "simPlaceCall", status: 201, name: "dropLeg", to: "simDeleteLeg", params: &[("legId", "$response.body#/legId")] },
+    Link { from: "simPlaceCall", status: 201, name: "participants", to: "listParticipants", params: SIM_CALL },
+    // While a caller waits, the bot places a consultation call (for a consultative transfer).
+    Link { from: "simPlaceCall", status: 201, name: "consult", to: "createCall", params: &[] },
+    Link { from: "createCall", status: 201, name: "get", to: "getCall", params: NEW_CALL },
+    Link { from: "createCall", status: 201, name: "hangUp", to: "deleteCall", params: NEW_CALL },
+    Link { from: "createCall", status: 201, name: "transfer", to: "transferCall", params: NEW_CALL },
+    Link { from: "createCall", status: 201, name: "keepAlive", to: "keepAliveCall", params: NEW_CALL },
+    Link { from: "createCall", status: 201, name: "participants", to: "listParticipants", params: NEW_CALL },
+    Link { from: "createCall", status: 201, name: "operations", to: "listOperations", params: NEW_CALL },
+    Link { from: "answerCall", status: 202, name: "transfer", to: "transferCall", params: SAME_CALL },
+    Link { from: "answerCall", status: 202, name: "get", to: "getCall", params: SAME_CALL },
+    Link { from: "transferCall", status: 202, name: "operations", to: "listOperations", params: SAME_CALL },
+    Link {
+        from: "listOperations",
+        status: 200,
+        name: "operation",
+        to: "getOperation",
+        params: &[("id", "$request.path.id"), ("opId", "$response.body#/value/0/id")],
+    },
+    Link {
+        from: "listParticipants",
+        status: 200,
+        name: "participant",
+        to: "getParticipant",
+        params: &[("id", "$request.path.id"), ("participantId", "$response.body#/value/0/id")],
+    },
+];
+
+fn links(route: &Route, status: u16) -> Option<Value> {
+    let found: Map<String, Value> = LINKS
+        .iter()
+        .filter(|l| l.from == route.id && l.status == status)
+        .map(|l| {
+            let params: Map<String, Value> = l.params.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+            (l.name.to_owned(), json!({"operationId": l.to, "parameters": params}))
+        })
+        .collect();
+    (!found.is_empty()).then_some(Value::Object(found))
+}
+
+// ---------------------------------------------------------------------------
+// The document
+
+fn parameters(r: &Route, ctx: &Ctx<'_>) -> Vec<Value> {
+    let in_path = r.path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')));
+    let mut out: Vec<Value> = in_path
+        .map(|name| {
+            let given = r.params.iter().find(|p| p.location == "path" && p.name == name).map(|p| p.schema);
+            let schema = given.unwrap_or(match name {
+                "version" => version,
+                "tenant" => tenant,
+                _ => opaque_id,
+            });
+            json!({"name": name, "in": "path", "required": true, "schema": schema(ctx)})
+        })
+        .collect();
+    out.extend(
+        r.params
+            .iter()
+            .filter(|p| p.location != "path")
+            .map(|p| json!({"name": p.name, "in": p.location, "required": false, "schema": (p.schema)(ctx)})),
+    );
+    out
+}
+
+fn response(r: &Route, resp: &Resp, ctx: &Ctx<'_>) -> Value {
+    let mut out = json!({"description": resp.description});
+    let content = match resp.content {
+        Content::Empty => None,
+        Content::Json(schema) => Some(json!({JSON: {"schema": schema(ctx)}})),
+        Content::Text => Some(json!({"text/plain": {"schema": {"type": "string"}}})),
+        Content::GraphError => Some(json!({JSON: {"schema": reference("error")}})),
+        Content::IdentityError => Some(json!({JSON: {"schema": reference("identityError")}})),
+    };
+    if let Some(c) = content {
+        out["content"] = c;
+    }
+    let location = match (r.id, resp.status) {
+        ("createCall", 201) => Some(true),
+        ("transferCall", 202) => Some(false),
+        _ => None,
+    };
+    if let Some(required) = location {
+        out["headers"] = json!({"Location": {"required": required, "schema": {"type": "string", "format": "uri"}}});
+    }
+    if let Some(l) = links(r, resp.status) {
+        out["links"] = l;
+    }
+    out
+}
+
+fn operation(r: &Route, ctx: &Ctx<'_>) -> Value {
+    let mut responses = Map::new();
+    for resp in r.responses.iter().copied().chain(shared_responses(r)) {
+        if !responses.contains_key(&resp.status.to_string()) {
+            responses.insert(resp.status.to_string(), response(r, &resp, ctx));
+        }
+    }
+    let security = match r.auth {
+        Auth::Bearer => json!([{"bearer": []}]),
+        Auth::AdminKey => json!([{"adminKey": []}]),
+        Auth::None => json!([]),
+    };
+    let mut op = json!({
+        "tags": [r.tag],
+        "summary": r.summary,
+        "operationId": r.id,
+        "parameters": parameters(r, ctx),
+        "responses": responses,
+        "security": security,
+    });
+    if let Some((ct, schema)) = r.body {
+        op["requestBody"] = json!({"required": true, "content": {ct: {"schema": schema(ctx)}}});
+    }
+    op
+}
+
+fn components(ctx: &Ctx<'_>) -> Value {
+    let schemas: [(&str, Schema); 14] = [
+        ("error", graph_error),
+        ("identityError", identity_error),
+        ("mediaConfigInput", media_config_in),
+        ("identitySetInput", identity_set_in),
+        ("invitationTarget", invitation_target),
+        ("identitySet", identity_set_out),
+        ("participantInfo", participant_info),
+        ("invitationParticipantInfo", invitation_participant_info),
+        ("resultInfo", result_info),
+        ("call", call),
+        ("participant", participant),
+        ("commsOperation", comms_operation),
+        ("simParty", party),
+        ("identity", |_| identity_out()),
+    ];
+    let schemas: Map<String, Value> = schemas.iter().map(|(name, schema)| ((*name).to_owned(), schema(ctx))).collect();
+    json!({
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "adminKey": {"type": "apiKey", "in": "header", "name": "X-Sim-Admin-Key"}
+        },
+        "schemas": schemas
+    })
+}
+
+/// The document for a server at `base_url` running `config`: enums list the directory's ids.
+pub fn document(base_url: &str, config: &Config) -> Value {
+    let ctx = Ctx { config };
     let mut paths = Map::new();
     for r in ROUTES {
-        let mut responses = Map::new();
-        let extra: &[(u16, &str)] = if r.auth == Auth::Bearer { &GRAPH_ERRORS } else { &[] };
-        for (code, desc) in r.responses.iter().chain(extra) {
-            let schema = if *code >= 400 && r.tag != "identity" { json!({"$ref": "#/components/schemas/error"}) } else { obj() };
-            let content = if *code == 204 { json!(null) } else { json!({"application/json": {"schema": schema}}) };
-            let mut resp = json!({"description": desc});
-            if !content.is_null() {
-                resp["content"] = content;
-            }
-            responses.entry(code.to_string()).or_insert(resp);
-        }
-        let mut op = json!({
-            "tags": [r.tag],
-            "summary": r.summary,
-            "operationId": format!("{}{}", r.method, r.path.replace(['/', '{', '}', '.', '-'], "_")),
-            "parameters": params(r.path),
-            "responses": responses,
-        });
-        match r.auth {
-            Auth::Bearer => op["security"] = json!([{"bearer": []}]),
-            Auth::AdminKey => op["security"] = json!([{"adminKey": []}]),
-            Auth::None => op["security"] = json!([]),
-        }
-        if let Some((ct, schema)) = r.body {
-            op["requestBody"] = json!({"required": true, "content": {ct: {"schema": schema()}}});
-        }
         let entry = paths.entry(r.path.to_owned()).or_insert_with(|| json!({}));
-        entry[r.method] = op;
+        entry[r.method] = operation(r, &ctx);
     }
     json!({
         "openapi": "3.1.0",
-        "info": {"title": "Switchboard", "version": env!("CARGO_PKG_VERSION"), "description": "Microsoft Graph calling API on a simulated telephony network. Graph routes also answer under /beta/app/calls and /beta/applications/{appId}/calls, and accept microsoft.graph.-qualified action names."},
+        "info": {"title": "Switchboard", "version": env!("CARGO_PKG_VERSION"), "description": "Microsoft Graph calling API on a simulated telephony network. Graph routes also answer under /beta/app/calls and /beta/applications/{appId}/calls, and accept microsoft.graph.-qualified action names. Enumerations list the ids of the directory this server runs with."},
         "servers": [{"url": base_url}],
         "paths": paths,
-        "components": {
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-                "adminKey": {"type": "apiKey", "in": "header", "name": "X-Sim-Admin-Key"}
-            },
-            "schemas": {
-                "error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message", "innerError"], "properties": {
-                    "code": {"type": "string"}, "message": {"type": "string"},
-                    "innerError": {"type": "object", "properties": {"date": {"type": "string"}, "request-id": {"type": "string"}, "client-request-id": {"type": "string"}}}
-                }}}},
-                "mediaConfig": {"type": "object", "required": ["@odata.type"], "properties": {"@odata.type": {"type": "string", "enum": ["#microsoft.graph.serviceHostedMediaConfig", "#microsoft.graph.appHostedMediaConfig"]}}},
-                "invitationParticipantInfo": {"type": "object", "required": ["identity"], "additionalProperties": true, "properties": {"identity": {"type": "object"}, "replacesCallId": {"type": "string"}}}
-            }
-        }
+        "components": components(&ctx)
     })
 }
