@@ -127,8 +127,7 @@ async fn incoming_call_on_an_application_instance_number_and_remote_hang_up() {
     let id = server.inbound("+12345678901", RECEPTION_PHONE).await;
     let item = bot.next().await.1;
     let instance = json!({"@odata.type": "#microsoft.graph.communicationsIdentitySet", "applicationInstance": {"@odata.type": "#microsoft.graph.identity", "id": RECEPTION, "displayName": "Contoso Reception", "tenantId": CONTOSO}});
-    let phone =
-        json!({"@odata.type": "#microsoft.graph.communicationsIdentitySet", "phone": {"@odata.type": "#microsoft.graph.identity", "id": "+12345678901"}});
+    let phone = json!({"@odata.type": "#microsoft.graph.communicationsIdentitySet", "phone": {"@odata.type": "#microsoft.graph.identity", "id": "+12345678901"}});
     assert_eq!(mask_guids(redact(item, &id)), expected_incoming(phone, instance));
     // Without a callbackUri in answer, notifications keep going to the webhook.
     let body = json!({"mediaConfig": service_hosted(), "acceptedModalities": ["audio"]});
