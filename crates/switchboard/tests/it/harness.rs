@@ -170,11 +170,13 @@ impl Server {
             "serve".to_owned(),
             "--data-dir".to_owned(),
             data_dir.display().to_string(),
-            "--ring-timeout-ms".to_owned(),
-            RING_TIMEOUT_MS.to_string(),
             "--retry-first-ms".to_owned(),
             "100".to_owned(),
         ];
+        // A test may set its own ring timeout in `extra`.
+        if !opts.extra.iter().any(|a| a == "--ring-timeout-ms") {
+            args.extend(["--ring-timeout-ms".to_owned(), RING_TIMEOUT_MS.to_string()]);
+        }
         if let Some(w) = opts.demo_webhook {
             args.extend(["--demo-webhook".to_owned(), w]);
         }

@@ -549,8 +549,9 @@ async fn a_bot_as_target_gets_an_ordinary_incoming_call_that_names_the_transfero
 async fn a_transfer_to_a_bot_survives_kill_9() {
     let mut bot = Bot::start().await;
     let mut target = Bot::start().await;
-    let mut server =
-        Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--legacy-webhook".into(), target.webhook()] }).await;
+    // The transfer's deadline survives the restart; a loaded machine must not reach it by accident.
+    let extra = vec!["--legacy-webhook".into(), target.webhook(), "--ring-timeout-ms".into(), "20000".into()];
+    let mut server = Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra }).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     let a = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
     let alex = peer_participant(&server, &token, &a).await;
