@@ -97,4 +97,5 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_sessionfinish(session):
-    report.write()
+    opts = session.config.option
+    report.write(partial=bool(opts.keyword or opts.markexpr or opts.file_or_dir))
