@@ -23,30 +23,15 @@ if [ "$(cat "$HERE/node_modules/.lock.sha256" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$HERE/node_modules/.lock.sha256"
 fi
 
-WORK="$(mktemp -d)"
-SERVER_PID=""
-cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$HERE/../server.sh"
 
 if [ -z "${BASE:-}" ]; then
   [ -x "$BIN" ] || { echo "switchboard binary not found at $BIN (build it or set SWITCHBOARD_BIN)" >&2; exit 2; }
   # The receiver in transfer.mjs listens on this port; the server's Demo Bot webhook must point at
   # it before the server starts, so pick a free port first (the kernel's choice for port 0).
   WEBHOOK_PORT="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
-  # HTTPS: the Graph client attaches the token only to https URLs. stdout goes to a file so the
-  # server never blocks on a full pipe.
-  "$BIN" serve --tls --listen 127.0.0.1:0 --data-dir "$WORK/data" \
-    --demo-webhook "http://127.0.0.1:$WEBHOOK_PORT/api/calls" >"$WORK/server.out" 2>"$WORK/server.err" &
-  SERVER_PID=$!
-  for _ in $(seq 100); do
-    BASE="$(head -1 "$WORK/server.out" 2>/dev/null | sed -n 's/^Switchboard .* listening on \(http[^ ]*\).*/\1/p')"
-    [ -n "$BASE" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
+  # HTTPS: the Graph client attaches the token only to https URLs.
+  start_switchboard --tls --demo-webhook "http://127.0.0.1:$WEBHOOK_PORT/api/calls"
   if [ -z "$BASE" ]; then
     cat "$WORK/server.err" >&2
     echo '{"ok": false, "checks": [{"name": "server starts", "ok": false}]}' > "$OUT"

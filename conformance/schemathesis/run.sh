@@ -33,13 +33,7 @@ if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ] || [ ! -x "$
 fi
 
 # --- server on a free port with a temp data dir; stopped and removed on exit.
-WORK="$(mktemp -d)"
-SERVER_PID=""
-cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$HERE/../server.sh"
 fail_early() { # still write the report, so a broken run is visible as one
   printf '{"cases": 0, "ok": false, "failures": [], "errors": [%s]}\n' "$("$PYTHON" -c 'import json,sys;print(json.dumps(sys.argv[1]))' "$1")" > "$OUT"
   echo "schemathesis: $1" >&2; exit 1
@@ -50,18 +44,8 @@ fail_early() { # still write the report, so a broken run is visible as one
 # on loopback where nothing listens: nothing leaves the machine. The webhooks point there too
 # (nothing in this run needs notifications, and they must not reach another suite's receiver on 3978).
 DEAD=http://127.0.0.1:9
-# stdout goes to a file: the server keeps printing and must never block on a full pipe.
-env HTTP_PROXY=$DEAD HTTPS_PROXY=$DEAD ALL_PROXY=$DEAD http_proxy=$DEAD https_proxy=$DEAD all_proxy=$DEAD NO_PROXY= no_proxy= \
-  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" \
-  --demo-webhook "$DEAD/api/calls" --legacy-webhook "$DEAD/api/calls" >"$WORK/server.out" 2>"$WORK/server.err" &
-SERVER_PID=$!
-BASE=""
-for _ in $(seq 100); do
-  BASE="$(head -1 "$WORK/server.out" 2>/dev/null | sed -n 's/^Switchboard .* listening on \(http[^ ]*\).*/\1/p')"
-  [ -n "$BASE" ] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.1
-done
+HTTP_PROXY=$DEAD HTTPS_PROXY=$DEAD ALL_PROXY=$DEAD http_proxy=$DEAD https_proxy=$DEAD all_proxy=$DEAD NO_PROXY= no_proxy= \
+  start_switchboard --demo-webhook "$DEAD/api/calls" --legacy-webhook "$DEAD/api/calls"
 [ -n "$BASE" ] || { cat "$WORK/server.err" >&2; fail_early "the server did not start"; }
 echo "== server $BASE ($("$BIN" --version 2>/dev/null || echo switchboard))"
 

@@ -1,0 +1,26 @@
+# Sourced by the shell runners (js/run.sh, schemathesis/run.sh): a throwaway switchboard on a free
+# loopback port with a temp data dir, stopped and removed when the runner exits.
+# Needs $BIN. `start_switchboard [serve flags...]` sets BASE (empty if it did not start) and
+# SERVER_PID; the server's stdout and stderr are in $WORK/server.out and $WORK/server.err.
+
+WORK="$(mktemp -d)"
+SERVER_PID=""
+
+stop_switchboard() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap stop_switchboard EXIT
+
+start_switchboard() {
+  # stdout goes to a file: the server keeps printing and must never block on a full pipe.
+  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" "$@" >"$WORK/server.out" 2>"$WORK/server.err" &
+  SERVER_PID=$!
+  BASE=""
+  for _ in $(seq 100); do
+    BASE="$(head -1 "$WORK/server.out" 2>/dev/null | sed -n 's/^Switchboard .* listening on \(http[^ ]*\).*/\1/p')"
+    [ -n "$BASE" ] && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || return 0
+    sleep 0.1
+  done
+}
