@@ -30,6 +30,7 @@ BUILDERS = {
     ("beta", "GET", "/communications/calls/{call-id}"): "communications.calls.by_call_id().get (beta)",
     ("beta", "POST", "/communications/calls/{call-id}/answer"): "communications.calls.by_call_id().answer.post (beta)",
     ("beta", "POST", "/communications/calls/{call-id}/transfer"): "communications.calls.by_call_id().transfer.post (beta)",
+    ("beta", "GET", "/communications/calls/{call-id}/operations"): "communications.calls.by_call_id().operations.get (beta)",
     ("beta", "POST", "/app/calls/{call-id}/answer"): "app.calls.by_call_id().answer.post (beta)",
     ("beta", "POST", "/app/calls/{call-id}/transfer"): "app.calls.by_call_id().transfer.post (beta)",
     ("beta", "GET", "/app/calls/{call-id}/operations"): "app.calls.by_call_id().operations.get (beta)",
