@@ -72,13 +72,9 @@ def target(user_id, display_name=None, replaces=None):
     return InvitationParticipantInfo(identity=identity, replaces_call_id=replaces)
 
 
-@pytest.mark.example(BETA_2018, "Transfer call directly, with no user involvement")
-
-def test_2018_transfer_directly_reports_on_an_operation(env):
-    """Blind transfer of Heidi to Alex on /beta/app/calls/{id}/transfer (beta SDK)."""
-    call_id = answered(env)
-    tt = target(ALEX, "Alex Wilber")
-    tt.additional_data.update(languageId="languageId-value", region="region-value")
+def transferred(env, call_id, tt):
+    """Transfers on /beta/app/calls with the page's clientContext; the 2018 sequence: the operation
+    running, the operation completed, the call deleted (AppTransferred)."""
     body = TransferPostRequestBody(transfer_target=tt, additional_data={"clientContext": CONTEXT})
     env.legacy.run(env.legacy.beta.app.calls.by_call_id(call_id).transfer.post(body))
     (running,) = env.bot.take(call_id, 1)
@@ -88,11 +84,19 @@ def test_2018_transfer_directly_reports_on_an_operation(env):
         op_note("deleted", call_id, op, 5, {"code": "200", "subCode": "transferAccepted"}, "completed"),
         call_deleted(call_id, 6),
     ])  # fmt: skip
+
+
+@pytest.mark.example(BETA_2018, "Transfer call directly, with no user involvement")
+def test_2018_transfer_directly_reports_on_an_operation(env):
+    """Blind transfer of Heidi to Alex on /beta/app/calls/{id}/transfer (beta SDK)."""
+    call_id = answered(env)
+    tt = target(ALEX, "Alex Wilber")
+    tt.additional_data.update(languageId="languageId-value", region="region-value")
+    transferred(env, call_id, tt)
     env.bot.silence(call_id)
 
 
 @pytest.mark.example(BETA_2018, "Consultative transfer")
-
 def test_2018_consultative_transfer(env):
     """The Legacy Bot consults Alex on a call it places (beta SDK, /beta/app/calls), then transfers Heidi to it."""
     consult = Call(
@@ -104,12 +108,7 @@ def test_2018_consultative_transfer(env):
     assert [r.item["resourceData"]["state"] for r in env.bot.take(b, 2)] == ["establishing", "established"]
     tt = target(ALEX, replaces=b)
     tt.additional_data.update(languageId="en-US", region="westus")
-    body = TransferPostRequestBody(transfer_target=tt, additional_data={"clientContext": CONTEXT})
-    env.legacy.run(env.legacy.beta.app.calls.by_call_id(a).transfer.post(body))
-    (running,) = env.bot.take(a, 1)
-    op = running.item["resource"].rsplit("/", 1)[-1]  # the 2018 page names the operation by @odata.id only
-    assert running.item == op_note("updated", a, op, 4, {"code": "200", "subCode": "transferring"}, "running")
-    expect(env, a, [op_note("deleted", a, op, 5, {"code": "200", "subCode": "transferAccepted"}, "completed"), call_deleted(a, 6)])
+    transferred(env, a, tt)
     (replaced,) = env.bot.take(b, 1)
     assert (replaced.item["changeType"], replaced.item["resourceData"]["state"]) == ("deleted", "terminated")
 
