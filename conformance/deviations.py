@@ -43,7 +43,7 @@ DEVIATIONS = [
     {
         "what": "The placeholder `replacesCallId: \"replacesCallId-value\"` is refused.",
         "why": "Example 1 of the 2018 beta and 2021 v1.0 pages sends it while documenting a blind transfer. It names no "
-        "call, and an unknown replacesCallId is a 400 like any other unknown call; without it the example runs as "
+        "call, and an unknown replacesCallId is refused (409 Conflict) like any other call that is not live; without it the example runs as "
         "documented (`crates/switchboard/tests/it/seeds.rs` sends both bodies).",
     },
     {

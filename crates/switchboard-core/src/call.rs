@@ -616,6 +616,14 @@ impl Call {
         }
     }
 
+    /// The bot's own side of the call: the app or instance that was called (incoming) or that placed it.
+    pub fn local(&self) -> &Party {
+        match self.direction {
+            Direction::Incoming => &self.target,
+            Direction::Outgoing => &self.source,
+        }
+    }
+
     fn end(&mut self, info: ResultInfo, fx: &mut Vec<Effect>) {
         self.end_with(Some(info), None, fx);
     }

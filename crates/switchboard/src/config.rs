@@ -574,6 +574,15 @@ impl Directory {
     pub fn instance_by_phone(&self, e164: &str) -> Option<(&Application, &AppInstance)> {
         self.find_instance(|i| i.phone.as_deref() == Some(e164))
     }
+    /// The application behind a bot party: the application itself, or the owner of an instance.
+    pub fn app_of(&self, party: &switchboard_core::party::Party) -> Option<&Application> {
+        use switchboard_core::party::Party;
+        match party {
+            Party::Application { id, .. } => self.app(id),
+            Party::ApplicationInstance { id, .. } => self.instance(id).map(|(app, _)| app),
+            _ => None,
+        }
+    }
     fn find_instance(&self, pred: impl Fn(&AppInstance) -> bool) -> Option<(&Application, &AppInstance)> {
         self.applications.iter().find_map(|a| a.instances.iter().find(|i| pred(i)).map(|i| (a, i)))
     }
@@ -732,8 +741,8 @@ display_name = "Legacy Reception"
 tenant_id = "aaaaaaaa-0000-4000-8000-000000000001"
 phone = "+14255550107"
 
-# Users. behaviour kinds: "answer" (after_ms, default 200; optional hang_up_after_ms),
-# "busy", "decline", "no-answer". Default: answer after 200 ms.
+# Users. behaviour kinds: "answer" (after_ms, default 200; optional hang_up_after_ms and
+# transfer_delay_ms), "busy", "decline", "no-answer". Default: answer after 200 ms.
 [[users]]
 id = "550fae72-d251-43ec-868c-373732c2704f"
 display_name = "Heidi Steen"

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use switchboard_core::call::{Call, CallState, Direction, Failure, IncomingCall, NetCommand, NetEvent};
+use switchboard_core::call::{Call, CallState, Failure, IncomingCall, NetCommand, NetEvent};
 use switchboard_core::party::Party;
 
 use crate::config::{Behaviour, Directory};
@@ -381,11 +381,7 @@ impl Sim {
     }
 
     fn transfer_to_bot(&self, call: &Call, target: &Party) {
-        let app = match target {
-            Party::Application { id, .. } => self.directory.app(id),
-            Party::ApplicationInstance { id, .. } => self.directory.instance(id).map(|(app, _)| app),
-            _ => None,
-        };
+        let app = self.directory.app_of(target);
         let transferee_leg = self.world().by_call.get(&call.id).cloned();
         let (Some(app), Some(transferee_leg)) = (app, transferee_leg) else {
             self.send(&call.id, NetEvent::TransferFailed(Failure::Unreachable));
@@ -397,10 +393,6 @@ impl Sim {
             w.transfers.insert(call.id.clone(), Ringing::Bot { offered_call_id: offered.clone() });
             w.offers.insert(offered.clone(), (call.id.clone(), transferee_leg));
         }
-        let transferor = match call.direction {
-            Direction::Incoming => call.target.clone(),
-            Direction::Outgoing => call.source.clone(),
-        };
         let application_instance = match target {
             Party::ApplicationInstance { id, .. } => Some(id.clone()),
             _ => None,
@@ -415,7 +407,7 @@ impl Sim {
             my_participant_id: uuid::Uuid::new_v4().to_string(),
             peer_participant_id: call.peer_participant_id.clone(),
             call_chain_id: call.call_chain_id.clone(),
-            transferor: Some(transferor),
+            transferor: Some(call.local().clone()),
         };
         let _ = self.events.send(NetworkEvent::Offer(Box::new(offer)));
     }

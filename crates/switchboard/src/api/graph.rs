@@ -707,7 +707,7 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
     if me_app {
         return Err(GraphError::forbidden(format!("{field}: the transfer target is this bot itself.")));
     }
-    if let Some(app) = target_bot(state, &target) {
+    if let Some(app) = state.config.directory.app_of(&target) {
         // Another bot of the directory gets an ordinary incoming call, so it must be able to take one here.
         let tenant = match &target {
             Party::ApplicationInstance { tenant_id, .. } => tenant_id.as_str(),
@@ -775,16 +775,6 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
         }
     };
     Ok(Input::Transfer { target, replaces_call_id, timeout_ms: state.config.calls.ring_timeout_ms, operation_id: new_id(), client_context })
-}
-
-/// The application behind a bot target (an application or one of its instances).
-fn target_bot<'a>(state: &'a AppState, target: &Party) -> Option<&'a Application> {
-    let dir = &state.config.directory;
-    match target {
-        Party::Application { id, .. } => dir.app(id),
-        Party::ApplicationInstance { id, .. } => dir.instance(id).map(|(app, _)| app),
-        _ => None,
-    }
 }
 
 fn target_is_this_bot(target: &Party, caller: &Caller) -> bool {

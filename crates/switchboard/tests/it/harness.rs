@@ -350,17 +350,22 @@ pub fn call_to_phone(callback: &str, number: &str) -> Value {
 }
 
 /// Replaces a call id in a notification item by `{callId}`, so that items compare exactly.
-pub fn redact(mut item: Value, call_id: &str) -> Value {
-    fn walk(v: &mut Value, id: &str) {
+pub fn redact(item: Value, call_id: &str) -> Value {
+    replace_in_strings(item, call_id, "{callId}")
+}
+
+/// Replaces `from` by `to` in every string of a JSON value.
+pub fn replace_in_strings(mut v: Value, from: &str, to: &str) -> Value {
+    fn walk(v: &mut Value, from: &str, to: &str) {
         match v {
-            Value::String(s) if s.contains(id) => *s = s.replace(id, "{callId}"),
-            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, id)),
-            Value::Object(o) => o.values_mut().for_each(|x| walk(x, id)),
+            Value::String(s) if s.contains(from) => *s = s.replace(from, to),
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, from, to)),
+            Value::Object(o) => o.values_mut().for_each(|x| walk(x, from, to)),
             _ => {}
         }
     }
-    walk(&mut item, call_id);
-    item
+    walk(&mut v, from, to);
+    v
 }
 
 /// A state notification exactly as Graph sends it.

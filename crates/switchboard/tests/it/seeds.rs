@@ -194,7 +194,7 @@ fn comparable(mut item: Value) -> Value {
         && let Some(at) = r.find("/operations/")
     {
         let op = r[at + "/operations/".len()..].to_owned();
-        item = redact_str(item, &op, "{opId}");
+        item = replace_in_strings(item, &op, "{opId}");
     }
     let data = &mut item["resourceData"];
     if data.get("@odata.etag").is_some() {
@@ -204,19 +204,6 @@ fn comparable(mut item: Value) -> Value {
         data["resultInfo"]["message"] = json!("<message>");
     }
     item
-}
-
-fn redact_str(mut v: Value, from: &str, to: &str) -> Value {
-    fn walk(v: &mut Value, from: &str, to: &str) {
-        match v {
-            Value::String(s) if s.contains(from) => *s = s.replace(from, to),
-            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, from, to)),
-            Value::Object(o) => o.values_mut().for_each(|x| walk(x, from, to)),
-            _ => {}
-        }
-    }
-    walk(&mut v, from, to);
-    v
 }
 
 /// Runs one documented example end to end, to its documented success and (if the page shows one) its
