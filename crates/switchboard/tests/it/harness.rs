@@ -290,6 +290,14 @@ impl Server {
         body["callId"].as_str().expect("callId").to_owned()
     }
 
+    /// Waits until the outbox has recorded every delivery. Delivery is at least once: a notification
+    /// the bot answered just before `kill -9`, but whose delivery was not yet written down, is rightly
+    /// sent again after the restart (a fixed sleep here once lost that race in CI). Tests that kill a
+    /// settled outbox can expect an exact sequence; `recovery.rs` covers notifications owed at the kill.
+    pub async fn settled(&self) {
+        self.wait_metric("switchboard_notifications_pending 0").await;
+    }
+
     /// Waits (up to 5 s) until /metrics has a line starting with `line`; returns the whole page.
     pub async fn wait_metric(&self, line: &str) -> String {
         let mut page = String::new();

@@ -63,8 +63,7 @@ async fn a_ringing_call_keeps_ringing_across_a_restart() {
     let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("r"), ALEX))).await;
     let id = call["id"].as_str().unwrap().to_owned();
     assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
-    // Give the server a moment to record the delivery, or it would (rightly) send it again.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    server.settled().await;
     server.restart().await;
     // Alex's directory behaviour (answer after 200 ms) applies again after the restart.
     assert_eq!(redact(bot.next().await.1, &id), established_note());

@@ -426,7 +426,7 @@ async fn a_transfer_survives_kill_9() {
     let id = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
     assert_eq!(transfer(&server, &token, &id, json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}}})).await.0, 202);
     assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.settled().await;
     server.restart().await;
     // After the restart Heidi rings again (her directory behaviour: answer after 200 ms) and the
     // transfer reaches its one outcome.
@@ -560,6 +560,7 @@ async fn a_transfer_to_a_bot_survives_kill_9() {
     assert_eq!(redact(bot.next().await.1, &a), state_note("updated", "transferring"));
     let demo_bot = transferor("application", DEMO_BOT, "Demo Bot", None);
     let (first, _) = offered(&mut target, ALEX, demo_bot.clone(), &alex).await;
+    server.settled().await;
     server.restart().await;
     // The offer that was not answered is withdrawn (the caller left it), and the transfer offers the
     // call again; the Legacy Bot answers that one.
