@@ -6,6 +6,11 @@
 //!    └────────────────────────►┴──────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
+//! A group call (the bot placed it to several targets) has [`Member`]s instead of one remote party:
+//! it is `established` once the first of them joins, each join and leave is a roster notification,
+//! and it ends when the last one leaves. A transfer from a group call names its transferee; when it
+//! completes and others remain, the call goes back to `established` instead of ending.
+//!
 //! [`Call::handle`] is the only way a call changes. It returns the effects the engine must carry out:
 //! notifications to the bot, commands to the telephony network and timers.
 
@@ -58,6 +63,8 @@ impl CallState {
                 | (Hold, Established | Terminating | Terminated)
                 | (Transferring, TransferAccepted | Established | Terminating | Terminated)
                 | (TransferAccepted, Terminating | Terminated)
+                // A group call whose transferee left for the target carries on with the others.
+                | (TransferAccepted, Established)
                 | (Redirecting, Terminated)
                 | (Terminating, Terminated)
         )
@@ -138,6 +145,23 @@ pub struct Call {
     /// Incoming calls that another bot transferred here: that bot (`incomingContext.transferor`).
     #[serde(default)]
     pub transferor: Option<Party>,
+    /// A group call's participants other than the bot, in the order they were invited; empty for a
+    /// peer-to-peer call.
+    #[serde(default)]
+    pub members: Vec<Member>,
+    /// A group call: placed to several targets. It stays one after its members have left.
+    #[serde(default)]
+    pub group: bool,
+}
+
+/// A participant of a group call other than the bot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub participant_id: String,
+    pub party: Party,
+    /// Joined (answered); until then the party is being invited (ringing).
+    pub joined: bool,
 }
 
 /// A transfer of this call's remote party (the transferee) to a transfer target (RFC 5589 terms).
@@ -152,6 +176,9 @@ pub struct Transfer {
     /// The operation that tracks this transfer (the 2018 beta reported progress through it).
     #[serde(default)]
     pub operation_id: String,
+    /// In a group call: the participant id of the member being transferred.
+    #[serde(default)]
+    pub transferee: Option<String>,
 }
 
 /// Graph's `operationStatus`.
@@ -196,6 +223,9 @@ pub enum Failure {
     Declined,
     NoAnswer,
     Unreachable,
+    /// The transferee left the call before the transfer completed (group calls; in a peer-to-peer
+    /// call the transferee leaving ends the call).
+    TransfereeLeft,
 }
 
 impl Failure {
@@ -204,7 +234,7 @@ impl Failure {
             Failure::Busy => ResultInfo::busy(),
             Failure::Declined => ResultInfo::declined(),
             Failure::NoAnswer => ResultInfo::no_answer(),
-            Failure::Unreachable => ResultInfo::unreachable(),
+            Failure::Unreachable | Failure::TransfereeLeft => ResultInfo::unreachable(),
         }
     }
 }
@@ -229,6 +259,10 @@ pub enum NetEvent {
     TransferFailed(Failure),
     /// This call's remote leg was taken over by a consultative transfer of another of the bot's calls.
     Replaced { by_call_id: String },
+    /// A member of a group call answered and joined.
+    MemberJoined { participant_id: String },
+    /// A member of a group call left: it hung up (`failure` is `None`) or never joined (why not).
+    MemberLeft { participant_id: String, failure: Option<Failure> },
 }
 
 /// Timers the core asks for; the engine fires them back as [`Input::Timer`].
@@ -245,12 +279,28 @@ pub enum Timer {
 /// Everything that can happen to a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
-    Answer { callback_uri: Option<String>, modalities: Vec<String>, media_config: MediaConfig },
-    Reject { reason: String },
-    Redirect { targets: Vec<Party> },
+    Answer {
+        callback_uri: Option<String>,
+        modalities: Vec<String>,
+        media_config: MediaConfig,
+    },
+    Reject {
+        reason: String,
+    },
+    Redirect {
+        targets: Vec<Party>,
+    },
     HangUp,
     KeepAlive,
-    Transfer { target: Party, replaces_call_id: Option<String>, timeout_ms: Millis, operation_id: String, client_context: Option<String> },
+    Transfer {
+        target: Party,
+        replaces_call_id: Option<String>,
+        timeout_ms: Millis,
+        operation_id: String,
+        client_context: Option<String>,
+        /// In a group call: the participant id of the member to transfer (required there).
+        transferee: Option<String>,
+    },
     Net(NetEvent),
     Timer(Timer),
 }
@@ -272,13 +322,19 @@ pub enum NetCommand {
     },
     HangUp,
     /// Transfer the remote party (the transferee) to `target`, replacing the remote leg of
-    /// `replaces_call_id` if given (consultative).
+    /// `replaces_call_id` if given (consultative). In a group call `transferee` names the member.
     Transfer {
         target: Party,
         replaces_call_id: Option<String>,
+        #[serde(default)]
+        transferee: Option<String>,
     },
     /// Give up the transfer in progress (the target stops ringing).
     CancelTransfer,
+    /// Stop inviting a group-call member that has not joined (the ring timeout passed).
+    DropMember {
+        participant_id: String,
+    },
 }
 
 /// What one notification says about the call: a snapshot taken at the transition that caused it.
@@ -297,6 +353,9 @@ pub struct Notification {
     /// The operation this notification reports on, as it is after the transition.
     #[serde(default)]
     pub operation: Option<Operation>,
+    /// A roster update (`…/participants`): the group call's participants as they are now.
+    #[serde(default)]
+    pub roster: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -311,6 +370,10 @@ pub enum Effect {
 pub enum Refusal {
     #[error("cannot {action} a call in state '{}'; {action} needs state {needs}", state.as_str())]
     WrongState { action: &'static str, state: CallState, needs: &'static str },
+    #[error("transferee: a transfer from a group call must name the transferee; name one of its participants")]
+    TransfereeRequired,
+    #[error("transferee: participant '{0}' is not a joined participant of this call")]
+    NotAMember(String),
 }
 
 /// Everything the bot asked for when it placed an outgoing call.
@@ -330,6 +393,9 @@ pub struct OutgoingCall {
     pub peer_participant_id: String,
     pub call_chain_id: String,
     pub ring_timeout_ms: Millis,
+    /// Several targets make a group call: every target as a member with its participant id (the
+    /// first is also `target`). Empty for a peer-to-peer call.
+    pub members: Vec<(String, Party)>,
 }
 
 /// A call offered to the bot by the network.
@@ -377,6 +443,8 @@ impl Call {
             transfer: None,
             operations: Vec::new(),
             transferor: None,
+            group: !req.members.is_empty(),
+            members: req.members.into_iter().map(|(participant_id, party)| Member { participant_id, party, joined: false }).collect(),
         };
         let effects = vec![
             call.notify(ChangeType::Updated),
@@ -415,6 +483,8 @@ impl Call {
             transfer: None,
             operations: Vec::new(),
             transferor: req.transferor,
+            members: Vec::new(),
+            group: false,
         };
         let mut created = call.notify(ChangeType::Created);
         if let Effect::Notify(n) = &mut created {
@@ -529,21 +599,33 @@ impl Call {
                     fx.push(Effect::Net(NetCommand::CancelTransfer));
                 }
             }
-            Input::Transfer { target, replaces_call_id, timeout_ms, operation_id, client_context } => {
+            Input::Transfer { target, replaces_call_id, timeout_ms, operation_id, client_context, transferee } => {
                 if self.state != Established {
                     return Err(self.refuse("transfer", "'established'"));
                 }
+                // A peer-to-peer call has one possible transferee; a group call must name it.
+                let transferee = match (self.group, transferee) {
+                    (false, _) => None,
+                    (true, None) => return Err(Refusal::TransfereeRequired),
+                    (true, Some(pid)) if self.members.iter().any(|m| m.participant_id == pid && m.joined) => Some(pid),
+                    (true, Some(pid)) => return Err(Refusal::NotAMember(pid)),
+                };
                 let deadline = now + timeout_ms;
                 let op = Operation { id: operation_id.clone(), status: OperationStatus::Running, client_context, result_info: None };
                 self.operations.push(op);
                 if self.operations.len() > OPERATIONS_KEPT {
                     self.operations.remove(0);
                 }
-                self.transfer =
-                    Some(Transfer { target: target.clone(), replaces_call_id: replaces_call_id.clone(), deadline, operation_id });
+                self.transfer = Some(Transfer {
+                    target: target.clone(),
+                    replaces_call_id: replaces_call_id.clone(),
+                    deadline,
+                    operation_id,
+                    transferee: transferee.clone(),
+                });
                 self.state = Transferring;
                 fx.push(self.notify_operation());
-                fx.push(Effect::Net(NetCommand::Transfer { target, replaces_call_id }));
+                fx.push(Effect::Net(NetCommand::Transfer { target, replaces_call_id, transferee }));
                 fx.push(Effect::Timer { timer: Timer::Transfer, at: deadline });
             }
             Input::Net(NetEvent::TransferAccepted) => {
@@ -555,7 +637,9 @@ impl Call {
                 if self.state == Transferring {
                     self.accept_transfer(&mut fx);
                 }
-                if self.state == TransferAccepted {
+                if self.state == TransferAccepted && self.others_stay() {
+                    self.complete_group_transfer(&mut fx);
+                } else if self.state == TransferAccepted {
                     let consultative = self.transfer.as_ref().is_some_and(|t| t.replaces_call_id.is_some());
                     if consultative {
                         self.end_with(None, Some("AppTransferred"), &mut fx);
@@ -576,6 +660,45 @@ impl Call {
                     fx.push(Effect::Net(NetCommand::CancelTransfer));
                 }
             }
+            Input::Net(NetEvent::MemberJoined { participant_id }) => {
+                let Some(member) = self.members.iter_mut().find(|m| m.participant_id == participant_id && !m.joined) else {
+                    return Ok(fx);
+                };
+                member.joined = true;
+                if self.state == Establishing {
+                    self.state = Established;
+                    self.media_state = MediaState::Active;
+                    let mut n = self.notify(ChangeType::Updated);
+                    if let Effect::Notify(n) = &mut n {
+                        n.media_state = Some(MediaState::Active);
+                    }
+                    fx.push(n);
+                }
+                if self.members.iter().all(|m| m.joined) {
+                    self.setup_deadline = None;
+                }
+                fx.push(self.notify_roster());
+            }
+            Input::Net(NetEvent::MemberLeft { participant_id, failure: _ }) => {
+                let Some(i) = self.members.iter().position(|m| m.participant_id == participant_id) else { return Ok(fx) };
+                let member = self.members.remove(i);
+                let transferee = self.transfer.as_ref().and_then(|t| t.transferee.as_deref()) == Some(participant_id.as_str());
+                if self.members.is_empty() {
+                    // The last one: the call ends (a transfer in progress fails with it; hanging up
+                    // the call's legs cancels it in the network too).
+                    let info = if self.state == Establishing { ResultInfo::nobody_joined() } else { ResultInfo::all_left() };
+                    self.end(info, &mut fx);
+                    fx.push(Effect::Net(NetCommand::HangUp));
+                    return Ok(fx);
+                }
+                if transferee && self.state == Transferring {
+                    self.fail_transfer(Failure::TransfereeLeft, &mut fx);
+                    fx.push(Effect::Net(NetCommand::CancelTransfer));
+                }
+                if member.joined {
+                    fx.push(self.notify_roster());
+                }
+            }
             Input::Timer(Timer::Transfer) => {
                 if self.state == Transferring && self.transfer.as_ref().is_some_and(|t| now >= t.deadline) {
                     self.fail_transfer(Failure::NoAnswer, &mut fx);
@@ -591,10 +714,23 @@ impl Call {
                             fx.push(Effect::Net(NetCommand::Reject { reason: "timeout".to_owned() }));
                         }
                         Establishing => {
-                            self.end(ResultInfo::no_answer(), &mut fx);
+                            let info = if self.group { ResultInfo::nobody_joined() } else { ResultInfo::no_answer() };
+                            self.end(info, &mut fx);
                             fx.push(Effect::Net(NetCommand::HangUp));
                         }
-                        _ => self.setup_deadline = None,
+                        // A group call stops inviting those who have not joined by the ring timeout.
+                        _ => {
+                            self.setup_deadline = None;
+                            let (joined, ringing): (Vec<Member>, Vec<Member>) = self.members.drain(..).partition(|m| m.joined);
+                            self.members = joined;
+                            for m in ringing {
+                                fx.push(Effect::Net(NetCommand::DropMember { participant_id: m.participant_id }));
+                            }
+                            if self.group && self.members.is_empty() {
+                                self.end(ResultInfo::all_left(), &mut fx);
+                                fx.push(Effect::Net(NetCommand::HangUp));
+                            }
+                        }
                     }
                 }
             }
@@ -642,17 +778,40 @@ impl Call {
         fx.push(self.notify(ChangeType::Deleted));
     }
 
+    /// Whether a group call keeps other participants once its transferee has gone.
+    fn others_stay(&self) -> bool {
+        let transferee = self.transfer.as_ref().and_then(|t| t.transferee.as_deref());
+        self.group && self.members.iter().any(|m| Some(m.participant_id.as_str()) != transferee)
+    }
+
     /// `transferAccepted`, then the media-state change as the transferee leaves the bot. Graph allows
-    /// either order; Switchboard always sends this one.
+    /// either order; Switchboard always sends this one. In a group call that others stay in, the
+    /// bot's media carries on.
     fn accept_transfer(&mut self, fx: &mut Vec<Effect>) {
         self.state = CallState::TransferAccepted;
         self.finish_operation(OperationStatus::Completed, None);
         fx.push(self.notify_operation());
+        if self.others_stay() {
+            return;
+        }
         self.media_state = MediaState::Inactive;
         if let Effect::Notify(mut n) = self.notify(ChangeType::Updated) {
             n.media_state = Some(MediaState::Inactive);
             fx.push(Effect::Notify(n));
         }
+    }
+
+    /// A group call's transferee is with the target now: the call is `established` again with the
+    /// others, and says why with 0/7015; the roster follows.
+    fn complete_group_transfer(&mut self, fx: &mut Vec<Effect>) {
+        let transferee = self.transfer.take().and_then(|t| t.transferee);
+        self.members.retain(|m| Some(&m.participant_id) != transferee.as_ref());
+        self.state = CallState::Established;
+        if let Effect::Notify(mut n) = self.notify(ChangeType::Updated) {
+            n.result_info = Some(ResultInfo::transfer_completed());
+            fx.push(Effect::Notify(n));
+        }
+        fx.push(self.notify_roster());
     }
 
     /// Back to `established`, with 500/7000 (blind) or 500/7700 and `replacesContext` (consultative).
@@ -699,7 +858,17 @@ impl Call {
             media_state: None,
             replaces_context: None,
             operation: None,
+            roster: false,
         })
+    }
+
+    /// A roster update: the group call's participants, as they are now.
+    fn notify_roster(&self) -> Effect {
+        let mut e = self.notify(ChangeType::Updated);
+        if let Effect::Notify(n) = &mut e {
+            n.roster = true;
+        }
+        e
     }
 
     fn refuse(&self, action: &'static str, needs: &'static str) -> Refusal {

@@ -74,6 +74,7 @@ impl ResultInfo {
             Failure::Declined => "the transfer target declined",
             Failure::NoAnswer => "the transfer target did not answer",
             Failure::Unreachable => "the transfer target could not be reached",
+            Failure::TransfereeLeft => "the transferee left the call",
         };
         let subcode = if kind == "consultative" { 7700 } else { 7000 };
         ResultInfo { code: 500, subcode, message: format!("The {kind} transfer failed: {why}. DiagCode: 500#{subcode}.@") }
@@ -85,6 +86,14 @@ impl ResultInfo {
             subcode: 7015,
             message: format!("The call was handed over to call {by_call_id} by a consultative transfer."),
         }
+    }
+    /// Nobody the bot invited to its group call joined: 200/5013.
+    pub fn nobody_joined() -> Self {
+        Self::new(200, 5013, "Nobody else joined the group call.")
+    }
+    /// Every participant of the group call but the bot left: 200/5002.
+    pub fn all_left() -> Self {
+        Self::new(200, 5002, "All other participants left the group call.")
     }
     /// The bot redirected the incoming call elsewhere.
     pub fn redirected() -> Self {

@@ -583,6 +583,19 @@ impl Directory {
             _ => None,
         }
     }
+    /// The bot's own side of one of its calls, as its participant shows it: the application instance
+    /// the call belongs to, else the application.
+    pub fn bot_party(&self, app_id: &str, application_instance: Option<&str>) -> Option<switchboard_core::party::Party> {
+        use switchboard_core::party::Party;
+        match application_instance {
+            Some(inst) => self.instance(inst).map(|(_, i)| Party::ApplicationInstance {
+                id: i.id.clone(),
+                display_name: i.display_name.clone(),
+                tenant_id: i.tenant_id.clone(),
+            }),
+            None => self.app(app_id).map(|a| Party::Application { id: a.client_id.clone(), display_name: a.name.clone() }),
+        }
+    }
     fn find_instance(&self, pred: impl Fn(&AppInstance) -> bool) -> Option<(&Application, &AppInstance)> {
         self.applications.iter().find_map(|a| a.instances.iter().find(|i| pred(i)).map(|i| (a, i)))
     }

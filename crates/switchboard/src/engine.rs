@@ -204,6 +204,7 @@ impl Engine {
         let app = self.config.directory.app(&call.app_id);
         let beta_2018 = app.is_some_and(|a| a.notification_format == NotificationFormat::Beta2018);
         let callback = call.callback_uri.clone().or_else(|| app.and_then(|a| a.calling_webhook.clone()));
+        let me = self.config.directory.bot_party(&call.app_id, call.application_instance.as_deref());
         let mut out = Vec::new();
         for e in effects {
             let Effect::Notify(n) = e else { continue };
@@ -211,7 +212,11 @@ impl Engine {
                 tracing::error!(call_id = call.id, app_id = call.app_id, "no callback and no calling webhook: notification dropped");
                 continue;
             };
-            let body = if beta_2018 { render::notification_2018(call, n, version) } else { Some(render::notification(call, n)) };
+            let body = if beta_2018 {
+                render::notification_2018(call, n, version, me.as_ref())
+            } else {
+                Some(render::notification(call, n, me.as_ref()))
+            };
             if let Some(body) = body {
                 out.push(NewNotification { callback: cb.clone(), body: body.to_string() });
             }

@@ -1,6 +1,7 @@
 //! The simulated telephony network: a world of legs, each a party with a scripted behaviour.
 //!
-//! Every bot call has one remote leg (the party at the far end). The sim plays that party's behaviour
+//! Every peer-to-peer bot call has one remote leg (the party at the far end); a group call has a leg
+//! per member, each connected to the group, which lives on without the bot while two members remain. The sim plays that party's behaviour
 //! (answer after N ms, busy, decline, never answer, hang up N ms after answering) and reports what
 //! happens to the engine as network events. A redirected caller gets connected straight to the
 //! redirect target, party to party, without a bot. The world is rebuilt from the live calls after a
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use switchboard_core::call::{Call, CallState, Failure, IncomingCall, NetCommand, NetEvent};
+use switchboard_core::call::{Call, CallState, Failure, IncomingCall, Member, NetCommand, NetEvent};
 use switchboard_core::party::Party;
 
 use crate::config::{Behaviour, Directory};
@@ -42,6 +43,8 @@ pub enum Peer {
     Leg { leg_id: String },
     /// A transfer target ringing on behalf of the transferee of a bot's call.
     Transfer { call_id: String, transferee_leg: String },
+    /// A member of the group call that the bot's call `call_id` placed.
+    Group { call_id: String, participant_id: String },
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -68,12 +71,62 @@ struct World {
     /// hanging up a call that never was.
     known_calls: HashSet<String>,
     known_order: VecDeque<String>,
+    /// Group calls by the bot call that placed them.
+    groups: HashMap<String, Group>,
+}
+
+/// A group call in the world: its members' legs, and whether the bot is still in it.
+#[derive(Default)]
+struct Group {
+    bot: bool,
+    /// Participant id → leg id.
+    members: BTreeMap<String, String>,
 }
 
 /// How many ended calls the sim remembers.
 const KNOWN_CALLS_MAX: usize = 10_000;
 
 impl World {
+    /// The leg of the party that a transfer of `call_id` moves: the group member `transferee`, or
+    /// the call's one remote leg.
+    fn transferee_leg(&self, call_id: &str, transferee: Option<&str>) -> Option<String> {
+        match transferee {
+            Some(pid) => self.groups.get(call_id).and_then(|g| g.members.get(pid)).cloned(),
+            None => self.by_call.get(call_id).cloned(),
+        }
+    }
+
+    /// Takes a leg out of the bot call it belongs to (its remote leg, or its group).
+    fn detach(&mut self, leg_id: &str) {
+        let Some(leg) = self.legs.get(leg_id) else { return };
+        match &leg.peer {
+            Peer::Bot { call_id, .. } => {
+                let call_id = call_id.clone();
+                self.by_call.remove(&call_id);
+            }
+            Peer::Group { call_id, participant_id } => {
+                let (call_id, pid) = (call_id.clone(), participant_id.clone());
+                if let Some(g) = self.groups.get_mut(&call_id) {
+                    g.members.remove(&pid);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A group that the bot has left ends when fewer than two members remain.
+    fn collapse_group(&mut self, call_id: &str) {
+        let Some(g) = self.groups.get(call_id) else { return };
+        if g.bot || g.members.len() >= 2 {
+            return;
+        }
+        if let Some(g) = self.groups.remove(call_id) {
+            for leg in g.members.values() {
+                self.legs.remove(leg);
+            }
+        }
+    }
+
     fn remember_call(&mut self, call_id: &str) {
         if self.known_calls.insert(call_id.to_owned()) {
             self.known_order.push_back(call_id.to_owned());
@@ -184,6 +237,17 @@ impl Sim {
                 drop(w);
                 self.send(&call_id, NetEvent::TransferFailed(Failure::Declined));
             }
+            Peer::Group { call_id, participant_id } => {
+                let bot = w.groups.get_mut(&call_id).is_some_and(|g| {
+                    g.members.remove(&participant_id);
+                    g.bot
+                });
+                w.collapse_group(&call_id);
+                drop(w);
+                if bot {
+                    self.send(&call_id, NetEvent::MemberLeft { participant_id, failure: None });
+                }
+            }
         }
         true
     }
@@ -206,6 +270,9 @@ impl Sim {
                         Peer::Transfer { call_id, .. } => {
                             sim.send(call_id, NetEvent::TransferAccepted);
                             sim.send(call_id, NetEvent::TransferCompleted);
+                        }
+                        Peer::Group { call_id, participant_id } => {
+                            sim.send(call_id, NetEvent::MemberJoined { participant_id: participant_id.clone() })
                         }
                         Peer::Leg { .. } => {}
                     }
@@ -250,7 +317,7 @@ impl Sim {
             }
             Peer::Transfer { call_id, transferee_leg } => {
                 w.transfers.remove(call_id);
-                w.by_call.remove(call_id);
+                w.detach(transferee_leg);
                 if let Some(t) = w.legs.get_mut(leg_id) {
                     t.peer = Peer::Leg { leg_id: transferee_leg.clone() };
                 }
@@ -264,7 +331,7 @@ impl Sim {
                     }
                 }
             }
-            Peer::Bot { .. } => {}
+            Peer::Bot { .. } | Peer::Group { .. } => {}
         }
         Some(peer)
     }
@@ -287,15 +354,82 @@ impl Sim {
                 drop(w);
                 self.send(&call_id, NetEvent::TransferFailed(failure));
             }
+            Peer::Group { call_id, participant_id } => {
+                if let Some(g) = w.groups.get_mut(&call_id) {
+                    g.members.remove(&participant_id);
+                }
+                drop(w);
+                self.send(&call_id, NetEvent::MemberLeft { participant_id, failure: Some(failure) });
+            }
         }
     }
 
-    /// Removes the remote leg of a bot call, and the target leg of its transfer if one rings.
+    /// Removes the remote leg of a bot call, and the target leg of its transfer if one rings. The bot
+    /// leaves a group call: those still invited stop ringing, and the others talk on if two remain.
     fn remove_call_leg(&self, call_id: &str) -> Option<Leg> {
         self.cancel_transfer(call_id);
         let mut w = self.world();
+        if let Some(mut g) = w.groups.remove(call_id) {
+            g.bot = false;
+            let ringing: Vec<String> = g
+                .members
+                .iter()
+                .filter(|(_, leg)| w.legs.get(*leg).is_none_or(|l| l.state == LegState::Ringing))
+                .map(|(p, _)| p.clone())
+                .collect();
+            for pid in ringing {
+                if let Some(leg) = g.members.remove(&pid) {
+                    w.legs.remove(&leg);
+                }
+            }
+            w.groups.insert(call_id.to_owned(), g);
+            w.collapse_group(call_id);
+            return None;
+        }
         let leg = w.by_call.remove(call_id)?;
         w.legs.remove(&leg)
+    }
+
+    /// A group call's legs, when it is placed or resumed after a restart: members that joined are
+    /// connected, the others are invited (ring) and play their behaviour.
+    fn build_group(self: &Arc<Self>, call: &Call) {
+        {
+            let mut w = self.world();
+            w.groups.insert(call.id.clone(), Group { bot: true, members: BTreeMap::new() });
+            w.remember_call(&call.id);
+        }
+        for m in &call.members {
+            if m.joined {
+                self.member_leg(&call.id, m, LegState::Connected);
+                continue;
+            }
+            match self.behaviour(&m.party) {
+                Some(b) => {
+                    let leg = self.member_leg(&call.id, m, LegState::Ringing);
+                    self.play(leg, b);
+                }
+                None => {
+                    let participant_id = m.participant_id.clone();
+                    self.send(&call.id, NetEvent::MemberLeft { participant_id, failure: Some(Failure::Unreachable) })
+                }
+            }
+        }
+    }
+
+    fn member_leg(&self, call_id: &str, member: &Member, state: LegState) -> String {
+        let id = self.new_leg_id();
+        let peer = Peer::Group { call_id: call_id.to_owned(), participant_id: member.participant_id.clone() };
+        let mut w = self.world();
+        w.legs.insert(id.clone(), Leg { id: id.clone(), party: member.party.clone(), state, peer });
+        w.groups.entry(call_id.to_owned()).or_default().members.insert(member.participant_id.clone(), id.clone());
+        id
+    }
+
+    /// The group call stops inviting a member that has not joined.
+    fn drop_member(&self, call_id: &str, participant_id: &str) {
+        let mut w = self.world();
+        let Some(leg) = w.groups.get_mut(call_id).and_then(|g| g.members.remove(participant_id)) else { return };
+        w.legs.remove(&leg);
     }
 
     fn cancel_transfer(&self, call_id: &str) {
@@ -329,14 +463,17 @@ impl Sim {
     fn answer_offer(&self, call_id: &str, app_id: &str) -> bool {
         let mut w = self.world();
         let Some((transferring, leg_id)) = w.offers.remove(call_id) else { return false };
-        let still_there = w.legs.get(&leg_id).is_some_and(|l| matches!(&l.peer, Peer::Bot { call_id, .. } if *call_id == transferring));
+        let still_there = w.legs.get(&leg_id).is_some_and(|l| match &l.peer {
+            Peer::Bot { call_id, .. } | Peer::Group { call_id, .. } => *call_id == transferring,
+            _ => false,
+        });
         if !still_there {
             drop(w);
             self.send(call_id, NetEvent::RemoteHangUp);
             return true;
         }
         w.transfers.remove(&transferring);
-        w.by_call.remove(&transferring);
+        w.detach(&leg_id);
         w.by_call.insert(call_id.to_owned(), leg_id.clone());
         if let Some(l) = w.legs.get_mut(&leg_id) {
             l.peer = Peer::Bot { call_id: call_id.to_owned(), app_id: app_id.to_owned() };
@@ -360,12 +497,12 @@ impl Sim {
 
     /// Blind transfer: the target rings on behalf of the transferee and plays its behaviour; a
     /// target that is a bot is offered an incoming call that names the transferor.
-    fn transfer_blind(self: &Arc<Self>, call: &Call, target: &Party) {
+    fn transfer_blind(self: &Arc<Self>, call: &Call, target: &Party, transferee: Option<&str>) {
         let call_id = call.id.as_str();
         if matches!(target, Party::Application { .. } | Party::ApplicationInstance { .. }) {
-            return self.transfer_to_bot(call, target);
+            return self.transfer_to_bot(call, target, transferee);
         }
-        let transferee = self.world().by_call.get(call_id).cloned();
+        let transferee = self.world().transferee_leg(call_id, transferee);
         let (Some(transferee_leg), Some(behaviour)) = (transferee, self.behaviour(target)) else {
             self.send(call_id, NetEvent::TransferFailed(Failure::Unreachable));
             return;
@@ -380,9 +517,9 @@ impl Sim {
         self.play(id, behaviour);
     }
 
-    fn transfer_to_bot(&self, call: &Call, target: &Party) {
+    fn transfer_to_bot(&self, call: &Call, target: &Party, transferee: Option<&str>) {
         let app = self.directory.app_of(target);
-        let transferee_leg = self.world().by_call.get(&call.id).cloned();
+        let transferee_leg = self.world().transferee_leg(&call.id, transferee);
         let (Some(app), Some(transferee_leg)) = (app, transferee_leg) else {
             self.send(&call.id, NetEvent::TransferFailed(Failure::Unreachable));
             return;
@@ -397,15 +534,21 @@ impl Sim {
             Party::ApplicationInstance { id, .. } => Some(id.clone()),
             _ => None,
         };
+        // The caller the target bot sees: the transferee, a member of a group call or the one peer.
+        let member = transferee.and_then(|pid| call.members.iter().find(|m| m.participant_id == pid));
+        let (source, peer_participant_id) = match member {
+            Some(m) => (m.party.clone(), m.participant_id.clone()),
+            None => (call.remote().clone(), call.peer_participant_id.clone()),
+        };
         let offer = IncomingCall {
             id: offered,
             app_id: app.client_id.clone(),
             tenant_id: call.tenant_id.clone(),
-            source: call.remote().clone(),
+            source,
             target: target.clone(),
             application_instance,
             my_participant_id: uuid::Uuid::new_v4().to_string(),
-            peer_participant_id: call.peer_participant_id.clone(),
+            peer_participant_id,
             call_chain_id: call.call_chain_id.clone(),
             transferor: Some(call.local().clone()),
         };
@@ -414,24 +557,24 @@ impl Sim {
 
     /// Consultative transfer: after the transferee's delay, it takes over the remote leg
     /// of the consultation call `replaces`, if both are still connected.
-    fn transfer_consultative(self: &Arc<Self>, call_id: &str, transferee: &Party, replaces: &str) {
+    fn transfer_consultative(self: &Arc<Self>, call_id: &str, transferee: &Party, member: Option<&str>, replaces: &str) {
         let delay = match self.behaviour(transferee) {
             Some(Behaviour::Answer { transfer_delay_ms: Some(d), .. }) => d,
             _ => CONSULTATIVE_DELAY_MS,
         };
         let sim = Arc::clone(self);
-        let (call_id, replaces) = (call_id.to_owned(), replaces.to_owned());
+        let (call_id, replaces, member) = (call_id.to_owned(), replaces.to_owned(), member.map(str::to_owned));
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(delay)).await;
             let mut w = sim.world();
-            let connected = |id: Option<&String>, w: &World| {
-                id.and_then(|id| w.legs.get(id)).filter(|l| l.state == LegState::Connected).map(|l| l.id.clone())
+            let connected = |id: Option<String>, w: &World| {
+                id.and_then(|id| w.legs.get(&id)).filter(|l| l.state == LegState::Connected).map(|l| l.id.clone())
             };
-            let x = connected(w.by_call.get(&call_id), &w);
-            let y = connected(w.by_call.get(&replaces), &w);
+            let x = connected(w.transferee_leg(&call_id, member.as_deref()), &w);
+            let y = connected(w.by_call.get(&replaces).cloned(), &w);
             match (x, y) {
                 (Some(x), Some(y)) => {
-                    w.by_call.remove(&call_id);
+                    w.detach(&x);
                     w.by_call.remove(&replaces);
                     if let Some(l) = w.legs.get_mut(&x) {
                         l.peer = Peer::Leg { leg_id: y.clone() };
@@ -472,6 +615,7 @@ impl Network for SimNetwork {
     fn execute(&self, call: &Call, command: &NetCommand) {
         let sim = &self.0;
         match command {
+            NetCommand::Place if call.group => sim.build_group(call),
             NetCommand::Place => {
                 let Some(behaviour) = sim.behaviour(&call.target) else {
                     sim.send(&call.id, NetEvent::Failed(Failure::Unreachable));
@@ -515,9 +659,14 @@ impl Network for SimNetwork {
                 drop(w);
                 sim.play(target_id, behaviour);
             }
-            NetCommand::Transfer { target, replaces_call_id: None } => sim.transfer_blind(call, target),
-            NetCommand::Transfer { replaces_call_id: Some(b), .. } => sim.transfer_consultative(&call.id, call.remote(), b),
+            NetCommand::Transfer { target, replaces_call_id: None, transferee } => sim.transfer_blind(call, target, transferee.as_deref()),
+            NetCommand::Transfer { replaces_call_id: Some(b), transferee, .. } => {
+                let member = transferee.as_deref().and_then(|pid| call.members.iter().find(|m| m.participant_id == pid));
+                let party = member.map_or(call.remote(), |m| &m.party);
+                sim.transfer_consultative(&call.id, party, transferee.as_deref(), b)
+            }
             NetCommand::CancelTransfer => sim.cancel_transfer(&call.id),
+            NetCommand::DropMember { participant_id } => sim.drop_member(&call.id, participant_id),
         }
     }
 
@@ -529,20 +678,26 @@ impl Network for SimNetwork {
             sim.send(&call.id, NetEvent::RemoteHangUp);
             return;
         }
-        let connected = matches!(call.state, CallState::Established | CallState::Transferring | CallState::TransferAccepted);
-        let state = if connected { LegState::Connected } else { LegState::Ringing };
-        let id = sim.bot_leg(&call.id, call.remote().clone(), state, &call.app_id);
+        if call.group {
+            sim.build_group(call);
+        } else {
+            let connected = matches!(call.state, CallState::Established | CallState::Transferring | CallState::TransferAccepted);
+            let state = if connected { LegState::Connected } else { LegState::Ringing };
+            let id = sim.bot_leg(&call.id, call.remote().clone(), state, &call.app_id);
+            if call.state == CallState::Establishing && call.direction == switchboard_core::call::Direction::Outgoing {
+                // An outgoing call that was still ringing rings on: its party plays its behaviour again.
+                if let Some(b) = sim.behaviour(call.remote()) {
+                    sim.play(id, b);
+                }
+            } else if call.state == CallState::Establishing && sim.connect(&id).is_some() {
+                // An answered incoming call whose connection was in progress completes it.
+                sim.send(&call.id, NetEvent::Connected);
+            }
+        }
         // A transfer in progress starts over: the target rings again, or the takeover is tried again.
         if let Some(t) = &call.transfer {
-            self.execute(call, &NetCommand::Transfer { target: t.target.clone(), replaces_call_id: t.replaces_call_id.clone() });
-        } else if call.state == CallState::Establishing && call.direction == switchboard_core::call::Direction::Outgoing {
-            // An outgoing call that was still ringing rings on: its party plays its behaviour again.
-            if let Some(b) = sim.behaviour(call.remote()) {
-                sim.play(id, b);
-            }
-        } else if call.state == CallState::Establishing && sim.connect(&id).is_some() {
-            // An answered incoming call whose connection was in progress completes it.
-            sim.send(&call.id, NetEvent::Connected);
+            let (target, replaces_call_id, transferee) = (t.target.clone(), t.replaces_call_id.clone(), t.transferee.clone());
+            self.execute(call, &NetCommand::Transfer { target, replaces_call_id, transferee });
         }
     }
 }

@@ -16,6 +16,15 @@ fn bot() -> Party {
 }
 
 fn outgoing(now: Millis) -> (Call, Vec<Effect>) {
+    place(now, Vec::new())
+}
+
+/// A group call to Heidi (m1) and Alex (m2).
+fn group(now: Millis) -> (Call, Vec<Effect>) {
+    place(now, vec![("m1".into(), heidi()), ("m2".into(), alex())])
+}
+
+fn place(now: Millis, members: Vec<(String, Party)>) -> (Call, Vec<Effect>) {
     Call::place(
         OutgoingCall {
             id: "c1".into(),
@@ -32,6 +41,7 @@ fn outgoing(now: Millis) -> (Call, Vec<Effect>) {
             peer_participant_id: "q".into(),
             call_chain_id: "chain".into(),
             ring_timeout_ms: 1000,
+            members,
         },
         now,
     )
@@ -156,7 +166,97 @@ fn transfer(replaces: Option<&str>) -> Input {
         timeout_ms: 1000,
         operation_id: "op".into(),
         client_context: Some("ctx".into()),
+        transferee: None,
     }
+}
+
+fn group_transfer(transferee: &str) -> Input {
+    let bob = Party::User { id: "bob".into(), display_name: "Bob".into(), tenant_id: "t".into() };
+    let Input::Transfer { replaces_call_id, timeout_ms, operation_id, client_context, .. } = transfer(None) else { unreachable!() };
+    Input::Transfer { target: bob, replaces_call_id, timeout_ms, operation_id, client_context, transferee: Some(transferee.into()) }
+}
+
+fn joined(id: &str) -> Input {
+    Input::Net(NetEvent::MemberJoined { participant_id: id.into() })
+}
+
+fn left(id: &str, failure: Option<Failure>) -> Input {
+    Input::Net(NetEvent::MemberLeft { participant_id: id.into(), failure })
+}
+
+/// The notifications among effects, with roster updates shown as "roster".
+fn group_notes(fx: &[Effect]) -> Vec<String> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Notify(n) if n.roster => Some("roster".to_owned()),
+            Effect::Notify(n) => {
+                let info = n.result_info.as_ref().map(|r| format!(" {}/{}", r.code, r.subcode)).unwrap_or_default();
+                Some(format!("{:?}:{}{info}", n.change, n.state.as_str()).to_lowercase())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_group_call_is_established_by_its_first_member_and_rosters_every_change() {
+    let (mut call, fx) = group(0);
+    assert_eq!(group_notes(&fx), ["updated:establishing"]);
+    // Heidi declines: nobody has joined yet, nothing to tell.
+    assert_eq!(group_notes(&call.handle(left("m1", Some(Failure::Declined)), 5).unwrap()), Vec::<String>::new());
+    assert_eq!(group_notes(&call.handle(joined("m2"), 10).unwrap()), ["updated:established", "roster"]);
+    assert_eq!(call.members.len(), 1);
+    assert_eq!(call.setup_deadline, None, "everyone invited has answered or refused");
+    // The last one leaves: the call ends.
+    let fx = call.handle(left("m2", None), 20).unwrap();
+    assert_eq!(group_notes(&fx), ["deleted:terminated 200/5002"]);
+    assert!(fx.contains(&Effect::Net(NetCommand::HangUp)));
+}
+
+#[test]
+fn a_group_call_nobody_joins_ends_at_the_ring_timeout() {
+    let (mut call, _) = group(0);
+    let fx = call.handle(Input::Timer(Timer::Setup), 1000).unwrap();
+    assert_eq!(group_notes(&fx), ["deleted:terminated 200/5013"]);
+    let (mut call, _) = group(0);
+    call.handle(joined("m1"), 10).unwrap();
+    // Alex still rings at the timeout: he is no longer invited, and the call goes on with Heidi.
+    let fx = call.handle(Input::Timer(Timer::Setup), 1000).unwrap();
+    assert_eq!(group_notes(&fx), Vec::<String>::new());
+    assert!(fx.contains(&Effect::Net(NetCommand::DropMember { participant_id: "m2".into() })));
+    assert_eq!(call.members.iter().map(|m| m.participant_id.as_str()).collect::<Vec<_>>(), ["m1"]);
+}
+
+#[test]
+fn a_group_transfer_returns_to_established_with_the_others() {
+    let (mut call, _) = group(0);
+    call.handle(joined("m1"), 10).unwrap();
+    call.handle(joined("m2"), 11).unwrap();
+    assert_eq!(call.handle(transfer(None), 20), Err(Refusal::TransfereeRequired));
+    assert_eq!(call.handle(group_transfer("m9"), 20), Err(Refusal::NotAMember("m9".into())));
+    let fx = call.handle(group_transfer("m1"), 20).unwrap();
+    assert!(fx.iter().any(|e| matches!(e, Effect::Net(NetCommand::Transfer { transferee: Some(t), .. }) if t == "m1")));
+    let fx = call.handle(Input::Net(NetEvent::TransferCompleted), 30).unwrap();
+    // No media change: the bot still talks to Alex.
+    assert_eq!(group_notes(&fx), ["updated:transferaccepted", "updated:established 0/7015", "roster"]);
+    assert_eq!(call.media_state, MediaState::Active);
+    assert_eq!(call.members.len(), 1);
+    // Alex is the only one left: transferring him ends the call as a peer-to-peer transfer would.
+    call.handle(group_transfer("m2"), 40).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::TransferCompleted), 50).unwrap();
+    assert_eq!(group_notes(&fx), ["updated:transferaccepted", "updated:transferaccepted", "deleted:terminated 0/7015"]);
+}
+
+#[test]
+fn a_group_transferee_that_leaves_fails_the_transfer() {
+    let (mut call, _) = group(0);
+    call.handle(joined("m1"), 10).unwrap();
+    call.handle(joined("m2"), 11).unwrap();
+    call.handle(group_transfer("m1"), 20).unwrap();
+    let fx = call.handle(left("m1", None), 30).unwrap();
+    assert_eq!(group_notes(&fx), ["updated:established 500/7000", "roster"]);
+    assert!(fx.contains(&Effect::Net(NetCommand::CancelTransfer)));
+    assert_eq!(call.transfer, None);
 }
 
 #[test]
@@ -164,7 +264,7 @@ fn blind_transfer_success_transcript() {
     let mut call = established();
     let fx = call.handle(transfer(None), 10).unwrap();
     assert_eq!(notes(&fx), ["updated:transferring"]);
-    assert!(fx.contains(&Effect::Net(NetCommand::Transfer { target: alex(), replaces_call_id: None })));
+    assert!(fx.contains(&Effect::Net(NetCommand::Transfer { target: alex(), replaces_call_id: None, transferee: None })));
     assert!(call.handle(Input::Net(NetEvent::TransferAccepted), 20).is_ok());
     assert_eq!(call.state, CallState::TransferAccepted);
     assert_eq!(call.media_state, MediaState::Inactive);
@@ -300,16 +400,22 @@ fn any_input() -> impl Strategy<Value = Input> {
         Just(Input::Net(NetEvent::TransferCompleted)),
         Just(Input::Net(NetEvent::TransferFailed(Failure::Busy))),
         Just(Input::Net(NetEvent::Replaced { by_call_id: "c8".into() })),
+        Just(joined("m1")),
+        Just(joined("m2")),
+        Just(left("m1", None)),
+        Just(left("m2", Some(Failure::Busy))),
+        Just(group_transfer("m1")),
+        Just(group_transfer("m2")),
     ]
 }
 
 proptest! {
     #[test]
     fn random_interleavings_keep_the_invariants(
-        is_incoming in any::<bool>(),
+        kind in 0..3u8,
         steps in proptest::collection::vec((any_input(), 0u64..2_000_000), 0..40),
     ) {
-        let (mut call, fx) = if is_incoming { incoming(0) } else { outgoing(0) };
+        let (mut call, fx) = match kind { 0 => incoming(0), 1 => outgoing(0), _ => group(0) };
         let mut transcript = notes(&fx);
         let mut now = 0;
         for (input, dt) in steps {

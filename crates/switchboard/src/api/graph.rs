@@ -369,6 +369,9 @@ fn media_config(obj: Obj<'_>, caller: &Caller) -> Result<MediaConfig, GraphError
     }
 }
 
+/// The most parties one call may be placed to (a group call's invitees).
+const GROUP_TARGETS_MAX: usize = 25;
+
 pub const MODALITIES: [&str; 4] = ["audio", "video", "videoBasedScreenSharing", "data"];
 
 fn modalities(obj: Obj<'_>, name: &str, required: bool) -> Result<Vec<String>, GraphError> {
@@ -409,7 +412,7 @@ async fn create_call(state: &AppState, caller: &Caller, version: Version, header
     let requested_modalities = modalities(obj, "requestedModalities", false)?;
     if obj.get("meetingInfo").is_some() || obj.get("chatInfo").is_some() {
         return Err(GraphError::bad_request(
-            "Joining meetings (meetingInfo, chatInfo) is not supported by Switchboard; place a peer-to-peer call with one target.",
+            "Joining meetings (meetingInfo, chatInfo) is not supported by Switchboard; place a peer-to-peer call with one target, or a group call with several.",
         ));
     }
     if let Some(t) = obj.str_opt("tenantId")?
@@ -461,39 +464,46 @@ async fn create_call(state: &AppState, caller: &Caller, version: Version, header
             }
         }
     }
-    let (targets, tpath) =
-        obj.array_opt("targets")?.ok_or_else(|| GraphError::from(err("targets", "is required for a peer-to-peer call")))?;
-    let target = match targets.as_slice() {
-        [one] => {
-            let p = format!("{tpath}[0]");
-            let t = parse::element(one, &p)?;
-            let mut h4 = String::new();
-            let set = t.obj_opt("identity", &mut h4)?.ok_or_else(|| GraphError::from(err(t.path_of("identity"), "is required")))?;
-            let who = parse::identity_set(set)?;
-            resolve(state, caller, who, &format!("{p}.identity"))?
-        }
-        [] => return Err(err("targets", "must name the party to call").into()),
-        _ => {
-            return Err(GraphError::bad_request(
-                "Group calls (several targets) are not supported by Switchboard yet; give exactly one target.",
-            ));
-        }
-    };
-    match &target {
-        Party::Phone { .. } if application_instance.is_none() => {
-            return Err(GraphError::forbidden(
-                "Calls to PSTN numbers must be placed from an application instance: set source.identity.applicationInstance to one of the app's instances with a phone number.",
-            ));
-        }
-        Party::Application { id, .. } | Party::ApplicationInstance { id, .. }
-            if id.eq_ignore_ascii_case(&caller.app.client_id)
-                || application_instance.as_deref().is_some_and(|i| i.eq_ignore_ascii_case(id)) =>
-        {
-            return Err(GraphError::forbidden("targets[0].identity: a bot cannot call itself."));
-        }
-        _ => {}
+    let (targets, tpath) = obj.array_opt("targets")?.ok_or_else(|| GraphError::from(err("targets", "is required")))?;
+    if targets.is_empty() || targets.len() > GROUP_TARGETS_MAX {
+        return Err(err("targets", format!("must name 1 to {GROUP_TARGETS_MAX} parties to call, not {}", targets.len())).into());
     }
-    caller.require("Calls.Initiate.All", "placing a peer-to-peer call")?;
+    // One target is a peer-to-peer call; several (without meetingInfo) make a new group call.
+    let mut parties: Vec<Party> = Vec::with_capacity(targets.len());
+    for (i, t) in targets.iter().enumerate() {
+        let p = format!("{tpath}[{i}]");
+        let t = parse::element(t, &p)?;
+        let mut h4 = String::new();
+        let set = t.obj_opt("identity", &mut h4)?.ok_or_else(|| GraphError::from(err(t.path_of("identity"), "is required")))?;
+        let party = resolve(state, caller, parse::identity_set(set)?, &format!("{p}.identity"))?;
+        match &party {
+            Party::Phone { .. } if application_instance.is_none() => {
+                return Err(GraphError::forbidden(format!(
+                    "{p}.identity: calls to PSTN numbers must be placed from an application instance: set source.identity.applicationInstance to one of the app's instances with a phone number."
+                )));
+            }
+            Party::Application { id, .. } | Party::ApplicationInstance { id, .. }
+                if id.eq_ignore_ascii_case(&caller.app.client_id)
+                    || application_instance.as_deref().is_some_and(|i| i.eq_ignore_ascii_case(id)) =>
+            {
+                return Err(GraphError::forbidden(format!("{p}.identity: a bot cannot call itself.")));
+            }
+            _ => {}
+        }
+        if let Some(j) = parties.iter().position(|q| *q == party) {
+            return Err(err(format!("{p}.identity"), format!("names the same party as {tpath}[{j}]")).into());
+        }
+        parties.push(party);
+    }
+    let members: Vec<(String, Party)> = if parties.len() > 1 {
+        caller.require("Calls.InitiateGroupCall.All", "placing a group call")?;
+        parties.iter().map(|p| (new_id(), p.clone())).collect()
+    } else {
+        caller.require("Calls.Initiate.All", "placing a peer-to-peer call")?;
+        Vec::new()
+    };
+    let target = parties.swap_remove(0);
+    let peer_participant_id = members.first().map_or_else(new_id, |(pid, _)| pid.clone());
     let req = OutgoingCall {
         id: new_id(),
         app_id: caller.app.client_id.clone(),
@@ -506,9 +516,10 @@ async fn create_call(state: &AppState, caller: &Caller, version: Version, header
         media_config,
         subject,
         my_participant_id: new_id(),
-        peer_participant_id: new_id(),
+        peer_participant_id,
         call_chain_id: new_id(),
         ring_timeout_ms,
+        members,
     };
     let call = state.engine.place(req).await?;
     let location = format!("{}/{}/communications/calls/{}", state.base_url, version.as_str(), call.id);
@@ -625,46 +636,9 @@ fn render_operation(caller: &Caller, call: &Call, op: &switchboard_core::call::O
     }
 }
 
-/// The participants of a peer-to-peer call: the bot and the party at the far end.
+/// The participants of a call (the bot first), with their ids.
 fn participants(call: &Call, dir: &crate::config::Directory) -> Vec<(String, Value)> {
-    let me = match (&call.application_instance, dir.app(&call.app_id)) {
-        (Some(inst), _) => dir.instance(inst).map(|(_, i)| Party::ApplicationInstance {
-            id: i.id.clone(),
-            display_name: i.display_name.clone(),
-            tenant_id: i.tenant_id.clone(),
-        }),
-        (None, Some(app)) => Some(Party::Application { id: app.client_id.clone(), display_name: app.name.clone() }),
-        (None, None) => None,
-    };
-    let mut out = Vec::new();
-    if let Some(me) = me {
-        out.push((call.my_participant_id.clone(), participant(&call.my_participant_id, &me)));
-    }
-    out.push((call.peer_participant_id.clone(), participant(&call.peer_participant_id, call.remote())));
-    out
-}
-
-fn participant(id: &str, party: &Party) -> Value {
-    json!({
-        "@odata.type": "#microsoft.graph.participant",
-        "id": id,
-        "info": render::participant_info(party),
-        "isInLobby": false,
-        "isMuted": false,
-        "mediaStreams": [{
-            "@odata.type": "#microsoft.graph.mediaStream",
-            "mediaType": "audio",
-            "label": null,
-            "sourceId": "1",
-            "direction": "sendReceive",
-            "serverMuted": false
-        }],
-        "metadata": null,
-        "recordingInfo": null,
-        "removedState": null,
-        "restrictedExperience": null,
-        "rosterSequenceNumber": 0
-    })
+    render::participants(call, dir.bot_party(&call.app_id, call.application_instance.as_deref()).as_ref())
 }
 
 /// A well-formed transfer that the calls as they are now refuse (the target is already in the call, the
@@ -723,7 +697,10 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
             return Err(err(field, format!("application '{}' has no calling webhook to offer the transferred call to", app.name)).into());
         }
     }
-    if &target == call.remote() {
+    if call.group && call.members.iter().any(|m| m.party == target) {
+        return Err(conflict(field, "the transfer target is already in this call"));
+    }
+    if !call.group && &target == call.remote() {
         return Err(conflict(field, "the transfer target is the transferee itself"));
     }
     if target.is_phone() && call.application_instance.is_none() {
@@ -732,24 +709,7 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
             call.id
         )));
     }
-    if let Some(transferee) = obj.get("transferee") {
-        let p = parse::element(transferee.value, "transferee")?;
-        let mut h4 = String::new();
-        if let Some(set) = p.obj_opt("identity", &mut h4)? {
-            let who = resolve(state, caller, parse::identity_set(set)?, "transferee.identity")?;
-            if &who != call.remote() {
-                return Err(conflict("transferee.identity", "names a party that is not in this call"));
-            }
-        }
-        if let Some(pid) = p.str_opt("participantId")?
-            && pid != call.peer_participant_id
-        {
-            return Err(conflict(
-                "transferee.participantId",
-                &format!("'{pid}' is not a participant of call '{}' other than the bot", call.id),
-            ));
-        }
-    }
+    let transferee = transferee(state, caller, call, obj)?;
     let replaces_call_id = match replaces {
         None => None,
         Some((id, rfield)) => {
@@ -762,6 +722,9 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
                 .await
                 .filter(|c| c.app_id.eq_ignore_ascii_case(&caller.app.client_id))
                 .ok_or_else(|| conflict(rfield, &format!("'{id}' is not a live call of this application")))?;
+            if other.group {
+                return Err(conflict(rfield, &format!("call '{id}' is a group call; the consultation call must be peer-to-peer")));
+            }
             if other.state != switchboard_core::call::CallState::Established {
                 return Err(conflict(
                     rfield,
@@ -774,7 +737,66 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
             Some(other.id)
         }
     };
-    Ok(Input::Transfer { target, replaces_call_id, timeout_ms: state.config.calls.ring_timeout_ms, operation_id: new_id(), client_context })
+    Ok(Input::Transfer {
+        target,
+        replaces_call_id,
+        timeout_ms: state.config.calls.ring_timeout_ms,
+        operation_id: new_id(),
+        client_context,
+        transferee,
+    })
+}
+
+/// The transfer's `transferee`: optional in a peer-to-peer call (then it must be the peer), required
+/// in a group call, where it names the member to transfer by `participantId`, `identity` or both.
+/// Returns the member's participant id in a group call.
+fn transferee(state: &AppState, caller: &Caller, call: &Call, obj: Obj<'_>) -> Result<Option<String>, GraphError> {
+    let Some(transferee) = obj.get("transferee") else {
+        if call.group {
+            return Err(err(
+                "transferee",
+                format!("is required to transfer from a group call; name one of the participants of call '{}'", call.id),
+            )
+            .into());
+        }
+        return Ok(None);
+    };
+    let p = parse::element(transferee.value, "transferee")?;
+    let mut h = String::new();
+    let who = match p.obj_opt("identity", &mut h)? {
+        Some(set) => Some(resolve(state, caller, parse::identity_set(set)?, "transferee.identity")?),
+        None => None,
+    };
+    let pid = p.str_opt("participantId")?;
+    if !call.group {
+        if who.as_ref().is_some_and(|w| w != call.remote()) {
+            return Err(conflict("transferee.identity", "names a party that is not in this call"));
+        }
+        if let Some(pid) = pid.filter(|pid| *pid != call.peer_participant_id) {
+            return Err(conflict(
+                "transferee.participantId",
+                &format!("'{pid}' is not a participant of call '{}' other than the bot", call.id),
+            ));
+        }
+        return Ok(None);
+    }
+    let joined = || call.members.iter().filter(|m| m.joined);
+    let member = match (pid, &who) {
+        (None, None) => return Err(err("transferee", "must name the participant by participantId or identity").into()),
+        (Some(pid), _) => joined().find(|m| m.participant_id == pid).ok_or_else(|| {
+            conflict("transferee.participantId", &format!("'{pid}' is not a joined participant of group call '{}'", call.id))
+        })?,
+        (None, Some(w)) => joined()
+            .find(|m| m.party == *w)
+            .ok_or_else(|| conflict("transferee.identity", "names a party that has not joined this group call"))?,
+    };
+    if who.as_ref().is_some_and(|w| *w != member.party) {
+        return Err(conflict(
+            "transferee.identity",
+            &format!("is not participant '{}' named by transferee.participantId", member.participant_id),
+        ));
+    }
+    Ok(Some(member.participant_id.clone()))
 }
 
 fn target_is_this_bot(target: &Party, caller: &Caller) -> bool {

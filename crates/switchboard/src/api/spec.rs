@@ -203,12 +203,12 @@ fn call_source(ctx: &Ctx<'_>) -> Value {
 
 fn create_call(ctx: &Ctx<'_>) -> Value {
     json!({"type": "object", "required": ["callbackUri", "mediaConfig", "targets"],
-    "description": "A peer-to-peer call; meetingInfo and chatInfo (meetings) are refused.",
+    "description": "A peer-to-peer call (one target) or a new group call (several); meetingInfo and chatInfo (meetings) are refused.",
     "properties": {
         "callbackUri": callback_uri(ctx),
         "mediaConfig": reference("mediaConfigInput"),
         "requestedModalities": nullable(modalities()),
-        "targets": {"type": "array", "minItems": 1, "maxItems": 1, "items": reference("invitationTarget")},
+        "targets": {"type": "array", "minItems": 1, "maxItems": 25, "items": reference("invitationTarget")},
         "source": call_source(ctx),
         "tenantId": nullable(string_enum(ctx.tenants())),
         "subject": {"type": ["string", "null"]},
@@ -392,7 +392,7 @@ fn call(_: &Ctx<'_>) -> Value {
             "tenantId": {"type": "string"},
             "subject": {"type": ["string", "null"]},
             "source": reference("participantInfo"),
-            "targets": {"type": "array", "minItems": 1, "maxItems": 1, "items": reference("invitationParticipantInfo")},
+            "targets": {"type": "array", "minItems": 1, "maxItems": 25, "items": reference("invitationParticipantInfo")},
             "requestedModalities": {"type": "array", "items": {"type": "string", "enum": MODALITIES}},
             "mediaConfig": closed(json!({"@odata.type": {"type": "string", "enum": MEDIA_CONFIGS}}), &[]),
             "mediaState": closed(json!({"@odata.type": odata_type("callMediaState"), "audio": {"type": "string", "enum": ["active", "inactive"]}}), &[]),
@@ -557,7 +557,8 @@ fn world(_: &Ctx<'_>) -> Value {
     let peer = json!({"oneOf": [
         closed(json!({"kind": {"const": "bot"}, "callId": s, "appId": s}), &[]),
         closed(json!({"kind": {"const": "leg"}, "legId": s}), &[]),
-        closed(json!({"kind": {"const": "transfer"}, "callId": s, "transfereeLeg": s}), &[])
+        closed(json!({"kind": {"const": "transfer"}, "callId": s, "transfereeLeg": s}), &[]),
+        closed(json!({"kind": {"const": "group"}, "callId": s, "participantId": s}), &[])
     ]});
     let leg = closed(
         json!({"id": s, "party": reference("simParty"), "state": {"type": "string", "enum": ["ringing", "connected"]}, "peer": peer}),

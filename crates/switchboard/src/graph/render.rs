@@ -37,6 +37,47 @@ pub fn identity_set(party: &Party) -> Value {
     Value::Object(set)
 }
 
+/// The participants of a call, with their ids: the bot (`me`, when the directory still knows it), then
+/// the party at the far end of a peer-to-peer call or the members of a group call that have joined.
+pub fn participants(call: &Call, me: Option<&Party>) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    if let Some(me) = me {
+        out.push((call.my_participant_id.clone(), participant(&call.my_participant_id, me)));
+    }
+    if call.group {
+        for m in call.members.iter().filter(|m| m.joined) {
+            out.push((m.participant_id.clone(), participant(&m.participant_id, &m.party)));
+        }
+    } else {
+        out.push((call.peer_participant_id.clone(), participant(&call.peer_participant_id, call.remote())));
+    }
+    out
+}
+
+/// A `participant` resource.
+pub fn participant(id: &str, party: &Party) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.participant",
+        "id": id,
+        "info": participant_info(party),
+        "isInLobby": false,
+        "isMuted": false,
+        "mediaStreams": [{
+            "@odata.type": "#microsoft.graph.mediaStream",
+            "mediaType": "audio",
+            "label": null,
+            "sourceId": "1",
+            "direction": "sendReceive",
+            "serverMuted": false
+        }],
+        "metadata": null,
+        "recordingInfo": null,
+        "removedState": null,
+        "restrictedExperience": null,
+        "rosterSequenceNumber": 0
+    })
+}
+
 pub fn participant_info(party: &Party) -> Value {
     json!({"@odata.type": "#microsoft.graph.participantInfo", "identity": identity_set(party)})
 }
@@ -78,7 +119,7 @@ pub fn call(call: &Call) -> Value {
         "tenantId": call.tenant_id,
         "subject": call.subject,
         "source": participant_info(&call.source),
-        "targets": [invitation_participant_info(&call.target)],
+        "targets": targets(call),
         "requestedModalities": call.requested_modalities,
         "mediaConfig": media_config,
         "mediaState": media_state(call.media_state),
@@ -107,8 +148,33 @@ pub fn call(call: &Call) -> Value {
     v
 }
 
-/// One `commsNotification` about a call, in today's Graph format.
-pub fn notification(c: &Call, n: &Notification) -> Value {
+/// Whom the call was placed to (or, incoming, the bot that was called): a group call's every invitee.
+fn targets(call: &Call) -> Value {
+    if call.group {
+        call.members.iter().map(|m| invitation_participant_info(&m.party)).collect()
+    } else {
+        json!([invitation_participant_info(&call.target)])
+    }
+}
+
+/// A roster update: `updated` on the call's participants, with all of them as they are now (Graph
+/// sends the whole roster unless the bot asked for deltas).
+fn roster(c: &Call, me: Option<&Party>, resource: &str) -> Value {
+    let value: Vec<Value> = participants(c, me).into_iter().map(|(_, p)| p).collect();
+    json!({
+        "@odata.type": "#microsoft.graph.commsNotification",
+        "changeType": "updated",
+        "resourceUrl": format!("{resource}/participants"),
+        "resourceData": value,
+    })
+}
+
+/// One `commsNotification` about a call, in today's Graph format. `me` is the bot's own party, for
+/// roster updates.
+pub fn notification(c: &Call, n: &Notification, me: Option<&Party>) -> Value {
+    if n.roster {
+        return roster(c, me, &call_path(&c.id));
+    }
     let resource_data = if n.full {
         let mut full = call(c);
         if let Some(obj) = full.as_object_mut() {
@@ -197,7 +263,15 @@ pub fn operation_2018(call_id: &str, op: &Operation, etag: u64) -> Value {
 /// One notification in the 2018 beta format (`resource`, `@odata.id`, `@odata.etag`, string codes),
 /// where transfer progress is reported on the transfer's operation, not on the call's state.
 /// Returns `None` for what that format did not send (the call-state side of a transfer).
-pub fn notification_2018(c: &Call, n: &Notification, etag: u64) -> Option<Value> {
+pub fn notification_2018(c: &Call, n: &Notification, etag: u64, me: Option<&Party>) -> Option<Value> {
+    if n.roster {
+        let mut item = roster(c, me, &call_path_2018(&c.id));
+        let obj = item.as_object_mut()?;
+        obj.remove("@odata.type");
+        let url = obj.remove("resourceUrl")?;
+        obj.insert("resource".into(), url);
+        return Some(item);
+    }
     if let Some(op) = &n.operation {
         let change = if op.status == OperationStatus::Running { "updated" } else { "deleted" };
         let mut data = operation_2018(&c.id, op, etag);
@@ -209,7 +283,7 @@ pub fn notification_2018(c: &Call, n: &Notification, etag: u64) -> Option<Value>
     if transfer_side {
         return None;
     }
-    let mut item = notification(c, n);
+    let mut item = notification(c, n, me);
     let data = item["resourceData"].as_object_mut()?;
     data.insert("@odata.id".into(), json!(call_path_2018(&c.id)));
     data.insert("@odata.etag".into(), json!(format!("W/\"{etag}\"")));

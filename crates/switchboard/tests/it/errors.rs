@@ -169,7 +169,14 @@ async fn malformed_requests_get_precise_graph_errors() {
             "BadRequest",
             "targets: is required",
         ),
-        case(Method::POST, calls, with(&|v| v["targets"] = json!([])), 400, "BadRequest", "targets: must name the party to call"),
+        case(
+            Method::POST,
+            calls,
+            with(&|v| v["targets"] = json!([])),
+            400,
+            "BadRequest",
+            "targets: must name 1 to 25 parties to call, not 0",
+        ),
         case(
             Method::POST,
             calls,
@@ -238,10 +245,18 @@ async fn malformed_requests_get_precise_graph_errors() {
         case(
             Method::POST,
             calls,
-            with(&|v| v["targets"] = json!([{"identity": {"user": {"id": HEIDI}}}, {"identity": {"user": {"id": ALEX}}}])),
+            with(&|v| v["targets"] = json!([{"identity": {"user": {"id": HEIDI}}}, {"identity": {"user": {"id": HEIDI}}}])),
             400,
             "BadRequest",
-            "Group calls",
+            "targets[1].identity: names the same party as targets[0]",
+        ),
+        case(
+            Method::POST,
+            calls,
+            with(&|v| v["targets"] = json!(vec![json!({"identity": {"user": {"id": HEIDI}}}); 26])),
+            400,
+            "BadRequest",
+            "targets: must name 1 to 25 parties to call, not 26",
         ),
         case(
             Method::POST,

@@ -4,6 +4,7 @@
 mod harness;
 
 mod errors;
+mod group;
 mod identity;
 mod lifecycle;
 mod notifier;

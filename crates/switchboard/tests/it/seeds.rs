@@ -88,7 +88,7 @@ fn examples(page: &str) -> Vec<Example> {
 
 /// The demo directory with the seed pages' tenant in place of Contoso's, and both bots' webhooks at
 /// the test bot.
-async fn seed_server(bot: &Bot) -> Server {
+pub async fn seed_server(bot: &Bot) -> Server {
     let toml = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/switchboard.example.toml"))
         .expect("docs/switchboard.example.toml");
     let toml = toml
