@@ -24,6 +24,33 @@ from directory import BOT_APPS, CONTOSO, NOTIFICATION_ISSUER
 
 CALL_ID = re.compile(r"/calls/([^/]+)")
 
+# Notifications of the kinds the bot receives (a call with most of its parts, a 2018 operation), for
+# warm_up to run through the checks once; their findings are not kept.
+_IDENTITY = {"@odata.type": "#microsoft.graph.identitySet", "user": {"@odata.type": "#microsoft.graph.identity", "id": "u"}}
+_CALL = {
+    "@odata.type": "#microsoft.graph.call", "id": "c", "state": "incoming", "direction": "incoming",
+    "callbackUri": "https://127.0.0.1/cb", "callChainId": "x", "myParticipantId": "m", "tenantId": CONTOSO,
+    "source": {"@odata.type": "#microsoft.graph.participantInfo", "identity": _IDENTITY},
+    "targets": [{"@odata.type": "#microsoft.graph.invitationParticipantInfo", "identity": _IDENTITY}],
+    "requestedModalities": ["audio"], "mediaConfig": {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"},
+    "mediaState": {"@odata.type": "#microsoft.graph.callMediaState", "audio": "active"},
+    "resultInfo": {"@odata.type": "#microsoft.graph.resultInfo", "code": 200, "subcode": 4521, "message": "m"},
+    "incomingContext": {"@odata.type": "#microsoft.graph.incomingContext", "sourceParticipantId": "p", "transferor": _IDENTITY},
+}  # fmt: skip
+_OPERATION = {
+    "@odata.type": "#microsoft.graph.commsOperation", "@odata.id": "/app/calls/c/operations/o", "@odata.etag": 'W/"1"',
+    "clientContext": "x", "resultInfo": {"code": "200", "subCode": "transferring"}, "status": "running",
+}  # fmt: skip
+WARM_UP = [
+    ("v1.0", "v1.0", {"@odata.type": "#microsoft.graph.commsNotifications", "value": [
+        {"@odata.type": "#microsoft.graph.commsNotification", "changeType": "created", "resourceUrl": "/communications/calls/c", "resourceData": _CALL},
+    ]}),
+    ("beta", "beta-2018", {"value": [
+        {"changeType": "updated", "resource": "/app/calls/c/operations/o", "resourceData": _OPERATION},
+        {"changeType": "created", "resource": "/app/calls/c", "resourceData": _CALL},
+    ]}),
+]  # fmt: skip
+
 
 class Keys:
     """The server's notification signing keys, from its OpenID configuration (refreshed on an unknown kid)."""
@@ -92,6 +119,17 @@ class Bot:
 
     def url(self, app, tag="calls"):
         return f"http://127.0.0.1:{self.port}/{app}/api/{tag}"
+
+    def warm_up(self):
+        """Does before any traffic what the first notification would otherwise wait for (seconds on a
+        loaded machine, enough to slow the server's retries down): fetching the server's signing keys,
+        loading Graph's OpenAPI documents, and importing the SDK models, which kiota imports lazily."""
+        self.keys.refresh()
+        for version in ("v1.0", "beta"):
+            schemas.document(version)
+        for version, dialect, body in WARM_UP:
+            schemas.check_notifications(version, dialect, body)
+            sdkparse.parse_notifications(version, body)
 
     # -- receiving -------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import bot as botmod  # noqa: E402
 import graph  # noqa: E402
 import report  # noqa: E402
 from directory import DEMO_BOT, LEGACY_BOT  # noqa: E402
-from server import Server  # noqa: E402
+from server import RING_TIMEOUT_MS, Server  # noqa: E402
 
 
 def pytest_configure(config):
@@ -19,11 +19,13 @@ def pytest_configure(config):
 
 
 class Env:
-    def __init__(self, tmp_dir, loop):
+    def __init__(self, tmp_dir, loop, ring_timeout_ms=RING_TIMEOUT_MS):
         self.bot = botmod.Bot()
         self.httpd = botmod.serve(self.bot)
-        self.server = Server(tmp_dir, self.bot.url("demo"), self.bot.url("legacy"))
+        self.server = Server(tmp_dir, self.bot.url("demo"), self.bot.url("legacy"), ring_timeout_ms)
         self.bot.keys = botmod.Keys(self.server.notification_openid, self.server.cafile)
+        # Before any traffic: the first notification must not wait for the schemas, keys and models.
+        self.bot.warm_up()
         self.responses = graph.Responses()
         self.demo = graph.Graph(self.server, loop, self.responses, DEMO_BOT)
         self.legacy = graph.Graph(self.server, loop, self.responses, LEGACY_BOT)
@@ -46,8 +48,9 @@ def loop():
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, loop):
-    env = Env(tmp_path_factory.mktemp("switchboard"), loop)
+def env(request, tmp_path_factory, loop):
+    ring_timeout_ms = getattr(request.module, "RING_TIMEOUT_MS", RING_TIMEOUT_MS)
+    env = Env(tmp_path_factory.mktemp("switchboard"), loop, ring_timeout_ms)
     yield env
     env.close()
 

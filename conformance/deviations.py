@@ -36,6 +36,18 @@ DEVIATIONS = [
         "AppTransferred` and `resultInfo` 200/7015 naming call A, so the bot can tell why B ended.",
     },
     {
+        "what": "A transfer from a group call that others stay in returns the call to `established`.",
+        "why": "Graph documents example 5's request but no notifications for it. The bot is still in the call, so "
+        "Switchboard sends `transferring`, `transferAccepted` (no media change), `established` with `resultInfo` "
+        "0/7015 GracefulTransferCompleted, then the roster without the transferee; transferring the last member "
+        "ends the call as a peer-to-peer transfer does.",
+    },
+    {
+        "what": "Group calls end with documented end reasons of Graph's table.",
+        "why": "Nobody joined: 200/5013; the last member left: 200/5002. Rosters are always whole (no delta "
+        "rosters), with the bot first and members in invitation order.",
+    },
+    {
         "what": "`callbackUri` may be plain http on loopback.",
         "why": "Graph requires HTTPS callbacks; Switchboard also accepts http://127.0.0.1, localhost and [::1], so a "
         "bot under test needs no certificate (http to any other host is still refused).",

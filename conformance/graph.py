@@ -23,7 +23,7 @@ from msgraph_core import GraphClientFactory
 import schemas
 from directory import ADMIN_KEY, CONTOSO, LEGACY_BOT, SCOPE, SECRET
 
-ID_AFTER = {"calls": "{call-id}", "operations": "{op-id}", "applications": "{app-id}"}
+ID_AFTER = {"calls": "{call-id}", "operations": "{op-id}", "applications": "{app-id}", "participants": "{participant-id}"}
 
 
 def template(path):

@@ -117,12 +117,16 @@ RESOURCE_TYPES = {"#microsoft.graph.call": "microsoft.graph.call", "#microsoft.g
 
 def check_notifications(version, dialect, body):
     """The commsNotifications envelope, each commsNotification, and each resourceData as the call or
-    commsOperation its @odata.type names."""
+    commsOperation its @odata.type names; a roster update's resourceData is an array of participants."""
     errors = check(version, dialect, "microsoft.graph.commsNotifications", body, skip=("value",))
     for i, item in enumerate(body.get("value") or []):
         where = f"$.value[{i}]"
         errors += check(version, dialect, "microsoft.graph.commsNotification", item, where, skip=("resourceData",))
         data = item.get("resourceData")
+        if isinstance(data, list):
+            for j, p in enumerate(data):
+                errors += check(version, dialect, "microsoft.graph.participant", p, f"{where}.resourceData[{j}]")
+            continue
         kind = RESOURCE_TYPES.get((data or {}).get("@odata.type")) if isinstance(data, dict) else None
         if kind is None:
             errors.append(f"{where}.resourceData: not a call or commsOperation: {data!r}")
@@ -139,6 +143,8 @@ RESPONSE_SCHEMAS = [
     (re.compile(r"^(/communications|/app|/applications/\{app-id\})/calls/\{call-id\}$"), "microsoft.graph.call"),
     (re.compile(r".*/operations$"), "microsoft.graph.commsOperationCollectionResponse"),
     (re.compile(r".*/operations/\{op-id\}$"), "microsoft.graph.commsOperation"),
+    (re.compile(r".*/participants$"), "microsoft.graph.participantCollectionResponse"),
+    (re.compile(r".*/participants/\{participant-id\}$"), "microsoft.graph.participant"),
 ]
 
 

@@ -1,7 +1,8 @@
 """Parsing with the official SDKs' models, through kiota's JSON parse node, as a bot built on the SDK
 would. Neither msgraph-sdk nor msgraph-beta-sdk for Python ships a commsNotifications model (kiota
 trims types no operation returns), so the two-field envelope is a small Parsable here; every
-resourceData is parsed by the SDK's own Entity discriminator into its Call / CommsOperation model.
+resourceData is parsed by the SDK's own Entity discriminator into its Call / CommsOperation model
+(a roster update's, an array, into Participant models).
 """
 
 import json
@@ -90,6 +91,15 @@ def parse_notifications(version, body):
     models, problems = [], []
     for i, (item, raw) in enumerate(zip(envelope.value or [], body.get("value", []))):
         data = raw.get("resourceData") or {}
+        if isinstance(data, list):
+            # A roster update: every participant through the SDK's own Participant model.
+            roster = [parse(ENTITY[version], p) for p in data]
+            for j, (model, p) in enumerate(zip(roster, data)):
+                if type(model).__name__ != "Participant":
+                    problems.append(f"$.value[{i}].resourceData[{j}]: the SDK made a {type(model).__name__}")
+                problems += lost(model, p, f"$.value[{i}].resourceData[{j}]")
+            models.append(roster)
+            continue
         model = parse(ENTITY[version], data)
         if type(model).__name__ not in ("Call", "CommsOperation"):
             problems.append(f"$.value[{i}].resourceData: the SDK made a {type(model).__name__}")

@@ -17,7 +17,9 @@ start_switchboard() {
   "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" "$@" >"$WORK/server.out" 2>"$WORK/server.err" &
   SERVER_PID=$!
   BASE=""
-  for _ in $(seq 100); do
+  # Up to 60 s while the process is alive: a loaded machine can be slow to start it.
+  local deadline=$((SECONDS + 60))
+  while [ "$SECONDS" -lt "$deadline" ]; do
     BASE="$(head -1 "$WORK/server.out" 2>/dev/null | sed -n 's/^Switchboard .* listening on \(http[^ ]*\).*/\1/p')"
     [ -n "$BASE" ] && return 0
     kill -0 "$SERVER_PID" 2>/dev/null || return 0

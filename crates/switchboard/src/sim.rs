@@ -204,7 +204,16 @@ impl Sim {
     }
 
     /// The far end of a bot's call hangs up. Returns false if the call has no remote leg.
+    /// In a group call the bot is in, every member hangs up.
     pub fn hang_up_remote(&self, call_id: &str) -> bool {
+        let members: Vec<String> =
+            self.world().groups.get(call_id).filter(|g| g.bot).map(|g| g.members.values().cloned().collect()).unwrap_or_default();
+        if !members.is_empty() {
+            for leg in members {
+                self.hang_up_leg(&leg);
+            }
+            return true;
+        }
         let removed = {
             let mut w = self.world();
             match w.by_call.remove(call_id) {

@@ -175,13 +175,18 @@ async fn the_bot_leaving_a_group_call_leaves_the_others_talking() {
     bot.expect_silence(Duration::from_millis(300)).await;
 }
 
+/// A server whose ring timeout and transfer deadline no test step reaches by accident.
+async fn patient_server(bot: &Bot) -> Server {
+    Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: long_ring_timeout() }).await
+}
+
 /// The seed pages' tenant, where today's example 5 names Alex.
 const SEED_TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 
 #[tokio::test]
 async fn example_5_transfer_from_a_group_call() {
     let mut bot = Bot::start().await;
-    let server = crate::seeds::seed_server(&bot).await;
+    let server = crate::seeds::seed_server_with(&bot, long_ring_timeout()).await;
     let token = server.token(DEMO_BOT, SEED_TENANT).await;
     server.sim(Method::PUT, &format!("/parties/{SILENT_SAM}/behaviour"), Some(json!({"kind": "answer", "after_ms": 100}))).await;
     let id = joined(&server, &mut bot, &token, &[ALEX, SILENT_SAM]).await;
@@ -234,7 +239,7 @@ async fn example_5_transfer_from_a_group_call() {
 #[tokio::test]
 async fn group_transfer_refusals_and_failures_are_precise() {
     let mut bot = Bot::start().await;
-    let server = Server::start(&bot).await;
+    let server = patient_server(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     let id = joined(&server, &mut bot, &token, &[ALEX, HEIDI]).await;
     let alex = participant_of(&server, &token, &id, ALEX).await;
@@ -303,7 +308,7 @@ async fn group_transfer_refusals_and_failures_are_precise() {
 #[tokio::test]
 async fn a_consultative_transfer_from_a_group_call_hands_the_transferee_to_the_consultation_call() {
     let mut bot = Bot::start().await;
-    let server = Server::start(&bot).await;
+    let server = patient_server(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     server.sim(Method::PUT, &format!("/parties/{SILENT_SAM}/behaviour"), Some(json!({"kind": "answer", "after_ms": 100}))).await;
     let id = joined(&server, &mut bot, &token, &[ALEX, SILENT_SAM]).await;
@@ -341,5 +346,9 @@ async fn a_group_call_survives_kill_9() {
     assert_eq!(legs(&server).await, [group(HEIDI), group(ALEX)]);
     assert_eq!(server.sim(Method::DELETE, &format!("/legs/{}", leg_of(&server, HEIDI).await), None).await.0, 204);
     assert_eq!(roster(&bot.next().await.1, &id), s(&[DEMO_BOT, ALEX]));
+    // The sim's "far end hangs up" is every member of a group call.
+    assert_eq!(server.sim(Method::POST, &format!("/calls/{id}/hangup"), None).await.0, 204);
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 5002, "All other participants left the group call."));
     bot.expect_silence(Duration::from_millis(300)).await;
+    assert_eq!(legs(&server).await, []);
 }

@@ -31,9 +31,16 @@ pub const DECLINING_DANA: &str = "eeeeeeee-0000-4000-8000-000000000603";
 pub const SILENT_SAM: &str = "eeeeeeee-0000-4000-8000-000000000408";
 pub const FIONA: &str = "ffffffff-0000-4000-8000-000000000001";
 pub const ADMIN_KEY: &str = "switchboard-demo-admin";
-/// The ring timeout the test servers run with.
-/// Long enough that a loaded CI machine does not hit it by accident in the race tests.
+/// The ring timeout (and transfer deadline) the test servers run with, short enough for the tests of
+/// that timeout to wait for it. A test that must act before a deadline it does not test runs with
+/// [`long_ring_timeout`] instead: on a loaded 2-core CI machine, 3 s is not a safe margin.
 pub const RING_TIMEOUT_MS: u64 = 3000;
+
+/// `serve` flags for a ring (and transfer) timeout no test reaches by accident, for tests that must act
+/// before the deadline but do not test it. Deadlines survive a restart, so kill tests need it too.
+pub fn long_ring_timeout() -> Vec<String> {
+    vec!["--ring-timeout-ms".to_owned(), "20000".to_owned()]
+}
 
 /// One webhook POST as the bot received it.
 #[derive(Debug, Clone)]
@@ -309,6 +316,23 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("no metric line {line:?} in {page}");
+    }
+
+    /// Waits (up to 5 s) until the counter `name` on /metrics is at least `at_least`; returns its value.
+    pub async fn wait_counter(&self, name: &str, at_least: u64) -> u64 {
+        let mut page = String::new();
+        for _ in 0..100 {
+            page = self.metrics().await;
+            let value = page
+                .lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+                .and_then(|n| n.trim().parse::<u64>().ok());
+            if let Some(n) = value.filter(|n| *n >= at_least) {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("counter {name} never reached {at_least}: {page}");
     }
 
     pub async fn metrics(&self) -> String {

@@ -54,22 +54,44 @@ async fn undeliverable_notifications_are_kept_visible_and_can_be_retried() {
     let server =
         Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--retry-max-attempts".into(), "2".into()] }).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
+    // An incoming call whose `created` is answered 500 twice, and so given up on. The call's later
+    // notifications go to another URL (its callback), so they never share a POST with it: whenever
+    // the bot answers, the two 500s are spent on `created` alone.
     bot.fail_next(&[500, 500]);
-    let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("d"), HEIDI))).await;
-    let id = call["id"].as_str().unwrap().to_owned();
-    // The establishing notification is given up on after two attempts; established still arrives.
+    let id = server.inbound(ALEX, DEMO_BOT).await;
+    // Answer once the first attempt failed: `establishing` and `established` are (usually) queued
+    // behind `created` while it is retried, and still arrive after it is given up on.
+    server.wait_metric("switchboard_notifications_retried_total 1").await;
+    let (status, _) = server
+        .graph(
+            Method::POST,
+            &format!("/v1.0/communications/calls/{id}/answer"),
+            &token,
+            Some(crate::lifecycle::answer_body(&bot.callback("d"))),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
     assert_eq!(redact(bot.next().await.1, &id), established_note());
+    let paths: Vec<&str> = bot.posts.iter().map(|p| p.path.as_str()).collect();
+    assert!(paths.iter().all(|p| *p == "/callback/d"), "`created` must not have been delivered: {paths:?}");
+    server.wait_metric("switchboard_notifications_failed_total 1").await;
     let (status, failed) = server.sim(Method::GET, "/outbox?status=failed", None).await;
     assert_eq!(status, 200);
     let rows = failed["value"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{failed}");
     assert_eq!(rows[0]["attempts"], 2);
     assert_eq!(rows[0]["lastError"], "the callback answered 500 Internal Server Error");
-    assert_eq!(redact(rows[0]["notification"].clone(), &id), state_note("updated", "establishing"));
-    server.wait_metric("switchboard_notifications_failed_total 1").await;
+    let created = rows[0]["notification"].clone();
+    assert_eq!(created["changeType"], "created", "{created}");
+    assert_eq!(created["resourceData"]["id"], id.as_str(), "{created}");
+    assert_eq!(created["resourceData"]["state"], "incoming", "{created}");
     let (status, body) = server.sim(Method::POST, "/outbox/retry", None).await;
     assert_eq!((status, body), (200, json!({"requeued": 1})));
-    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    // The retry delivers exactly the notification that had failed, to the bot's calling webhook.
+    let (post, item) = bot.next().await;
+    assert_eq!(post.path, "/api/calls");
+    assert_eq!(item, created);
     let (_, failed) = server.sim(Method::GET, "/outbox?status=failed", None).await;
     assert_eq!(failed["value"], json!([]));
     bot.expect_silence(Duration::from_millis(300)).await;

@@ -15,10 +15,13 @@ async fn kill_9_loses_no_call_and_no_notification() {
     let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("a"), HEIDI))).await;
     let established = call["id"].as_str().unwrap().to_owned();
     bot.take(2).await;
+    // Its deliveries recorded, so that the failures below are spent on the incoming call alone.
+    server.settled().await;
     // An incoming call whose notifications cannot be delivered yet: the bot is failing.
     bot.fail_next(&[503; 50]);
     let incoming = server.inbound(ALEX, DEMO_BOT).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed once its `created` is owed and a delivery of it has failed.
+    server.wait_counter("switchboard_notifications_retried_total", 1).await;
     server.kill9();
     bot.clear_failures();
     server.restart().await;
@@ -57,9 +60,13 @@ async fn kill_9_loses_no_call_and_no_notification() {
 #[tokio::test]
 async fn a_ringing_call_keeps_ringing_across_a_restart() {
     let mut bot = Bot::start().await;
-    let mut server = Server::start(&bot).await;
+    // The ring timeout survives the restart: kill, start, recovery and Alex's answer must all fit in it.
+    let mut server = Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: long_ring_timeout() }).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
-    server.sim(Method::PUT, &format!("/parties/{ALEX}/behaviour"), Some(serde_json::json!({"kind": "answer", "after_ms": 1000}))).await;
+    // Before the restart Alex would answer only after 10 s, so the call is still ringing at the kill
+    // (run-time overrides are not kept across a restart).
+    let slow = serde_json::json!({"kind": "answer", "after_ms": 10_000});
+    assert_eq!(server.sim(Method::PUT, &format!("/parties/{ALEX}/behaviour"), Some(slow)).await.0, 200);
     let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("r"), ALEX))).await;
     let id = call["id"].as_str().unwrap().to_owned();
     assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));

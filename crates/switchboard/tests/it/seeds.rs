@@ -87,8 +87,8 @@ fn examples(page: &str) -> Vec<Example> {
 }
 
 /// The demo directory with the seed pages' tenant in place of Contoso's, and both bots' webhooks at
-/// the test bot.
-pub async fn seed_server(bot: &Bot) -> Server {
+/// the test bot; `extra` are more `serve` flags.
+pub async fn seed_server_with(bot: &Bot, extra: Vec<String>) -> Server {
     let toml = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/switchboard.example.toml"))
         .expect("docs/switchboard.example.toml");
     let toml = toml
@@ -97,7 +97,9 @@ pub async fn seed_server(bot: &Bot) -> Server {
         .replace("http://127.0.0.1:3980/api/calls", &bot.webhook());
     let path = std::env::temp_dir().join(format!("switchboard-seeds-{}.toml", uuid::Uuid::new_v4()));
     std::fs::write(&path, toml).expect("write config");
-    let server = Server::start_with(Options { demo_webhook: None, extra: vec!["--config".into(), path.display().to_string()] }).await;
+    let mut args = vec!["--config".into(), path.display().to_string()];
+    args.extend(extra);
+    let server = Server::start_with(Options { demo_webhook: None, extra: args }).await;
     let _ = std::fs::remove_file(&path);
     server
 }
@@ -212,7 +214,9 @@ async fn check(page: &str, number: usize) {
     let all = examples(page);
     let ex = all.get(number - 1).unwrap_or_else(|| panic!("{page} has no example {number}: {all:#?}"));
     let mut bot = Bot::start().await;
-    let server = seed_server(&bot).await;
+    // The consultative failure needs the transfer still in progress when the transferee acts, 5 s
+    // after it started: the transfer deadline (the ring timeout) must be well beyond that.
+    let server = seed_server_with(&bot, long_ring_timeout()).await;
     let legacy = ex.notes.iter().any(|(_, n)| n.get("resource").is_some());
     // Answer, get and the rest on the page's own version and path: ".../calls/{id}/transfer" → ".../calls".
     let prefix = ex.path.find("/calls/").map(|at| ex.path[..at + "/calls".len()].to_owned()).expect("a calls path");
@@ -280,7 +284,8 @@ async fn check(page: &str, number: usize) {
         }
         Some(b) => {
             answered_as(&server, &mut bot, &token, &prefix, &target_key, bot_address, b).await;
-            let slow = json!({"kind": "answer", "after_ms": 0, "transfer_delay_ms": 1000});
+            // The consultation call must end before the transferee acts on the transfer, whatever the load.
+            let slow = json!({"kind": "answer", "after_ms": 0, "transfer_delay_ms": 5000});
             assert_eq!(server.sim(Method::PUT, &format!("/parties/{ALEX}/behaviour"), Some(slow)).await.0, 200);
         }
     }

@@ -29,6 +29,12 @@ async fn placed(server: &Server, bot: &mut Bot, token: &str, body: Value) -> Str
     id
 }
 
+/// A server whose transfer deadline (its ring timeout) is far off, for tests that must act while a
+/// transfer is in progress but do not test its deadline.
+async fn patient_server(bot: &Bot) -> Server {
+    Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: long_ring_timeout() }).await
+}
+
 async fn transfer(server: &Server, token: &str, id: &str, body: Value) -> (u16, Value) {
     server.graph(Method::POST, &format!("/v1.0/communications/calls/{id}/transfer"), token, Some(body)).await
 }
@@ -214,13 +220,14 @@ async fn blind_failures_return_to_established_and_the_call_can_be_transferred_ag
 #[tokio::test]
 async fn consultative_failure_when_the_consultation_call_ends_first() {
     let mut bot = Bot::start().await;
-    let server = Server::start(&bot).await;
+    // The transfer must still be in progress when the consultation call ends, whatever the load.
+    let server = patient_server(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     let a = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
     let consult = call_to_user(&bot.callback("consult"), HEIDI);
     let b = placed(&server, &mut bot, &token, consult).await;
-    // Alex, the transferee, takes two seconds to act on the transfer: time for the race.
-    let slow = json!({"kind": "answer", "after_ms": 200, "transfer_delay_ms": 2000});
+    // Alex, the transferee, takes five seconds to act on the transfer: time for the race.
+    let slow = json!({"kind": "answer", "after_ms": 200, "transfer_delay_ms": 5000});
     assert_eq!(server.sim(Method::PUT, &format!("/parties/{ALEX}/behaviour"), Some(slow)).await.0, 200);
     let body = json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}, "replacesCallId": b}});
     assert_eq!(transfer(&server, &token, &a, body).await.0, 202);
@@ -240,13 +247,16 @@ async fn consultative_failure_when_the_consultation_call_ends_first() {
 #[tokio::test]
 async fn transfer_refusals_are_precise() {
     let mut bot = Bot::start().await;
-    let server = Server::start(&bot).await;
+    // The transfer at the end must still be in progress when the second one is asked for.
+    let server = patient_server(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     let id = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
     let ringing = server.inbound(HEIDI, DEMO_BOT).await;
     bot.next().await;
-    let (_, other) =
-        server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("sam"), SILENT_SAM))).await;
+    // Rings for as long as Graph allows: the cases below need it still establishing.
+    let mut to_sam = call_to_user(&bot.callback("sam"), SILENT_SAM);
+    to_sam["ringingTimeoutInSeconds"] = json!(115);
+    let (_, other) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(to_sam)).await;
     let establishing = other["id"].as_str().unwrap().to_owned();
     bot.next().await;
     let legacy = server.token(LEGACY_BOT, CONTOSO).await;
@@ -384,7 +394,8 @@ async fn lenient_input_forms_are_accepted() {
 #[tokio::test]
 async fn races_end_in_exactly_one_outcome() {
     let mut bot = Bot::start().await;
-    let server = Server::start(&bot).await;
+    // Each hang-up must come while the target still rings: the transfer deadline is far off.
+    let server = patient_server(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     let to_sam = json!({"transferTarget": {"identity": {"user": {"id": SILENT_SAM}}}});
 
@@ -411,18 +422,31 @@ async fn races_end_in_exactly_one_outcome() {
     assert_eq!(transfer(&server, &token, &id, json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}}})).await.0, 202);
     expect_transferred(&mut bot, &id, completed_blind()).await;
 
-    // Nothing after any call's `deleted`, and no leg left behind (the ring timeout has passed).
-    bot.expect_silence(Duration::from_millis(RING_TIMEOUT_MS + 500)).await;
-    let (_, world) = server.sim(Method::GET, "/world", None).await;
+    // No leg left behind: the hang-ups cancelled the ringing target, whose deadline is still far off
+    // (only Heidi's hang-up, scheduled when she answered, may still be on its way).
+    let mut world = Value::Null;
+    for _ in 0..50 {
+        world = server.sim(Method::GET, "/world", None).await.1;
+        if world["legs"] == json!([]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(world["legs"], json!([]), "{world}");
+    // And nothing after any call's `deleted`.
+    bot.expect_silence(Duration::from_millis(500)).await;
 }
 
 #[tokio::test]
 async fn a_transfer_survives_kill_9() {
     let mut bot = Bot::start().await;
-    let mut server = Server::start(&bot).await;
+    // The transfer's deadline survives the restart: kill, start, recovery and Heidi's answer must fit in it.
+    let mut server = patient_server(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
-    server.sim(Method::PUT, &format!("/parties/{HEIDI}/behaviour"), Some(json!({"kind": "answer", "after_ms": 1000}))).await;
+    // Before the restart Heidi would answer only after 10 s, so the target still rings at the kill
+    // (run-time overrides are not kept across a restart).
+    let slow = json!({"kind": "answer", "after_ms": 10_000});
+    assert_eq!(server.sim(Method::PUT, &format!("/parties/{HEIDI}/behaviour"), Some(slow)).await.0, 200);
     let id = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
     assert_eq!(transfer(&server, &token, &id, json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}}})).await.0, 202);
     assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
@@ -483,8 +507,10 @@ async fn peer_participant(server: &Server, token: &str, call: &str) -> String {
 async fn a_bot_as_target_gets_an_ordinary_incoming_call_that_names_the_transferor() {
     let mut bot = Bot::start().await;
     let mut target = Bot::start().await;
-    let server =
-        Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--legacy-webhook".into(), target.webhook()] }).await;
+    // The target bot answers or rejects while the transfer is in progress: its deadline is far off.
+    let mut extra = vec!["--legacy-webhook".into(), target.webhook()];
+    extra.extend(long_ring_timeout());
+    let server = Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra }).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     let legacy = server.token(LEGACY_BOT, CONTOSO).await;
 
@@ -521,12 +547,30 @@ async fn a_bot_as_target_gets_an_ordinary_incoming_call_that_names_the_transfero
     assert_eq!(transfer(&server, &token, &b, body).await.0, 202);
     assert_eq!(redact(bot.next().await.1, &b), state_note("updated", "transferring"));
     let reception = transferor("applicationInstance", RECEPTION, "Contoso Reception", Some(CONTOSO));
-    let (c, data) = offered(&mut target, HEIDI, reception.clone(), &heidi).await;
+    let (c, data) = offered(&mut target, HEIDI, reception, &heidi).await;
     assert_eq!(data["targets"][0]["identity"]["applicationInstance"]["id"], "dddddddd-0000-4000-8000-000000000007");
     let (status, _) = server.graph(Method::POST, &format!("/beta/app/calls/{c}/reject"), &legacy, Some(json!({"reason": "busy"}))).await;
     assert_eq!(status, 202);
     assert_eq!(target.next().await.1["resourceData"]["state"], "terminated");
     assert_eq!(redact(bot.next().await.1, &b), failed(7000, "blind", "the transfer target is busy", None));
+    let (_, call) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{b}"), &token, None).await;
+    assert_eq!(call["state"], "established");
+    bot.expect_silence(Duration::from_millis(300)).await;
+    target.expect_silence(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn a_target_bot_that_never_answers_times_the_transfer_out() {
+    let mut bot = Bot::start().await;
+    let mut target = Bot::start().await;
+    // The deadline is what this tests: the usual 3 s ring timeout.
+    let server =
+        Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--legacy-webhook".into(), target.webhook()] }).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    // Heidi called the Reception instance.
+    let b = answered(&server, &mut bot, &token, HEIDI, RECEPTION).await;
+    let heidi = peer_participant(&server, &token, &b).await;
+    let reception = transferor("applicationInstance", RECEPTION, "Contoso Reception", Some(CONTOSO));
 
     // The target bot never answers: the transfer times out, and the call offered to it ends too.
     let body = json!({"transferTarget": {"identity": {"application": {"id": LEGACY_BOT}}}});
@@ -550,7 +594,8 @@ async fn a_transfer_to_a_bot_survives_kill_9() {
     let mut bot = Bot::start().await;
     let mut target = Bot::start().await;
     // The transfer's deadline survives the restart; a loaded machine must not reach it by accident.
-    let extra = vec!["--legacy-webhook".into(), target.webhook(), "--ring-timeout-ms".into(), "20000".into()];
+    let mut extra = vec!["--legacy-webhook".into(), target.webhook()];
+    extra.extend(long_ring_timeout());
     let mut server = Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra }).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     let a = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
