@@ -490,10 +490,10 @@ async fn create_call(state: &AppState, caller: &Caller, version: Version, header
             }
             _ => {}
         }
-        if let Some(j) = parties.iter().position(|q| *q == party) {
-            return Err(err(format!("{p}.identity"), format!("names the same party as {tpath}[{j}]")).into());
+        // A party named twice is invited once.
+        if !parties.contains(&party) {
+            parties.push(party);
         }
-        parties.push(party);
     }
     let members: Vec<(String, Party)> = if parties.len() > 1 {
         caller.require("Calls.InitiateGroupCall.All", "placing a group call")?;

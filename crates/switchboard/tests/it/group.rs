@@ -111,7 +111,8 @@ async fn a_group_call_rings_every_target_and_sends_the_roster_as_they_join() {
     let mut bot = Bot::start().await;
     let server = Server::start(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
-    let (id, call) = group_call(&server, &bot, &token, &[ALEX, HEIDI, BUSY_BOB]).await;
+    // A party named twice is invited once.
+    let (id, call) = group_call(&server, &bot, &token, &[ALEX, HEIDI, ALEX, BUSY_BOB]).await;
     let targets: Vec<&str> = call["targets"].as_array().unwrap().iter().map(|t| t["identity"]["user"]["id"].as_str().unwrap()).collect();
     assert_eq!(targets, [ALEX, HEIDI, BUSY_BOB]);
     assert_eq!(call["state"], "establishing");
