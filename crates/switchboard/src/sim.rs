@@ -1,9 +1,9 @@
 //! The simulated telephony network: a world of legs, each a party with a scripted behaviour.
 //!
 //! Every peer-to-peer bot call has one remote leg (the party at the far end); a group call has a leg
-//! per member, each connected to the group, which lives on without the bot while two members remain. The sim plays that party's behaviour
-//! (answer after N ms, busy, decline, never answer, hang up N ms after answering) and reports what
-//! happens to the engine as network events. A redirected caller gets connected straight to the
+//! per member, each connected to the group, which lives on without the bot while two members remain.
+//! The sim plays each party's behaviour (answer after N ms, busy, decline, never answer, hang up N ms
+//! after answering) and reports what happens to the engine as network events. A redirected caller gets connected straight to the
 //! redirect target, party to party, without a bot. The world is rebuilt from the live calls after a
 //! restart.
 
