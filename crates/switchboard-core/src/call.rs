@@ -577,13 +577,7 @@ impl Call {
             Input::Net(NetEvent::Connected) => {
                 if self.state == Establishing {
                     self.setup_deadline = None;
-                    self.state = Established;
-                    self.media_state = MediaState::Active;
-                    let mut n = self.notify(ChangeType::Updated);
-                    if let Effect::Notify(n) = &mut n {
-                        n.media_state = Some(MediaState::Active);
-                    }
-                    fx.push(n);
+                    self.establish(&mut fx);
                 }
             }
             Input::Net(NetEvent::Failed(failure)) => {
@@ -666,13 +660,7 @@ impl Call {
                 };
                 member.joined = true;
                 if self.state == Establishing {
-                    self.state = Established;
-                    self.media_state = MediaState::Active;
-                    let mut n = self.notify(ChangeType::Updated);
-                    if let Effect::Notify(n) = &mut n {
-                        n.media_state = Some(MediaState::Active);
-                    }
-                    fx.push(n);
+                    self.establish(&mut fx);
                 }
                 if self.members.iter().all(|m| m.joined) {
                     self.setup_deadline = None;
@@ -757,6 +745,16 @@ impl Call {
         match self.direction {
             Direction::Incoming => &self.target,
             Direction::Outgoing => &self.source,
+        }
+    }
+
+    /// `established`, with media flowing: the remote party answered (or a group call's first member).
+    fn establish(&mut self, fx: &mut Vec<Effect>) {
+        self.state = CallState::Established;
+        self.media_state = MediaState::Active;
+        if let Effect::Notify(mut n) = self.notify(ChangeType::Updated) {
+            n.media_state = Some(MediaState::Active);
+            fx.push(Effect::Notify(n));
         }
     }
 

@@ -204,7 +204,9 @@ impl Engine {
         let app = self.config.directory.app(&call.app_id);
         let beta_2018 = app.is_some_and(|a| a.notification_format == NotificationFormat::Beta2018);
         let callback = call.callback_uri.clone().or_else(|| app.and_then(|a| a.calling_webhook.clone()));
-        let me = self.config.directory.bot_party(&call.app_id, call.application_instance.as_deref());
+        // The bot's own participant, only for roster updates.
+        let roster = effects.iter().any(|e| matches!(e, Effect::Notify(n) if n.roster));
+        let me = roster.then(|| self.config.directory.bot_party(&call.app_id, call.application_instance.as_deref())).flatten();
         let mut out = Vec::new();
         for e in effects {
             let Effect::Notify(n) = e else { continue };

@@ -176,11 +176,6 @@ async fn the_bot_leaving_a_group_call_leaves_the_others_talking() {
     bot.expect_silence(Duration::from_millis(300)).await;
 }
 
-/// A server whose ring timeout and transfer deadline no test step reaches by accident.
-async fn patient_server(bot: &Bot) -> Server {
-    Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: long_ring_timeout() }).await
-}
-
 /// The seed pages' tenant, where today's example 5 names Alex.
 const SEED_TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 

@@ -42,6 +42,12 @@ pub fn long_ring_timeout() -> Vec<String> {
     vec!["--ring-timeout-ms".to_owned(), "20000".to_owned()]
 }
 
+/// A server whose ring timeout (and transfer deadline) is far off, for tests that must act while a
+/// call rings or a transfer is in progress but do not test that deadline.
+pub async fn patient_server(bot: &Bot) -> Server {
+    Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: long_ring_timeout() }).await
+}
+
 /// One webhook POST as the bot received it.
 #[derive(Debug, Clone)]
 pub struct Received {

@@ -29,12 +29,6 @@ async fn placed(server: &Server, bot: &mut Bot, token: &str, body: Value) -> Str
     id
 }
 
-/// A server whose transfer deadline (its ring timeout) is far off, for tests that must act while a
-/// transfer is in progress but do not test its deadline.
-async fn patient_server(bot: &Bot) -> Server {
-    Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: long_ring_timeout() }).await
-}
-
 async fn transfer(server: &Server, token: &str, id: &str, body: Value) -> (u16, Value) {
     server.graph(Method::POST, &format!("/v1.0/communications/calls/{id}/transfer"), token, Some(body)).await
 }
