@@ -4,7 +4,11 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+pub use switchboard_engine::directory::{
+    AppInstance, Application, Directory, NotificationFormat, PstnNumber, Tenant, User, is_e164, is_guid,
+};
+pub use switchboard_sim::{Behaviour, Behaviours, MAX_BEHAVIOUR_MS};
 
 pub const KNOWN_ROLES: &[&str] = &[
     "Calls.Initiate.All",
@@ -13,9 +17,6 @@ pub const KNOWN_ROLES: &[&str] = &[
     "Calls.JoinGroupCallAsGuest.All",
     "Calls.AccessMedia.All",
 ];
-
-/// The longest delay a behaviour may script (an hour).
-pub const MAX_BEHAVIOUR_MS: u64 = 3_600_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -56,213 +57,10 @@ pub struct NotificationSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimSettings {
     pub admin_key: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Directory {
-    pub tenants: Vec<Tenant>,
-    pub applications: Vec<Application>,
-    pub users: Vec<User>,
-    pub numbers: Vec<PstnNumber>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tenant {
-    pub id: String,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Application {
-    pub client_id: String,
-    pub name: String,
-    pub secret: String,
-    pub tenants: Vec<String>,
-    #[serde(default)]
-    pub roles: Vec<String>,
-    pub calling_webhook: Option<String>,
-    #[serde(default)]
-    pub notification_format: NotificationFormat,
-    #[serde(default)]
-    pub instances: Vec<AppInstance>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum NotificationFormat {
-    #[default]
-    #[serde(rename = "graph")]
-    Graph,
-    #[serde(rename = "beta-2018")]
-    Beta2018,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AppInstance {
-    pub id: String,
-    pub display_name: String,
-    pub tenant_id: String,
-    pub phone: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct User {
-    pub id: String,
-    pub display_name: String,
-    pub tenant_id: String,
-    #[serde(default)]
-    pub behaviour: Behaviour,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PstnNumber {
-    pub number: String,
-    #[serde(default)]
-    pub behaviour: Behaviour,
-}
-
-/// How a simulated party acts when called. Read through [`BehaviourFields`], so that every kind refuses
-/// fields it does not take (serde's `deny_unknown_fields` ignores them on unit variants).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Behaviour {
-    Answer {
-        #[serde(default = "default_after_ms")]
-        after_ms: u64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        hang_up_after_ms: Option<u64>,
-        /// As a transferee: how long the party takes to act on a consultative transfer (default 100 ms).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        transfer_delay_ms: Option<u64>,
-    },
-    Busy,
-    Decline,
-    NoAnswer,
-}
-
-fn default_after_ms() -> u64 {
-    200
-}
-
-/// A behaviour as written (TOML or JSON): the kind and every field any kind takes. `null` stands for
-/// the default; a field that is present, even as `null`, is refused on a kind that does not take it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BehaviourFields {
-    kind: BehaviourKind,
-    #[serde(default, deserialize_with = "present")]
-    after_ms: Option<Option<Millis>>,
-    #[serde(default, deserialize_with = "present")]
-    hang_up_after_ms: Option<Option<Millis>>,
-    #[serde(default, deserialize_with = "present")]
-    transfer_delay_ms: Option<Option<Millis>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum BehaviourKind {
-    Answer,
-    Busy,
-    Decline,
-    NoAnswer,
-}
-
-/// Tells a field given as `null` (`Some(None)`) from a missing one (`None`, through `default`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Millis>>, D::Error> {
-    Option::<Millis>::deserialize(d).map(Some)
-}
-
-impl BehaviourFields {
-    fn into_behaviour(self) -> Result<Behaviour, String> {
-        let ms = |f: Option<Option<Millis>>| f.flatten().map(|m| m.0);
-        let answer_fields =
-            [("after_ms", &self.after_ms), ("hang_up_after_ms", &self.hang_up_after_ms), ("transfer_delay_ms", &self.transfer_delay_ms)];
-        let (kind, given) = match self.kind {
-            BehaviourKind::Answer => {
-                return Ok(Behaviour::Answer {
-                    after_ms: ms(self.after_ms).unwrap_or_else(default_after_ms),
-                    hang_up_after_ms: ms(self.hang_up_after_ms),
-                    transfer_delay_ms: ms(self.transfer_delay_ms),
-                });
-            }
-            BehaviourKind::Busy => ("busy", Behaviour::Busy),
-            BehaviourKind::Decline => ("decline", Behaviour::Decline),
-            BehaviourKind::NoAnswer => ("no-answer", Behaviour::NoAnswer),
-        };
-        match answer_fields.iter().find(|(_, v)| v.is_some()) {
-            Some((name, _)) => Err(format!("unknown field `{name}`: a '{kind}' behaviour takes no field but `kind`")),
-            None => Ok(given),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Behaviour {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        BehaviourFields::deserialize(d)?.into_behaviour().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Milliseconds: a non-negative integer, also written as a whole float (`200.0`), as JSON Schema allows.
-struct Millis(u64);
-
-impl<'de> Deserialize<'de> for Millis {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(MillisVisitor)
-    }
-}
-
-struct MillisVisitor;
-
-impl serde::de::Visitor<'_> for MillisVisitor {
-    type Value = Millis;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a non-negative whole number of milliseconds")
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Millis, E> {
-        Ok(Millis(v))
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Millis, E> {
-        u64::try_from(v).map(Millis).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Millis, E> {
-        // Anything above the largest allowed delay is refused by `validate`, so saturating is safe.
-        if v.is_finite() && v >= 0.0 && v.fract() == 0.0 {
-            Ok(Millis(v as u64))
-        } else {
-            Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
-        }
-    }
-}
-
-impl Default for Behaviour {
-    fn default() -> Self {
-        Behaviour::Answer { after_ms: default_after_ms(), hang_up_after_ms: None, transfer_delay_ms: None }
-    }
-}
-
-impl Behaviour {
-    pub fn validate(&self) -> Result<(), String> {
-        if let Behaviour::Answer { after_ms, hang_up_after_ms, transfer_delay_ms } = self {
-            if let Some(d) = transfer_delay_ms.filter(|d| *d > MAX_BEHAVIOUR_MS) {
-                return Err(format!("transfer_delay_ms is {d}, at most {MAX_BEHAVIOUR_MS} is allowed"));
-            }
-            if *after_ms > MAX_BEHAVIOUR_MS {
-                return Err(format!("after_ms is {after_ms}, at most {MAX_BEHAVIOUR_MS} is allowed"));
-            }
-            if let Some(h) = hang_up_after_ms.filter(|h| *h > MAX_BEHAVIOUR_MS) {
-                return Err(format!("hang_up_after_ms is {h}, at most {MAX_BEHAVIOUR_MS} is allowed"));
-            }
-        }
-        Ok(())
-    }
+    /// Time stands still until `POST /sim/v1/clock` moves it (`serve --virtual-clock`).
+    pub virtual_clock: bool,
+    /// How each user and number of the directory acts when called.
+    pub behaviours: Behaviours,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -297,9 +95,28 @@ struct FileConfig {
     #[serde(default)]
     applications: Vec<Application>,
     #[serde(default)]
-    users: Vec<User>,
+    users: Vec<FileUser>,
     #[serde(default)]
-    numbers: Vec<PstnNumber>,
+    numbers: Vec<FileNumber>,
+}
+
+/// A user as written: the directory's fields and the sim's behaviour.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUser {
+    id: String,
+    display_name: String,
+    tenant_id: String,
+    #[serde(default)]
+    behaviour: Behaviour,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNumber {
+    number: String,
+    #[serde(default)]
+    behaviour: Behaviour,
 }
 
 impl Default for CallSettings {
@@ -324,6 +141,8 @@ impl Default for NotificationSettings {
 #[serde(deny_unknown_fields)]
 struct FileSim {
     admin_key: Option<String>,
+    #[serde(default)]
+    virtual_clock: bool,
 }
 
 /// Turns a byte offset into a 1-based "line L, column C" (column counted in characters).
@@ -344,7 +163,7 @@ impl Config {
             tls: None,
             calls: CallSettings { ring_timeout_ms: 60_000, allow_http_loopback_callbacks: true },
             notifications: NotificationSettings::default(),
-            sim: SimSettings { admin_key: "switchboard-demo-admin".to_string() },
+            sim: SimSettings { admin_key: "switchboard-demo-admin".to_string(), virtual_clock: false, behaviours: demo_behaviours() },
             directory: demo_directory(),
         }
     }
@@ -360,10 +179,24 @@ impl Config {
             let field = e.span().map_or_else(|| "(toml)".to_string(), |s| line_col(src, s.start));
             fail(file, field, e.message().trim().to_string())
         })?;
+        let virtual_clock = raw.sim.as_ref().is_some_and(|s| s.virtual_clock);
         let admin_key = raw
             .sim
             .and_then(|s| s.admin_key)
             .ok_or_else(|| fail(file, "sim.admin_key", "missing; a [sim] section with admin_key is required"))?;
+        let mut behaviours = Behaviours::default();
+        let mut users = Vec::with_capacity(raw.users.len());
+        for (i, u) in raw.users.into_iter().enumerate() {
+            u.behaviour.validate().map_err(|p| fail(file, format!("users[{i}].behaviour"), p))?;
+            behaviours.insert(&u.id, u.behaviour);
+            users.push(User { id: u.id, display_name: u.display_name, tenant_id: u.tenant_id });
+        }
+        let mut numbers = Vec::with_capacity(raw.numbers.len());
+        for (i, n) in raw.numbers.into_iter().enumerate() {
+            n.behaviour.validate().map_err(|p| fail(file, format!("numbers[{i}].behaviour"), p))?;
+            behaviours.insert(&n.number, n.behaviour);
+            numbers.push(PstnNumber { number: n.number });
+        }
         let cfg = Config {
             listen: raw.listen.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))),
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./switchboard-data")),
@@ -371,8 +204,8 @@ impl Config {
             tls: raw.tls,
             calls: raw.calls,
             notifications: raw.notifications,
-            sim: SimSettings { admin_key },
-            directory: Directory { tenants: raw.tenants, applications: raw.applications, users: raw.users, numbers: raw.numbers },
+            sim: SimSettings { admin_key, virtual_clock, behaviours },
+            directory: Directory { tenants: raw.tenants, applications: raw.applications, users, numbers },
         };
         cfg.validate(file)?;
         Ok(cfg)
@@ -510,7 +343,6 @@ impl Config {
             claim(&mut ids, format!("{f}.id"), &u.id)?;
             non_empty(format!("{f}.display_name"), &u.display_name)?;
             known_tenant(format!("{f}.tenant_id"), &u.tenant_id)?;
-            u.behaviour.validate().map_err(|p| err(format!("{f}.behaviour"), p))?;
         }
         for (i, n) in d.numbers.iter().enumerate() {
             let f = format!("numbers[{i}]");
@@ -518,7 +350,6 @@ impl Config {
                 return Err(err(format!("{f}.number"), format!("'{}' is not an E.164 number (like +14255550100)", n.number)));
             }
             claim(&mut phones, format!("{f}.number"), &n.number)?;
-            n.behaviour.validate().map_err(|p| err(format!("{f}.behaviour"), p))?;
         }
         Ok(())
     }
@@ -555,69 +386,6 @@ fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl Directory {
-    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
-        self.tenants.iter().find(|t| t.id.eq_ignore_ascii_case(id))
-    }
-    pub fn app(&self, client_id: &str) -> Option<&Application> {
-        self.applications.iter().find(|a| a.client_id.eq_ignore_ascii_case(client_id))
-    }
-    pub fn user(&self, id: &str) -> Option<&User> {
-        self.users.iter().find(|u| u.id.eq_ignore_ascii_case(id))
-    }
-    pub fn number(&self, e164: &str) -> Option<&PstnNumber> {
-        self.numbers.iter().find(|n| n.number == e164)
-    }
-    pub fn instance(&self, id: &str) -> Option<(&Application, &AppInstance)> {
-        self.find_instance(|i| i.id.eq_ignore_ascii_case(id))
-    }
-    pub fn instance_by_phone(&self, e164: &str) -> Option<(&Application, &AppInstance)> {
-        self.find_instance(|i| i.phone.as_deref() == Some(e164))
-    }
-    /// The application behind a bot party: the application itself, or the owner of an instance.
-    pub fn app_of(&self, party: &switchboard_core::party::Party) -> Option<&Application> {
-        use switchboard_core::party::Party;
-        match party {
-            Party::Application { id, .. } => self.app(id),
-            Party::ApplicationInstance { id, .. } => self.instance(id).map(|(app, _)| app),
-            _ => None,
-        }
-    }
-    /// The bot's own side of one of its calls, as its participant shows it: the application instance
-    /// the call belongs to, else the application.
-    pub fn bot_party(&self, app_id: &str, application_instance: Option<&str>) -> Option<switchboard_core::party::Party> {
-        use switchboard_core::party::Party;
-        match application_instance {
-            Some(inst) => self.instance(inst).map(|(_, i)| Party::ApplicationInstance {
-                id: i.id.clone(),
-                display_name: i.display_name.clone(),
-                tenant_id: i.tenant_id.clone(),
-            }),
-            None => self.app(app_id).map(|a| Party::Application { id: a.client_id.clone(), display_name: a.name.clone() }),
-        }
-    }
-    fn find_instance(&self, pred: impl Fn(&AppInstance) -> bool) -> Option<(&Application, &AppInstance)> {
-        self.applications.iter().find_map(|a| a.instances.iter().find(|i| pred(i)).map(|i| (a, i)))
-    }
-}
-
-/// `^\+[1-9][0-9]{1,14}$`
-pub fn is_e164(s: &str) -> bool {
-    let Some(digits) = s.strip_prefix('+') else {
-        return false;
-    };
-    (2..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0')
-}
-
-/// 8-4-4-4-12 hexadecimal digits, case-insensitive.
-pub fn is_guid(s: &str) -> bool {
-    s.len() == 36
-        && s.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        })
-}
-
 const CONTOSO: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 const FABRIKAM: &str = "bbbbbbbb-0000-4000-8000-000000000002";
 
@@ -636,9 +404,8 @@ fn demo_directory() -> Directory {
     };
     let inst =
         |id: &str, name: &str, phone: &str| AppInstance { id: s(id), display_name: s(name), tenant_id: s(CONTOSO), phone: Some(s(phone)) };
-    let user = |id: &str, name: &str, tenant: &str, behaviour| User { id: s(id), display_name: s(name), tenant_id: s(tenant), behaviour };
-    let number = |n: &str, behaviour| PstnNumber { number: s(n), behaviour };
-    let answer = Behaviour::default;
+    let user = |id: &str, name: &str, tenant: &str| User { id: s(id), display_name: s(name), tenant_id: s(tenant) };
+    let number = |n: &str| PstnNumber { number: s(n) };
     Directory {
         tenants: vec![Tenant { id: s(CONTOSO), name: s("Contoso") }, Tenant { id: s(FABRIKAM), name: s("Fabrikam") }],
         applications: vec![
@@ -663,20 +430,35 @@ fn demo_directory() -> Directory {
             ),
         ],
         users: vec![
-            user("550fae72-d251-43ec-868c-373732c2704f", "Heidi Steen", CONTOSO, answer()),
-            user("751f6800-3180-414d-bd94-333364659951", "Alex Wilber", CONTOSO, answer()),
-            user("eeeeeeee-0000-4000-8000-000000000486", "Busy Bob", CONTOSO, Behaviour::Busy),
-            user("eeeeeeee-0000-4000-8000-000000000603", "Declining Dana", CONTOSO, Behaviour::Decline),
-            user("eeeeeeee-0000-4000-8000-000000000408", "Silent Sam", CONTOSO, Behaviour::NoAnswer),
-            user("ffffffff-0000-4000-8000-000000000001", "Fabrikam Fiona", FABRIKAM, answer()),
+            user("550fae72-d251-43ec-868c-373732c2704f", "Heidi Steen", CONTOSO),
+            user("751f6800-3180-414d-bd94-333364659951", "Alex Wilber", CONTOSO),
+            user("eeeeeeee-0000-4000-8000-000000000486", "Busy Bob", CONTOSO),
+            user("eeeeeeee-0000-4000-8000-000000000603", "Declining Dana", CONTOSO),
+            user("eeeeeeee-0000-4000-8000-000000000408", "Silent Sam", CONTOSO),
+            user("ffffffff-0000-4000-8000-000000000001", "Fabrikam Fiona", FABRIKAM),
         ],
-        numbers: vec![
-            number("+12345678901", answer()),
-            number("+15555550486", Behaviour::Busy),
-            number("+15555550603", Behaviour::Decline),
-            number("+15555550408", Behaviour::NoAnswer),
-        ],
+        numbers: vec![number("+12345678901"), number("+15555550486"), number("+15555550603"), number("+15555550408")],
     }
+}
+
+/// How the demo directory's parties act (the README's table).
+fn demo_behaviours() -> Behaviours {
+    let mut b = Behaviours::default();
+    for (key, behaviour) in [
+        ("550fae72-d251-43ec-868c-373732c2704f", Behaviour::default()),
+        ("751f6800-3180-414d-bd94-333364659951", Behaviour::default()),
+        ("eeeeeeee-0000-4000-8000-000000000486", Behaviour::Busy),
+        ("eeeeeeee-0000-4000-8000-000000000603", Behaviour::Decline),
+        ("eeeeeeee-0000-4000-8000-000000000408", Behaviour::NoAnswer),
+        ("ffffffff-0000-4000-8000-000000000001", Behaviour::default()),
+        ("+12345678901", Behaviour::default()),
+        ("+15555550486", Behaviour::Busy),
+        ("+15555550603", Behaviour::Decline),
+        ("+15555550408", Behaviour::NoAnswer),
+    ] {
+        b.insert(key, behaviour);
+    }
+    b
 }
 
 /// A complete, commented configuration equivalent to [`Config::demo`]
@@ -940,8 +722,8 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
         assert!(c.tls.is_none() && c.public_url.is_none());
         let with_user = Config::from_toml(&cfg("", USER), "u").expect("valid");
         assert_eq!(
-            with_user.directory.users[0].behaviour,
-            Behaviour::Answer { after_ms: 200, hang_up_after_ms: None, transfer_delay_ms: None }
+            with_user.sim.behaviours.get("EEEEEEEE-0000-4000-8000-000000000001"),
+            Some(&Behaviour::Answer { after_ms: 200, hang_up_after_ms: None, transfer_delay_ms: None })
         );
     }
 
@@ -959,8 +741,9 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
         let d = Config::demo().directory;
         assert_eq!(d.tenant(FABRIKAM).map(|t| t.name.as_str()), Some("Fabrikam"));
         assert_eq!(d.app("CCCCCCCC-0000-4000-8000-000000000006").map(|a| a.notification_format), Some(NotificationFormat::Beta2018));
-        assert_eq!(d.user("eeeeeeee-0000-4000-8000-000000000486").map(|u| &u.behaviour), Some(&Behaviour::Busy));
-        assert_eq!(d.number("+15555550408").map(|n| &n.behaviour), Some(&Behaviour::NoAnswer));
+        let b = Config::demo().sim.behaviours;
+        assert_eq!(b.get("eeeeeeee-0000-4000-8000-000000000486"), Some(&Behaviour::Busy));
+        assert_eq!(b.get("+15555550408"), Some(&Behaviour::NoAnswer));
         let (app, inst) = d.instance("dddddddd-0000-4000-8000-000000000007").expect("instance");
         assert_eq!((app.name.as_str(), inst.display_name.as_str()), ("Legacy Bot", "Legacy Reception"));
         let (app, _) = d.instance_by_phone("+14255550100").expect("by phone");
@@ -976,9 +759,10 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
         assert!(!is_guid("550fae72d251-43ec-868c-373732c2704f0") && !is_guid("550fae72-d251-43ec-868c-373732c2704") && !is_guid(""));
         assert_eq!(check_url("http://[::1]:3978/x"), Ok(()));
         assert!(check_url("http://host:99999/").is_err());
-        let b: Behaviour = toml::from_str::<User>("id='x'\ndisplay_name='y'\ntenant_id='z'\nbehaviour={kind='answer',hang_up_after_ms=5}")
-            .expect("parses")
-            .behaviour;
+        let b: Behaviour =
+            toml::from_str::<FileUser>("id='x'\ndisplay_name='y'\ntenant_id='z'\nbehaviour={kind='answer',hang_up_after_ms=5}")
+                .expect("parses")
+                .behaviour;
         assert_eq!(b, Behaviour::Answer { after_ms: 200, hang_up_after_ms: Some(5), transfer_delay_ms: None });
         assert_eq!(
             Behaviour::Answer { after_ms: 0, hang_up_after_ms: Some(3_600_001), transfer_delay_ms: None }

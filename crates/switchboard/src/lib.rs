@@ -1,23 +1,21 @@
 //! Switchboard: the Microsoft Graph calling API on a simulated telephony network.
 //!
+//! This crate is the HTTP/Graph adapter and the binary; the engine and its seams live in
+//! `switchboard-engine`, the simulator in `switchboard-sim`, the SQLite store in `switchboard-sqlite`.
 //! Code map (see docs/ARCHITECTURE.md for the whole picture):
 //! - [`api`]: HTTP: Graph routes, identity endpoints, sim control API, ops endpoints.
-//! - [`graph`]: Graph JSON in ([`graph::parse`]) and out ([`graph::render`]).
-//! - [`engine`]: applies inputs to calls through the pure core, commits, then runs effects.
-//! - [`store`]: SQLite persistence of calls and the notification outbox.
+//! - [`graph`]: Graph JSON in ([`graph::parse`]) and out ([`graph::render`]); [`graph::Format`] decides
+//!   which dialect an app gets.
 //! - [`notifier`]: delivers the outbox to bots, signed, ordered, batched, retried.
-//! - [`network`]: the trait a telephony backend implements; [`sim`] is the simulated one.
-//! - [`identity`]: signing keys and JWTs; [`config`]: the directory and settings.
+//! - [`identity`]: signing keys and JWTs; [`config`]: the configuration file and the demo directory.
 //! - [`server`]: assembles the parts and runs them.
 
 pub mod api;
 pub mod config;
-pub mod engine;
 pub mod graph;
 pub mod identity;
-pub mod metrics;
-pub mod network;
 pub mod notifier;
 pub mod server;
-pub mod sim;
-pub mod store;
+
+pub use switchboard_engine::{engine, metrics, network, store};
+pub use switchboard_sim as sim;

@@ -17,12 +17,15 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 
+use switchboard_engine::Clock;
+use switchboard_engine::directory::Directory;
+use switchboard_engine::engine::OutboxSink;
+
 use crate::config::NotificationSettings;
-use crate::engine::now_ms;
-use crate::graph::render;
+use crate::graph::{Format, render};
 use crate::identity::{self, SigningKey};
 use crate::metrics::Metrics;
-use crate::store::{OutboxRow, OutboxStatus, Store};
+use crate::store::{OutboxRow, OutboxStatus, Store, StoreError};
 
 /// At most this many notifications in one POST.
 pub const MAX_BATCH: usize = 100;
@@ -51,13 +54,24 @@ pub struct Notifier {
     key: Arc<SigningKey>,
     settings: NotificationSettings,
     metrics: Arc<Metrics>,
+    clock: Clock,
+    /// Which envelope each app gets ([`Format`]).
+    directory: Arc<Directory>,
     client: reqwest::Client,
     queue: Mutex<Queue>,
     wake: Notify,
     tokens: Mutex<HashMap<(String, String), (String, u64)>>,
     stop: AtomicBool,
-    /// Apps that get the 2018 beta envelope.
-    beta_2018_apps: HashSet<String>,
+}
+
+/// What a notifier is built from.
+pub struct Parts {
+    pub store: Arc<dyn Store>,
+    pub key: Arc<SigningKey>,
+    pub settings: NotificationSettings,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    pub directory: Arc<Directory>,
 }
 
 /// A group of rows for one POST.
@@ -69,13 +83,8 @@ struct Batch {
 }
 
 impl Notifier {
-    pub fn new(
-        store: Arc<dyn Store>,
-        key: Arc<SigningKey>,
-        settings: NotificationSettings,
-        metrics: Arc<Metrics>,
-        beta_2018_apps: HashSet<String>,
-    ) -> Result<Arc<Self>, reqwest::Error> {
+    pub fn new(parts: Parts) -> Result<Arc<Self>, reqwest::Error> {
+        let Parts { store, key, settings, metrics, clock, directory } = parts;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_millis(settings.timeout_ms.min(5_000)))
@@ -86,12 +95,13 @@ impl Notifier {
             key,
             settings,
             metrics,
+            clock,
+            directory,
             client,
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
             tokens: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
-            beta_2018_apps,
         }))
     }
 
@@ -100,8 +110,8 @@ impl Notifier {
     }
 
     /// Loads the pending rows left by a previous run.
-    pub fn recover(&self) -> Result<usize, crate::store::StoreError> {
-        let rows = self.store.outbox(OutboxStatus::Pending)?;
+    pub async fn recover(&self) -> Result<usize, StoreError> {
+        let rows = self.store.outbox(OutboxStatus::Pending).await?;
         let n = rows.len();
         self.enqueue(rows);
         Ok(n)
@@ -122,14 +132,14 @@ impl Notifier {
     }
 
     /// Requeues the rows that had failed for good. Returns how many.
-    pub fn retry_failed(&self) -> Result<usize, crate::store::StoreError> {
-        let n = self.store.requeue_failed(now_ms())?;
-        self.recover_missing()?;
+    pub async fn retry_failed(&self) -> Result<usize, StoreError> {
+        let n = self.store.requeue_failed(self.clock.now_ms()).await?;
+        self.recover_missing().await?;
         Ok(n)
     }
 
-    fn recover_missing(&self) -> Result<(), crate::store::StoreError> {
-        let rows = self.store.outbox(OutboxStatus::Pending)?;
+    async fn recover_missing(&self) -> Result<(), StoreError> {
+        let rows = self.store.outbox(OutboxStatus::Pending).await?;
         let mut q = self.queue();
         for r in rows {
             q.pending.entry(r.seq).or_insert(r);
@@ -202,7 +212,7 @@ impl Notifier {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            let (batches, next_wake) = self.take_due(now_ms());
+            let (batches, next_wake) = self.take_due(self.clock.now_ms());
             for batch in batches {
                 let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                     break;
@@ -214,10 +224,11 @@ impl Notifier {
                     me.wake.notify_one();
                 });
             }
-            let sleep = next_wake.map(|at| at.saturating_sub(now_ms())).unwrap_or(60_000);
+            // Retries follow the clock, virtual time included.
+            let at = next_wake.unwrap_or_else(|| self.clock.now_ms() + 60_000);
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(sleep.max(1))) => {}
+                _ = self.clock.sleep_until(at) => {}
             }
         }
         // Drain: wait for in-flight POSTs to finish (bounded by the client timeout).
@@ -230,7 +241,7 @@ impl Notifier {
     }
 
     fn token(&self, app_id: &str, tenant_id: &str) -> Result<String, identity::IdentityError> {
-        let now_s = now_ms() / 1000;
+        let now_s = self.clock.now_ms() / 1000;
         let key = (app_id.to_owned(), tenant_id.to_owned());
         let mut cache = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((tok, minted)) = cache.get(&key) {
@@ -247,7 +258,7 @@ impl Notifier {
     async fn deliver(&self, batch: Batch) {
         let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
         let items: Vec<Value> = batch.rows.iter().map(|r| serde_json::from_str(&r.body).unwrap_or(Value::Null)).collect();
-        let body = render::notifications_envelope(items, self.beta_2018_apps.contains(&batch.app_id));
+        let body = render::notifications_envelope(items, Format::of(self.directory.app(&batch.app_id)));
         self.metrics.notification_posts.inc();
         let outcome = match self.token(&batch.app_id, &batch.tenant_id) {
             Err(e) => Err(format!("could not sign the notification token: {e}")),
@@ -259,7 +270,7 @@ impl Notifier {
         };
         match outcome {
             Ok(()) => {
-                if let Err(e) = self.store.delivered(&seqs) {
+                if let Err(e) = self.store.delivered(&seqs).await {
                     // The rows stay in the database and will be sent again after a restart: at least once.
                     tracing::error!(error = %e, "could not record delivered notifications");
                 }
@@ -271,15 +282,16 @@ impl Notifier {
                 }
                 self.metrics.notifications_pending.store(q.pending.len() as i64, Ordering::Relaxed);
             }
-            Err(error) => self.failed(&batch, &seqs, &error),
+            Err(error) => self.failed(&batch, &seqs, &error).await,
         }
     }
 
-    fn failed(&self, batch: &Batch, seqs: &[i64], error: &str) {
+    async fn failed(&self, batch: &Batch, seqs: &[i64], error: &str) {
         let attempts = batch.rows.iter().map(|r| r.attempts).max().unwrap_or(0) + 1;
         let give_up = attempts >= self.settings.max_attempts;
+        let now = self.clock.now_ms();
         let next =
-            (!give_up).then(|| now_ms() + next_delay(attempts, self.settings.first_retry_ms, self.settings.max_retry_ms, fastrand::f64()));
+            (!give_up).then(|| now + next_delay(attempts, self.settings.first_retry_ms, self.settings.max_retry_ms, fastrand::f64()));
         if give_up {
             tracing::error!(
                 callback = batch.callback,
@@ -295,12 +307,12 @@ impl Notifier {
                 callback = batch.callback,
                 attempts,
                 error,
-                retry_in_ms = next.map(|n| n.saturating_sub(now_ms())),
+                retry_in_ms = next.map(|n| n.saturating_sub(now)),
                 "notification delivery failed; will retry"
             );
             self.metrics.notifications_retried.add(seqs.len() as u64);
         }
-        if let Err(e) = self.store.attempt_failed(seqs, next, error) {
+        if let Err(e) = self.store.attempt_failed(seqs, next, error).await {
             tracing::error!(error = %e, "could not record a failed delivery attempt");
         }
         let mut q = self.queue();
@@ -320,6 +332,12 @@ impl Notifier {
             }
         }
         self.metrics.notifications_pending.store(q.pending.len() as i64, Ordering::Relaxed);
+    }
+}
+
+impl OutboxSink for Notifier {
+    fn enqueue(&self, rows: Vec<OutboxRow>) {
+        Notifier::enqueue(self, rows);
     }
 }
 

@@ -8,14 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use switchboard_engine::engine::{self, Engine};
+use switchboard_engine::{Clock, network};
+use switchboard_sqlite::SqliteStore;
+
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::graph::GraphRender;
 use crate::identity::SigningKey;
 use crate::metrics::Metrics;
-use crate::notifier::Notifier;
+use crate::notifier::{self, Notifier};
 use crate::sim::{Sim, SimNetwork};
-use crate::store::SqliteStore;
 
 /// How the HTTP listener is secured.
 #[derive(Clone, Debug)]
@@ -58,22 +61,31 @@ pub async fn start(
 
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
+    // One clock for everything: the wall clock, or virtual time that only `POST /sim/v1/clock` moves.
+    let clock = if config.sim.virtual_clock { Clock::virtual_now() } else { Clock::system() };
+    let directory = Arc::new(config.directory.clone());
     let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
     let key = Arc::new(SigningKey::load_or_generate(&config.data_dir.join("keys"))?);
-    let beta_2018_apps = config
-        .directory
-        .applications
-        .iter()
-        .filter(|a| a.notification_format == crate::config::NotificationFormat::Beta2018)
-        .map(|a| a.client_id.clone())
-        .collect();
-    let notifier = Notifier::new(Arc::clone(&store), Arc::clone(&key), config.notifications.clone(), Arc::clone(&metrics), beta_2018_apps)?;
-    let engine = Engine::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&notifier), Arc::clone(&metrics));
-    let (events, events_rx) = Engine::event_channel();
-    let sim = Sim::new(Arc::new(config.directory.clone()), events);
+    let notifier = Notifier::new(notifier::Parts {
+        store: Arc::clone(&store),
+        key: Arc::clone(&key),
+        settings: config.notifications.clone(),
+        metrics: Arc::clone(&metrics),
+        clock: clock.clone(),
+        directory: Arc::clone(&directory),
+    })?;
+    let engine = Engine::new(engine::Parts {
+        store: Arc::clone(&store),
+        clock: clock.clone(),
+        render: Arc::new(GraphRender { directory: Arc::clone(&directory) }),
+        outbox: Arc::clone(&notifier) as Arc<dyn engine::OutboxSink>,
+        metrics: Arc::clone(&metrics),
+    });
+    let (events, events_rx) = network::channel();
+    let sim = Sim::new(Arc::clone(&directory), config.sim.behaviours.clone(), clock, events);
     engine.attach_network(Arc::new(SimNetwork(Arc::clone(&sim))), events_rx);
-    let recovered_calls = engine.recover()?;
-    let recovered_notifications = notifier.recover()?;
+    let recovered_calls = engine.recover().await?;
+    let recovered_notifications = notifier.recover().await?;
     tokio::spawn(Arc::clone(&notifier).run());
 
     let ready = Arc::new(AtomicBool::new(true));

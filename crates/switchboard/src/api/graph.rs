@@ -12,7 +12,6 @@ use switchboard_core::party::Party;
 
 use super::{AppState, GraphError, json_body};
 use crate::config::{Application, is_e164};
-use crate::engine::now_ms;
 use crate::graph::parse::{self, BodyError, IdentityRef, Obj, err};
 use crate::graph::render;
 use crate::identity;
@@ -74,7 +73,7 @@ const VERIFIED_TOKENS_MAX: usize = 10_000;
 
 impl VerifiedTokens {
     fn validate(&self, state: &AppState, token: &str) -> Result<identity::AccessClaims, identity::TokenError> {
-        let now_s = now_ms() / 1000;
+        let now_s = state.engine.clock().now_ms() / 1000;
         let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(claims) = cache.get(token) {
             // Same leeway as the full check.
@@ -619,7 +618,7 @@ async fn call_action(
 }
 
 fn is_beta_2018(caller: &Caller) -> bool {
-    caller.app.notification_format == crate::config::NotificationFormat::Beta2018
+    crate::graph::Format::of(Some(&caller.app)) == crate::graph::Format::Beta2018
 }
 
 /// An operation as the caller's notification format shows it.

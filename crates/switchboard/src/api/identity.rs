@@ -10,7 +10,6 @@ use base64::Engine as _;
 use serde_json::json;
 
 use super::AppState;
-use crate::engine::now_ms;
 use crate::identity;
 
 /// An error in the identity platform's shape: `error`, `error_description` (with an AADSTS code),
@@ -157,7 +156,14 @@ pub async fn token(State(state): State<AppState>, Path(tenant): Path<String>, he
         }
     }
     let tenant_id = state.config.directory.tenant(&tenant).map(|t| t.id.clone()).unwrap_or(tenant);
-    match identity::issue_access_token(&state.key, &state.base_url, &tenant_id, &app.client_id, &app.roles, now_ms() / 1000) {
+    match identity::issue_access_token(
+        &state.key,
+        &state.base_url,
+        &tenant_id,
+        &app.client_id,
+        &app.roles,
+        state.engine.clock().now_ms() / 1000,
+    ) {
         Ok((token, _)) => Json(json!({
             "token_type": "Bearer",
             "expires_in": identity::TOKEN_LIFETIME_S,

@@ -196,19 +196,19 @@ fn outbox_status(query: Option<&str>) -> Result<OutboxStatus, GraphError> {
 async fn outbox(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     let status = outbox_status(query.as_deref())?;
-    let rows = state.engine_store_outbox(status)?;
+    let rows = state.engine_store_outbox(status).await?;
     Ok(Json(json!({"value": rows})).into_response())
 }
 
 async fn retry_outbox(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
-    let n = state.notifier.retry_failed().map_err(|e| GraphError::from(crate::engine::EngineError::Store(e)))?;
+    let n = state.notifier.retry_failed().await.map_err(|e| GraphError::from(crate::engine::EngineError::Store(e)))?;
     Ok(Json(json!({"requeued": n})).into_response())
 }
 
 impl AppState {
-    fn engine_store_outbox(&self, status: OutboxStatus) -> Result<Vec<Value>, GraphError> {
-        let rows = self.store.outbox(status).map_err(|e| GraphError::from(crate::engine::EngineError::Store(e)))?;
+    async fn engine_store_outbox(&self, status: OutboxStatus) -> Result<Vec<Value>, GraphError> {
+        let rows = self.store.outbox(status).await.map_err(|e| GraphError::from(crate::engine::EngineError::Store(e)))?;
         Ok(rows
             .into_iter()
             .map(|r| {

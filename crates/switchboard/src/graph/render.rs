@@ -208,8 +208,12 @@ pub fn notification(c: &Call, n: &Notification, me: Option<&Party>) -> Value {
 }
 
 /// The POST body that carries a batch of notifications; the 2018 format had no `@odata.type` on it.
-pub fn notifications_envelope(items: Vec<Value>, beta_2018: bool) -> Value {
-    if beta_2018 { json!({"value": items}) } else { json!({"@odata.type": "#microsoft.graph.commsNotifications", "value": items}) }
+pub fn notifications_envelope(items: Vec<Value>, format: super::Format) -> Value {
+    if format == super::Format::Beta2018 {
+        json!({"value": items})
+    } else {
+        json!({"@odata.type": "#microsoft.graph.commsNotifications", "value": items})
+    }
 }
 
 fn operation_status(status: OperationStatus) -> &'static str {

@@ -10,14 +10,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::Serialize;
 use switchboard_core::call::{Call, CallState, Failure, IncomingCall, Member, NetCommand, NetEvent};
 use switchboard_core::party::Party;
+use switchboard_engine::Clock;
+use switchboard_engine::directory::Directory;
+use switchboard_engine::network::{Network, NetworkEvent, NetworkEvents};
 
-use crate::config::{Behaviour, Directory};
-use crate::network::{Network, NetworkEvent, NetworkEvents};
+pub mod behaviour;
+
+pub use behaviour::{Behaviour, Behaviours, MAX_BEHAVIOUR_MS};
 
 /// How long a busy or declining party takes to say so.
 const REFUSAL_DELAY_MS: u64 = 50;
@@ -148,14 +151,29 @@ enum Ringing {
 
 pub struct Sim {
     directory: Arc<Directory>,
+    behaviours: Behaviours,
+    clock: Clock,
     events: NetworkEvents,
     world: Mutex<World>,
     next_leg: AtomicU64,
 }
 
 impl Sim {
-    pub fn new(directory: Arc<Directory>, events: NetworkEvents) -> Arc<Self> {
-        Arc::new(Sim { directory, events, world: Mutex::new(World::default()), next_leg: AtomicU64::new(1) })
+    /// A sim of the parties of `directory`, each acting as `behaviours` says; its delays run on `clock`.
+    pub fn new(directory: Arc<Directory>, behaviours: Behaviours, clock: Clock, events: NetworkEvents) -> Arc<Self> {
+        Arc::new(Sim { directory, behaviours, clock, events, world: Mutex::new(World::default()), next_leg: AtomicU64::new(1) })
+    }
+
+    /// Runs `f` on the sim `after_ms` from now, on the sim's clock.
+    fn later(self: &Arc<Self>, after_ms: u64, f: impl FnOnce(&Arc<Sim>) + Send + 'static) {
+        let sim = Arc::clone(self);
+        self.clock.schedule_in(
+            after_ms,
+            Box::new(move || {
+                f(&sim);
+                Box::pin(async {})
+            }),
+        );
     }
 
     fn world(&self) -> std::sync::MutexGuard<'_, World> {
@@ -166,17 +184,18 @@ impl Sim {
         format!("leg-{}", self.next_leg.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// The behaviour of a party now: a run-time override, else the directory's. Parties the
+    /// The behaviour of a party now: a run-time override, else the configured one. Parties the
     /// directory does not know (other bots, for now) cannot be reached.
     pub fn behaviour(&self, party: &Party) -> Option<Behaviour> {
         if let Some(b) = self.world().overrides.get(party.key()) {
             return Some(b.clone());
         }
         match party {
-            Party::User { id, .. } => self.directory.user(id).map(|u| u.behaviour.clone()),
-            Party::Phone { number } => self.directory.number(number).map(|n| n.behaviour.clone()),
-            _ => None,
+            Party::User { id, .. } if self.directory.user(id).is_some() => {}
+            Party::Phone { number } if self.directory.number(number).is_some() => {}
+            _ => return None,
         }
+        Some(self.behaviours.get(party.key()).cloned().unwrap_or_default())
     }
 
     /// Changes a party's behaviour from now on. Returns false if the party is unknown.
@@ -262,48 +281,40 @@ impl Sim {
     }
 
     fn send(&self, call_id: &str, event: NetEvent) {
-        // The engine outlives the sim; a closed channel only happens at shutdown.
-        let _ = self.events.send(NetworkEvent::Call { call_id: call_id.to_owned(), event });
+        self.events.call(call_id, event);
     }
 
     /// Plays `behaviour` for the leg `leg_id` that is ringing.
     fn play(self: &Arc<Self>, leg_id: String, behaviour: Behaviour) {
-        let sim = Arc::clone(self);
-        tokio::spawn(async move {
-            match behaviour {
-                Behaviour::Answer { after_ms, hang_up_after_ms, .. } => {
-                    tokio::time::sleep(Duration::from_millis(after_ms)).await;
-                    let Some(peer) = sim.connect(&leg_id) else { return };
-                    match &peer {
-                        Peer::Bot { call_id, .. } => sim.send(call_id, NetEvent::Connected),
-                        Peer::Transfer { call_id, .. } => {
-                            sim.send(call_id, NetEvent::TransferAccepted);
-                            sim.send(call_id, NetEvent::TransferCompleted);
-                        }
-                        Peer::Group { call_id, participant_id } => {
-                            sim.send(call_id, NetEvent::MemberJoined { participant_id: participant_id.clone() })
-                        }
-                        Peer::Leg { .. } => {}
+        match behaviour {
+            Behaviour::Answer { after_ms, hang_up_after_ms, .. } => self.later(after_ms, move |sim| {
+                let Some(peer) = sim.connect(&leg_id) else { return };
+                match &peer {
+                    Peer::Bot { call_id, .. } => sim.send(call_id, NetEvent::Connected),
+                    Peer::Transfer { call_id, .. } => {
+                        sim.send(call_id, NetEvent::TransferAccepted);
+                        sim.send(call_id, NetEvent::TransferCompleted);
                     }
-                    if let Some(after) = hang_up_after_ms {
-                        sim.hang_up_later(leg_id, after);
+                    Peer::Group { call_id, participant_id } => {
+                        sim.send(call_id, NetEvent::MemberJoined { participant_id: participant_id.clone() })
                     }
+                    Peer::Leg { .. } => {}
                 }
-                Behaviour::Busy | Behaviour::Decline => {
-                    tokio::time::sleep(Duration::from_millis(REFUSAL_DELAY_MS)).await;
-                    let failure = if behaviour == Behaviour::Busy { Failure::Busy } else { Failure::Declined };
-                    sim.refuse(&leg_id, failure);
+                if let Some(after) = hang_up_after_ms {
+                    sim.hang_up_later(leg_id, after);
                 }
-                // Rings until the caller gives up (the core's ring or transfer timeout cancels it).
-                Behaviour::NoAnswer => {}
+            }),
+            Behaviour::Busy | Behaviour::Decline => {
+                let failure = if behaviour == Behaviour::Busy { Failure::Busy } else { Failure::Declined };
+                self.later(REFUSAL_DELAY_MS, move |sim| sim.refuse(&leg_id, failure));
             }
-        });
+            // Rings until the caller gives up (the core's ring or transfer timeout cancels it).
+            Behaviour::NoAnswer => {}
+        }
     }
 
     fn hang_up_later(self: &Arc<Self>, leg_id: String, after_ms: u64) {
-        let sim = Arc::clone(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        self.later(after_ms, move |sim| {
             sim.hang_up_leg(&leg_id);
         });
     }
@@ -561,7 +572,7 @@ impl Sim {
             call_chain_id: call.call_chain_id.clone(),
             transferor: Some(call.local().clone()),
         };
-        let _ = self.events.send(NetworkEvent::Offer(Box::new(offer)));
+        self.events.send(NetworkEvent::Offer(Box::new(offer)));
     }
 
     /// Consultative transfer: after the transferee's delay, it takes over the remote leg
@@ -571,10 +582,8 @@ impl Sim {
             Some(Behaviour::Answer { transfer_delay_ms: Some(d), .. }) => d,
             _ => CONSULTATIVE_DELAY_MS,
         };
-        let sim = Arc::clone(self);
         let (call_id, replaces, member) = (call_id.to_owned(), replaces.to_owned(), member.map(str::to_owned));
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+        self.later(delay, move |sim| {
             let mut w = sim.world();
             let connected = |id: Option<String>, w: &World| {
                 id.and_then(|id| w.legs.get(&id)).filter(|l| l.state == LegState::Connected).map(|l| l.id.clone())

@@ -2,25 +2,22 @@
 //!
 //! For each input it locks the call, lets the pure core compute the new state and effects, commits the
 //! new state and the owed notifications in one store transaction, and only then carries out the
-//! effects (network commands, timers) and hands the notifications to the notifier. Inputs of one call
-//! are serialised by its lock; different calls proceed in parallel.
+//! effects (network commands, timers) and hands the notifications to the outbox sink. Inputs of one
+//! call are serialised by its lock; different calls proceed in parallel.
+//!
+//! The engine emits the core's protocol-neutral [`Notification`]s; a [`Render`] supplied by the API
+//! adapter turns them into the bytes a bot receives, before the commit, so that what is owed is
+//! durable exactly as it will be sent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use switchboard_core::call::{Call, Effect, IncomingCall, Input, OutgoingCall, Refusal, Timer};
-use tokio::sync::mpsc;
+use switchboard_core::call::{Call, Effect, IncomingCall, Input, Notification, OutgoingCall, Refusal, Timer};
 
-use crate::config::{Config, NotificationFormat};
-use crate::graph::render;
+use crate::clock::{Clock, NotVirtual, TimerId};
 use crate::metrics::Metrics;
-use crate::network::{Network, NetworkEvent, NetworkEvents};
-use crate::notifier::Notifier;
-use crate::store::{NewNotification, Store, StoreError};
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+use crate::network::{Network, NetworkEvent, NetworkEventsRx, Pending};
+use crate::store::{NewNotification, OutboxRow, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -32,14 +29,25 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+/// Turns the notifications a transition owes into outbox rows: the wire format, and where to send
+/// each. `version` is the call's version once committed.
+pub trait Render: Send + Sync + 'static {
+    fn render(&self, call: &Call, notifications: &[&Notification], version: u64) -> Vec<NewNotification>;
+}
+
+/// Where committed outbox rows go to be delivered (the notifier).
+pub trait OutboxSink: Send + Sync + 'static {
+    fn enqueue(&self, rows: Vec<OutboxRow>);
+}
+
 struct Slot {
     call: Call,
     version: u64,
     /// Set once the call has terminated and left the map; late holders of the slot see it.
     gone: bool,
     /// The armed timer of each kind; re-arming a kind replaces it, termination cancels them all, so
-    /// no sleeping task outlives its call.
-    timers: Vec<(Timer, tokio::task::JoinHandle<()>)>,
+    /// no timer outlives its call.
+    timers: Vec<(Timer, TimerId)>,
 }
 
 impl Slot {
@@ -50,29 +58,60 @@ impl Slot {
 
 type SlotRef = Arc<tokio::sync::Mutex<Slot>>;
 
+/// What the engine is built from.
+pub struct Parts {
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
+    pub render: Arc<dyn Render>,
+    pub outbox: Arc<dyn OutboxSink>,
+    pub metrics: Arc<Metrics>,
+}
+
 pub struct Engine {
-    config: Arc<Config>,
     store: Arc<dyn Store>,
-    network: OnceLock<Arc<dyn Network>>,
-    notifier: Arc<Notifier>,
+    clock: Clock,
+    render: Arc<dyn Render>,
+    outbox: Arc<dyn OutboxSink>,
     metrics: Arc<Metrics>,
+    network: OnceLock<Arc<dyn Network>>,
+    /// Network events sent and not yet applied.
+    events_pending: OnceLock<Arc<Pending>>,
     calls: Mutex<HashMap<String, SlotRef>>,
 }
 
 impl Engine {
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, notifier: Arc<Notifier>, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Engine { config, store, network: OnceLock::new(), notifier, metrics, calls: Mutex::new(HashMap::new()) })
+    pub fn new(parts: Parts) -> Arc<Self> {
+        let Parts { store, clock, render, outbox, metrics } = parts;
+        Arc::new(Engine {
+            store,
+            clock,
+            render,
+            outbox,
+            metrics,
+            network: OnceLock::new(),
+            events_pending: OnceLock::new(),
+            calls: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// Connects the telephony backend and starts draining its events.
-    pub fn attach_network(self: &Arc<Self>, network: Arc<dyn Network>, mut events: mpsc::UnboundedReceiver<NetworkEvent>) {
-        if self.network.set(network).is_err() {
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Connects the telephony backend and starts applying its events, one at a time, in order.
+    pub fn attach_network(self: &Arc<Self>, network: Arc<dyn Network>, events: NetworkEventsRx) {
+        if self.network.set(network).is_err() || self.events_pending.set(Arc::clone(&events.pending)).is_err() {
             tracing::warn!("a network was already attached; ignoring the second one");
             return;
         }
         let engine = Arc::clone(self);
+        let NetworkEventsRx { mut rx, pending } = events;
         tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
+            while let Some(event) = rx.recv().await {
                 match event {
                     NetworkEvent::Call { call_id, event } => match engine.apply(&call_id, Input::Net(event.clone())).await {
                         Ok(_) | Err(EngineError::NotFound(_)) => {}
@@ -86,20 +125,29 @@ impl Engine {
                         }
                     }
                 }
+                pending.done();
             }
         });
     }
 
-    /// A channel for a network backend to report events on, and its receiving end for [`attach_network`].
-    pub fn event_channel() -> (NetworkEvents, mpsc::UnboundedReceiver<NetworkEvent>) {
-        mpsc::unbounded_channel()
+    /// Completes once every network event sent so far has been applied (and those it caused).
+    pub async fn settled(&self) {
+        if let Some(pending) = self.events_pending.get() {
+            pending.idle().await;
+        }
+    }
+
+    /// Virtual time: moves the clock forward by `ms`, firing every timer that falls due in order, each
+    /// followed by what it causes. Returns the new time.
+    pub async fn advance_clock(&self, ms: u64) -> Result<u64, NotVirtual> {
+        self.clock.advance(ms, || self.settled()).await
     }
 
     /// Loads every live call from the store and resumes it: timers re-armed, network legs rebuilt.
-    pub fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let stored = self.store.live_calls()?;
+    pub async fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let stored = self.store.live_calls().await?;
         let n = stored.len();
-        let mut map = self.lock_calls();
+        let mut slots = Vec::with_capacity(n);
         for s in stored {
             self.metrics.call_entered(s.call.state);
             if let Some(net) = self.network.get() {
@@ -107,9 +155,13 @@ impl Engine {
             }
             let mut slot = Slot::new(s.call, s.version);
             for (timer, at) in slot.call.pending_timers() {
-                let handle = self.arm(&slot.call.id, timer, at);
-                slot.timers.push((timer, handle));
+                let id = self.arm(&slot.call.id, timer, at);
+                slot.timers.push((timer, id));
             }
+            slots.push(slot);
+        }
+        let mut map = self.lock_calls();
+        for slot in slots {
             map.insert(slot.call.id.clone(), Arc::new(tokio::sync::Mutex::new(slot)));
         }
         Ok(n)
@@ -145,26 +197,26 @@ impl Engine {
 
     /// The bot places an outgoing call.
     pub async fn place(self: &Arc<Self>, req: OutgoingCall) -> Result<Call, EngineError> {
-        let (call, effects) = Call::place(req, now_ms());
+        let (call, effects) = Call::place(req, self.clock.now_ms());
         self.admit(call, effects).await
     }
 
     /// The network offers an incoming call to a bot.
     pub async fn offer(self: &Arc<Self>, req: IncomingCall) -> Result<Call, EngineError> {
-        let (call, effects) = Call::offer(req, now_ms());
+        let (call, effects) = Call::offer(req, self.clock.now_ms());
         self.admit(call, effects).await
     }
 
     async fn admit(self: &Arc<Self>, call: Call, effects: Vec<Effect>) -> Result<Call, EngineError> {
         let notes = self.render(&call, &effects, 1);
-        let (version, rows) = self.store.commit(&call, None, &notes, now_ms())?;
+        let (version, rows) = self.store.commit(&call, None, &notes, self.clock.now_ms()).await?;
         let slot = Arc::new(tokio::sync::Mutex::new(Slot::new(call.clone(), version)));
         // Hold the slot's lock while the effects run, so that no event about the call overtakes them.
         let mut guard = slot.lock().await;
         self.lock_calls().insert(call.id.clone(), Arc::clone(&slot));
         self.metrics.call_entered(call.state);
         self.metrics.calls_created.inc();
-        self.notifier.enqueue(rows);
+        self.outbox.enqueue(rows);
         self.run(&mut guard, effects);
         Ok(call)
     }
@@ -176,14 +228,14 @@ impl Engine {
         if guard.gone {
             return Err(EngineError::NotFound(id.to_owned()));
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut next = guard.call.clone();
         let effects = next.handle(input, now)?;
         if next == guard.call && effects.is_empty() {
             return Ok(next);
         }
         let notes = self.render(&next, &effects, guard.version + 1);
-        let (version, rows) = self.store.commit(&next, Some(guard.version), &notes, now)?;
+        let (version, rows) = self.store.commit(&next, Some(guard.version), &notes, now).await?;
         self.metrics.call_left(guard.call.state);
         guard.call = next;
         guard.version = version;
@@ -193,37 +245,20 @@ impl Engine {
         } else {
             self.metrics.call_entered(guard.call.state);
         }
-        self.notifier.enqueue(rows);
+        self.outbox.enqueue(rows);
         self.run(&mut guard, effects);
         Ok(guard.call.clone())
     }
 
-    /// Renders the notifications among `effects` for the outbox, in the app's notification format.
-    /// `version` is the call's version once committed (the 2018 format's `@odata.etag`).
     fn render(&self, call: &Call, effects: &[Effect], version: u64) -> Vec<NewNotification> {
-        let app = self.config.directory.app(&call.app_id);
-        let beta_2018 = app.is_some_and(|a| a.notification_format == NotificationFormat::Beta2018);
-        let callback = call.callback_uri.clone().or_else(|| app.and_then(|a| a.calling_webhook.clone()));
-        // The bot's own participant, only for roster updates.
-        let roster = effects.iter().any(|e| matches!(e, Effect::Notify(n) if n.roster));
-        let me = roster.then(|| self.config.directory.bot_party(&call.app_id, call.application_instance.as_deref())).flatten();
-        let mut out = Vec::new();
-        for e in effects {
-            let Effect::Notify(n) = e else { continue };
-            let Some(cb) = &callback else {
-                tracing::error!(call_id = call.id, app_id = call.app_id, "no callback and no calling webhook: notification dropped");
-                continue;
-            };
-            let body = if beta_2018 {
-                render::notification_2018(call, n, version, me.as_ref())
-            } else {
-                Some(render::notification(call, n, me.as_ref()))
-            };
-            if let Some(body) = body {
-                out.push(NewNotification { callback: cb.clone(), body: body.to_string() });
-            }
-        }
-        out
+        let notes: Vec<&Notification> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Notify(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        if notes.is_empty() { Vec::new() } else { self.render.render(call, &notes, version) }
     }
 
     /// Carries out the effects that are not notifications (those are already in the outbox).
@@ -236,35 +271,34 @@ impl Engine {
                     None => tracing::error!(call_id = slot.call.id, ?cmd, "no network attached"),
                 },
                 Effect::Timer { timer, at } => {
-                    let handle = self.arm(&slot.call.id, timer, at);
+                    let id = self.arm(&slot.call.id, timer, at);
                     if let Some(i) = slot.timers.iter().position(|(t, _)| *t == timer) {
-                        slot.timers.swap_remove(i).1.abort();
+                        self.clock.cancel(slot.timers.swap_remove(i).1);
                     }
-                    slot.timers.push((timer, handle));
+                    slot.timers.push((timer, id));
                 }
             }
         }
         if slot.gone {
-            // Safe even from a timer's own task: nothing is awaited after this point.
-            for (_, handle) in slot.timers.drain(..) {
-                handle.abort();
+            for (_, id) in slot.timers.drain(..) {
+                self.clock.cancel(id);
             }
         }
     }
 
-    fn arm(self: &Arc<Self>, id: &str, timer: Timer, at: u64) -> tokio::task::JoinHandle<()> {
+    fn arm(self: &Arc<Self>, id: &str, timer: Timer, at: u64) -> TimerId {
         let engine = Arc::clone(self);
         let id = id.to_owned();
-        tokio::spawn(async move {
-            // A little late rather than early: the core ignores a timer that fires before its deadline.
-            let wait = at.saturating_sub(now_ms()) + 5;
-            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
-            match engine.apply(&id, Input::Timer(timer)).await {
-                Ok(_) | Err(EngineError::NotFound(_)) => {}
-                Err(e) => {
-                    tracing::error!(call_id = id, ?timer, error = %e, "timer could not be applied")
-                }
-            }
-        })
+        self.clock.schedule(
+            at,
+            Box::new(move || {
+                Box::pin(async move {
+                    match engine.apply(&id, Input::Timer(timer)).await {
+                        Ok(_) | Err(EngineError::NotFound(_)) => {}
+                        Err(e) => tracing::error!(call_id = id, ?timer, error = %e, "timer could not be applied"),
+                    }
+                })
+            }),
+        )
     }
 }

@@ -1,0 +1,1 @@
+//! Deterministic engine + sim tests: in-memory store, virtual clock, no sockets, no sleeps.

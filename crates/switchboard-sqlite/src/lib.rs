@@ -1,0 +1,345 @@
+//! The embedded [`Store`]: SQLite in WAL mode, one connection behind a mutex, used from blocking
+//! threads so that no tokio worker waits on the disk. A call's row and the notifications its
+//! transition owes are committed in one transaction, so a crash can never separate them (invariants 1
+//! and 3 in docs/ARCHITECTURE.md). Rows hold calls as `switchboard_engine::record` writes them.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, params};
+use switchboard_core::call::Call;
+use switchboard_engine::record;
+use switchboard_engine::store::{NewNotification, OutboxRow, OutboxStatus, Store, StoreError, StoredCall};
+
+/// SQLite errors inside this crate, and store errors on their way out.
+enum Fail {
+    Sqlite(rusqlite::Error),
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Self {
+        Fail::Sqlite(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+impl From<Fail> for StoreError {
+    fn from(f: Fail) -> Self {
+        match f {
+            Fail::Sqlite(e) => StoreError::database(e),
+            Fail::Store(e) => e,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS calls (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    body TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    callback TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_status ON outbox(status, seq);
+";
+
+impl SqliteStore {
+    /// Opens (or creates) `dir/switchboard.db` in WAL mode. `synchronous=NORMAL` survives `kill -9`
+    /// (the WAL is in the OS's hands); only a power loss could cost the last transactions.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("switchboard.db");
+        let open = |source: rusqlite::Error| StoreError::Open { path: path.display().to_string(), source: Box::new(source) };
+        let conn = Connection::open(&path).map_err(open)?;
+        Self::init(conn).map_err(|f| match f {
+            Fail::Sqlite(e) => open(e),
+            Fail::Store(e) => e,
+        })
+    }
+
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().map_err(StoreError::database)?;
+        Ok(Self::init(conn)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, Fail> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "busy_timeout", 5000)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Runs `f` on the connection on a blocking thread.
+    async fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T, Fail> + Send + 'static) -> Result<T, StoreError> {
+        let conn = Arc::clone(&self.conn);
+        let joined = tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave a half-done transaction behind (rusqlite
+            // rolls back on drop), so a poisoned lock is safe to reuse.
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn)
+        })
+        .await;
+        match joined {
+            Ok(result) => result.map_err(StoreError::from),
+            Err(e) => Err(StoreError::database(e)),
+        }
+    }
+}
+
+fn row_to_outbox(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    let status: String = r.get(8)?;
+    Ok(OutboxRow {
+        seq: r.get(0)?,
+        call_id: r.get(1)?,
+        app_id: r.get(2)?,
+        tenant_id: r.get(3)?,
+        callback: r.get(4)?,
+        body: r.get(5)?,
+        attempts: r.get(6)?,
+        next_attempt_at: r.get::<_, i64>(7)? as u64,
+        status: if status == "failed" { OutboxStatus::Failed } else { OutboxStatus::Pending },
+        last_error: r.get(9)?,
+    })
+}
+
+/// What a commit writes, owned so that it can go to a blocking thread.
+struct Commit {
+    id: String,
+    app_id: String,
+    tenant_id: String,
+    state: &'static str,
+    terminated: bool,
+    body: String,
+    expected_version: Option<u64>,
+    notifications: Vec<NewNotification>,
+    now: i64,
+}
+
+fn commit(conn: &mut Connection, c: Commit) -> Result<(u64, Vec<OutboxRow>), Fail> {
+    let tx = conn.transaction()?;
+    let version = match c.expected_version {
+        None => {
+            let inserted = tx.execute(
+                "INSERT INTO calls (id, app_id, version, state, body, updated_at) VALUES (?1, ?2, 1, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+                params![c.id, c.app_id, c.state, c.body, c.now],
+            )?;
+            if inserted != 1 {
+                return Err(StoreError::Exists { id: c.id }.into());
+            }
+            1
+        }
+        Some(expected) => {
+            let changed = if c.terminated {
+                tx.execute("DELETE FROM calls WHERE id = ?1 AND version = ?2", params![c.id, expected as i64])?
+            } else {
+                tx.execute(
+                    "UPDATE calls SET version = version + 1, state = ?3, body = ?4, updated_at = ?5 WHERE id = ?1 AND version = ?2",
+                    params![c.id, expected as i64, c.state, c.body, c.now],
+                )?
+            };
+            if changed != 1 {
+                return Err(StoreError::Conflict { id: c.id, expected }.into());
+            }
+            expected + 1
+        }
+    };
+    let mut rows = Vec::with_capacity(c.notifications.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO outbox (call_id, app_id, tenant_id, callback, body, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        )?;
+        for n in c.notifications {
+            insert.execute(params![c.id, c.app_id, c.tenant_id, n.callback, n.body, c.now])?;
+            rows.push(OutboxRow {
+                seq: tx.last_insert_rowid(),
+                call_id: c.id.clone(),
+                app_id: c.app_id.clone(),
+                tenant_id: c.tenant_id.clone(),
+                callback: n.callback,
+                body: n.body,
+                attempts: 0,
+                next_attempt_at: c.now as u64,
+                status: OutboxStatus::Pending,
+                last_error: None,
+            });
+        }
+    }
+    tx.commit()?;
+    Ok((version, rows))
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn commit(
+        &self,
+        call: &Call,
+        expected_version: Option<u64>,
+        notifications: &[NewNotification],
+        now: u64,
+    ) -> Result<(u64, Vec<OutboxRow>), StoreError> {
+        let c = Commit {
+            id: call.id.clone(),
+            app_id: call.app_id.clone(),
+            tenant_id: call.tenant_id.clone(),
+            state: call.state.as_str(),
+            terminated: call.is_terminated(),
+            body: record::encode(call),
+            expected_version,
+            notifications: notifications.to_vec(),
+            now: now as i64,
+        };
+        self.with(move |conn| commit(conn, c)).await
+    }
+
+    async fn live_calls(&self) -> Result<Vec<StoredCall>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT id, version, body FROM calls")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))?;
+            let mut calls = Vec::new();
+            for row in rows {
+                let (id, version, body) = row?;
+                let call = record::decode(&body).map_err(|source| StoreError::Corrupt { id, source })?;
+                calls.push(StoredCall { call, version: version as u64 });
+            }
+            Ok(calls)
+        })
+        .await
+    }
+
+    async fn outbox(&self, status: OutboxStatus) -> Result<Vec<OutboxRow>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, call_id, app_id, tenant_id, callback, body, attempts, next_attempt_at, status, last_error
+                 FROM outbox WHERE status = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([status.as_str()], row_to_outbox)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn delivered(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        let seqs = seqs.to_vec();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut del = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
+                for seq in seqs {
+                    del.execute([seq])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn attempt_failed(&self, seqs: &[i64], next_attempt_at: Option<u64>, error: &str) -> Result<(), StoreError> {
+        let (seqs, error) = (seqs.to_vec(), error.to_owned());
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut upd = tx.prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, status = ?3, last_error = ?4 WHERE seq = ?1",
+                )?;
+                let (next, status) = match next_attempt_at {
+                    Some(at) => (at as i64, OutboxStatus::Pending),
+                    None => (0, OutboxStatus::Failed),
+                };
+                for seq in seqs {
+                    upd.execute(params![seq, next, status.as_str(), error])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn requeue_failed(&self, now: u64) -> Result<usize, StoreError> {
+        self.with(move |conn| {
+            Ok(conn.execute(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?1 WHERE status = 'failed'",
+                [now as i64],
+            )?)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use switchboard_engine::conformance::{self, Opener};
+
+    use super::SqliteStore;
+
+    /// Stores in a fresh folder each; reopening opens the same file again.
+    struct Files {
+        dirs: Vec<std::path::PathBuf>,
+    }
+
+    impl Opener for Files {
+        type Store = SqliteStore;
+        async fn fresh(&mut self) -> SqliteStore {
+            let dir = std::env::temp_dir().join(format!("switchboard-sqlite-{}-{}", std::process::id(), self.dirs.len()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            self.dirs.push(dir.clone());
+            SqliteStore::open(&dir).unwrap()
+        }
+        async fn reopen(&mut self, store: SqliteStore) -> Option<SqliteStore> {
+            drop(store);
+            let dir = self.dirs.last()?.clone();
+            Some(SqliteStore::open(&dir).unwrap())
+        }
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            for d in &self.dirs {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_the_store_conformance_suite() {
+        conformance::run(Files { dirs: Vec::new() }).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreadable_row_is_reported_with_its_call_id() {
+        use switchboard_engine::store::{Store, StoreError};
+        let store = SqliteStore::in_memory().unwrap();
+        store.commit(&conformance::offered("bad"), None, &[], 1).await.unwrap();
+        store.conn.lock().unwrap().execute("UPDATE calls SET body = '{\"schema\": 99}'", []).unwrap();
+        let err = store.live_calls().await.unwrap_err();
+        assert!(matches!(&err, StoreError::Corrupt { id, .. } if id == "bad"), "{err}");
+    }
+}
