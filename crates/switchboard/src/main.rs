@@ -53,6 +53,10 @@ struct ServeArgs {
     /// Delivery attempts before a notification is marked failed (kept in the outbox).
     #[arg(long, env = "SWITCHBOARD_RETRY_MAX_ATTEMPTS")]
     retry_max_attempts: Option<u32>,
+    /// Virtual time: the clock stands still until `POST /sim/v1/clock {"advance_ms": N}` moves it,
+    /// firing every timer that falls due (ring timeouts, keepAlive expiry, sim behaviours, retries).
+    #[arg(long, env = "SWITCHBOARD_VIRTUAL_CLOCK")]
+    virtual_clock: bool,
     /// Serve HTTPS: with the config file's [tls] cert and key, or a generated self-signed certificate.
     #[arg(long, env = "SWITCHBOARD_TLS")]
     tls: bool,
@@ -126,6 +130,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<(Config, String)> {
     if let Some(n) = args.retry_max_attempts {
         config.notifications.max_attempts = n;
     }
+    if args.virtual_clock {
+        config.sim.virtual_clock = true;
+    }
     for (flag, client_id, url) in [
         ("--demo-webhook", "cccccccc-0000-4000-8000-000000000003", &args.demo_webhook),
         ("--legacy-webhook", "cccccccc-0000-4000-8000-000000000006", &args.legacy_webhook),
@@ -158,6 +165,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let directory = config.directory.clone();
     let issuer = config.notifications.issuer.clone();
     let admin_key = config.sim.admin_key.clone();
+    let virtual_clock = config.sim.virtual_clock;
     let (running, handle) = server::start(config, tls, shutdown_signal()).await?;
     let base = &running.base_url;
     println!("Switchboard {} listening on {base}", env!("CARGO_PKG_VERSION"));
@@ -193,6 +201,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     println!("  notification JWTs:  issuer {issuer}; OpenID configuration {base}/notifications/v1/.well-known/openid-configuration");
     println!("  sim control API:    {base}/sim/v1  (header X-Sim-Admin-Key: {admin_key})");
+    if virtual_clock {
+        println!("  clock:              virtual, standing still; move it with POST {base}/sim/v1/clock {{\"advance_ms\": N}}");
+    }
     println!("  OpenAPI:            {base}/openapi.json   metrics: {base}/metrics");
     handle.await.context("the server task failed")?;
     Ok(())

@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/world", get(world))
         .route("/outbox", get(outbox))
         .route("/outbox/retry", post(retry_outbox))
+        .route("/clock", get(clock).post(advance_clock))
 }
 
 fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), GraphError> {
@@ -178,6 +179,49 @@ async fn world(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
         .map(|c| json!({"id": c.id, "appId": c.app_id, "tenantId": c.tenant_id, "state": c.state.as_str(), "direction": c.direction, "remote": c.remote()}))
         .collect();
     Ok(Json(json!({"legs": state.sim.legs(), "calls": calls})).into_response())
+}
+
+fn clock_json(state: &AppState, now_ms: u64) -> Value {
+    let now = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default();
+    json!({"virtual": state.engine.clock().is_virtual(), "nowMs": now_ms, "now": now})
+}
+
+/// `GET /sim/v1/clock`: the time everything in the server goes by.
+async fn clock(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {
+    admin(&state, &headers)?;
+    Ok(Json(clock_json(&state, state.engine.clock().now_ms())).into_response())
+}
+
+/// `POST /sim/v1/clock {"advance_ms": N}`: moves virtual time forward; every timer that falls due
+/// fires, in order, and what it causes settles, before the answer.
+async fn advance_clock(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, GraphError> {
+    admin(&state, &headers)?;
+    let bytes = json_body(body, &headers).await?;
+    let root = parse::object(&bytes)?;
+    let fields = root.as_object().ok_or_else(|| GraphError::bad_request("expected a JSON object"))?;
+    if let Some(other) = fields.keys().find(|k| *k != "advance_ms") {
+        return Err(err(other.as_str(), "unknown field; the only field is advance_ms").into());
+    }
+    let by = match fields.get("advance_ms") {
+        None | Some(Value::Null) => return Err(err("advance_ms", "is required: how many milliseconds to move the clock forward").into()),
+        Some(v) => match parse::integer(v).and_then(|n| u64::try_from(n).ok()) {
+            Some(n) if n <= super::spec::MAX_ADVANCE_MS => n,
+            _ => {
+                return Err(err(
+                    "advance_ms",
+                    format!("must be a whole number of milliseconds from 0 to {} (a year), not {v}", super::spec::MAX_ADVANCE_MS),
+                )
+                .into());
+            }
+        },
+    };
+    match state.engine.advance_clock(by).await {
+        Ok(now) => Ok(Json(clock_json(&state, now)).into_response()),
+        Err(e) => Err(GraphError::new(StatusCode::CONFLICT, "ClockNotVirtual", e.to_string())),
+    }
 }
 
 /// `?status=failed|pending` (default failed), read by hand so that a bad query gets the Graph envelope.

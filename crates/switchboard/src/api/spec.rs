@@ -522,6 +522,17 @@ fn jwks(_: &Ctx<'_>) -> Value {
     closed(json!({"keys": {"type": "array", "minItems": 1, "items": key}}), &[])
 }
 
+/// The longest a single `POST /sim/v1/clock` may move virtual time: a year.
+pub const MAX_ADVANCE_MS: u64 = 366 * 24 * 3600 * 1000;
+
+fn clock_advance(_: &Ctx<'_>) -> Value {
+    closed(json!({"advance_ms": {"type": "integer", "minimum": 0, "maximum": MAX_ADVANCE_MS}}), &[])
+}
+
+fn clock_now(_: &Ctx<'_>) -> Value {
+    closed(json!({"virtual": {"type": "boolean"}, "nowMs": {"type": "integer", "minimum": 0}, "now": {"type": "string"}}), &[])
+}
+
 fn sim_call_created(_: &Ctx<'_>) -> Value {
     closed(json!({"callId": {"type": "string"}, "legId": {"type": "string"}}), &[])
 }
@@ -837,6 +848,22 @@ pub const ROUTES: &[Route] = &[
         path: "/sim/v1/outbox/retry",
         summary: "Requeue failed notifications",
         responses: &[json(200, "how many were requeued", requeued)],
+        ..SIM
+    },
+    Route {
+        id: "simClock",
+        path: "/sim/v1/clock",
+        summary: "The clock's time, and whether it is virtual (serve --virtual-clock)",
+        responses: &[json(200, "now", clock_now)],
+        ..SIM
+    },
+    Route {
+        id: "simAdvanceClock",
+        method: "post",
+        path: "/sim/v1/clock",
+        summary: "Move virtual time forward; every timer that falls due fires, in order, before the answer",
+        body: Some((JSON, clock_advance)),
+        responses: &[json(200, "the new time", clock_now), error(409, "the clock is not virtual")],
         ..SIM
     },
     Route { id: "healthz", path: "/healthz", summary: "Liveness", responses: &[json(200, "alive", alive)], ..OPEN },

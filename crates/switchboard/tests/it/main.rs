@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod clock;
 mod errors;
 mod group;
 mod identity;
