@@ -427,111 +427,43 @@ impl From<ResultInfoV1> for ResultInfo {
     }
 }
 
-impl From<Direction> for DirectionV1 {
-    fn from(d: Direction) -> Self {
-        match d {
-            Direction::Incoming => DirectionV1::Incoming,
-            Direction::Outgoing => DirectionV1::Outgoing,
+/// Both conversions between a core enum and its frozen twin, variant by variant of the same name
+/// (the twin's serde names are what is frozen).
+macro_rules! mirror {
+    ($core:ident <=> $stored:ident { $($variant:ident),+ $(,)? }) => {
+        impl From<$core> for $stored {
+            fn from(v: $core) -> Self {
+                match v {
+                    $($core::$variant => $stored::$variant,)+
+                }
+            }
         }
-    }
+
+        impl From<$stored> for $core {
+            fn from(v: $stored) -> Self {
+                match v {
+                    $($stored::$variant => $core::$variant,)+
+                }
+            }
+        }
+    };
 }
 
-impl From<DirectionV1> for Direction {
-    fn from(d: DirectionV1) -> Self {
-        match d {
-            DirectionV1::Incoming => Direction::Incoming,
-            DirectionV1::Outgoing => Direction::Outgoing,
-        }
-    }
-}
-
-impl From<CallState> for CallStateV1 {
-    fn from(s: CallState) -> Self {
-        match s {
-            CallState::Incoming => CallStateV1::Incoming,
-            CallState::Establishing => CallStateV1::Establishing,
-            CallState::Established => CallStateV1::Established,
-            CallState::Hold => CallStateV1::Hold,
-            CallState::Transferring => CallStateV1::Transferring,
-            CallState::TransferAccepted => CallStateV1::TransferAccepted,
-            CallState::Redirecting => CallStateV1::Redirecting,
-            CallState::Terminating => CallStateV1::Terminating,
-            CallState::Terminated => CallStateV1::Terminated,
-        }
-    }
-}
-
-impl From<CallStateV1> for CallState {
-    fn from(s: CallStateV1) -> Self {
-        match s {
-            CallStateV1::Incoming => CallState::Incoming,
-            CallStateV1::Establishing => CallState::Establishing,
-            CallStateV1::Established => CallState::Established,
-            CallStateV1::Hold => CallState::Hold,
-            CallStateV1::Transferring => CallState::Transferring,
-            CallStateV1::TransferAccepted => CallState::TransferAccepted,
-            CallStateV1::Redirecting => CallState::Redirecting,
-            CallStateV1::Terminating => CallState::Terminating,
-            CallStateV1::Terminated => CallState::Terminated,
-        }
-    }
-}
-
-impl From<MediaConfig> for MediaConfigV1 {
-    fn from(m: MediaConfig) -> Self {
-        match m {
-            MediaConfig::ServiceHosted => MediaConfigV1::ServiceHosted,
-            MediaConfig::AppHosted => MediaConfigV1::AppHosted,
-        }
-    }
-}
-
-impl From<MediaConfigV1> for MediaConfig {
-    fn from(m: MediaConfigV1) -> Self {
-        match m {
-            MediaConfigV1::ServiceHosted => MediaConfig::ServiceHosted,
-            MediaConfigV1::AppHosted => MediaConfig::AppHosted,
-        }
-    }
-}
-
-impl From<MediaState> for MediaStateV1 {
-    fn from(m: MediaState) -> Self {
-        match m {
-            MediaState::Active => MediaStateV1::Active,
-            MediaState::Inactive => MediaStateV1::Inactive,
-        }
-    }
-}
-
-impl From<MediaStateV1> for MediaState {
-    fn from(m: MediaStateV1) -> Self {
-        match m {
-            MediaStateV1::Active => MediaState::Active,
-            MediaStateV1::Inactive => MediaState::Inactive,
-        }
-    }
-}
-
-impl From<OperationStatus> for OperationStatusV1 {
-    fn from(s: OperationStatus) -> Self {
-        match s {
-            OperationStatus::Running => OperationStatusV1::Running,
-            OperationStatus::Completed => OperationStatusV1::Completed,
-            OperationStatus::Failed => OperationStatusV1::Failed,
-        }
-    }
-}
-
-impl From<OperationStatusV1> for OperationStatus {
-    fn from(s: OperationStatusV1) -> Self {
-        match s {
-            OperationStatusV1::Running => OperationStatus::Running,
-            OperationStatusV1::Completed => OperationStatus::Completed,
-            OperationStatusV1::Failed => OperationStatus::Failed,
-        }
-    }
-}
+mirror!(Direction <=> DirectionV1 { Incoming, Outgoing });
+mirror!(CallState <=> CallStateV1 {
+    Incoming,
+    Establishing,
+    Established,
+    Hold,
+    Transferring,
+    TransferAccepted,
+    Redirecting,
+    Terminating,
+    Terminated,
+});
+mirror!(MediaConfig <=> MediaConfigV1 { ServiceHosted, AppHosted });
+mirror!(MediaState <=> MediaStateV1 { Active, Inactive });
+mirror!(OperationStatus <=> OperationStatusV1 { Running, Completed, Failed });
 
 #[cfg(test)]
 mod tests {

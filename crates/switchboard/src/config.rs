@@ -487,6 +487,7 @@ max_attempts = 12                   # at least 1
 
 [sim]
 admin_key = "switchboard-demo-admin"  # key for the simulator's control API
+virtual_clock = false                 # true: time stands still until POST /sim/v1/clock moves it
 
 [[tenants]]
 id = "aaaaaaaa-0000-4000-8000-000000000001"
