@@ -147,22 +147,23 @@ impl Engine {
     pub async fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
         let stored = self.store.live_calls().await?;
         let n = stored.len();
-        let mut slots = Vec::with_capacity(n);
+        let mut resumed = Vec::with_capacity(n);
         for s in stored {
             self.metrics.call_entered(s.call.state);
-            if let Some(net) = self.network.get() {
-                net.resume(&s.call);
-            }
             let mut slot = Slot::new(s.call, s.version);
             for (timer, at) in slot.call.pending_timers() {
                 let id = self.arm(&slot.call.id, timer, at);
                 slot.timers.push((timer, id));
             }
-            slots.push(slot);
+            resumed.push(slot.call.clone());
+            self.lock_calls().insert(slot.call.id.clone(), Arc::new(tokio::sync::Mutex::new(slot)));
         }
-        let mut map = self.lock_calls();
-        for slot in slots {
-            map.insert(slot.call.id.clone(), Arc::new(tokio::sync::Mutex::new(slot)));
+        // Only now that every call is in the map: what the network reports while it rebuilds its legs
+        // (an offer withdrawn, a connection completed) must find its call.
+        if let Some(net) = self.network.get() {
+            for call in &resumed {
+                net.resume(call);
+            }
         }
         Ok(n)
     }
