@@ -563,6 +563,10 @@ impl Call {
             Input::HangUp => match self.state {
                 Terminating => return Err(self.refuse("hang up", "other than 'terminating'")),
                 _ => {
+                    // A transfer in progress ends with the call (end_with cannot tell once `terminating`).
+                    if self.state == Transferring {
+                        self.finish_operation(OperationStatus::Failed, Some(ResultInfo::ended_by_bot()));
+                    }
                     self.state = Terminating;
                     fx.push(self.notify(ChangeType::Updated));
                     self.end(ResultInfo::ended_by_bot(), &mut fx);

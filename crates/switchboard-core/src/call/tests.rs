@@ -410,19 +410,41 @@ fn any_input() -> impl Strategy<Value = Input> {
 }
 
 proptest! {
+    // Enough cases that short races of transfer events (a late failure after acceptance, say) come up
+    // in every run, not one run in ten.
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
     #[test]
     fn random_interleavings_keep_the_invariants(
-        kind in 0..3u8,
+        kind in 0..4u8,
         steps in proptest::collection::vec((any_input(), 0u64..2_000_000), 0..40),
     ) {
-        let (mut call, fx) = match kind { 0 => incoming(0), 1 => outgoing(0), _ => group(0) };
+        // Established calls too, so that transfers and their events fill more of the sequence.
+        let (mut call, fx) = match kind { 0 => incoming(0), 1 => outgoing(0), 2 => group(0), _ => (established(), Vec::new()) };
         let mut transcript = notes(&fx);
         let mut now = 0;
+        // Transfers begun, and outcomes reported (or the call's end cutting one short).
+        let (mut started, mut outcomes) = (0usize, 0usize);
         for (input, dt) in steps {
             now += dt;
             let before = call.clone();
+            let is_transfer = matches!(input, Input::Transfer { .. });
             match call.handle(input, now) {
                 Ok(fx) => {
+                    // A transfer ends exactly once: one notification with its operation completed or
+                    // failed, or the end of the call while it was in progress; nothing for a transfer
+                    // that is over.
+                    started += usize::from(is_transfer);
+                    let reported = fx
+                        .iter()
+                        .filter(|e| matches!(e, Effect::Notify(n) if n.operation.as_ref().is_some_and(|o| o.status != OperationStatus::Running)))
+                        .count();
+                    prop_assert!(reported <= 1, "two transfer outcomes in one step: {fx:?}");
+                    outcomes += reported;
+                    if before.state == CallState::Transferring && call.is_terminated() && reported == 0 {
+                        outcomes += 1;
+                    }
+                    let running = call.operations.iter().filter(|o| o.status == OperationStatus::Running).count();
+                    prop_assert_eq!(running, usize::from(call.state == CallState::Transferring), "operations {:?} in state {:?}", call.operations, call.state);
                     if before.is_terminated() {
                         prop_assert!(fx.is_empty(), "effects after termination: {fx:?}");
                     }
@@ -441,6 +463,7 @@ proptest! {
                 Err(_) => prop_assert_eq!(&before, &call, "a refused input changed the call"),
             }
         }
+        prop_assert_eq!(started, outcomes + usize::from(call.state == CallState::Transferring), "{:?}", transcript);
         // One final outcome: at most one deleted notification, and it is the last one.
         let deleted = transcript.iter().filter(|n| n.starts_with("deleted")).count();
         prop_assert!(deleted <= 1, "{transcript:?}");
