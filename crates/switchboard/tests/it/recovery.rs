@@ -82,3 +82,74 @@ async fn graceful_shutdown_exits_cleanly() {
     let mut server = Server::start(&bot).await;
     assert!(server.terminate(), "SIGTERM ends the process with success");
 }
+
+/// Invariant 1, with no slack: each command's 2xx is followed at once by `kill -9`, while the bot refuses
+/// every delivery, so nothing has settled. What the 2xx promised must be there after the restart, and
+/// every notification it owed must arrive, in order, once the bot takes them.
+#[tokio::test]
+async fn every_2xx_is_durable_though_the_server_dies_right_after_it() {
+    let mut bot = Bot::start().await;
+    let mut server = patient_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    bot.fail_next(&[503; 1000]);
+    let state = |server: &Server, token: String, id: String| {
+        let http = server.http.clone();
+        let url = server.url(&format!("/v1.0/communications/calls/{id}"));
+        async move {
+            let resp = http.get(url).bearer_auth(token).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap();
+            (status, body["state"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+
+    // 201 for a new call, then the kill.
+    let (status, call) =
+        server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("d"), HEIDI))).await;
+    assert_eq!(status, 201, "{call}");
+    server.kill9();
+    let id = call["id"].as_str().unwrap().to_owned();
+    server.restart().await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    assert_eq!(state(&server, token.clone(), id.clone()).await.0, 200, "the created call survived");
+    // Heidi rings again after the restart and answers.
+    for _ in 0..100 {
+        if state(&server, token.clone(), id.clone()).await.1 == "established" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 202 for a transfer (to Silent Sam, who rings on), then the kill.
+    let body = serde_json::json!({"transferTarget": {"identity": {"user": {"id": SILENT_SAM}}}});
+    let (status, _) = server.graph(Method::POST, &format!("/v1.0/communications/calls/{id}/transfer"), &token, Some(body)).await;
+    assert_eq!(status, 202);
+    server.kill9();
+    server.restart().await;
+    assert_eq!(state(&server, token.clone(), id.clone()).await, (200, "transferring".to_owned()), "the transfer survived");
+
+    // 204 for a hang-up, then the kill.
+    assert_eq!(server.graph(Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
+    server.kill9();
+    server.restart().await;
+    assert_eq!(state(&server, token.clone(), id.clone()).await.0, 404, "the hang-up survived");
+
+    // Everything owed arrives, once and in order, when the bot takes it.
+    bot.clear_failures();
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let (_, item) = bot.next_within(Duration::from_secs(30)).await.expect("an owed notification");
+        got.push(redact(item, &id));
+    }
+    assert_eq!(
+        got,
+        [
+            state_note("updated", "establishing"),
+            established_note(),
+            state_note("updated", "transferring"),
+            state_note("updated", "terminating"),
+            terminated_note(200, 7000, "The call was ended by the application.")
+        ]
+    );
+    bot.expect_silence(Duration::from_millis(300)).await;
+}

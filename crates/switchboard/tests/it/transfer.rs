@@ -629,3 +629,76 @@ async fn a_transfer_to_a_bot_survives_kill_9() {
     assert_eq!(redact(bot.next().await.1, &a), completed_blind());
     bot.expect_silence(Duration::from_millis(300)).await;
 }
+
+/// Invariant 2 under real concurrency: the transfer request, the transferee hanging up, the bot hanging
+/// up and the target answering are sent at once, with the target's answer and the hang-ups shifted a
+/// few milliseconds each round. Whatever wins, every request gets a 2xx or a 4xx (never a conflict the
+/// engine failed to serialise), every call ends exactly once, its transfer has at most one outcome,
+/// nothing follows `deleted`, and the sim's world holds no leg paired with a missing one.
+#[tokio::test]
+async fn concurrent_commands_and_network_events_end_each_transfer_once() {
+    let mut bot = Bot::start().await;
+    let server = patient_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    for round in 0..18u64 {
+        // Every third round sends everything in the same instant; the others spread it out.
+        let spread = u64::from(round % 3 != 0);
+        let answer_after = spread * ((round * 7) % 40);
+        let (hang_up_at, delete_at) = (spread * ((round * 11) % 45), spread * ((round * 13) % 50));
+        let behaviour = json!({"kind": "answer", "after_ms": answer_after});
+        assert_eq!(server.sim(Method::PUT, &format!("/parties/{HEIDI}/behaviour"), Some(behaviour)).await.0, 200);
+        let id = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+        let to_heidi = json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}}});
+        let after = |ms: u64| tokio::time::sleep(Duration::from_millis(ms));
+        let (transferred, hung_up, deleted) = tokio::join!(
+            transfer(&server, &token, &id, to_heidi),
+            async {
+                after(hang_up_at).await;
+                server.sim(Method::POST, &format!("/calls/{id}/hangup"), None).await.0
+            },
+            async {
+                after(delete_at).await;
+                server.graph(Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0
+            },
+        );
+        // Each request either acted or found the call already past it.
+        assert!([202, 404, 409].contains(&transferred.0), "round {round}: transfer {transferred:?}");
+        assert!([204, 404, 409].contains(&hung_up), "round {round}: sim hang-up {hung_up}");
+        assert!([204, 404].contains(&deleted), "round {round}: DELETE {deleted}");
+
+        let mut transcript = Vec::new();
+        loop {
+            let (_, item) = bot.next().await;
+            assert_eq!(item["resourceUrl"], format!("/communications/calls/{id}"), "round {round}: another call's notification");
+            let ended = item["changeType"] == "deleted";
+            transcript.push(redact(item, &id));
+            if ended {
+                break;
+            }
+        }
+        let states: Vec<&str> = transcript.iter().map(|n| n["resourceData"]["state"].as_str().unwrap_or_default()).collect();
+        let accepted = transcript.iter().filter(|n| **n == state_note("updated", "transferAccepted")).count();
+        let completed = transcript.last().is_some_and(|n| *n == completed_blind());
+        let failed = transcript.iter().filter(|n| n["resourceData"]["resultInfo"]["code"] == 500).count();
+        // Heidi always answers, and a transferee who leaves ends a peer-to-peer call: no transfer fails
+        // here. The bot may still hang up between the acceptance and the completion.
+        assert!(accepted <= 1 && failed == 0, "round {round}: {states:?}");
+        assert!(!completed || accepted == 1, "round {round}: completed without being accepted: {transcript:?}");
+        if transferred.0 != 202 {
+            assert!(!states.contains(&"transferring"), "round {round}: {states:?}");
+        }
+    }
+    // Nothing after any call's `deleted`, and the world is consistent: every leg paired with a leg
+    // points at one that points back.
+    bot.expect_silence(Duration::from_millis(300)).await;
+    let (_, world) = server.sim(Method::GET, "/world", None).await;
+    let legs = world["legs"].as_array().cloned().unwrap_or_default();
+    for leg in &legs {
+        assert_ne!(leg["peer"]["kind"], "bot", "a leg of a call that ended: {world}");
+        assert_ne!(leg["peer"]["kind"], "transfer", "a target ringing for a transfer that is over: {world}");
+        if leg["peer"]["kind"] == "leg" {
+            let other = legs.iter().find(|l| l["id"] == leg["peer"]["legId"]);
+            assert!(other.is_some_and(|o| o["peer"]["legId"] == leg["id"]), "unpaired leg {leg}: {world}");
+        }
+    }
+}
