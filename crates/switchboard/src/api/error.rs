@@ -38,6 +38,10 @@ impl GraphError {
     pub fn unknown_segment(segment: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "UnknownSegment", format!("Resource not found for the segment '{segment}'."))
     }
+    /// A route the table documents but nothing serves: a defect of ours, never the client's.
+    pub fn not_served(operation: &str) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, "NotServed", format!("Operation '{operation}' is documented but not served."))
+    }
     /// A 405 naming the methods `path` supports (`allow`, e.g. "GET, DELETE").
     pub fn method_not_allowed(method: &str, path: &str, allow: &str) -> Self {
         let message = match allow {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use switchboard_core::call::{Call, Input, MediaConfig, OutgoingCall};
 use switchboard_core::party::Party;
 
+use super::spec::{ROUTES, Route};
 use super::{AppState, GraphError, json_body};
 use crate::config::{Application, is_e164};
 use crate::graph::parse::{self, BodyError, IdentityRef, Obj, err};
@@ -190,75 +191,108 @@ async fn route(
         )));
     }
     let path = format!("/{}/{}", version.as_str(), rest.trim_start_matches('/'));
-    let not_allowed = |allow: &str| GraphError::method_not_allowed(method.as_str(), &path, allow);
-    match tail {
-        [] => match *method {
-            Method::POST => create_call(state, &caller, version, headers, body).await,
-            Method::GET => list_calls(state, &caller, version).await,
-            _ => Err(not_allowed("GET, POST")),
-        },
-        [id] => {
-            let call = owned_call(state, &caller, id).await?;
-            match *method {
-                Method::GET => Ok(Json(with_context(render::call(&call), state, version, "communications/calls/$entity")).into_response()),
-                Method::DELETE => {
-                    state.engine.apply(&call.id, Input::HangUp).await?;
-                    Ok(StatusCode::NO_CONTENT.into_response())
-                }
-                _ => Err(not_allowed("GET, DELETE")),
-            }
+    // The route table decides what is served: the rows whose path fits, then the one for the method.
+    let rows: Vec<&'static Route> = call_routes().filter(|(_, template)| fits(template, tail)).map(|(r, _)| r).collect();
+    if rows.is_empty() {
+        let unknown = match tail {
+            [_, action] => action_name(action),
+            _ => tail.get(1).copied().unwrap_or_default().to_owned(),
+        };
+        return Err(GraphError::unknown_segment(&unknown));
+    }
+    let mut methods: Vec<&str> = rows.iter().map(|r| r.method).collect();
+    methods.sort_by_key(|m| METHOD_ORDER.iter().position(|o| o == m));
+    let allow = methods.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>().join(", ");
+    let row = rows.iter().find(|r| r.method.eq_ignore_ascii_case(method.as_str()));
+    // A call's actions are named by their method (POST) before the call is looked up; its resources
+    // (itself, participants, operations) are looked up first.
+    let action = tail.len() == 2 && methods == ["post"];
+    let mut call = None;
+    if !tail.is_empty() && !action {
+        call = Some(owned_call(state, &caller, tail[0]).await?);
+    }
+    let Some(row) = row else {
+        return Err(GraphError::method_not_allowed(method.as_str(), &path, &allow));
+    };
+    if call.is_none() && !tail.is_empty() {
+        call = Some(owned_call(state, &caller, tail[0]).await?);
+    }
+    serve(Request { state, caller: &caller, version, call, tail, headers, body }, row).await
+}
+
+/// The calls collection in the route table; every Graph route sits under it.
+const CALLS: &str = "/{version}/communications/calls";
+/// The order `Allow` lists methods in.
+const METHOD_ORDER: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+/// The route table's rows under the calls collection, with their path segments after it.
+fn call_routes() -> impl Iterator<Item = (&'static Route, Vec<&'static str>)> {
+    ROUTES.iter().filter_map(|r| r.path.strip_prefix(CALLS).map(|t| (r, t.split('/').filter(|s| !s.is_empty()).collect())))
+}
+
+/// Whether request segments fit a row's: `{param}` takes any segment, names match case-insensitively,
+/// and an action may carry the `microsoft.graph.` namespace.
+fn fits(template: &[&str], tail: &[&str]) -> bool {
+    template.len() == tail.len()
+        && template.iter().zip(tail).enumerate().all(|(i, (t, s))| {
+            t.starts_with('{') || eq(t, s) || (i == 1 && template.len() == 2 && action_name(s) == t.to_ascii_lowercase())
+        })
+}
+
+/// What a Graph handler gets: the caller, the call the path names (looked up and owned), the path's
+/// segments after `/calls`, and the request.
+struct Request<'a> {
+    state: &'a AppState,
+    caller: &'a Caller,
+    version: Version,
+    call: Option<Call>,
+    tail: &'a [&'a str],
+    headers: &'a HeaderMap,
+    body: Body,
+}
+
+/// Serves one row of the route table, by its operation id.
+async fn serve(req: Request<'_>, row: &Route) -> Result<Response, GraphError> {
+    let Request { state, caller, version, call, tail, headers, body } = req;
+    let call = || call.clone().ok_or_else(|| GraphError::call_not_found(tail.first().copied().unwrap_or_default()));
+    match row.id {
+        "createCall" => create_call(state, caller, version, headers, body).await,
+        "listCalls" => list_calls(state, caller, version).await,
+        "getCall" => Ok(Json(with_context(render::call(&call()?), state, version, "communications/calls/$entity")).into_response()),
+        "deleteCall" => {
+            state.engine.apply(&call()?.id, Input::HangUp).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
         }
-        [id, coll] if eq(coll, "participants") => {
-            let call = owned_call(state, &caller, id).await?;
-            if *method != Method::GET {
-                return Err(not_allowed("GET"));
-            }
+        "listParticipants" => {
+            let call = call()?;
             let value: Vec<Value> = participants(&call, &state.config.directory).into_iter().map(|(_, p)| p).collect();
             Ok(Json(with_context(json!({ "value": value }), state, version, &format!("communications/calls('{}')/participants", call.id)))
                 .into_response())
         }
-        [id, coll] if eq(coll, "operations") => {
-            let call = owned_call(state, &caller, id).await?;
-            if *method != Method::GET {
-                return Err(not_allowed("GET"));
-            }
-            let value: Vec<Value> = call.operations.iter().map(|op| render_operation(&caller, &call, op)).collect();
-            Ok(Json(with_context(json!({ "value": value }), state, version, "communications/calls/operations")).into_response())
-        }
-        [id, coll, pid] if eq(coll, "participants") => {
-            let call = owned_call(state, &caller, id).await?;
-            if *method != Method::GET {
-                return Err(not_allowed("GET"));
-            }
+        "getParticipant" => {
+            let (call, pid) = (call()?, tail[2]);
             let (_, p) = participants(&call, &state.config.directory).into_iter().find(|(id, _)| id == pid).ok_or_else(|| {
                 GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Participant '{pid}' is not in call '{}'.", call.id))
             })?;
             Ok(Json(with_context(p, state, version, "communications/calls/participants/$entity")).into_response())
         }
-        [id, coll, op_id] if eq(coll, "operations") => {
-            let call = owned_call(state, &caller, id).await?;
-            if *method != Method::GET {
-                return Err(not_allowed("GET"));
-            }
-            let op = call.operations.iter().find(|o| o.id == *op_id).ok_or_else(|| {
-                GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Operation '{op_id}' does not exist on call '{id}'."))
+        "listOperations" => {
+            let call = call()?;
+            let value: Vec<Value> = call.operations.iter().map(|op| render_operation(caller, &call, op)).collect();
+            Ok(Json(with_context(json!({ "value": value }), state, version, "communications/calls/operations")).into_response())
+        }
+        "getOperation" => {
+            let (call, op_id) = (call()?, tail[2]);
+            let op = call.operations.iter().find(|o| o.id == op_id).ok_or_else(|| {
+                GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Operation '{op_id}' does not exist on call '{}'.", tail[0]))
             })?;
-            Ok(Json(with_context(render_operation(&caller, &call, op), state, version, "communications/calls/operations/$entity"))
+            Ok(Json(with_context(render_operation(caller, &call, op), state, version, "communications/calls/operations/$entity"))
                 .into_response())
         }
-        [id, action] => {
-            let action = action_name(action);
-            let known = ["answer", "reject", "redirect", "keepalive", "transfer"];
-            if !known.contains(&action.as_str()) {
-                return Err(GraphError::unknown_segment(&action));
-            }
-            if *method != Method::POST {
-                return Err(not_allowed("POST"));
-            }
-            let call = owned_call(state, &caller, id).await?;
-            call_action(state, &caller, &call, &action, headers, body).await
+        "answerCall" | "rejectCall" | "redirectCall" | "keepAliveCall" | "transferCall" => {
+            call_action(state, caller, &call()?, &action_name(tail[1]), headers, body).await
         }
-        [_, other, ..] => Err(GraphError::unknown_segment(other)),
+        _ => Err(GraphError::not_served(row.id)),
     }
 }
 

@@ -1,12 +1,11 @@
 //! The sim control API (`/sim/v1`), protected by the admin key: place inbound calls, hang up from the
 //! far end, change behaviours, look at the world and the outbox.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
 use serde_json::{Value, json};
 use switchboard_core::call::IncomingCall;
 use switchboard_core::party::Party;
@@ -15,18 +14,6 @@ use super::{AppState, GraphError, json_body};
 use crate::config::{Behaviour, is_e164};
 use crate::graph::parse::{self, Obj, err};
 use crate::store::OutboxStatus;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/calls", post(place_inbound))
-        .route("/calls/{call_id}/hangup", post(hang_up_remote))
-        .route("/legs/{leg_id}", delete(hang_up_leg))
-        .route("/parties/{key}/behaviour", put(set_behaviour))
-        .route("/world", get(world))
-        .route("/outbox", get(outbox))
-        .route("/outbox/retry", post(retry_outbox))
-        .route("/clock", get(clock).post(advance_clock))
-}
 
 fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), GraphError> {
     let presented = headers
@@ -53,7 +40,7 @@ fn party(state: &AppState, key: &str, field: &str) -> Result<Party, GraphError> 
 }
 
 /// `POST /sim/v1/calls {"from": user id | number, "to": app id | instance id | instance number}`.
-async fn place_inbound(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, GraphError> {
+pub(super) async fn place_inbound(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     let bytes = json_body(body, &headers).await?;
     let root = parse::object(&bytes)?;
@@ -120,7 +107,11 @@ async fn place_inbound(State(state): State<AppState>, headers: HeaderMap, body: 
     Ok((StatusCode::CREATED, Json(json!({"callId": id, "legId": leg_id}))).into_response())
 }
 
-async fn hang_up_remote(State(state): State<AppState>, headers: HeaderMap, Path(call_id): Path<String>) -> Result<Response, GraphError> {
+pub(super) async fn hang_up_remote(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(call_id): Path<String>,
+) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     if state.sim.hang_up_remote(&call_id) {
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -136,7 +127,11 @@ async fn hang_up_remote(State(state): State<AppState>, headers: HeaderMap, Path(
     }
 }
 
-async fn hang_up_leg(State(state): State<AppState>, headers: HeaderMap, Path(leg_id): Path<String>) -> Result<Response, GraphError> {
+pub(super) async fn hang_up_leg(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(leg_id): Path<String>,
+) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     if state.sim.hang_up_leg(&leg_id) {
         Ok(StatusCode::NO_CONTENT.into_response())
@@ -145,7 +140,7 @@ async fn hang_up_leg(State(state): State<AppState>, headers: HeaderMap, Path(leg
     }
 }
 
-async fn set_behaviour(
+pub(super) async fn set_behaviour(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(key): Path<String>,
@@ -169,7 +164,7 @@ async fn set_behaviour(
     Ok(Json(json!({"party": key, "behaviour": behaviour})).into_response())
 }
 
-async fn world(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {
+pub(super) async fn world(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     let calls: Vec<Value> = state
         .engine
@@ -190,14 +185,14 @@ fn clock_json(state: &AppState, now_ms: u64) -> Value {
 }
 
 /// `GET /sim/v1/clock`: the time everything in the server goes by.
-async fn clock(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {
+pub(super) async fn clock(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     Ok(Json(clock_json(&state, state.engine.clock().now_ms())).into_response())
 }
 
 /// `POST /sim/v1/clock {"advance_ms": N}`: moves virtual time forward; every timer that falls due
 /// fires, in order, and what it causes settles, before the answer.
-async fn advance_clock(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, GraphError> {
+pub(super) async fn advance_clock(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     let bytes = json_body(body, &headers).await?;
     let root = parse::object(&bytes)?;
@@ -237,14 +232,14 @@ fn outbox_status(query: Option<&str>) -> Result<OutboxStatus, GraphError> {
     }
 }
 
-async fn outbox(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, GraphError> {
+pub(super) async fn outbox(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     let status = outbox_status(query.as_deref())?;
     let rows = state.engine_store_outbox(status).await?;
     Ok(Json(json!({"value": rows})).into_response())
 }
 
-async fn retry_outbox(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {
+pub(super) async fn retry_outbox(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     let n = state.notifier.retry_failed().await.map_err(|e| GraphError::from(crate::engine::EngineError::Store(e)))?;
     Ok(Json(json!({"requeued": n})).into_response())

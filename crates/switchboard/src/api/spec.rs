@@ -1,7 +1,9 @@
 //! The OpenAPI document of everything Switchboard serves, built from [`ROUTES`] and the loaded directory.
 //!
-//! The table is the single description of the surface; an integration test walks it and checks that
-//! every listed route answers as listed, so the document cannot drift from the router. Schemas are
+//! The table is the single description of the surface, and it dispatches: `api::router` mounts every
+//! row by its operation id and `api::graph` matches Graph requests against its rows, so a route cannot
+//! be documented and not served (a row without a handler answers 501 `NotServed`). An integration test
+//! walks the table and checks that every row answers as listed. Schemas are
 //! exact both ways, so that a fuzzer (Schemathesis) can hold the server to them: what they allow, the
 //! server takes (ids come from the directory, `null` is allowed where the server reads it as absent);
 //! what they refuse, the server refuses. Graph bodies stay open (unknown properties are ignored, as in
