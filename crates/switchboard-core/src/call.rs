@@ -370,7 +370,8 @@ pub enum Effect {
 pub enum Refusal {
     #[error("cannot {action} a call in state '{}'; {action} needs state {needs}", state.as_str())]
     WrongState { action: &'static str, state: CallState, needs: &'static str },
-    #[error("transferee: a transfer from a group call must name the transferee; name one of its participants")]
+    /// A malformed request rather than a wrong moment: the API answers it as a bad body (400).
+    #[error("transferee: is required to transfer from a group call; name one of its participants")]
     TransfereeRequired,
     #[error("transferee: participant '{0}' is not a joined participant of this call")]
     NotAMember(String),

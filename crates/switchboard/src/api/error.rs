@@ -2,6 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use switchboard_core::call::Refusal;
 
 use crate::engine::EngineError;
 use crate::graph::parse::BodyError;
@@ -62,6 +63,8 @@ impl From<EngineError> for GraphError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::NotFound(id) => GraphError::call_not_found(&id),
+            // The core's one refusal that is about the body, not the call's state.
+            EngineError::Refused(r @ Refusal::TransfereeRequired) => GraphError::bad_request(format!("Invalid request body: {r}.")),
             EngineError::Refused(r) => {
                 GraphError::new(StatusCode::CONFLICT, "InvalidCallState", format!("{}{}", upper_first(&r.to_string()), "."))
             }

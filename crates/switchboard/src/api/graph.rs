@@ -12,8 +12,11 @@ use switchboard_core::party::Party;
 
 use super::spec::{ROUTES, Route};
 use super::{AppState, GraphError, json_body};
-use crate::config::{Application, is_e164};
-use crate::graph::parse::{self, BodyError, IdentityRef, Obj, err};
+use crate::config::Application;
+use crate::graph::decode::call::CreateCall;
+use crate::graph::decode::transfer::Transferee;
+use crate::graph::decode::{self, Media, Named, Policy};
+use crate::graph::parse::{IdentityRef, err};
 use crate::graph::render;
 use crate::identity;
 
@@ -335,9 +338,10 @@ async fn list_calls(state: &AppState, caller: &Caller, version: Version) -> Resu
 }
 
 /// Resolves an identity against the directory, as a party the caller may reach.
-fn resolve(state: &AppState, caller: &Caller, who: IdentityRef, field: &str) -> Result<Party, GraphError> {
+fn resolve(state: &AppState, caller: &Caller, named: Named) -> Result<Party, GraphError> {
     let dir = &state.config.directory;
-    match who {
+    let field = named.path.as_str();
+    match named.who {
         IdentityRef::User { id, tenant_id } => {
             let user =
                 dir.user(&id).ok_or_else(|| GraphError::from(err(format!("{field}.user.id"), format!("user '{id}' does not exist"))))?;
@@ -354,12 +358,8 @@ fn resolve(state: &AppState, caller: &Caller, who: IdentityRef, field: &str) -> 
             }
             Ok(Party::User { id: user.id.clone(), display_name: user.display_name.clone(), tenant_id: user.tenant_id.clone() })
         }
-        IdentityRef::Phone { number } => {
-            if !is_e164(&number) {
-                return Err(err(format!("{field}.phone.id"), format!("'{number}' is not an E.164 phone number (like +12345678901)")).into());
-            }
-            Ok(Party::Phone { number })
-        }
+        // Its form was checked by the decoder.
+        IdentityRef::Phone { number } => Ok(Party::Phone { number }),
         IdentityRef::Application { id } => {
             let app = dir
                 .app(&id)
@@ -379,57 +379,22 @@ fn resolve(state: &AppState, caller: &Caller, who: IdentityRef, field: &str) -> 
     }
 }
 
-fn media_config(obj: Obj<'_>, caller: &Caller) -> Result<MediaConfig, GraphError> {
-    let mut h = String::new();
-    let mc = obj.obj_opt("mediaConfig", &mut h)?.ok_or_else(|| GraphError::from(err("mediaConfig", "is required")))?;
-    let kind = mc.odata_type()?.ok_or_else(|| {
-        GraphError::from(err(
-            "mediaConfig.@odata.type",
-            "is required to choose #microsoft.graph.serviceHostedMediaConfig or #microsoft.graph.appHostedMediaConfig",
-        ))
-    })?;
-    match kind.as_str() {
-        "servicehostedmediaconfig" => Ok(MediaConfig::ServiceHosted),
-        "apphostedmediaconfig" => {
+pub use crate::graph::decode::MODALITIES;
+
+/// The media a decoded body asked for, if the caller may have it.
+fn media_config(media: Media, caller: &Caller) -> Result<MediaConfig, GraphError> {
+    match media {
+        Media::ServiceHosted => Ok(MediaConfig::ServiceHosted),
+        Media::AppHosted => {
             caller.require("Calls.AccessMedia.All", "app-hosted media")?;
             Ok(MediaConfig::AppHosted)
         }
-        other => Err(err(
-            "mediaConfig.@odata.type",
-            format!("'{other}' is not a media configuration; use serviceHostedMediaConfig or appHostedMediaConfig"),
-        )
-        .into()),
     }
 }
 
-/// The most parties one call may be placed to (a group call's invitees).
-const GROUP_TARGETS_MAX: usize = 25;
-
-pub const MODALITIES: [&str; 4] = ["audio", "video", "videoBasedScreenSharing", "data"];
-
-fn modalities(obj: Obj<'_>, name: &str, required: bool) -> Result<Vec<String>, GraphError> {
-    let Some(list) = obj.strings_opt(name)? else {
-        return if required { Err(err(obj.path_of(name), "is required").into()) } else { Ok(vec!["audio".to_owned()]) };
-    };
-    if list.is_empty() {
-        return Err(err(obj.path_of(name), "must name at least one modality").into());
-    }
-    list.into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            MODALITIES.iter().find(|k| k.eq_ignore_ascii_case(&m)).map(|k| (*k).to_owned()).ok_or_else(|| {
-                err(format!("{}[{i}]", obj.path_of(name)), format!("'{m}' is not a modality; use one of {}", MODALITIES.join(", "))).into()
-            })
-        })
-        .collect()
-}
-
-fn callback(state: &AppState, obj: Obj<'_>, required: bool) -> Result<Option<String>, GraphError> {
-    match obj.str_opt("callbackUri")? {
-        Some(v) => Ok(Some(parse::callback_uri(v, "callbackUri", state.config.calls.allow_http_loopback_callbacks)?)),
-        None if required => Err(err("callbackUri", "is required").into()),
-        None => Ok(None),
-    }
+/// What the decoders may depend on: the server's settings.
+fn policy(state: &AppState) -> Policy {
+    Policy { allow_http_loopback_callbacks: state.config.calls.allow_http_loopback_callbacks }
 }
 
 fn new_id() -> String {
@@ -438,17 +403,22 @@ fn new_id() -> String {
 
 async fn create_call(state: &AppState, caller: &Caller, version: Version, headers: &HeaderMap, body: Body) -> Result<Response, GraphError> {
     let bytes = json_body(body, headers).await?;
-    let root = parse::object(&bytes)?;
-    let obj = Obj::root(&root).ok_or_else(|| GraphError::bad_request("Invalid request body: expected a JSON object."))?;
-    let callback_uri = callback(state, obj, true)?.unwrap_or_default();
-    let media_config = media_config(obj, caller)?;
-    let requested_modalities = modalities(obj, "requestedModalities", false)?;
-    if obj.get("meetingInfo").is_some() || obj.get("chatInfo").is_some() {
-        return Err(GraphError::bad_request(
-            "Joining meetings (meetingInfo, chatInfo) is not supported by Switchboard; place a peer-to-peer call with one target, or a group call with several.",
-        ));
+    let cmd = decode::call::create_call(&bytes, &policy(state))?;
+    let req = outgoing_call(state, caller, cmd)?;
+    let call = state.engine.place(req).await?;
+    let location = format!("{}/{}/communications/calls/{}", state.base_url, version.as_str(), call.id);
+    let mut resp =
+        (StatusCode::CREATED, Json(with_context(render::call(&call), state, version, "communications/calls/$entity"))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(axum::http::header::LOCATION, v);
     }
-    if let Some(t) = obj.str_opt("tenantId")?
+    Ok(resp)
+}
+
+/// A decoded create-call body, checked against the caller's permissions and the directory.
+fn outgoing_call(state: &AppState, caller: &Caller, cmd: CreateCall) -> Result<OutgoingCall, GraphError> {
+    let media_config = media_config(cmd.media, caller)?;
+    if let Some(t) = cmd.tenant_id.as_deref()
         && !t.eq_ignore_ascii_case(&caller.tenant)
     {
         let problem = format!("'{t}' is not the tenant of the token ('{}')", caller.tenant);
@@ -458,57 +428,32 @@ async fn create_call(state: &AppState, caller: &Caller, version: Version, header
         }
         return Err(err("tenantId", problem).into());
     }
-    let subject = obj.str_opt("subject")?.map(str::to_owned);
-    let ring_timeout_ms = match obj.int_opt("ringingTimeoutInSeconds")? {
-        None => state.config.calls.ring_timeout_ms,
-        Some(s) if (1..=115).contains(&s) => s as u64 * 1000,
-        Some(s) => {
-            return Err(err("ringingTimeoutInSeconds", format!("{s} is out of range; use 1 to 115 seconds")).into());
-        }
-    };
+    let ring_timeout_ms = cmd.ringing_timeout_s.map_or(state.config.calls.ring_timeout_ms, |s| s * 1000);
     // The source: the app itself, or one of its application instances.
-    let mut h = String::new();
     let mut application_instance = None;
     let mut source = Party::Application { id: caller.app.client_id.clone(), display_name: caller.app.name.clone() };
-    if let Some(src) = obj.obj_opt("source", &mut h)? {
-        let mut h2 = String::new();
-        if let Some(set) = src.obj_opt("identity", &mut h2)? {
-            let mut h3 = String::new();
-            if let Some(inst) = set.obj_opt("applicationInstance", &mut h3)? {
-                let id = inst.str_req("id")?;
-                let own = caller.app.instances.iter().find(|i| i.id.eq_ignore_ascii_case(id)).ok_or_else(|| {
-                    GraphError::forbidden(format!(
-                        "source.identity.applicationInstance.id: application instance '{id}' does not belong to application '{}'.",
-                        caller.app.name
-                    ))
-                })?;
-                if !own.tenant_id.eq_ignore_ascii_case(&caller.tenant) {
-                    return Err(GraphError::forbidden(format!(
-                        "Application instance '{id}' is in tenant '{}', not in the token's tenant '{}'.",
-                        own.tenant_id, caller.tenant
-                    )));
-                }
-                application_instance = Some(own.id.clone());
-                source = Party::ApplicationInstance {
-                    id: own.id.clone(),
-                    display_name: own.display_name.clone(),
-                    tenant_id: own.tenant_id.clone(),
-                };
-            }
+    if let Some(id) = cmd.source_instance.as_deref() {
+        let own = caller.app.instances.iter().find(|i| i.id.eq_ignore_ascii_case(id)).ok_or_else(|| {
+            GraphError::forbidden(format!(
+                "source.identity.applicationInstance.id: application instance '{id}' does not belong to application '{}'.",
+                caller.app.name
+            ))
+        })?;
+        if !own.tenant_id.eq_ignore_ascii_case(&caller.tenant) {
+            return Err(GraphError::forbidden(format!(
+                "Application instance '{id}' is in tenant '{}', not in the token's tenant '{}'.",
+                own.tenant_id, caller.tenant
+            )));
         }
-    }
-    let (targets, tpath) = obj.array_opt("targets")?.ok_or_else(|| GraphError::from(err("targets", "is required")))?;
-    if targets.is_empty() || targets.len() > GROUP_TARGETS_MAX {
-        return Err(err("targets", format!("must name 1 to {GROUP_TARGETS_MAX} parties to call, not {}", targets.len())).into());
+        application_instance = Some(own.id.clone());
+        source =
+            Party::ApplicationInstance { id: own.id.clone(), display_name: own.display_name.clone(), tenant_id: own.tenant_id.clone() };
     }
     // One target is a peer-to-peer call; several (without meetingInfo) make a new group call.
-    let mut parties: Vec<Party> = Vec::with_capacity(targets.len());
-    for (i, t) in targets.iter().enumerate() {
-        let p = format!("{tpath}[{i}]");
-        let t = parse::element(t, &p)?;
-        let mut h4 = String::new();
-        let set = t.obj_opt("identity", &mut h4)?.ok_or_else(|| GraphError::from(err(t.path_of("identity"), "is required")))?;
-        let party = resolve(state, caller, parse::identity_set(set)?, &format!("{p}.identity"))?;
+    let mut parties: Vec<Party> = Vec::with_capacity(cmd.targets.len());
+    for named in cmd.targets {
+        let p = named.path.trim_end_matches(".identity").to_owned();
+        let party = resolve(state, caller, named)?;
         match &party {
             Party::Phone { .. } if application_instance.is_none() => {
                 return Err(GraphError::forbidden(format!(
@@ -537,31 +482,23 @@ async fn create_call(state: &AppState, caller: &Caller, version: Version, header
     };
     let target = parties.swap_remove(0);
     let peer_participant_id = members.first().map_or_else(new_id, |(pid, _)| pid.clone());
-    let req = OutgoingCall {
+    Ok(OutgoingCall {
         id: new_id(),
         app_id: caller.app.client_id.clone(),
         tenant_id: caller.tenant.clone(),
-        callback_uri,
+        callback_uri: cmd.callback_uri,
         source,
         target,
         application_instance,
-        requested_modalities,
+        requested_modalities: cmd.requested_modalities,
         media_config,
-        subject,
+        subject: cmd.subject,
         my_participant_id: new_id(),
         peer_participant_id,
         call_chain_id: new_id(),
         ring_timeout_ms,
         members,
-    };
-    let call = state.engine.place(req).await?;
-    let location = format!("{}/{}/communications/calls/{}", state.base_url, version.as_str(), call.id);
-    let mut resp =
-        (StatusCode::CREATED, Json(with_context(render::call(&call), state, version, "communications/calls/$entity"))).into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(axum::http::header::LOCATION, v);
-    }
-    Ok(resp)
+    })
 }
 
 async fn call_action(
@@ -573,53 +510,24 @@ async fn call_action(
     body: Body,
 ) -> Result<Response, GraphError> {
     let bytes = json_body(body, headers).await?;
-    // keepAlive takes no body; every other action takes a JSON object.
-    let root = if action == "keepalive" { Value::Null } else { parse::object(&bytes)? };
-    let obj = Obj::root(&root);
-    let input = match (action, obj) {
-        ("keepalive", _) => Input::KeepAlive,
-        ("answer", Some(obj)) => {
-            let callback_uri = callback(state, obj, false)?;
-            let media_config = media_config(obj, caller)?;
-            let modalities = modalities(obj, "acceptedModalities", true)?;
-            if let Some(n) = obj.int_opt("participantCapacity")?
-                && n < 0
-            {
-                return Err(err("participantCapacity", "must not be negative").into());
-            }
-            Input::Answer { callback_uri, modalities, media_config }
+    let policy = policy(state);
+    // Each body is decoded first; then the caller's permissions and the directory.
+    let input = match action {
+        // keepAlive takes no body.
+        "keepalive" => Input::KeepAlive,
+        "answer" => {
+            let a = decode::action::answer(&bytes, &policy)?;
+            let media_config = media_config(a.media, caller)?;
+            Input::Answer { callback_uri: a.callback_uri, modalities: a.accepted_modalities, media_config }
         }
-        ("reject", Some(obj)) => {
-            let reason = match obj.str_opt("reason")? {
-                None => "none".to_owned(),
-                Some(r) => {
-                    ["none", "busy", "forbidden"].iter().find(|k| k.eq_ignore_ascii_case(r)).map(|k| (*k).to_owned()).ok_or_else(|| {
-                        GraphError::from(err("reason", format!("'{r}' is not a rejectReason; use none, busy or forbidden")))
-                    })?
-                }
-            };
-            callback(state, obj, false)?;
-            Input::Reject { reason }
-        }
-        ("redirect", Some(obj)) => {
+        "reject" => Input::Reject { reason: decode::action::reject(&bytes, &policy)? },
+        "redirect" => {
+            let r = decode::action::redirect(&bytes, &policy)?;
             caller.require("Calls.Initiate.All", "redirecting a call")?;
-            callback(state, obj, false)?;
-            if let Some(t) = obj.int_opt("timeout")?
-                && !(15..=90).contains(&t)
-            {
-                return Err(err("timeout", format!("{t} is out of range; use 15 to 90 seconds")).into());
-            }
-            let (targets, tpath) = obj.array_opt("targets")?.ok_or_else(|| GraphError::from(err("targets", "is required")))?;
-            if targets.is_empty() || targets.len() > 25 {
-                return Err(err("targets", format!("must name 1 to 25 targets, not {}", targets.len())).into());
-            }
             let mut parties = Vec::new();
-            for (i, t) in targets.iter().enumerate() {
-                let p = format!("{tpath}[{i}]");
-                let t = parse::element(t, &p)?;
-                let mut h = String::new();
-                let set = t.obj_opt("identity", &mut h)?.ok_or_else(|| GraphError::from(err(t.path_of("identity"), "is required")))?;
-                let party = resolve(state, caller, parse::identity_set(set)?, &format!("{p}.identity"))?;
+            for named in r.targets {
+                let p = named.path.trim_end_matches(".identity").to_owned();
+                let party = resolve(state, caller, named)?;
                 if party.is_phone() && call.application_instance.is_none() {
                     return Err(GraphError::forbidden(format!(
                         "{p}: redirecting to a PSTN number needs a call that belongs to an application instance (it came in on the instance or its number)."
@@ -629,10 +537,7 @@ async fn call_action(
             }
             Input::Redirect { targets: parties }
         }
-        ("transfer", Some(obj)) => transfer_input(state, caller, call, obj).await?,
-        _ => {
-            return Err(BodyError { field: "(body)".into(), problem: "expected a JSON object".into() }.into());
-        }
+        _ => transfer_input(state, caller, call, decode::transfer::transfer(&bytes)?).await?,
     };
     let keep_alive = matches!(input, Input::KeepAlive);
     let operation = match &input {
@@ -680,36 +585,12 @@ fn conflict(field: &str, problem: &str) -> GraphError {
     GraphError::new(StatusCode::CONFLICT, "Conflict", format!("{field}: {problem}."))
 }
 
-/// The maximum length of `clientContext` (Graph: "Max limit is 256 chars").
-const CLIENT_CONTEXT_MAX: usize = 256;
-
-/// Reads a transfer request, in today's shape (`transferTarget`, `transferee`) or the 2018 beta shape
-/// (top-level `target`, `replacesCallId`, `clientContext`), and checks it against the directory and the
-/// bot's calls.
-async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj<'_>) -> Result<Input, GraphError> {
+/// A decoded transfer, checked against the caller's permissions, the directory and the bot's calls.
+async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, cmd: decode::transfer::Transfer) -> Result<Input, GraphError> {
     caller.require("Calls.Initiate.All", "transferring a call")?;
-    let client_context = obj.str_opt("clientContext")?.map(str::to_owned);
-    if let Some(n) = client_context.as_ref().map(|c| c.chars().count()).filter(|n| *n > CLIENT_CONTEXT_MAX) {
-        return Err(err("clientContext", format!("is {n} characters long; at most {CLIENT_CONTEXT_MAX} are allowed")).into());
-    }
-    let mut h = String::new();
-    let transfer_target = obj.obj_opt("transferTarget", &mut h)?;
-    let mut h2 = String::new();
-    let (set, field) = match (transfer_target, obj.obj_opt("target", &mut h2)?) {
-        (Some(tt), _) => {
-            let mut h3 = String::new();
-            let set = tt.obj_opt("identity", &mut h3)?.ok_or_else(|| GraphError::from(err("transferTarget.identity", "is required")))?;
-            (parse::identity_set(set)?, "transferTarget.identity")
-        }
-        // 2018 beta: the target as a bare identitySet.
-        (None, Some(target)) => (parse::identity_set(target)?, "target"),
-        (None, None) => return Err(err("transferTarget", "is required").into()),
-    };
-    let replaces = match transfer_target.map(|tt| tt.str_opt("replacesCallId")).transpose()?.flatten() {
-        Some(r) => Some((r, "transferTarget.replacesCallId")),
-        None => obj.str_opt("replacesCallId")?.map(|r| (r, "replacesCallId")),
-    };
-    let target = resolve(state, caller, set, field)?;
+    let decode::transfer::Transfer { target, replaces_call_id: replaces, client_context, transferee } = cmd;
+    let field = if target.path == "target" { "target" } else { "transferTarget.identity" };
+    let target = resolve(state, caller, target)?;
     let me_app = target_is_this_bot(&target, caller);
     if me_app {
         return Err(GraphError::forbidden(format!("{field}: the transfer target is this bot itself.")));
@@ -742,10 +623,11 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
             call.id
         )));
     }
-    let transferee = transferee(state, caller, call, obj)?;
+    let transferee = transferee_of(state, caller, call, transferee)?;
     let replaces_call_id = match replaces {
         None => None,
         Some((id, rfield)) => {
+            let id = id.as_str();
             if id == call.id {
                 return Err(conflict(rfield, "a call cannot replace itself; name the bot's call with the transfer target"));
             }
@@ -780,27 +662,17 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, obj: Obj
     })
 }
 
-/// The transfer's `transferee`: optional in a peer-to-peer call (then it must be the peer), required
-/// in a group call, where it names the member to transfer by `participantId`, `identity` or both.
-/// Returns the member's participant id in a group call.
-fn transferee(state: &AppState, caller: &Caller, call: &Call, obj: Obj<'_>) -> Result<Option<String>, GraphError> {
-    let Some(transferee) = obj.get("transferee") else {
-        if call.group {
-            return Err(err(
-                "transferee",
-                format!("is required to transfer from a group call; name one of the participants of call '{}'", call.id),
-            )
-            .into());
-        }
-        return Ok(None);
-    };
-    let p = parse::element(transferee.value, "transferee")?;
-    let mut h = String::new();
-    let who = match p.obj_opt("identity", &mut h)? {
-        Some(set) => Some(resolve(state, caller, parse::identity_set(set)?, "transferee.identity")?),
+/// The transfer's `transferee`, checked against the call: in a peer-to-peer call it may only name the
+/// peer; in a group call it names a joined member by `participantId`, `identity` or both (a group
+/// transfer without one is the core's refusal). Returns the member's participant id in a group call.
+fn transferee_of(state: &AppState, caller: &Caller, call: &Call, named: Option<Transferee>) -> Result<Option<String>, GraphError> {
+    // None: the peer of a peer-to-peer call; a group call refuses it in the core.
+    let Some(named) = named else { return Ok(None) };
+    let who = match named.identity {
+        Some(identity) => Some(resolve(state, caller, identity)?),
         None => None,
     };
-    let pid = p.str_opt("participantId")?;
+    let pid = named.participant_id.as_deref();
     if !call.group {
         if who.as_ref().is_some_and(|w| w != call.remote()) {
             return Err(conflict("transferee.identity", "names a party that is not in this call"));

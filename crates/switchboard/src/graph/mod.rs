@@ -1,6 +1,7 @@
 //! Graph's wire format: lenient parsing of request bodies and exact rendering of resources and
 //! notifications, in the dialect each app gets ([`Format`], decided here and nowhere else).
 
+pub mod decode;
 pub mod parse;
 pub mod render;
 
