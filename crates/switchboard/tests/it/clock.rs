@@ -10,10 +10,8 @@ use serde_json::{Value, json};
 use crate::harness::*;
 
 /// A server on virtual time with Graph's default ring timeout (60 s).
-async fn virtual_server(bot: &Bot, extra: &[&str]) -> Server {
-    let mut args: Vec<String> = vec!["--virtual-clock".into(), "--ring-timeout-ms".into(), "60000".into()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: args }).await
+async fn graph_timeouts(bot: &Bot) -> Server {
+    virtual_server(bot, &["--ring-timeout-ms", "60000"]).await
 }
 
 async fn now(server: &Server) -> u64 {
@@ -25,8 +23,7 @@ async fn now(server: &Server) -> u64 {
 /// Moves virtual time; checks the answer is exactly the new time.
 async fn advance(server: &Server, ms: u64) -> Value {
     let before = now(server).await;
-    let (status, clock) = server.sim(Method::POST, "/clock", Some(json!({"advance_ms": ms}))).await;
-    assert_eq!(status, 200, "{clock}");
+    let clock = server.advance(ms).await;
     assert_eq!(clock["virtual"], true);
     assert_eq!(clock["nowMs"].as_u64(), Some(before + ms), "{clock}");
     assert!(clock["now"].as_str().is_some_and(|s| s.ends_with('Z')), "{clock}");
@@ -44,7 +41,7 @@ async fn state_of(server: &Server, token: &str, id: &str) -> Value {
 #[tokio::test]
 async fn a_call_to_silent_sam_times_out_after_61_virtual_seconds() {
     let mut bot = Bot::start().await;
-    let server = virtual_server(&bot, &[]).await;
+    let server = graph_timeouts(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     let (status, call) =
         server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("sam"), SILENT_SAM))).await;
@@ -62,7 +59,7 @@ async fn a_call_to_silent_sam_times_out_after_61_virtual_seconds() {
 #[tokio::test]
 async fn sim_behaviours_wait_for_virtual_time_too() {
     let mut bot = Bot::start().await;
-    let server = virtual_server(&bot, &[]).await;
+    let server = graph_timeouts(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("h"), HEIDI))).await;
     let id = call["id"].as_str().expect("id").to_owned();
@@ -78,7 +75,7 @@ async fn sim_behaviours_wait_for_virtual_time_too() {
 #[tokio::test]
 async fn the_answer_deadline_and_keep_alive_expiry_run_in_virtual_time() {
     let mut bot = Bot::start().await;
-    let server = virtual_server(&bot, &[]).await;
+    let server = graph_timeouts(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
 
     // An incoming call the bot never answers ends after Graph's 15 s.
@@ -120,7 +117,7 @@ async fn the_answer_deadline_and_keep_alive_expiry_run_in_virtual_time() {
 async fn notification_retries_follow_virtual_time() {
     let mut bot = Bot::start().await;
     // The harness's first retry comes after 100 ms (±20 %).
-    let server = virtual_server(&bot, &[]).await;
+    let server = graph_timeouts(&bot).await;
     bot.fail_next(&[503]);
     let id = server.inbound(ALEX, DEMO_BOT).await;
     server.wait_counter("switchboard_notifications_retried_total", 1).await;
@@ -142,7 +139,7 @@ async fn the_system_clock_cannot_be_moved_and_bad_bodies_are_named() {
     let (status, err) = server.sim(Method::POST, "/clock", Some(json!({"advance_ms": 1000}))).await;
     assert_eq!((status, err["error"]["code"].as_str()), (409, Some("ClockNotVirtual")), "{err}");
 
-    let server = virtual_server(&bot, &[]).await;
+    let server = graph_timeouts(&bot).await;
     for (body, names) in [
         (json!({}), "advance_ms: is required"),
         (json!({"advance_ms": -1}), "advance_ms: must be a whole number"),

@@ -48,6 +48,14 @@ pub async fn patient_server(bot: &Bot) -> Server {
     Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: long_ring_timeout() }).await
 }
 
+/// A server on virtual time (`--virtual-clock`): nothing that waits happens until [`Server::advance`].
+/// Tests of a deadline run on it, so they never sleep for one.
+pub async fn virtual_server(bot: &Bot, extra: &[&str]) -> Server {
+    let mut args = vec!["--virtual-clock".to_owned()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: args }).await
+}
+
 /// One webhook POST as the bot received it.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -301,6 +309,13 @@ impl Server {
         let (status, body) = self.sim(reqwest::Method::POST, "/calls", Some(json!({"from": from, "to": to}))).await;
         assert_eq!(status, 201, "{body}");
         body["callId"].as_str().expect("callId").to_owned()
+    }
+
+    /// Moves virtual time forward; every timer due by then has fired, and what it caused has settled.
+    pub async fn advance(&self, ms: u64) -> Value {
+        let (status, clock) = self.sim(reqwest::Method::POST, "/clock", Some(json!({"advance_ms": ms}))).await;
+        assert_eq!(status, 200, "{clock}");
+        clock
     }
 
     /// Waits until the outbox has recorded every delivery. Delivery is at least once: a notification

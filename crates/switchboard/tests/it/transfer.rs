@@ -187,7 +187,8 @@ async fn example_4_consultative_transfer_to_a_pstn_number() {
 #[tokio::test]
 async fn blind_failures_return_to_established_and_the_call_can_be_transferred_again() {
     let mut bot = Bot::start().await;
-    let server = Server::start(&bot).await;
+    // On virtual time: Silent Sam's ring timeout passes at once.
+    let server = virtual_server(&bot, &[]).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     let id = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
     let cases = [
@@ -199,6 +200,7 @@ async fn blind_failures_return_to_established_and_the_call_can_be_transferred_ag
         let body = json!({"transferTarget": {"identity": {"user": {"id": target}}}});
         assert_eq!(transfer(&server, &token, &id, body).await.0, 202);
         assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+        server.advance(RING_TIMEOUT_MS).await;
         assert_eq!(redact(bot.next().await.1, &id), failed(7000, "blind", why, None), "transfer to {target}");
         let (_, call) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}"), &token, None).await;
         assert_eq!(call["state"], "established");
@@ -208,6 +210,7 @@ async fn blind_failures_return_to_established_and_the_call_can_be_transferred_ag
     assert_eq!(world["legs"].as_array().map(Vec::len), Some(1), "{world}");
     let body = json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}}});
     assert_eq!(transfer(&server, &token, &id, body).await.0, 202);
+    server.advance(200).await;
     expect_transferred(&mut bot, &id, completed_blind()).await;
 }
 
@@ -557,9 +560,8 @@ async fn a_bot_as_target_gets_an_ordinary_incoming_call_that_names_the_transfero
 async fn a_target_bot_that_never_answers_times_the_transfer_out() {
     let mut bot = Bot::start().await;
     let mut target = Bot::start().await;
-    // The deadline is what this tests: the usual 3 s ring timeout.
-    let server =
-        Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--legacy-webhook".into(), target.webhook()] }).await;
+    // The deadline is what this tests: the usual 3 s ring timeout, in virtual time.
+    let server = virtual_server(&bot, &["--legacy-webhook", &target.webhook()]).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     // Heidi called the Reception instance.
     let b = answered(&server, &mut bot, &token, HEIDI, RECEPTION).await;
@@ -571,6 +573,9 @@ async fn a_target_bot_that_never_answers_times_the_transfer_out() {
     assert_eq!(transfer(&server, &token, &b, body).await.0, 202);
     assert_eq!(redact(bot.next().await.1, &b), state_note("updated", "transferring"));
     let (c, _) = offered(&mut target, HEIDI, reception, &heidi).await;
+    server.advance(RING_TIMEOUT_MS - 1).await;
+    bot.expect_silence(Duration::from_millis(100)).await;
+    server.advance(1).await;
     assert_eq!(redact(bot.next().await.1, &b), failed(7000, "blind", "the transfer target did not answer", None));
     let (_, ended) = target.next().await;
     assert_eq!(ended["changeType"], "deleted");
