@@ -179,6 +179,10 @@ pub struct Transfer {
     /// In a group call: the participant id of the member being transferred.
     #[serde(default)]
     pub transferee: Option<String>,
+    /// The deadline passed and the network was asked to stop the transfer; its answer decides the
+    /// outcome (a success it could no longer undo completes the transfer).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelling: bool,
 }
 
 /// Graph's `operationStatus`.
@@ -252,11 +256,13 @@ pub enum NetEvent {
     /// The remote party hung up.
     RemoteHangUp,
     /// The transfer target accepted: it answered (blind) or took the replaced leg (consultative).
-    TransferAccepted,
+    /// Each transfer event names its transfer ([`Transfer::operation_id`]); the core applies only
+    /// those of the transfer in progress, so a late or stale event cannot end another transfer.
+    TransferAccepted { transfer_id: String },
     /// The transferee is now connected to the target; the bot's leg is released.
-    TransferCompleted,
-    /// The transfer did not happen; the transferee is still with the bot.
-    TransferFailed(Failure),
+    TransferCompleted { transfer_id: String },
+    /// The transfer did not happen, and will not: the transferee is still with the bot.
+    TransferFailed { transfer_id: String, failure: Failure },
     /// This call's remote leg was taken over by a consultative transfer of another of the bot's calls.
     Replaced { by_call_id: String },
     /// A member of a group call answered and joined.
@@ -323,14 +329,20 @@ pub enum NetCommand {
     HangUp,
     /// Transfer the remote party (the transferee) to `target`, replacing the remote leg of
     /// `replaces_call_id` if given (consultative). In a group call `transferee` names the member.
+    /// The network reports the outcome with events that carry `transfer_id`.
     Transfer {
+        transfer_id: String,
         target: Party,
         replaces_call_id: Option<String>,
         #[serde(default)]
         transferee: Option<String>,
     },
-    /// Give up the transfer in progress (the target stops ringing).
-    CancelTransfer,
+    /// Give up the transfer `transfer_id` if it can still be undone (the target stops ringing, a
+    /// pending takeover is dropped). The network answers with the transfer's outcome: `TransferFailed`
+    /// if it stopped it, or the success it had already reported if it was too late to stop.
+    CancelTransfer {
+        transfer_id: String,
+    },
     /// Stop inviting a group-call member that has not joined (the ring timeout passed).
     DropMember {
         participant_id: String,
@@ -592,11 +604,9 @@ impl Call {
             }
             Input::Net(NetEvent::RemoteHangUp) => {
                 let info = if self.remote().is_phone() { ResultInfo::pstn_hang_up() } else { ResultInfo::remote_hang_up() };
-                let transferring = self.transfer.is_some();
+                let cancel = self.cancel_transfer();
                 self.end(info, &mut fx);
-                if transferring {
-                    fx.push(Effect::Net(NetCommand::CancelTransfer));
-                }
+                fx.extend(cancel);
             }
             Input::Transfer { target, replaces_call_id, timeout_ms, operation_id, client_context, transferee } => {
                 if self.state != Established {
@@ -619,20 +629,27 @@ impl Call {
                     target: target.clone(),
                     replaces_call_id: replaces_call_id.clone(),
                     deadline,
-                    operation_id,
+                    operation_id: operation_id.clone(),
                     transferee: transferee.clone(),
+                    cancelling: false,
                 });
                 self.state = Transferring;
                 fx.push(self.notify_operation());
-                fx.push(Effect::Net(NetCommand::Transfer { target, replaces_call_id, transferee }));
+                fx.push(Effect::Net(NetCommand::Transfer { transfer_id: operation_id, target, replaces_call_id, transferee }));
                 fx.push(Effect::Timer { timer: Timer::Transfer, at: deadline });
             }
-            Input::Net(NetEvent::TransferAccepted) => {
+            // Events of another transfer than the one in progress (an earlier one, late) change nothing.
+            Input::Net(
+                NetEvent::TransferAccepted { transfer_id }
+                | NetEvent::TransferCompleted { transfer_id }
+                | NetEvent::TransferFailed { transfer_id, .. },
+            ) if !self.is_current_transfer(&transfer_id) => {}
+            Input::Net(NetEvent::TransferAccepted { .. }) => {
                 if self.state == Transferring {
                     self.accept_transfer(&mut fx);
                 }
             }
-            Input::Net(NetEvent::TransferCompleted) => {
+            Input::Net(NetEvent::TransferCompleted { .. }) => {
                 if self.state == Transferring {
                     self.accept_transfer(&mut fx);
                 }
@@ -647,17 +664,15 @@ impl Call {
                     }
                 }
             }
-            Input::Net(NetEvent::TransferFailed(failure)) => {
+            Input::Net(NetEvent::TransferFailed { failure, .. }) => {
                 if self.state == Transferring {
                     self.fail_transfer(failure, &mut fx);
                 }
             }
             Input::Net(NetEvent::Replaced { by_call_id }) => {
-                let transferring = self.transfer.is_some();
+                let cancel = self.cancel_transfer();
                 self.end_with(Some(ResultInfo::replaced(&by_call_id)), Some("AppTransferred"), &mut fx);
-                if transferring {
-                    fx.push(Effect::Net(NetCommand::CancelTransfer));
-                }
+                fx.extend(cancel);
             }
             Input::Net(NetEvent::MemberJoined { participant_id }) => {
                 let Some(member) = self.members.iter_mut().find(|m| m.participant_id == participant_id && !m.joined) else {
@@ -685,17 +700,23 @@ impl Call {
                     return Ok(fx);
                 }
                 if transferee && self.state == Transferring {
+                    let cancel = self.cancel_transfer();
                     self.fail_transfer(Failure::TransfereeLeft, &mut fx);
-                    fx.push(Effect::Net(NetCommand::CancelTransfer));
+                    fx.extend(cancel);
                 }
                 if member.joined {
                     fx.push(self.notify_roster());
                 }
             }
+            // The deadline does not fail the transfer by itself: the network may have moved the
+            // transferee already (over SIP a REFER acted on cannot be taken back). It is asked to stop,
+            // and its answer, `TransferFailed` or the success it could not undo, is the one outcome.
             Input::Timer(Timer::Transfer) => {
-                if self.state == Transferring && self.transfer.as_ref().is_some_and(|t| now >= t.deadline) {
-                    self.fail_transfer(Failure::NoAnswer, &mut fx);
-                    fx.push(Effect::Net(NetCommand::CancelTransfer));
+                if self.state == Transferring
+                    && let Some(t) = self.transfer.as_mut().filter(|t| now >= t.deadline && !t.cancelling)
+                {
+                    t.cancelling = true;
+                    fx.push(Effect::Net(NetCommand::CancelTransfer { transfer_id: t.operation_id.clone() }));
                 }
             }
             Input::Timer(Timer::Setup) => {
@@ -761,6 +782,17 @@ impl Call {
             n.media_state = Some(MediaState::Active);
             fx.push(Effect::Notify(n));
         }
+    }
+
+    /// Whether `transfer_id` names the transfer in progress.
+    fn is_current_transfer(&self, transfer_id: &str) -> bool {
+        self.transfer.as_ref().is_some_and(|t| t.operation_id == transfer_id)
+    }
+
+    /// The command that stops the transfer in progress in the network, for when the call is done with
+    /// it (the call ends, the transferee left); taken before the transfer is cleared.
+    fn cancel_transfer(&self) -> Option<Effect> {
+        self.transfer.as_ref().map(|t| Effect::Net(NetCommand::CancelTransfer { transfer_id: t.operation_id.clone() }))
     }
 
     fn end(&mut self, info: ResultInfo, fx: &mut Vec<Effect>) {

@@ -185,6 +185,13 @@ struct TransferV1 {
     operation_id: String,
     #[serde(rename = "transferee", default)]
     transferee: Option<String>,
+    /// Written only while true, so rows without a cancel in progress read as before it existed.
+    #[serde(rename = "cancelling", default, skip_serializing_if = "is_false")]
+    cancelling: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -382,6 +389,7 @@ impl From<&Transfer> for TransferV1 {
             deadline: t.deadline,
             operation_id: t.operation_id.clone(),
             transferee: t.transferee.clone(),
+            cancelling: t.cancelling,
         }
     }
 }
@@ -394,6 +402,7 @@ impl From<TransferV1> for Transfer {
             deadline: t.deadline,
             operation_id: t.operation_id,
             transferee: t.transferee,
+            cancelling: t.cancelling,
         }
     }
 }
@@ -519,6 +528,7 @@ mod tests {
                 deadline: 1_767_268_901_500,
                 operation_id: "3e7c1a9f-5b2d-4e86-a0f4-8c6b2d9e7a15".into(),
                 transferee: Some("f4c8a1d6-2e7b-4930-b5f1-6d8e3a0c7b42".into()),
+                cancelling: false,
             }),
             operations: vec![
                 Operation {
@@ -622,6 +632,7 @@ mod tests {
                 deadline: 1_767_268_901_500,
                 operation_id: String::new(),
                 transferee: None,
+                cancelling: state == CallState::Transferring,
             });
             for (i, status) in [OperationStatus::Running, OperationStatus::Completed, OperationStatus::Failed].into_iter().enumerate() {
                 c.operations[i % 2].status = status;

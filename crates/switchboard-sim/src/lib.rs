@@ -45,7 +45,12 @@ pub enum Peer {
     /// Another leg, party to party (after a redirect or a transfer).
     Leg { leg_id: String },
     /// A transfer target ringing on behalf of the transferee of a bot's call.
-    Transfer { call_id: String, transferee_leg: String },
+    Transfer {
+        call_id: String,
+        transferee_leg: String,
+        #[serde(skip)]
+        transfer_id: String,
+    },
     /// A member of the group call that the bot's call `call_id` placed.
     Group { call_id: String, participant_id: String },
 }
@@ -66,10 +71,16 @@ struct World {
     by_call: HashMap<String, String>,
     /// Behaviours changed at run time, by party key (user id or number).
     overrides: HashMap<String, Behaviour>,
-    /// Bot call id → its blind transfer's target, while it rings.
-    transfers: HashMap<String, Ringing>,
-    /// A call offered to a bot that is a transfer target → (the transferring call, the transferee's leg).
-    offers: HashMap<String, (String, String)>,
+    /// Bot call id → its blind transfer (id, and the target while it rings).
+    transfers: HashMap<String, (String, Ringing)>,
+    /// Bot call id → its consultative transfer whose takeover is pending (the transferee's delay).
+    takeovers: HashMap<String, String>,
+    /// A call offered to a bot that is a transfer target → (the transferring call, the transferee's
+    /// leg, the transfer's id).
+    offers: HashMap<String, (String, String, String)>,
+    /// Transfers whose outcome the sim has reported lately: a cancel that comes after it changes nothing.
+    finished: HashSet<String>,
+    finished_order: VecDeque<String>,
     /// The latest bot calls that had a remote leg, so that hanging up an ended one is told apart from
     /// hanging up a call that never was.
     known_calls: HashSet<String>,
@@ -126,6 +137,18 @@ impl World {
         if let Some(g) = self.groups.remove(call_id) {
             for leg in g.members.values() {
                 self.legs.remove(leg);
+            }
+        }
+    }
+
+    /// Notes that the outcome of transfer `id` has been reported.
+    fn finish(&mut self, id: &str) {
+        if self.finished.insert(id.to_owned()) {
+            self.finished_order.push_back(id.to_owned());
+        }
+        while self.finished_order.len() > KNOWN_CALLS_MAX {
+            if let Some(old) = self.finished_order.pop_front() {
+                self.finished.remove(&old);
             }
         }
     }
@@ -212,9 +235,33 @@ impl Sim {
         self.world().legs.values().cloned().collect()
     }
 
-    /// A caller's leg, connected (ringing) to a new bot call; used when the sim places an inbound call.
-    pub fn attach_caller(&self, call_id: &str, app_id: &str, caller: Party) -> String {
-        self.bot_leg(call_id, caller, LegState::Ringing, app_id)
+    /// A caller's leg, ringing for a new bot call; used when the sim places an inbound call. `None` if
+    /// a live call already has that id: the id is claimed here first, so that of two requests racing
+    /// for one id the loser can never touch the winner's leg.
+    pub fn attach_caller(&self, call_id: &str, app_id: &str, caller: Party) -> Option<String> {
+        if self.world().by_call.contains_key(call_id) {
+            return None;
+        }
+        let id = self.new_leg_id();
+        let mut w = self.world();
+        if w.by_call.contains_key(call_id) {
+            return None;
+        }
+        let peer = Peer::Bot { call_id: call_id.to_owned(), app_id: app_id.to_owned() };
+        w.legs.insert(id.clone(), Leg { id: id.clone(), party: caller, state: LegState::Ringing, peer });
+        w.by_call.insert(call_id.to_owned(), id.clone());
+        w.remember_call(call_id);
+        Some(id)
+    }
+
+    /// Takes back a caller's leg that [`Sim::attach_caller`] made for a call the engine did not admit,
+    /// telling nobody.
+    pub fn detach_caller(&self, call_id: &str, leg_id: &str) {
+        let mut w = self.world();
+        if w.by_call.get(call_id).is_some_and(|l| l == leg_id) {
+            w.by_call.remove(call_id);
+        }
+        w.legs.remove(leg_id);
     }
 
     /// Whether the bot call had a remote leg in this sim (lately), ended or not.
@@ -261,9 +308,11 @@ impl Sim {
             }
             // A ringing transfer target that goes away refuses the transfer.
             Peer::Transfer { call_id, .. } => {
-                w.transfers.remove(&call_id);
-                drop(w);
-                self.send(&call_id, NetEvent::TransferFailed(Failure::Declined));
+                if let Some((id, _)) = w.transfers.remove(&call_id) {
+                    w.finish(&id);
+                    drop(w);
+                    self.send(&call_id, NetEvent::TransferFailed { transfer_id: id, failure: Failure::Declined });
+                }
             }
             Peer::Group { call_id, participant_id } => {
                 let bot = w.groups.get_mut(&call_id).is_some_and(|g| {
@@ -284,6 +333,12 @@ impl Sim {
         self.events.call(call_id, event);
     }
 
+    /// Reports that transfer `id` of `call_id` moved the transferee (the world has changed already).
+    fn transferred(&self, call_id: &str, id: &str) {
+        self.send(call_id, NetEvent::TransferAccepted { transfer_id: id.to_owned() });
+        self.send(call_id, NetEvent::TransferCompleted { transfer_id: id.to_owned() });
+    }
+
     /// Plays `behaviour` for the leg `leg_id` that is ringing.
     fn play(self: &Arc<Self>, leg_id: String, behaviour: Behaviour) {
         match behaviour {
@@ -291,10 +346,7 @@ impl Sim {
                 let Some(peer) = sim.connect(&leg_id) else { return };
                 match &peer {
                     Peer::Bot { call_id, .. } => sim.send(call_id, NetEvent::Connected),
-                    Peer::Transfer { call_id, .. } => {
-                        sim.send(call_id, NetEvent::TransferAccepted);
-                        sim.send(call_id, NetEvent::TransferCompleted);
-                    }
+                    Peer::Transfer { call_id, transfer_id, .. } => sim.transferred(call_id, transfer_id),
                     Peer::Group { call_id, participant_id } => {
                         sim.send(call_id, NetEvent::MemberJoined { participant_id: participant_id.clone() })
                     }
@@ -335,8 +387,9 @@ impl Sim {
                     o.state = LegState::Connected;
                 }
             }
-            Peer::Transfer { call_id, transferee_leg } => {
+            Peer::Transfer { call_id, transferee_leg, transfer_id } => {
                 w.transfers.remove(call_id);
+                w.finish(transfer_id);
                 w.detach(transferee_leg);
                 if let Some(t) = w.legs.get_mut(leg_id) {
                     t.peer = Peer::Leg { leg_id: transferee_leg.clone() };
@@ -369,10 +422,11 @@ impl Sim {
             Peer::Leg { leg_id } => {
                 w.legs.remove(&leg_id);
             }
-            Peer::Transfer { call_id, .. } => {
+            Peer::Transfer { call_id, transfer_id, .. } => {
                 w.transfers.remove(&call_id);
+                w.finish(&transfer_id);
                 drop(w);
-                self.send(&call_id, NetEvent::TransferFailed(failure));
+                self.send(&call_id, NetEvent::TransferFailed { transfer_id, failure });
             }
             Peer::Group { call_id, participant_id } => {
                 if let Some(g) = w.groups.get_mut(&call_id) {
@@ -387,7 +441,7 @@ impl Sim {
     /// Removes the remote leg of a bot call, and the target leg of its transfer if one rings. The bot
     /// leaves a group call: those still invited stop ringing, and the others talk on if two remain.
     fn remove_call_leg(&self, call_id: &str) -> Option<Leg> {
-        self.cancel_transfer(call_id);
+        self.stop_transfer(call_id);
         let mut w = self.world();
         if let Some(mut g) = w.groups.remove(call_id) {
             g.bot = false;
@@ -452,29 +506,53 @@ impl Sim {
         w.legs.remove(&leg);
     }
 
-    fn cancel_transfer(&self, call_id: &str) {
+    /// Stops whatever transfer of `call_id` is still in flight: the target stops ringing, an offer to
+    /// a target bot is withdrawn, a pending takeover is dropped. Returns the transfer's id if one was.
+    fn stop_transfer(&self, call_id: &str) -> Option<String> {
         let mut w = self.world();
-        match w.transfers.remove(call_id) {
-            Some(Ringing::Leg(t)) => {
+        if let Some(id) = w.takeovers.remove(call_id) {
+            return Some(id);
+        }
+        let (id, ringing) = w.transfers.remove(call_id)?;
+        match ringing {
+            Ringing::Leg(t) => {
                 w.legs.remove(&t);
             }
             // The transferee gave up before the target bot answered: its incoming call ends.
-            Some(Ringing::Bot { offered_call_id }) => {
+            Ringing::Bot { offered_call_id } => {
                 w.offers.remove(&offered_call_id);
                 drop(w);
                 self.send(&offered_call_id, NetEvent::RemoteHangUp);
             }
-            None => {}
         }
+        Some(id)
+    }
+
+    /// The core asks to stop transfer `id`. It is stopped if still in flight, and then failed; one whose
+    /// outcome was already reported stays as reported (a success cannot be undone); one the sim does
+    /// not know (lost in a restart) moved nothing, so it failed.
+    fn cancel_transfer(&self, call_id: &str, id: &str) {
+        let in_flight = {
+            let w = self.world();
+            w.takeovers.get(call_id).or(w.transfers.get(call_id).map(|(t, _)| t)).is_some_and(|t| t == id)
+        };
+        if in_flight {
+            self.stop_transfer(call_id);
+        } else if self.world().finished.contains(id) {
+            return;
+        }
+        self.world().finish(id);
+        self.send(call_id, NetEvent::TransferFailed { transfer_id: id.to_owned(), failure: Failure::NoAnswer });
     }
 
     /// A call offered to a target bot ends unanswered: the transfer it was for fails.
     fn refuse_offer(&self, offered_call_id: &str, failure: Failure) -> bool {
         let mut w = self.world();
-        let Some((transferring, _)) = w.offers.remove(offered_call_id) else { return false };
+        let Some((transferring, _, id)) = w.offers.remove(offered_call_id) else { return false };
         w.transfers.remove(&transferring);
+        w.finish(&id);
         drop(w);
-        self.send(&transferring, NetEvent::TransferFailed(failure));
+        self.send(&transferring, NetEvent::TransferFailed { transfer_id: id, failure });
         true
     }
 
@@ -482,7 +560,7 @@ impl Sim {
     /// transferring call to the answered one. Returns false if `call_id` was not such an offer.
     fn answer_offer(&self, call_id: &str, app_id: &str) -> bool {
         let mut w = self.world();
-        let Some((transferring, leg_id)) = w.offers.remove(call_id) else { return false };
+        let Some((transferring, leg_id, id)) = w.offers.remove(call_id) else { return false };
         let still_there = w.legs.get(&leg_id).is_some_and(|l| match &l.peer {
             Peer::Bot { call_id, .. } | Peer::Group { call_id, .. } => *call_id == transferring,
             _ => false,
@@ -493,6 +571,7 @@ impl Sim {
             return true;
         }
         w.transfers.remove(&transferring);
+        w.finish(&id);
         w.detach(&leg_id);
         w.by_call.insert(call_id.to_owned(), leg_id.clone());
         if let Some(l) = w.legs.get_mut(&leg_id) {
@@ -500,8 +579,7 @@ impl Sim {
         }
         drop(w);
         self.send(call_id, NetEvent::Connected);
-        self.send(&transferring, NetEvent::TransferAccepted);
-        self.send(&transferring, NetEvent::TransferCompleted);
+        self.transferred(&transferring, &id);
         true
     }
 
@@ -517,38 +595,48 @@ impl Sim {
 
     /// Blind transfer: the target rings on behalf of the transferee and plays its behaviour; a
     /// target that is a bot is offered an incoming call that names the transferor.
-    fn transfer_blind(self: &Arc<Self>, call: &Call, target: &Party, transferee: Option<&str>) {
+    /// Reports that transfer `id` of `call_id` could not be carried out.
+    fn transfer_failed(&self, call_id: &str, id: &str, failure: Failure) {
+        self.world().finish(id);
+        self.send(call_id, NetEvent::TransferFailed { transfer_id: id.to_owned(), failure });
+    }
+
+    /// Whether `call_id`'s remote party is being moved by a transfer (its own, blind or consultative):
+    /// a second move of the same party must wait for the first to end.
+    fn moving(w: &World, call_id: &str) -> bool {
+        w.transfers.contains_key(call_id) || w.takeovers.contains_key(call_id)
+    }
+
+    fn transfer_blind(self: &Arc<Self>, call: &Call, id: &str, target: &Party, transferee: Option<&str>) {
         let call_id = call.id.as_str();
         if matches!(target, Party::Application { .. } | Party::ApplicationInstance { .. }) {
-            return self.transfer_to_bot(call, target, transferee);
+            return self.transfer_to_bot(call, id, target, transferee);
         }
         let transferee = self.world().transferee_leg(call_id, transferee);
         let (Some(transferee_leg), Some(behaviour)) = (transferee, self.behaviour(target)) else {
-            self.send(call_id, NetEvent::TransferFailed(Failure::Unreachable));
-            return;
+            return self.transfer_failed(call_id, id, Failure::Unreachable);
         };
-        let id = self.new_leg_id();
+        let leg = self.new_leg_id();
         {
             let mut w = self.world();
-            let peer = Peer::Transfer { call_id: call_id.to_owned(), transferee_leg };
-            w.legs.insert(id.clone(), Leg { id: id.clone(), party: target.clone(), state: LegState::Ringing, peer });
-            w.transfers.insert(call_id.to_owned(), Ringing::Leg(id.clone()));
+            let peer = Peer::Transfer { call_id: call_id.to_owned(), transferee_leg, transfer_id: id.to_owned() };
+            w.legs.insert(leg.clone(), Leg { id: leg.clone(), party: target.clone(), state: LegState::Ringing, peer });
+            w.transfers.insert(call_id.to_owned(), (id.to_owned(), Ringing::Leg(leg.clone())));
         }
-        self.play(id, behaviour);
+        self.play(leg, behaviour);
     }
 
-    fn transfer_to_bot(&self, call: &Call, target: &Party, transferee: Option<&str>) {
+    fn transfer_to_bot(&self, call: &Call, id: &str, target: &Party, transferee: Option<&str>) {
         let app = self.directory.app_of(target);
         let transferee_leg = self.world().transferee_leg(&call.id, transferee);
         let (Some(app), Some(transferee_leg)) = (app, transferee_leg) else {
-            self.send(&call.id, NetEvent::TransferFailed(Failure::Unreachable));
-            return;
+            return self.transfer_failed(&call.id, id, Failure::Unreachable);
         };
         let offered = uuid::Uuid::new_v4().to_string();
         {
             let mut w = self.world();
-            w.transfers.insert(call.id.clone(), Ringing::Bot { offered_call_id: offered.clone() });
-            w.offers.insert(offered.clone(), (call.id.clone(), transferee_leg));
+            w.transfers.insert(call.id.clone(), (id.to_owned(), Ringing::Bot { offered_call_id: offered.clone() }));
+            w.offers.insert(offered.clone(), (call.id.clone(), transferee_leg, id.to_owned()));
         }
         let application_instance = match target {
             Party::ApplicationInstance { id, .. } => Some(id.clone()),
@@ -576,15 +664,26 @@ impl Sim {
     }
 
     /// Consultative transfer: after the transferee's delay, it takes over the remote leg
-    /// of the consultation call `replaces`, if both are still connected.
-    fn transfer_consultative(self: &Arc<Self>, call_id: &str, transferee: &Party, member: Option<&str>, replaces: &str) {
+    /// of the consultation call `replaces`, if both are still connected, the transfer has not been
+    /// cancelled meanwhile, and the consultation call's party is not being moved by a transfer of its own.
+    fn transfer_consultative(self: &Arc<Self>, call_id: &str, id: &str, transferee: &Party, member: Option<&str>, replaces: &str) {
         let delay = match self.behaviour(transferee) {
             Some(Behaviour::Answer { transfer_delay_ms: Some(d), .. }) => d,
             _ => CONSULTATIVE_DELAY_MS,
         };
-        let (call_id, replaces, member) = (call_id.to_owned(), replaces.to_owned(), member.map(str::to_owned));
+        self.world().takeovers.insert(call_id.to_owned(), id.to_owned());
+        let (call_id, id, replaces, member) = (call_id.to_owned(), id.to_owned(), replaces.to_owned(), member.map(str::to_owned));
         self.later(delay, move |sim| {
             let mut w = sim.world();
+            // Cancelled (the deadline passed, the call ended) or replaced by a later transfer: nothing moves.
+            if w.takeovers.get(&call_id) != Some(&id) {
+                return;
+            }
+            w.takeovers.remove(&call_id);
+            if Sim::moving(&w, &replaces) {
+                drop(w);
+                return sim.transfer_failed(&call_id, &id, Failure::Unreachable);
+            }
             let connected = |id: Option<String>, w: &World| {
                 id.and_then(|id| w.legs.get(&id)).filter(|l| l.state == LegState::Connected).map(|l| l.id.clone())
             };
@@ -600,16 +699,16 @@ impl Sim {
                     if let Some(l) = w.legs.get_mut(&y) {
                         l.peer = Peer::Leg { leg_id: x };
                     }
+                    w.finish(&id);
                     drop(w);
-                    sim.send(&call_id, NetEvent::TransferAccepted);
-                    sim.send(&call_id, NetEvent::TransferCompleted);
+                    sim.transferred(&call_id, &id);
                     sim.send(&replaces, NetEvent::Replaced { by_call_id: call_id.clone() });
                 }
                 // The transferee is gone: its call ends on its own.
-                (None, _) => {}
+                (None, _) => w.finish(&id),
                 (Some(_), None) => {
                     drop(w);
-                    sim.send(&call_id, NetEvent::TransferFailed(Failure::Unreachable));
+                    sim.transfer_failed(&call_id, &id, Failure::Unreachable);
                 }
             }
         });
@@ -677,13 +776,15 @@ impl Network for SimNetwork {
                 drop(w);
                 sim.play(target_id, behaviour);
             }
-            NetCommand::Transfer { target, replaces_call_id: None, transferee } => sim.transfer_blind(call, target, transferee.as_deref()),
-            NetCommand::Transfer { replaces_call_id: Some(b), transferee, .. } => {
+            NetCommand::Transfer { transfer_id, target, replaces_call_id: None, transferee } => {
+                sim.transfer_blind(call, transfer_id, target, transferee.as_deref())
+            }
+            NetCommand::Transfer { transfer_id, replaces_call_id: Some(b), transferee, .. } => {
                 let member = transferee.as_deref().and_then(|pid| call.members.iter().find(|m| m.participant_id == pid));
                 let party = member.map_or(call.remote(), |m| &m.party);
-                sim.transfer_consultative(&call.id, party, transferee.as_deref(), b)
+                sim.transfer_consultative(&call.id, transfer_id, party, transferee.as_deref(), b)
             }
-            NetCommand::CancelTransfer => sim.cancel_transfer(&call.id),
+            NetCommand::CancelTransfer { transfer_id } => sim.cancel_transfer(&call.id, transfer_id),
             NetCommand::DropMember { participant_id } => sim.drop_member(&call.id, participant_id),
         }
     }
@@ -713,9 +814,14 @@ impl Network for SimNetwork {
             }
         }
         // A transfer in progress starts over: the target rings again, or the takeover is tried again.
-        if let Some(t) = &call.transfer {
-            let (target, replaces_call_id, transferee) = (t.target.clone(), t.replaces_call_id.clone(), t.transferee.clone());
-            self.execute(call, &NetCommand::Transfer { target, replaces_call_id, transferee });
+        // One whose deadline had passed is answered: nothing of it survived the restart, so it failed.
+        match &call.transfer {
+            Some(t) if t.cancelling => sim.cancel_transfer(&call.id, &t.operation_id),
+            Some(t) => {
+                let (target, replaces_call_id, transferee) = (t.target.clone(), t.replaces_call_id.clone(), t.transferee.clone());
+                self.execute(call, &NetCommand::Transfer { transfer_id: t.operation_id.clone(), target, replaces_call_id, transferee });
+            }
+            None => {}
         }
     }
 }

@@ -236,14 +236,14 @@ fn a_group_transfer_returns_to_established_with_the_others() {
     assert_eq!(call.handle(group_transfer("m9"), 20), Err(Refusal::NotAMember("m9".into())));
     let fx = call.handle(group_transfer("m1"), 20).unwrap();
     assert!(fx.iter().any(|e| matches!(e, Effect::Net(NetCommand::Transfer { transferee: Some(t), .. }) if t == "m1")));
-    let fx = call.handle(Input::Net(NetEvent::TransferCompleted), 30).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::TransferCompleted { transfer_id: "op".into() }), 30).unwrap();
     // No media change: the bot still talks to Alex.
     assert_eq!(group_notes(&fx), ["updated:transferaccepted", "updated:established 0/7015", "roster"]);
     assert_eq!(call.media_state, MediaState::Active);
     assert_eq!(call.members.len(), 1);
     // Alex is the only one left: transferring him ends the call as a peer-to-peer transfer would.
     call.handle(group_transfer("m2"), 40).unwrap();
-    let fx = call.handle(Input::Net(NetEvent::TransferCompleted), 50).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::TransferCompleted { transfer_id: "op".into() }), 50).unwrap();
     assert_eq!(group_notes(&fx), ["updated:transferaccepted", "updated:transferaccepted", "deleted:terminated 0/7015"]);
 }
 
@@ -255,7 +255,7 @@ fn a_group_transferee_that_leaves_fails_the_transfer() {
     call.handle(group_transfer("m1"), 20).unwrap();
     let fx = call.handle(left("m1", None), 30).unwrap();
     assert_eq!(group_notes(&fx), ["updated:established 500/7000", "roster"]);
-    assert!(fx.contains(&Effect::Net(NetCommand::CancelTransfer)));
+    assert!(fx.contains(&Effect::Net(NetCommand::CancelTransfer { transfer_id: "op".into() })));
     assert_eq!(call.transfer, None);
 }
 
@@ -264,11 +264,16 @@ fn blind_transfer_success_transcript() {
     let mut call = established();
     let fx = call.handle(transfer(None), 10).unwrap();
     assert_eq!(notes(&fx), ["updated:transferring"]);
-    assert!(fx.contains(&Effect::Net(NetCommand::Transfer { target: alex(), replaces_call_id: None, transferee: None })));
-    assert!(call.handle(Input::Net(NetEvent::TransferAccepted), 20).is_ok());
+    assert!(fx.contains(&Effect::Net(NetCommand::Transfer {
+        transfer_id: "op".into(),
+        target: alex(),
+        replaces_call_id: None,
+        transferee: None
+    })));
+    assert!(call.handle(Input::Net(NetEvent::TransferAccepted { transfer_id: "op".into() }), 20).is_ok());
     assert_eq!(call.state, CallState::TransferAccepted);
     assert_eq!(call.media_state, MediaState::Inactive);
-    let fx = call.handle(Input::Net(NetEvent::TransferCompleted), 21).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::TransferCompleted { transfer_id: "op".into() }), 21).unwrap();
     assert_eq!(notes(&fx), ["deleted:terminated"]);
     assert_eq!(call.result_info, Some(ResultInfo::transfer_completed()));
     assert_eq!(call.termination_reason, None);
@@ -278,7 +283,7 @@ fn blind_transfer_success_transcript() {
 fn transfer_accepted_is_followed_by_the_media_state_change() {
     let mut call = established();
     call.handle(transfer(None), 10).unwrap();
-    let fx = call.handle(Input::Net(NetEvent::TransferCompleted), 20).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::TransferCompleted { transfer_id: "op".into() }), 20).unwrap();
     assert_eq!(notes(&fx), ["updated:transferaccepted", "updated:transferaccepted", "deleted:terminated"]);
     let medias: Vec<_> = fx.iter().filter_map(|e| if let Effect::Notify(n) = e { Some(n.media_state) } else { None }).collect();
     assert_eq!(medias, [None, Some(MediaState::Inactive), None]);
@@ -288,7 +293,7 @@ fn transfer_accepted_is_followed_by_the_media_state_change() {
 fn consultative_transfer_ends_with_app_transferred() {
     let mut call = established();
     call.handle(transfer(Some("c9")), 10).unwrap();
-    let fx = call.handle(Input::Net(NetEvent::TransferCompleted), 20).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::TransferCompleted { transfer_id: "op".into() }), 20).unwrap();
     assert_eq!(notes(&fx).last().map(String::as_str), Some("deleted:terminated"));
     assert_eq!((call.result_info.clone(), call.termination_reason.as_deref()), (None, Some("AppTransferred")));
 }
@@ -298,7 +303,7 @@ fn failed_transfers_return_to_established_and_can_be_retried() {
     for (replaces, subcode, context) in [(None, 7000, None), (Some("c9"), 7700, Some("c9".to_owned()))] {
         let mut call = established();
         call.handle(transfer(replaces), 10).unwrap();
-        let fx = call.handle(Input::Net(NetEvent::TransferFailed(Failure::Busy)), 20).unwrap();
+        let fx = call.handle(Input::Net(NetEvent::TransferFailed { transfer_id: "op".into(), failure: Failure::Busy }), 20).unwrap();
         assert_eq!(notes(&fx), ["updated:established"]);
         let Some(Effect::Notify(n)) = fx.first() else { panic!("a notification") };
         assert_eq!(n.result_info.as_ref().map(|r| (r.code, r.subcode)), Some((500, subcode)));
@@ -310,13 +315,52 @@ fn failed_transfers_return_to_established_and_can_be_retried() {
 }
 
 #[test]
-fn an_unanswered_transfer_fails_at_its_deadline_and_cancels_the_target() {
+fn at_its_deadline_a_transfer_is_cancelled_and_fails_once_the_network_confirms() {
     let mut call = established();
     call.handle(transfer(None), 10).unwrap();
     assert!(call.handle(Input::Timer(Timer::Transfer), 1009).unwrap().is_empty());
     let fx = call.handle(Input::Timer(Timer::Transfer), 1010).unwrap();
+    assert_eq!(fx, [Effect::Net(NetCommand::CancelTransfer { transfer_id: "op".into() })], "no outcome yet: only the network knows");
+    assert_eq!(call.state, CallState::Transferring);
+    assert!(call.handle(Input::Timer(Timer::Transfer), 1020).unwrap().is_empty(), "asked once");
+    let fx = call.handle(Input::Net(NetEvent::TransferFailed { transfer_id: "op".into(), failure: Failure::NoAnswer }), 1011).unwrap();
     assert_eq!(notes(&fx), ["updated:established"]);
-    assert!(fx.contains(&Effect::Net(NetCommand::CancelTransfer)));
+    assert_eq!(call.result_info, None);
+}
+
+#[test]
+fn a_success_the_network_could_not_undo_completes_the_transfer_after_its_deadline() {
+    // The target answered just as the deadline passed: the network had moved the transferee before
+    // the cancel reached it, and says so. The transfer completed; it must not be reported failed too.
+    let mut call = established();
+    call.handle(transfer(None), 10).unwrap();
+    call.handle(Input::Timer(Timer::Transfer), 1010).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::TransferAccepted { transfer_id: "op".into() }), 1011).unwrap();
+    assert_eq!(notes(&fx), ["updated:transferaccepted", "updated:transferaccepted"]);
+    let fx = call.handle(Input::Net(NetEvent::TransferCompleted { transfer_id: "op".into() }), 1011).unwrap();
+    assert_eq!(notes(&fx), ["deleted:terminated"]);
+    assert_eq!(call.result_info, Some(ResultInfo::transfer_completed()));
+}
+
+#[test]
+fn events_of_an_earlier_transfer_change_nothing() {
+    let mut call = established();
+    call.handle(transfer(None), 10).unwrap();
+    call.handle(Input::Net(NetEvent::TransferFailed { transfer_id: "op".into(), failure: Failure::Busy }), 20).unwrap();
+    let mut second = transfer(None);
+    if let Input::Transfer { operation_id, .. } = &mut second {
+        *operation_id = "op2".into();
+    }
+    call.handle(second, 30).unwrap();
+    // The first transfer's late success must not complete the second.
+    for late in [
+        NetEvent::TransferAccepted { transfer_id: "op".into() },
+        NetEvent::TransferCompleted { transfer_id: "op".into() },
+        NetEvent::TransferFailed { transfer_id: "op".into(), failure: Failure::Declined },
+    ] {
+        assert!(call.handle(Input::Net(late), 40).unwrap().is_empty());
+    }
+    assert_eq!((call.state, call.transfer.as_ref().map(|t| t.operation_id.as_str())), (CallState::Transferring, Some("op2")));
 }
 
 #[test]
@@ -337,8 +381,11 @@ fn hang_ups_during_a_transfer_end_the_call_once_and_cancel_the_target() {
     call.handle(transfer(None), 10).unwrap();
     let fx = call.handle(Input::Net(NetEvent::RemoteHangUp), 20).unwrap();
     assert_eq!(notes(&fx), ["deleted:terminated"]);
-    assert!(fx.contains(&Effect::Net(NetCommand::CancelTransfer)));
-    assert!(call.handle(Input::Net(NetEvent::TransferCompleted), 30).unwrap().is_empty(), "nothing after deleted");
+    assert!(fx.contains(&Effect::Net(NetCommand::CancelTransfer { transfer_id: "op".into() })));
+    assert!(
+        call.handle(Input::Net(NetEvent::TransferCompleted { transfer_id: "op".into() }), 30).unwrap().is_empty(),
+        "nothing after deleted"
+    );
 
     let mut call = established();
     call.handle(transfer(None), 10).unwrap();
@@ -364,12 +411,12 @@ fn a_transfer_is_tracked_by_its_operation() {
     let mut call = established();
     let fx = call.handle(transfer(None), 10).unwrap();
     assert_eq!(ops(&fx), [Some(OperationStatus::Running)]);
-    let fx = call.handle(Input::Net(NetEvent::TransferCompleted), 20).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::TransferCompleted { transfer_id: "op".into() }), 20).unwrap();
     assert_eq!(ops(&fx), [Some(OperationStatus::Completed), None, None]);
 
     let mut call = established();
     call.handle(transfer(None), 10).unwrap();
-    let fx = call.handle(Input::Net(NetEvent::TransferFailed(Failure::Declined)), 20).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::TransferFailed { transfer_id: "op".into(), failure: Failure::Declined }), 20).unwrap();
     assert_eq!(ops(&fx), [Some(OperationStatus::Failed)]);
     assert_eq!(call.operations[0].client_context.as_deref(), Some("ctx"));
     assert_eq!(call.operations[0].result_info.as_ref().map(|r| r.subcode), Some(7000));
@@ -396,9 +443,12 @@ fn any_input() -> impl Strategy<Value = Input> {
         Just(Input::Timer(Timer::Transfer)),
         Just(transfer(None)),
         Just(transfer(Some("c9"))),
-        Just(Input::Net(NetEvent::TransferAccepted)),
-        Just(Input::Net(NetEvent::TransferCompleted)),
-        Just(Input::Net(NetEvent::TransferFailed(Failure::Busy))),
+        // Transfer events of the transfer in progress ("current") or of an earlier one ("stale"); the
+        // test fills in the real ids.
+        prop::sample::select(vec!["current", "stale"]).prop_map(|t| Input::Net(NetEvent::TransferAccepted { transfer_id: t.into() })),
+        prop::sample::select(vec!["current", "stale"]).prop_map(|t| Input::Net(NetEvent::TransferCompleted { transfer_id: t.into() })),
+        prop::sample::select(vec!["current", "stale"])
+            .prop_map(|t| Input::Net(NetEvent::TransferFailed { transfer_id: t.into(), failure: Failure::Busy })),
         Just(Input::Net(NetEvent::Replaced { by_call_id: "c8".into() })),
         Just(joined("m1")),
         Just(joined("m2")),
@@ -424,10 +474,29 @@ proptest! {
         let mut now = 0;
         // Transfers begun, and outcomes reported (or the call's end cutting one short).
         let (mut started, mut outcomes) = (0usize, 0usize);
-        for (input, dt) in steps {
+        // Transfer ids: each transfer gets a new one; events name the current or an earlier one.
+        let mut ids: Vec<String> = Vec::new();
+        for (mut input, dt) in steps {
             now += dt;
             let before = call.clone();
+            let current = before.transfer.as_ref().map(|t| t.operation_id.clone());
+            let real = |placeholder: &mut String| {
+                *placeholder = match placeholder.as_str() {
+                    "current" => current.clone().unwrap_or_else(|| "none".into()),
+                    _ => ids.iter().rev().find(|i| Some(*i) != current.as_ref()).cloned().unwrap_or_else(|| "none".into()),
+                };
+            };
+            match &mut input {
+                Input::Transfer { operation_id, .. } => *operation_id = format!("op{}", ids.len()),
+                Input::Net(NetEvent::TransferAccepted { transfer_id } | NetEvent::TransferCompleted { transfer_id } | NetEvent::TransferFailed { transfer_id, .. }) => real(transfer_id),
+                _ => {}
+            }
+            if let Input::Transfer { operation_id, .. } = &input {
+                ids.push(operation_id.clone());
+            }
             let is_transfer = matches!(input, Input::Transfer { .. });
+            let at_deadline = matches!(input, Input::Timer(Timer::Transfer));
+            let stale = matches!(&input, Input::Net(NetEvent::TransferAccepted { transfer_id } | NetEvent::TransferCompleted { transfer_id } | NetEvent::TransferFailed { transfer_id, .. }) if Some(transfer_id) != current.as_ref());
             match call.handle(input, now) {
                 Ok(fx) => {
                     // A transfer ends exactly once: one notification with its operation completed or
@@ -439,6 +508,12 @@ proptest! {
                         .filter(|e| matches!(e, Effect::Notify(n) if n.operation.as_ref().is_some_and(|o| o.status != OperationStatus::Running)))
                         .count();
                     prop_assert!(reported <= 1, "two transfer outcomes in one step: {fx:?}");
+                    // Only the network's word ends a transfer: not its deadline (which asks the network
+                    // to stop it), not an event of another transfer.
+                    prop_assert!(!(at_deadline && reported > 0), "the deadline decided an outcome: {fx:?}");
+                    if stale {
+                        prop_assert!(fx.is_empty(), "a stale transfer event changed the call: {fx:?}");
+                    }
                     outcomes += reported;
                     if before.state == CallState::Transferring && call.is_terminated() && reported == 0 {
                         outcomes += 1;

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use switchboard_core::call::{CallState, IncomingCall, Input, MediaConfig, Notification, OutgoingCall};
+use switchboard_core::call::{CallState, IncomingCall, Input, MediaConfig, Notification, OutgoingCall, Timer};
 use switchboard_core::party::Party;
 use switchboard_engine::directory::{Application, Directory, Tenant, User};
 use switchboard_engine::engine::{OutboxSink, Parts, Render};
@@ -14,10 +14,12 @@ use switchboard_engine::memory::MemoryStore;
 use switchboard_engine::metrics::Metrics;
 use switchboard_engine::store::{NewNotification, OutboxRow};
 use switchboard_engine::{Clock, Engine, network};
-use switchboard_sim::{Behaviour, Behaviours, Sim, SimNetwork};
+use switchboard_sim::{Behaviour, Behaviours, Peer, Sim, SimNetwork};
 
 const TENANT: &str = "tenant";
 const BOT: &str = "bot";
+/// A second bot, as a transfer target.
+const OTHER_BOT: &str = "other-bot";
 const START: u64 = 1_000_000;
 
 /// Renders each notification as the few facts the tests compare: call, change, state, result.
@@ -60,18 +62,19 @@ fn user(id: &str) -> Party {
 }
 
 fn world() -> World {
+    let bot = |id: &str, name: &str| Application {
+        client_id: id.into(),
+        name: name.into(),
+        secret: "s".into(),
+        tenants: vec![TENANT.into()],
+        roles: vec![],
+        calling_webhook: Some("http://127.0.0.1/cb".into()),
+        notification_format: Default::default(),
+        instances: vec![],
+    };
     let directory = Directory {
         tenants: vec![Tenant { id: TENANT.into(), name: "T".into() }],
-        applications: vec![Application {
-            client_id: BOT.into(),
-            name: "Bot".into(),
-            secret: "s".into(),
-            tenants: vec![TENANT.into()],
-            roles: vec![],
-            calling_webhook: Some("http://127.0.0.1/cb".into()),
-            notification_format: Default::default(),
-            instances: vec![],
-        }],
+        applications: vec![bot(BOT, "Bot"), bot(OTHER_BOT, "Other Bot")],
         users: ["alex", "heidi", "sam"]
             .iter()
             .map(|id| User { id: (*id).into(), display_name: (*id).into(), tenant_id: TENANT.into() })
@@ -81,6 +84,7 @@ fn world() -> World {
     let mut behaviours = Behaviours::default();
     behaviours.insert("heidi", Behaviour::Answer { after_ms: 200, hang_up_after_ms: None, transfer_delay_ms: None });
     behaviours.insert("sam", Behaviour::NoAnswer);
+    behaviours.insert("dana", Behaviour::Answer { after_ms: 300, hang_up_after_ms: None, transfer_delay_ms: None });
     let clock = Clock::virtual_at(START);
     let delivered = Arc::new(Delivered::default());
     let engine = Engine::new(Parts {
@@ -134,17 +138,88 @@ impl World {
     }
 
     async fn transfer(&self, id: &str, to: &str, timeout_ms: u64) {
+        self.transfer_to(id, user(to), None, timeout_ms).await;
+    }
+
+    /// A transfer of `id` to `target`, consultative if `replaces` is given; each gets a new id.
+    async fn transfer_to(&self, id: &str, target: Party, replaces: Option<&str>, timeout_ms: u64) {
+        let n = TRANSFERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let input = Input::Transfer {
-            target: user(to),
-            replaces_call_id: None,
+            target,
+            replaces_call_id: replaces.map(str::to_owned),
             timeout_ms,
-            operation_id: format!("{id}-op"),
+            operation_id: format!("{id}-op{n}"),
             client_context: None,
             transferee: None,
         };
         self.engine.apply(id, input).await.unwrap();
     }
+
+    /// The bot places a call to `to`, which answers: an established call (Heidi answers after 200 ms).
+    async fn placed(&self, id: &str, to: &str) {
+        let call = OutgoingCall {
+            id: id.into(),
+            app_id: BOT.into(),
+            tenant_id: TENANT.into(),
+            callback_uri: "http://127.0.0.1/cb".into(),
+            source: Party::Application { id: BOT.into(), display_name: "Bot".into() },
+            target: user(to),
+            application_instance: None,
+            requested_modalities: vec!["audio".into()],
+            media_config: MediaConfig::ServiceHosted,
+            subject: None,
+            my_participant_id: format!("{id}-bot"),
+            peer_participant_id: format!("{id}-{to}"),
+            call_chain_id: format!("{id}-chain"),
+            ring_timeout_ms: 60_000,
+            members: vec![],
+        };
+        self.engine.place(call).await.unwrap();
+        self.advance(200).await;
+        assert_eq!(self.state(id).await, Some(CallState::Established));
+        self.take();
+    }
+
+    fn behave(&self, who: &str, behaviour: Behaviour) {
+        assert!(self.sim.set_behaviour(who, behaviour));
+    }
+
+    /// The world agrees with itself and with the engine: a leg paired with a leg is paired back; a
+    /// leg of a bot call belongs to a live call that has it as its remote party; a ringing transfer
+    /// target belongs to a call that is transferring.
+    async fn assert_consistent(&self) {
+        let legs = self.sim.legs();
+        for leg in &legs {
+            match &leg.peer {
+                Peer::Leg { leg_id } => {
+                    let other = legs.iter().find(|l| &l.id == leg_id);
+                    assert!(
+                        other.is_some_and(|o| matches!(&o.peer, Peer::Leg { leg_id } if *leg_id == leg.id)),
+                        "leg {} is paired with {leg_id}, which is not paired back: {legs:?}",
+                        leg.id
+                    );
+                }
+                Peer::Bot { call_id, .. } => {
+                    let call = self.engine.get(call_id).await;
+                    assert!(call.is_some(), "leg {} belongs to call {call_id}, which is gone: {legs:?}", leg.id);
+                }
+                Peer::Transfer { call_id, .. } => {
+                    let state = self.state(call_id).await;
+                    assert_eq!(state, Some(CallState::Transferring), "leg {} rings for a transfer of {call_id}: {legs:?}", leg.id);
+                }
+                Peer::Group { .. } => {}
+            }
+        }
+        for call in self.engine.live_calls().await {
+            if matches!(call.state, CallState::Established | CallState::Transferring) && !call.group {
+                let has_leg = legs.iter().any(|l| matches!(&l.peer, Peer::Bot { call_id, .. } if *call_id == call.id));
+                assert!(has_leg, "call {} is {:?} without its remote party: {legs:?}", call.id, call.state);
+            }
+        }
+    }
 }
+
+static TRANSFERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn fact(call: &str, change: &str, state: &str, result: Option<&str>) -> Value {
     json!({"call": call, "change": change, "state": state, "result": result})
@@ -256,4 +331,118 @@ async fn an_unanswered_transfer_fails_at_its_deadline_and_the_call_stays() {
     assert_eq!(facts[1], fact("a", "updated", "established", Some("500/7000")));
     assert_eq!(facts.len(), 2, "{facts:?}");
     assert_eq!(w.state("a").await, Some(CallState::Established));
+}
+
+fn answer() -> Input {
+    Input::Answer { callback_uri: None, modalities: vec!["audio".into()], media_config: MediaConfig::ServiceHosted }
+}
+
+/// V1 (issue 16): a consultative takeover that comes after its transfer's deadline. The deadline asks
+/// the network to stop the takeover; it is stopped, the transfer fails, and nothing moves later.
+#[tokio::test]
+async fn a_takeover_after_the_deadline_is_stopped_and_moves_nothing() {
+    let w = world();
+    w.behave("alex", Behaviour::Answer { after_ms: 200, hang_up_after_ms: None, transfer_delay_ms: Some(1_500) });
+    w.answered("a", "alex").await;
+    w.placed("b", "heidi").await;
+    w.transfer_to("a", user("heidi"), Some("b"), 1_000).await;
+    w.advance(1_000).await;
+    let facts = w.take();
+    assert_eq!(facts[0], fact("a", "updated", "transferring", None));
+    assert_eq!(facts[1], fact("a", "updated", "established", Some("500/7700")));
+    assert_eq!(facts.len(), 2, "{facts:?}");
+    // Past the transferee's delay: the takeover that was stopped does not happen.
+    w.advance(1_000).await;
+    assert!(w.take().is_empty());
+    assert_eq!((w.state("a").await, w.state("b").await), (Some(CallState::Established), Some(CallState::Established)));
+    w.assert_consistent().await;
+
+    // Retried blind to Silent Sam: the stopped takeover cannot complete the new transfer either.
+    w.transfer_to("a", user("sam"), None, 60_000).await;
+    w.advance(5_000).await;
+    assert_eq!(w.take(), [fact("a", "updated", "transferring", None)]);
+    assert_eq!(w.state("a").await, Some(CallState::Transferring));
+    w.assert_consistent().await;
+}
+
+/// V2 (issue 16): the target bot answers in the very instant of the deadline, and the network moved
+/// the transferee before the cancel reached it. The network's word wins: the transfer completed, once.
+#[tokio::test]
+async fn a_target_bot_answering_as_the_deadline_passes_completes_the_transfer_once() {
+    let w = world();
+    w.answered("a", "alex").await;
+    let deadline = w.engine.clock().now_ms() + 1_000;
+    // Set before the transfer, so that it runs before the transfer's own deadline timer in that
+    // millisecond. In one step: the target bot's answer is carried out by the network, and the
+    // deadline reaches the core before the network's report of that answer does.
+    let engine = std::sync::Arc::clone(&w.engine);
+    w.engine.clock().schedule(
+        deadline,
+        Box::new(move || {
+            Box::pin(async move {
+                let offered = engine.live_calls().await.into_iter().find(|c| c.transferor.is_some()).expect("the offer").id;
+                engine.apply(&offered, answer()).await.unwrap();
+                engine.apply("a", Input::Timer(Timer::Transfer)).await.unwrap();
+            })
+        }),
+    );
+    w.transfer_to("a", Party::Application { id: OTHER_BOT.into(), display_name: "Other Bot".into() }, None, 1_000).await;
+    w.advance(0).await;
+    let offered = w.engine.live_calls().await.into_iter().find(|c| c.transferor.is_some()).expect("the offer").id;
+    w.advance(1_000).await;
+    let facts = w.take();
+    let for_a: Vec<&Value> = facts.iter().filter(|f| f["call"] == "a").collect();
+    assert_eq!(transfer_outcomes(&facts), ["completed"], "{facts:?}");
+    assert_eq!(for_a.last(), Some(&&fact("a", "deleted", "terminated", Some("0/7015"))));
+    assert_eq!(w.state(&offered).await, Some(CallState::Established), "Alex is with the target bot");
+    w.assert_consistent().await;
+}
+
+/// V3 (issue 16): two inbound calls with one id: the sim gives the id to the first, and the second,
+/// refused, touches nothing of the first's.
+#[tokio::test]
+async fn a_call_id_is_claimed_once_and_a_refused_claim_touches_nothing() {
+    let w = world();
+    let first = w.sim.attach_caller("c", BOT, user("alex")).expect("the first claim");
+    assert_eq!(w.sim.attach_caller("c", BOT, user("heidi")), None, "the id is taken");
+    let offer = IncomingCall {
+        id: "c".into(),
+        app_id: BOT.into(),
+        tenant_id: TENANT.into(),
+        source: user("alex"),
+        target: Party::Application { id: BOT.into(), display_name: "Bot".into() },
+        application_instance: None,
+        my_participant_id: "c-bot".into(),
+        peer_participant_id: "c-alex".into(),
+        call_chain_id: "c-chain".into(),
+        transferor: None,
+    };
+    w.engine.offer(offer.clone()).await.unwrap();
+    // A claim the engine refuses (the id is taken there) is taken back without news for anyone.
+    assert!(w.engine.offer(offer).await.is_err());
+    w.sim.detach_caller("c", "no-such-leg");
+    w.advance(0).await;
+    assert_eq!(w.state("c").await, Some(CallState::Incoming));
+    assert_eq!(w.sim.legs().iter().map(|l| l.id.clone()).collect::<Vec<_>>(), [first]);
+}
+
+/// V4 (issue 16): a takeover of B and B's own blind transfer, both due in the same instant. Only one
+/// of them may move B's party: here B's transfer, which began first in the network's eyes, completes,
+/// and the takeover fails; the world stays paired.
+#[tokio::test]
+async fn a_takeover_racing_the_consultation_calls_own_transfer_moves_the_party_once() {
+    let w = world();
+    w.behave("alex", Behaviour::Answer { after_ms: 200, hang_up_after_ms: None, transfer_delay_ms: Some(200) });
+    w.answered("a", "alex").await;
+    w.placed("b", "heidi").await;
+    w.transfer_to("a", user("heidi"), Some("b"), 60_000).await;
+    w.transfer_to("b", user("alex"), None, 60_000).await;
+    w.advance(200).await;
+    let facts = w.take();
+    let outcomes = transfer_outcomes(&facts);
+    assert_eq!(outcomes.len(), 2, "each transfer ends once: {facts:?}");
+    assert!(facts.contains(&fact("a", "updated", "established", Some("500/7700"))), "{facts:?}");
+    assert!(facts.contains(&fact("b", "deleted", "terminated", Some("0/7015"))), "{facts:?}");
+    assert_eq!(w.state("a").await, Some(CallState::Established));
+    w.assert_consistent().await;
 }

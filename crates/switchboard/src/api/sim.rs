@@ -87,7 +87,10 @@ pub(super) async fn place_inbound(State(state): State<AppState>, headers: Header
         }
         Some(id) => id.to_owned(),
     };
-    let leg_id = state.sim.attach_caller(&id, &app.client_id, caller.clone());
+    // The sim claims the id first: of several requests racing for one id, exactly one gets on.
+    let Some(leg_id) = state.sim.attach_caller(&id, &app.client_id, caller.clone()) else {
+        return Err(GraphError::new(StatusCode::CONFLICT, "CallIdTaken", format!("callId: a live call already has id '{id}'")));
+    };
     let req = IncomingCall {
         id: id.clone(),
         app_id: app.client_id.clone(),
@@ -101,7 +104,8 @@ pub(super) async fn place_inbound(State(state): State<AppState>, headers: Header
         transferor: None,
     };
     if let Err(e) = state.engine.offer(req).await {
-        state.sim.hang_up_leg(&leg_id);
+        // Quietly: a hang-up would be news about a call of that id, and it is not this request's.
+        state.sim.detach_caller(&id, &leg_id);
         return Err(e.into());
     }
     Ok((StatusCode::CREATED, Json(json!({"callId": id, "legId": leg_id}))).into_response())
