@@ -27,6 +27,14 @@ use crate::identity::{self, SigningKey};
 use crate::metrics::Metrics;
 use crate::store::{OutboxRow, OutboxStatus, Store, StoreError};
 
+/// The stable ids of a POST's items, in order (a Switchboard extension), so that a bot can recognise
+/// a resend: at least once means some notifications arrive twice.
+pub const NOTIFICATION_IDS: &str = "Switchboard-Notification-Ids";
+
+fn ids(seqs: &[i64]) -> String {
+    seqs.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// At most this many notifications in one POST.
 pub const MAX_BATCH: usize = 100;
 /// At most this many POSTs in flight at once.
@@ -262,11 +270,13 @@ impl Notifier {
         self.metrics.notification_posts.inc();
         let outcome = match self.token(&batch.app_id, &batch.tenant_id) {
             Err(e) => Err(format!("could not sign the notification token: {e}")),
-            Ok(token) => match self.client.post(&batch.callback).bearer_auth(token).json(&body).send().await {
-                Ok(resp) if resp.status().is_success() => Ok(()),
-                Ok(resp) => Err(format!("the callback answered {}", resp.status())),
-                Err(e) => Err(format!("the callback could not be reached: {}", error_chain(&e))),
-            },
+            Ok(token) => {
+                match self.client.post(&batch.callback).bearer_auth(token).header(NOTIFICATION_IDS, ids(&seqs)).json(&body).send().await {
+                    Ok(resp) if resp.status().is_success() => Ok(()),
+                    Ok(resp) => Err(format!("the callback answered {}", resp.status())),
+                    Err(e) => Err(format!("the callback could not be reached: {}", error_chain(&e))),
+                }
+            }
         };
         match outcome {
             Ok(()) => {

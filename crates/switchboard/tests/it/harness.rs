@@ -61,6 +61,8 @@ pub async fn virtual_server(bot: &Bot, extra: &[&str]) -> Server {
 pub struct Received {
     pub path: String,
     pub authorization: Option<String>,
+    /// `Switchboard-Notification-Ids`: the items' stable ids.
+    pub notification_ids: Option<String>,
     pub body: Value,
 }
 
@@ -86,8 +88,9 @@ async fn receive(State(state): State<BotState>, uri: axum::http::Uri, headers: H
     if status < 300 {
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let notification_ids = headers.get("switchboard-notification-ids").and_then(|v| v.to_str().ok()).map(str::to_owned);
         if let Some(tx) = &state.tx {
-            let _ = tx.send(Received { path: uri.path().to_owned(), authorization, body });
+            let _ = tx.send(Received { path: uri.path().to_owned(), authorization, notification_ids, body });
         }
     }
     StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED)

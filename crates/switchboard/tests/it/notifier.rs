@@ -44,6 +44,9 @@ async fn notifications_queued_for_one_callback_travel_in_one_post() {
     let (post2, second) = bot.next().await;
     assert_eq!(post.body, post2.body, "both came in one POST");
     assert_eq!(post.body["value"].as_array().map(Vec::len), Some(2));
+    // One id per item, in order.
+    let ids: Vec<i64> = post.notification_ids.as_deref().unwrap_or_default().split(',').map(|i| i.parse().unwrap()).collect();
+    assert!(ids.len() == 2 && ids[0] < ids[1], "{:?}", post.notification_ids);
     assert_eq!(redact(first, &id), state_note("updated", "terminating"));
     assert_eq!(redact(second, &id)["changeType"], "deleted");
 }
@@ -88,10 +91,12 @@ async fn undeliverable_notifications_are_kept_visible_and_can_be_retried() {
     assert_eq!(created["resourceData"]["state"], "incoming", "{created}");
     let (status, body) = server.sim(Method::POST, "/outbox/retry", None).await;
     assert_eq!((status, body), (200, json!({"requeued": 1})));
-    // The retry delivers exactly the notification that had failed, to the bot's calling webhook.
+    // The retry delivers exactly the notification that had failed, to the bot's calling webhook, under
+    // the id it had from the start (the outbox's seq), so that a bot can tell a resend.
     let (post, item) = bot.next().await;
     assert_eq!(post.path, "/api/calls");
     assert_eq!(item, created);
+    assert_eq!(post.notification_ids, Some(rows[0]["seq"].to_string()));
     let (_, failed) = server.sim(Method::GET, "/outbox?status=failed", None).await;
     assert_eq!(failed["value"], json!([]));
     bot.expect_silence(Duration::from_millis(300)).await;
