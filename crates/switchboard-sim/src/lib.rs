@@ -165,6 +165,79 @@ impl World {
     }
 }
 
+/// The world, locked. In debug builds (every test run) it checks itself when let go, so that a change
+/// that leaves it inconsistent fails where it happens rather than as a confusing symptom later.
+struct WorldGuard<'a>(std::sync::MutexGuard<'a, World>);
+
+impl std::ops::Deref for WorldGuard<'_> {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WorldGuard<'_> {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.0
+    }
+}
+
+impl Drop for WorldGuard<'_> {
+    fn drop(&mut self) {
+        #[cfg(debug_assertions)]
+        if let Err(problem) = self.0.check()
+            && !std::thread::panicking()
+        {
+            panic!("the sim's world is inconsistent: {problem}");
+        }
+    }
+}
+
+impl World {
+    /// The world's own rules: a leg paired with a leg is paired back; a bot call's remote leg says so,
+    /// and so does the call; a ringing transfer target is its call's transfer; a group's member legs
+    /// belong to it.
+    fn check(&self) -> Result<(), String> {
+        for leg in self.legs.values() {
+            let ok = match &leg.peer {
+                Peer::Leg { leg_id } => self.legs.get(leg_id).is_some_and(|o| matches!(&o.peer, Peer::Leg { leg_id } if *leg_id == leg.id)),
+                Peer::Bot { call_id, .. } => self.by_call.get(call_id) == Some(&leg.id),
+                Peer::Transfer { call_id, .. } => matches!(self.transfers.get(call_id), Some((_, Ringing::Leg(l))) if *l == leg.id),
+                Peer::Group { call_id, participant_id } => {
+                    self.groups.get(call_id).and_then(|g| g.members.get(participant_id)) == Some(&leg.id)
+                }
+            };
+            if !ok {
+                return Err(format!("leg {} ({:?}) is not what its peer says", leg.id, leg.peer));
+            }
+        }
+        for (call_id, leg_id) in &self.by_call {
+            if !self.legs.get(leg_id).is_some_and(|l| matches!(&l.peer, Peer::Bot { call_id: c, .. } if c == call_id)) {
+                return Err(format!("call {call_id}'s remote leg {leg_id} is missing or elsewhere"));
+            }
+        }
+        for (call_id, (id, ringing)) in &self.transfers {
+            if let Ringing::Leg(l) = ringing
+                && !self.legs.contains_key(l)
+            {
+                return Err(format!("transfer {id} of call {call_id} rings a leg {l} that is gone"));
+            }
+        }
+        for (call_id, g) in &self.groups {
+            for (pid, leg) in &g.members {
+                if !self
+                    .legs
+                    .get(leg)
+                    .is_some_and(|l| matches!(&l.peer, Peer::Group { call_id: c, participant_id: p } if c == call_id && p == pid))
+                {
+                    return Err(format!("member {pid} of group {call_id} has no leg {leg}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A blind transfer's target while it rings: a party's leg, or a call offered to another bot.
 #[derive(Clone, Debug)]
 enum Ringing {
@@ -199,8 +272,8 @@ impl Sim {
         );
     }
 
-    fn world(&self) -> std::sync::MutexGuard<'_, World> {
-        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    fn world(&self) -> WorldGuard<'_> {
+        WorldGuard(self.world.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn new_leg_id(&self) -> String {
