@@ -576,10 +576,6 @@ impl Call {
             Input::HangUp => match self.state {
                 Terminating => return Err(self.refuse("hang up", "other than 'terminating'")),
                 _ => {
-                    // A transfer in progress ends with the call (end_with cannot tell once `terminating`).
-                    if self.state == Transferring {
-                        self.finish_operation(OperationStatus::Failed, Some(ResultInfo::ended_by_bot()));
-                    }
                     self.state = Terminating;
                     fx.push(self.notify(ChangeType::Updated));
                     self.end(ResultInfo::ended_by_bot(), &mut fx);
@@ -800,8 +796,14 @@ impl Call {
     }
 
     fn end_with(&mut self, info: Option<ResultInfo>, reason: Option<&str>, fx: &mut Vec<Effect>) {
-        // A transfer cut short by the call's end fails with the call's reason; no separate notification.
-        if self.state == CallState::Transferring {
+        // A transfer cut short by the call's end fails with the call's reason. Today's Graph says so with
+        // the call's end alone; the `deleted` notification carries the failed operation for a renderer
+        // that reports transfers on their operation (the 2018 beta).
+        let cut_short = self
+            .transfer
+            .as_ref()
+            .and_then(|t| self.operations.iter().position(|o| o.id == t.operation_id && o.status == OperationStatus::Running));
+        if cut_short.is_some() {
             self.finish_operation(OperationStatus::Failed, info.clone());
         }
         self.state = CallState::Terminated;
@@ -810,7 +812,11 @@ impl Call {
         self.media_state = MediaState::Inactive;
         self.setup_deadline = None;
         self.transfer = None;
-        fx.push(self.notify(ChangeType::Deleted));
+        let mut deleted = self.notify(ChangeType::Deleted);
+        if let (Effect::Notify(n), Some(i)) = (&mut deleted, cut_short) {
+            n.operation = self.operations.get(i).cloned();
+        }
+        fx.push(deleted);
     }
 
     /// Whether a group call keeps other participants once its transferee has gone.

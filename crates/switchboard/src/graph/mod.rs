@@ -7,7 +7,7 @@ pub mod render;
 
 use std::sync::Arc;
 
-use switchboard_core::call::{Call, Notification};
+use switchboard_core::call::{Call, ChangeType, Notification};
 use switchboard_engine::directory::{Application, Directory, NotificationFormat};
 use switchboard_engine::engine::Render;
 use switchboard_engine::store::NewNotification;
@@ -51,13 +51,20 @@ impl Render for GraphRender {
             .any(|n| n.roster)
             .then(|| self.directory.bot_party(&call.app_id, call.application_instance.as_deref()))
             .flatten();
-        notifications
-            .iter()
-            .filter_map(|n| match format {
-                Format::Beta2018 => render::notification_2018(call, n, version, me.as_ref()),
-                Format::Today => Some(render::notification(call, n, me.as_ref())),
-            })
-            .map(|body| NewNotification { callback: callback.clone(), body: body.to_string() })
-            .collect()
+        let mut bodies = Vec::with_capacity(notifications.len());
+        for n in notifications {
+            match format {
+                Format::Today => bodies.push(render::notification(call, n, me.as_ref())),
+                // A call that ends mid-transfer: the 2018 bot waits on its operation, so the operation
+                // ends (failed) before the call's `deleted`.
+                Format::Beta2018 if n.change == ChangeType::Deleted && n.operation.is_some() => {
+                    bodies.extend(render::notification_2018(call, n, version, me.as_ref()));
+                    let call_side = Notification { operation: None, ..(*n).clone() };
+                    bodies.extend(render::notification_2018(call, &call_side, version, me.as_ref()));
+                }
+                Format::Beta2018 => bodies.extend(render::notification_2018(call, n, version, me.as_ref())),
+            }
+        }
+        bodies.into_iter().map(|body| NewNotification { callback: callback.clone(), body: body.to_string() }).collect()
     }
 }

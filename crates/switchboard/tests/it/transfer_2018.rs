@@ -150,3 +150,27 @@ async fn a_running_operation_is_readable_and_modern_apps_keep_modern_notificatio
     demo.expect_silence(Duration::from_millis(300)).await;
     bot.expect_silence(Duration::from_millis(100)).await;
 }
+
+/// A 2018 bot waits on its transfer's operation: when the call ends mid-transfer (the transferee hangs
+/// up while the target rings), the operation ends `failed` first, then the call is `deleted`.
+#[tokio::test]
+async fn a_call_that_ends_mid_transfer_fails_its_operation_first() {
+    let mut bot = Bot::start().await;
+    let server = Server::start_with(Options {
+        demo_webhook: None,
+        extra: ["--legacy-webhook".into(), bot.webhook()].into_iter().chain(long_ring_timeout()).collect(),
+    })
+    .await;
+    let token = server.token(LEGACY_BOT, CONTOSO).await;
+    let id = answered(&server, &mut bot, &token).await;
+    let body = json!({"transferTarget": {"identity": {"user": {"id": SILENT_SAM}}}, "clientContext": CONTEXT});
+    assert_eq!(server.graph(Method::POST, &format!("/beta/app/calls/{id}/transfer"), &token, Some(body)).await.0, 202);
+    let op = op_id(&bot.next().await.1);
+    assert_eq!(server.sim(Method::POST, &format!("/calls/{id}/hangup"), None).await.0, 204);
+    let ended = json!({"code": "200", "subCode": "4521", "message": "The other participant ended the call."});
+    assert_eq!(bot.next().await.1, op_note("deleted", &id, &op, 5, ended.clone(), "failed"));
+    let (_, call) = bot.next().await;
+    assert_eq!((call["changeType"].as_str(), call["resource"].as_str()), (Some("deleted"), Some(format!("/app/calls/{id}").as_str())));
+    assert_eq!(call["resourceData"]["resultInfo"], ended);
+    bot.expect_silence(Duration::from_millis(300)).await;
+}
