@@ -3,6 +3,8 @@
 //! order, with what it causes settled, before `advance` returns. Each run is the same run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod model;
+
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -22,11 +24,19 @@ const BOT: &str = "bot";
 const OTHER_BOT: &str = "other-bot";
 const START: u64 = 1_000_000;
 
-/// Renders each notification as the few facts the tests compare: call, change, state, result.
-struct Facts;
+/// Renders each notification as the few facts the tests compare: call, change, state, result. It
+/// also notes every transfer outcome (an operation that completed or failed), by transfer id.
+struct Facts {
+    outcomes: Arc<Mutex<Vec<String>>>,
+}
 
 impl Render for Facts {
     fn render(&self, call: &switchboard_core::call::Call, notes: &[&Notification], _: u64) -> Vec<NewNotification> {
+        for op in notes.iter().filter_map(|n| n.operation.as_ref()) {
+            if op.status != switchboard_core::call::OperationStatus::Running {
+                self.outcomes.lock().unwrap().push(op.id.clone());
+            }
+        }
         notes
             .iter()
             .map(|n| {
@@ -55,6 +65,8 @@ struct World {
     engine: Arc<Engine>,
     sim: Arc<Sim>,
     delivered: Arc<Delivered>,
+    /// Transfer ids, once for each outcome reported.
+    outcomes: Arc<Mutex<Vec<String>>>,
 }
 
 fn user(id: &str) -> Party {
@@ -87,17 +99,18 @@ fn world() -> World {
     behaviours.insert("dana", Behaviour::Answer { after_ms: 300, hang_up_after_ms: None, transfer_delay_ms: None });
     let clock = Clock::virtual_at(START);
     let delivered = Arc::new(Delivered::default());
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
     let engine = Engine::new(Parts {
         store: Arc::new(MemoryStore::new()),
         clock: clock.clone(),
-        render: Arc::new(Facts),
+        render: Arc::new(Facts { outcomes: Arc::clone(&outcomes) }),
         outbox: Arc::clone(&delivered) as Arc<dyn OutboxSink>,
         metrics: Arc::new(Metrics::default()),
     });
     let (events, rx) = network::channel();
     let sim = Sim::new(Arc::new(directory), behaviours, clock, events);
     engine.attach_network(Arc::new(SimNetwork(Arc::clone(&sim))), rx);
-    World { engine, sim, delivered }
+    World { engine, sim, delivered, outcomes }
 }
 
 impl World {
@@ -116,6 +129,13 @@ impl World {
 
     /// `from` calls the bot and the bot answers: an established call.
     async fn answered(&self, id: &str, from: &str) {
+        self.answered_call(id, from).await;
+        assert_eq!(self.state(id).await, Some(CallState::Established));
+        self.take();
+    }
+
+    /// `from` calls the bot and the bot answers, if `from` is free to.
+    async fn answered_call(&self, id: &str, from: &str) {
         self.sim.attach_caller(id, BOT, user(from));
         let offer = IncomingCall {
             id: id.into(),
@@ -133,8 +153,6 @@ impl World {
         let answer = Input::Answer { callback_uri: None, modalities: vec!["audio".into()], media_config: MediaConfig::ServiceHosted };
         self.engine.apply(id, answer).await.unwrap();
         self.advance(0).await;
-        assert_eq!(self.state(id).await, Some(CallState::Established));
-        self.take();
     }
 
     async fn transfer(&self, id: &str, to: &str, timeout_ms: u64) {
@@ -143,20 +161,34 @@ impl World {
 
     /// A transfer of `id` to `target`, consultative if `replaces` is given; each gets a new id.
     async fn transfer_to(&self, id: &str, target: Party, replaces: Option<&str>, timeout_ms: u64) {
+        self.try_transfer(id, target, replaces, timeout_ms).await.expect("the transfer is taken");
+    }
+
+    /// A transfer, if the call takes it; returns the transfer's id.
+    async fn try_transfer(&self, id: &str, target: Party, replaces: Option<&str>, timeout_ms: u64) -> Option<String> {
         let n = TRANSFERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let operation_id = format!("{id}-op{n}");
         let input = Input::Transfer {
             target,
             replaces_call_id: replaces.map(str::to_owned),
             timeout_ms,
-            operation_id: format!("{id}-op{n}"),
+            operation_id: operation_id.clone(),
             client_context: None,
             transferee: None,
         };
-        self.engine.apply(id, input).await.unwrap();
+        self.engine.apply(id, input).await.ok().map(|_| operation_id)
     }
 
     /// The bot places a call to `to`, which answers: an established call (Heidi answers after 200 ms).
     async fn placed(&self, id: &str, to: &str) {
+        self.place(id, to).await;
+        self.advance(200).await;
+        assert_eq!(self.state(id).await, Some(CallState::Established));
+        self.take();
+    }
+
+    /// The bot places a call to `to`.
+    async fn place(&self, id: &str, to: &str) {
         let call = OutgoingCall {
             id: id.into(),
             app_id: BOT.into(),
@@ -175,9 +207,6 @@ impl World {
             members: vec![],
         };
         self.engine.place(call).await.unwrap();
-        self.advance(200).await;
-        assert_eq!(self.state(id).await, Some(CallState::Established));
-        self.take();
     }
 
     fn behave(&self, who: &str, behaviour: Behaviour) {
