@@ -707,3 +707,106 @@ async fn concurrent_commands_and_network_events_end_each_transfer_once() {
         }
     }
 }
+
+/// Issue 16, V1 through a restart: the transferee takes 1.5 s to act on a consultative transfer whose
+/// deadline is 1 s, and the server is killed in between. After the restart the deadline stops the
+/// takeover: the transfer fails once (500/7700), and the consultation call keeps its party.
+#[tokio::test]
+async fn a_takeover_after_its_deadline_stays_stopped_across_kill_9() {
+    let mut bot = Bot::start().await;
+    // Alex's slowness is configured, so that it survives the restart (run-time overrides do not).
+    let alex = "id = \"751f6800-3180-414d-bd94-333364659951\"\ndisplay_name = \"Alex Wilber\"\ntenant_id = \"aaaaaaaa-0000-4000-8000-000000000001\"\n";
+    let config = switchboard::config::EXAMPLE_TOML.replacen(
+        alex,
+        &format!("{alex}behaviour = {{ kind = \"answer\", after_ms = 200, transfer_delay_ms = 1500 }}\n"),
+        1,
+    );
+    assert_ne!(config, switchboard::config::EXAMPLE_TOML, "Alex is in the example");
+    let file = std::env::temp_dir().join(format!("switchboard-slow-alex-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&file, config).unwrap();
+    let file = file.display().to_string();
+    let mut server = virtual_server(&bot, &["--ring-timeout-ms", "1000", "--config", &file]).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let a = answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+    let (status, call) =
+        server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("b"), HEIDI))).await;
+    assert_eq!(status, 201, "{call}");
+    let b = call["id"].as_str().unwrap().to_owned();
+    server.advance(200).await;
+    bot.take(2).await;
+    let body = json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}, "replacesCallId": b}});
+    assert_eq!(transfer(&server, &token, &a, body).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &a), state_note("updated", "transferring"));
+    server.advance(500).await;
+    server.settled().await;
+    server.kill9();
+    server.restart().await;
+    // Virtual time starts again from the wall clock; the deadline and the takeover come due in order.
+    server.advance(1_000).await;
+    assert_eq!(redact(bot.next().await.1, &a), failed(7700, "consultative", "the transfer target did not answer", Some(&b)));
+    server.advance(5_000).await;
+    bot.expect_silence(Duration::from_millis(300)).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    for id in [&a, &b] {
+        let (_, call) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}"), &token, None).await;
+        assert_eq!(call["state"], "established", "{id}: {call}");
+    }
+    let (_, world) = server.sim(Method::GET, "/world", None).await;
+    let peers: Vec<(String, String)> = world["legs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| (l["party"]["id"].as_str().unwrap_or_default().to_owned(), l["peer"]["callId"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert!(peers.contains(&(ALEX.to_owned(), a.clone())) && peers.contains(&(HEIDI.to_owned(), b.clone())), "{world}");
+    let _ = std::fs::remove_file(&file);
+}
+
+/// Issue 16, V3: several inbound calls posted at once with one `callId`: one is placed, the others are
+/// refused with 409, and the one placed lives on with its leg.
+#[tokio::test]
+async fn racing_sim_calls_with_one_id_place_exactly_one() {
+    let mut bot = Bot::start().await;
+    let server = patient_server(&bot).await;
+    for round in 0..5 {
+        let id = format!("racing-{round}");
+        let body = json!({"from": ALEX, "to": DEMO_BOT, "callId": id});
+        let posts = (0..8).map(|_| server.sim(Method::POST, "/calls", Some(body.clone())));
+        let statuses: Vec<u16> = futures_join_all(posts).await.into_iter().map(|(s, _)| s).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+        assert!(statuses.iter().all(|s| [201, 409].contains(s)), "{statuses:?}");
+        assert_eq!(bot.next().await.1["changeType"], "created");
+        bot.expect_silence(Duration::from_millis(100)).await;
+        let (_, world) = server.sim(Method::GET, "/world", None).await;
+        let legs = world["legs"].as_array().cloned().unwrap_or_default();
+        assert_eq!(legs.iter().filter(|l| l["peer"]["callId"] == id.as_str()).count(), 1, "{world}");
+        assert_eq!(server.sim(Method::POST, &format!("/calls/{id}/hangup"), None).await.0, 204);
+        assert_eq!(bot.next().await.1["changeType"], "deleted");
+    }
+}
+
+/// Runs futures concurrently on this task and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.map(Box::pin).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    out.extend(results.into_iter().flatten());
+    out
+}
