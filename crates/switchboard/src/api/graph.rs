@@ -193,9 +193,8 @@ async fn route(
             caller.app.client_id
         )));
     }
-    let path = format!("/{}/{}", version.as_str(), rest.trim_start_matches('/'));
     // The route table decides what is served: the rows whose path fits, then the one for the method.
-    let rows: Vec<&'static Route> = call_routes().filter(|(_, template)| fits(template, tail)).map(|(r, _)| r).collect();
+    let rows: Vec<&'static Route> = call_routes().iter().filter(|(_, template)| fits(template, tail)).map(|(r, _)| *r).collect();
     if rows.is_empty() {
         let unknown = match tail {
             [_, action] => action_name(action),
@@ -203,18 +202,19 @@ async fn route(
         };
         return Err(GraphError::unknown_segment(&unknown));
     }
-    let mut methods: Vec<&str> = rows.iter().map(|r| r.method).collect();
-    methods.sort_by_key(|m| METHOD_ORDER.iter().position(|o| o == m));
-    let allow = methods.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>().join(", ");
     let row = rows.iter().find(|r| r.method.eq_ignore_ascii_case(method.as_str()));
     // A call's actions are named by their method (POST) before the call is looked up; its resources
     // (itself, participants, operations) are looked up first.
-    let action = tail.len() == 2 && methods == ["post"];
+    let action = tail.len() == 2 && rows.iter().all(|r| r.method == "post");
     let mut call = None;
     if !tail.is_empty() && !action {
         call = Some(owned_call(state, &caller, tail[0]).await?);
     }
     let Some(row) = row else {
+        let mut methods: Vec<&str> = rows.iter().map(|r| r.method).collect();
+        methods.sort_by_key(|m| METHOD_ORDER.iter().position(|o| o == m));
+        let allow = methods.iter().map(|m| m.to_ascii_uppercase()).collect::<Vec<_>>().join(", ");
+        let path = format!("/{}/{}", version.as_str(), rest.trim_start_matches('/'));
         return Err(GraphError::method_not_allowed(method.as_str(), &path, &allow));
     };
     if call.is_none() && !tail.is_empty() {
@@ -228,9 +228,12 @@ const CALLS: &str = "/{version}/communications/calls";
 /// The order `Allow` lists methods in.
 const METHOD_ORDER: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
-/// The route table's rows under the calls collection, with their path segments after it.
-fn call_routes() -> impl Iterator<Item = (&'static Route, Vec<&'static str>)> {
-    ROUTES.iter().filter_map(|r| r.path.strip_prefix(CALLS).map(|t| (r, t.split('/').filter(|s| !s.is_empty()).collect())))
+/// The route table's rows under the calls collection, with their path segments after it (split once).
+fn call_routes() -> &'static [(&'static Route, Vec<&'static str>)] {
+    static ROWS: std::sync::OnceLock<Vec<(&'static Route, Vec<&'static str>)>> = std::sync::OnceLock::new();
+    ROWS.get_or_init(|| {
+        ROUTES.iter().filter_map(|r| r.path.strip_prefix(CALLS).map(|t| (r, t.split('/').filter(|s| !s.is_empty()).collect()))).collect()
+    })
 }
 
 /// Whether request segments fit a row's: `{param}` takes any segment, names match case-insensitively,
