@@ -184,7 +184,9 @@ impl Clock {
             let next = self.queue().pop_due(target);
             let Some((at, job)) = next else { break };
             now.fetch_max(at, Ordering::SeqCst);
-            job().await;
+            // On its own task: a timer taken off the queue runs to the end even if the caller of
+            // `advance` goes away.
+            let _ = tokio::spawn(job()).await;
             settle().await;
         }
         now.fetch_max(target, Ordering::SeqCst);

@@ -27,6 +27,17 @@ pub enum EngineError {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The task that applied the input failed (a panic: a defect of ours).
+    #[error("the engine could not finish applying an input: {0}")]
+    Aborted(String),
+}
+
+/// Runs `step` to completion on its own task, whatever becomes of the caller: a request whose client
+/// goes away must not separate a commit from the engine's copy of the call and from its effects.
+async fn to_completion<T: Send + 'static>(
+    step: impl std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::spawn(step).await.unwrap_or_else(|e| Err(EngineError::Aborted(e.to_string())))
 }
 
 /// Turns the notifications a transition owes into outbox rows: the wire format, and where to send
@@ -57,6 +68,15 @@ impl Slot {
 }
 
 type SlotRef = Arc<tokio::sync::Mutex<Slot>>;
+
+/// Marks one network event applied when dropped.
+struct Done<'a>(&'a Pending);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.done();
+    }
+}
 
 /// What the engine is built from.
 pub struct Parts {
@@ -112,6 +132,8 @@ impl Engine {
         let NetworkEventsRx { mut rx, pending } = events;
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
+                // Counted as done however applying it ends, so that `settled` never waits forever.
+                let _done = Done(&pending);
                 match event {
                     NetworkEvent::Call { call_id, event } => match engine.apply(&call_id, Input::Net(event.clone())).await {
                         Ok(_) | Err(EngineError::NotFound(_)) => {}
@@ -125,7 +147,6 @@ impl Engine {
                         }
                     }
                 }
-                pending.done();
             }
         });
     }
@@ -147,22 +168,28 @@ impl Engine {
     pub async fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
         let stored = self.store.live_calls().await?;
         let n = stored.len();
-        let mut resumed = Vec::with_capacity(n);
+        // Every call is in the map before anything about any of them can happen: what the network
+        // reports while it rebuilds its legs, and deadlines that passed while the server was down,
+        // must find their call.
+        let mut slots = Vec::with_capacity(n);
         for s in stored {
             self.metrics.call_entered(s.call.state);
-            let mut slot = Slot::new(s.call, s.version);
-            for (timer, at) in slot.call.pending_timers() {
-                let id = self.arm(&slot.call.id, timer, at);
-                slot.timers.push((timer, id));
-            }
-            resumed.push(slot.call.clone());
-            self.lock_calls().insert(slot.call.id.clone(), Arc::new(tokio::sync::Mutex::new(slot)));
+            let slot = Arc::new(tokio::sync::Mutex::new(Slot::new(s.call, s.version)));
+            let id = slot.lock().await.call.id.clone();
+            self.lock_calls().insert(id, Arc::clone(&slot));
+            slots.push(slot);
         }
-        // Only now that every call is in the map: what the network reports while it rebuilds its legs
-        // (an offer withdrawn, a connection completed) must find its call.
-        if let Some(net) = self.network.get() {
-            for call in &resumed {
-                net.resume(call);
+        // Then each call, under its own lock: the network picks it up, and its timers are armed, so
+        // that a deadline already passed is applied only after the leg is back.
+        for slot in slots {
+            let mut guard = slot.lock().await;
+            if let Some(net) = self.network.get() {
+                net.resume(&guard.call);
+            }
+            let timers = guard.call.pending_timers();
+            for (timer, at) in timers {
+                let id = self.arm(&guard.call.id, timer, at);
+                guard.timers.push((timer, id));
             }
         }
         Ok(n)
@@ -199,13 +226,15 @@ impl Engine {
     /// The bot places an outgoing call.
     pub async fn place(self: &Arc<Self>, req: OutgoingCall) -> Result<Call, EngineError> {
         let (call, effects) = Call::place(req, self.clock.now_ms());
-        self.admit(call, effects).await
+        let engine = Arc::clone(self);
+        to_completion(async move { engine.admit(call, effects).await }).await
     }
 
     /// The network offers an incoming call to a bot.
     pub async fn offer(self: &Arc<Self>, req: IncomingCall) -> Result<Call, EngineError> {
         let (call, effects) = Call::offer(req, self.clock.now_ms());
-        self.admit(call, effects).await
+        let engine = Arc::clone(self);
+        to_completion(async move { engine.admit(call, effects).await }).await
     }
 
     async fn admit(self: &Arc<Self>, call: Call, effects: Vec<Effect>) -> Result<Call, EngineError> {
@@ -224,6 +253,11 @@ impl Engine {
 
     /// Applies one input to a live call. The call's owner check is the caller's job.
     pub async fn apply(self: &Arc<Self>, id: &str, input: Input) -> Result<Call, EngineError> {
+        let (engine, id) = (Arc::clone(self), id.to_owned());
+        to_completion(async move { engine.apply_now(&id, input).await }).await
+    }
+
+    async fn apply_now(self: &Arc<Self>, id: &str, input: Input) -> Result<Call, EngineError> {
         let slot = self.slot(id).ok_or_else(|| EngineError::NotFound(id.to_owned()))?;
         let mut guard = slot.lock().await;
         if guard.gone {

@@ -141,6 +141,25 @@ impl World {
         }
     }
 
+    /// Stops the transfer of `call_id` in flight: the ringing target leg goes, an offer to a target bot
+    /// is withdrawn (its call id is returned, to hang up), a pending takeover is dropped.
+    fn stop_transfer(&mut self, call_id: &str) -> Option<(String, Option<String>)> {
+        if let Some(id) = self.takeovers.remove(call_id) {
+            return Some((id, None));
+        }
+        let (id, ringing) = self.transfers.remove(call_id)?;
+        match ringing {
+            Ringing::Leg(t) => {
+                self.legs.remove(&t);
+                Some((id, None))
+            }
+            Ringing::Bot { offered_call_id } => {
+                self.offers.remove(&offered_call_id);
+                Some((id, Some(offered_call_id)))
+            }
+        }
+    }
+
     /// Notes that the outcome of transfer `id` has been reported.
     fn finish(&mut self, id: &str) {
         if self.finished.insert(id.to_owned()) {
@@ -263,13 +282,8 @@ impl Sim {
     /// Runs `f` on the sim `after_ms` from now, on the sim's clock.
     fn later(self: &Arc<Self>, after_ms: u64, f: impl FnOnce(&Arc<Sim>) + Send + 'static) {
         let sim = Arc::clone(self);
-        self.clock.schedule_in(
-            after_ms,
-            Box::new(move || {
-                f(&sim);
-                Box::pin(async {})
-            }),
-        );
+        // `f` runs in the job's own future, never on the clock's runner.
+        self.clock.schedule_in(after_ms, Box::new(move || Box::pin(async move { f(&sim) })));
     }
 
     fn world(&self) -> WorldGuard<'_> {
@@ -463,6 +477,19 @@ impl Sim {
             Peer::Transfer { call_id, transferee_leg, transfer_id } => {
                 w.transfers.remove(call_id);
                 w.finish(transfer_id);
+                // The transferee was moved elsewhere meanwhile (taken over by another transfer): this
+                // one cannot happen; its target stops ringing.
+                let moved = w.legs.get(transferee_leg).is_some_and(|x| match &x.peer {
+                    Peer::Bot { call_id: c, .. } | Peer::Group { call_id: c, .. } => c != call_id,
+                    _ => true,
+                });
+                if moved {
+                    w.legs.remove(leg_id);
+                    let (call_id, transfer_id) = (call_id.clone(), transfer_id.clone());
+                    drop(w);
+                    self.send(&call_id, NetEvent::TransferFailed { transfer_id, failure: Failure::Unreachable });
+                    return None;
+                }
                 w.detach(transferee_leg);
                 if let Some(t) = w.legs.get_mut(leg_id) {
                     t.peer = Peer::Leg { leg_id: transferee_leg.clone() };
@@ -583,20 +610,10 @@ impl Sim {
     /// a target bot is withdrawn, a pending takeover is dropped. Returns the transfer's id if one was.
     fn stop_transfer(&self, call_id: &str) -> Option<String> {
         let mut w = self.world();
-        if let Some(id) = w.takeovers.remove(call_id) {
-            return Some(id);
-        }
-        let (id, ringing) = w.transfers.remove(call_id)?;
-        match ringing {
-            Ringing::Leg(t) => {
-                w.legs.remove(&t);
-            }
-            // The transferee gave up before the target bot answered: its incoming call ends.
-            Ringing::Bot { offered_call_id } => {
-                w.offers.remove(&offered_call_id);
-                drop(w);
-                self.send(&offered_call_id, NetEvent::RemoteHangUp);
-            }
+        let (id, withdrawn) = w.stop_transfer(call_id)?;
+        drop(w);
+        if let Some(offered) = withdrawn {
+            self.send(&offered, NetEvent::RemoteHangUp);
         }
         Some(id)
     }
@@ -605,16 +622,19 @@ impl Sim {
     /// outcome was already reported stays as reported (a success cannot be undone); one the sim does
     /// not know (lost in a restart) moved nothing, so it failed.
     fn cancel_transfer(&self, call_id: &str, id: &str) {
-        let in_flight = {
-            let w = self.world();
-            w.takeovers.get(call_id).or(w.transfers.get(call_id).map(|(t, _)| t)).is_some_and(|t| t == id)
-        };
-        if in_flight {
-            self.stop_transfer(call_id);
-        } else if self.world().finished.contains(id) {
+        // One decision under one lock: a target answering meanwhile either came first (the outcome is
+        // reported, and stays) or finds its transfer stopped.
+        let mut w = self.world();
+        if w.finished.contains(id) {
             return;
         }
-        self.world().finish(id);
+        let in_flight = w.takeovers.get(call_id).or(w.transfers.get(call_id).map(|(t, _)| t)).is_some_and(|t| t == id);
+        let withdrawn = if in_flight { w.stop_transfer(call_id).and_then(|(_, offered)| offered) } else { None };
+        w.finish(id);
+        drop(w);
+        if let Some(offered) = withdrawn {
+            self.send(&offered, NetEvent::RemoteHangUp);
+        }
         self.send(call_id, NetEvent::TransferFailed { transfer_id: id.to_owned(), failure: Failure::NoAnswer });
     }
 
@@ -685,13 +705,18 @@ impl Sim {
         if matches!(target, Party::Application { .. } | Party::ApplicationInstance { .. }) {
             return self.transfer_to_bot(call, id, target, transferee);
         }
-        let transferee = self.world().transferee_leg(call_id, transferee);
-        let (Some(transferee_leg), Some(behaviour)) = (transferee, self.behaviour(target)) else {
+        let Some(behaviour) = self.behaviour(target) else {
             return self.transfer_failed(call_id, id, Failure::Unreachable);
         };
         let leg = self.new_leg_id();
         {
+            // The transferee is found and its target set ringing under one lock, so no other move of
+            // the same party can come in between.
             let mut w = self.world();
+            let Some(transferee_leg) = w.transferee_leg(call_id, transferee) else {
+                drop(w);
+                return self.transfer_failed(call_id, id, Failure::Unreachable);
+            };
             let peer = Peer::Transfer { call_id: call_id.to_owned(), transferee_leg, transfer_id: id.to_owned() };
             w.legs.insert(leg.clone(), Leg { id: leg.clone(), party: target.clone(), state: LegState::Ringing, peer });
             w.transfers.insert(call_id.to_owned(), (id.to_owned(), Ringing::Leg(leg.clone())));

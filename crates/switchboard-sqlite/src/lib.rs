@@ -333,6 +333,69 @@ mod tests {
         conformance::run(Files { dirs: Vec::new() }).await;
     }
 
+    /// A request whose client goes away while its commit is on the disk must not leave the engine
+    /// behind the store: the step runs to the end on its own task.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_whose_caller_goes_away_still_completes() {
+        use std::sync::Arc;
+
+        use switchboard_core::call::{Call, Input, Notification};
+        use switchboard_engine::engine::{OutboxSink, Parts, Render};
+        use switchboard_engine::store::{NewNotification, OutboxRow, Store};
+        use switchboard_engine::{Clock, Engine};
+
+        struct Nothing;
+        impl Render for Nothing {
+            fn render(&self, _: &Call, _: &[&Notification], _: u64) -> Vec<NewNotification> {
+                Vec::new()
+            }
+        }
+        impl OutboxSink for Nothing {
+            fn enqueue(&self, _: Vec<OutboxRow>) {}
+        }
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let engine = Engine::new(Parts {
+            store: Arc::clone(&store) as Arc<dyn Store>,
+            clock: Clock::virtual_at(0),
+            render: Arc::new(Nothing),
+            outbox: Arc::new(Nothing),
+            metrics: Arc::default(),
+        });
+        let call = conformance::offered("gone");
+        let req = switchboard_core::call::IncomingCall {
+            id: call.id.clone(),
+            app_id: call.app_id.clone(),
+            tenant_id: call.tenant_id.clone(),
+            source: call.source.clone(),
+            target: call.target.clone(),
+            application_instance: None,
+            my_participant_id: call.my_participant_id.clone(),
+            peer_participant_id: call.peer_participant_id.clone(),
+            call_chain_id: call.call_chain_id.clone(),
+            transferor: None,
+        };
+        engine.offer(req).await.unwrap();
+        // The caller gives up after one poll, while the commit is on a blocking thread.
+        let mut step = Box::pin(engine.apply("gone", Input::Reject { reason: "busy".into() }));
+        std::future::poll_fn(|cx| {
+            let _ = step.as_mut().poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
+        drop(step);
+        for _ in 0..200 {
+            if store.live_calls().await.unwrap().is_empty() && engine.get("gone").await.is_none() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!(
+            "the store has {:?} and the engine {:?}",
+            store.live_calls().await.unwrap().len(),
+            engine.get("gone").await.map(|c| c.state)
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unreadable_row_is_reported_with_its_call_id() {
         use switchboard_engine::store::{Store, StoreError};

@@ -71,6 +71,10 @@ impl From<EngineError> for GraphError {
             EngineError::Store(StoreError::Exists { id }) => {
                 GraphError::new(StatusCode::CONFLICT, "CallIdTaken", format!("A call with id '{id}' already exists."))
             }
+            EngineError::Aborted(e) => {
+                tracing::error!(error = %e, "engine failure");
+                GraphError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "The request could not be completed; retry later.")
+            }
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 GraphError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "The request could not be stored; retry later.")

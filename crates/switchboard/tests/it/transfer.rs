@@ -736,13 +736,16 @@ async fn a_takeover_after_its_deadline_stays_stopped_across_kill_9() {
     bot.take(2).await;
     let body = json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}, "replacesCallId": b}});
     assert_eq!(transfer(&server, &token, &a, body).await.0, 202);
+    let deadline = server.advance(0).await["nowMs"].as_u64().unwrap() + 1_000;
     assert_eq!(redact(bot.next().await.1, &a), state_note("updated", "transferring"));
     server.advance(500).await;
     server.settled().await;
     server.kill9();
     server.restart().await;
-    // Virtual time starts again from the wall clock; the deadline and the takeover come due in order.
-    server.advance(1_000).await;
+    // Virtual time starts again from the wall clock, and the transferee's delay starts over (1.5 s from
+    // now). The deadline, at most 1 s from now, comes first.
+    let now = server.advance(0).await["nowMs"].as_u64().unwrap();
+    server.advance(deadline.saturating_sub(now)).await;
     assert_eq!(redact(bot.next().await.1, &a), failed(7700, "consultative", "the transfer target did not answer", Some(&b)));
     server.advance(5_000).await;
     bot.expect_silence(Duration::from_millis(300)).await;
