@@ -79,14 +79,37 @@ struct World {
     /// leg, the transfer's id).
     offers: HashMap<String, (String, String, String)>,
     /// Transfers whose outcome the sim has reported lately: a cancel that comes after it changes nothing.
-    finished: HashSet<String>,
-    finished_order: VecDeque<String>,
+    finished: Recent,
     /// The latest bot calls that had a remote leg, so that hanging up an ended one is told apart from
     /// hanging up a call that never was.
-    known_calls: HashSet<String>,
-    known_order: VecDeque<String>,
+    known_calls: Recent,
     /// Group calls by the bot call that placed them.
     groups: HashMap<String, Group>,
+}
+
+/// The latest ids noted, up to [`KNOWN_CALLS_MAX`]: enough to answer about what just ended, bounded
+/// however long the sim runs.
+#[derive(Default)]
+struct Recent {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Recent {
+    fn note(&mut self, id: &str) {
+        if self.ids.insert(id.to_owned()) {
+            self.order.push_back(id.to_owned());
+        }
+        while self.order.len() > KNOWN_CALLS_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
 }
 
 /// A group call in the world: its members' legs, and whether the bot is still in it.
@@ -97,7 +120,7 @@ struct Group {
     members: BTreeMap<String, String>,
 }
 
-/// How many ended calls the sim remembers.
+/// How many ended calls (and finished transfers) the sim remembers.
 const KNOWN_CALLS_MAX: usize = 10_000;
 
 impl World {
@@ -162,25 +185,11 @@ impl World {
 
     /// Notes that the outcome of transfer `id` has been reported.
     fn finish(&mut self, id: &str) {
-        if self.finished.insert(id.to_owned()) {
-            self.finished_order.push_back(id.to_owned());
-        }
-        while self.finished_order.len() > KNOWN_CALLS_MAX {
-            if let Some(old) = self.finished_order.pop_front() {
-                self.finished.remove(&old);
-            }
-        }
+        self.finished.note(id);
     }
 
     fn remember_call(&mut self, call_id: &str) {
-        if self.known_calls.insert(call_id.to_owned()) {
-            self.known_order.push_back(call_id.to_owned());
-        }
-        while self.known_order.len() > KNOWN_CALLS_MAX {
-            if let Some(old) = self.known_order.pop_front() {
-                self.known_calls.remove(&old);
-            }
-        }
+        self.known_calls.note(call_id);
     }
 }
 
