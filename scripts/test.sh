@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: unit tests of the pure core and the server, property
-# tests, the integration tests that start real `switchboard` processes on loopback, and the
-# conformance suites that drive it with Microsoft's own Graph clients (Python and JavaScript) and
-# Schemathesis. Installs what it needs idempotently: Python venvs from PyPI, npm packages.
+# tests, the store conformance suite on SQLite, in memory and on PostgreSQL, the integration tests
+# that start real `switchboard` processes on loopback, and the conformance suites that drive it with
+# Microsoft's own Graph clients (Python and JavaScript) and Schemathesis. Installs what it needs
+# idempotently: PostgreSQL from Debian, Python venvs from PyPI, npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is required (https://rustup.rs)" >&2
   exit 1
+fi
+
+# PostgreSQL's server, for the PostgreSQL store's tests: each starts a throwaway cluster of its own on a
+# free loopback port (crates/switchboard-postgres/src/testing.rs). Installed once, from Debian.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "== installing PostgreSQL (Debian's postgresql package)"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
 fi
 
 echo "== build"

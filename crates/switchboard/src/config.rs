@@ -22,6 +22,9 @@ pub const KNOWN_ROLES: &[&str] = &[
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where calls and the outbox are kept: `None` for SQLite in the data folder, or a
+    /// `postgres://USER@HOST:PORT/DB` URL.
+    pub store: Option<String>,
     pub public_url: Option<String>,
     pub tls: Option<TlsSettings>,
     pub calls: CallSettings,
@@ -83,6 +86,7 @@ fn fail(file: &str, field: impl Into<String>, problem: impl Into<String>) -> Con
 struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     public_url: Option<String>,
     tls: Option<TlsSettings>,
     #[serde(default)]
@@ -159,6 +163,7 @@ impl Config {
         Config {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             data_dir: PathBuf::from("./switchboard-data"),
+            store: None,
             public_url: None,
             tls: None,
             calls: CallSettings { ring_timeout_ms: 60_000, allow_http_loopback_callbacks: true },
@@ -200,6 +205,7 @@ impl Config {
         let cfg = Config {
             listen: raw.listen.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))),
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./switchboard-data")),
+            store: raw.store,
             public_url: raw.public_url,
             tls: raw.tls,
             calls: raw.calls,
@@ -213,6 +219,11 @@ impl Config {
 
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let err = |field: String, problem: String| fail(file, field, problem);
+        if let Some(store) = &self.store
+            && !(store.starts_with("postgres://") || store.starts_with("postgresql://"))
+        {
+            return Err(err("store".into(), format!("'{store}' is not a postgres:// URL; leave store out for SQLite in data_dir")));
+        }
         if let Some(url) = &self.public_url {
             check_url(url).map_err(|p| err("public_url".into(), p))?;
         }
@@ -468,6 +479,7 @@ pub const EXAMPLE_TOML: &str = r#"# Switchboard example configuration: the same 
 
 listen = "127.0.0.1:8080"          # address the HTTP(S) server binds
 data_dir = "./switchboard-data"     # where state (and a generated TLS certificate) is kept
+# store = "postgres://switchboard@127.0.0.1:5432/switchboard"  # PostgreSQL instead of SQLite in data_dir
 # public_url = "https://switchboard.example.net"  # base URL bots use to reach us; default: derived from listen
 
 # [tls]                             # omit both cert and key to generate a self-signed certificate

@@ -22,6 +22,15 @@ enum Command {
     Serve(ServeArgs),
     /// Print the example configuration file (equivalent to the demo directory).
     ExampleConfig,
+    /// Create or migrate the PostgreSQL schema and exit (`serve` also does it at start).
+    Migrate(MigrateArgs),
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// The PostgreSQL database: postgres://USER@HOST:PORT/DB.
+    #[arg(long, env = "SWITCHBOARD_STORE")]
+    store: String,
 }
 
 #[derive(clap::Args)]
@@ -32,6 +41,10 @@ struct ServeArgs {
     /// Folder for the SQLite database, signing keys and generated certificates. Overrides `data_dir`.
     #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep calls and the outbox in PostgreSQL (postgres://USER@HOST:PORT/DB) instead of SQLite in the
+    /// data folder. Overrides `store`.
+    #[arg(long, env = "SWITCHBOARD_STORE")]
+    store: Option<String>,
     /// TOML configuration file (directory of tenants, apps, users, numbers; settings).
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     config: Option<PathBuf>,
@@ -78,6 +91,24 @@ fn main() -> std::process::ExitCode {
             print!("{}", switchboard::config::EXAMPLE_TOML);
             std::process::ExitCode::SUCCESS
         }
+        Command::Migrate(args) => {
+            init_logs(LogFormat::Text);
+            let migrated = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(migrate(&args.store)));
+            match migrated {
+                Ok(applied) => {
+                    println!("schema up to date; applied now: {applied:?}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchboard: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(args) => {
             init_logs(args.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -96,6 +127,12 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+}
+
+async fn migrate(url: &str) -> anyhow::Result<Vec<i32>> {
+    let store = switchboard_postgres::PgStore::connect(url).await?;
+    // `connect` migrated already; a second look reports nothing left to do.
+    Ok(store.migrate().await?)
 }
 
 fn init_logs(format: LogFormat) {
@@ -117,6 +154,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<(Config, String)> {
     }
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
+    }
+    if let Some(s) = &args.store {
+        config.store = Some(s.clone());
     }
     if let Some(u) = &args.public_url {
         config.public_url = Some(u.clone());
@@ -162,6 +202,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (true, None) => Tls::Generate,
     };
     let data_dir = config.data_dir.clone();
+    let store = config.store.clone();
     let directory = config.directory.clone();
     let issuer = config.notifications.issuer.clone();
     let admin_key = config.sim.admin_key.clone();
@@ -170,7 +211,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let base = &running.base_url;
     println!("Switchboard {} listening on {base}", env!("CARGO_PKG_VERSION"));
     println!("  directory:          {file}");
-    println!("  data:               {} (SQLite, WAL)", data_dir.display());
+    match &store {
+        Some(url) => println!(
+            "  data:               {} (PostgreSQL); keys and certificates in {}",
+            switchboard_postgres::redact(url),
+            data_dir.display()
+        ),
+        None => println!("  data:               {} (SQLite, WAL)", data_dir.display()),
+    }
     if let Some(cert) = &running.cert_path {
         println!("  TLS certificate:    {} (trust it in your bot, e.g. REQUESTS_CA_BUNDLE / SSL_CERT_FILE)", cert.display());
     }

@@ -64,7 +64,10 @@ pub async fn start(
     // One clock for everything: the wall clock, or virtual time that only `POST /sim/v1/clock` moves.
     let clock = if config.sim.virtual_clock { Clock::virtual_now() } else { Clock::system() };
     let directory = Arc::new(config.directory.clone());
-    let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let store: Arc<dyn crate::store::Store> = match &config.store {
+        Some(url) => switchboard_postgres::open(url).await?,
+        None => Arc::new(SqliteStore::open(&config.data_dir)?),
+    };
     let key = Arc::new(SigningKey::load_or_generate(&config.data_dir.join("keys"))?);
     let notifier = Notifier::new(notifier::Parts {
         store: Arc::clone(&store),

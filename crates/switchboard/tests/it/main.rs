@@ -11,6 +11,7 @@ mod lifecycle;
 mod notifier;
 mod ops;
 mod outgoing;
+mod postgres;
 mod recovery;
 mod seeds;
 mod sim_api;

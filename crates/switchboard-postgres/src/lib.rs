@@ -1,0 +1,331 @@
+//! The PostgreSQL [`Store`]: the same promises as SQLite (a call's new state and the notifications its
+//! transition owes in one transaction, `WHERE version = …` against stale writes), in a database that
+//! several Switchboard nodes can share. It passes the same conformance suite.
+//!
+//! The schema is versioned ([`MIGRATIONS`]) and migrated at connect, under an advisory lock, so that
+//! nodes starting together migrate once. Calls are written as `switchboard_engine::record` says.
+//!
+//! Still to come for several nodes (issue 12): call ownership under leases, forwarding, failover and
+//! outbox claiming with `FOR UPDATE SKIP LOCKED`.
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use switchboard_core::call::Call;
+use switchboard_engine::record;
+use switchboard_engine::store::{NewNotification, OutboxRow, OutboxStatus, Store, StoreError, StoredCall};
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls, Row};
+
+/// The schema, one step per version; a database records the versions it has in `schema_migrations`.
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE calls (
+        id TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        body TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE TABLE outbox (
+        seq BIGSERIAL PRIMARY KEY,
+        call_id TEXT NOT NULL,
+        app_id TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        callback TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        last_error TEXT
+    );
+    CREATE INDEX outbox_status ON outbox (status, seq);",
+)];
+
+/// Any number, as long as every node uses the same: the advisory lock that serialises migrations.
+const MIGRATION_LOCK: i64 = 0x5377_6974_6368; // "Switch"
+
+/// How many connections a store keeps.
+const CONNECTIONS: usize = 4;
+
+pub struct PgStore {
+    clients: Vec<Mutex<Client>>,
+    next: AtomicUsize,
+}
+
+fn db(e: tokio_postgres::Error) -> StoreError {
+    StoreError::database(e)
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let open = |e: tokio_postgres::Error| StoreError::Open { path: redact(url), source: Box::new(e) };
+        let mut clients = Vec::with_capacity(CONNECTIONS);
+        for _ in 0..CONNECTIONS {
+            let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(open)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::error!(error = %e, "PostgreSQL connection ended");
+                }
+            });
+            clients.push(Mutex::new(client));
+        }
+        let store = PgStore { clients, next: AtomicUsize::new(0) };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations the database does not have yet, each in its own transaction, holding
+    /// an advisory lock so that nodes starting at once take turns. Returns the versions applied.
+    pub async fn migrate(&self) -> Result<Vec<i32>, StoreError> {
+        let mut client = self.clients[0].lock().await;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(db)?;
+        let have: Vec<i32> = tx.query("SELECT version FROM schema_migrations", &[]).await.map_err(db)?.iter().map(|r| r.get(0)).collect();
+        let mut applied = Vec::new();
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !have.contains(v)) {
+            tx.batch_execute(sql).await.map_err(db)?;
+            tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version]).await.map_err(db)?;
+            applied.push(*version);
+        }
+        tx.commit().await.map_err(db)?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "PostgreSQL schema migrated");
+        }
+        Ok(applied)
+    }
+
+    /// One of the connections, in turn.
+    async fn client(&self) -> tokio::sync::MutexGuard<'_, Client> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        self.clients[i].lock().await
+    }
+}
+
+/// A connection URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn outbox_row(r: &Row) -> OutboxRow {
+    let status: String = r.get(8);
+    OutboxRow {
+        seq: r.get(0),
+        call_id: r.get(1),
+        app_id: r.get(2),
+        tenant_id: r.get(3),
+        callback: r.get(4),
+        body: r.get(5),
+        attempts: r.get::<_, i32>(6) as u32,
+        next_attempt_at: r.get::<_, i64>(7) as u64,
+        status: if status == "failed" { OutboxStatus::Failed } else { OutboxStatus::Pending },
+        last_error: r.get(9),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn commit(
+        &self,
+        call: &Call,
+        expected_version: Option<u64>,
+        notifications: &[NewNotification],
+        now: u64,
+    ) -> Result<(u64, Vec<OutboxRow>), StoreError> {
+        let body = record::encode(call);
+        let now_i = now as i64;
+        let mut client = self.client().await;
+        let tx = client.transaction().await.map_err(db)?;
+        let version = match expected_version {
+            None => {
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO calls (id, app_id, version, state, body, updated_at) VALUES ($1, $2, 1, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                        &[&call.id, &call.app_id, &call.state.as_str(), &body, &now_i],
+                    )
+                    .await
+                    .map_err(db)?;
+                if inserted != 1 {
+                    return Err(StoreError::Exists { id: call.id.clone() });
+                }
+                1
+            }
+            Some(expected) => {
+                let expected_i = expected as i64;
+                let changed = if call.is_terminated() {
+                    tx.execute("DELETE FROM calls WHERE id = $1 AND version = $2", &[&call.id, &expected_i]).await
+                } else {
+                    tx.execute(
+                        "UPDATE calls SET version = version + 1, state = $3, body = $4, updated_at = $5 WHERE id = $1 AND version = $2",
+                        &[&call.id, &expected_i, &call.state.as_str(), &body, &now_i],
+                    )
+                    .await
+                }
+                .map_err(db)?;
+                if changed != 1 {
+                    return Err(StoreError::Conflict { id: call.id.clone(), expected });
+                }
+                expected + 1
+            }
+        };
+        let mut rows = Vec::with_capacity(notifications.len());
+        for n in notifications {
+            let seq: i64 = tx
+                .query_one(
+                    "INSERT INTO outbox (call_id, app_id, tenant_id, callback, body, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING seq",
+                    &[&call.id, &call.app_id, &call.tenant_id, &n.callback, &n.body, &now_i],
+                )
+                .await
+                .map_err(db)?
+                .get(0);
+            rows.push(OutboxRow {
+                seq,
+                call_id: call.id.clone(),
+                app_id: call.app_id.clone(),
+                tenant_id: call.tenant_id.clone(),
+                callback: n.callback.clone(),
+                body: n.body.clone(),
+                attempts: 0,
+                next_attempt_at: now,
+                status: OutboxStatus::Pending,
+                last_error: None,
+            });
+        }
+        tx.commit().await.map_err(db)?;
+        Ok((version, rows))
+    }
+
+    async fn live_calls(&self) -> Result<Vec<StoredCall>, StoreError> {
+        let client = self.client().await;
+        let rows = client.query("SELECT id, version, body FROM calls", &[]).await.map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let (id, version, body): (String, i64, String) = (r.get(0), r.get(1), r.get(2));
+                let call = record::decode(&body).map_err(|source| StoreError::Corrupt { id, source })?;
+                Ok(StoredCall { call, version: version as u64 })
+            })
+            .collect()
+    }
+
+    async fn outbox(&self, status: OutboxStatus) -> Result<Vec<OutboxRow>, StoreError> {
+        let client = self.client().await;
+        let rows = client
+            .query(
+                "SELECT seq, call_id, app_id, tenant_id, callback, body, attempts, next_attempt_at, status, last_error
+                 FROM outbox WHERE status = $1 ORDER BY seq",
+                &[&status.as_str()],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(outbox_row).collect())
+    }
+
+    async fn delivered(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        let client = self.client().await;
+        client.execute("DELETE FROM outbox WHERE seq = ANY($1)", &[&seqs]).await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn attempt_failed(&self, seqs: &[i64], next_attempt_at: Option<u64>, error: &str) -> Result<(), StoreError> {
+        let (next, status) = match next_attempt_at {
+            Some(at) => (at as i64, OutboxStatus::Pending),
+            None => (0, OutboxStatus::Failed),
+        };
+        let client = self.client().await;
+        client
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, status = $3, last_error = $4 WHERE seq = ANY($1)",
+                &[&seqs, &next, &status.as_str(), &error],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn requeue_failed(&self, now: u64) -> Result<usize, StoreError> {
+        let client = self.client().await;
+        let n = client
+            .execute("UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1 WHERE status = 'failed'", &[&(now as i64)])
+            .await
+            .map_err(db)?;
+        Ok(n as usize)
+    }
+}
+
+/// A shared store handle for the server's wiring.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(PgStore::connect(url).await?))
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use switchboard_engine::conformance::{self, Opener};
+
+    use super::PgStore;
+    use crate::testing::Cluster;
+
+    /// A database of its own for each fresh store; reopening connects to the same one again.
+    struct Databases {
+        cluster: Cluster,
+        made: usize,
+    }
+
+    impl Opener for Databases {
+        type Store = PgStore;
+        async fn fresh(&mut self) -> PgStore {
+            self.made += 1;
+            let url = self.cluster.database(&format!("conformance_{}", self.made)).await;
+            PgStore::connect(&url).await.unwrap()
+        }
+        async fn reopen(&mut self, store: PgStore) -> Option<PgStore> {
+            drop(store);
+            let url = self.cluster.url(&format!("conformance_{}", self.made));
+            Some(PgStore::connect(&url).await.unwrap())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_the_store_conformance_suite() {
+        let cluster = Cluster::start().await;
+        conformance::run(Databases { cluster, made: 0 }).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrations_run_once_even_when_nodes_start_together() {
+        let cluster = Cluster::start().await;
+        let url = cluster.database("migrations").await;
+        let (a, b, c) = tokio::join!(PgStore::connect(&url), PgStore::connect(&url), PgStore::connect(&url));
+        let (a, _b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
+        assert!(a.migrate().await.unwrap().is_empty(), "nothing left to migrate");
+        let client = a.client().await;
+        let versions: Vec<i32> =
+            client.query("SELECT version FROM schema_migrations ORDER BY version", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        assert_eq!(versions, super::MIGRATIONS.iter().map(|(v, _)| *v).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn urls_in_messages_hide_the_password() {
+        assert_eq!(super::redact("postgres://sb:secret@127.0.0.1:5432/db"), "postgres://sb@127.0.0.1:5432/db");
+        assert_eq!(super::redact("postgres://sb@127.0.0.1/db"), "postgres://sb@127.0.0.1/db");
+    }
+}
