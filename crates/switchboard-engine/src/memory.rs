@@ -58,18 +58,7 @@ impl Store for MemoryStore {
         let mut rows = Vec::with_capacity(notifications.len());
         for n in notifications {
             s.next_seq += 1;
-            let row = OutboxRow {
-                seq: s.next_seq,
-                call_id: call.id.clone(),
-                app_id: call.app_id.clone(),
-                tenant_id: call.tenant_id.clone(),
-                callback: n.callback.clone(),
-                body: n.body.clone(),
-                attempts: 0,
-                next_attempt_at: now,
-                status: OutboxStatus::Pending,
-                last_error: None,
-            };
+            let row = OutboxRow::owed(s.next_seq, call, n, now);
             s.outbox.insert(row.seq, row.clone());
             rows.push(row);
         }

@@ -46,6 +46,24 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
 }
 
+impl OutboxRow {
+    /// A row just committed for `call`: pending, due `now`, never tried.
+    pub fn owed(seq: i64, call: &Call, notification: &NewNotification, now: u64) -> Self {
+        OutboxRow {
+            seq,
+            call_id: call.id.clone(),
+            app_id: call.app_id.clone(),
+            tenant_id: call.tenant_id.clone(),
+            callback: notification.callback.clone(),
+            body: notification.body.clone(),
+            attempts: 0,
+            next_attempt_at: now,
+            status: OutboxStatus::Pending,
+            last_error: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutboxStatus {
     Pending,

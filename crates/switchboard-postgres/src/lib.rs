@@ -196,18 +196,7 @@ impl Store for PgStore {
                 .await
                 .map_err(db)?
                 .get(0);
-            rows.push(OutboxRow {
-                seq,
-                call_id: call.id.clone(),
-                app_id: call.app_id.clone(),
-                tenant_id: call.tenant_id.clone(),
-                callback: n.callback.clone(),
-                body: n.body.clone(),
-                attempts: 0,
-                next_attempt_at: now,
-                status: OutboxStatus::Pending,
-                last_error: None,
-            });
+            rows.push(OutboxRow::owed(seq, call, n, now));
         }
         tx.commit().await.map_err(db)?;
         Ok((version, rows))
