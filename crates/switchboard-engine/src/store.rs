@@ -118,4 +118,8 @@ pub trait Store: Send + Sync + 'static {
     async fn attempt_failed(&self, seqs: &[i64], next_attempt_at: Option<u64>, error: &str) -> Result<(), StoreError>;
     /// Puts failed rows back in the queue, due `now`, attempts reset. Returns how many.
     async fn requeue_failed(&self, now: u64) -> Result<usize, StoreError>;
+    /// Whether the store can take work now (`/readyz`): a database server that is down is not.
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

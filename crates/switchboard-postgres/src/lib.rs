@@ -54,8 +54,23 @@ const MIGRATION_LOCK: i64 = 0x5377_6974_6368; // "Switch"
 const CONNECTIONS: usize = 4;
 
 pub struct PgStore {
+    url: String,
     clients: Vec<Mutex<Client>>,
     next: AtomicUsize,
+}
+
+/// How long connecting may take before a request gives up with a 503.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens one connection; its driver runs on a task of its own.
+async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "a PostgreSQL connection ended; it is opened again when next needed");
+        }
+    });
+    Ok(client)
 }
 
 fn db(e: tokio_postgres::Error) -> StoreError {
@@ -68,15 +83,9 @@ impl PgStore {
         let open = |e: tokio_postgres::Error| StoreError::Open { path: redact(url), source: Box::new(e) };
         let mut clients = Vec::with_capacity(CONNECTIONS);
         for _ in 0..CONNECTIONS {
-            let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(open)?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::error!(error = %e, "PostgreSQL connection ended");
-                }
-            });
-            clients.push(Mutex::new(client));
+            clients.push(Mutex::new(connect(url).await.map_err(open)?));
         }
-        let store = PgStore { clients, next: AtomicUsize::new(0) };
+        let store = PgStore { url: url.to_owned(), clients, next: AtomicUsize::new(0) };
         store.migrate().await?;
         Ok(store)
     }
@@ -84,7 +93,7 @@ impl PgStore {
     /// Applies the migrations the database does not have yet, each in its own transaction, holding
     /// an advisory lock so that nodes starting at once take turns. Returns the versions applied.
     pub async fn migrate(&self) -> Result<Vec<i32>, StoreError> {
-        let mut client = self.clients[0].lock().await;
+        let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db)?;
         tx.batch_execute(
@@ -106,10 +115,20 @@ impl PgStore {
         Ok(applied)
     }
 
-    /// One of the connections, in turn.
-    async fn client(&self) -> tokio::sync::MutexGuard<'_, Client> {
+    /// One of the connections, in turn, opened again if the server dropped it (a database restart):
+    /// while the database is down this fails at once, and the request with it (a 503), never hangs.
+    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Client>, StoreError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        self.clients[i].lock().await
+        let mut guard = self.clients[i].lock().await;
+        if guard.is_closed() {
+            let fresh = tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.url))
+                .await
+                .map_err(|_| StoreError::Database(format!("connecting to {} timed out", redact(&self.url)).into()))?
+                .map_err(db)?;
+            *guard = fresh;
+            tracing::info!(url = redact(&self.url), "PostgreSQL connection opened again");
+        }
+        Ok(guard)
     }
 }
 
@@ -152,7 +171,7 @@ impl Store for PgStore {
     ) -> Result<(u64, Vec<OutboxRow>), StoreError> {
         let body = record::encode(call);
         let now_i = now as i64;
-        let mut client = self.client().await;
+        let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let version = match expected_version {
             None => {
@@ -203,7 +222,7 @@ impl Store for PgStore {
     }
 
     async fn live_calls(&self) -> Result<Vec<StoredCall>, StoreError> {
-        let client = self.client().await;
+        let client = self.client().await?;
         let rows = client.query("SELECT id, version, body FROM calls", &[]).await.map_err(db)?;
         rows.iter()
             .map(|r| {
@@ -215,7 +234,7 @@ impl Store for PgStore {
     }
 
     async fn outbox(&self, status: OutboxStatus) -> Result<Vec<OutboxRow>, StoreError> {
-        let client = self.client().await;
+        let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT seq, call_id, app_id, tenant_id, callback, body, attempts, next_attempt_at, status, last_error
@@ -228,7 +247,7 @@ impl Store for PgStore {
     }
 
     async fn delivered(&self, seqs: &[i64]) -> Result<(), StoreError> {
-        let client = self.client().await;
+        let client = self.client().await?;
         client.execute("DELETE FROM outbox WHERE seq = ANY($1)", &[&seqs]).await.map_err(db)?;
         Ok(())
     }
@@ -238,7 +257,7 @@ impl Store for PgStore {
             Some(at) => (at as i64, OutboxStatus::Pending),
             None => (0, OutboxStatus::Failed),
         };
-        let client = self.client().await;
+        let client = self.client().await?;
         client
             .execute(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, status = $3, last_error = $4 WHERE seq = ANY($1)",
@@ -249,8 +268,13 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.client().await?.execute("SELECT 1", &[]).await.map_err(db)?;
+        Ok(())
+    }
+
     async fn requeue_failed(&self, now: u64) -> Result<usize, StoreError> {
-        let client = self.client().await;
+        let client = self.client().await?;
         let n = client
             .execute("UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1 WHERE status = 'failed'", &[&(now as i64)])
             .await
@@ -306,7 +330,7 @@ mod tests {
         let (a, b, c) = tokio::join!(PgStore::connect(&url), PgStore::connect(&url), PgStore::connect(&url));
         let (a, _b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
         assert!(a.migrate().await.unwrap().is_empty(), "nothing left to migrate");
-        let client = a.client().await;
+        let client = a.client().await.unwrap();
         let versions: Vec<i32> =
             client.query("SELECT version FROM schema_migrations ORDER BY version", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
         assert_eq!(versions, super::MIGRATIONS.iter().map(|(v, _)| *v).collect::<Vec<_>>());

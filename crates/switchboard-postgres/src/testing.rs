@@ -40,9 +40,26 @@ impl Cluster {
         let cluster = Cluster { dir, bin: bin_dir(), port, root };
         let data = cluster.dir.join("data");
         run(cluster.command("initdb").arg("-D").arg(&data).args(["-A", "trust", "-U", "switchboard", "-E", "UTF8", "--no-sync"]));
-        let options = format!("-p {} -h 127.0.0.1 -k {} -F", cluster.port, cluster.dir.display());
-        run(cluster.command("pg_ctl").arg("-D").arg(&data).arg("-l").arg(cluster.dir.join("log")).args(["-w", "-o", &options, "start"]));
+        cluster.up();
         cluster
+    }
+
+    /// Starts the server (again, after [`Cluster::down`]), on the same port, and waits until it takes
+    /// connections.
+    pub fn up(&self) {
+        let options = format!("-p {} -h 127.0.0.1 -k {} -F", self.port, self.dir.display());
+        run(self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "-o", &options, "start"]));
+    }
+
+    /// Stops the server at once, as a crash or an operator would; its data stays.
+    pub fn down(&self) {
+        run(self.command("pg_ctl").arg("-D").arg(self.dir.join("data")).args(["-m", "immediate", "-w", "stop"]));
     }
 
     fn command(&self, program: &str) -> Command {

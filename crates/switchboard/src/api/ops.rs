@@ -14,12 +14,19 @@ pub async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// Ready once recovery has finished and until shutdown begins.
+/// Ready once recovery has finished and until shutdown begins, while the store can take work.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::SeqCst) {
-        Json(json!({"status": "ready"})).into_response()
+    let store = if state.ready.load(Ordering::SeqCst) {
+        state.store.ready().await.map_err(|e| e.to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready"}))).into_response()
+        Err("starting or draining".into())
+    };
+    match store {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(why) => {
+            tracing::debug!(why, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready"}))).into_response()
+        }
     }
 }
 

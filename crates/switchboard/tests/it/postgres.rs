@@ -75,3 +75,46 @@ async fn a_store_that_cannot_be_reached_is_named_and_the_server_does_not_start()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The database goes away and comes back: meanwhile `/readyz` says not ready and a command that must
+/// be stored fails at once with a Graph 503, changing nothing; afterwards the server reconnects by
+/// itself, and what was committed before is all there.
+#[tokio::test]
+async fn a_database_restart_costs_503s_while_it_lasts_and_nothing_committed() {
+    let cluster = Cluster::start().await;
+    let url = cluster.database("it_restart").await;
+    let mut bot = Bot::start().await;
+    let mut extra = vec!["--store".to_owned(), url];
+    extra.extend(long_ring_timeout());
+    let server = Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra }).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let id = server.inbound(ALEX, DEMO_BOT).await;
+    assert_eq!(bot.next().await.1["changeType"], "created");
+    server.settled().await;
+    let ready = || async { server.http.get(server.url("/readyz")).send().await.unwrap().status().as_u16() };
+    assert_eq!(ready().await, 200);
+
+    cluster.down();
+    assert_eq!(ready().await, 503);
+    let started = std::time::Instant::now();
+    let answer = || answer_body(&bot.callback(&id));
+    let (status, err) = server.graph(Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, Some(answer())).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (503, Some("ServiceUnavailable")), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "it failed fast: {:?}", started.elapsed());
+    let (_, call) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}"), &token, None).await;
+    assert_eq!(call["state"], "incoming", "the refused answer changed nothing");
+
+    cluster.up();
+    for _ in 0..100 {
+        if ready().await == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready().await, 200, "ready again once the database is back");
+    assert_eq!(server.graph(Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, Some(answer())).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), established_note());
+    let metrics = server.metrics().await;
+    assert!(!metrics.contains("status=\"500\""), "{metrics}");
+}
