@@ -225,6 +225,7 @@ impl World {
     /// The world's own rules: a leg paired with a leg is paired back; a bot call's remote leg says so,
     /// and so does the call; a ringing transfer target is its call's transfer; a group's member legs
     /// belong to it.
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     fn check(&self) -> Result<(), String> {
         for leg in self.legs.values() {
             let ok = match &leg.peer {
