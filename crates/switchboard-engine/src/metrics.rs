@@ -47,6 +47,8 @@ pub struct Metrics {
     pub notifications_failed: Counter,
     pub notification_posts: Counter,
     pub notifications_pending: AtomicI64,
+    /// The node these figures are from (`--node-id`).
+    node: std::sync::OnceLock<String>,
 }
 
 fn index(state: CallState) -> usize {
@@ -67,8 +69,19 @@ impl Metrics {
         self.calls_by_state[index(state)].fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Names the node in every scrape; the first name given sticks.
+    pub fn set_node(&self, node: &str) {
+        let _ = self.node.set(node.to_owned());
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
+        if let Some(node) = self.node.get() {
+            let _ = writeln!(
+                out,
+                "# HELP switchboard_node The node these figures are from.\n# TYPE switchboard_node gauge\nswitchboard_node{{node=\"{node}\"}} 1"
+            );
+        }
         out.push_str("# HELP switchboard_http_requests_total HTTP responses by route family and status.\n# TYPE switchboard_http_requests_total counter\n");
         for ((family, status), n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "switchboard_http_requests_total{{family=\"{family}\",status=\"{status}\"}} {n}");

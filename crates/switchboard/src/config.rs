@@ -25,6 +25,8 @@ pub struct Config {
     /// Where calls and the outbox are kept: `None` for SQLite in the data folder, or a
     /// `postgres://USER@HOST:PORT/DB` URL.
     pub store: Option<String>,
+    /// This node's name in logs and `/metrics` (default: host name and port).
+    pub node_id: Option<String>,
     pub public_url: Option<String>,
     pub tls: Option<TlsSettings>,
     pub calls: CallSettings,
@@ -87,6 +89,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     store: Option<String>,
+    node_id: Option<String>,
     public_url: Option<String>,
     tls: Option<TlsSettings>,
     #[serde(default)]
@@ -164,6 +167,7 @@ impl Config {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             data_dir: PathBuf::from("./switchboard-data"),
             store: None,
+            node_id: None,
             public_url: None,
             tls: None,
             calls: CallSettings { ring_timeout_ms: 60_000, allow_http_loopback_callbacks: true },
@@ -206,6 +210,7 @@ impl Config {
             listen: raw.listen.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))),
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./switchboard-data")),
             store: raw.store,
+            node_id: raw.node_id,
             public_url: raw.public_url,
             tls: raw.tls,
             calls: raw.calls,
@@ -219,6 +224,11 @@ impl Config {
 
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let err = |field: String, problem: String| fail(file, field, problem);
+        if let Some(node) = &self.node_id
+            && (node.is_empty() || node.len() > 64 || !node.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+        {
+            return Err(err("node_id".into(), format!("'{node}' must be 1 to 64 letters, digits, '-', '_', '.' or ':'")));
+        }
         if let Some(store) = &self.store
             && !(store.starts_with("postgres://") || store.starts_with("postgresql://"))
         {
@@ -480,6 +490,7 @@ pub const EXAMPLE_TOML: &str = r#"# Switchboard example configuration: the same 
 listen = "127.0.0.1:8080"          # address the HTTP(S) server binds
 data_dir = "./switchboard-data"     # where state (and a generated TLS certificate) is kept
 # store = "postgres://switchboard@127.0.0.1:5432/switchboard"  # PostgreSQL instead of SQLite in data_dir
+# node_id = "node-1"                 # this node in logs and /metrics (default: host name and port)
 # public_url = "https://switchboard.example.net"  # base URL bots use to reach us; default: derived from listen
 
 # [tls]                             # omit both cert and key to generate a self-signed certificate

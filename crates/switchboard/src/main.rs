@@ -16,6 +16,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the server. Without a config file it serves the built-in demo directory (see the README).
@@ -45,6 +47,9 @@ struct ServeArgs {
     /// data folder. Overrides `store`.
     #[arg(long, env = "SWITCHBOARD_STORE")]
     store: Option<String>,
+    /// This node's name in logs and /metrics (default: host name and port). Overrides `node_id`.
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    node_id: Option<String>,
     /// TOML configuration file (directory of tenants, apps, users, numbers; settings).
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     config: Option<PathBuf>,
@@ -158,6 +163,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<(Config, String)> {
     if let Some(s) = &args.store {
         config.store = Some(s.clone());
     }
+    if let Some(n) = &args.node_id {
+        config.node_id = Some(n.clone());
+    }
     if let Some(u) = &args.public_url {
         config.public_url = Some(u.clone());
     }
@@ -209,7 +217,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let virtual_clock = config.sim.virtual_clock;
     let (running, handle) = server::start(config, tls, shutdown_signal()).await?;
     let base = &running.base_url;
+    // Scripts read the base URL as the first line's last word: keep it there.
     println!("Switchboard {} listening on {base}", env!("CARGO_PKG_VERSION"));
+    println!("  node:               {}", running.node_id);
     println!("  directory:          {file}");
     match &store {
         Some(url) => println!(

@@ -36,6 +36,8 @@ pub enum Tls {
 /// A started server.
 pub struct Running {
     pub addr: SocketAddr,
+    /// This node's name (`--node-id`, or host name and port).
+    pub node_id: String,
     pub base_url: String,
     pub state: AppState,
     pub recovered_calls: usize,
@@ -59,8 +61,11 @@ pub async fn start(
     let base_url =
         config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{host}:{}", addr.port())).trim_end_matches('/').to_owned();
 
+    let node_id = config.node_id.clone().unwrap_or_else(|| format!("{}:{}", host_name(), addr.port()));
+    tracing::info!(node_id, "starting");
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
+    metrics.set_node(&node_id);
     // One clock for everything: the wall clock, or virtual time that only `POST /sim/v1/clock` moves.
     let clock = if config.sim.virtual_clock { Clock::virtual_now() } else { Clock::system() };
     let directory = Arc::new(config.directory.clone());
@@ -131,7 +136,17 @@ pub async fn start(
             })
         }
     };
-    Ok((Running { addr, base_url, state, recovered_calls, recovered_notifications, cert_path }, handle))
+    Ok((Running { addr, node_id, base_url, state, recovered_calls, recovered_notifications, cert_path }, handle))
+}
+
+/// This machine's name, as the kernel knows it.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// A self-signed certificate for localhost and 127.0.0.1, made once and kept.

@@ -144,3 +144,23 @@ async fn the_openapi_document_matches_its_checked_in_snapshot() {
         "/openapi.json differs from docs/openapi.json; review the change and run with SWITCHBOARD_UPDATE_SNAPSHOTS=1 to accept it"
     );
 }
+
+#[tokio::test]
+async fn the_node_is_named_in_metrics_and_a_bad_name_is_refused() {
+    let server = Server::start_with(Options { demo_webhook: None, extra: vec!["--node-id".into(), "node-7".into()] }).await;
+    assert!(server.metrics().await.contains("switchboard_node{node=\"node-7\"} 1"));
+    let server = Server::start_with(Options { demo_webhook: None, extra: vec![] }).await;
+    let port = server.base.rsplit(':').next().unwrap().to_owned();
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("switchboard_node{node=\"") && l.ends_with(&format!(":{port}\"}} 1"))),
+        "host name and port by default: {metrics}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--node-id", "two words"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("node_id: 'two words' must be 1 to 64 letters"), "{stderr}");
+}
