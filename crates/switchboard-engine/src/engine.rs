@@ -118,10 +118,6 @@ impl Engine {
         &self.clock
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// Connects the telephony backend and starts applying its events, one at a time, in order.
     pub fn attach_network(self: &Arc<Self>, network: Arc<dyn Network>, events: NetworkEventsRx) {
         if self.network.set(network).is_err() || self.events_pending.set(Arc::clone(&events.pending)).is_err() {

@@ -4,7 +4,7 @@
 //! the `postgres` user, since PostgreSQL refuses to run as root.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 pub struct Cluster {
@@ -24,8 +24,21 @@ fn bin_dir() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if let Err(e) = attempt(cmd) {
+        panic!("{e}");
+    }
+}
+
+fn attempt(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!("{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Cluster {
@@ -36,10 +49,20 @@ impl Cluster {
         if root {
             run(Command::new("chown").arg("postgres:").arg(&dir));
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let cluster = Cluster { dir, bin: bin_dir(), port, root };
+        let mut cluster = Cluster { dir, bin: bin_dir(), port: free_port(), root };
         let data = cluster.dir.join("data");
         run(cluster.command("initdb").arg("-D").arg(&data).args(["-A", "trust", "-U", "switchboard", "-E", "UTF8", "--no-sync"]));
+        // The free port may be taken by someone else (another test's server) before PostgreSQL binds it.
+        for _ in 0..3 {
+            match cluster.try_up() {
+                Ok(()) => return cluster,
+                Err(e) => {
+                    let log = std::fs::read_to_string(cluster.dir.join("log")).unwrap_or_default();
+                    eprintln!("PostgreSQL did not start on port {}, trying another: {e}\n{log}", cluster.port);
+                    cluster.port = free_port();
+                }
+            }
+        }
         cluster.up();
         cluster
     }
@@ -47,14 +70,22 @@ impl Cluster {
     /// Starts the server (again, after [`Cluster::down`]), on the same port, and waits until it takes
     /// connections.
     pub fn up(&self) {
+        if let Err(e) = self.try_up() {
+            let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
+            panic!("{e}\n{log}");
+        }
+    }
+
+    fn try_up(&self) -> Result<(), String> {
         let options = format!("-p {} -h 127.0.0.1 -k {} -F", self.port, self.dir.display());
-        run(self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .arg("-l")
-            .arg(self.dir.join("log"))
-            .args(["-w", "-o", &options, "start"]));
+        attempt(
+            self.command("pg_ctl")
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .arg("-l")
+                .arg(self.dir.join("log"))
+                .args(["-w", "-o", &options, "start"]),
+        )
     }
 
     /// Stops the server at once, as a crash or an operator would; its data stays.
@@ -84,10 +115,6 @@ impl Cluster {
         tokio::spawn(connection);
         client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
         self.url(name)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -183,6 +183,14 @@ impl World {
         }
     }
 
+    /// The remote leg `id` of the bot call `call_id`.
+    fn bot_leg(&mut self, id: &str, call_id: &str, party: Party, state: LegState, app_id: &str) {
+        let peer = Peer::Bot { call_id: call_id.to_owned(), app_id: app_id.to_owned() };
+        self.legs.insert(id.to_owned(), Leg { id: id.to_owned(), party, state, peer });
+        self.by_call.insert(call_id.to_owned(), id.to_owned());
+        self.remember_call(call_id);
+    }
+
     /// Notes that the outcome of transfer `id` has been reported.
     fn finish(&mut self, id: &str) {
         self.finished.note(id);
@@ -336,18 +344,12 @@ impl Sim {
     /// a live call already has that id: the id is claimed here first, so that of two requests racing
     /// for one id the loser can never touch the winner's leg.
     pub fn attach_caller(&self, call_id: &str, app_id: &str, caller: Party) -> Option<String> {
-        if self.world().by_call.contains_key(call_id) {
-            return None;
-        }
         let id = self.new_leg_id();
         let mut w = self.world();
         if w.by_call.contains_key(call_id) {
             return None;
         }
-        let peer = Peer::Bot { call_id: call_id.to_owned(), app_id: app_id.to_owned() };
-        w.legs.insert(id.clone(), Leg { id: id.clone(), party: caller, state: LegState::Ringing, peer });
-        w.by_call.insert(call_id.to_owned(), id.clone());
-        w.remember_call(call_id);
+        w.bot_leg(&id, call_id, caller, LegState::Ringing, app_id);
         Some(id)
     }
 
@@ -688,11 +690,7 @@ impl Sim {
 
     fn bot_leg(&self, call_id: &str, party: Party, state: LegState, app_id: &str) -> String {
         let id = self.new_leg_id();
-        let mut w = self.world();
-        let peer = Peer::Bot { call_id: call_id.to_owned(), app_id: app_id.to_owned() };
-        w.legs.insert(id.clone(), Leg { id: id.clone(), party, state, peer });
-        w.by_call.insert(call_id.to_owned(), id.clone());
-        w.remember_call(call_id);
+        self.world().bot_leg(&id, call_id, party, state, app_id);
         id
     }
 

@@ -873,7 +873,7 @@ pub const ROUTES: &[Route] = &[
         id: "readyz",
         path: "/readyz",
         summary: "Readiness",
-        responses: &[json(200, "ready", ready), json(503, "starting or draining", not_ready)],
+        responses: &[json(200, "ready", ready), json(503, "starting, draining, or the store cannot be reached", not_ready)],
         ..OPEN
     },
     Route {

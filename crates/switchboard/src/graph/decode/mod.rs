@@ -36,8 +36,7 @@ pub struct Named {
     pub who: IdentityRef,
 }
 
-/// The largest body a test of the decoders needs to think about is 1 MiB (the HTTP limit); these
-/// bounds keep what one request can ask for small.
+/// The most parties one request may name (a group call's invitees, a redirect's targets).
 pub const TARGETS_MAX: usize = 25;
 
 pub const MODALITIES: [&str; 4] = ["audio", "video", "videoBasedScreenSharing", "data"];
