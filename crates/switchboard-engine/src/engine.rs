@@ -17,7 +17,7 @@ use switchboard_core::call::{Call, Effect, IncomingCall, Input, Notification, Ou
 use crate::clock::{Clock, NotVirtual, TimerId};
 use crate::metrics::Metrics;
 use crate::network::{Network, NetworkEvent, NetworkEventsRx, Pending};
-use crate::store::{NewNotification, OutboxRow, Store, StoreError};
+use crate::store::{NewNotification, OutboxRow, Store, StoreError, StoredCall};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -163,6 +163,17 @@ impl Engine {
     /// Loads every live call from the store and resumes it: timers re-armed, network legs rebuilt.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
         let stored = self.store.live_calls().await?;
+        Ok(self.adopt(stored).await)
+    }
+
+    /// Takes calls over as they were stored (after a restart, from a dead node, or handed over) and
+    /// resumes them: timers re-armed, network legs rebuilt. A call already here is left as it is.
+    /// Returns how many were taken.
+    pub async fn adopt(self: &Arc<Self>, stored: Vec<StoredCall>) -> usize {
+        let stored: Vec<StoredCall> = {
+            let calls = self.lock_calls();
+            stored.into_iter().filter(|s| !calls.contains_key(&s.call.id)).collect()
+        };
         let n = stored.len();
         // Every call is in the map before anything about any of them can happen: what the network
         // reports while it rebuilds its legs, and deadlines that passed while the server was down,
@@ -188,7 +199,51 @@ impl Engine {
                 guard.timers.push((timer, id));
             }
         }
-        Ok(n)
+        n
+    }
+
+    /// Forgets a call that another node now owns: no notification, no network command; its timers are
+    /// cancelled and the network drops its legs. Returns the call as it was.
+    pub async fn evict(&self, id: &str) -> Option<Call> {
+        let slot = self.slot(id)?;
+        let mut guard = slot.lock().await;
+        if guard.gone {
+            return None;
+        }
+        self.forget(id, &mut guard);
+        Some(guard.call.clone())
+    }
+
+    /// Forgets every call (this node lost its lease: others own them now). Returns how many.
+    pub async fn evict_all(&self) -> usize {
+        let ids: Vec<String> = self.lock_calls().keys().cloned().collect();
+        let mut n = 0;
+        for id in ids {
+            n += usize::from(self.evict(&id).await.is_some());
+        }
+        n
+    }
+
+    fn forget(&self, id: &str, slot: &mut Slot) {
+        slot.gone = true;
+        self.lock_calls().remove(id);
+        self.metrics.call_left(slot.call.state);
+        for (_, timer) in slot.timers.drain(..) {
+            self.clock.cancel(timer);
+        }
+        if let Some(net) = self.network.get() {
+            net.release(&slot.call);
+        }
+    }
+
+    /// Whether this node holds the live call `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.lock_calls().contains_key(id)
+    }
+
+    /// How many live calls this node holds.
+    pub fn calls_held(&self) -> usize {
+        self.lock_calls().len()
     }
 
     fn lock_calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, SlotRef>> {
@@ -266,7 +321,16 @@ impl Engine {
             return Ok(next);
         }
         let notes = self.render(&next, &effects, guard.version + 1);
-        let (version, rows) = self.store.commit(&next, Some(guard.version), &notes, now).await?;
+        let (version, rows) = match self.store.commit(&next, Some(guard.version), &notes, now).await {
+            Ok(committed) => committed,
+            Err(e @ StoreError::NotOwner { .. }) => {
+                // Another node adopted the call while this one held it: it is theirs now.
+                tracing::warn!(call_id = id, "the call belongs to another node now; forgetting it here");
+                self.forget(id, &mut guard);
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.metrics.call_left(guard.call.state);
         guard.call = next;
         guard.version = version;

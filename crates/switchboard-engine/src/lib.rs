@@ -4,6 +4,7 @@
 //! - [`network`]: the trait a telephony backend implements (the simulator, SIP).
 //! - [`store`]: the trait a durable store implements (SQLite, PostgreSQL); [`memory`] is one in memory,
 //!   for engine tests and benchmarks; [`record`] is how a call is written down, versioned.
+//! - [`cluster`]: several nodes on one shared store: call ownership, leases, failover.
 //! - [`clock`]: the one clock everything reads, and the one timer queue; real or virtual time.
 //! - [`directory`]: tenants, applications and their instances, users, PSTN numbers.
 //! - [`metrics`]: the counters `/metrics` shows.
@@ -12,6 +13,7 @@
 //! adapters around the engine ([`engine::Render`] and [`engine::OutboxSink`] are their seams).
 
 pub mod clock;
+pub mod cluster;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod directory;

@@ -47,6 +47,14 @@ pub struct Metrics {
     pub notifications_failed: Counter,
     pub notification_posts: Counter,
     pub notifications_pending: AtomicI64,
+    /// Calls adopted from nodes whose leases ran out.
+    pub leases_taken_over: Counter,
+    /// Nodes whose leases ran out and whose calls this node adopted.
+    pub nodes_taken_over: Counter,
+    /// Requests sent on to the node that owns their call.
+    pub requests_forwarded: Counter,
+    /// Calls another node handed over to this one (consultative transfers across nodes).
+    pub calls_handed_over: Counter,
     /// The node these figures are from (`--node-id`).
     node: std::sync::OnceLock<String>,
 }
@@ -86,6 +94,11 @@ impl Metrics {
         for ((family, status), n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "switchboard_http_requests_total{{family=\"{family}\",status=\"{status}\"}} {n}");
         }
+        let owned: i64 = STATES.iter().filter(|s| **s != CallState::Terminated).map(|s| self.calls_by_state[index(*s)].load(Ordering::Relaxed)).sum();
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_calls_owned Live calls this node owns (holds their legs and timers).\n# TYPE switchboard_calls_owned gauge\nswitchboard_calls_owned {owned}"
+        );
         out.push_str("# HELP switchboard_calls Live calls by state.\n# TYPE switchboard_calls gauge\n");
         for s in STATES.iter().filter(|s| **s != CallState::Terminated) {
             let _ =
@@ -109,6 +122,10 @@ impl Metrics {
                 "commsNotifications POSTs attempted (each may batch several).",
                 &self.notification_posts,
             ),
+            ("switchboard_leases_taken_over_total", "Calls adopted from nodes whose leases ran out.", &self.leases_taken_over),
+            ("switchboard_nodes_taken_over_total", "Dead nodes whose calls this node adopted.", &self.nodes_taken_over),
+            ("switchboard_requests_forwarded_total", "Requests sent on to the node that owns their call.", &self.requests_forwarded),
+            ("switchboard_calls_handed_over_total", "Calls other nodes handed over to this one.", &self.calls_handed_over),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());

@@ -17,6 +17,9 @@ pub trait Network: Send + Sync + 'static {
     fn execute(&self, call: &Call, command: &NetCommand);
     /// After a restart: pick up a live call again (rebuild its leg, re-arm what was pending).
     fn resume(&self, call: &Call);
+    /// Another node takes the call over: forget its legs here without telling anyone (the new owner
+    /// resumes them). Events already on their way for it find no call and are dropped.
+    fn release(&self, call: &Call);
 }
 
 /// What a network reports to the engine.

@@ -18,6 +18,9 @@ pub enum StoreError {
     Corrupt { id: String, source: crate::record::RecordError },
     #[error("call {id} changed concurrently (expected version {expected})")]
     Conflict { id: String, expected: u64 },
+    /// Another node owns the call now (it adopted it, or it was handed over): this node must forget it.
+    #[error("call {id} belongs to another node now")]
+    NotOwner { id: String },
     #[error("a call with id {id} already exists")]
     Exists { id: String },
     #[error("cannot open the database at {path}: {source}")]

@@ -5,8 +5,9 @@
 //! The schema is versioned ([`MIGRATIONS`]) and migrated at connect, under an advisory lock, so that
 //! nodes starting together migrate once. Calls are written as `switchboard_engine::record` says.
 //!
-//! Still to come for several nodes (issue 12): call ownership under leases, forwarding, failover and
-//! outbox claiming with `FOR UPDATE SKIP LOCKED`.
+//! Several nodes share one database: each store is opened as one node ([`PgStore::connect_as`]), owns
+//! the calls and outbox rows it writes, and implements [`Membership`]: leases in `nodes`, adoption of a
+//! dead node's calls and rows with `FOR UPDATE SKIP LOCKED`, hand-over, shared keys.
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -15,15 +16,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use switchboard_core::call::Call;
+use switchboard_engine::cluster::{Adopted, LEASE_MS, Membership, Node, Owner};
 use switchboard_engine::record;
 use switchboard_engine::store::{NewNotification, OutboxRow, OutboxStatus, Store, StoreError, StoredCall};
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, Row};
 
 /// The schema, one step per version; a database records the versions it has in `schema_migrations`.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE calls (
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE calls (
         id TEXT PRIMARY KEY,
         app_id TEXT NOT NULL,
         version BIGINT NOT NULL,
@@ -45,7 +48,25 @@ pub const MIGRATIONS: &[(i32, &str)] = &[(
         last_error TEXT
     );
     CREATE INDEX outbox_status ON outbox (status, seq);",
-)];
+    ),
+    (
+        2,
+        // Ownership: the node that owns a call and its outbox rows, and the nodes' leases (database time).
+        "ALTER TABLE calls ADD COLUMN owner TEXT;
+    ALTER TABLE outbox ADD COLUMN owner TEXT;
+    CREATE INDEX calls_owner ON calls (owner);
+    CREATE INDEX outbox_owner ON outbox (owner, status, seq);
+    CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        lease_until TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE shared (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
+    ),
+];
 
 /// Any number, as long as every node uses the same: the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x5377_6974_6368; // "Switch"
@@ -53,8 +74,13 @@ const MIGRATION_LOCK: i64 = 0x5377_6974_6368; // "Switch"
 /// How many connections a store keeps.
 const CONNECTIONS: usize = 4;
 
+/// The node a store is opened as when none is named (a single node).
+pub const DEFAULT_NODE: &str = "switchboard";
+
 pub struct PgStore {
     url: String,
+    /// The node this store writes as: the owner of what it commits.
+    node: String,
     clients: Vec<Mutex<Client>>,
     next: AtomicUsize,
 }
@@ -78,14 +104,20 @@ fn db(e: tokio_postgres::Error) -> StoreError {
 }
 
 impl PgStore {
-    /// Connects to `url` (`postgres://user@host:port/db`) and brings its schema up to date.
+    /// Connects to `url` (`postgres://user@host:port/db`) as a single node and brings its schema up to
+    /// date.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_as(url, DEFAULT_NODE).await
+    }
+
+    /// Connects as the node `node`: what it commits, it owns.
+    pub async fn connect_as(url: &str, node: &str) -> Result<Self, StoreError> {
         let open = |e: tokio_postgres::Error| StoreError::Open { path: redact(url), source: Box::new(e) };
         let mut clients = Vec::with_capacity(CONNECTIONS);
         for _ in 0..CONNECTIONS {
             clients.push(Mutex::new(connect(url).await.map_err(open)?));
         }
-        let store = PgStore { url: url.to_owned(), clients, next: AtomicUsize::new(0) };
+        let store = PgStore { url: url.to_owned(), node: node.to_owned(), clients, next: AtomicUsize::new(0) };
         store.migrate().await?;
         Ok(store)
     }
@@ -144,6 +176,15 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The columns [`outbox_row`] reads, in its order.
+const OUTBOX_COLUMNS: &str = "seq, call_id, app_id, tenant_id, callback, body, attempts, next_attempt_at, status, last_error";
+
+fn stored_call(r: &Row) -> Result<StoredCall, StoreError> {
+    let (id, version, body): (String, i64, String) = (r.get(0), r.get(1), r.get(2));
+    let call = record::decode(&body).map_err(|source| StoreError::Corrupt { id, source })?;
+    Ok(StoredCall { call, version: version as u64 })
+}
+
 fn outbox_row(r: &Row) -> OutboxRow {
     let status: String = r.get(8);
     OutboxRow {
@@ -177,8 +218,8 @@ impl Store for PgStore {
             None => {
                 let inserted = tx
                     .execute(
-                        "INSERT INTO calls (id, app_id, version, state, body, updated_at) VALUES ($1, $2, 1, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-                        &[&call.id, &call.app_id, &call.state.as_str(), &body, &now_i],
+                        "INSERT INTO calls (id, app_id, version, state, body, updated_at, owner) VALUES ($1, $2, 1, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                        &[&call.id, &call.app_id, &call.state.as_str(), &body, &now_i, &self.node],
                     )
                     .await
                     .map_err(db)?;
@@ -189,18 +230,24 @@ impl Store for PgStore {
             }
             Some(expected) => {
                 let expected_i = expected as i64;
+                // Only the owner writes: a node that lost the call (adopted elsewhere) is refused.
                 let changed = if call.is_terminated() {
-                    tx.execute("DELETE FROM calls WHERE id = $1 AND version = $2", &[&call.id, &expected_i]).await
+                    tx.execute("DELETE FROM calls WHERE id = $1 AND version = $2 AND owner = $3", &[&call.id, &expected_i, &self.node])
+                        .await
                 } else {
                     tx.execute(
-                        "UPDATE calls SET version = version + 1, state = $3, body = $4, updated_at = $5 WHERE id = $1 AND version = $2",
-                        &[&call.id, &expected_i, &call.state.as_str(), &body, &now_i],
+                        "UPDATE calls SET version = version + 1, state = $3, body = $4, updated_at = $5 WHERE id = $1 AND version = $2 AND owner = $6",
+                        &[&call.id, &expected_i, &call.state.as_str(), &body, &now_i, &self.node],
                     )
                     .await
                 }
                 .map_err(db)?;
                 if changed != 1 {
-                    return Err(StoreError::Conflict { id: call.id.clone(), expected });
+                    let owner = tx.query_opt("SELECT owner FROM calls WHERE id = $1", &[&call.id]).await.map_err(db)?;
+                    return Err(match owner.and_then(|r| r.get::<_, Option<String>>(0)) {
+                        Some(o) if o != self.node => StoreError::NotOwner { id: call.id.clone() },
+                        _ => StoreError::Conflict { id: call.id.clone(), expected },
+                    });
                 }
                 expected + 1
             }
@@ -209,8 +256,8 @@ impl Store for PgStore {
         for n in notifications {
             let seq: i64 = tx
                 .query_one(
-                    "INSERT INTO outbox (call_id, app_id, tenant_id, callback, body, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING seq",
-                    &[&call.id, &call.app_id, &call.tenant_id, &n.callback, &n.body, &now_i],
+                    "INSERT INTO outbox (call_id, app_id, tenant_id, callback, body, created_at, next_attempt_at, owner) VALUES ($1, $2, $3, $4, $5, $6, $6, $7) RETURNING seq",
+                    &[&call.id, &call.app_id, &call.tenant_id, &n.callback, &n.body, &now_i, &self.node],
                 )
                 .await
                 .map_err(db)?
@@ -221,26 +268,24 @@ impl Store for PgStore {
         Ok((version, rows))
     }
 
+    /// This node's calls, after a restart; rows written before ownership existed become this node's.
     async fn live_calls(&self) -> Result<Vec<StoredCall>, StoreError> {
-        let client = self.client().await?;
-        let rows = client.query("SELECT id, version, body FROM calls", &[]).await.map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let (id, version, body): (String, i64, String) = (r.get(0), r.get(1), r.get(2));
-                let call = record::decode(&body).map_err(|source| StoreError::Corrupt { id, source })?;
-                Ok(StoredCall { call, version: version as u64 })
-            })
-            .collect()
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute("UPDATE outbox SET owner = $1 WHERE owner IS NULL", &[&self.node]).await.map_err(db)?;
+        let rows = tx
+            .query("UPDATE calls SET owner = $1 WHERE owner IS NULL OR owner = $1 RETURNING id, version, body", &[&self.node])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        rows.iter().map(stored_call).collect()
     }
 
+    /// This node's outbox rows: each node delivers what it owns.
     async fn outbox(&self, status: OutboxStatus) -> Result<Vec<OutboxRow>, StoreError> {
         let client = self.client().await?;
         let rows = client
-            .query(
-                "SELECT seq, call_id, app_id, tenant_id, callback, body, attempts, next_attempt_at, status, last_error
-                 FROM outbox WHERE status = $1 ORDER BY seq",
-                &[&status.as_str()],
-            )
+            .query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = $1 AND owner = $2 ORDER BY seq"), &[&status.as_str(), &self.node])
             .await
             .map_err(db)?;
         Ok(rows.iter().map(outbox_row).collect())
@@ -276,16 +321,184 @@ impl Store for PgStore {
     async fn requeue_failed(&self, now: u64) -> Result<usize, StoreError> {
         let client = self.client().await?;
         let n = client
-            .execute("UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1 WHERE status = 'failed'", &[&(now as i64)])
+            .execute(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1 WHERE status = 'failed' AND owner = $2",
+                &[&(now as i64), &self.node],
+            )
             .await
             .map_err(db)?;
         Ok(n as usize)
     }
 }
 
+/// A lease's expiry, `LEASE_MS` from now in the database's time (one clock for every node).
+const LEASE_UNTIL: &str = "clock_timestamp() + make_interval(secs => $2::double precision / 1000)";
+
+#[async_trait::async_trait]
+impl Membership for PgStore {
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    async fn join(&self, address: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO nodes (id, address, lease_until) VALUES ($1, $3, {LEASE_UNTIL})
+                     ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, lease_until = EXCLUDED.lease_until"
+                ),
+                &[&self.node, &(LEASE_MS as f64), &address],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn renew(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(&format!("UPDATE nodes SET lease_until = {LEASE_UNTIL} WHERE id = $1"), &[&self.node, &(LEASE_MS as f64)])
+            .await
+            .map_err(db)?;
+        Ok(n == 1)
+    }
+
+    async fn leave(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.execute("UPDATE nodes SET lease_until = '-infinity' WHERE id = $1", &[&self.node]).await.map_err(db)?;
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        let client = self.client().await?;
+        let rows =
+            client.query("SELECT id, address, lease_until > clock_timestamp() FROM nodes ORDER BY id", &[]).await.map_err(db)?;
+        Ok(rows.iter().map(|r| Node { id: r.get(0), address: r.get(1), alive: r.get(2) }).collect())
+    }
+
+    async fn owner(&self, call_id: &str) -> Result<Option<Owner>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT COALESCE(c.owner, ''), COALESCE(n.address, ''), COALESCE(n.lease_until > clock_timestamp(), false)
+                 FROM calls c LEFT JOIN nodes n ON n.id = c.owner WHERE c.id = $1",
+                &[&call_id],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| Owner { node: r.get(0), address: r.get(1), alive: r.get(2) }))
+    }
+
+    async fn adopt_dead(&self) -> Result<Adopted, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        // Each dead node is adopted whole by one node; a node another adopter holds is skipped.
+        let dead: Vec<String> = tx
+            .query("SELECT id FROM nodes WHERE id <> $1 AND lease_until < clock_timestamp() FOR UPDATE SKIP LOCKED", &[&self.node])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if dead.is_empty() {
+            return Ok(Adopted::default());
+        }
+        let calls = tx
+            .query("UPDATE calls SET owner = $1 WHERE owner = ANY($2) RETURNING id, version, body", &[&self.node, &dead])
+            .await
+            .map_err(db)?;
+        let outbox = tx
+            .query(&format!("UPDATE outbox SET owner = $1 WHERE owner = ANY($2) RETURNING {OUTBOX_COLUMNS}"), &[&self.node, &dead])
+            .await
+            .map_err(db)?;
+        tx.execute("DELETE FROM nodes WHERE id = ANY($1)", &[&dead]).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        adopted(&calls, &outbox, dead)
+    }
+
+    async fn adopt_call(&self, call_id: &str, from: &str) -> Result<Option<Adopted>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let calls = tx
+            .query(
+                "UPDATE calls SET owner = $1 WHERE id = $2 AND COALESCE(owner, '') = $3
+                   AND NOT EXISTS (SELECT 1 FROM nodes WHERE id = $3 AND lease_until >= clock_timestamp())
+                 RETURNING id, version, body",
+                &[&self.node, &call_id, &from],
+            )
+            .await
+            .map_err(db)?;
+        if calls.is_empty() {
+            return Ok(None);
+        }
+        let outbox = tx
+            .query(
+                &format!("UPDATE outbox SET owner = $1 WHERE call_id = $2 AND COALESCE(owner, '') = $3 RETURNING {OUTBOX_COLUMNS}"),
+                &[&self.node, &call_id, &from],
+            )
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        adopted(&calls, &outbox, vec![]).map(Some)
+    }
+
+    async fn hand_over(&self, call_id: &str, to: &str) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let n = tx.execute("UPDATE calls SET owner = $3 WHERE id = $1 AND owner = $2", &[&call_id, &self.node, &to]).await.map_err(db)?;
+        if n == 1 {
+            tx.execute("UPDATE outbox SET owner = $3 WHERE call_id = $1 AND owner = $2", &[&call_id, &self.node, &to]).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(n == 1)
+    }
+
+    async fn all_calls(&self) -> Result<Vec<StoredCall>, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query("SELECT id, version, body FROM calls", &[]).await.map_err(db)?;
+        rows.iter().map(stored_call).collect()
+    }
+
+    async fn owned_call(&self, call_id: &str) -> Result<Option<Adopted>, StoreError> {
+        let client = self.client().await?;
+        let calls =
+            client.query("SELECT id, version, body FROM calls WHERE id = $1 AND owner = $2", &[&call_id, &self.node]).await.map_err(db)?;
+        if calls.is_empty() {
+            return Ok(None);
+        }
+        let outbox = client
+            .query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE call_id = $1 AND owner = $2 ORDER BY seq"), &[&call_id, &self.node])
+            .await
+            .map_err(db)?;
+        adopted(&calls, &outbox, vec![]).map(Some)
+    }
+
+    async fn shared(&self, name: &str, make: &(dyn Fn() -> String + Send + Sync)) -> Result<String, StoreError> {
+        let client = self.client().await?;
+        let read = "SELECT value FROM shared WHERE name = $1";
+        if let Some(r) = client.query_opt(read, &[&name]).await.map_err(db)? {
+            return Ok(r.get(0));
+        }
+        // Two nodes starting at once both make one; the first stored wins and both read it back.
+        client
+            .execute("INSERT INTO shared (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", &[&name, &make()])
+            .await
+            .map_err(db)?;
+        Ok(client.query_one(read, &[&name]).await.map_err(db)?.get(0))
+    }
+}
+
+fn adopted(calls: &[Row], outbox: &[Row], nodes: Vec<String>) -> Result<Adopted, StoreError> {
+    let calls = calls.iter().map(stored_call).collect::<Result<Vec<_>, _>>()?;
+    let mut outbox: Vec<OutboxRow> = outbox.iter().map(outbox_row).collect();
+    outbox.sort_by_key(|r| r.seq);
+    Ok(Adopted { calls, outbox, nodes })
+}
+
 /// A shared store handle for the server's wiring.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(PgStore::connect(url).await?))
+pub async fn open(url: &str, node: &str) -> Result<Arc<PgStore>, StoreError> {
+    Ok(Arc::new(PgStore::connect_as(url, node).await?))
 }
 
 #[cfg(all(test, feature = "testing"))]

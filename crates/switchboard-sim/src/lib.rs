@@ -363,6 +363,21 @@ impl Sim {
         w.legs.remove(leg_id);
     }
 
+    /// Forgets a bot call's legs, telling nobody: another node owns the call now and rebuilds them in
+    /// its own sim. A transfer in flight stops here; the new owner starts it over, as after a restart.
+    pub fn release(&self, call_id: &str) {
+        let mut w = self.world();
+        let _ = w.stop_transfer(call_id);
+        if let Some(leg) = w.by_call.remove(call_id) {
+            w.legs.remove(&leg);
+        }
+        if let Some(g) = w.groups.remove(call_id) {
+            for leg in g.members.values() {
+                w.legs.remove(leg);
+            }
+        }
+    }
+
     /// Whether the bot call had a remote leg in this sim (lately), ended or not.
     pub fn knew_call(&self, call_id: &str) -> bool {
         self.world().known_calls.contains(call_id)
@@ -893,6 +908,10 @@ impl Network for SimNetwork {
             NetCommand::CancelTransfer { transfer_id } => sim.cancel_transfer(&call.id, transfer_id),
             NetCommand::DropMember { participant_id } => sim.drop_member(&call.id, participant_id),
         }
+    }
+
+    fn release(&self, call: &Call) {
+        self.0.release(&call.id);
     }
 
     fn resume(&self, call: &Call) {

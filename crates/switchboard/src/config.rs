@@ -27,6 +27,8 @@ pub struct Config {
     pub store: Option<String>,
     /// This node's name in logs and `/metrics` (default: host name and port).
     pub node_id: Option<String>,
+    /// Where the other nodes reach this one (default: the listen address).
+    pub node_url: Option<String>,
     pub public_url: Option<String>,
     pub tls: Option<TlsSettings>,
     pub calls: CallSettings,
@@ -90,6 +92,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     store: Option<String>,
     node_id: Option<String>,
+    node_url: Option<String>,
     public_url: Option<String>,
     tls: Option<TlsSettings>,
     #[serde(default)]
@@ -168,6 +171,7 @@ impl Config {
             data_dir: PathBuf::from("./switchboard-data"),
             store: None,
             node_id: None,
+            node_url: None,
             public_url: None,
             tls: None,
             calls: CallSettings { ring_timeout_ms: 60_000, allow_http_loopback_callbacks: true },
@@ -211,6 +215,7 @@ impl Config {
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./switchboard-data")),
             store: raw.store,
             node_id: raw.node_id,
+            node_url: raw.node_url,
             public_url: raw.public_url,
             tls: raw.tls,
             calls: raw.calls,
@@ -228,6 +233,11 @@ impl Config {
             && (node.is_empty() || node.len() > 64 || !node.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
         {
             return Err(err("node_id".into(), format!("'{node}' must be 1 to 64 letters, digits, '-', '_', '.' or ':'")));
+        }
+        if let Some(url) = &self.node_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(err("node_url".into(), format!("'{url}' is not an http:// or https:// URL")));
         }
         if let Some(store) = &self.store
             && !(store.starts_with("postgres://") || store.starts_with("postgresql://"))
@@ -490,7 +500,8 @@ pub const EXAMPLE_TOML: &str = r#"# Switchboard example configuration: the same 
 listen = "127.0.0.1:8080"          # address the HTTP(S) server binds
 data_dir = "./switchboard-data"     # where state (and a generated TLS certificate) is kept
 # store = "postgres://switchboard@127.0.0.1:5432/switchboard"  # PostgreSQL instead of SQLite in data_dir
-# node_id = "node-1"                 # this node in logs and /metrics (default: host name and port)
+# node_id = "node-1"                 # this node in logs, /metrics and call ownership (default: host name and port)
+# node_url = "http://10.0.0.5:8080"  # where the other nodes reach this one (default: the listen address)
 # public_url = "https://switchboard.example.net"  # base URL bots use to reach us; default: derived from listen
 
 # [tls]                             # omit both cert and key to generate a self-signed certificate

@@ -86,6 +86,21 @@ impl SigningKey {
             }
             Err(e) => return Err(io_err(&path)(e)),
         };
+        Self::from_private(&private)
+    }
+
+    /// A new 2048-bit key as PKCS#8 PEM (for nodes that share their key through the database).
+    pub fn generate_pem() -> Result<String, IdentityError> {
+        let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).map_err(key_err("cannot generate RSA key"))?;
+        Ok(key.to_pkcs8_pem(LineEnding::LF).map_err(key_err("cannot encode RSA key"))?.to_string())
+    }
+
+    /// The key in `pem` (PKCS#8).
+    pub fn from_pem(pem: &str) -> Result<SigningKey, IdentityError> {
+        Self::from_private(&RsaPrivateKey::from_pkcs8_pem(pem).map_err(key_err("the shared signing key is not a PKCS#8 RSA key"))?)
+    }
+
+    fn from_private(private: &RsaPrivateKey) -> Result<SigningKey, IdentityError> {
         let der = private.to_pkcs1_der().map_err(key_err("cannot encode RSA key"))?;
         let n_bytes = private.n().to_bytes_be();
         let n = URL_SAFE_NO_PAD.encode(&n_bytes);

@@ -11,6 +11,7 @@
 //! - [`server`]: assembles the parts and runs them.
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod graph;
 pub mod identity;

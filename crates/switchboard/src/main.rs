@@ -47,9 +47,14 @@ struct ServeArgs {
     /// data folder. Overrides `store`.
     #[arg(long, env = "SWITCHBOARD_STORE")]
     store: Option<String>,
-    /// This node's name in logs and /metrics (default: host name and port). Overrides `node_id`.
+    /// This node's name in logs, /metrics and call ownership (default: host name and port). Overrides
+    /// `node_id`.
     #[arg(long, env = "SWITCHBOARD_NODE_ID")]
     node_id: Option<String>,
+    /// Where the other nodes sharing the PostgreSQL store reach this one (default: the listen
+    /// address). Overrides `node_url`.
+    #[arg(long, env = "SWITCHBOARD_NODE_URL")]
+    node_url: Option<String>,
     /// TOML configuration file (directory of tenants, apps, users, numbers; settings).
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     config: Option<PathBuf>,
@@ -144,8 +149,40 @@ fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().event_format(WithNode(tracing_subscriber::fmt::format().json(), true)).init(),
+        LogFormat::Text => builder.event_format(WithNode(tracing_subscriber::fmt::format(), false)).init(),
+    }
+}
+
+/// Puts the node's name on every log line once the node knows it (`node=…` first, or a `"node"`
+/// field in JSON), so that the logs of several nodes can be read together.
+struct WithNode<F>(F, bool);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithNode<F>
+where
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let Some(node) = server::node_id() else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        if !self.1 {
+            write!(writer, "node={node} ")?;
+            return self.0.format_event(ctx, writer, event);
+        }
+        let mut line = String::new();
+        self.0.format_event(ctx, tracing_subscriber::fmt::format::Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(writer, "{{\"node\":{},{rest}", serde_json::Value::from(node)),
+            None => writer.write_str(&line),
+        }
     }
 }
 
@@ -165,6 +202,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<(Config, String)> {
     }
     if let Some(n) = &args.node_id {
         config.node_id = Some(n.clone());
+    }
+    if let Some(u) = &args.node_url {
+        config.node_url = Some(u.clone());
     }
     if let Some(u) = &args.public_url {
         config.public_url = Some(u.clone());

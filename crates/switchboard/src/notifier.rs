@@ -70,6 +70,8 @@ pub struct Notifier {
     wake: Notify,
     tokens: Mutex<HashMap<(String, String), (String, u64)>>,
     stop: AtomicBool,
+    /// Set while this node's lease is in doubt: it sends nothing, since another node may own its rows.
+    fenced: AtomicBool,
 }
 
 /// What a notifier is built from.
@@ -110,6 +112,7 @@ impl Notifier {
             wake: Notify::new(),
             tokens: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
         }))
     }
 
@@ -139,6 +142,37 @@ impl Notifier {
         self.wake.notify_one();
     }
 
+    /// Stops (or resumes) sending: while fenced, nothing new leaves this node.
+    pub fn fence(&self, fenced: bool) {
+        self.fenced.store(fenced, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// The call goes to another node: waits until none of its rows is being POSTed, then drops the
+    /// rest from the queue (they travel with the call, in the database).
+    pub async fn release(&self, call_id: &str) {
+        loop {
+            {
+                let mut q = self.queue();
+                let busy = q.in_flight.iter().any(|s| q.pending.get(s).is_some_and(|r| r.call_id == call_id));
+                if !busy {
+                    q.pending.retain(|_, r| r.call_id != call_id);
+                    self.metrics.notifications_pending.store(q.pending.len() as i64, Ordering::Relaxed);
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Drops every queued row not in flight (this node lost its lease; the adopter sends them).
+    pub fn forget_all(&self) {
+        let mut q = self.queue();
+        let Queue { pending, in_flight } = &mut *q;
+        pending.retain(|s, _| in_flight.contains(s));
+        self.metrics.notifications_pending.store(q.pending.len() as i64, Ordering::Relaxed);
+    }
+
     /// Requeues the rows that had failed for good. Returns how many.
     pub async fn retry_failed(&self) -> Result<usize, StoreError> {
         let n = self.store.requeue_failed(self.clock.now_ms()).await?;
@@ -159,6 +193,9 @@ impl Notifier {
 
     /// Picks what can be sent now; returns the batches and when to look again.
     fn take_due(&self, now: u64) -> (Vec<Batch>, Option<u64>) {
+        if self.fenced.load(Ordering::SeqCst) {
+            return (Vec::new(), Some(now + 200));
+        }
         let mut q = self.queue();
         let mut blocked: HashSet<String> = HashSet::new();
         // call id -> index of the batch its rows joined this round

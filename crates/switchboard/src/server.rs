@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use switchboard_engine::cluster::Membership;
 use switchboard_engine::engine::{self, Engine};
 use switchboard_engine::{Clock, network};
 use switchboard_sqlite::SqliteStore;
 
 use crate::api::{self, AppState};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::graph::GraphRender;
 use crate::identity::SigningKey;
@@ -62,6 +64,7 @@ pub async fn start(
         config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{host}:{}", addr.port())).trim_end_matches('/').to_owned();
 
     let node_id = config.node_id.clone().unwrap_or_else(|| format!("{}:{}", host_name(), addr.port()));
+    let _ = NODE_ID.set(node_id.clone());
     tracing::info!(node_id, "starting");
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
@@ -69,11 +72,19 @@ pub async fn start(
     // One clock for everything: the wall clock, or virtual time that only `POST /sim/v1/clock` moves.
     let clock = if config.sim.virtual_clock { Clock::virtual_now() } else { Clock::system() };
     let directory = Arc::new(config.directory.clone());
-    let store: Arc<dyn crate::store::Store> = match &config.store {
-        Some(url) => switchboard_postgres::open(url).await?,
-        None => Arc::new(SqliteStore::open(&config.data_dir)?),
+    // On PostgreSQL this node is one of possibly several: it owns the calls it creates, under a lease.
+    let (store, membership): (Arc<dyn crate::store::Store>, Option<Arc<dyn Membership>>) = match &config.store {
+        Some(url) => {
+            let pg = switchboard_postgres::open(url, &node_id).await?;
+            (Arc::clone(&pg) as Arc<dyn crate::store::Store>, Some(pg as Arc<dyn Membership>))
+        }
+        None => (Arc::new(SqliteStore::open(&config.data_dir)?), None),
     };
-    let key = Arc::new(SigningKey::load_or_generate(&config.data_dir.join("keys"))?);
+    // Nodes sharing a database share its signing key, so that every node's tokens verify on every node.
+    let key = Arc::new(match &membership {
+        Some(m) => SigningKey::from_pem(&m.shared(SIGNING_KEY, &new_signing_key).await?)?,
+        None => SigningKey::load_or_generate(&config.data_dir.join("keys"))?,
+    });
     let notifier = Notifier::new(notifier::Parts {
         store: Arc::clone(&store),
         key: Arc::clone(&key),
@@ -92,9 +103,24 @@ pub async fn start(
     let (events, events_rx) = network::channel();
     let sim = Sim::new(Arc::clone(&directory), config.sim.behaviours.clone(), clock, events);
     engine.attach_network(Arc::new(SimNetwork(Arc::clone(&sim))), events_rx);
+    let cluster = match membership {
+        Some(m) => {
+            let address = config.node_url.clone().unwrap_or_else(|| format!("{scheme}://{host}:{}", addr.port()));
+            let address = address.trim_end_matches('/').to_owned();
+            // Taken before any call is recovered, so that no other node adopts them meanwhile.
+            m.join(&address).await?;
+            let cluster_key = m.shared(CLUSTER_KEY, &|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())).await?;
+            let metrics = Arc::clone(&metrics);
+            Some(Cluster::new(m, address, cluster_key, Arc::clone(&engine), Arc::clone(&notifier), metrics)?)
+        }
+        None => None,
+    };
     let recovered_calls = engine.recover().await?;
     let recovered_notifications = notifier.recover().await?;
     tokio::spawn(Arc::clone(&notifier).run());
+    if let Some(c) = &cluster {
+        tokio::spawn(Arc::clone(c).run());
+    }
 
     let ready = Arc::new(AtomicBool::new(true));
     let state = AppState {
@@ -108,6 +134,7 @@ pub async fn start(
         base_url: base_url.clone(),
         ready: Arc::clone(&ready),
         verified: Arc::default(),
+        cluster: cluster.clone(),
     };
     let app = api::router(state.clone());
     let mut cert_path = None;
@@ -121,6 +148,9 @@ pub async fn start(
                 tracing::error!(error = %e, "HTTP server failed");
             }
             notifier.shutdown();
+            if let Some(c) = cluster {
+                c.leave().await;
+            }
         }),
         tls => {
             let (cert, key) = match tls {
@@ -133,10 +163,32 @@ pub async fn start(
                 serve_tls(listener, acceptor, app, shutdown).await;
                 ready.store(false, Ordering::SeqCst);
                 notifier.shutdown();
+                if let Some(c) = cluster {
+                    c.leave().await;
+                }
             })
         }
     };
     Ok((Running { addr, node_id, base_url, state, recovered_calls, recovered_notifications, cert_path }, handle))
+}
+
+static NODE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// This process's node name, once a server has started (every log line carries it).
+pub fn node_id() -> Option<&'static str> {
+    NODE_ID.get().map(String::as_str)
+}
+
+/// The names under which nodes share values in the database.
+const SIGNING_KEY: &str = "signing-key";
+const CLUSTER_KEY: &str = "cluster-key";
+
+fn new_signing_key() -> String {
+    SigningKey::generate_pem().unwrap_or_else(|e| {
+        // Stored as is, it would be refused by name by every node; say why here too.
+        tracing::error!(error = %e, "could not generate a signing key");
+        String::new()
+    })
 }
 
 /// This machine's name, as the kernel knows it.

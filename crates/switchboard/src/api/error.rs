@@ -75,6 +75,12 @@ impl From<EngineError> for GraphError {
                 tracing::error!(error = %e, "engine failure");
                 GraphError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "The request could not be completed; retry later.")
             }
+            // The cluster's router sends the request on to the call's new owner.
+            EngineError::Store(StoreError::NotOwner { id }) => GraphError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                crate::cluster::MOVED,
+                format!("Call '{id}' moved to another node while this request was served; retry it."),
+            ),
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 GraphError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "The request could not be stored; retry later.")

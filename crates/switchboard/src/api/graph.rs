@@ -328,10 +328,12 @@ async fn owned_call(state: &AppState, caller: &Caller, id: &str) -> Result<Call,
 }
 
 async fn list_calls(state: &AppState, caller: &Caller, version: Version) -> Result<Response, GraphError> {
-    let mut calls: Vec<Call> = state
-        .engine
-        .live_calls()
-        .await
+    // With several nodes, the database has every node's calls.
+    let live = match &state.cluster {
+        Some(c) => c.membership.all_calls().await.map_err(crate::engine::EngineError::Store)?.into_iter().map(|s| s.call).collect(),
+        None => state.engine.live_calls().await,
+    };
+    let mut calls: Vec<Call> = live
         .into_iter()
         .filter(|c| c.app_id.eq_ignore_ascii_case(&caller.app.client_id) && c.tenant_id.eq_ignore_ascii_case(&caller.tenant))
         .collect();
@@ -633,6 +635,12 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, cmd: dec
             let id = id.as_str();
             if id == call.id {
                 return Err(conflict(rfield, "a call cannot replace itself; name the bot's call with the transfer target"));
+            }
+            // Both calls must be on one node: bring the consultation call here if another node has it.
+            if let Some(cluster) = &state.cluster
+                && !state.engine.holds(id)
+            {
+                cluster.pull(id).await;
             }
             let other = state
                 .engine

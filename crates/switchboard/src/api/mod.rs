@@ -50,6 +50,8 @@ pub struct AppState {
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// Tokens already verified, so that each request does not pay for an RSA signature check.
     pub verified: Arc<graph::VerifiedTokens>,
+    /// This node's place among several sharing PostgreSQL; `None` on one node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -78,7 +80,11 @@ pub fn router(state: AppState) -> Router {
                 "No such endpoint. Graph routes start with /v1.0 or /beta; see /openapi.json.",
             )
         })
+        // Internal: a node hands one of its calls to another (consultative transfers across nodes).
+        .route("/cluster/v1/calls/{id}/release", axum::routing::post(crate::cluster::release))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Requests about a call are served on the node that owns it.
+        .layer(middleware::from_fn_with_state(state.clone(), crate::cluster::route))
         .layer(middleware::from_fn_with_state(state.clone(), request_ids))
         .with_state(state)
 }
@@ -124,7 +130,11 @@ pub struct RequestIds {
 /// Gives each request its `request-id`, echoes `client-request-id`, renders Graph errors into the
 /// envelope that carries both, and counts the response.
 async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    // A request another node sent on keeps the id that node gave it.
+    let passed_on = state.cluster.as_ref().filter(|c| c.from_a_node(req.headers())).and_then(|_| {
+        req.headers().get(crate::cluster::REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    });
+    let request_id = passed_on.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let client_request_id = req
         .headers()
         .get("client-request-id")

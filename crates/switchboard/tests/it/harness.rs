@@ -189,6 +189,12 @@ impl Server {
     }
 
     pub async fn start_with(opts: Options) -> Server {
+        Self::start_at(opts, "127.0.0.1:0").await
+    }
+
+    /// Starts on `listen`, and is reached there even if `--public-url` names another address (a
+    /// node behind a load balancer).
+    pub async fn start_at(opts: Options, listen: &str) -> Server {
         let data_dir = std::env::temp_dir().join(format!("switchboard-it-{}", uuid::Uuid::new_v4()));
         let mut args = vec![
             "serve".to_owned(),
@@ -206,7 +212,10 @@ impl Server {
         }
         args.extend(opts.extra);
         let mut server = Server { child: None, base: String::new(), data_dir, args, http: client() };
-        server.spawn("127.0.0.1:0").await;
+        server.spawn(listen).await;
+        if !listen.ends_with(":0") {
+            server.base = format!("http://{listen}");
+        }
         server
     }
 
@@ -236,6 +245,11 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// A handle on something already serving at `base` (a load balancer in front of nodes).
+    pub fn at(base: &str) -> Server {
+        Server { child: None, base: base.to_owned(), data_dir: PathBuf::new(), args: Vec::new(), http: client() }
+    }
+
     /// `kill -9`: no shutdown, no drain.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -248,7 +262,9 @@ impl Server {
     pub async fn restart(&mut self) {
         self.kill9();
         let listen = self.base.trim_start_matches("http://").trim_start_matches("https://").to_owned();
+        let base = self.base.clone();
         self.spawn(&listen).await;
+        self.base = base;
     }
 
     /// SIGTERM, then waits for the process to exit; returns whether it exited successfully.
@@ -367,7 +383,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 mod harness;
 
 mod clock;
+mod cluster;
 mod errors;
 mod group;
 mod identity;

@@ -10,7 +10,7 @@ use crate::harness::*;
 use crate::lifecycle::answer_body;
 
 /// An incoming call from `from` to `to`, answered; its `establishing`/`established` are consumed.
-async fn answered(server: &Server, bot: &mut Bot, token: &str, from: &str, to: &str) -> String {
+pub(crate) async fn answered(server: &Server, bot: &mut Bot, token: &str, from: &str, to: &str) -> String {
     let id = server.inbound(from, to).await;
     bot.next().await;
     let (status, _) =
@@ -21,7 +21,7 @@ async fn answered(server: &Server, bot: &mut Bot, token: &str, from: &str, to: &
 }
 
 /// An outgoing call, established; its notifications are consumed.
-async fn placed(server: &Server, bot: &mut Bot, token: &str, body: Value) -> String {
+pub(crate) async fn placed(server: &Server, bot: &mut Bot, token: &str, body: Value) -> String {
     let (status, call) = server.graph(Method::POST, "/v1.0/communications/calls", token, Some(body)).await;
     assert_eq!(status, 201, "{call}");
     let id = call["id"].as_str().unwrap().to_owned();
@@ -29,29 +29,29 @@ async fn placed(server: &Server, bot: &mut Bot, token: &str, body: Value) -> Str
     id
 }
 
-async fn transfer(server: &Server, token: &str, id: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn transfer(server: &Server, token: &str, id: &str, body: Value) -> (u16, Value) {
     server.graph(Method::POST, &format!("/v1.0/communications/calls/{id}/transfer"), token, Some(body)).await
 }
 
-fn accepted_media_note() -> Value {
+pub(crate) fn accepted_media_note() -> Value {
     let mut n = state_note("updated", "transferAccepted");
     n["resourceData"]["mediaState"] = json!({"@odata.type": "#microsoft.graph.callMediaState", "audio": "inactive"});
     n
 }
 
 /// The transcript of a successful transfer, up to and including the call's `deleted`.
-async fn expect_transferred(bot: &mut Bot, id: &str, last: Value) {
+pub(crate) async fn expect_transferred(bot: &mut Bot, id: &str, last: Value) {
     assert_eq!(redact(bot.next().await.1, id), state_note("updated", "transferring"));
     assert_eq!(redact(bot.next().await.1, id), state_note("updated", "transferAccepted"));
     assert_eq!(redact(bot.next().await.1, id), accepted_media_note());
     assert_eq!(redact(bot.next().await.1, id), last);
 }
 
-fn completed_blind() -> Value {
+pub(crate) fn completed_blind() -> Value {
     terminated_note(0, 7015, "GracefulTransferCompleted")
 }
 
-fn completed_consultative() -> Value {
+pub(crate) fn completed_consultative() -> Value {
     let mut n = state_note("deleted", "terminated");
     n["resourceData"]["terminationReason"] = json!("AppTransferred");
     n
@@ -71,7 +71,7 @@ fn failed(subcode: i64, kind: &str, why: &str, replaces_context: Option<&str>) -
 
 /// Collects notifications until call `a` has `n_a` of them and call `b` has `n_b` (they may arrive on
 /// different callbacks, interleaved); each call's come back redacted and in order.
-async fn by_call(bot: &mut Bot, a: &str, n_a: usize, b: &str, n_b: usize) -> (Vec<Value>, Vec<Value>) {
+pub(crate) async fn by_call(bot: &mut Bot, a: &str, n_a: usize, b: &str, n_b: usize) -> (Vec<Value>, Vec<Value>) {
     let (mut for_a, mut for_b) = (Vec::new(), Vec::new());
     while for_a.len() < n_a || for_b.len() < n_b {
         let (_, item) = bot.next().await;
