@@ -13,13 +13,19 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # PostgreSQL's server, for the PostgreSQL store's tests: each starts a throwaway cluster of its own on a
-# free loopback port (crates/switchboard-postgres/src/testing.rs). Installed once, from Debian.
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  echo "== installing PostgreSQL (Debian's postgresql package)"
+# free loopback port (crates/switchboard-postgres/src/testing.rs). HAProxy, for the three-node tests
+# (docs/haproxy.cfg). Installed once, from Debian.
+missing=""
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
+if [ -n "$missing" ]; then
+  echo "== installing$missing (Debian's packages)"
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
 fi
+export PATH="$PATH:/usr/sbin"
 
 echo "== build"
 cargo build --workspace --all-targets --locked

@@ -94,7 +94,8 @@ impl Metrics {
         for ((family, status), n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "switchboard_http_requests_total{{family=\"{family}\",status=\"{status}\"}} {n}");
         }
-        let owned: i64 = STATES.iter().filter(|s| **s != CallState::Terminated).map(|s| self.calls_by_state[index(*s)].load(Ordering::Relaxed)).sum();
+        let owned: i64 =
+            STATES.iter().filter(|s| **s != CallState::Terminated).map(|s| self.calls_by_state[index(*s)].load(Ordering::Relaxed)).sum();
         let _ = writeln!(
             out,
             "# HELP switchboard_calls_owned Live calls this node owns (holds their legs and timers).\n# TYPE switchboard_calls_owned gauge\nswitchboard_calls_owned {owned}"

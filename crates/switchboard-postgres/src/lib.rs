@@ -285,7 +285,10 @@ impl Store for PgStore {
     async fn outbox(&self, status: OutboxStatus) -> Result<Vec<OutboxRow>, StoreError> {
         let client = self.client().await?;
         let rows = client
-            .query(&format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = $1 AND owner = $2 ORDER BY seq"), &[&status.as_str(), &self.node])
+            .query(
+                &format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = $1 AND owner = $2 ORDER BY seq"),
+                &[&status.as_str(), &self.node],
+            )
             .await
             .map_err(db)?;
         Ok(rows.iter().map(outbox_row).collect())
@@ -372,8 +375,7 @@ impl Membership for PgStore {
 
     async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
         let client = self.client().await?;
-        let rows =
-            client.query("SELECT id, address, lease_until > clock_timestamp() FROM nodes ORDER BY id", &[]).await.map_err(db)?;
+        let rows = client.query("SELECT id, address, lease_until > clock_timestamp() FROM nodes ORDER BY id", &[]).await.map_err(db)?;
         Ok(rows.iter().map(|r| Node { id: r.get(0), address: r.get(1), alive: r.get(2) }).collect())
     }
 

@@ -407,7 +407,9 @@ pub async fn release(
     let to = percent_decode(to);
     match cluster.release(&call_id, &to).await {
         Ok(true) => axum::Json(json!({"callId": call_id, "to": to})).into_response(),
-        Ok(false) => GraphError::new(StatusCode::CONFLICT, "NotHeld", format!("Call '{call_id}' is not held by this node.")).into_response(),
+        Ok(false) => {
+            GraphError::new(StatusCode::CONFLICT, "NotHeld", format!("Call '{call_id}' is not held by this node.")).into_response()
+        }
         Err(e) => unavailable(&format!("The call could not be handed over: {e}.")),
     }
 }

@@ -109,7 +109,8 @@ pub async fn start(
             let address = address.trim_end_matches('/').to_owned();
             // Taken before any call is recovered, so that no other node adopts them meanwhile.
             m.join(&address).await?;
-            let cluster_key = m.shared(CLUSTER_KEY, &|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())).await?;
+            let cluster_key =
+                m.shared(CLUSTER_KEY, &|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())).await?;
             let metrics = Arc::clone(&metrics);
             Some(Cluster::new(m, address, cluster_key, Arc::clone(&engine), Arc::clone(&notifier), metrics)?)
         }

@@ -131,9 +131,11 @@ pub struct RequestIds {
 /// envelope that carries both, and counts the response.
 async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     // A request another node sent on keeps the id that node gave it.
-    let passed_on = state.cluster.as_ref().filter(|c| c.from_a_node(req.headers())).and_then(|_| {
-        req.headers().get(crate::cluster::REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
-    });
+    let passed_on = state
+        .cluster
+        .as_ref()
+        .filter(|c| c.from_a_node(req.headers()))
+        .and_then(|_| req.headers().get(crate::cluster::REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned));
     let request_id = passed_on.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let client_request_id = req
         .headers()
