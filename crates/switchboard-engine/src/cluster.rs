@@ -27,6 +27,8 @@ pub const RENEW_EVERY_MS: u64 = 1_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
     pub node: String,
+    /// The application the call belongs to.
+    pub app_id: String,
     /// Where the other nodes reach it (its listen address).
     pub address: String,
     /// Whether its lease is still running.

@@ -383,13 +383,13 @@ impl Membership for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT COALESCE(c.owner, ''), COALESCE(n.address, ''), COALESCE(n.lease_until > clock_timestamp(), false)
+                "SELECT COALESCE(c.owner, ''), COALESCE(n.address, ''), COALESCE(n.lease_until > clock_timestamp(), false), c.app_id
                  FROM calls c LEFT JOIN nodes n ON n.id = c.owner WHERE c.id = $1",
                 &[&call_id],
             )
             .await
             .map_err(db)?;
-        Ok(row.map(|r| Owner { node: r.get(0), address: r.get(1), alive: r.get(2) }))
+        Ok(row.map(|r| Owner { node: r.get(0), address: r.get(1), alive: r.get(2), app_id: r.get(3) }))
     }
 
     async fn adopt_dead(&self) -> Result<Adopted, StoreError> {
@@ -549,6 +549,62 @@ mod tests {
         let versions: Vec<i32> =
             client.query("SELECT version FROM schema_migrations ORDER BY version", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
         assert_eq!(versions, super::MIGRATIONS.iter().map(|(v, _)| *v).collect::<Vec<_>>());
+    }
+
+    /// Several nodes on one database: a dead node is adopted whole by exactly one of the nodes that
+    /// look at once, with its call's notifications; the node that lost the call can no longer write it
+    /// and learns that its lease is gone; a call handed over moves with its rows; shared values agree.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_node_is_adopted_once_and_can_no_longer_write() {
+        use switchboard_engine::cluster::Membership;
+        use switchboard_engine::store::{NewNotification, OutboxStatus, Store, StoreError};
+
+        let cluster = Cluster::start().await;
+        let url = cluster.database("membership").await;
+        let (a, b, c) = (
+            PgStore::connect_as(&url, "a").await.unwrap(),
+            PgStore::connect_as(&url, "b").await.unwrap(),
+            PgStore::connect_as(&url, "c").await.unwrap(),
+        );
+        for n in [&a, &b, &c] {
+            n.join(&format!("http://{}", n.node_id())).await.unwrap();
+        }
+        let call = conformance::offered("call-x");
+        let note = NewNotification { callback: "https://bot/cb".into(), body: "{}".into() };
+        a.commit(&call, None, &[note.clone()], 1).await.unwrap();
+        let owner = b.owner("call-x").await.unwrap().unwrap();
+        assert_eq!((owner.node.as_str(), owner.address.as_str(), owner.alive), ("a", "http://a", true));
+        // Nothing is dead yet: nobody adopts anything.
+        assert!(b.adopt_dead().await.unwrap().calls.is_empty());
+        assert!(b.adopt_call("call-x", "a").await.unwrap().is_none(), "a live owner keeps its call");
+
+        a.leave().await.unwrap();
+        let (from_b, from_c) = tokio::join!(b.adopt_dead(), c.adopt_dead());
+        let (from_b, from_c) = (from_b.unwrap(), from_c.unwrap());
+        assert_eq!(from_b.calls.len() + from_c.calls.len(), 1, "adopted exactly once");
+        let (adopter, other, adopted) = if from_b.calls.is_empty() { (&c, &b, from_c) } else { (&b, &c, from_b) };
+        assert_eq!(adopted.nodes, ["a"]);
+        assert_eq!(adopted.outbox.len(), 1, "the call's notification goes with it");
+        assert_eq!(adopter.outbox(OutboxStatus::Pending).await.unwrap().len(), 1);
+        assert!(a.outbox(OutboxStatus::Pending).await.unwrap().is_empty());
+
+        // The old owner is fenced: its write is refused by name, and its lease is gone.
+        let mut next = call.clone();
+        next.created_at += 1;
+        assert!(matches!(a.commit(&next, Some(1), &[], 2).await, Err(StoreError::NotOwner { .. })));
+        assert!(!a.renew().await.unwrap());
+        adopter.commit(&next, Some(1), &[note], 2).await.unwrap();
+
+        // Handed over to the other live node, with its rows.
+        assert!(adopter.hand_over("call-x", other.node_id()).await.unwrap());
+        assert!(!adopter.hand_over("call-x", other.node_id()).await.unwrap(), "no longer the adopter's to give");
+        let moved = other.owned_call("call-x").await.unwrap().unwrap();
+        assert_eq!((moved.calls.len(), moved.calls[0].version, moved.outbox.len()), (1, 2, 2));
+        assert_eq!(b.all_calls().await.unwrap().len(), 1);
+
+        // Two nodes making a shared value at once agree on one.
+        let (x, y) = tokio::join!(b.shared("k", &|| "from-b".to_owned()), c.shared("k", &|| "from-c".to_owned()));
+        assert_eq!(x.unwrap(), y.unwrap());
     }
 
     #[test]

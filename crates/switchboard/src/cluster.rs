@@ -100,6 +100,11 @@ impl Cluster {
         let mut tick = tokio::time::interval(Duration::from_millis(RENEW_EVERY_MS));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_renewed = tokio::time::Instant::now();
+        // When this node could not reach the database, the others most likely could not either (a
+        // database restart): their leases ran out too, through no fault of theirs. Adopting them the
+        // moment the database is back would move every call for nothing, so give them a lease's time
+        // to renew first.
+        let mut last_failed: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
             match self.membership.renew().await {
@@ -127,6 +132,7 @@ impl Cluster {
                     continue;
                 }
                 Err(e) => {
+                    last_failed = Some(tokio::time::Instant::now());
                     // Close to the expiry, stop sending: the rows may soon be another node's.
                     let doubtful = last_renewed.elapsed() > Duration::from_millis(switchboard_engine::cluster::LEASE_MS - 1_500);
                     if doubtful && self.leased.swap(false, Ordering::SeqCst) {
@@ -135,6 +141,9 @@ impl Cluster {
                     }
                     continue;
                 }
+            }
+            if last_failed.is_some_and(|at| at.elapsed() < Duration::from_millis(switchboard_engine::cluster::LEASE_MS + RENEW_EVERY_MS)) {
+                continue;
             }
             match self.membership.adopt_dead().await {
                 Ok(adopted) => {
@@ -183,9 +192,14 @@ impl Cluster {
         })
     }
 
-    /// Brings a call of another node here (a consultative transfer's consultation call). Returns
-    /// whether this node holds it now.
-    pub async fn pull(&self, call_id: &str) -> bool {
+    /// Brings a call of the application `app_id` here from another node (a consultative transfer's
+    /// consultation call). Another application's call is left where it is. Returns whether this node
+    /// holds it now.
+    pub async fn pull(&self, call_id: &str, app_id: &str) -> bool {
+        match self.membership.owner(call_id).await {
+            Ok(Some(owner)) if owner.app_id.eq_ignore_ascii_case(app_id) => {}
+            _ => return false,
+        }
         match self.place(call_id).await {
             Ok(Place::Here) => self.engine.holds(call_id),
             Ok(Place::There { node, address }) => {

@@ -640,7 +640,7 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, cmd: dec
             if let Some(cluster) = &state.cluster
                 && !state.engine.holds(id)
             {
-                cluster.pull(id).await;
+                cluster.pull(id, &caller.app.client_id).await;
             }
             let other = state
                 .engine

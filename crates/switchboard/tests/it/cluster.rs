@@ -27,7 +27,8 @@ struct Balancer {
 impl Balancer {
     fn start(port: u16, nodes: &[u16]) -> Balancer {
         let documented = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/haproxy.cfg")).unwrap();
-        let mut cfg = documented.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+        let errorfile = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/haproxy-503.http");
+        let mut cfg = documented.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")).replace("docs/haproxy-503.http", errorfile);
         for (i, p) in nodes.iter().enumerate() {
             cfg = cfg.replace(&format!("127.0.0.1:{}", 8081 + i), &format!("127.0.0.1:{p}"));
         }
@@ -314,4 +315,66 @@ async fn kill_9_under_load_loses_nothing_and_the_calls_are_adopted_within_10_s()
         slowest.as_millis()
     );
     assert_eq!(lost, 0);
+}
+
+/// The database goes away for longer than a lease under three nodes: requests fail fast with a Graph
+/// 503 (from a node, or from HAProxy once no node is ready), nothing committed is lost, and no call
+/// changes hands for it: every node's lease ran out in the database's time, but nobody adopts until
+/// the others had a chance to renew.
+#[tokio::test]
+async fn a_database_restart_under_three_nodes_costs_503s_and_moves_no_call() {
+    let db = Cluster::start().await;
+    let url = db.database("it_cluster_db_restart").await;
+    let mut bot = Bot::start().await;
+    let (nodes, lb, _balancer) = three_nodes(&bot, &url).await;
+    let token = lb.token(DEMO_BOT, CONTOSO).await;
+    let mut ids = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        ids.push(answered_on(n, &nodes[(i + 1) % 3], &mut bot, &token, ALEX, DEMO_BOT).await);
+    }
+
+    db.down();
+    let started = Instant::now();
+    let body = json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}}});
+    let (status, err) = transfer(&lb, &token, &ids[0], body.clone()).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (503, Some("ServiceUnavailable")), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "it failed fast: {:?}", started.elapsed());
+    // Longer than a lease.
+    tokio::time::sleep(Duration::from_millis(switchboard_engine::cluster::LEASE_MS + 1_000)).await;
+    db.up();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _) = lb.graph(Method::GET, &format!("/v1.0/communications/calls/{}", ids[0]), &token, None).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not serving again 15 s after the database came back: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Past the adoption grace: still nobody took anybody's calls.
+    tokio::time::sleep(Duration::from_millis(switchboard_engine::cluster::LEASE_MS + 2_000)).await;
+    for n in &nodes {
+        assert_eq!(counter(n, "switchboard_leases_taken_over_total").await, 0, "no call moved for a database restart");
+        assert!(n.metrics().await.contains("switchboard_calls_owned 1"), "each node still owns its call");
+    }
+    for id in &ids {
+        assert_eq!(transfer(&lb, &token, id, body.clone()).await.0, 202);
+    }
+    // Every call is transferred as on one node, and nothing else arrives.
+    let mut per_call: HashMap<String, Vec<Value>> = HashMap::new();
+    while per_call.values().filter(|v| v.len() >= 4).count() < ids.len() {
+        let (_, item) = bot.next().await;
+        let id = item["resourceUrl"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_owned();
+        per_call.entry(id.clone()).or_default().push(redact(item, &id));
+    }
+    let want = [
+        state_note("updated", "transferring"),
+        state_note("updated", "transferAccepted"),
+        crate::transfer::accepted_media_note(),
+        completed_blind(),
+    ];
+    for id in &ids {
+        assert_eq!(per_call[id], want, "call {id}");
+    }
+    bot.expect_silence(Duration::from_millis(300)).await;
 }
