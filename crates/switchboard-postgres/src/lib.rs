@@ -571,7 +571,7 @@ mod tests {
         }
         let call = conformance::offered("call-x");
         let note = NewNotification { callback: "https://bot/cb".into(), body: "{}".into() };
-        a.commit(&call, None, &[note.clone()], 1).await.unwrap();
+        a.commit(&call, None, std::slice::from_ref(&note), 1).await.unwrap();
         let owner = b.owner("call-x").await.unwrap().unwrap();
         assert_eq!((owner.node.as_str(), owner.address.as_str(), owner.alive), ("a", "http://a", true));
         // Nothing is dead yet: nobody adopts anything.
