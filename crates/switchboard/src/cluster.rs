@@ -336,21 +336,30 @@ pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> R
         return StatusCode::PAYLOAD_TOO_LARGE.into_response(); // the envelope is added around it
     };
     let deadline = tokio::time::Instant::now() + ADOPTION_WAIT;
-    // At most one move while serving (the call was adopted away mid-request); then the owner decides.
+    // A call may move while a request is on its way (adopted, handed over): the request follows it,
+    // a couple of times at most; then the answer is whatever the last node said.
     let mut moves = 0;
     loop {
-        let place = if forwarded { Ok(Place::Here) } else { cluster.place(&call_id).await };
-        match place {
+        match cluster.place(&call_id).await {
             Ok(Place::Here) => {
                 let resp = next.clone().run(Request::from_parts(parts.clone(), Body::from(body.clone()))).await;
                 let moved = resp.extensions().get::<GraphError>().is_some_and(|e| e.code == MOVED);
-                if moved && !forwarded && moves == 0 {
+                if moved && !forwarded && moves < 2 {
                     moves += 1;
                     continue;
                 }
-                return resp;
+                return if moved { flag_moved(resp) } else { resp };
+            }
+            // A node sent it here, believing this node the owner; it is not (any more): say so, and
+            // that node asks again.
+            Ok(Place::There { .. }) if forwarded => {
+                return flag_moved(
+                    GraphError::new(StatusCode::SERVICE_UNAVAILABLE, MOVED, format!("Call '{call_id}' moved to another node; retry it."))
+                        .into_response(),
+                );
             }
             Ok(Place::There { node, address }) => match cluster.forward(&address, &parts, body.clone()).await {
+                Ok(resp) if resp.headers().contains_key(CALL_MOVED) && moves < 2 => moves += 1,
                 Ok(resp) => return resp,
                 // The owner does not answer: wait for its lease to run out, then adopt the call.
                 Err(e) if e.is_connect() && tokio::time::Instant::now() < deadline => {
@@ -372,6 +381,14 @@ pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> R
 
 /// The Graph error code of a request that reached a node which lost the call meanwhile.
 pub const MOVED: &str = "CallMoved";
+/// Marks such an answer for the node that forwarded the request, which then asks the new owner.
+const CALL_MOVED: &str = "switchboard-call-moved";
+
+fn flag_moved(mut resp: Response) -> Response {
+    resp.headers_mut().insert(CALL_MOVED, HeaderValue::from_static("1"));
+    resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+    resp
+}
 
 fn unavailable(message: &str) -> Response {
     let mut resp = GraphError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message).into_response();

@@ -147,7 +147,9 @@ async fn migrate(url: &str) -> anyhow::Result<Vec<i32>> {
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    // Colours only for a terminal: log files and collectors get plain text.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().event_format(WithNode(tracing_subscriber::fmt::format().json(), true)).init(),
         LogFormat::Text => builder.event_format(WithNode(tracing_subscriber::fmt::format(), false)).init(),
@@ -259,7 +261,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let base = &running.base_url;
     // Scripts read the base URL as the first line's last word: keep it there.
     println!("Switchboard {} listening on {base}", env!("CARGO_PKG_VERSION"));
-    println!("  node:               {}", running.node_id);
+    match &running.cluster_address {
+        Some(address) => {
+            println!("  node:               {} (one of the nodes on this database; the others reach it at {address})", running.node_id)
+        }
+        None => println!("  node:               {}", running.node_id),
+    }
     println!("  directory:          {file}");
     match &store {
         Some(url) => println!(

@@ -40,6 +40,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// This node's name (`--node-id`, or host name and port).
     pub node_id: String,
+    /// Where the other nodes reach this one, when it shares a PostgreSQL database with them.
+    pub cluster_address: Option<String>,
     pub base_url: String,
     pub state: AppState,
     pub recovered_calls: usize,
@@ -137,6 +139,7 @@ pub async fn start(
         verified: Arc::default(),
         cluster: cluster.clone(),
     };
+    let cluster_address = cluster.as_ref().map(|c| c.address.clone());
     let app = api::router(state.clone());
     let mut cert_path = None;
     let handle = match tls {
@@ -170,7 +173,7 @@ pub async fn start(
             })
         }
     };
-    Ok((Running { addr, node_id, base_url, state, recovered_calls, recovered_notifications, cert_path }, handle))
+    Ok((Running { addr, node_id, cluster_address, base_url, state, recovered_calls, recovered_notifications, cert_path }, handle))
 }
 
 static NODE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
