@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use switchboard_postgres::testing::Cluster;
 
+use crate::group::{joined, participant_of, roster, s};
 use crate::harness::*;
 use crate::lifecycle::answer_body;
 use crate::transfer::{by_call, completed_blind, completed_consultative, expect_transferred, placed, transfer};
@@ -174,6 +175,25 @@ async fn three_nodes_serve_every_transfer_whichever_node_a_request_reaches() {
     let body = json!({"transferTarget": {"endpointType": "default", "identity": {"phone": {"id": "+12345678901"}}}});
     assert_eq!(transfer(&lb, &token, &p, body).await.0, 202);
     expect_transferred(&mut bot, &p, completed_blind()).await;
+    bot.expect_silence(Duration::from_millis(300)).await;
+
+    // Group: placed through node 2 (which owns it), a member transferred through the balancer.
+    let sam = json!({"kind": "answer", "after_ms": 100});
+    assert_eq!(lb.sim(Method::PUT, &format!("/parties/{SILENT_SAM}/behaviour"), Some(sam)).await.0, 200);
+    let g = joined(n2, &mut bot, &token, &[ALEX, SILENT_SAM]).await;
+    let alex = participant_of(n3, &token, &g, ALEX).await;
+    let body = json!({"transferTarget": {"identity": {"user": {"id": HEIDI}}}, "transferee": {"participantId": alex}});
+    assert_eq!(transfer(&lb, &token, &g, body).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &g), state_note("updated", "transferring"));
+    assert_eq!(redact(bot.next().await.1, &g), state_note("updated", "transferAccepted"));
+    let mut back = state_note("updated", "established");
+    back["resourceData"]["resultInfo"] =
+        json!({"@odata.type": "#microsoft.graph.resultInfo", "code": 0, "subcode": 7015, "message": "GracefulTransferCompleted"});
+    assert_eq!(redact(bot.next().await.1, &g), back);
+    assert_eq!(roster(&bot.next().await.1, &g), s(&[DEMO_BOT, SILENT_SAM]));
+    assert_eq!(n1.graph(Method::DELETE, &format!("/v1.0/communications/calls/{g}"), &token, None).await.0, 204);
+    assert_eq!(redact(bot.next().await.1, &g), state_note("updated", "terminating"));
+    assert_eq!(bot.next().await.1["changeType"], "deleted");
     bot.expect_silence(Duration::from_millis(300)).await;
 
     let mut total = 0;

@@ -32,7 +32,7 @@ async fn group_call(server: &Server, bot: &Bot, token: &str, users: &[&str]) -> 
 }
 
 /// The user ids (or the app id for the bot) in a roster notification, in roster order.
-fn roster(item: &Value, call: &str) -> Vec<String> {
+pub(crate) fn roster(item: &Value, call: &str) -> Vec<String> {
     assert_eq!(item["changeType"], "updated", "{item}");
     assert_eq!(item["resourceUrl"], format!("/communications/calls/{call}/participants"), "{item}");
     let list = item["resourceData"].as_array().unwrap_or_else(|| panic!("a roster is an array: {item}"));
@@ -45,7 +45,7 @@ fn roster(item: &Value, call: &str) -> Vec<String> {
 }
 
 /// A group call to `users` (all answer), established, with every roster update consumed; returns its id.
-async fn joined(server: &Server, bot: &mut Bot, token: &str, users: &[&str]) -> String {
+pub(crate) async fn joined(server: &Server, bot: &mut Bot, token: &str, users: &[&str]) -> String {
     let (id, _) = group_call(server, bot, token, users).await;
     assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
     assert_eq!(redact(bot.next().await.1, &id), established_note());
@@ -56,7 +56,7 @@ async fn joined(server: &Server, bot: &mut Bot, token: &str, users: &[&str]) -> 
 }
 
 /// The participant id of `user` in call `id`.
-async fn participant_of(server: &Server, token: &str, id: &str, user: &str) -> String {
+pub(crate) async fn participant_of(server: &Server, token: &str, id: &str, user: &str) -> String {
     let (_, list) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{id}/participants"), token, None).await;
     let found = list["value"].as_array().into_iter().flatten().find(|p| p["info"]["identity"]["user"]["id"] == user);
     found.and_then(|p| p["id"].as_str()).unwrap_or_else(|| panic!("{user} in {list}")).to_owned()
@@ -84,7 +84,7 @@ async fn leg_of(server: &Server, party: &str) -> String {
     leg.and_then(|l| l["id"].as_str()).unwrap_or_else(|| panic!("a leg of {party} in {world}")).to_owned()
 }
 
-fn s(v: &[&str]) -> Vec<String> {
+pub(crate) fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| (*x).to_owned()).collect()
 }
 
