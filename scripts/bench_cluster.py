@@ -4,32 +4,19 @@ once). Prints one JSON object: setup and transfer throughput and latencies, as t
 
 Usage: bench_cluster.py BASE BOT_PORT [CALLS] [CONCURRENCY]. The bot is scripts/bench_bot.py on BOT_PORT.
 """
-import concurrent.futures, json, os, statistics, sys, time, urllib.request
+import concurrent.futures, json, os, sys, time
+
+import benchlib
+from benchlib import ALEX, HEIDI
 
 base, botport = sys.argv[1], int(sys.argv[2])
 calls = int(sys.argv[3]) if len(sys.argv) > 3 else 200
 concurrency = int(sys.argv[4]) if len(sys.argv) > 4 else 16
 log = f"/tmp/switchboard-bench-{botport}.log"
-T, APP = "aaaaaaaa-0000-4000-8000-000000000001", "cccccccc-0000-4000-8000-000000000003"
-HEIDI, ALEX = "550fae72-d251-43ec-868c-373732c2704f", "751f6800-3180-414d-bd94-333364659951"
 
 
 def req(method, path, body=None, headers=None, form=False):
-    data = None
-    headers = dict(headers or {})
-    if body is not None:
-        data = body.encode() if form else json.dumps(body).encode()
-        headers["content-type"] = "application/x-www-form-urlencoded" if form else "application/json"
-    for attempt in range(20):
-        try:
-            r = urllib.request.urlopen(urllib.request.Request(base + path, data=data, method=method, headers=headers), timeout=30)
-            text = r.read()
-            return r.status, (json.loads(text) if text else None)
-        except urllib.error.HTTPError as e:
-            if e.code == 503 and attempt < 19:  # Retry-After: 1, as Graph clients do
-                time.sleep(0.2)
-                continue
-            raise
+    return benchlib.req(base, method, path, body, headers, form)
 
 
 def pct(xs, p):
@@ -63,12 +50,9 @@ def wait_for(state, ids, limit_s=120):
 
 if os.path.exists(log):
     os.remove(log)
-token = req("POST", f"/{T}/oauth2/v2.0/token",
-            f"grant_type=client_credentials&client_id={APP}&client_secret=switchboard-demo-secret&scope=https://graph.microsoft.com/.default",
-            form=True)[1]["access_token"]
-admin = {"X-Sim-Admin-Key": "switchboard-demo-admin"}
+token = benchlib.token(base)
 for user in (HEIDI, ALEX):
-    req("PUT", f"/sim/v1/parties/{user}/behaviour", {"kind": "answer", "after_ms": 0}, admin)
+    req("PUT", f"/sim/v1/parties/{user}/behaviour", {"kind": "answer", "after_ms": 0}, benchlib.ADMIN)
 auth = {"Authorization": f"Bearer {token}"}
 body = {"callbackUri": f"http://127.0.0.1:{botport}/cb", "mediaConfig": {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"},
         "requestedModalities": ["audio"], "targets": [{"identity": {"user": {"id": HEIDI}}}]}

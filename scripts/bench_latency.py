@@ -1,25 +1,22 @@
 """Time from POST /communications/calls to the `established` notification, over 50 sequential calls
 to a user who answers at once. Prints figures to stderr and TOKEN/CALL for the throughput run."""
-import json, os, statistics, sys, time, urllib.request
+import os, statistics, sys, time
+
+import benchlib
+from benchlib import HEIDI
 
 base, botport = sys.argv[1], int(sys.argv[2])
 log = f"/tmp/switchboard-bench-{botport}.log"
 if os.path.exists(log):
     os.remove(log)
-T, APP, HEIDI = "aaaaaaaa-0000-4000-8000-000000000001", "cccccccc-0000-4000-8000-000000000003", "550fae72-d251-43ec-868c-373732c2704f"
 
-def req(method, path, body=None, headers=None, form=False):
-    data = None
-    headers = dict(headers or {})
-    if body is not None:
-        data = body.encode() if form else json.dumps(body).encode()
-        headers["content-type"] = "application/x-www-form-urlencoded" if form else "application/json"
-    r = urllib.request.urlopen(urllib.request.Request(base + path, data=data, method=method, headers=headers))
-    text = r.read()
-    return json.loads(text) if text else None
 
-token = req("POST", f"/{T}/oauth2/v2.0/token", f"grant_type=client_credentials&client_id={APP}&client_secret=switchboard-demo-secret&scope=https://graph.microsoft.com/.default", form=True)["access_token"]
-req("PUT", f"/sim/v1/parties/{HEIDI}/behaviour", {"kind": "answer", "after_ms": 0}, {"X-Sim-Admin-Key": "switchboard-demo-admin"})
+def req(method, path, body=None, headers=None):
+    return benchlib.req(base, method, path, body, headers)[1]
+
+
+token = benchlib.token(base)
+req("PUT", f"/sim/v1/parties/{HEIDI}/behaviour", {"kind": "answer", "after_ms": 0}, benchlib.ADMIN)
 auth = {"Authorization": f"Bearer {token}"}
 body = {"callbackUri": f"http://127.0.0.1:{botport}/cb", "mediaConfig": {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"},
         "requestedModalities": ["audio"], "targets": [{"identity": {"user": {"id": HEIDI}}}]}

@@ -321,7 +321,7 @@ const MAX_FORWARDED_BODY: usize = crate::api::MAX_BODY;
 
 /// Middleware: serves a request about a call where the call lives.
 pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(cluster) = state.cluster.clone() else {
+    let Some(cluster) = state.cluster else {
         return next.run(req).await;
     };
     let Some(call_id) = call_of(req.uri().path()).map(str::to_owned) else {

@@ -68,7 +68,7 @@ pub fn router(state: AppState) -> Router {
     for (path, methods) in paths {
         router = router.route(path, methods);
     }
-    router
+    let router = router
         // The Graph calls collection: its rows are matched by `graph::dispatch` (case-insensitively,
         // under three prefixes), from the same table.
         .route("/v1.0/{*rest}", any(graph::dispatch_v1))
@@ -80,13 +80,16 @@ pub fn router(state: AppState) -> Router {
                 "No such endpoint. Graph routes start with /v1.0 or /beta; see /openapi.json.",
             )
         })
-        // Internal: a node hands one of its calls to another (consultative transfers across nodes).
-        .route("/cluster/v1/calls/{id}/release", axum::routing::post(crate::cluster::release))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        // Requests about a call are served on the node that owns it.
-        .layer(middleware::from_fn_with_state(state.clone(), crate::cluster::route))
-        .layer(middleware::from_fn_with_state(state.clone(), request_ids))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    // Several nodes: requests about a call are served on the node that owns it, and a node hands one
+    // of its calls to another (consultative transfers across nodes). One node pays for neither.
+    let router = match state.cluster {
+        Some(_) => router
+            .route("/cluster/v1/calls/{id}/release", axum::routing::post(crate::cluster::release))
+            .layer(middleware::from_fn_with_state(state.clone(), crate::cluster::route)),
+        None => router,
+    };
+    router.layer(middleware::from_fn_with_state(state.clone(), request_ids)).with_state(state)
 }
 
 /// The handler of a route-table row outside the Graph calls collection, by its operation id. A row
