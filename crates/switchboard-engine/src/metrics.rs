@@ -55,6 +55,14 @@ pub struct Metrics {
     pub requests_forwarded: Counter,
     /// Calls another node handed over to this one (consultative transfers across nodes).
     pub calls_handed_over: Counter,
+    /// SIP requests answered, by status code.
+    sip_answers: Mutex<BTreeMap<u16, u64>>,
+    /// SIP requests answered again from their transaction (UDP retransmissions).
+    pub sip_retransmitted: Counter,
+    /// SIP messages too broken to answer.
+    pub sip_dropped: Counter,
+    /// Contacts registered now.
+    pub sip_registered: AtomicI64,
     /// The node these figures are from (`--node-id`).
     node: std::sync::OnceLock<String>,
 }
@@ -67,6 +75,10 @@ impl Metrics {
     pub fn request(&self, family: &'static str, status: u16) {
         let mut m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         *m.entry((family, status)).or_default() += 1;
+    }
+
+    pub fn sip_answered(&self, code: u16) {
+        *self.sip_answers.lock().unwrap_or_else(|e| e.into_inner()).entry(code).or_default() += 1;
     }
 
     pub fn call_entered(&self, state: CallState) {
@@ -131,6 +143,21 @@ impl Metrics {
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
         }
+        let sip = self.sip_answers.lock().unwrap_or_else(|e| e.into_inner());
+        if !sip.is_empty() {
+            out.push_str("# HELP switchboard_sip_responses_total SIP requests answered, by status code.\n# TYPE switchboard_sip_responses_total counter\n");
+            for (code, n) in sip.iter() {
+                let _ = writeln!(out, "switchboard_sip_responses_total{{code=\"{code}\"}} {n}");
+            }
+        }
+        drop(sip);
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_sip_retransmissions_total SIP requests answered again from their transaction.\n# TYPE switchboard_sip_retransmissions_total counter\nswitchboard_sip_retransmissions_total {}\n# HELP switchboard_sip_dropped_total SIP messages too broken to answer.\n# TYPE switchboard_sip_dropped_total counter\nswitchboard_sip_dropped_total {}\n# HELP switchboard_sip_registered Contacts registered over SIP now.\n# TYPE switchboard_sip_registered gauge\nswitchboard_sip_registered {}",
+            self.sip_retransmitted.get(),
+            self.sip_dropped.get(),
+            self.sip_registered.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP switchboard_notifications_pending Notifications waiting in the outbox.\n# TYPE switchboard_notifications_pending gauge\nswitchboard_notifications_pending {}",

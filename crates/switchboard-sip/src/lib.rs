@@ -1,0 +1,24 @@
+//! Switchboard's SIP side (issue 11), beside the simulator behind the engine's `Network` seam.
+//!
+//! - [`message`]: parse and print SIP messages; untrusted bytes in, a message or a named problem out.
+//! - [`header`]: typed headers, one file per header (`Via`, `CSeq`, `From`/`To`/`Contact`, Digest).
+//! - [`uri`]: SIP URIs.
+//! - [`digest`]: Digest authentication (MD5) and stateless nonces.
+//! - [`transaction`]: server transactions: retransmissions answered again, for Timer J.
+//! - [`registrar`]: who is registered where.
+//! - [`endpoint`]: the sans-IO endpoint: bytes and the time in, a response out.
+//! - [`transport`]: UDP and TCP around it, on the engine's clock.
+//!
+//! Calls over SIP (INVITE, REFER/NOTIFY transfer, Replaces, SDP/RTP) are the next increments.
+
+pub mod digest;
+pub mod endpoint;
+pub mod header;
+pub mod message;
+pub mod registrar;
+pub mod transaction;
+pub mod transport;
+pub mod uri;
+
+pub use endpoint::{Endpoint, Settings, Transport};
+pub use registrar::Account;

@@ -1,0 +1,169 @@
+//! The registrar (RFC 3261 §10.3) with Digest authentication: which contacts each user is reached at.
+//! Sans-IO: it takes a parsed REGISTER and the time, and says what to answer.
+
+use std::collections::HashMap;
+
+use crate::digest::{self, Nonce, Nonces};
+use crate::header::authorization::{Challenge, Credentials};
+use crate::header::contact::Contact;
+use crate::message::Message;
+
+/// A user's SIP account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub username: String,
+    pub password: String,
+}
+
+/// Registrations last an hour unless the client asks for less (or more, up to a day).
+pub const DEFAULT_EXPIRES_S: u32 = 3600;
+pub const MAX_EXPIRES_S: u32 = 86_400;
+/// Shorter registrations are refused with 423 (RFC 3261 §10.3 step 7).
+pub const MIN_EXPIRES_S: u32 = 60;
+
+/// Where a registered user is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub uri: String,
+    pub expires_at_ms: u64,
+    pub call_id: String,
+    pub cseq: u32,
+}
+
+/// What to answer a REGISTER with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub code: u16,
+    pub reason: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    fn new(code: u16, reason: impl Into<String>) -> Answer {
+        Answer { code, reason: reason.into(), headers: Vec::new() }
+    }
+    fn with(mut self, name: &'static str, value: String) -> Answer {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+pub struct Registrar {
+    realm: String,
+    accounts: HashMap<String, String>,
+    nonces: Nonces,
+    bindings: HashMap<String, Vec<Binding>>,
+}
+
+impl Registrar {
+    pub fn new(realm: &str, accounts: &[Account], nonce_secret: &str) -> Registrar {
+        Registrar {
+            realm: realm.to_owned(),
+            accounts: accounts.iter().map(|a| (a.username.clone(), a.password.clone())).collect(),
+            nonces: Nonces::new(nonce_secret),
+            bindings: HashMap::new(),
+        }
+    }
+
+    fn challenge(&self, now_ms: u64, stale: bool) -> Answer {
+        let nonce = self.nonces.mint(now_ms);
+        Answer::new(401, "Unauthorized").with("WWW-Authenticate", Challenge { realm: &self.realm, nonce: &nonce, stale }.to_string())
+    }
+
+    /// Answers a REGISTER whose To names `user` (the endpoint checked the domain).
+    pub fn register(&mut self, req: &Message, user: &str, call_id: &str, cseq: u32, now_ms: u64) -> Answer {
+        let Some(auth) = req.headers.get("Authorization") else {
+            return self.challenge(now_ms, false);
+        };
+        let creds = match Credentials::parse(auth) {
+            Ok(c) => c,
+            Err(e) => return Answer::new(400, format!("Bad Request ({e})")),
+        };
+        if creds.realm != self.realm {
+            return self.challenge(now_ms, false);
+        }
+        match self.nonces.check(&creds.nonce, now_ms) {
+            Nonce::Fresh => {}
+            Nonce::Stale => return self.challenge(now_ms, true),
+            Nonce::Forged => return self.challenge(now_ms, false),
+        }
+        if creds.algorithm.as_deref().is_some_and(|a| !a.eq_ignore_ascii_case("MD5")) {
+            return Answer::new(400, format!("Bad Request (algorithm {} is not supported; use MD5)", creds.algorithm.unwrap_or_default()));
+        }
+        let method = req.method().unwrap_or("REGISTER");
+        // One answer for an unknown user and a wrong password: which user names exist is no one's business.
+        let good = self.accounts.get(&creds.username).is_some_and(|pw| {
+            digest::constant_time_eq(digest::expected_response(&creds, pw, method).as_bytes(), creds.response.as_bytes())
+        });
+        if !good {
+            return Answer::new(403, "Forbidden (wrong user name or password)");
+        }
+        if creds.username != user {
+            return Answer::new(403, format!("Forbidden ('{}' may not register '{user}')", creds.username));
+        }
+        self.update(req, user, call_id, cseq, now_ms)
+    }
+
+    fn update(&mut self, req: &Message, user: &str, call_id: &str, cseq: u32, now_ms: u64) -> Answer {
+        let mut contacts = Vec::new();
+        for value in req.headers.all("Contact") {
+            match Contact::parse(value) {
+                Ok(c) => contacts.push(c),
+                Err(e) => return Answer::new(400, format!("Bad Request ({e})")),
+            }
+        }
+        let default_expires = match req.headers.get("Expires").map(|e| e.trim().parse::<u32>()) {
+            None => DEFAULT_EXPIRES_S,
+            Some(Ok(e)) => e,
+            Some(Err(_)) => return Answer::new(400, "Bad Request (Expires is not a number of seconds)"),
+        };
+        let bindings = self.bindings.entry(user.to_owned()).or_default();
+        bindings.retain(|b| b.expires_at_ms > now_ms);
+        if contacts.contains(&Contact::All) {
+            if contacts.len() != 1 || default_expires != 0 {
+                return Answer::new(400, "Bad Request (Contact: * must be alone, with Expires: 0)");
+            }
+            bindings.clear();
+        }
+        for c in &contacts {
+            let Contact::Addr(addr) = c else { continue };
+            let expires = c.expires().unwrap_or(default_expires).min(MAX_EXPIRES_S);
+            if expires > 0 && expires < MIN_EXPIRES_S {
+                return Answer::new(423, "Interval Too Brief").with("Min-Expires", MIN_EXPIRES_S.to_string());
+            }
+            if let Some(b) = bindings.iter().find(|b| b.uri == addr.uri)
+                && b.call_id == call_id
+                && b.cseq >= cseq
+            {
+                return Answer::new(500, "Server Internal Error (a REGISTER arrived out of order; retry)").with("Retry-After", "1".into());
+            }
+            bindings.retain(|b| b.uri != addr.uri);
+            if expires > 0 {
+                bindings.push(Binding {
+                    uri: addr.uri.clone(),
+                    expires_at_ms: now_ms + u64::from(expires) * 1000,
+                    call_id: call_id.to_owned(),
+                    cseq,
+                });
+            }
+        }
+        let mut answer = Answer::new(200, "OK");
+        for b in bindings.iter() {
+            answer.headers.push(("Contact", format!("<{}>;expires={}", b.uri, (b.expires_at_ms - now_ms).div_ceil(1000))));
+        }
+        if bindings.is_empty() {
+            self.bindings.remove(user);
+        }
+        answer
+    }
+
+    /// Where `user` is registered now.
+    pub fn contacts(&self, user: &str, now_ms: u64) -> Vec<String> {
+        self.bindings.get(user).map(|b| b.iter().filter(|b| b.expires_at_ms > now_ms).map(|b| b.uri.clone()).collect()).unwrap_or_default()
+    }
+
+    /// How many contacts are registered now.
+    pub fn registered(&self, now_ms: u64) -> usize {
+        self.bindings.values().flatten().filter(|b| b.expires_at_ms > now_ms).count()
+    }
+}

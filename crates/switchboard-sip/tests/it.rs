@@ -1,0 +1,219 @@
+#![allow(clippy::unwrap_used)]
+//! The SIP endpoint through its public, sans-IO interface: request bytes in, response bytes out, in
+//! virtual time. One `check` per exchange: the status line and the headers that matter.
+
+use std::net::SocketAddr;
+
+use switchboard_sip::digest::{Nonces, expected_response};
+use switchboard_sip::endpoint::{Outcome, Reply};
+use switchboard_sip::header::authorization::Credentials;
+use switchboard_sip::message::{Message, StartLine};
+use switchboard_sip::{Account, Endpoint, Settings, Transport};
+
+const PHONE: &str = "127.0.0.1:5071";
+const SECRET: &str = "nonce-secret";
+
+fn endpoint() -> Endpoint {
+    Endpoint::new(Settings {
+        domain: "sb.test".into(),
+        aliases: vec!["127.0.0.1".into()],
+        accounts: vec![
+            Account { username: "heidi".into(), password: "pw-heidi".into() },
+            Account { username: "alex".into(), password: "pw-alex".into() },
+        ],
+        nonce_secret: SECRET.into(),
+    })
+}
+
+/// A request from the phone; `extra` headers go last.
+fn request(method: &str, branch: &str, cseq: u32, to_user: &str, extra: &[&str]) -> String {
+    let mut s = format!(
+        "{method} sip:sb.test SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\n\
+         From: <sip:{to_user}@sb.test>;tag=ph1\r\nTo: <sip:{to_user}@sb.test>\r\nCall-ID: reg-1\r\nCSeq: {cseq} {method}\r\n"
+    );
+    for h in extra {
+        s.push_str(h);
+        s.push_str("\r\n");
+    }
+    s.push_str("Content-Length: 0\r\n\r\n");
+    s
+}
+
+/// Digest credentials for `user` with `password`, answering `nonce`.
+fn authorization(user: &str, password: &str, nonce: &str) -> String {
+    let mut c = Credentials {
+        username: user.into(),
+        realm: "sb.test".into(),
+        nonce: nonce.into(),
+        uri: "sip:sb.test".into(),
+        qop: Some("auth".into()),
+        nc: Some("00000001".into()),
+        cnonce: Some("c0ffee".into()),
+        ..Credentials::default()
+    };
+    c.response = expected_response(&c, password, "REGISTER");
+    format!(
+        "Authorization: Digest username=\"{user}\", realm=\"sb.test\", nonce=\"{nonce}\", uri=\"sip:sb.test\", response=\"{}\", algorithm=MD5, cnonce=\"c0ffee\", qop=auth, nc=00000001",
+        c.response
+    )
+}
+
+/// Sends `req` at `now`; checks the status line and that each `(header, value)` is in the response.
+fn check(ep: &mut Endpoint, req: &str, now: u64, status: &str, headers: &[(&str, &str)]) -> Message {
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let (reply, outcome) = ep.receive(req.as_bytes(), from, Transport::Udp, now);
+    let Some(Reply { to, bytes }) = reply else { panic!("no answer to {req:?}: {outcome:?}") };
+    assert_eq!(to, from, "answered where the request came from");
+    let msg = Message::parse(&bytes, true).unwrap();
+    let StartLine::Response { code, reason } = &msg.start else { panic!("not a response") };
+    assert_eq!(format!("{code} {reason}"), status, "{msg}");
+    for (name, value) in headers {
+        let got = msg.headers.all(name);
+        assert!(got.iter().any(|g| g == value), "{name}: want {value:?}, got {got:?} in\n{msg}");
+    }
+    msg
+}
+
+fn nonce_of(msg: &Message) -> String {
+    let challenge = msg.headers.get("WWW-Authenticate").unwrap();
+    challenge.split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_owned()
+}
+
+#[test]
+fn register_with_digest_then_unregister() {
+    let mut ep = endpoint();
+    let contact = "Contact: <sip:heidi@127.0.0.1:5071>";
+    let challenge = check(&mut ep, &request("REGISTER", "1", 1, "heidi", &[contact]), 0, "401 Unauthorized", &[]);
+    let nonce = nonce_of(&challenge);
+    assert_eq!(
+        challenge.headers.get("WWW-Authenticate").unwrap(),
+        format!("Digest realm=\"sb.test\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"")
+    );
+    assert_eq!(challenge.headers.get("Via").unwrap(), format!("SIP/2.0/UDP {PHONE};branch=z9hG4bK1;rport=5071"));
+    assert!(challenge.headers.get("To").unwrap().contains(";tag="), "a final answer tags To");
+
+    let auth = authorization("heidi", "pw-heidi", &nonce);
+    check(
+        &mut ep,
+        &request("REGISTER", "2", 2, "heidi", &[contact, &auth]),
+        1_000,
+        "200 OK",
+        &[("Contact", "<sip:heidi@127.0.0.1:5071>;expires=3600")],
+    );
+    assert_eq!(ep.registrar.contacts("heidi", 1_000), ["sip:heidi@127.0.0.1:5071"]);
+    assert_eq!(ep.registrar.contacts("heidi", 1_000 + 3_600_000), Vec::<String>::new(), "bindings expire");
+
+    // Too short; then every binding removed with `*`.
+    let auth = authorization("heidi", "pw-heidi", &nonce);
+    check(
+        &mut ep,
+        &request("REGISTER", "3", 3, "heidi", &["Contact: <sip:heidi@10.0.0.9>;expires=30", &auth]),
+        2_000,
+        "423 Interval Too Brief",
+        &[("Min-Expires", "60")],
+    );
+    check(&mut ep, &request("REGISTER", "4", 4, "heidi", &["Contact: *", "Expires: 0", &auth]), 3_000, "200 OK", &[]);
+    assert!(ep.registrar.contacts("heidi", 3_000).is_empty());
+    check(
+        &mut ep,
+        &request("REGISTER", "5", 5, "heidi", &["Contact: *", &auth]),
+        4_000,
+        "400 Bad Request (Contact: * must be alone, with Expires: 0)",
+        &[],
+    );
+}
+
+#[test]
+fn wrong_credentials_stale_nonces_and_other_peoples_names() {
+    let mut ep = endpoint();
+    let nonce = Nonces::new(SECRET).mint(0);
+    let contact = "Contact: <sip:x@127.0.0.1:5071>";
+    let wrong = authorization("heidi", "guess", &nonce);
+    check(&mut ep, &request("REGISTER", "1", 1, "heidi", &[contact, &wrong]), 10, "403 Forbidden (wrong user name or password)", &[]);
+    let nobody = authorization("mallory", "pw", &nonce);
+    check(&mut ep, &request("REGISTER", "2", 2, "mallory", &[contact, &nobody]), 10, "403 Forbidden (wrong user name or password)", &[]);
+    let alex = authorization("alex", "pw-alex", &nonce);
+    check(&mut ep, &request("REGISTER", "3", 3, "heidi", &[contact, &alex]), 10, "403 Forbidden ('alex' may not register 'heidi')", &[]);
+    let late = check(&mut ep, &request("REGISTER", "4", 4, "alex", &[contact, &alex]), 10 * 60 * 1000, "401 Unauthorized", &[]);
+    assert!(late.headers.get("WWW-Authenticate").unwrap().ends_with(", stale=true"), "{late}");
+    let forged = authorization("alex", "pw-alex", "0.0000");
+    let again = check(&mut ep, &request("REGISTER", "5", 5, "alex", &[contact, &forged]), 20, "401 Unauthorized", &[]);
+    assert!(!again.headers.get("WWW-Authenticate").unwrap().contains("stale"));
+    let mut other_domain = request("REGISTER", "6", 6, "alex", &[contact]);
+    other_domain = other_domain.replace("To: <sip:alex@sb.test>", "To: <sip:alex@elsewhere.test>");
+    check(&mut ep, &other_domain, 20, "404 Not Found (elsewhere.test is not this registrar's domain sb.test)", &[]);
+}
+
+#[test]
+fn a_retransmission_gets_the_same_answer_until_timer_j() {
+    let mut ep = endpoint();
+    let req = request("REGISTER", "r", 1, "heidi", &[]);
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let (first, _) = ep.receive(req.as_bytes(), from, Transport::Udp, 0);
+    let (again, outcome) = ep.receive(req.as_bytes(), from, Transport::Udp, 31_999);
+    assert_eq!((again, outcome), (first.clone(), Outcome::Retransmitted), "same nonce, same bytes");
+    let (later, outcome) = ep.receive(req.as_bytes(), from, Transport::Udp, 32_000);
+    assert_eq!(outcome, Outcome::Answered(401));
+    assert_ne!(later, first, "a new transaction after Timer J: a new nonce");
+    // Over TCP nothing is kept: each copy is answered anew.
+    let (_, outcome) = ep.receive(req.as_bytes(), from, Transport::Tcp, 32_001);
+    assert_eq!(outcome, Outcome::Answered(401));
+}
+
+#[test]
+fn other_methods_and_broken_messages() {
+    let mut ep = endpoint();
+    check(&mut ep, &request("OPTIONS", "o", 1, "heidi", &[]), 0, "200 OK", &[("Allow", "REFER"), ("Accept", "application/sdp")]);
+    check(&mut ep, &request("INVITE", "i", 1, "heidi", &[]), 0, "501 Not Implemented (calls over SIP are not served yet)", &[]);
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let ack = request("ACK", "i", 1, "heidi", &[]);
+    assert_eq!(ep.receive(ack.as_bytes(), from, Transport::Udp, 1), (None, Outcome::Absorbed));
+    check(&mut ep, &request("BYE", "b", 2, "heidi", &[]), 0, "481 Call/Transaction Does Not Exist", &[]);
+    check(&mut ep, &request("PUBLISH", "p", 1, "heidi", &[]), 0, "405 Method Not Allowed", &[("Allow", "INVITE")]);
+    check(
+        &mut ep,
+        &request("OPTIONS", "m", 1, "heidi", &[]).replace("Max-Forwards: 70", "Max-Forwards: x"),
+        0,
+        "400 Bad Request (Max-Forwards is not a number)",
+        &[],
+    );
+    check(
+        &mut ep,
+        &request("OPTIONS", "c", 1, "heidi", &[]).replace("CSeq: 1 OPTIONS", "CSeq: one OPTIONS"),
+        0,
+        "400 Bad Request (CSeq 'one OPTIONS': the number is not below 2^31)",
+        &[],
+    );
+    check(
+        &mut ep,
+        &request("OPTIONS", "d", 1, "heidi", &[]).replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE"),
+        0,
+        "400 Bad Request (CSeq method INVITE is not the request's method OPTIONS)",
+        &[],
+    );
+    check(
+        &mut ep,
+        &request("OPTIONS", "e", 1, "heidi", &[]).replace("Content-Length: 0", "Content-Length: 9"),
+        0,
+        "400 Bad Request (Content-Length says 9 bytes, but the body has 0)",
+        &[],
+    );
+    for junk in ["", "\r\n\r\n", "hello", "SIP/2.0 200 OK\r\n\r\n"] {
+        let (reply, _) = ep.receive(junk.as_bytes(), from, Transport::Udp, 0);
+        assert_eq!(reply, None, "{junk:?} gets no answer");
+    }
+    assert!(matches!(ep.receive(b"GARBAGE\r\n\r\n", from, Transport::Udp, 0).1, Outcome::Dropped(_)));
+}
+
+#[test]
+fn responses_go_where_rfc_3581_says() {
+    let mut ep = endpoint();
+    // Without rport: to the source address, at the Via's port; `received` names the real source.
+    let req =
+        request("OPTIONS", "v", 1, "heidi", &[]).replace(&format!("{PHONE};branch=z9hG4bKv;rport"), "phone.test:5099;branch=z9hG4bKv");
+    let (reply, _) = ep.receive(req.as_bytes(), PHONE.parse().unwrap(), Transport::Udp, 0);
+    let reply = reply.unwrap();
+    assert_eq!(reply.to, "127.0.0.1:5099".parse().unwrap());
+    let msg = Message::parse(&reply.bytes, true).unwrap();
+    assert_eq!(msg.headers.get("Via").unwrap(), "SIP/2.0/UDP phone.test:5099;branch=z9hG4bKv;received=127.0.0.1");
+}
