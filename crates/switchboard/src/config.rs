@@ -34,7 +34,33 @@ pub struct Config {
     pub calls: CallSettings,
     pub notifications: NotificationSettings,
     pub sim: SimSettings,
+    pub sip: SipSettings,
     pub directory: Directory,
+}
+
+/// `[sip]` and the users' SIP accounts. Without `listen` there is no SIP.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SipSettings {
+    /// UDP and TCP on this address (`--sip-listen`).
+    pub listen: Option<SocketAddr>,
+    /// The SIP domain; default: the listen host.
+    pub domain: Option<String>,
+    /// Each user's account, by the user's directory id.
+    pub accounts: Vec<(String, SipAccount)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipAccount {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSip {
+    listen: Option<SocketAddr>,
+    domain: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -100,6 +126,7 @@ struct FileConfig {
     #[serde(default)]
     notifications: NotificationSettings,
     sim: Option<FileSim>,
+    sip: Option<FileSip>,
     #[serde(default)]
     tenants: Vec<Tenant>,
     #[serde(default)]
@@ -119,6 +146,8 @@ struct FileUser {
     tenant_id: String,
     #[serde(default)]
     behaviour: Behaviour,
+    /// How the user signs in over SIP.
+    sip: Option<SipAccount>,
 }
 
 #[derive(Deserialize)]
@@ -177,6 +206,7 @@ impl Config {
             calls: CallSettings { ring_timeout_ms: 60_000, allow_http_loopback_callbacks: true },
             notifications: NotificationSettings::default(),
             sim: SimSettings { admin_key: "switchboard-demo-admin".to_string(), virtual_clock: false, behaviours: demo_behaviours() },
+            sip: SipSettings { listen: None, domain: None, accounts: demo_sip_accounts() },
             directory: demo_directory(),
         }
     }
@@ -199,9 +229,13 @@ impl Config {
             .ok_or_else(|| fail(file, "sim.admin_key", "missing; a [sim] section with admin_key is required"))?;
         let mut behaviours = Behaviours::default();
         let mut users = Vec::with_capacity(raw.users.len());
+        let mut accounts = Vec::new();
         for (i, u) in raw.users.into_iter().enumerate() {
             u.behaviour.validate().map_err(|p| fail(file, format!("users[{i}].behaviour"), p))?;
             behaviours.insert(&u.id, u.behaviour);
+            if let Some(account) = u.sip {
+                accounts.push((u.id.clone(), account));
+            }
             users.push(User { id: u.id, display_name: u.display_name, tenant_id: u.tenant_id });
         }
         let mut numbers = Vec::with_capacity(raw.numbers.len());
@@ -221,6 +255,7 @@ impl Config {
             calls: raw.calls,
             notifications: raw.notifications,
             sim: SimSettings { admin_key, virtual_clock, behaviours },
+            sip: SipSettings { listen: raw.sip.as_ref().and_then(|s| s.listen), domain: raw.sip.and_then(|s| s.domain), accounts },
             directory: Directory { tenants: raw.tenants, applications: raw.applications, users, numbers },
         };
         cfg.validate(file)?;
@@ -375,6 +410,30 @@ impl Config {
             non_empty(format!("{f}.display_name"), &u.display_name)?;
             known_tenant(format!("{f}.tenant_id"), &u.tenant_id)?;
         }
+        let mut sip_names: Vec<&str> = Vec::new();
+        for (user_id, account) in &self.sip.accounts {
+            let i = d.users.iter().position(|u| &u.id == user_id).unwrap_or_default();
+            let f = format!("users[{i}].sip");
+            let name = &account.username;
+            if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/".contains(c)) {
+                return Err(err(
+                    format!("{f}.username"),
+                    format!(
+                        "'{name}' must be 1 to 64 characters a SIP user part allows (letters, digits, - _ . ! ~ * ' ( ) & = + $ , ; ? /)"
+                    ),
+                ));
+            }
+            if sip_names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                return Err(err(format!("{f}.username"), format!("'{name}' is already another user's SIP user name")));
+            }
+            sip_names.push(name);
+            non_empty(format!("{f}.password"), &account.password)?;
+        }
+        if let Some(domain) = &self.sip.domain
+            && (domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || "<>@;:/\\\"".contains(c)))
+        {
+            return Err(err("sip.domain".into(), format!("'{domain}' is not a host name or address")));
+        }
         for (i, n) in d.numbers.iter().enumerate() {
             let f = format!("numbers[{i}]");
             if !is_e164(&n.number) {
@@ -419,6 +478,23 @@ fn check_url(url: &str) -> Result<(), String> {
 
 const CONTOSO: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 const FABRIKAM: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+
+/// The demo users' SIP accounts (README: "Transfer a real SIP phone").
+pub const DEMO_SIP_PASSWORD: &str = "switchboard-demo-sip";
+
+fn demo_sip_accounts() -> Vec<(String, SipAccount)> {
+    [
+        ("550fae72-d251-43ec-868c-373732c2704f", "heidi"),
+        ("751f6800-3180-414d-bd94-333364659951", "alex"),
+        ("eeeeeeee-0000-4000-8000-000000000486", "bob"),
+        ("eeeeeeee-0000-4000-8000-000000000603", "dana"),
+        ("eeeeeeee-0000-4000-8000-000000000408", "sam"),
+        ("ffffffff-0000-4000-8000-000000000001", "fiona"),
+    ]
+    .into_iter()
+    .map(|(id, name)| (id.to_owned(), SipAccount { username: name.to_owned(), password: DEMO_SIP_PASSWORD.to_owned() }))
+    .collect()
+}
 
 fn demo_directory() -> Directory {
     let s = |v: &str| v.to_string();
@@ -504,6 +580,10 @@ data_dir = "./switchboard-data"     # where state (and a generated TLS certifica
 # node_url = "http://10.0.0.5:8080"  # where the other nodes reach this one (default: the listen address)
 # public_url = "https://switchboard.example.net"  # base URL bots use to reach us; default: derived from listen
 
+# [sip]                             # SIP over UDP and TCP; without listen there is no SIP
+# listen = "127.0.0.1:5060"
+# domain = "switchboard.example.net"  # the SIP domain (default: the listen host)
+
 # [tls]                             # omit both cert and key to generate a self-signed certificate
 # cert = "cert.pem"
 # key = "key.pem"
@@ -573,39 +653,46 @@ phone = "+14255550107"
 
 # Users. behaviour kinds: "answer" (after_ms, default 200; optional hang_up_after_ms and
 # transfer_delay_ms), "busy", "decline", "no-answer". Default: answer after 200 ms.
+# sip: the user's SIP account (registers as sip:<username>@<sip domain> with Digest).
 [[users]]
 id = "550fae72-d251-43ec-868c-373732c2704f"
 display_name = "Heidi Steen"
 tenant_id = "aaaaaaaa-0000-4000-8000-000000000001"
 behaviour = { kind = "answer", after_ms = 200 }
+sip = { username = "heidi", password = "switchboard-demo-sip" }
 
 [[users]]
 id = "751f6800-3180-414d-bd94-333364659951"
 display_name = "Alex Wilber"
 tenant_id = "aaaaaaaa-0000-4000-8000-000000000001"
+sip = { username = "alex", password = "switchboard-demo-sip" }
 
 [[users]]
 id = "eeeeeeee-0000-4000-8000-000000000486"
 display_name = "Busy Bob"
 tenant_id = "aaaaaaaa-0000-4000-8000-000000000001"
 behaviour = { kind = "busy" }
+sip = { username = "bob", password = "switchboard-demo-sip" }
 
 [[users]]
 id = "eeeeeeee-0000-4000-8000-000000000603"
 display_name = "Declining Dana"
 tenant_id = "aaaaaaaa-0000-4000-8000-000000000001"
 behaviour = { kind = "decline" }
+sip = { username = "dana", password = "switchboard-demo-sip" }
 
 [[users]]
 id = "eeeeeeee-0000-4000-8000-000000000408"
 display_name = "Silent Sam"
 tenant_id = "aaaaaaaa-0000-4000-8000-000000000001"
 behaviour = { kind = "no-answer" }
+sip = { username = "sam", password = "switchboard-demo-sip" }
 
 [[users]]
 id = "ffffffff-0000-4000-8000-000000000001"
 display_name = "Fabrikam Fiona"
 tenant_id = "bbbbbbbb-0000-4000-8000-000000000002"
+sip = { username = "fiona", password = "switchboard-demo-sip" }
 
 # PSTN numbers reachable from the simulated network.
 [[numbers]]
@@ -683,6 +770,33 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
             ("bad e164", cfg("", &INST.replace("+14255550100", "14255550100")), "not an E.164", Some("applications[0].instances[0].phone")),
             ("bad pstn", cfg("", "[[numbers]]\nnumber = \"+0123\"\n"), "not an E.164", Some("numbers[0].number")),
             ("duplicate user id", cfg("", &format!("{USER}{USER}")), "already used by users[0].id", Some("users[1].id")),
+            (
+                "bad sip username",
+                cfg("", &format!("{USER}sip = {{ username = \"he idi\", password = \"p\" }}\n")),
+                "'he idi' must be 1 to 64 characters a SIP user part allows",
+                Some("users[0].sip.username"),
+            ),
+            (
+                "empty sip password",
+                cfg("", &format!("{USER}sip = {{ username = \"heidi\", password = \"\" }}\n")),
+                "",
+                Some("users[0].sip.password"),
+            ),
+            (
+                "duplicate sip username",
+                cfg(
+                    "",
+                    &format!(
+                        "{USER}sip = {{ username = \"heidi\", password = \"p\" }}\n{}sip = {{ username = \"HEIDI\", password = \"p\" }}\n",
+                        USER.replace("001\"\ndisplay", "002\"\ndisplay")
+                    ),
+                ),
+                "'HEIDI' is already another user's SIP user name",
+                Some("users[1].sip.username"),
+            ),
+            ("unknown sip key", cfg("", "[sip]\nport = 5060\n"), "unknown field `port`", None),
+            ("bad sip listen", cfg("", "[sip]\nlisten = \"5060\"\n"), "socket address", None),
+            ("bad sip domain", cfg("", "[sip]\ndomain = \"a b\"\n"), "'a b' is not a host name or address", Some("sip.domain")),
             (
                 "user id = app id",
                 cfg("", &USER.replace("eeeeeeee", "cccccccc").replace("001\"\ndisplay", "003\"\ndisplay")),

@@ -55,6 +55,10 @@ struct ServeArgs {
     /// address). Overrides `node_url`.
     #[arg(long, env = "SWITCHBOARD_NODE_URL")]
     node_url: Option<String>,
+    /// Serve SIP over UDP and TCP on this address (e.g. 127.0.0.1:5060; port 0 picks one). Overrides
+    /// `[sip] listen`. Without it there is no SIP.
+    #[arg(long, env = "SWITCHBOARD_SIP_LISTEN")]
+    sip_listen: Option<SocketAddr>,
     /// TOML configuration file (directory of tenants, apps, users, numbers; settings).
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     config: Option<PathBuf>,
@@ -205,6 +209,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<(Config, String)> {
     if let Some(n) = &args.node_id {
         config.node_id = Some(n.clone());
     }
+    if let Some(a) = args.sip_listen {
+        config.sip.listen = Some(a);
+    }
     if let Some(u) = &args.node_url {
         config.node_url = Some(u.clone());
     }
@@ -303,6 +310,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 i.phone.as_deref().unwrap_or("(none)")
             );
         }
+    }
+    if let Some((addr, domain)) = &running.sip {
+        println!("  SIP:                UDP and TCP on {addr}, domain {domain}; users register as sip:<username>@{domain}");
     }
     println!("  notification JWTs:  issuer {issuer}; OpenID configuration {base}/notifications/v1/.well-known/openid-configuration");
     println!("  sim control API:    {base}/sim/v1  (header X-Sim-Admin-Key: {admin_key})");

@@ -42,6 +42,8 @@ pub struct Running {
     pub node_id: String,
     /// Where the other nodes reach this one, when it shares a PostgreSQL database with them.
     pub cluster_address: Option<String>,
+    /// Where SIP is served, and its domain.
+    pub sip: Option<(SocketAddr, String)>,
     pub base_url: String,
     pub state: AppState,
     pub recovered_calls: usize,
@@ -103,8 +105,11 @@ pub async fn start(
         metrics: Arc::clone(&metrics),
     });
     let (events, events_rx) = network::channel();
-    let sim = Sim::new(Arc::clone(&directory), config.sim.behaviours.clone(), clock, events);
+    let sim = Sim::new(Arc::clone(&directory), config.sim.behaviours.clone(), clock.clone(), events);
     engine.attach_network(Arc::new(SimNetwork(Arc::clone(&sim))), events_rx);
+    // Nodes sharing a database share the key SIP nonces are made with, so a challenge from one node
+    // is answered on any.
+    let mut membership_secret: Option<String> = None;
     let cluster = match membership {
         Some(m) => {
             let address = config.node_url.clone().unwrap_or_else(|| format!("{scheme}://{host}:{}", addr.port()));
@@ -113,6 +118,7 @@ pub async fn start(
             m.join(&address).await?;
             let cluster_key =
                 m.shared(CLUSTER_KEY, &|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())).await?;
+            membership_secret = Some(cluster_key.clone());
             let metrics = Arc::clone(&metrics);
             Some(Cluster::new(m, address, cluster_key, Arc::clone(&engine), Arc::clone(&notifier), metrics)?)
         }
@@ -125,6 +131,10 @@ pub async fn start(
         tokio::spawn(Arc::clone(c).run());
     }
 
+    let sip = match config.sip.listen {
+        Some(listen) => Some(start_sip(&config, listen, &clock, &metrics, membership_secret.as_deref()).await?),
+        None => None,
+    };
     let ready = Arc::new(AtomicBool::new(true));
     let state = AppState {
         config: Arc::clone(&config),
@@ -173,7 +183,7 @@ pub async fn start(
             })
         }
     };
-    Ok((Running { addr, node_id, cluster_address, base_url, state, recovered_calls, recovered_notifications, cert_path }, handle))
+    Ok((Running { addr, node_id, cluster_address, sip, base_url, state, recovered_calls, recovered_notifications, cert_path }, handle))
 }
 
 static NODE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -181,6 +191,40 @@ static NODE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// This process's node name, once a server has started (every log line carries it).
 pub fn node_id() -> Option<&'static str> {
     NODE_ID.get().map(String::as_str)
+}
+
+/// Serves SIP on `listen` (UDP and TCP): the registrar for the directory's users, on the engine's clock.
+async fn start_sip(
+    config: &Config,
+    listen: SocketAddr,
+    clock: &Clock,
+    metrics: &Arc<Metrics>,
+    shared_secret: Option<&str>,
+) -> anyhow::Result<(SocketAddr, String)> {
+    let host = listen.ip().to_string();
+    let domain =
+        config.sip.domain.clone().unwrap_or_else(|| if listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { host.clone() });
+    let accounts = config
+        .sip
+        .accounts
+        .iter()
+        .map(|(_, a)| switchboard_sip::Account { username: a.username.clone(), password: a.password.clone() })
+        .collect();
+    let nonce_secret = shared_secret.map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+    let endpoint = switchboard_sip::Endpoint::new(switchboard_sip::Settings {
+        domain: domain.clone(),
+        aliases: vec![host, "127.0.0.1".to_owned(), "localhost".to_owned()],
+        accounts,
+        nonce_secret,
+    });
+    let shared = switchboard_sip::transport::Shared {
+        endpoint: Arc::new(std::sync::Mutex::new(endpoint)),
+        clock: clock.clone(),
+        metrics: Arc::clone(metrics),
+    };
+    let bound = switchboard_sip::transport::serve(listen, shared).await.with_context(|| format!("cannot serve SIP on {listen}"))?;
+    tracing::info!(%bound, domain, "SIP served over UDP and TCP");
+    Ok((bound, domain))
 }
 
 /// The names under which nodes share values in the database.

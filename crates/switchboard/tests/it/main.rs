@@ -16,5 +16,6 @@ mod postgres;
 mod recovery;
 mod seeds;
 mod sim_api;
+mod sip;
 mod transfer;
 mod transfer_2018;

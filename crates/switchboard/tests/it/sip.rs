@@ -1,0 +1,125 @@
+//! SIP (`--sip-listen`): real SIPp user agents register with Digest over UDP and TCP, through lost
+//! packets, and hostile datagrams get a 400 naming the problem or are dropped, never a crash.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// A port free for both UDP and TCP on loopback, as far as one can tell.
+fn free_sip_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Runs a scenario of `tests/sipp` against `target`; returns SIPp's exit code and its screen.
+fn sipp(scenario: &str, target: &str, args: &[&str]) -> (i32, String) {
+    let dir = std::env::temp_dir().join(format!("switchboard-sipp-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/").to_owned() + scenario;
+    let out = Command::new("sipp")
+        .current_dir(&dir)
+        .args(["-sf", &file, "-i", "127.0.0.1", "-p", "0", "-nostdin", "-timeout", "30s", "-trace_err"])
+        .args(args)
+        .arg(target)
+        .output()
+        .expect("sipp (Debian's sip-tester; scripts/test.sh installs it)");
+    let mut screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        screen.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    (out.status.code().unwrap_or(-1), screen)
+}
+
+fn counter(page: &str, line: &str) -> u64 {
+    page.lines().find_map(|l| l.strip_prefix(line).and_then(|r| r.trim().parse().ok())).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn phones_register_with_digest_over_udp_and_tcp_through_lost_packets() {
+    let bot = Bot::start().await;
+    let port = free_sip_port();
+    let server =
+        Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--sip-listen".into(), format!("127.0.0.1:{port}")] })
+            .await;
+    let target = format!("127.0.0.1:{port}");
+    let demo = "switchboard-demo-sip";
+    let (t1, t2) = (target.clone(), target.clone());
+    let runs = tokio::task::spawn_blocking(move || {
+        [
+            ("heidi over UDP", sipp("register.xml", &t1, &["-s", "heidi", "-au", "heidi", "-ap", demo, "-m", "1", "-t", "u1"])),
+            (
+                "alex over UDP, 30 % lost",
+                sipp("register.xml", &t1, &["-s", "alex", "-au", "alex", "-ap", demo, "-m", "10", "-r", "10", "-lost", "30", "-t", "u1"]),
+            ),
+            ("dana over TCP", sipp("register.xml", &t2, &["-s", "dana", "-au", "dana", "-ap", demo, "-m", "3", "-t", "t1"])),
+            (
+                "a wrong password",
+                sipp("register_refused.xml", &t2, &["-s", "heidi", "-au", "heidi", "-ap", "guess", "-m", "1", "-t", "u1"]),
+            ),
+            ("OPTIONS", sipp("options.xml", &t2, &["-m", "1", "-t", "u1"])),
+        ]
+    })
+    .await
+    .unwrap();
+    for (what, (code, screen)) in &runs {
+        assert_eq!(*code, 0, "{what}: SIPp failed:\n{screen}");
+    }
+    let page = server.metrics().await;
+    assert_eq!(counter(&page, "switchboard_sip_registered"), 3, "heidi, alex and dana, one contact each:\n{page}");
+    assert_eq!(counter(&page, "switchboard_sip_responses_total{code=\"403\"}"), 1);
+    assert!(counter(&page, "switchboard_sip_retransmissions_total") > 0, "lost answers were sent again:\n{page}");
+}
+
+#[tokio::test]
+async fn hostile_datagrams_get_a_named_400_or_nothing() {
+    let bot = Bot::start().await;
+    let port = free_sip_port();
+    let server =
+        Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--sip-listen".into(), format!("127.0.0.1:{port}")] })
+            .await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = socket.local_addr().unwrap();
+    let target = format!("127.0.0.1:{port}");
+    let headers = format!("Via: SIP/2.0/UDP {me};branch=z9hG4bKh1;rport\r\nFrom: <sip:x@h>;tag=1\r\nTo: <sip:y@h>\r\nCall-ID: h1\r\n");
+    let cases = [
+        (
+            format!("OPTIONS sip:h SIP/2.0\r\n{headers}CSeq: many OPTIONS\r\n\r\n"),
+            Some("SIP/2.0 400 Bad Request (CSeq 'many OPTIONS': the number is not below 2^31)"),
+        ),
+        (
+            format!("OPTIONS sip:h SIP/9.9\r\n{headers}CSeq: 1 OPTIONS\r\n\r\n"),
+            Some("SIP/2.0 400 Bad Request (version 'SIP/9.9' is not SIP/2.0)"),
+        ),
+        (
+            format!("OPTIONS sip:h SIP/2.0\r\n{headers}CSeq: 1 OPTIONS\r\nContent-Length: 99\r\n\r\n"),
+            Some("SIP/2.0 400 Bad Request (Content-Length says 99 bytes, but the body has 0)"),
+        ),
+        ("\u{0}\u{1}garbage".to_owned(), None),
+        ("SIP/2.0 200 OK\r\n\r\n".to_owned(), None),
+    ];
+    let mut buf = vec![0u8; 65_535];
+    for (datagram, want) in &cases {
+        socket.send_to(datagram.as_bytes(), &target).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf)).await;
+        match (got, want) {
+            (Ok(Ok((n, _))), Some(line)) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                assert_eq!(text.lines().next(), Some(*line), "{text}");
+            }
+            (Err(_), None) => {}
+            (got, want) => panic!("{datagram:?}: got {got:?}, want {want:?}"),
+        }
+    }
+    // Still serving, and the drop was counted.
+    let t = target.clone();
+    let (code, screen) = tokio::task::spawn_blocking(move || sipp("options.xml", &t, &["-m", "1", "-t", "u1"])).await.unwrap();
+    assert_eq!(code, 0, "{screen}");
+    assert!(counter(&server.metrics().await, "switchboard_sip_dropped_total") >= 1);
+}
