@@ -6,6 +6,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use std::collections::HashMap;
+
+use crate::call::{CallEvent, InboundCall, Phase};
 use crate::header::cseq::CSeq;
 use crate::header::name_addr::NameAddr;
 use crate::header::via::Via;
@@ -50,11 +53,30 @@ pub struct Settings {
     pub nonce_secret: String,
 }
 
+/// What the endpoint has to tell its owner (the engine's network adapter).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An authenticated user calls `to_user` (the Request-URI's user part): the owner decides, with
+    /// [`Endpoint::ringing`] or [`Endpoint::refuse`].
+    Invite { graph_id: String, from_user: String, to_user: String },
+    /// Something happened to a call.
+    Call { graph_id: String, event: CallEvent },
+}
+
 pub struct Endpoint {
     domain: String,
     aliases: Vec<String>,
     pub registrar: Registrar,
     transactions: Transactions,
+    /// Our own address (for Contact and Via), once bound.
+    local: Option<SocketAddr>,
+    /// Calls by SIP Call-ID, and the Call-ID of each Graph call.
+    calls: HashMap<String, InboundCall>,
+    by_graph: HashMap<String, String>,
+    /// Sent after the answer to the message in hand, or on their own (answers, BYEs, retransmissions).
+    outbox: Vec<Reply>,
+    events: Vec<Event>,
+    secret: String,
 }
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, NOTIFY";
@@ -67,7 +89,132 @@ impl Endpoint {
             domain: settings.domain,
             aliases: settings.aliases,
             transactions: Transactions::default(),
+            local: None,
+            calls: HashMap::new(),
+            by_graph: HashMap::new(),
+            outbox: Vec::new(),
+            events: Vec::new(),
+            secret: settings.nonce_secret,
         }
+    }
+
+    /// Where we are, once the transport is bound.
+    pub fn set_local(&mut self, local: SocketAddr) {
+        self.local = Some(local);
+    }
+
+    fn contact(&self) -> String {
+        match self.local {
+            Some(a) => format!("sip:switchboard@{a}"),
+            None => format!("sip:switchboard@{}", self.domain),
+        }
+    }
+
+    /// What to send besides the answer to the message in hand.
+    pub fn drain_outbox(&mut self) -> Vec<Reply> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Whether the Graph call `graph_id` is a SIP call of this endpoint.
+    pub fn holds(&self, graph_id: &str) -> bool {
+        self.by_graph.contains_key(graph_id)
+    }
+
+    fn call_mut(&mut self, graph_id: &str) -> Option<&mut InboundCall> {
+        let sip_id = self.by_graph.get(graph_id)?;
+        self.calls.get_mut(sip_id)
+    }
+
+    /// The phone hears ringing while the bot is offered the call.
+    pub fn ringing(&mut self, graph_id: &str) {
+        let contact = self.contact();
+        if let Some(call) = self.call_mut(graph_id) {
+            let (to, bytes) = (call.peer, call.ringing(&contact));
+            self.outbox.push(Reply { to, bytes });
+        }
+    }
+
+    /// Refuses a call that has not been answered (the bot rejected it, or no bot takes it).
+    pub fn refuse(&mut self, graph_id: &str, code: u16, reason: &str, now_ms: u64) {
+        if let Some(call) = self.call_mut(graph_id)
+            && call.phase == Phase::Ringing
+        {
+            let (to, bytes) = (call.peer, call.refuse(code, reason, now_ms));
+            self.outbox.push(Reply { to, bytes });
+        }
+    }
+
+    /// The bot answered: 200 with our SDP, media at `media`.
+    pub fn answer_call(&mut self, graph_id: &str, media: SocketAddr, now_ms: u64) {
+        let contact = self.contact();
+        let Some(call) = self.call_mut(graph_id) else { return };
+        if call.phase != Phase::Ringing {
+            return;
+        }
+        let (to, result) = (call.peer, call.answer(&contact, &media.ip().to_string(), media.port(), now_ms));
+        match result {
+            Ok(bytes) => self.outbox.push(Reply { to, bytes }),
+            Err(bytes) => {
+                self.outbox.push(Reply { to, bytes });
+                self.events.push(Event::Call { graph_id: graph_id.to_owned(), event: CallEvent::HungUp });
+            }
+        }
+    }
+
+    /// The bot hangs up: BYE once answered, 480 while still ringing.
+    pub fn hang_up(&mut self, graph_id: &str, now_ms: u64) {
+        let contact = self.contact();
+        let local = self.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+        let Some(call) = self.call_mut(graph_id) else { return };
+        let to = call.peer;
+        let bytes = match call.phase {
+            Phase::Ringing => call.refuse(480, "Temporarily Unavailable", now_ms),
+            Phase::Answered | Phase::Confirmed => call.bye(&contact, "UDP", local, now_ms),
+            Phase::Refused | Phase::Ended => return,
+        };
+        self.outbox.push(Reply { to, bytes });
+    }
+
+    /// Sends again what is due, gives up on what is overdue; call it at [`Endpoint::next_due`].
+    pub fn poll(&mut self, now_ms: u64) {
+        let contact = self.contact();
+        let local = self.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+        let mut done = Vec::new();
+        for (sip_id, call) in &mut self.calls {
+            let (again, event) = call.poll(now_ms);
+            for bytes in again {
+                self.outbox.push(Reply { to: call.peer, bytes });
+            }
+            if event == Some(CallEvent::Lost) {
+                let bytes = call.bye(&contact, "UDP", local, now_ms);
+                self.outbox.push(Reply { to: call.peer, bytes });
+                self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Lost });
+            }
+            if call.finished() {
+                done.push(sip_id.clone());
+            }
+        }
+        for sip_id in done {
+            if let Some(call) = self.calls.remove(&sip_id) {
+                self.by_graph.remove(&call.graph_id);
+            }
+        }
+    }
+
+    /// When [`Endpoint::poll`] has something to do next.
+    pub fn next_due(&self) -> Option<u64> {
+        self.calls.values().filter_map(InboundCall::next_due).min()
+    }
+
+    /// A Graph call id for a new SIP call: a GUID made from its Call-ID and tag, so that a
+    /// retransmitted INVITE names the same call.
+    fn graph_id(&self, call_id: &str, from_tag: &str) -> String {
+        let h = crate::digest::md5_hex(&format!("{call_id}|{from_tag}|{}", self.secret));
+        format!("{}-{}-4{}-8{}-{}", &h[..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
     }
 
     pub fn domain(&self) -> &str {
@@ -89,7 +236,14 @@ impl Endpoint {
             Err(e) => return self.bad_request(bytes, from, transport, e),
         };
         let StartLine::Request { method, .. } = &msg.start else {
-            return (None, Outcome::Absorbed); // no client transactions yet: a stray response
+            // The answer to one of our BYEs ends its retransmissions; anything else is stray.
+            let call_id = msg.headers.get("Call-ID").unwrap_or_default();
+            if CSeq::parse(msg.headers.get("CSeq").unwrap_or_default()).is_ok_and(|c| c.method == "BYE")
+                && let Some(call) = self.calls.get_mut(call_id)
+            {
+                call.bye_answered();
+            }
+            return (None, Outcome::Absorbed);
         };
         let method = method.clone();
         let parsed = (|| {
@@ -114,17 +268,41 @@ impl Endpoint {
             "ACK" => format!("{branch} INVITE"),
             m => format!("{branch} {m}"),
         };
+        let call_id = msg.headers.get("Call-ID").unwrap_or_default().to_owned();
         if method == "ACK" {
-            // An ACK to our non-2xx answer ends that transaction (its retransmissions stop when the
-            // client stops sending the INVITE); there are no dialogs yet whose 2xx it could confirm.
+            // The ACK to our 2xx confirms the call; to a non-2xx it ends the INVITE transaction.
+            if let Some(call) = self.calls.get_mut(&call_id)
+                && let Some(event) = call.ack()
+            {
+                self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
+            }
             return (None, Outcome::Absorbed);
+        }
+        if method == "INVITE" && to.tag().is_none() {
+            if let Some(call) = self.calls.get(&call_id) {
+                // A retransmitted INVITE: the final answer again, or (still ringing) nothing new.
+                return match call.invite_again() {
+                    Some(bytes) => (Some(Reply { to: call.peer, bytes }), Outcome::Retransmitted),
+                    None => (None, Outcome::Absorbed),
+                };
+            }
+            if transport == Transport::Udp
+                && let Some(started) = self.invite(&msg, &via, &cseq, reply_to, now_ms)
+            {
+                return started;
+            }
         }
         if transport == Transport::Udp
             && let Lookup::Retransmit(to, bytes) = self.transactions.lookup(&key, now_ms)
         {
             return (Some(Reply { to, bytes }), Outcome::Retransmitted);
         }
+        let in_call = self.in_call(&method, &call_id, &to, now_ms);
         let answer = match msg.headers.get("Max-Forwards").map(|m| m.trim().parse::<u32>()) {
+            _ if method == "INVITE" && transport == Transport::Tcp && to.tag().is_none() => {
+                Answer { code: 501, reason: "Not Implemented (calls over TCP are not served yet; use UDP)".into(), headers: vec![] }
+            }
+            _ if let Some(a) = in_call => a,
             Some(Err(_)) => Answer { code: 400, reason: "Bad Request (Max-Forwards is not a number)".into(), headers: vec![] },
             Some(Ok(0)) if method != "OPTIONS" => Answer { code: 483, reason: "Too Many Hops".into(), headers: vec![] },
             _ => self.answer(&msg, &method, &to, &cseq, now_ms),
@@ -135,6 +313,52 @@ impl Endpoint {
             self.transactions.answered(key, reply_to, bytes.clone(), now_ms);
         }
         (Some(Reply { to: reply_to, bytes }), Outcome::Answered(code))
+    }
+
+    /// A new INVITE from a phone: authenticated, then handed to the owner as [`Event::Invite`] with
+    /// `100 Trying`. `None`: it is answered like any other request (a challenge, 403, 404…).
+    fn invite(&mut self, msg: &Message, via: &Via, cseq: &CSeq, peer: SocketAddr, now_ms: u64) -> Option<(Option<Reply>, Outcome)> {
+        let to_user = crate::uri::SipUri::parse(match &msg.start {
+            StartLine::Request { uri, .. } => uri,
+            StartLine::Response { .. } => return None,
+        })
+        .ok()?
+        .user?;
+        let from_user = self.registrar.authenticate(msg, now_ms).ok()?;
+        let call_id = msg.headers.get("Call-ID").unwrap_or_default().to_owned();
+        let from_tag = NameAddr::parse(msg.headers.get("From").unwrap_or_default()).ok()?.tag().unwrap_or_default().to_owned();
+        let graph_id = self.graph_id(&call_id, &from_tag);
+        let local_tag = crate::digest::md5_hex(&format!("{graph_id}|tag"))[..10].to_owned();
+        let session_id = u64::from_str_radix(&graph_id[..8], 16).unwrap_or(1);
+        let call = InboundCall::new(&graph_id, msg, peer, &local_tag, cseq.seq, session_id);
+        self.calls.insert(call_id, call);
+        self.by_graph.insert(graph_id.clone(), msg.headers.get("Call-ID").unwrap_or_default().to_owned());
+        self.events.push(Event::Invite { graph_id, from_user, to_user });
+        let trying =
+            response(&msg.headers, Answer { code: 100, reason: "Trying".into(), headers: vec![] }, via.branch().unwrap_or_default(), peer);
+        Some((Some(Reply { to: peer, bytes: trying.to_bytes() }), Outcome::Answered(100)))
+    }
+
+    /// BYE and CANCEL for a call of ours: the answer, having told the call. `None`: not ours.
+    fn in_call(&mut self, method: &str, call_id: &str, to: &NameAddr, now_ms: u64) -> Option<Answer> {
+        let ok = || Answer { code: 200, reason: "OK".into(), headers: vec![] };
+        let call = self.calls.get_mut(call_id)?;
+        match method {
+            "BYE" if to.tag().is_some() && call.phase != Phase::Ended => {
+                call.phase = Phase::Ended;
+                self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::HungUp });
+                Some(ok())
+            }
+            "CANCEL" if call.phase == Phase::Ringing => {
+                // §9.2: 200 to the CANCEL, 487 to the INVITE.
+                let bytes = call.refuse(487, "Request Terminated", now_ms);
+                self.outbox.push(Reply { to: call.peer, bytes });
+                self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::HungUp });
+                Some(ok())
+            }
+            "CANCEL" => Some(ok()), // too late to cancel: the final answer stands
+            _ => None,
+        }
     }
 
     fn answer(&mut self, msg: &Message, method: &str, to: &NameAddr, cseq: &CSeq, now_ms: u64) -> Answer {
@@ -159,7 +383,12 @@ impl Endpoint {
                 reason: "OK".into(),
                 headers: vec![("Allow", ALLOW.into()), ("Accept", "application/sdp".into()), ("Supported", "replaces".into())],
             },
-            "INVITE" => plain(501, "Not Implemented (calls over SIP are not served yet)"),
+            "INVITE" if to.tag().is_some() => plain(501, "Not Implemented (re-INVITE is not served yet)"),
+            "INVITE" => match self.registrar.authenticate(msg, now_ms) {
+                Err(answer) => answer,
+                // Authenticated, but the call could not start (no user in the Request-URI, or over TCP).
+                Ok(_) => plain(404, "Not Found (the Request-URI names no number or application to call)"),
+            },
             "BYE" | "CANCEL" | "NOTIFY" | "REFER" => plain(481, "Call/Transaction Does Not Exist"),
             _ => Answer { code: 405, reason: "Method Not Allowed".into(), headers: vec![("Allow", ALLOW.into())] },
         }

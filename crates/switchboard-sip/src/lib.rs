@@ -4,21 +4,25 @@
 //! - [`header`]: typed headers, one file per header (`Via`, `CSeq`, `From`/`To`/`Contact`, Digest).
 //! - [`uri`]: SIP URIs.
 //! - [`digest`]: Digest authentication (MD5) and stateless nonces.
+//! - [`call`]: a call from a phone, from INVITE to BYE, with its retransmissions.
 //! - [`transaction`]: server transactions: retransmissions answered again, for Timer J.
 //! - [`registrar`]: who is registered where.
+//! - [`sdp`]: the SDP offer/answer a phone needs (PCMU/PCMA, telephone-event, hold).
 //! - [`endpoint`]: the sans-IO endpoint: bytes and the time in, a response out.
 //! - [`transport`]: UDP and TCP around it, on the engine's clock.
 //!
 //! Calls over SIP (INVITE, REFER/NOTIFY transfer, Replaces, SDP/RTP) are the next increments.
 
+pub mod call;
 pub mod digest;
 pub mod endpoint;
 pub mod header;
 pub mod message;
 pub mod registrar;
+pub mod sdp;
 pub mod transaction;
 pub mod transport;
 pub mod uri;
 
-pub use endpoint::{Endpoint, Settings, Transport};
+pub use endpoint::{Endpoint, Event, Settings, Transport};
 pub use registrar::Account;

@@ -72,23 +72,30 @@ impl Registrar {
 
     /// Answers a REGISTER whose To names `user` (the endpoint checked the domain).
     pub fn register(&mut self, req: &Message, user: &str, call_id: &str, cseq: u32, now_ms: u64) -> Answer {
+        match self.authenticate(req, now_ms) {
+            Ok(name) if name == user => self.update(req, user, call_id, cseq, now_ms),
+            Ok(name) => Answer::new(403, format!("Forbidden ('{name}' may not register '{user}')")),
+            Err(answer) => answer,
+        }
+    }
+
+    /// Checks a request's Digest credentials: the user name they prove, or the answer to send (a
+    /// challenge, 400 or 403).
+    pub fn authenticate(&self, req: &Message, now_ms: u64) -> Result<String, Answer> {
         let Some(auth) = req.headers.get("Authorization") else {
-            return self.challenge(now_ms, false);
+            return Err(self.challenge(now_ms, false));
         };
-        let creds = match Credentials::parse(auth) {
-            Ok(c) => c,
-            Err(e) => return Answer::new(400, format!("Bad Request ({e})")),
-        };
+        let creds = Credentials::parse(auth).map_err(|e| Answer::new(400, format!("Bad Request ({e})")))?;
         if creds.realm != self.realm {
-            return self.challenge(now_ms, false);
+            return Err(self.challenge(now_ms, false));
         }
         match self.nonces.check(&creds.nonce, now_ms) {
             Nonce::Fresh => {}
-            Nonce::Stale => return self.challenge(now_ms, true),
-            Nonce::Forged => return self.challenge(now_ms, false),
+            Nonce::Stale => return Err(self.challenge(now_ms, true)),
+            Nonce::Forged => return Err(self.challenge(now_ms, false)),
         }
-        if creds.algorithm.as_deref().is_some_and(|a| !a.eq_ignore_ascii_case("MD5")) {
-            return Answer::new(400, format!("Bad Request (algorithm {} is not supported; use MD5)", creds.algorithm.unwrap_or_default()));
+        if let Some(a) = creds.algorithm.as_deref().filter(|a| !a.eq_ignore_ascii_case("MD5")) {
+            return Err(Answer::new(400, format!("Bad Request (algorithm {a} is not supported; use MD5)")));
         }
         let method = req.method().unwrap_or("REGISTER");
         // One answer for an unknown user and a wrong password: which user names exist is no one's business.
@@ -96,12 +103,9 @@ impl Registrar {
             digest::constant_time_eq(digest::expected_response(&creds, pw, method).as_bytes(), creds.response.as_bytes())
         });
         if !good {
-            return Answer::new(403, "Forbidden (wrong user name or password)");
+            return Err(Answer::new(403, "Forbidden (wrong user name or password)"));
         }
-        if creds.username != user {
-            return Answer::new(403, format!("Forbidden ('{}' may not register '{user}')", creds.username));
-        }
-        self.update(req, user, call_id, cseq, now_ms)
+        Ok(creds.username)
     }
 
     fn update(&mut self, req: &Message, user: &str, call_id: &str, cseq: u32, now_ms: u64) -> Answer {

@@ -3,7 +3,7 @@
 //! SIP as it drives everything else.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use switchboard_engine::Clock;
@@ -11,27 +11,90 @@ use switchboard_engine::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use crate::endpoint::{Endpoint, Outcome, Transport};
+use crate::endpoint::{Endpoint, Event, Outcome, Reply, Transport};
 use crate::message::{Frame, MAX_MESSAGE, frame};
 
 /// A TCP connection that sends nothing for this long is closed.
 const TCP_IDLE: Duration = Duration::from_secs(120);
 
-/// The endpoint, shared by the transports.
+/// Who learns what the endpoint has to say ([`Event`]s), under the endpoint's lock, so that it can
+/// answer at once (ring, refuse) in order with everything else.
+pub trait Owner: Send + Sync + 'static {
+    fn on_events(&self, endpoint: &mut Endpoint, events: Vec<Event>, now_ms: u64);
+}
+
+/// The endpoint, shared by the transports and its owner.
 #[derive(Clone)]
 pub struct Shared {
     pub endpoint: Arc<Mutex<Endpoint>>,
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
+    owner: Arc<OnceLock<Arc<dyn Owner>>>,
+    udp: Arc<OnceLock<Arc<UdpSocket>>>,
 }
 
 impl Shared {
+    pub fn new(endpoint: Endpoint, clock: Clock, metrics: Arc<Metrics>) -> Shared {
+        Shared { endpoint: Arc::new(Mutex::new(endpoint)), clock, metrics, owner: Arc::default(), udp: Arc::default() }
+    }
+
+    /// Who hears the endpoint's events (set once, before traffic).
+    pub fn set_owner(&self, owner: Arc<dyn Owner>) {
+        let _ = self.owner.set(owner);
+    }
+
+    /// Runs `f` on the endpoint, then hands its events to the owner and sends what it queued (over
+    /// UDP, without waiting: this may run on the engine's task).
+    pub fn with_endpoint<T>(&self, f: impl FnOnce(&mut Endpoint, u64) -> T) -> T {
+        let now = self.clock.now_ms();
+        let (out, queued) = {
+            let mut endpoint = self.lock();
+            let out = f(&mut endpoint, now);
+            (out, self.settle(&mut endpoint, now))
+        };
+        self.send_queued(queued);
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Endpoint> {
+        self.endpoint.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Events to the owner (which may queue answers), then what is queued.
+    fn settle(&self, endpoint: &mut Endpoint, now: u64) -> Vec<Reply> {
+        let events = endpoint.drain_events();
+        if !events.is_empty()
+            && let Some(owner) = self.owner.get()
+        {
+            owner.on_events(endpoint, events, now);
+        }
+        endpoint.drain_outbox()
+    }
+
+    fn send_queued(&self, queued: Vec<Reply>) {
+        let Some(udp) = self.udp.get() else { return };
+        for r in queued {
+            if let Err(e) = udp.try_send_to(&r.bytes, r.to) {
+                tracing::debug!(to = %r.to, error = %e, "SIP UDP send failed");
+            }
+        }
+    }
+
     fn handle(&self, bytes: &[u8], from: SocketAddr, transport: Transport) -> Option<crate::endpoint::Reply> {
         let now = self.clock.now_ms();
-        let mut endpoint = self.endpoint.lock().unwrap_or_else(|e| e.into_inner());
+        let mut endpoint = self.lock();
         let (reply, outcome) = endpoint.receive(bytes, from, transport, now);
         self.metrics.sip_registered.store(endpoint.registrar.registered(now) as i64, std::sync::atomic::Ordering::Relaxed);
+        let queued = self.settle(&mut endpoint, now);
         drop(endpoint);
+        // The answer to this message first, then what it caused (a 180 after the 100).
+        if let Some(r) = &reply
+            && transport == Transport::Udp
+        {
+            self.send_queued(vec![r.clone()]);
+        }
+        self.send_queued(queued);
+        let reply = if transport == Transport::Udp { None } else { reply };
         match outcome {
             Outcome::Answered(code) => self.metrics.sip_answered(code),
             Outcome::Retransmitted => self.metrics.sip_retransmitted.inc(),
@@ -49,16 +112,31 @@ impl Shared {
 /// Binds UDP and TCP on `addr` (port 0: UDP picks one, TCP takes the same) and serves them until the
 /// process ends. Returns the address bound.
 pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<SocketAddr> {
-    let udp = UdpSocket::bind(addr).await?;
+    let udp = Arc::new(UdpSocket::bind(addr).await?);
     let bound = udp.local_addr()?;
     let tcp = TcpListener::bind(bound).await?;
+    shared.lock().set_local(bound);
+    let _ = shared.udp.set(Arc::clone(&udp));
     let s = shared.clone();
     tokio::spawn(async move { serve_udp(udp, s).await });
-    tokio::spawn(async move { serve_tcp(tcp, shared).await });
+    let s = shared.clone();
+    tokio::spawn(async move { serve_tcp(tcp, s).await });
+    tokio::spawn(async move { retransmit(shared).await });
     Ok(bound)
 }
 
-async fn serve_udp(socket: UdpSocket, shared: Shared) {
+/// Sends again what is due (2xx until ACK, BYE until answered), on the engine's clock: in virtual time
+/// SIP timers wait for the clock to be moved like every other timer.
+async fn retransmit(shared: Shared) {
+    loop {
+        let now = shared.clock.now_ms();
+        let due = shared.lock().next_due().unwrap_or(now + 200).clamp(now + 10, now + 200);
+        shared.clock.sleep_until(due).await;
+        shared.with_endpoint(|endpoint, now| endpoint.poll(now));
+    }
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, shared: Shared) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
@@ -69,11 +147,8 @@ async fn serve_udp(socket: UdpSocket, shared: Shared) {
                 continue;
             }
         };
-        if let Some(reply) = shared.handle(&buf[..n], from, Transport::Udp)
-            && let Err(e) = socket.send_to(&reply.bytes, reply.to).await
-        {
-            tracing::debug!(to = %reply.to, error = %e, "SIP UDP send failed");
-        }
+        // Over UDP, `handle` sends the answer itself, in order with what it caused.
+        let _ = shared.handle(&buf[..n], from, Transport::Udp);
     }
 }
 

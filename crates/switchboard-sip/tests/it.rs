@@ -164,8 +164,10 @@ fn a_retransmission_gets_the_same_answer_until_timer_j() {
 fn other_methods_and_broken_messages() {
     let mut ep = endpoint();
     check(&mut ep, &request("OPTIONS", "o", 1, "heidi", &[]), 0, "200 OK", &[("Allow", "REFER"), ("Accept", "application/sdp")]);
-    check(&mut ep, &request("INVITE", "i", 1, "heidi", &[]), 0, "501 Not Implemented (calls over SIP are not served yet)", &[]);
+    check(&mut ep, &request("INVITE", "i", 1, "heidi", &[]), 0, "401 Unauthorized", &[]);
     let from: SocketAddr = PHONE.parse().unwrap();
+    let (tcp, _) = ep.receive(request("INVITE", "t", 1, "heidi", &[]).as_bytes(), from, Transport::Tcp, 0);
+    assert_eq!(status_lines(&[tcp.unwrap()]), ["SIP/2.0 501 Not Implemented (calls over TCP are not served yet; use UDP)"]);
     let ack = request("ACK", "i", 1, "heidi", &[]);
     assert_eq!(ep.receive(ack.as_bytes(), from, Transport::Udp, 1), (None, Outcome::Absorbed));
     check(&mut ep, &request("BYE", "b", 2, "heidi", &[]), 0, "481 Call/Transaction Does Not Exist", &[]);
@@ -216,4 +218,117 @@ fn responses_go_where_rfc_3581_says() {
     assert_eq!(reply.to, "127.0.0.1:5099".parse().unwrap());
     let msg = Message::parse(&reply.bytes, true).unwrap();
     assert_eq!(msg.headers.get("Via").unwrap(), "SIP/2.0/UDP phone.test:5099;branch=z9hG4bKv;received=127.0.0.1");
+}
+
+/// An INVITE from Heidi's phone to `to`, with `extra` headers (credentials).
+fn invite(branch: &str, cseq: u32, to: &str, extra: &[&str]) -> String {
+    let sdp = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 0\r\n";
+    let mut s = format!(
+        "INVITE sip:{to}@sb.test SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\n\
+         From: <sip:heidi@sb.test>;tag=ph1\r\nTo: <sip:{to}@sb.test>\r\nCall-ID: call-1\r\nCSeq: {cseq} INVITE\r\nContact: <sip:heidi@{PHONE}>\r\n"
+    );
+    for h in extra {
+        s.push_str(h);
+        s.push_str("\r\n");
+    }
+    s.push_str(&format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len()));
+    s
+}
+
+fn status_lines(replies: &[Reply]) -> Vec<String> {
+    replies.iter().map(|r| String::from_utf8_lossy(&r.bytes).lines().next().unwrap_or_default().to_owned()).collect()
+}
+
+/// Digest credentials for an INVITE (the method is part of the hash).
+fn invite_authorization(nonce: &str) -> String {
+    let mut c = Credentials {
+        username: "heidi".into(),
+        realm: "sb.test".into(),
+        nonce: nonce.into(),
+        uri: "sip:14255550100@sb.test".into(),
+        ..Credentials::default()
+    };
+    c.response = expected_response(&c, "pw-heidi", "INVITE");
+    format!(
+        "Authorization: Digest username=\"heidi\", realm=\"sb.test\", nonce=\"{nonce}\", uri=\"{}\", response=\"{}\"",
+        c.uri, c.response
+    )
+}
+
+#[test]
+fn a_phone_call_from_invite_to_bye_with_retransmissions() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::CallEvent;
+    let mut ep = endpoint();
+    ep.set_local("127.0.0.1:5060".parse().unwrap());
+    let from: SocketAddr = PHONE.parse().unwrap();
+    // Unauthenticated: challenged, and nothing reaches the owner.
+    let (reply, _) = ep.receive(invite("a", 1, "14255550100", &[]).as_bytes(), from, Transport::Udp, 0);
+    let challenge = Message::parse(&reply.unwrap().bytes, true).unwrap();
+    assert!(matches!(challenge.start, StartLine::Response { code: 401, .. }));
+    assert!(ep.drain_events().is_empty());
+    let auth = invite_authorization(&nonce_of(&challenge));
+    let (reply, _) = ep.receive(invite("b", 2, "14255550100", &[&auth]).as_bytes(), from, Transport::Udp, 10);
+    assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 100 Trying"]);
+    let events = ep.drain_events();
+    let [Event::Invite { graph_id, from_user, to_user }] = events.as_slice() else { panic!("{events:?}") };
+    assert_eq!((from_user.as_str(), to_user.as_str()), ("heidi", "14255550100"));
+    assert!(ep.holds(graph_id));
+    ep.ringing(graph_id);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["SIP/2.0 180 Ringing"]);
+    // A retransmitted INVITE while ringing gets nothing new; the same Graph call.
+    assert_eq!(ep.receive(invite("b", 2, "14255550100", &[&auth]).as_bytes(), from, Transport::Udp, 20), (None, Outcome::Absorbed));
+
+    // Answered: the 200 (PCMA, as offered first) goes again at T1, 2·T1… until the ACK.
+    ep.answer_call(graph_id, "127.0.0.1:20000".parse().unwrap(), 100);
+    let ok = ep.drain_outbox();
+    assert_eq!(status_lines(&ok), ["SIP/2.0 200 OK"]);
+    let body = String::from_utf8_lossy(&ok[0].bytes).into_owned();
+    assert!(body.contains("m=audio 20000 RTP/AVP 8\r\n") && body.contains("Contact: <sip:switchboard@127.0.0.1:5060>"), "{body}");
+    ep.poll(599);
+    assert!(ep.drain_outbox().is_empty());
+    ep.poll(600);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["SIP/2.0 200 OK"], "sent again at T1");
+    ep.poll(1_599);
+    assert!(ep.drain_outbox().is_empty(), "then after 2·T1");
+    ep.poll(1_600);
+    assert_eq!(ep.drain_outbox().len(), 1);
+    let ack = "ACK sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKack\r\nFrom: <sip:heidi@sb.test>;tag=ph1\r\nTo: <sip:14255550100@sb.test>;tag=x\r\nCall-ID: call-1\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n";
+    ep.receive(ack.as_bytes(), from, Transport::Udp, 1_700);
+    assert_eq!(ep.drain_events(), [Event::Call { graph_id: graph_id.clone(), event: CallEvent::Connected }]);
+    ep.poll(10_000);
+    assert!(ep.drain_outbox().is_empty(), "the ACK stopped the retransmissions");
+
+    // The phone hangs up.
+    let bye = ack.replace("ACK sip", "BYE sip").replace("CSeq: 2 ACK", "CSeq: 3 BYE").replace("z9hG4bKack", "z9hG4bKbye");
+    let (reply, _) = ep.receive(bye.as_bytes(), from, Transport::Udp, 11_000);
+    assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 200 OK"]);
+    assert_eq!(ep.drain_events(), [Event::Call { graph_id: graph_id.clone(), event: CallEvent::HungUp }]);
+    ep.poll(11_001);
+    assert!(!ep.holds(graph_id), "the call is forgotten");
+}
+
+#[test]
+fn a_phone_that_never_acks_is_hung_up_and_one_that_cancels_hears_487() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::CallEvent;
+    let mut ep = endpoint();
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let auth = invite_authorization(&Nonces::new(SECRET).mint(0));
+    ep.receive(invite("c", 1, "14255550100", &[&auth]).as_bytes(), from, Transport::Udp, 0);
+    let Some(Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
+    ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
+    ep.drain_outbox();
+    ep.poll(32_000);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["BYE sip:heidi@127.0.0.1:5071 SIP/2.0"], "64·T1 without an ACK: BYE");
+    assert_eq!(ep.drain_events(), [Event::Call { graph_id: graph_id.clone(), event: CallEvent::Lost }]);
+
+    let mut ep = endpoint();
+    ep.receive(invite("d", 1, "14255550100", &[&auth]).as_bytes(), from, Transport::Udp, 0);
+    let Some(Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
+    let cancel = invite("d", 1, "14255550100", &[]).replace("INVITE sip", "CANCEL sip").replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let (reply, _) = ep.receive(cancel.as_bytes(), from, Transport::Udp, 5);
+    assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 200 OK"]);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["SIP/2.0 487 Request Terminated"]);
+    assert_eq!(ep.drain_events(), [Event::Call { graph_id, event: CallEvent::HungUp }]);
 }

@@ -17,6 +17,7 @@ pub mod graph;
 pub mod identity;
 pub mod notifier;
 pub mod server;
+pub mod sip;
 
 pub use switchboard_engine::{engine, metrics, network, store};
 pub use switchboard_sim as sim;

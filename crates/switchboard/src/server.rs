@@ -21,6 +21,7 @@ use crate::identity::SigningKey;
 use crate::metrics::Metrics;
 use crate::notifier::{self, Notifier};
 use crate::sim::{Sim, SimNetwork};
+use crate::sip::{Networks, SipNetwork};
 
 /// How the HTTP listener is secured.
 #[derive(Clone, Debug)]
@@ -104,21 +105,28 @@ pub async fn start(
         outbox: Arc::clone(&notifier) as Arc<dyn engine::OutboxSink>,
         metrics: Arc::clone(&metrics),
     });
+    // Nodes sharing a database share a key: nodes prove themselves with it, SIP nonces are made with it.
+    let cluster_key = match &membership {
+        Some(m) => Some(m.shared(CLUSTER_KEY, &|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())).await?),
+        None => None,
+    };
     let (events, events_rx) = network::channel();
-    let sim = Sim::new(Arc::clone(&directory), config.sim.behaviours.clone(), clock.clone(), events);
-    engine.attach_network(Arc::new(SimNetwork(Arc::clone(&sim))), events_rx);
-    // Nodes sharing a database share the key SIP nonces are made with, so a challenge from one node
-    // is answered on any.
-    let mut membership_secret: Option<String> = None;
+    let sim = Sim::new(Arc::clone(&directory), config.sim.behaviours.clone(), clock.clone(), events.clone());
+    let (sip, sip_network) = match config.sip.listen {
+        Some(listen) => {
+            let (bound, domain, network) = start_sip(&config, listen, &clock, &metrics, cluster_key.as_deref(), events, &directory).await?;
+            (Some((bound, domain)), Some(network))
+        }
+        None => (None, None),
+    };
+    engine.attach_network(Arc::new(Networks { sim: SimNetwork(Arc::clone(&sim)), sip: sip_network }), events_rx);
     let cluster = match membership {
         Some(m) => {
             let address = config.node_url.clone().unwrap_or_else(|| format!("{scheme}://{host}:{}", addr.port()));
             let address = address.trim_end_matches('/').to_owned();
             // Taken before any call is recovered, so that no other node adopts them meanwhile.
             m.join(&address).await?;
-            let cluster_key =
-                m.shared(CLUSTER_KEY, &|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())).await?;
-            membership_secret = Some(cluster_key.clone());
+            let cluster_key = cluster_key.clone().unwrap_or_default();
             let metrics = Arc::clone(&metrics);
             Some(Cluster::new(m, address, cluster_key, Arc::clone(&engine), Arc::clone(&notifier), metrics)?)
         }
@@ -131,10 +139,6 @@ pub async fn start(
         tokio::spawn(Arc::clone(c).run());
     }
 
-    let sip = match config.sip.listen {
-        Some(listen) => Some(start_sip(&config, listen, &clock, &metrics, membership_secret.as_deref()).await?),
-        None => None,
-    };
     let ready = Arc::new(AtomicBool::new(true));
     let state = AppState {
         config: Arc::clone(&config),
@@ -200,7 +204,9 @@ async fn start_sip(
     clock: &Clock,
     metrics: &Arc<Metrics>,
     shared_secret: Option<&str>,
-) -> anyhow::Result<(SocketAddr, String)> {
+    events: network::NetworkEvents,
+    directory: &Arc<crate::config::Directory>,
+) -> anyhow::Result<(SocketAddr, String, Arc<SipNetwork>)> {
     let host = listen.ip().to_string();
     let domain =
         config.sip.domain.clone().unwrap_or_else(|| if listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { host.clone() });
@@ -217,14 +223,19 @@ async fn start_sip(
         accounts,
         nonce_secret,
     });
-    let shared = switchboard_sip::transport::Shared {
-        endpoint: Arc::new(std::sync::Mutex::new(endpoint)),
-        clock: clock.clone(),
-        metrics: Arc::clone(metrics),
-    };
+    let shared = switchboard_sip::transport::Shared::new(endpoint, clock.clone(), Arc::clone(metrics));
+    // Our media address in SDP answers: a socket that takes the phones' RTP (and drops it, for now).
+    let media = tokio::net::UdpSocket::bind(SocketAddr::new(listen.ip(), 0)).await.context("cannot bind a socket for RTP")?;
+    let media_addr = media.local_addr()?;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while media.recv_from(&mut buf).await.is_ok() {}
+    });
+    let users = config.sip.accounts.iter().map(|(id, a)| (a.username.clone(), id.clone())).collect();
+    let network = SipNetwork::new(shared.clone(), events, Arc::clone(directory), users, media_addr);
     let bound = switchboard_sip::transport::serve(listen, shared).await.with_context(|| format!("cannot serve SIP on {listen}"))?;
     tracing::info!(%bound, domain, "SIP served over UDP and TCP");
-    Ok((bound, domain))
+    Ok((bound, domain, network))
 }
 
 /// The names under which nodes share values in the database.

@@ -123,3 +123,70 @@ async fn hostile_datagrams_get_a_named_400_or_nothing() {
     assert_eq!(code, 0, "{screen}");
     assert!(counter(&server.metrics().await, "switchboard_sip_dropped_total") >= 1);
 }
+
+/// A phone's call, as SIPp places it, answered (or not) by the bot through Graph.
+async fn phone_call(server: &Server, scenario: &'static str, port: u16) -> tokio::task::JoinHandle<(i32, String)> {
+    let _ = server;
+    let target = format!("127.0.0.1:{port}");
+    tokio::task::spawn_blocking(move || {
+        sipp(
+            scenario,
+            &target,
+            &["-s", "14255550100", "-key", "caller", "heidi", "-au", "heidi", "-ap", "switchboard-demo-sip", "-m", "1", "-t", "u1"],
+        )
+    })
+}
+
+#[tokio::test]
+async fn a_phone_calls_the_bot_which_answers_and_hangs_up_or_rejects() {
+    let mut bot = Bot::start().await;
+    let port = free_sip_port();
+    let server =
+        Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--sip-listen".into(), format!("127.0.0.1:{port}")] })
+            .await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+
+    // Heidi's phone calls the reception's number; the bot answers; Heidi hangs up.
+    let phone = phone_call(&server, "phone_hangs_up.xml", port).await;
+    let (_, created) = bot.next().await;
+    let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    assert_eq!(created["changeType"], "created");
+    assert_eq!(created["resourceData"]["state"], "incoming");
+    assert_eq!(created["resourceData"]["source"]["identity"]["user"]["id"], HEIDI, "the phone's user is the caller: {created}");
+    assert_eq!(
+        created["resourceData"]["targets"][0]["identity"]["applicationInstance"]["id"], RECEPTION,
+        "the number is the reception's: {created}"
+    );
+    let answer = Some(crate::lifecycle::answer_body(&bot.callback(&id)));
+    let (status, body) = server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, answer).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), established_note(), "the phone's ACK established the call");
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 4521, "The other participant ended the call."), "the phone's BYE");
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "the phone's side:\n{screen}");
+
+    // The bot hangs up: Switchboard sends BYE.
+    let phone = phone_call(&server, "bot_hangs_up.xml", port).await;
+    let (_, created) = bot.next().await;
+    let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let answer = Some(crate::lifecycle::answer_body(&bot.callback(&id)));
+    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, answer).await.0, 202);
+    bot.take(2).await;
+    assert_eq!(server.graph(reqwest::Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "the phone got a BYE:\n{screen}");
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "terminating"));
+    assert_eq!(bot.next().await.1["changeType"], "deleted");
+
+    // The bot rejects as busy: the phone hears 486.
+    let phone = phone_call(&server, "bot_rejects.xml", port).await;
+    let (_, created) = bot.next().await;
+    let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let body = serde_json::json!({"reason": "busy"});
+    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/reject"), &token, Some(body)).await.0, 202);
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "the phone got 486:\n{screen}");
+    assert_eq!(bot.next().await.1["changeType"], "deleted");
+    bot.expect_silence(std::time::Duration::from_millis(300)).await;
+}

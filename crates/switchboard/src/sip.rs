@@ -1,0 +1,188 @@
+//! SIP calls as a network backend beside the simulator: a phone's INVITE becomes an incoming Graph
+//! call, and the engine's commands for that call (answer, reject, hang up) act on the SIP dialog.
+//! [`Networks`] sends each call's commands to the backend that holds its remote leg.
+//!
+//! Today: calls from registered users' phones to an application instance's number or an
+//! application id. Transfer (REFER), outgoing calls and media come next (issue 11).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use switchboard_core::call::{Call, Failure, IncomingCall, NetCommand, NetEvent};
+use switchboard_core::party::Party;
+use switchboard_engine::directory::Directory;
+use switchboard_engine::network::{Network, NetworkEvent, NetworkEvents};
+use switchboard_sip::call::CallEvent;
+use switchboard_sip::transport::{Owner, Shared};
+use switchboard_sip::{Endpoint, Event};
+
+use crate::sim::SimNetwork;
+
+pub struct SipNetwork {
+    pub shared: Shared,
+    events: NetworkEvents,
+    directory: Arc<Directory>,
+    /// SIP user name → directory user id.
+    users: HashMap<String, String>,
+    /// Where our media is (a socket that takes RTP; comfort audio comes later).
+    media: SocketAddr,
+}
+
+impl SipNetwork {
+    pub fn new(
+        shared: Shared,
+        events: NetworkEvents,
+        directory: Arc<Directory>,
+        users: HashMap<String, String>,
+        media: SocketAddr,
+    ) -> Arc<Self> {
+        let network = Arc::new(SipNetwork { shared, events, directory, users, media });
+        network.shared.set_owner(Arc::clone(&network) as Arc<dyn Owner>);
+        network
+    }
+
+    pub fn holds(&self, call_id: &str) -> bool {
+        self.shared.with_endpoint(|ep, _| ep.holds(call_id))
+    }
+
+    /// The Graph side of a phone's INVITE: who calls whom. `Err`: the SIP answer to refuse with.
+    fn incoming(&self, graph_id: &str, from_user: &str, to_user: &str) -> Result<IncomingCall, (u16, String)> {
+        let dir = &self.directory;
+        let caller = self
+            .users
+            .get(from_user)
+            .and_then(|id| dir.user(id))
+            .map(|u| Party::User { id: u.id.clone(), display_name: u.display_name.clone(), tenant_id: u.tenant_id.clone() })
+            .ok_or_else(|| (403, format!("Forbidden ('{from_user}' is no directory user)")))?;
+        let number = if to_user.starts_with('+') { to_user.to_owned() } else { format!("+{to_user}") };
+        let (app, target, instance, tenant) = if let Some((app, inst)) = dir.instance_by_phone(&number).or_else(|| dir.instance(to_user)) {
+            let target = Party::ApplicationInstance {
+                id: inst.id.clone(),
+                display_name: inst.display_name.clone(),
+                tenant_id: inst.tenant_id.clone(),
+            };
+            (app, target, Some(inst.id.clone()), inst.tenant_id.clone())
+        } else if let Some(app) = dir.app(to_user) {
+            let tenant = match &caller {
+                Party::User { tenant_id, .. } => tenant_id.clone(),
+                _ => String::new(),
+            };
+            if !app.tenants.iter().any(|t| t.eq_ignore_ascii_case(&tenant)) {
+                return Err((403, format!("Forbidden (application '{}' is not consented in the caller's tenant)", app.name)));
+            }
+            (app, Party::Application { id: app.client_id.clone(), display_name: app.name.clone() }, None, tenant)
+        } else {
+            return Err((404, format!("Not Found ('{to_user}' is no application instance number or application id)")));
+        };
+        if app.calling_webhook.is_none() {
+            return Err((480, format!("Temporarily Unavailable (application '{}' has no calling webhook)", app.name)));
+        }
+        let id = || uuid::Uuid::new_v4().to_string();
+        Ok(IncomingCall {
+            id: graph_id.to_owned(),
+            app_id: app.client_id.clone(),
+            tenant_id: tenant,
+            source: caller,
+            target,
+            application_instance: instance,
+            my_participant_id: id(),
+            peer_participant_id: id(),
+            call_chain_id: id(),
+            transferor: None,
+        })
+    }
+}
+
+impl Owner for SipNetwork {
+    fn on_events(&self, endpoint: &mut Endpoint, events: Vec<Event>, now_ms: u64) {
+        for event in events {
+            match event {
+                Event::Invite { graph_id, from_user, to_user } => match self.incoming(&graph_id, &from_user, &to_user) {
+                    Ok(call) => {
+                        endpoint.ringing(&graph_id);
+                        self.events.send(NetworkEvent::Offer(Box::new(call)));
+                    }
+                    Err((code, reason)) => endpoint.refuse(&graph_id, code, &reason, now_ms),
+                },
+                Event::Call { graph_id, event } => {
+                    let event = match event {
+                        CallEvent::Connected => NetEvent::Connected,
+                        CallEvent::HungUp | CallEvent::Lost => NetEvent::RemoteHangUp,
+                    };
+                    self.events.call(&graph_id, event);
+                }
+            }
+        }
+    }
+}
+
+impl Network for SipNetwork {
+    fn execute(&self, call: &Call, command: &NetCommand) {
+        let id = call.id.as_str();
+        match command {
+            NetCommand::Answer => self.shared.with_endpoint(|ep, now| ep.answer_call(id, self.media, now)),
+            NetCommand::Reject { reason } => {
+                let (code, phrase) = match reason.as_str() {
+                    "busy" => (486, "Busy Here"),
+                    "forbidden" => (403, "Forbidden"),
+                    "timeout" => (480, "Temporarily Unavailable"),
+                    _ => (603, "Decline"),
+                };
+                self.shared.with_endpoint(|ep, now| ep.refuse(id, code, phrase, now));
+            }
+            NetCommand::Redirect { .. } | NetCommand::HangUp => self.shared.with_endpoint(|ep, now| ep.hang_up(id, now)),
+            NetCommand::Transfer { transfer_id, .. } => {
+                // REFER comes next (issue 11); until then the transfer fails and the caller stays.
+                tracing::warn!(call_id = id, "transfer over SIP is not implemented yet; reporting it failed");
+                self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
+            }
+            NetCommand::CancelTransfer { transfer_id } => {
+                self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
+            }
+            NetCommand::Place | NetCommand::DropMember { .. } => {}
+        }
+    }
+
+    /// A SIP dialog does not survive a restart: the call ends, as if the phone had hung up.
+    fn resume(&self, call: &Call) {
+        self.events.call(&call.id, NetEvent::RemoteHangUp);
+    }
+
+    fn release(&self, call: &Call) {
+        self.shared.with_endpoint(|ep, now| ep.hang_up(&call.id, now));
+    }
+}
+
+/// The networks behind the engine: a call's commands go to the backend that holds its remote leg.
+pub struct Networks {
+    pub sim: SimNetwork,
+    pub sip: Option<Arc<SipNetwork>>,
+}
+
+impl Networks {
+    fn sip_for(&self, call: &Call) -> Option<&SipNetwork> {
+        self.sip.as_deref().filter(|s| s.holds(&call.id))
+    }
+}
+
+impl Network for Networks {
+    fn execute(&self, call: &Call, command: &NetCommand) {
+        match self.sip_for(call) {
+            Some(sip) => sip.execute(call, command),
+            None => self.sim.execute(call, command),
+        }
+    }
+
+    fn resume(&self, call: &Call) {
+        // Nothing of a SIP dialog is stored; every stored call is resumed on the sim, as before.
+        self.sim.resume(call);
+    }
+
+    fn release(&self, call: &Call) {
+        match self.sip_for(call) {
+            Some(sip) => sip.release(call),
+            None => self.sim.release(call),
+        }
+    }
+}
