@@ -210,11 +210,12 @@ impl Endpoint {
         self.calls.values().filter_map(InboundCall::next_due).min()
     }
 
-    /// A Graph call id for a new SIP call: a GUID made from its Call-ID and tag, so that a
-    /// retransmitted INVITE names the same call.
+    /// A Graph call id for a new SIP call: a name-based (MD5, version 3) UUID of its Call-ID and tag,
+    /// so that a retransmitted INVITE names the same call, and the id says it is a SIP call
+    /// ([`is_sip_call`]).
     fn graph_id(&self, call_id: &str, from_tag: &str) -> String {
         let h = crate::digest::md5_hex(&format!("{call_id}|{from_tag}|{}", self.secret));
-        format!("{}-{}-4{}-8{}-{}", &h[..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+        format!("{}-{}-3{}-8{}-{}", &h[..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
     }
 
     pub fn domain(&self) -> &str {
@@ -408,6 +409,13 @@ impl Endpoint {
         let bytes = response(&headers, answer, &key, from).to_bytes();
         (Some(Reply { to: response_address(&via, from, transport), bytes }), Outcome::Answered(400))
     }
+}
+
+/// Whether a Graph call id is one [`Endpoint`] gave a SIP call (a version 3 UUID; the API and the sim
+/// give version 4). After a restart such a call's dialog is gone, and the call must end.
+pub fn is_sip_call(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 36 && b[8] == b'-' && b[13] == b'-' && b[14] == b'3' && b[18] == b'-' && b[23] == b'-'
 }
 
 /// The headers of a request too broken to parse, if it has what a response must copy.

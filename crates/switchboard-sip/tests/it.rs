@@ -332,3 +332,15 @@ fn a_phone_that_never_acks_is_hung_up_and_one_that_cancels_hears_487() {
     assert_eq!(status_lines(&ep.drain_outbox()), ["SIP/2.0 487 Request Terminated"]);
     assert_eq!(ep.drain_events(), [Event::Call { graph_id, event: CallEvent::HungUp }]);
 }
+
+#[test]
+fn sip_calls_are_told_apart_by_their_id() {
+    use switchboard_sip::endpoint::is_sip_call;
+    let mut ep = endpoint();
+    let auth = invite_authorization(&Nonces::new(SECRET).mint(0));
+    ep.receive(invite("e", 1, "14255550100", &[&auth]).as_bytes(), PHONE.parse().unwrap(), Transport::Udp, 0);
+    let Some(switchboard_sip::Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
+    assert!(is_sip_call(&graph_id), "{graph_id}");
+    assert!(!is_sip_call("6f3c2a14-1b2d-4c5e-8f90-0123456789ab"), "the API's and the sim's ids are version 4");
+    assert!(!is_sip_call("short"));
+}

@@ -114,12 +114,13 @@ pub async fn start(
     let sim = Sim::new(Arc::clone(&directory), config.sim.behaviours.clone(), clock.clone(), events.clone());
     let (sip, sip_network) = match config.sip.listen {
         Some(listen) => {
-            let (bound, domain, network) = start_sip(&config, listen, &clock, &metrics, cluster_key.as_deref(), events, &directory).await?;
+            let (bound, domain, network) =
+                start_sip(&config, listen, &clock, &metrics, cluster_key.as_deref(), events.clone(), &directory).await?;
             (Some((bound, domain)), Some(network))
         }
         None => (None, None),
     };
-    engine.attach_network(Arc::new(Networks { sim: SimNetwork(Arc::clone(&sim)), sip: sip_network }), events_rx);
+    engine.attach_network(Arc::new(Networks { sim: SimNetwork(Arc::clone(&sim)), sip: sip_network, events }), events_rx);
     let cluster = match membership {
         Some(m) => {
             let address = config.node_url.clone().unwrap_or_else(|| format!("{scheme}://{host}:{}", addr.port()));

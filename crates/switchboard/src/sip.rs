@@ -158,6 +158,8 @@ impl Network for SipNetwork {
 pub struct Networks {
     pub sim: SimNetwork,
     pub sip: Option<Arc<SipNetwork>>,
+    /// For SIP calls that cannot be resumed.
+    pub events: NetworkEvents,
 }
 
 impl Networks {
@@ -174,9 +176,15 @@ impl Network for Networks {
         }
     }
 
+    /// Nothing of a SIP dialog is stored: a SIP call (after a restart, or adopted from a dead node)
+    /// ends as if the phone had hung up (resultInfo 200/4521). Every other call resumes on the sim.
     fn resume(&self, call: &Call) {
-        // Nothing of a SIP dialog is stored; every stored call is resumed on the sim, as before.
-        self.sim.resume(call);
+        if switchboard_sip::endpoint::is_sip_call(&call.id) {
+            tracing::warn!(call_id = call.id, "a SIP call's dialog did not survive; ending the call");
+            self.events.call(&call.id, NetEvent::RemoteHangUp);
+        } else {
+            self.sim.resume(call);
+        }
     }
 
     fn release(&self, call: &Call) {

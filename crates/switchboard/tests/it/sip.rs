@@ -190,3 +190,27 @@ async fn a_phone_calls_the_bot_which_answers_and_hangs_up_or_rejects() {
     assert_eq!(bot.next().await.1["changeType"], "deleted");
     bot.expect_silence(std::time::Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn a_sip_call_whose_dialog_died_with_the_server_ends_after_the_restart() {
+    let mut bot = Bot::start().await;
+    let port = free_sip_port();
+    let mut server =
+        Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--sip-listen".into(), format!("127.0.0.1:{port}")] })
+            .await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let phone = phone_call(&server, "phone_stays.xml", port).await;
+    let (_, created) = bot.next().await;
+    let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let answer = Some(crate::lifecycle::answer_body(&bot.callback(&id)));
+    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, answer).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), established_note());
+    assert_eq!(phone.await.unwrap().0, 0);
+    server.settled().await;
+    server.kill9();
+    server.restart().await;
+    // Nothing of the dialog was stored: the call ends cleanly, as if the phone had hung up.
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 4521, "The other participant ended the call."));
+    bot.expect_silence(std::time::Duration::from_millis(300)).await;
+}
