@@ -60,6 +60,27 @@ pub enum CallEvent {
     HungUp,
     /// The phone never acknowledged our 2xx: the call is over (a BYE was sent).
     Lost,
+    /// How the blind transfer `transfer_id` ends (RFC 3515, RFC 5589): the phone reached the target
+    /// (`Accepted` then `Completed`, on the 2xx sipfrag), or did not (`Failed` with the SIP status that
+    /// says why: the REFER's answer, or the target's in the NOTIFY). The phone taking the REFER (202)
+    /// is no news for Graph: `transferAccepted` means the target took the call, and it cannot be undone.
+    Transfer { transfer_id: String, progress: Progress },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    Accepted,
+    Completed,
+    Failed(u16),
+}
+
+/// A blind transfer in flight: the REFER we sent and what the phone reported.
+#[derive(Clone, Debug)]
+struct Refer {
+    transfer_id: String,
+    cseq: u32,
+    /// Given up by the engine (its deadline): later news changes nothing.
+    abandoned: bool,
 }
 
 #[derive(Debug)]
@@ -80,6 +101,9 @@ pub struct InboundCall {
     final_response: Option<Vec<u8>>,
     pending: Option<Retransmit>,
     bye: Option<Retransmit>,
+    /// A REFER being sent (until answered), and the transfer it carries.
+    refer_tx: Option<Retransmit>,
+    refer: Option<Refer>,
     /// Our SDP session id and version (bumped on every change).
     session: (u64, u64),
 }
@@ -113,6 +137,8 @@ impl InboundCall {
             final_response: None,
             pending: None,
             bye: None,
+            refer_tx: None,
+            refer: None,
             session: (session_id, 1),
         }
     }
@@ -198,28 +224,109 @@ impl InboundCall {
         }
     }
 
-    /// We hang up: a BYE in the dialog (§15.1.1), sent again until answered.
-    pub fn bye(&mut self, from_local_contact: &str, transport: &str, local: SocketAddr, now: u64) -> Vec<u8> {
+    /// A request of ours in the dialog (§12.2.1.1): the next CSeq, the route set, the roles swapped
+    /// (our To-with-tag is From, their From is To).
+    fn request(&mut self, method: &str, contact: &str, local: SocketAddr, extra: &[(&str, String)]) -> (u32, Vec<u8>) {
         self.local_cseq += 1;
         let mut h = Headers::default();
-        h.push("Via", format!("SIP/2.0/{transport} {local};branch=z9hG4bK{}-{};rport", self.local_tag, self.local_cseq));
+        h.push("Via", format!("SIP/2.0/UDP {local};branch=z9hG4bK{}-{};rport", self.local_tag, self.local_cseq));
         h.push("Max-Forwards", "70");
         for route in &self.route_set {
             h.push("Route", route.clone());
         }
-        // In our requests the roles swap: our To-with-tag is From, their From is To.
         h.push("From", format!("{};tag={}", header(&self.invite, "To"), self.local_tag));
         h.push("To", header(&self.invite, "From"));
         h.push("Call-ID", self.call_id.clone());
-        h.push("CSeq", format!("{} BYE", self.local_cseq));
-        h.push("Contact", format!("<{from_local_contact}>"));
-        let bytes =
-            Message { start: StartLine::Request { method: "BYE".into(), uri: self.remote_target.clone() }, headers: h, body: Vec::new() }
-                .to_bytes();
+        h.push("CSeq", format!("{} {method}", self.local_cseq));
+        h.push("Contact", format!("<{contact}>"));
+        for (name, value) in extra {
+            h.push(name, value.clone());
+        }
+        let msg =
+            Message { start: StartLine::Request { method: method.into(), uri: self.remote_target.clone() }, headers: h, body: Vec::new() };
+        (self.local_cseq, msg.to_bytes())
+    }
+
+    /// We hang up: a BYE in the dialog (§15.1.1), sent again until answered.
+    pub fn bye(&mut self, contact: &str, local: SocketAddr, now: u64) -> Vec<u8> {
+        let (_, bytes) = self.request("BYE", contact, local, &[]);
         self.phase = Phase::Ended;
         self.pending = None;
+        self.refer_tx = None;
         self.bye = Some(Retransmit::new(bytes.clone(), now));
         bytes
+    }
+
+    /// A blind transfer: REFER the phone to `refer_to`, naming `referred_by` (RFC 3515, RFC 3892).
+    /// `None` if the call is not confirmed or already transferring.
+    pub fn refer(
+        &mut self,
+        transfer_id: &str,
+        refer_to: &str,
+        referred_by: &str,
+        contact: &str,
+        local: SocketAddr,
+        now: u64,
+    ) -> Option<Vec<u8>> {
+        if self.phase != Phase::Confirmed || self.refer.as_ref().is_some_and(|r| !r.abandoned) {
+            return None;
+        }
+        let extra = [("Refer-To", format!("<{refer_to}>")), ("Referred-By", format!("<{referred_by}>"))];
+        let (cseq, bytes) = self.request("REFER", contact, local, &extra);
+        self.refer = Some(Refer { transfer_id: transfer_id.to_owned(), cseq, abandoned: false });
+        self.refer_tx = Some(Retransmit::new(bytes.clone(), now));
+        Some(bytes)
+    }
+
+    /// The engine gave the transfer up (its deadline): what the phone reports from now on is ignored.
+    /// Returns whether it was still in flight.
+    pub fn abandon_transfer(&mut self, transfer_id: &str) -> bool {
+        match &mut self.refer {
+            Some(r) if r.transfer_id == transfer_id && !r.abandoned => {
+                r.abandoned = true;
+                self.refer_tx = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The phone answered our REFER (`cseq`) with `code`.
+    pub fn refer_answered(&mut self, cseq: u32, code: u16) -> Option<CallEvent> {
+        let refer = self.refer.as_mut().filter(|r| r.cseq == cseq && !r.abandoned)?;
+        if code < 200 {
+            return None;
+        }
+        self.refer_tx = None;
+        let transfer_id = refer.transfer_id.clone();
+        if code < 300 {
+            return None; // taken; the NOTIFYs tell how it goes
+        }
+        self.refer = None;
+        Some(CallEvent::Transfer { transfer_id, progress: Progress::Failed(code) })
+    }
+
+    /// A NOTIFY of the REFER's implicit subscription, with its sipfrag status (RFC 3515 §2.4.5): the
+    /// events it means, in order.
+    pub fn refer_notified(&mut self, sipfrag_status: u16) -> Vec<CallEvent> {
+        let Some(refer) = self.refer.as_mut().filter(|r| !r.abandoned) else { return Vec::new() };
+        // A NOTIFY before the 202 also means the REFER was taken (RFC 3515 §2.4.4).
+        self.refer_tx = None;
+        let transfer_id = refer.transfer_id.clone();
+        let mut out = Vec::new();
+        match sipfrag_status {
+            100..=199 => {}
+            200..=299 => {
+                self.refer = None;
+                out.push(CallEvent::Transfer { transfer_id: transfer_id.clone(), progress: Progress::Accepted });
+                out.push(CallEvent::Transfer { transfer_id, progress: Progress::Completed });
+            }
+            code => {
+                self.refer = None;
+                out.push(CallEvent::Transfer { transfer_id, progress: Progress::Failed(code) });
+            }
+        }
+        out
     }
 
     /// The answer to our BYE arrived.
@@ -249,6 +356,17 @@ impl InboundCall {
                 out.push(bytes);
             }
         }
+        if let Some(r) = &mut self.refer_tx {
+            if now >= r.give_up_at {
+                // Timer F: the phone never answered the REFER.
+                self.refer_tx = None;
+                if let Some(refer) = self.refer.take().filter(|r| !r.abandoned) {
+                    event = Some(CallEvent::Transfer { transfer_id: refer.transfer_id, progress: Progress::Failed(408) });
+                }
+            } else if let Some(bytes) = r.due(now) {
+                out.push(bytes);
+            }
+        }
         if let Some(b) = &mut self.bye {
             if now >= b.give_up_at {
                 self.bye = None; // Timer F: the phone is gone
@@ -261,6 +379,6 @@ impl InboundCall {
 
     /// The earliest time something may be due.
     pub fn next_due(&self) -> Option<u64> {
-        [self.pending.as_ref(), self.bye.as_ref()].into_iter().flatten().map(|r| r.next_at.min(r.give_up_at)).min()
+        [self.pending.as_ref(), self.bye.as_ref(), self.refer_tx.as_ref()].into_iter().flatten().map(|r| r.next_at.min(r.give_up_at)).min()
     }
 }

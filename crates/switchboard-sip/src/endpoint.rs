@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use std::collections::HashMap;
 
-use crate::call::{CallEvent, InboundCall, Phase};
+use crate::call::{CallEvent, InboundCall, Phase, Progress};
 use crate::header::cseq::CSeq;
 use crate::header::name_addr::NameAddr;
 use crate::header::via::Via;
@@ -165,6 +165,32 @@ impl Endpoint {
         }
     }
 
+    /// The bot transfers the call (blind): REFER the phone to `refer_to`. `false` if the call cannot
+    /// be transferred now (not established, or already transferring).
+    pub fn refer(&mut self, graph_id: &str, transfer_id: &str, refer_to: &str, referred_by: &str, now_ms: u64) -> bool {
+        let contact = self.contact();
+        let local = self.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+        let Some(call) = self.call_mut(graph_id) else { return false };
+        let to = call.peer;
+        match call.refer(transfer_id, refer_to, referred_by, &contact, local, now_ms) {
+            Some(bytes) => {
+                self.outbox.push(Reply { to, bytes });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The engine gave transfer `transfer_id` up: `true` if it was still in flight (then it failed).
+    pub fn abandon_transfer(&mut self, graph_id: &str, transfer_id: &str) -> bool {
+        self.call_mut(graph_id).is_some_and(|c| c.abandon_transfer(transfer_id))
+    }
+
+    /// Where `user` is registered, for a Refer-To.
+    pub fn contact_of(&self, user: &str, now_ms: u64) -> Option<String> {
+        self.registrar.contacts(user, now_ms).into_iter().next()
+    }
+
     /// The bot hangs up: BYE once answered, 480 while still ringing.
     pub fn hang_up(&mut self, graph_id: &str, now_ms: u64) {
         let contact = self.contact();
@@ -173,7 +199,7 @@ impl Endpoint {
         let to = call.peer;
         let bytes = match call.phase {
             Phase::Ringing => call.refuse(480, "Temporarily Unavailable", now_ms),
-            Phase::Answered | Phase::Confirmed => call.bye(&contact, "UDP", local, now_ms),
+            Phase::Answered | Phase::Confirmed => call.bye(&contact, local, now_ms),
             Phase::Refused | Phase::Ended => return,
         };
         self.outbox.push(Reply { to, bytes });
@@ -189,10 +215,14 @@ impl Endpoint {
             for bytes in again {
                 self.outbox.push(Reply { to: call.peer, bytes });
             }
-            if event == Some(CallEvent::Lost) {
-                let bytes = call.bye(&contact, "UDP", local, now_ms);
-                self.outbox.push(Reply { to: call.peer, bytes });
-                self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Lost });
+            match event {
+                Some(CallEvent::Lost) => {
+                    let bytes = call.bye(&contact, local, now_ms);
+                    self.outbox.push(Reply { to: call.peer, bytes });
+                    self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Lost });
+                }
+                Some(event) => self.events.push(Event::Call { graph_id: call.graph_id.clone(), event }),
+                None => {}
             }
             if call.finished() {
                 done.push(sip_id.clone());
@@ -237,12 +267,19 @@ impl Endpoint {
             Err(e) => return self.bad_request(bytes, from, transport, e),
         };
         let StartLine::Request { method, .. } = &msg.start else {
-            // The answer to one of our BYEs ends its retransmissions; anything else is stray.
+            // Answers to our BYEs and REFERs; anything else is stray.
             let call_id = msg.headers.get("Call-ID").unwrap_or_default();
-            if CSeq::parse(msg.headers.get("CSeq").unwrap_or_default()).is_ok_and(|c| c.method == "BYE")
-                && let Some(call) = self.calls.get_mut(call_id)
-            {
-                call.bye_answered();
+            let StartLine::Response { code, .. } = msg.start else { return (None, Outcome::Absorbed) };
+            if let (Ok(cseq), Some(call)) = (CSeq::parse(msg.headers.get("CSeq").unwrap_or_default()), self.calls.get_mut(call_id)) {
+                match cseq.method.as_str() {
+                    "BYE" if code >= 200 => call.bye_answered(),
+                    "REFER" => {
+                        if let Some(event) = call.refer_answered(cseq.seq, code) {
+                            self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
+                        }
+                    }
+                    _ => {}
+                }
             }
             return (None, Outcome::Absorbed);
         };
@@ -298,7 +335,7 @@ impl Endpoint {
         {
             return (Some(Reply { to, bytes }), Outcome::Retransmitted);
         }
-        let in_call = self.in_call(&method, &call_id, &to, now_ms);
+        let in_call = self.in_call(&msg, &method, &call_id, &to, now_ms);
         let answer = match msg.headers.get("Max-Forwards").map(|m| m.trim().parse::<u32>()) {
             _ if method == "INVITE" && transport == Transport::Tcp && to.tag().is_none() => {
                 Answer { code: 501, reason: "Not Implemented (calls over TCP are not served yet; use UDP)".into(), headers: vec![] }
@@ -341,10 +378,40 @@ impl Endpoint {
     }
 
     /// BYE and CANCEL for a call of ours: the answer, having told the call. `None`: not ours.
-    fn in_call(&mut self, method: &str, call_id: &str, to: &NameAddr, now_ms: u64) -> Option<Answer> {
+    fn in_call(&mut self, msg: &Message, method: &str, call_id: &str, to: &NameAddr, now_ms: u64) -> Option<Answer> {
         let ok = || Answer { code: 200, reason: "OK".into(), headers: vec![] };
+        let contact = self.contact();
+        let local = self.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
         let call = self.calls.get_mut(call_id)?;
         match method {
+            // The progress of our REFER (RFC 3515 §2.4.4): a sipfrag status line in the body.
+            "NOTIFY" if to.tag().is_some() => {
+                let event = msg.headers.get("Event").unwrap_or_default();
+                if !event.trim().to_ascii_lowercase().starts_with("refer") {
+                    return Some(Answer { code: 489, reason: "Bad Event".into(), headers: vec![("Allow-Events", "refer".into())] });
+                }
+                let frag = String::from_utf8_lossy(&msg.body);
+                let status =
+                    frag.lines().next().and_then(|l| l.strip_prefix("SIP/2.0 ")).and_then(|r| r.get(..3)).and_then(|c| c.parse().ok());
+                let Some(status) = status else {
+                    return Some(Answer {
+                        code: 400,
+                        reason: "Bad Request (the NOTIFY's body is not a message/sipfrag status line)".into(),
+                        headers: vec![],
+                    });
+                };
+                let events = call.refer_notified(status);
+                let completed = events.iter().any(|e| matches!(e, CallEvent::Transfer { progress: Progress::Completed, .. }));
+                for event in events {
+                    self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
+                }
+                if completed {
+                    // The phone reached the target: our leg of the call is done (RFC 5589 §6.1).
+                    let bytes = call.bye(&contact, local, now_ms);
+                    self.outbox.push(Reply { to: call.peer, bytes });
+                }
+                Some(ok())
+            }
             "BYE" if to.tag().is_some() && call.phase != Phase::Ended => {
                 call.phase = Phase::Ended;
                 self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::HungUp });

@@ -344,3 +344,97 @@ fn sip_calls_are_told_apart_by_their_id() {
     assert!(!is_sip_call("6f3c2a14-1b2d-4c5e-8f90-0123456789ab"), "the API's and the sim's ids are version 4");
     assert!(!is_sip_call("short"));
 }
+
+/// A confirmed call from Heidi's phone; returns the endpoint and the Graph id.
+fn confirmed_call() -> (Endpoint, String) {
+    let mut ep = endpoint();
+    ep.set_local("127.0.0.1:5060".parse().unwrap());
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let auth = invite_authorization(&Nonces::new(SECRET).mint(0));
+    ep.receive(invite("t", 1, "14255550100", &[&auth]).as_bytes(), from, Transport::Udp, 0);
+    let Some(switchboard_sip::Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
+    ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
+    let ack = "ACK sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKack\r\nFrom: <sip:heidi@sb.test>;tag=ph1\r\nTo: <sip:14255550100@sb.test>;tag=x\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
+    ep.receive(ack.as_bytes(), from, Transport::Udp, 1);
+    ep.drain_outbox();
+    ep.drain_events();
+    (ep, graph_id)
+}
+
+/// The phone's answer to our request `req` (status `code`), or its NOTIFY with a sipfrag `status`.
+fn answer_to(req: &[u8], code: u16) -> String {
+    let msg = Message::parse(req, true).unwrap();
+    let mut s = format!("SIP/2.0 {code} Whatever\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        s.push_str(&format!("{name}: {}\r\n", msg.headers.get(name).unwrap()));
+    }
+    s + "Content-Length: 0\r\n\r\n"
+}
+
+fn notify(cseq: u32, status: &str) -> String {
+    let frag = format!("SIP/2.0 {status}\r\n");
+    format!(
+        "NOTIFY sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKn{cseq}\r\nFrom: <sip:heidi@sb.test>;tag=ph1\r\n\
+         To: <sip:14255550100@sb.test>;tag=x\r\nCall-ID: call-1\r\nCSeq: {cseq} NOTIFY\r\nEvent: refer\r\nContent-Type: message/sipfrag\r\nContent-Length: {}\r\n\r\n{frag}",
+        frag.len()
+    )
+}
+
+#[test]
+fn a_blind_transfer_by_refer_ends_as_the_notify_says() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::{CallEvent, Progress};
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let transfer = |graph_id: &str, progress| Event::Call {
+        graph_id: graph_id.to_owned(),
+        event: CallEvent::Transfer { transfer_id: "op-1".into(), progress },
+    };
+
+    // Taken (202), trying, then 200: accepted and completed at once, and we leave with BYE.
+    let (mut ep, id) = confirmed_call();
+    assert!(ep.refer(&id, "op-1", "sip:alex@127.0.0.1:5072", "sip:bot@sb.test", 10));
+    let refer = ep.drain_outbox().remove(0);
+    let text = String::from_utf8_lossy(&refer.bytes).into_owned();
+    assert!(text.starts_with("REFER sip:heidi@127.0.0.1:5071 SIP/2.0\r\n"), "{text}");
+    assert!(text.contains("Refer-To: <sip:alex@127.0.0.1:5072>\r\n") && text.contains("Referred-By: <sip:bot@sb.test>\r\n"), "{text}");
+    assert!(!ep.refer(&id, "op-2", "sip:x@y", "sip:bot@sb.test", 11), "one transfer at a time");
+    ep.receive(answer_to(&refer.bytes, 202).as_bytes(), from, Transport::Udp, 20);
+    assert!(ep.drain_events().is_empty(), "the phone taking the REFER is no news for Graph");
+    ep.receive(notify(2, "100 Trying").as_bytes(), from, Transport::Udp, 30);
+    assert!(ep.drain_events().is_empty());
+    let (reply, _) = ep.receive(notify(3, "200 OK").as_bytes(), from, Transport::Udp, 40);
+    assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 200 OK"]);
+    assert_eq!(ep.drain_events(), [transfer(&id, Progress::Accepted), transfer(&id, Progress::Completed)]);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["BYE sip:heidi@127.0.0.1:5071 SIP/2.0"]);
+
+    // The target was busy.
+    let (mut ep, id) = confirmed_call();
+    ep.refer(&id, "op-1", "sip:alex@x", "sip:bot@sb.test", 10);
+    ep.drain_outbox();
+    ep.receive(notify(2, "486 Busy Here").as_bytes(), from, Transport::Udp, 30);
+    assert_eq!(ep.drain_events(), [transfer(&id, Progress::Failed(486))]);
+    assert!(ep.drain_outbox().is_empty(), "the call stays");
+
+    // The phone refuses REFER; or never answers it (Timer F).
+    let (mut ep, id) = confirmed_call();
+    ep.refer(&id, "op-1", "sip:alex@x", "sip:bot@sb.test", 10);
+    let refer = ep.drain_outbox().remove(0);
+    ep.receive(answer_to(&refer.bytes, 405).as_bytes(), from, Transport::Udp, 20);
+    assert_eq!(ep.drain_events(), [transfer(&id, Progress::Failed(405))]);
+    let (mut ep, id) = confirmed_call();
+    ep.refer(&id, "op-1", "sip:alex@x", "sip:bot@sb.test", 10);
+    ep.drain_outbox();
+    ep.poll(510);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["REFER sip:heidi@127.0.0.1:5071 SIP/2.0"], "sent again at T1");
+    ep.poll(10 + 32_000);
+    assert_eq!(ep.drain_events(), [transfer(&id, Progress::Failed(408))]);
+
+    // The engine gave up (its deadline): a later NOTIFY changes nothing.
+    let (mut ep, id) = confirmed_call();
+    ep.refer(&id, "op-1", "sip:alex@x", "sip:bot@sb.test", 10);
+    assert!(ep.abandon_transfer(&id, "op-1"));
+    assert!(!ep.abandon_transfer(&id, "op-1"), "once");
+    let (reply, _) = ep.receive(notify(2, "200 OK").as_bytes(), from, Transport::Udp, 30);
+    assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 200 OK"], "the NOTIFY is still answered");
+    assert!(ep.drain_events().is_empty());
+}

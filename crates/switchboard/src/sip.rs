@@ -13,7 +13,7 @@ use switchboard_core::call::{Call, Failure, IncomingCall, NetCommand, NetEvent};
 use switchboard_core::party::Party;
 use switchboard_engine::directory::Directory;
 use switchboard_engine::network::{Network, NetworkEvent, NetworkEvents};
-use switchboard_sip::call::CallEvent;
+use switchboard_sip::call::{CallEvent, Progress};
 use switchboard_sip::transport::{Owner, Shared};
 use switchboard_sip::{Endpoint, Event};
 
@@ -40,6 +40,12 @@ impl SipNetwork {
         let network = Arc::new(SipNetwork { shared, events, directory, users, media });
         network.shared.set_owner(Arc::clone(&network) as Arc<dyn Owner>);
         network
+    }
+
+    /// The SIP user name of a directory user.
+    fn username_of(&self, party: &Party) -> Option<String> {
+        let Party::User { id, .. } = party else { return None };
+        self.users.iter().find(|(_, uid)| uid.eq_ignore_ascii_case(id)).map(|(name, _)| name.clone())
     }
 
     pub fn holds(&self, call_id: &str) -> bool {
@@ -109,6 +115,12 @@ impl Owner for SipNetwork {
                     let event = match event {
                         CallEvent::Connected => NetEvent::Connected,
                         CallEvent::HungUp | CallEvent::Lost => NetEvent::RemoteHangUp,
+                        CallEvent::Transfer { transfer_id, progress: Progress::Accepted } => NetEvent::TransferAccepted { transfer_id },
+                        CallEvent::Transfer { transfer_id, progress: Progress::Completed } => NetEvent::TransferCompleted { transfer_id },
+                        CallEvent::Transfer { transfer_id, progress: Progress::Failed(code) } => {
+                            tracing::info!(call_id = graph_id, code, "the phone reports the transfer failed");
+                            NetEvent::TransferFailed { transfer_id, failure: failure_of(code) }
+                        }
                     };
                     self.events.call(&graph_id, event);
                 }
@@ -132,13 +144,28 @@ impl Network for SipNetwork {
                 self.shared.with_endpoint(|ep, now| ep.refuse(id, code, phrase, now));
             }
             NetCommand::Redirect { .. } | NetCommand::HangUp => self.shared.with_endpoint(|ep, now| ep.hang_up(id, now)),
+            NetCommand::Transfer { transfer_id, target, replaces_call_id: None, transferee: None } => {
+                let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
+                let sent = self.shared.with_endpoint(|ep, now| match self.username_of(target).and_then(|u| ep.contact_of(&u, now)) {
+                    Some(refer_to) => ep.refer(id, transfer_id, &refer_to, &referred_by, now),
+                    None => false,
+                });
+                if !sent {
+                    tracing::warn!(call_id = id, ?target, "the transfer target has no registered SIP phone; the transfer fails");
+                    self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
+                }
+            }
             NetCommand::Transfer { transfer_id, .. } => {
-                // REFER comes next (issue 11); until then the transfer fails and the caller stays.
-                tracing::warn!(call_id = id, "transfer over SIP is not implemented yet; reporting it failed");
+                // Consultative (Replaces) and group transfers over SIP come next (issue 11).
+                tracing::warn!(call_id = id, "consultative and group transfers over SIP are not served yet; the transfer fails");
                 self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
             }
             NetCommand::CancelTransfer { transfer_id } => {
-                self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
+                // A REFER cannot be taken back; from now on the phone's reports are ignored. If the
+                // outcome was already reported, it stands (the core applies only the first).
+                if self.shared.with_endpoint(|ep, _| ep.abandon_transfer(id, transfer_id)) {
+                    self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::NoAnswer });
+                }
             }
             NetCommand::Place | NetCommand::DropMember { .. } => {}
         }
@@ -192,5 +219,15 @@ impl Network for Networks {
             Some(sip) => sip.release(call),
             None => self.sim.release(call),
         }
+    }
+}
+
+/// What a SIP status says about why a transfer failed, in Graph's terms.
+fn failure_of(code: u16) -> Failure {
+    match code {
+        486 | 600 => Failure::Busy,
+        403 | 603 => Failure::Declined,
+        408 | 480 | 487 => Failure::NoAnswer,
+        _ => Failure::Unreachable,
     }
 }

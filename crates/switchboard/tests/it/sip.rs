@@ -214,3 +214,94 @@ async fn a_sip_call_whose_dialog_died_with_the_server_ends_after_the_restart() {
     assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 4521, "The other participant ended the call."));
     bot.expect_silence(std::time::Duration::from_millis(300)).await;
 }
+
+/// Registers `user`'s phone (SIPp, once) so that it can be a transfer target.
+async fn register(user: &'static str, port: u16) {
+    let target = format!("127.0.0.1:{port}");
+    let (code, screen) = tokio::task::spawn_blocking(move || {
+        sipp("register.xml", &target, &["-s", user, "-au", user, "-ap", "switchboard-demo-sip", "-m", "1", "-t", "u1"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{user} registers:\n{screen}");
+}
+
+/// A phone call from Heidi through `scenario`, answered by the bot; returns the Graph call id.
+async fn answered_phone_call(
+    server: &Server,
+    bot: &mut Bot,
+    token: &str,
+    scenario: &'static str,
+    port: u16,
+    args: &'static [&'static str],
+) -> (String, tokio::task::JoinHandle<(i32, String)>) {
+    let target = format!("127.0.0.1:{port}");
+    let phone = tokio::task::spawn_blocking(move || {
+        let mut all =
+            vec!["-s", "14255550100", "-key", "caller", "heidi", "-au", "heidi", "-ap", "switchboard-demo-sip", "-m", "1", "-t", "u1"];
+        all.extend_from_slice(args);
+        sipp(scenario, &target, &all)
+    });
+    let (_, created) = bot.next().await;
+    let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let answer = Some(crate::lifecycle::answer_body(&bot.callback(&id)));
+    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), token, answer).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), established_note());
+    (id, phone)
+}
+
+#[tokio::test]
+async fn the_bot_transfers_a_phone_blind_with_refer_and_the_notify_decides() {
+    let mut bot = Bot::start().await;
+    let port = free_sip_port();
+    let server =
+        Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--sip-listen".into(), format!("127.0.0.1:{port}")] })
+            .await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    register("alex", port).await;
+    let to_alex = serde_json::json!({"transferTarget": {"identity": {"user": {"id": ALEX}}}});
+
+    // The phone takes the REFER and reports 200: transferred, and Switchboard leaves with BYE.
+    let (id, phone) = answered_phone_call(&server, &mut bot, &token, "phone_transferred.xml", port, &[]).await;
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, to_alex.clone()).await.0, 202);
+    crate::transfer::expect_transferred(&mut bot, &id, crate::transfer::completed_blind()).await;
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "the phone's side (REFER to Alex's contact, NOTIFYs, BYE):\n{screen}");
+
+    // The target is busy: the call stays with the bot, established, with 500/7000; then the phone hangs up.
+    let (id, phone) = answered_phone_call(&server, &mut bot, &token, "phone_transfer_busy.xml", port, &[]).await;
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, to_alex.clone()).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+    let mut back = None;
+    while back.is_none() {
+        let (_, item) = bot.next().await;
+        if item["resourceData"]["state"] == "established" {
+            back = Some(item);
+        }
+    }
+    let back = back.unwrap();
+    assert_eq!(
+        (back["resourceData"]["resultInfo"]["code"].as_i64(), back["resourceData"]["resultInfo"]["subcode"].as_i64()),
+        (Some(500), Some(7000)),
+        "{back}"
+    );
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 4521, "The other participant ended the call."));
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "{screen}");
+
+    // A target without a registered phone: the transfer fails at once; the call stays.
+    let (id, phone) = answered_phone_call(&server, &mut bot, &token, "phone_hangs_up.xml", port, &[]).await;
+    let to_dana = serde_json::json!({"transferTarget": {"identity": {"user": {"id": DECLINING_DANA}}}});
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, to_dana).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+    let failed = bot.next().await.1;
+    assert_eq!(
+        (failed["resourceData"]["state"].as_str(), failed["resourceData"]["resultInfo"]["subcode"].as_i64()),
+        (Some("established"), Some(7000)),
+        "{failed}"
+    );
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "{screen}");
+    bot.take(1).await;
+}
