@@ -266,6 +266,9 @@ impl Endpoint {
             Ok(m) => m,
             Err(e) => return self.bad_request(bytes, from, transport, e),
         };
+        if let Some(forwarded) = self.proxy(&msg, from, now_ms) {
+            return forwarded;
+        }
         let StartLine::Request { method, .. } = &msg.start else {
             // Answers to our BYEs and REFERs; anything else is stray.
             let call_id = msg.headers.get("Call-ID").unwrap_or_default();
@@ -351,6 +354,90 @@ impl Endpoint {
             self.transactions.answered(key, reply_to, bytes.clone(), now_ms);
         }
         (Some(Reply { to: reply_to, bytes }), Outcome::Answered(code))
+    }
+
+    /// Stateless proxying (RFC 3261 §16.11) between registered phones: a request whose Request-URI
+    /// is a registered contact (not us) goes there with our Via on top; a response whose top Via is
+    /// ours goes back to the Via below. This is how a phone that uses Switchboard as its outbound
+    /// proxy reaches the target of a REFER. Nothing is relayed anywhere else.
+    fn proxy(&mut self, msg: &Message, from: SocketAddr, now_ms: u64) -> Option<(Option<Reply>, Outcome)> {
+        let local = self.local?;
+        match &msg.start {
+            StartLine::Request { method, uri } => {
+                let target = crate::uri::SipUri::parse(uri).ok()?;
+                let to_us =
+                    target.port.unwrap_or(5060) == local.port() && (self.ours(&target.host) || target.host == local.ip().to_string());
+                if to_us || !self.registrar.is_registered_contact(&target, now_ms) {
+                    return None;
+                }
+                let to =
+                    SocketAddr::new(target.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?, target.port.unwrap_or(5060));
+                let mut headers = Headers::default();
+                let top = msg.headers.get("Via").unwrap_or_default();
+                // The same branch for the same request, so retransmissions stay one transaction.
+                let branch = &crate::digest::md5_hex(&format!("{top}|{method}"))[..16];
+                headers.push("Via", format!("SIP/2.0/UDP {local};branch=z9hG4bK{branch}"));
+                let mut vias = msg.headers.all("Via").into_iter();
+                if let Some(first) = vias.next() {
+                    // Where it really came from, so the response finds its way back (RFC 3581).
+                    let first = Via::parse(first).map_or_else(
+                        |_| first.to_owned(),
+                        |mut v| {
+                            stamp_via(&mut v, from);
+                            v.params.set("rport", Some(from.port().to_string()));
+                            v.to_string()
+                        },
+                    );
+                    headers.push("Via", first);
+                }
+                for v in vias {
+                    headers.push("Via", v);
+                }
+                for (name, value) in msg.headers.iter().filter(|(n, _)| !n.eq_ignore_ascii_case("Via")) {
+                    if name.eq_ignore_ascii_case("Max-Forwards") {
+                        match value.trim().parse::<u32>() {
+                            Ok(0) => return None, // answered 483 by the usual path
+                            Ok(n) => headers.push(name, (n - 1).to_string()),
+                            Err(_) => return None,
+                        }
+                    } else {
+                        headers.push(name, value);
+                    }
+                }
+                if headers.get("Max-Forwards").is_none() {
+                    headers.push("Max-Forwards", "69");
+                }
+                let out = Message { start: msg.start.clone(), headers, body: msg.body.clone() };
+                Some((Some(Reply { to, bytes: out.to_bytes() }), Outcome::Absorbed))
+            }
+            StartLine::Response { .. } => {
+                let vias = msg.headers.all("Via");
+                let top = Via::parse(vias.first()?).ok()?;
+                let ours = top.port == Some(local.port()) && (top.host == local.ip().to_string() || self.ours(&top.host));
+                if !ours || vias.len() < 2 {
+                    return None;
+                }
+                let next = Via::parse(vias[1]).ok()?;
+                let host = next
+                    .params
+                    .value("received")
+                    .map_or(next.host.as_str(), |r| r)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                let port = next.params.value("rport").and_then(|p| p.parse().ok()).or(next.port).unwrap_or(5060);
+                let to = SocketAddr::new(host.parse().ok()?, port);
+                let mut headers = Headers::default();
+                for v in vias.iter().skip(1) {
+                    headers.push("Via", *v);
+                }
+                for (name, value) in msg.headers.iter().filter(|(n, _)| !n.eq_ignore_ascii_case("Via")) {
+                    headers.push(name, value);
+                }
+                let out = Message { start: msg.start.clone(), headers, body: msg.body.clone() };
+                Some((Some(Reply { to, bytes: out.to_bytes() }), Outcome::Absorbed))
+            }
+        }
     }
 
     /// A new INVITE from a phone: authenticated, then handed to the owner as [`Event::Invite`] with

@@ -166,6 +166,13 @@ impl Registrar {
         self.bindings.get(user).map(|b| b.iter().filter(|b| b.expires_at_ms > now_ms).map(|b| b.uri.clone()).collect()).unwrap_or_default()
     }
 
+    /// Whether `uri` is a contact some user is registered at now (only those are proxied to).
+    pub fn is_registered_contact(&self, uri: &crate::uri::SipUri, now_ms: u64) -> bool {
+        self.bindings.values().flatten().filter(|b| b.expires_at_ms > now_ms).any(|b| {
+            crate::uri::SipUri::parse(&b.uri).is_ok_and(|c| c.host == uri.host && c.port.unwrap_or(5060) == uri.port.unwrap_or(5060))
+        })
+    }
+
     /// How many contacts are registered now.
     pub fn registered(&self, now_ms: u64) -> usize {
         self.bindings.values().flatten().filter(|b| b.expires_at_ms > now_ms).count()

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod baresip;
 mod clock;
 mod cluster;
 mod errors;

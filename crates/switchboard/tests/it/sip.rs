@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::harness::*;
 
 /// A port free for both UDP and TCP on loopback, as far as one can tell.
-fn free_sip_port() -> u16 {
+pub(crate) fn free_sip_port() -> u16 {
     loop {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = udp.local_addr().unwrap().port();

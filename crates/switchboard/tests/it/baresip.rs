@@ -1,0 +1,173 @@
+//! baresip, a real SIP phone (Debian's `baresip`), against Switchboard: two phones register, one calls
+//! the reception's number, the bot answers through Graph and transfers it blind to the other, and the
+//! two phones end up in a call with each other.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// One headless baresip: a SIP account on Switchboard, answering automatically, controlled over
+/// ctrl_tcp (netstring-framed JSON).
+struct Phone {
+    child: Child,
+    ctrl: u16,
+    dir: std::path::PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Phone {
+    fn start(user: &str, sip_port: u16) -> Phone {
+        let dir = std::env::temp_dir().join(format!("switchboard-baresip-{user}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (listen, ctrl) = (free_port(), free_port());
+        let rtp = 30_000 + (listen % 1000) * 20;
+        let config = format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{listen}\ncall_local_timeout 120\ncall_max_calls 4\n\
+             audio_player aubridge,nil_{user}\naudio_source aubridge,src_{user}\naudio_alert aubridge,nil_{user}\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aubridge.so\nmodule_app account.so\nmodule_app menu.so\n\
+             module ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\nrtp_ports {rtp}-{}\nnet_interface 127.0.0.1\n",
+            rtp + 19
+        );
+        std::fs::write(dir.join("config"), config).unwrap();
+        let account = format!(
+            "<sip:{user}@127.0.0.1>;auth_user={user};auth_pass=switchboard-demo-sip;outbound=\"sip:127.0.0.1:{sip_port}\";regint=600;answermode=auto;audio_codecs=PCMU,PCMA\n"
+        );
+        std::fs::write(dir.join("accounts"), account).unwrap();
+        let child = Command::new("baresip")
+            .args(["-4", "-n", "127.0.0.1", "-f"])
+            .arg(&dir)
+            .args(["-t", "60"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("baresip.log")).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("baresip (Debian's baresip; scripts/test.sh installs it)");
+        Phone { child, ctrl, dir }
+    }
+
+    /// Sends a ctrl_tcp command; returns every message received within `wait` (the response and events).
+    fn command(&self, command: &str, params: &str, wait: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut stream = loop {
+            match TcpStream::connect(("127.0.0.1", self.ctrl)) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => panic!("baresip's ctrl_tcp on {}: {e}\n{}", self.ctrl, self.log()),
+            }
+        };
+        let msg = json!({"command": command, "params": params, "token": "t"}).to_string();
+        stream.write_all(format!("{}:{msg},", msg.len()).as_bytes()).unwrap();
+        stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let (mut buf, mut out, end) = (Vec::new(), Vec::new(), Instant::now() + wait);
+        while Instant::now() < end {
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+            while let Some(colon) = buf.iter().position(|b| *b == b':') {
+                let Some(len) = std::str::from_utf8(&buf[..colon]).ok().and_then(|n| n.parse::<usize>().ok()) else { break };
+                if buf.len() < colon + 1 + len + 1 {
+                    break;
+                }
+                let body: Vec<u8> = buf[colon + 1..colon + 1 + len].to_vec();
+                buf.drain(..colon + 1 + len + 1);
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    out.push(v);
+                }
+            }
+        }
+        out
+    }
+
+    /// The peers of this phone's calls (baresip's `listcalls`).
+    fn calls(&self) -> String {
+        self.command("listcalls", "", Duration::from_millis(500))
+            .into_iter()
+            .find(|v| v["response"] == true)
+            .and_then(|v| v["data"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A phone's calls, asked off the test's runtime (the bot's webhook runs on it).
+async fn calls_of(phone: &Arc<Phone>) -> String {
+    let phone = Arc::clone(phone);
+    tokio::task::spawn_blocking(move || phone.calls()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_baresip_phone_calls_the_bot_and_is_transferred_to_another_baresip() {
+    let mut bot = Bot::start().await;
+    let sip_port = crate::sip::free_sip_port();
+    let server = Server::start_with(Options {
+        demo_webhook: Some(bot.webhook()),
+        extra: vec!["--sip-listen".into(), format!("127.0.0.1:{sip_port}")],
+    })
+    .await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let (heidi, alex) = (Arc::new(Phone::start("heidi", sip_port)), Arc::new(Phone::start("alex", sip_port)));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !server.metrics().await.lines().any(|l| l == "switchboard_sip_registered 2") {
+        assert!(Instant::now() < deadline, "the phones did not register:\n{}\n{}", heidi.log(), alex.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Heidi dials the reception's number; the bot gets the call and answers.
+    let phone = Arc::clone(&heidi);
+    tokio::task::spawn_blocking(move || {
+        phone.command("dial", &format!("sip:14255550100@127.0.0.1:{sip_port}"), Duration::from_millis(300))
+    });
+    let (_, created) = bot.next().await;
+    let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    assert_eq!(created["resourceData"]["source"]["identity"]["user"]["id"], HEIDI, "{created}");
+    let answer = Some(crate::lifecycle::answer_body(&bot.callback(&id)));
+    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, answer).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), established_note(), "heidi's phone log:\n{}", heidi.log());
+
+    // The bot transfers Heidi to Alex: Heidi's phone follows the REFER and Alex's phone answers.
+    let body = json!({"transferTarget": {"identity": {"user": {"id": ALEX}}}});
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, body).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+    let accepted = redact(bot.next().await.1, &id);
+    assert_eq!(accepted, state_note("updated", "transferAccepted"), "heidi's phone:\n{}\nalex's phone:\n{}", heidi.log(), alex.log());
+    assert_eq!(redact(bot.next().await.1, &id), crate::transfer::accepted_media_note());
+    assert_eq!(redact(bot.next().await.1, &id), crate::transfer::completed_blind());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (h, a) = (calls_of(&heidi).await, calls_of(&alex).await);
+        if h.contains("alex") && a.contains("heidi") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the phones are not in a call together: heidi {h:?}, alex {a:?}\n{}\n{}",
+            heidi.log(),
+            alex.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
