@@ -438,3 +438,43 @@ fn a_blind_transfer_by_refer_ends_as_the_notify_says() {
     assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 200 OK"], "the NOTIFY is still answered");
     assert!(ep.drain_events().is_empty());
 }
+
+#[test]
+fn requests_are_proxied_only_to_registered_contacts_and_responses_find_their_way_back() {
+    let mut ep = endpoint();
+    ep.set_local("127.0.0.1:5060".parse().unwrap());
+    let nonce = Nonces::new(SECRET).mint(0);
+    // Alex's phone registers at 127.0.0.1:5072.
+    let reg = request("REGISTER", "r", 1, "alex", &["Contact: <sip:alex-x@127.0.0.1:5072>", &authorization("alex", "pw-alex", &nonce)]);
+    check(&mut ep, &reg, 10, "200 OK", &[]);
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let invite_to = |uri: &str| {
+        format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKp1\r\nMax-Forwards: 70\r\nFrom: <sip:heidi@sb.test>;tag=h\r\n\
+             To: <{uri}>\r\nCall-ID: px\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // To the registered contact: forwarded there, our Via on top, Max-Forwards one less.
+    let (reply, _) = ep.receive(invite_to("sip:alex-x@127.0.0.1:5072").as_bytes(), from, Transport::Udp, 20);
+    let Reply { to, bytes } = reply.unwrap();
+    assert_eq!(to, "127.0.0.1:5072".parse().unwrap());
+    let fwd = Message::parse(&bytes, true).unwrap();
+    let vias = fwd.headers.all("Via");
+    assert!(vias[0].starts_with("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK"), "{fwd}");
+    assert_eq!(vias[1], format!("SIP/2.0/UDP {PHONE};branch=z9hG4bKp1;rport=5071"));
+    assert_eq!(fwd.headers.get("Max-Forwards"), Some("69"));
+    // Alex's answer comes back to us and goes on to Heidi's phone, without our Via.
+    let answer = format!(
+        "SIP/2.0 180 Ringing\r\nVia: {}\r\nVia: {}\r\nFrom: <sip:heidi@sb.test>;tag=h\r\nTo: <sip:alex-x@127.0.0.1:5072>;tag=a\r\nCall-ID: px\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        vias[0], vias[1]
+    );
+    let (reply, _) = ep.receive(answer.as_bytes(), "127.0.0.1:5072".parse().unwrap(), Transport::Udp, 30);
+    let Reply { to, bytes } = reply.unwrap();
+    assert_eq!(to, from);
+    assert_eq!(Message::parse(&bytes, true).unwrap().headers.all("Via"), [vias[1]]);
+    // Anywhere else: not relayed. An unknown address is a call to the bot (challenged here), never forwarded.
+    let (reply, _) = ep.receive(invite_to("sip:victim@127.0.0.1:6000").as_bytes(), from, Transport::Udp, 40);
+    let Reply { to, bytes } = reply.unwrap();
+    assert_eq!(to, from, "answered, not relayed");
+    assert!(String::from_utf8_lossy(&bytes).starts_with("SIP/2.0 401"));
+}

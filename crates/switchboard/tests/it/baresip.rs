@@ -26,6 +26,11 @@ fn free_port() -> u16 {
 
 impl Phone {
     fn start(user: &str, sip_port: u16) -> Phone {
+        Self::start_with(user, sip_port, "auto")
+    }
+
+    /// `answermode`: `auto` answers at once, `manual` rings until told.
+    fn start_with(user: &str, sip_port: u16, answermode: &str) -> Phone {
         let dir = std::env::temp_dir().join(format!("switchboard-baresip-{user}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let (listen, ctrl) = (free_port(), free_port());
@@ -39,7 +44,7 @@ impl Phone {
         );
         std::fs::write(dir.join("config"), config).unwrap();
         let account = format!(
-            "<sip:{user}@127.0.0.1>;auth_user={user};auth_pass=switchboard-demo-sip;outbound=\"sip:127.0.0.1:{sip_port}\";regint=600;answermode=auto;audio_codecs=PCMU,PCMA\n"
+            "<sip:{user}@127.0.0.1>;auth_user={user};auth_pass=switchboard-demo-sip;outbound=\"sip:127.0.0.1:{sip_port}\";regint=600;answermode={answermode};audio_codecs=PCMU,PCMA\n"
         );
         std::fs::write(dir.join("accounts"), account).unwrap();
         let child = Command::new("baresip")
@@ -168,6 +173,64 @@ async fn a_baresip_phone_calls_the_bot_and_is_transferred_to_another_baresip() {
             heidi.log(),
             alex.log()
         );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_declined_transfer_target_brings_the_baresip_call_back_to_the_bot() {
+    let mut bot = Bot::start().await;
+    let sip_port = crate::sip::free_sip_port();
+    let server = Server::start_with(Options {
+        demo_webhook: Some(bot.webhook()),
+        extra: vec!["--sip-listen".into(), format!("127.0.0.1:{sip_port}")],
+    })
+    .await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let (heidi, dana) = (Arc::new(Phone::start("heidi", sip_port)), Arc::new(Phone::start_with("dana", sip_port, "manual")));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !server.metrics().await.lines().any(|l| l == "switchboard_sip_registered 2") {
+        assert!(Instant::now() < deadline, "the phones did not register:\n{}\n{}", heidi.log(), dana.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let phone = Arc::clone(&heidi);
+    tokio::task::spawn_blocking(move || {
+        phone.command("dial", &format!("sip:14255550100@127.0.0.1:{sip_port}"), Duration::from_millis(300))
+    });
+    let (_, created) = bot.next().await;
+    let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let answer = Some(crate::lifecycle::answer_body(&bot.callback(&id)));
+    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, answer).await.0, 202);
+    bot.take(2).await;
+
+    let body = json!({"transferTarget": {"identity": {"user": {"id": DECLINING_DANA}}}});
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, body).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+    // Dana's phone rings; she declines.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !calls_of(&dana).await.contains("heidi") {
+        assert!(Instant::now() < deadline, "Dana's phone never rang:\n{}\n{}", heidi.log(), dana.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let phone = Arc::clone(&dana);
+    tokio::task::spawn_blocking(move || phone.command("hangup", "", Duration::from_millis(200))).await.unwrap();
+    let back = redact(bot.next().await.1, &id);
+    assert_eq!(
+        (
+            back["resourceData"]["state"].as_str(),
+            back["resourceData"]["resultInfo"]["code"].as_i64(),
+            back["resourceData"]["resultInfo"]["subcode"].as_i64()
+        ),
+        (Some("established"), Some(500), Some(7000)),
+        "{back}\n{}",
+        heidi.log()
+    );
+    // Heidi is still with the bot, which hangs up: her phone's call ends.
+    assert_eq!(server.graph(reqwest::Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
+    bot.take(2).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while calls_of(&heidi).await.contains("14255550100") {
+        assert!(Instant::now() < deadline, "Heidi's phone still has a call:\n{}", heidi.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
