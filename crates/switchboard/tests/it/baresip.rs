@@ -24,6 +24,17 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A port free for SIP over UDP and TCP whose next port is free too (baresip takes it for TLS).
+fn free_pair() -> u16 {
+    let free = |p: u16| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    loop {
+        let p = free_port();
+        if p < u16::MAX && free(p) && free(p + 1) {
+            return p;
+        }
+    }
+}
+
 impl Phone {
     fn start(user: &str, sip_port: u16) -> Phone {
         Self::start_with(user, sip_port, "auto")
@@ -33,7 +44,7 @@ impl Phone {
     fn start_with(user: &str, sip_port: u16, answermode: &str) -> Phone {
         let dir = std::env::temp_dir().join(format!("switchboard-baresip-{user}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (listen, ctrl) = (free_port(), free_port());
+        let (listen, ctrl) = (free_pair(), free_port());
         let rtp = 30_000 + (listen % 1000) * 20;
         let config = format!(
             "poll_method epoll\nsip_listen 127.0.0.1:{listen}\ncall_local_timeout 120\ncall_max_calls 4\n\
