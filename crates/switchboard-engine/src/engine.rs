@@ -49,6 +49,8 @@ pub trait Render: Send + Sync + 'static {
 /// Where committed outbox rows go to be delivered (the notifier).
 pub trait OutboxSink: Send + Sync + 'static {
     fn enqueue(&self, rows: Vec<OutboxRow>);
+    /// The call belongs to another node now: drop its queued rows (the new owner sends them).
+    fn forget_call(&self, _call_id: &str) {}
 }
 
 struct Slot {
@@ -170,22 +172,25 @@ impl Engine {
     /// resumes them: timers re-armed, network legs rebuilt. A call already here is left as it is.
     /// Returns how many were taken.
     pub async fn adopt(self: &Arc<Self>, stored: Vec<StoredCall>) -> usize {
-        let stored: Vec<StoredCall> = {
-            let calls = self.lock_calls();
-            stored.into_iter().filter(|s| !calls.contains_key(&s.call.id)).collect()
-        };
-        let n = stored.len();
         // Every call is in the map before anything about any of them can happen: what the network
         // reports while it rebuilds its legs, and deadlines that passed while the server was down,
-        // must find their call.
-        let mut slots = Vec::with_capacity(n);
-        for s in stored {
-            self.metrics.call_entered(s.call.state);
-            let slot = Arc::new(tokio::sync::Mutex::new(Slot::new(s.call, s.version)));
-            let id = slot.lock().await.call.id.clone();
-            self.lock_calls().insert(id, Arc::clone(&slot));
-            slots.push(slot);
+        // must find their call. Checked and inserted under one lock, so that two adoptions of the same
+        // call at once (a request and a hand-over) resume it once.
+        let mut slots = Vec::with_capacity(stored.len());
+        {
+            let mut calls = self.lock_calls();
+            for s in stored {
+                if calls.contains_key(&s.call.id) {
+                    continue;
+                }
+                self.metrics.call_entered(s.call.state);
+                let id = s.call.id.clone();
+                let slot = Arc::new(tokio::sync::Mutex::new(Slot::new(s.call, s.version)));
+                calls.insert(id, Arc::clone(&slot));
+                slots.push(slot);
+            }
         }
+        let n = slots.len();
         // Then each call, under its own lock: the network picks it up, and its timers are armed, so
         // that a deadline already passed is applied only after the leg is back.
         for slot in slots {
@@ -324,9 +329,11 @@ impl Engine {
         let (version, rows) = match self.store.commit(&next, Some(guard.version), &notes, now).await {
             Ok(committed) => committed,
             Err(e @ StoreError::NotOwner { .. }) => {
-                // Another node adopted the call while this one held it: it is theirs now.
+                // Another node adopted the call while this one held it: it is theirs now, and so are
+                // its notifications.
                 tracing::warn!(call_id = id, "the call belongs to another node now; forgetting it here");
                 self.forget(id, &mut guard);
+                self.outbox.forget_call(id);
                 return Err(e.into());
             }
             Err(e) => return Err(e.into()),

@@ -81,6 +81,8 @@ pub struct PgStore {
     url: String,
     /// The node this store writes as: the owner of what it commits.
     node: String,
+    /// Whether this store has joined a cluster (then it writes only under a live lease).
+    joined: std::sync::atomic::AtomicBool,
     clients: Vec<Mutex<Client>>,
     next: AtomicUsize,
 }
@@ -117,7 +119,13 @@ impl PgStore {
         for _ in 0..CONNECTIONS {
             clients.push(Mutex::new(connect(url).await.map_err(open)?));
         }
-        let store = PgStore { url: url.to_owned(), node: node.to_owned(), clients, next: AtomicUsize::new(0) };
+        let store = PgStore {
+            url: url.to_owned(),
+            node: node.to_owned(),
+            joined: std::sync::atomic::AtomicBool::new(false),
+            clients,
+            next: AtomicUsize::new(0),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -218,13 +226,24 @@ impl Store for PgStore {
             None => {
                 let inserted = tx
                     .execute(
-                        "INSERT INTO calls (id, app_id, version, state, body, updated_at, owner) VALUES ($1, $2, 1, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                        &[&call.id, &call.app_id, &call.state.as_str(), &body, &now_i, &self.node],
+                        // A node of a cluster creates calls only under a live lease: otherwise the call
+                        // would belong to a dead node. (A store that never joined, like the conformance
+                        // suite's, is one process alone.)
+                        "INSERT INTO calls (id, app_id, version, state, body, updated_at, owner)
+                         SELECT $1, $2, 1, $3, $4, $5, $6
+                         WHERE NOT $7 OR EXISTS (SELECT 1 FROM nodes WHERE id = $6 AND lease_until > clock_timestamp())
+                         ON CONFLICT (id) DO NOTHING",
+                        &[&call.id, &call.app_id, &call.state.as_str(), &body, &now_i, &self.node, &self.joined.load(Ordering::Relaxed)],
                     )
                     .await
                     .map_err(db)?;
                 if inserted != 1 {
-                    return Err(StoreError::Exists { id: call.id.clone() });
+                    let exists = tx.query_opt("SELECT 1 FROM calls WHERE id = $1", &[&call.id]).await.map_err(db)?.is_some();
+                    return Err(if exists {
+                        StoreError::Exists { id: call.id.clone() }
+                    } else {
+                        StoreError::NotOwner { id: call.id.clone() }
+                    });
                 }
                 1
             }
@@ -344,6 +363,7 @@ impl Membership for PgStore {
     }
 
     async fn join(&self, address: &str) -> Result<(), StoreError> {
+        self.joined.store(true, Ordering::Relaxed);
         let client = self.client().await?;
         client
             .execute(
@@ -403,6 +423,20 @@ impl Membership for PgStore {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        // Calls whose owner has no row at all: created by a node after its row was adopted and before
+        // it noticed (a pause), then left when it died. Nobody else will ever take them.
+        let orphans: Vec<String> = tx
+            .query(
+                "SELECT DISTINCT c.owner FROM calls c WHERE c.owner IS NOT NULL AND c.owner <> $1
+                   AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = c.owner)",
+                &[&self.node],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let dead: Vec<String> = dead.into_iter().chain(orphans).collect();
         if dead.is_empty() {
             return Ok(Adopted::default());
         }

@@ -1,6 +1,7 @@
 //! HTTP Digest with MD5 for SIP (RFC 2617, RFC 7616, RFC 3261 §22.4): checking a client's response,
-//! and nonces that need no state. A nonce is the time it was made and a keyed hash of that time, so
-//! any node with the same secret can check it, and it goes stale after [`NONCE_LIFETIME_MS`].
+//! and nonces that need no state. A nonce is the time it was made and a keyed hash of that time and
+//! of the client's address, so any node with the same secret can check it, a nonce sniffed off the wire
+//! is no good from another address, and it goes stale after [`NONCE_LIFETIME_MS`].
 
 use md5::{Digest, Md5};
 
@@ -32,14 +33,15 @@ impl Nonces {
         Nonces { secret: secret.to_owned() }
     }
 
-    pub fn mint(&self, now_ms: u64) -> String {
-        format!("{now_ms:x}.{}", &md5_hex(&format!("{now_ms}:{}", self.secret))[..20])
+    /// A nonce for a client at `client` (its IP address, as text).
+    pub fn mint(&self, now_ms: u64, client: &str) -> String {
+        format!("{now_ms:x}.{}", &md5_hex(&format!("{now_ms}:{client}:{}", self.secret))[..20])
     }
 
-    pub fn check(&self, nonce: &str, now_ms: u64) -> Nonce {
+    pub fn check(&self, nonce: &str, client: &str, now_ms: u64) -> Nonce {
         let Some((time, _)) = nonce.split_once('.') else { return Nonce::Forged };
         let Ok(made) = u64::from_str_radix(time, 16) else { return Nonce::Forged };
-        if !constant_time_eq(self.mint(made).as_bytes(), nonce.as_bytes()) {
+        if !constant_time_eq(self.mint(made, client).as_bytes(), nonce.as_bytes()) {
             return Nonce::Forged;
         }
         if now_ms.saturating_sub(made) > NONCE_LIFETIME_MS { Nonce::Stale } else { Nonce::Fresh }
@@ -83,11 +85,12 @@ mod tests {
     #[test]
     fn nonces_are_checked_and_age() {
         let n = Nonces::new("secret");
-        let nonce = n.mint(1_000);
-        assert_eq!(n.check(&nonce, 2_000), Nonce::Fresh);
-        assert_eq!(n.check(&nonce, 1_000 + NONCE_LIFETIME_MS + 1), Nonce::Stale);
-        assert_eq!(Nonces::new("other").check(&nonce, 2_000), Nonce::Forged);
-        assert_eq!(n.check("3e8.0000", 2_000), Nonce::Forged);
-        assert_eq!(n.check("junk", 2_000), Nonce::Forged);
+        let nonce = n.mint(1_000, "10.0.0.1");
+        assert_eq!(n.check(&nonce, "10.0.0.1", 2_000), Nonce::Fresh);
+        assert_eq!(n.check(&nonce, "10.0.0.1", 1_000 + NONCE_LIFETIME_MS + 1), Nonce::Stale);
+        assert_eq!(n.check(&nonce, "10.0.0.2", 2_000), Nonce::Forged, "from another address");
+        assert_eq!(Nonces::new("other").check(&nonce, "10.0.0.1", 2_000), Nonce::Forged);
+        assert_eq!(n.check("3e8.0000", "10.0.0.1", 2_000), Nonce::Forged);
+        assert_eq!(n.check("junk", "10.0.0.1", 2_000), Nonce::Forged);
     }
 }

@@ -346,7 +346,7 @@ impl Endpoint {
             _ if let Some(a) = in_call => a,
             Some(Err(_)) => Answer { code: 400, reason: "Bad Request (Max-Forwards is not a number)".into(), headers: vec![] },
             Some(Ok(0)) if method != "OPTIONS" => Answer { code: 483, reason: "Too Many Hops".into(), headers: vec![] },
-            _ => self.answer(&msg, &method, &to, &cseq, now_ms),
+            _ => self.answer(&msg, from, &method, &to, &cseq, now_ms),
         };
         let code = answer.code;
         let bytes = response(&msg.headers, answer, &key, from).to_bytes();
@@ -363,20 +363,23 @@ impl Endpoint {
     fn proxy(&mut self, msg: &Message, from: SocketAddr, now_ms: u64) -> Option<(Option<Reply>, Outcome)> {
         let local = self.local?;
         match &msg.start {
-            StartLine::Request { method, uri } => {
+            StartLine::Request { uri, .. } => {
                 let target = crate::uri::SipUri::parse(uri).ok()?;
                 let to_us =
                     target.port.unwrap_or(5060) == local.port() && (self.ours(&target.host) || target.host == local.ip().to_string());
-                if to_us || !self.registrar.is_registered_contact(&target, now_ms) {
+                // Only between registered phones: from one, to another.
+                if to_us || !self.registrar.is_registered_contact(&target, now_ms) || !self.registrar.is_registered_source(from, now_ms) {
                     return None;
                 }
                 let to =
                     SocketAddr::new(target.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?, target.port.unwrap_or(5060));
                 let mut headers = Headers::default();
                 let top = msg.headers.get("Via").unwrap_or_default();
-                // The same branch for the same request, so retransmissions stay one transaction.
-                let branch = &crate::digest::md5_hex(&format!("{top}|{method}"))[..16];
-                headers.push("Via", format!("SIP/2.0/UDP {local};branch=z9hG4bK{branch}"));
+                // Derived from the incoming branch alone, so that a CANCEL or the ACK to an error gets
+                // the branch of its INVITE, as the target expects (RFC 3261 §16.11); keyed, so that only
+                // responses to what we forwarded come back through us.
+                let branch = self.proxy_branch(top);
+                headers.push("Via", format!("SIP/2.0/UDP {local};branch={branch}"));
                 let mut vias = msg.headers.all("Via").into_iter();
                 if let Some(first) = vias.next() {
                     // Where it really came from, so the response finds its way back (RFC 3581).
@@ -418,6 +421,10 @@ impl Endpoint {
                     return None;
                 }
                 let next = Via::parse(vias[1]).ok()?;
+                // Only answers to requests we forwarded: the branch is keyed on the Via below it.
+                if top.branch() != Some(self.proxy_branch(vias[1]).as_str()) {
+                    return Some((None, Outcome::Dropped(ParseError("a response to a request this proxy did not forward".into()))));
+                }
                 let host = next
                     .params
                     .value("received")
@@ -440,6 +447,14 @@ impl Endpoint {
         }
     }
 
+    /// Our branch for a request forwarded with `via` on top: keyed, and the same for its CANCEL and its
+    /// retransmissions (only the Via's branch and sent-by count, not what we stamp on it).
+    fn proxy_branch(&self, via: &str) -> String {
+        let (branch, host, port) = Via::parse(via)
+            .map_or_else(|_| (String::new(), String::new(), None), |v| (v.branch().unwrap_or_default().to_owned(), v.host, v.port));
+        format!("z9hG4bK{}", &crate::digest::md5_hex(&format!("{branch}|{host}|{port:?}|{}", self.secret))[..20])
+    }
+
     /// A new INVITE from a phone: authenticated, then handed to the owner as [`Event::Invite`] with
     /// `100 Trying`. `None`: it is answered like any other request (a challenge, 403, 404…).
     fn invite(&mut self, msg: &Message, via: &Via, cseq: &CSeq, peer: SocketAddr, now_ms: u64) -> Option<(Option<Reply>, Outcome)> {
@@ -449,7 +464,7 @@ impl Endpoint {
         })
         .ok()?
         .user?;
-        let from_user = self.registrar.authenticate(msg, now_ms).ok()?;
+        let from_user = self.registrar.authenticate(msg, peer, now_ms).ok()?;
         let call_id = msg.headers.get("Call-ID").unwrap_or_default().to_owned();
         let from_tag = NameAddr::parse(msg.headers.get("From").unwrap_or_default()).ok()?.tag().unwrap_or_default().to_owned();
         let graph_id = self.graph_id(&call_id, &from_tag);
@@ -516,7 +531,7 @@ impl Endpoint {
         }
     }
 
-    fn answer(&mut self, msg: &Message, method: &str, to: &NameAddr, cseq: &CSeq, now_ms: u64) -> Answer {
+    fn answer(&mut self, msg: &Message, from: SocketAddr, method: &str, to: &NameAddr, cseq: &CSeq, now_ms: u64) -> Answer {
         let plain = |code: u16, reason: &str| Answer { code, reason: reason.to_owned(), headers: vec![] };
         match method {
             "REGISTER" => {
@@ -531,7 +546,7 @@ impl Endpoint {
                     return plain(400, "Bad Request (To names no user to register)");
                 };
                 let call_id = msg.headers.get("Call-ID").unwrap_or_default().to_owned();
-                self.registrar.register(msg, &user, &call_id, cseq.seq, now_ms)
+                self.registrar.register(msg, from, &user, &call_id, cseq.seq, now_ms)
             }
             "OPTIONS" => Answer {
                 code: 200,
@@ -539,7 +554,7 @@ impl Endpoint {
                 headers: vec![("Allow", ALLOW.into()), ("Accept", "application/sdp".into()), ("Supported", "replaces".into())],
             },
             "INVITE" if to.tag().is_some() => plain(501, "Not Implemented (re-INVITE is not served yet)"),
-            "INVITE" => match self.registrar.authenticate(msg, now_ms) {
+            "INVITE" => match self.registrar.authenticate(msg, from, now_ms) {
                 Err(answer) => answer,
                 // Authenticated, but the call could not start (no user in the Request-URI, or over TCP).
                 Ok(_) => plain(404, "Not Found (the Request-URI names no number or application to call)"),

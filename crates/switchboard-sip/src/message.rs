@@ -391,10 +391,12 @@ pub fn frame(buf: &[u8]) -> Frame {
     let Ok(length) = length.parse::<usize>() else {
         return Frame::Invalid(ParseError(format!("Content-Length: '{}' is not a number", shorten(&length))));
     };
-    if body_start + length > MAX_MESSAGE {
-        return Frame::Invalid(ParseError(format!("a message of {} bytes; the limit is {MAX_MESSAGE}", body_start + length)));
-    }
-    if buf.len() < body_start + length { Frame::Incomplete } else { Frame::Complete(body_start + length) }
+    // Checked: a hostile Content-Length must not wrap around to a small message.
+    let total = match body_start.checked_add(length) {
+        Some(t) if t <= MAX_MESSAGE => t,
+        _ => return Frame::Invalid(ParseError(format!("Content-Length {length} makes a message over the limit of {MAX_MESSAGE} bytes"))),
+    };
+    if buf.len() < total { Frame::Incomplete } else { Frame::Complete(total) }
 }
 
 #[cfg(test)]
@@ -411,5 +413,8 @@ mod frame_tests {
         assert!(matches!(frame(b"OPTIONS sip:h SIP/2.0\r\nl: x\r\n\r\n"), Frame::Invalid(_)));
         assert!(matches!(frame(b"OPTIONS sip:h SIP/2.0\r\nVia: x\r\n\r\n"), Frame::Invalid(_)));
         assert!(matches!(frame(&vec![b'a'; 70_000]), Frame::Invalid(_)));
+        // A length that would wrap around past usize::MAX is refused, not read as a tiny message.
+        let huge = format!("OPTIONS sip:x SIP/2.0\r\nContent-Length: {}\r\n\r\n", usize::MAX - 10);
+        assert!(matches!(frame(huge.as_bytes()), Frame::Invalid(_)));
     }
 }

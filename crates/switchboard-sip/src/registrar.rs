@@ -65,15 +65,15 @@ impl Registrar {
         }
     }
 
-    fn challenge(&self, now_ms: u64, stale: bool) -> Answer {
-        let nonce = self.nonces.mint(now_ms);
+    fn challenge(&self, client: &str, now_ms: u64, stale: bool) -> Answer {
+        let nonce = self.nonces.mint(now_ms, client);
         Answer::new(401, "Unauthorized").with("WWW-Authenticate", Challenge { realm: &self.realm, nonce: &nonce, stale }.to_string())
     }
 
     /// Answers a REGISTER whose To names `user` (the endpoint checked the domain).
-    pub fn register(&mut self, req: &Message, user: &str, call_id: &str, cseq: u32, now_ms: u64) -> Answer {
-        match self.authenticate(req, now_ms) {
-            Ok(name) if name == user => self.update(req, user, call_id, cseq, now_ms),
+    pub fn register(&mut self, req: &Message, from: std::net::SocketAddr, user: &str, call_id: &str, cseq: u32, now_ms: u64) -> Answer {
+        match self.authenticate(req, from, now_ms) {
+            Ok(name) if name == user => self.update(req, from, user, call_id, cseq, now_ms),
             Ok(name) => Answer::new(403, format!("Forbidden ('{name}' may not register '{user}')")),
             Err(answer) => answer,
         }
@@ -81,18 +81,34 @@ impl Registrar {
 
     /// Checks a request's Digest credentials: the user name they prove, or the answer to send (a
     /// challenge, 400 or 403).
-    pub fn authenticate(&self, req: &Message, now_ms: u64) -> Result<String, Answer> {
+    pub fn authenticate(&self, req: &Message, from: std::net::SocketAddr, now_ms: u64) -> Result<String, Answer> {
+        let client = from.ip().to_string();
         let Some(auth) = req.headers.get("Authorization") else {
-            return Err(self.challenge(now_ms, false));
+            return Err(self.challenge(&client, now_ms, false));
         };
         let creds = Credentials::parse(auth).map_err(|e| Answer::new(400, format!("Bad Request ({e})")))?;
         if creds.realm != self.realm {
-            return Err(self.challenge(now_ms, false));
+            return Err(self.challenge(&client, now_ms, false));
         }
-        match self.nonces.check(&creds.nonce, now_ms) {
+        match self.nonces.check(&creds.nonce, &client, now_ms) {
             Nonce::Fresh => {}
-            Nonce::Stale => return Err(self.challenge(now_ms, true)),
-            Nonce::Forged => return Err(self.challenge(now_ms, false)),
+            Nonce::Stale => return Err(self.challenge(&client, now_ms, true)),
+            Nonce::Forged => return Err(self.challenge(&client, now_ms, false)),
+        }
+        // The credentials are for this server (RFC 2617 §3.2.2.5: the same resource as the
+        // Request-URI), not replayed from another. Host and port are compared: agents disagree on the
+        // user part (SIPp leaves it out); the nonce is bound to the client's address besides.
+        let same_place = |a: &str, b: &str| match (crate::uri::SipUri::parse(a), crate::uri::SipUri::parse(b)) {
+            (Ok(a), Ok(b)) => a.host == b.host && a.port.unwrap_or(5060) == b.port.unwrap_or(5060),
+            _ => false,
+        };
+        if let crate::message::StartLine::Request { uri, .. } = &req.start
+            && !same_place(&creds.uri, uri)
+        {
+            return Err(Answer::new(
+                400,
+                format!("Bad Request (the Authorization uri '{}' is not the Request-URI)", crate::message::shorten(&creds.uri)),
+            ));
         }
         if let Some(a) = creds.algorithm.as_deref().filter(|a| !a.eq_ignore_ascii_case("MD5")) {
             return Err(Answer::new(400, format!("Bad Request (algorithm {a} is not supported; use MD5)")));
@@ -108,7 +124,7 @@ impl Registrar {
         Ok(creds.username)
     }
 
-    fn update(&mut self, req: &Message, user: &str, call_id: &str, cseq: u32, now_ms: u64) -> Answer {
+    fn update(&mut self, req: &Message, from: std::net::SocketAddr, user: &str, call_id: &str, cseq: u32, now_ms: u64) -> Answer {
         let mut contacts = Vec::new();
         for value in req.headers.all("Contact") {
             match Contact::parse(value) {
@@ -134,6 +150,19 @@ impl Registrar {
             let expires = c.expires().unwrap_or(default_expires).min(MAX_EXPIRES_S);
             if expires > 0 && expires < MIN_EXPIRES_S {
                 return Answer::new(423, "Interval Too Brief").with("Min-Expires", MIN_EXPIRES_S.to_string());
+            }
+            // A phone registers itself, not someone else: Switchboard sends calls and proxied requests
+            // to contacts, so a contact elsewhere would make it a relay (no NAT traversal yet).
+            let at = crate::uri::SipUri::parse(&addr.uri).map(|u| u.host.trim_start_matches('[').trim_end_matches(']').to_owned());
+            if expires > 0 && at.as_deref().ok() != Some(from.ip().to_string().as_str()) {
+                return Answer::new(
+                    403,
+                    format!(
+                        "Forbidden (contact {} is not at {}, where the REGISTER came from)",
+                        crate::message::shorten(&addr.uri),
+                        from.ip()
+                    ),
+                );
             }
             if let Some(b) = bindings.iter().find(|b| b.uri == addr.uri)
                 && b.call_id == call_id
@@ -164,6 +193,15 @@ impl Registrar {
     /// Where `user` is registered now.
     pub fn contacts(&self, user: &str, now_ms: u64) -> Vec<String> {
         self.bindings.get(user).map(|b| b.iter().filter(|b| b.expires_at_ms > now_ms).map(|b| b.uri.clone()).collect()).unwrap_or_default()
+    }
+
+    /// Whether `addr` is where some registered phone is (only those may send through the proxy).
+    pub fn is_registered_source(&self, addr: std::net::SocketAddr, now_ms: u64) -> bool {
+        self.bindings.values().flatten().filter(|b| b.expires_at_ms > now_ms).any(|b| {
+            crate::uri::SipUri::parse(&b.uri).is_ok_and(|c| {
+                c.host.trim_start_matches('[').trim_end_matches(']') == addr.ip().to_string() && c.port.unwrap_or(5060) == addr.port()
+            })
+        })
     }
 
     /// Whether `uri` is a contact some user is registered at now (only those are proxied to).

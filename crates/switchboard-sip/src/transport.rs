@@ -94,7 +94,16 @@ impl Shared {
             self.send_queued(vec![r.clone()]);
         }
         self.send_queued(queued);
-        let reply = if transport == Transport::Udp { None } else { reply };
+        // Over TCP the answer goes back on the connection; anything addressed elsewhere (a proxied
+        // request or response) goes by UDP to where it is addressed.
+        let reply = match reply {
+            Some(r) if transport == Transport::Tcp && r.to != from => {
+                self.send_queued(vec![r]);
+                None
+            }
+            r if transport == Transport::Tcp => r,
+            _ => None,
+        };
         match outcome {
             Outcome::Answered(code) => self.metrics.sip_answered(code),
             Outcome::Retransmitted => self.metrics.sip_retransmitted.inc(),
@@ -172,6 +181,7 @@ async fn connection(mut stream: TcpStream, from: SocketAddr, shared: Shared) {
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
         match frame(&buf) {
+            Frame::Complete(0) => return, // never: a frame has at least its head; do not spin on it
             Frame::Complete(n) => {
                 let msg: Vec<u8> = buf.drain(..n).collect();
                 if let Some(reply) = shared.handle(&msg, from, Transport::Tcp)

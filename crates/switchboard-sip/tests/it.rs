@@ -103,6 +103,24 @@ fn register_with_digest_then_unregister() {
     assert_eq!(ep.registrar.contacts("heidi", 1_000), ["sip:heidi@127.0.0.1:5071"]);
     assert_eq!(ep.registrar.contacts("heidi", 1_000 + 3_600_000), Vec::<String>::new(), "bindings expire");
 
+    // A contact somewhere else than where the REGISTER came from is refused (no relaying through us),
+    // and credentials for another URI are refused by name.
+    let auth = authorization("heidi", "pw-heidi", &nonce);
+    check(
+        &mut ep,
+        &request("REGISTER", "x", 3, "heidi", &["Contact: <sip:heidi@10.0.0.7:5060>", &auth]),
+        1_500,
+        "403 Forbidden (contact sip:heidi@10.0.0.7:5060 is not at 127.0.0.1, where the REGISTER came from)",
+        &[],
+    );
+    let other_uri = auth.replace("uri=\"sip:sb.test\"", "uri=\"sip:other.test\"");
+    check(
+        &mut ep,
+        &request("REGISTER", "y", 3, "heidi", &[contact, &other_uri]),
+        1_500,
+        "400 Bad Request (the Authorization uri 'sip:other.test' is not the Request-URI)",
+        &[],
+    );
     // Too short; then every binding removed with `*`.
     let auth = authorization("heidi", "pw-heidi", &nonce);
     check(
@@ -126,7 +144,7 @@ fn register_with_digest_then_unregister() {
 #[test]
 fn wrong_credentials_stale_nonces_and_other_peoples_names() {
     let mut ep = endpoint();
-    let nonce = Nonces::new(SECRET).mint(0);
+    let nonce = Nonces::new(SECRET).mint(0, "127.0.0.1");
     let contact = "Contact: <sip:x@127.0.0.1:5071>";
     let wrong = authorization("heidi", "guess", &nonce);
     check(&mut ep, &request("REGISTER", "1", 1, "heidi", &[contact, &wrong]), 10, "403 Forbidden (wrong user name or password)", &[]);
@@ -314,7 +332,7 @@ fn a_phone_that_never_acks_is_hung_up_and_one_that_cancels_hears_487() {
     use switchboard_sip::call::CallEvent;
     let mut ep = endpoint();
     let from: SocketAddr = PHONE.parse().unwrap();
-    let auth = invite_authorization(&Nonces::new(SECRET).mint(0));
+    let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
     ep.receive(invite("c", 1, "14255550100", &[&auth]).as_bytes(), from, Transport::Udp, 0);
     let Some(Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
     ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
@@ -337,7 +355,7 @@ fn a_phone_that_never_acks_is_hung_up_and_one_that_cancels_hears_487() {
 fn sip_calls_are_told_apart_by_their_id() {
     use switchboard_sip::endpoint::is_sip_call;
     let mut ep = endpoint();
-    let auth = invite_authorization(&Nonces::new(SECRET).mint(0));
+    let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
     ep.receive(invite("e", 1, "14255550100", &[&auth]).as_bytes(), PHONE.parse().unwrap(), Transport::Udp, 0);
     let Some(switchboard_sip::Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
     assert!(is_sip_call(&graph_id), "{graph_id}");
@@ -350,7 +368,7 @@ fn confirmed_call() -> (Endpoint, String) {
     let mut ep = endpoint();
     ep.set_local("127.0.0.1:5060".parse().unwrap());
     let from: SocketAddr = PHONE.parse().unwrap();
-    let auth = invite_authorization(&Nonces::new(SECRET).mint(0));
+    let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
     ep.receive(invite("t", 1, "14255550100", &[&auth]).as_bytes(), from, Transport::Udp, 0);
     let Some(switchboard_sip::Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
     ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
@@ -443,11 +461,26 @@ fn a_blind_transfer_by_refer_ends_as_the_notify_says() {
 fn requests_are_proxied_only_to_registered_contacts_and_responses_find_their_way_back() {
     let mut ep = endpoint();
     ep.set_local("127.0.0.1:5060".parse().unwrap());
-    let nonce = Nonces::new(SECRET).mint(0);
-    // Alex's phone registers at 127.0.0.1:5072.
+    let nonce = Nonces::new(SECRET).mint(0, "127.0.0.1");
+    // Alex's phone registers at 127.0.0.1:5072 (the REGISTER comes from there), Heidi's at her address.
     let reg = request("REGISTER", "r", 1, "alex", &["Contact: <sip:alex-x@127.0.0.1:5072>", &authorization("alex", "pw-alex", &nonce)]);
-    check(&mut ep, &reg, 10, "200 OK", &[]);
+    let (reply, _) = ep.receive(reg.as_bytes(), "127.0.0.1:5072".parse().unwrap(), Transport::Udp, 10);
+    assert!(String::from_utf8_lossy(&reply.unwrap().bytes).starts_with("SIP/2.0 200 OK"));
     let from: SocketAddr = PHONE.parse().unwrap();
+    // Not registered yet: Heidi's phone cannot use the proxy.
+    let early = format!(
+        "INVITE sip:alex-x@127.0.0.1:5072 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKp0\r\nMax-Forwards: 70\r\nFrom: <sip:heidi@sb.test>;tag=h\r\n\
+         To: <sip:alex-x@127.0.0.1:5072>\r\nCall-ID: p0\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let (reply, _) = ep.receive(early.as_bytes(), from, Transport::Udp, 15);
+    assert_eq!(reply.unwrap().to, from, "answered (challenged), not relayed");
+    check(
+        &mut ep,
+        &request("REGISTER", "rh", 2, "heidi", &[&format!("Contact: <sip:heidi@{PHONE}>"), &authorization("heidi", "pw-heidi", &nonce)]),
+        16,
+        "200 OK",
+        &[],
+    );
     let invite_to = |uri: &str| {
         format!(
             "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKp1\r\nMax-Forwards: 70\r\nFrom: <sip:heidi@sb.test>;tag=h\r\n\
@@ -472,6 +505,11 @@ fn requests_are_proxied_only_to_registered_contacts_and_responses_find_their_way
     let Reply { to, bytes } = reply.unwrap();
     assert_eq!(to, from);
     assert_eq!(Message::parse(&bytes, true).unwrap().headers.all("Via"), [vias[1]]);
+    // A "response" we did not ask for (our address on top, a victim below) is not reflected.
+    let forged = answer.replace(vias[0], "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKforged");
+    let (reply, outcome) = ep.receive(forged.as_bytes(), "10.9.9.9:5060".parse().unwrap(), Transport::Udp, 35);
+    assert_eq!(reply, None);
+    assert!(matches!(outcome, Outcome::Dropped(_)), "{outcome:?}");
     // Anywhere else: not relayed. An unknown address is a call to the bot (challenged here), never forwarded.
     let (reply, _) = ep.receive(invite_to("sip:victim@127.0.0.1:6000").as_bytes(), from, Transport::Udp, 40);
     let Reply { to, bytes } = reply.unwrap();

@@ -51,12 +51,21 @@ pub struct Cluster {
     http: reqwest::Client,
     /// Cleared while this node cannot renew its lease.
     leased: AtomicBool,
+    /// When a renewal last failed (see [`Cluster::in_grace`]).
+    last_failed: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Calls being handed over from here: requests for them are told to follow the call.
+    releasing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Where a request about a call is served.
 enum Place {
     Here,
-    There { node: String, address: String },
+    There {
+        node: String,
+        address: String,
+    },
+    /// Being handed over from here right now: the request is answered "moved" and retried.
+    Moving,
 }
 
 impl Cluster {
@@ -69,7 +78,18 @@ impl Cluster {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, reqwest::Error> {
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(60)).build()?;
-        Ok(Arc::new(Cluster { membership, address, key, engine, notifier, metrics, http, leased: AtomicBool::new(true) }))
+        Ok(Arc::new(Cluster {
+            membership,
+            address,
+            key,
+            engine,
+            notifier,
+            metrics,
+            http,
+            leased: AtomicBool::new(true),
+            last_failed: std::sync::Mutex::default(),
+            releasing: std::sync::Mutex::default(),
+        }))
     }
 
     pub fn node_id(&self) -> &str {
@@ -100,22 +120,19 @@ impl Cluster {
         let mut tick = tokio::time::interval(Duration::from_millis(RENEW_EVERY_MS));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_renewed = tokio::time::Instant::now();
-        // When this node could not reach the database, the others most likely could not either (a
-        // database restart): their leases ran out too, through no fault of theirs. Adopting them the
-        // moment the database is back would move every call for nothing, so give them a lease's time
-        // to renew first.
-        let mut last_failed: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
-            match self.membership.renew().await {
-                Ok(true) => {
+            // Bounded: a database that does not answer must not hold the fence open.
+            let renewed = tokio::time::timeout(Duration::from_millis(RENEW_EVERY_MS * 2), self.membership.renew()).await;
+            match renewed {
+                Ok(Ok(true)) => {
                     last_renewed = tokio::time::Instant::now();
                     if !self.leased.swap(true, Ordering::SeqCst) {
                         tracing::info!("lease renewed again; sending notifications again");
                         self.notifier.fence(false);
                     }
                 }
-                Ok(false) => {
+                Ok(Ok(false)) => {
                     // Declared dead and adopted: everything this node held is someone else's now.
                     self.notifier.fence(true);
                     let calls = self.engine.evict_all().await;
@@ -123,6 +140,11 @@ impl Cluster {
                     tracing::error!(calls, "this node's lease had run out and its calls were adopted elsewhere; it forgot them");
                     match self.membership.join(&self.address).await {
                         Ok(()) => {
+                            // Anything still owned under this name (committed after the adoption)
+                            // comes back now rather than waiting for a request.
+                            let calls = self.engine.recover().await.unwrap_or_default();
+                            let rows = self.notifier.recover().await.unwrap_or_default();
+                            tracing::info!(calls, rows, "took a lease again");
                             self.leased.store(true, Ordering::SeqCst);
                             self.notifier.fence(false);
                             last_renewed = tokio::time::Instant::now();
@@ -131,18 +153,16 @@ impl Cluster {
                     }
                     continue;
                 }
-                Err(e) => {
-                    last_failed = Some(tokio::time::Instant::now());
-                    // Close to the expiry, stop sending: the rows may soon be another node's.
-                    let doubtful = last_renewed.elapsed() > Duration::from_millis(switchboard_engine::cluster::LEASE_MS - 1_500);
-                    if doubtful && self.leased.swap(false, Ordering::SeqCst) {
-                        tracing::error!(error = %e, "cannot renew this node's lease; notifications stop until it is renewed");
-                        self.notifier.fence(true);
-                    }
-                    continue;
-                }
+                Ok(Err(e)) => self.renewal_failed(&e.to_string()),
+                Err(_) => self.renewal_failed("the database did not answer in time"),
             }
-            if last_failed.is_some_and(|at| at.elapsed() < Duration::from_millis(switchboard_engine::cluster::LEASE_MS + RENEW_EVERY_MS)) {
+            // Close to the expiry without a renewal, stop sending: the rows may soon be another node's.
+            let doubtful = last_renewed.elapsed() > Duration::from_millis(switchboard_engine::cluster::LEASE_MS - 1_500);
+            if doubtful && self.leased.swap(false, Ordering::SeqCst) {
+                tracing::error!("cannot renew this node's lease; notifications stop until it is renewed");
+                self.notifier.fence(true);
+            }
+            if doubtful || self.in_grace() {
                 continue;
             }
             match self.membership.adopt_dead().await {
@@ -152,6 +172,20 @@ impl Cluster {
                 Err(e) => tracing::warn!(error = %e, "could not look for dead nodes"),
             }
         }
+    }
+
+    /// When this node could not reach the database, the others most likely could not either (a
+    /// database restart): their leases ran out too, through no fault of theirs. Adopting them the
+    /// moment the database is back would move every call for nothing, so give them a lease's time to
+    /// renew first; this holds for adoption on the spot ([`Cluster::place`]) too.
+    fn renewal_failed(&self, why: &str) {
+        tracing::debug!(why, "lease renewal failed");
+        *self.last_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
+    }
+
+    fn in_grace(&self) -> bool {
+        let last = *self.last_failed.lock().unwrap_or_else(|e| e.into_inner());
+        last.is_some_and(|at| at.elapsed() < Duration::from_millis(switchboard_engine::cluster::LEASE_MS + RENEW_EVERY_MS))
     }
 
     /// Lets the lease go on a clean shutdown, so that the other nodes adopt the calls at once.
@@ -164,6 +198,9 @@ impl Cluster {
     /// Where a request about `call_id` is served: here if this node has the call (adopting it first if
     /// its owner is dead, or loading it if it was handed here), else on its owner.
     async fn place(&self, call_id: &str) -> Result<Place, StoreError> {
+        if self.releasing.lock().unwrap_or_else(|e| e.into_inner()).contains(call_id) {
+            return Ok(Place::Moving);
+        }
         if self.engine.holds(call_id) {
             return Ok(Place::Here);
         }
@@ -176,7 +213,8 @@ impl Cluster {
             }
             return Ok(Place::Here);
         }
-        if owner.alive {
+        if owner.alive || self.in_grace() {
+            // In the grace after an outage the owner is most likely alive and about to renew.
             return Ok(Place::There { node: owner.node, address: owner.address });
         }
         if let Some(adopted) = self.membership.adopt_call(call_id, &owner.node).await? {
@@ -196,12 +234,17 @@ impl Cluster {
     /// consultation call). Another application's call is left where it is. Returns whether this node
     /// holds it now.
     pub async fn pull(&self, call_id: &str, app_id: &str) -> bool {
+        // A SIP call's dialog cannot move: releasing it would hang up the phone.
+        if switchboard_sip::endpoint::is_sip_call(call_id) {
+            return false;
+        }
         match self.membership.owner(call_id).await {
             Ok(Some(owner)) if owner.app_id.eq_ignore_ascii_case(app_id) => {}
             _ => return false,
         }
         match self.place(call_id).await {
             Ok(Place::Here) => self.engine.holds(call_id),
+            Ok(Place::Moving) => false,
             Ok(Place::There { node, address }) => {
                 let url = format!("{address}/cluster/v1/calls/{call_id}/release?to={}", urlencode(self.node_id()));
                 let released = self.http.post(&url).header(CLUSTER_KEY, &self.key).send().await;
@@ -237,6 +280,16 @@ impl Cluster {
 
     /// Lets one of this node's calls go to `to` (see [`Cluster::pull`]).
     async fn release(&self, call_id: &str, to: &str) -> Result<bool, StoreError> {
+        if switchboard_sip::endpoint::is_sip_call(call_id) {
+            return Ok(false);
+        }
+        self.releasing.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id.to_owned());
+        let outcome = self.hand_over_now(call_id, to).await;
+        self.releasing.lock().unwrap_or_else(|e| e.into_inner()).remove(call_id);
+        outcome
+    }
+
+    async fn hand_over_now(&self, call_id: &str, to: &str) -> Result<bool, StoreError> {
         let Some(_call) = self.engine.evict(call_id).await else {
             return Ok(false);
         };
@@ -349,6 +402,20 @@ pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> R
                     continue;
                 }
                 return if moved { flag_moved(resp) } else { resp };
+            }
+            // Being handed over from here: once it is, the request follows it.
+            Ok(Place::Moving) if !forwarded && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(Place::Moving) => {
+                return flag_moved(
+                    GraphError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        MOVED,
+                        format!("Call '{call_id}' is moving to another node; retry it."),
+                    )
+                    .into_response(),
+                );
             }
             // A node sent it here, believing this node the owner; it is not (any more): say so, and
             // that node asks again.

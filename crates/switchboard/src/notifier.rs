@@ -165,11 +165,18 @@ impl Notifier {
         }
     }
 
-    /// Drops every queued row not in flight (this node lost its lease; the adopter sends them).
+    /// Drops every queued row (this node lost its lease; the adopter sends them). Rows in flight
+    /// finish, but a failed one is not tried again here.
     pub fn forget_all(&self) {
         let mut q = self.queue();
-        let Queue { pending, in_flight } = &mut *q;
-        pending.retain(|s, _| in_flight.contains(s));
+        q.pending.clear();
+        self.metrics.notifications_pending.store(0, Ordering::Relaxed);
+    }
+
+    /// Drops the queued rows of one call that another node owns now (it sends them).
+    pub fn forget_call(&self, call_id: &str) {
+        let mut q = self.queue();
+        q.pending.retain(|_, r| r.call_id != call_id);
         self.metrics.notifications_pending.store(q.pending.len() as i64, Ordering::Relaxed);
     }
 
@@ -385,6 +392,10 @@ impl Notifier {
 impl OutboxSink for Notifier {
     fn enqueue(&self, rows: Vec<OutboxRow>) {
         Notifier::enqueue(self, rows);
+    }
+
+    fn forget_call(&self, call_id: &str) {
+        Notifier::forget_call(self, call_id);
     }
 }
 

@@ -233,8 +233,19 @@ async fn start_sip(
         while media.recv_from(&mut buf).await.is_ok() {}
     });
     let users = config.sip.accounts.iter().map(|(id, a)| (a.username.clone(), id.clone())).collect();
+    // Phones must be told a real address (Contact, SDP `c=`): with a wildcard listen address, the
+    // domain if it is an address, else loopback.
+    let advertised = if listen.ip().is_unspecified() {
+        let ip = domain.parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        tracing::warn!(%listen, %ip, "SIP listens on a wildcard address; phones are told {ip} (set [sip] domain to an address they reach)");
+        ip
+    } else {
+        listen.ip()
+    };
+    let media_addr = SocketAddr::new(advertised, media_addr.port());
     let network = SipNetwork::new(shared.clone(), events, Arc::clone(directory), users, media_addr);
-    let bound = switchboard_sip::transport::serve(listen, shared).await.with_context(|| format!("cannot serve SIP on {listen}"))?;
+    let bound = switchboard_sip::transport::serve(listen, shared.clone()).await.with_context(|| format!("cannot serve SIP on {listen}"))?;
+    shared.endpoint.lock().unwrap_or_else(|e| e.into_inner()).set_local(SocketAddr::new(advertised, bound.port()));
     tracing::info!(%bound, domain, "SIP served over UDP and TCP");
     Ok((bound, domain, network))
 }

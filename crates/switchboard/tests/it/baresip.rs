@@ -134,25 +134,22 @@ async fn calls_of(phone: &Arc<Phone>) -> String {
     tokio::task::spawn_blocking(move || phone.calls()).await.unwrap()
 }
 
-#[tokio::test]
-async fn a_baresip_phone_calls_the_bot_and_is_transferred_to_another_baresip() {
-    let mut bot = Bot::start().await;
-    let sip_port = crate::sip::free_sip_port();
-    let server = Server::start_with(Options {
-        demo_webhook: Some(bot.webhook()),
-        extra: vec!["--sip-listen".into(), format!("127.0.0.1:{sip_port}")],
-    })
-    .await;
+/// Switchboard with SIP, Heidi's phone and `other`'s (answering as `mode` says), both registered.
+async fn two_phones(bot: &Bot, other: &str, mode: &str) -> (Server, String, u16, Arc<Phone>, Arc<Phone>) {
+    let (server, sip_port) = crate::sip::sip_server(bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
-    let (heidi, alex) = (Arc::new(Phone::start("heidi", sip_port)), Arc::new(Phone::start("alex", sip_port)));
+    let (heidi, other) = (Arc::new(Phone::start("heidi", sip_port)), Arc::new(Phone::start_with(other, sip_port, mode)));
     let deadline = Instant::now() + Duration::from_secs(15);
     while !server.metrics().await.lines().any(|l| l == "switchboard_sip_registered 2") {
-        assert!(Instant::now() < deadline, "the phones did not register:\n{}\n{}", heidi.log(), alex.log());
+        assert!(Instant::now() < deadline, "the phones did not register:\n{}\n{}", heidi.log(), other.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    (server, token, sip_port, heidi, other)
+}
 
-    // Heidi dials the reception's number; the bot gets the call and answers.
-    let phone = Arc::clone(&heidi);
+/// Heidi dials the reception's number; the bot answers. Returns the Graph call id.
+async fn heidi_calls_the_bot(server: &Server, bot: &mut Bot, token: &str, heidi: &Arc<Phone>, sip_port: u16) -> String {
+    let phone = Arc::clone(heidi);
     tokio::task::spawn_blocking(move || {
         phone.command("dial", &format!("sip:14255550100@127.0.0.1:{sip_port}"), Duration::from_millis(300))
     });
@@ -160,9 +157,17 @@ async fn a_baresip_phone_calls_the_bot_and_is_transferred_to_another_baresip() {
     let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
     assert_eq!(created["resourceData"]["source"]["identity"]["user"]["id"], HEIDI, "{created}");
     let answer = Some(crate::lifecycle::answer_body(&bot.callback(&id)));
-    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, answer).await.0, 202);
+    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), token, answer).await.0, 202);
     assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
     assert_eq!(redact(bot.next().await.1, &id), established_note(), "heidi's phone log:\n{}", heidi.log());
+    id
+}
+
+#[tokio::test]
+async fn a_baresip_phone_calls_the_bot_and_is_transferred_to_another_baresip() {
+    let mut bot = Bot::start().await;
+    let (server, token, sip_port, heidi, alex) = two_phones(&bot, "alex", "auto").await;
+    let id = heidi_calls_the_bot(&server, &mut bot, &token, &heidi, sip_port).await;
 
     // The bot transfers Heidi to Alex: Heidi's phone follows the REFER and Alex's phone answers.
     let body = json!({"transferTarget": {"identity": {"user": {"id": ALEX}}}});
@@ -191,28 +196,8 @@ async fn a_baresip_phone_calls_the_bot_and_is_transferred_to_another_baresip() {
 #[tokio::test]
 async fn a_declined_transfer_target_brings_the_baresip_call_back_to_the_bot() {
     let mut bot = Bot::start().await;
-    let sip_port = crate::sip::free_sip_port();
-    let server = Server::start_with(Options {
-        demo_webhook: Some(bot.webhook()),
-        extra: vec!["--sip-listen".into(), format!("127.0.0.1:{sip_port}")],
-    })
-    .await;
-    let token = server.token(DEMO_BOT, CONTOSO).await;
-    let (heidi, dana) = (Arc::new(Phone::start("heidi", sip_port)), Arc::new(Phone::start_with("dana", sip_port, "manual")));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !server.metrics().await.lines().any(|l| l == "switchboard_sip_registered 2") {
-        assert!(Instant::now() < deadline, "the phones did not register:\n{}\n{}", heidi.log(), dana.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let phone = Arc::clone(&heidi);
-    tokio::task::spawn_blocking(move || {
-        phone.command("dial", &format!("sip:14255550100@127.0.0.1:{sip_port}"), Duration::from_millis(300))
-    });
-    let (_, created) = bot.next().await;
-    let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
-    let answer = Some(crate::lifecycle::answer_body(&bot.callback(&id)));
-    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, answer).await.0, 202);
-    bot.take(2).await;
+    let (server, token, sip_port, heidi, dana) = two_phones(&bot, "dana", "manual").await;
+    let id = heidi_calls_the_bot(&server, &mut bot, &token, &heidi, sip_port).await;
 
     let body = json!({"transferTarget": {"identity": {"user": {"id": DECLINING_DANA}}}});
     assert_eq!(crate::transfer::transfer(&server, &token, &id, body).await.0, 202);
