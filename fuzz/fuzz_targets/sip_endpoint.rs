@@ -1,0 +1,36 @@
+//! Any datagram or stream message, at any time, to an endpoint with accounts and a call in progress:
+//! never a panic, and any answer parses.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use switchboard_sip::message::Message;
+use switchboard_sip::{Account, Endpoint, Settings, Transport};
+
+fuzz_target!(|data: &[u8]| {
+    let mut ep = Endpoint::new(Settings {
+        domain: "127.0.0.1".into(),
+        aliases: vec!["localhost".into()],
+        accounts: vec![Account { username: "heidi".into(), password: "pw".into() }],
+        nonce_secret: "fuzz".into(),
+    });
+    ep.set_local("127.0.0.1:5060".parse().unwrap());
+    let from = "127.0.0.1:5071".parse().unwrap();
+    // The input may hold several messages, split on a marker, so that sequences are explored too.
+    for (i, part) in data.split(|b| *b == 0xff).enumerate().take(8) {
+        let transport = if i % 2 == 0 { Transport::Udp } else { Transport::Tcp };
+        let (reply, _) = ep.receive(part, from, transport, i as u64 * 700);
+        if let Some(r) = reply {
+            Message::parse(&r.bytes, true).expect("every answer parses");
+        }
+        for r in ep.drain_outbox() {
+            Message::parse(&r.bytes, true).expect("every queued message parses");
+        }
+        for event in ep.drain_events() {
+            if let switchboard_sip::Event::Invite { graph_id, .. } = event {
+                ep.ringing(&graph_id);
+                ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), i as u64);
+            }
+        }
+        ep.poll(i as u64 * 5_000);
+    }
+});
