@@ -36,6 +36,19 @@ pub enum CallState {
 }
 
 impl CallState {
+    /// Every state, in the order of the lifecycle.
+    pub const ALL: [CallState; 9] = [
+        CallState::Incoming,
+        CallState::Establishing,
+        CallState::Established,
+        CallState::Hold,
+        CallState::Transferring,
+        CallState::TransferAccepted,
+        CallState::Redirecting,
+        CallState::Terminating,
+        CallState::Terminated,
+    ];
+
     /// The camelCase name Graph uses on the wire.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -246,11 +246,6 @@ impl Engine {
         self.lock_calls().contains_key(id)
     }
 
-    /// How many live calls this node holds.
-    pub fn calls_held(&self) -> usize {
-        self.lock_calls().len()
-    }
-
     fn lock_calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, SlotRef>> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -24,18 +24,6 @@ impl Counter {
     }
 }
 
-const STATES: [CallState; 9] = [
-    CallState::Incoming,
-    CallState::Establishing,
-    CallState::Established,
-    CallState::Hold,
-    CallState::Transferring,
-    CallState::TransferAccepted,
-    CallState::Redirecting,
-    CallState::Terminating,
-    CallState::Terminated,
-];
-
 #[derive(Default)]
 pub struct Metrics {
     /// HTTP responses by (route family, status code).
@@ -68,7 +56,7 @@ pub struct Metrics {
 }
 
 fn index(state: CallState) -> usize {
-    STATES.iter().position(|s| *s == state).unwrap_or(0)
+    CallState::ALL.iter().position(|s| *s == state).unwrap_or(0)
 }
 
 impl Metrics {
@@ -106,14 +94,17 @@ impl Metrics {
         for ((family, status), n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "switchboard_http_requests_total{{family=\"{family}\",status=\"{status}\"}} {n}");
         }
-        let owned: i64 =
-            STATES.iter().filter(|s| **s != CallState::Terminated).map(|s| self.calls_by_state[index(*s)].load(Ordering::Relaxed)).sum();
+        let owned: i64 = CallState::ALL
+            .iter()
+            .filter(|s| **s != CallState::Terminated)
+            .map(|s| self.calls_by_state[index(*s)].load(Ordering::Relaxed))
+            .sum();
         let _ = writeln!(
             out,
             "# HELP switchboard_calls_owned Live calls this node owns (holds their legs and timers).\n# TYPE switchboard_calls_owned gauge\nswitchboard_calls_owned {owned}"
         );
         out.push_str("# HELP switchboard_calls Live calls by state.\n# TYPE switchboard_calls gauge\n");
-        for s in STATES.iter().filter(|s| **s != CallState::Terminated) {
+        for s in CallState::ALL.iter().filter(|s| **s != CallState::Terminated) {
             let _ =
                 writeln!(out, "switchboard_calls{{state=\"{}\"}} {}", s.as_str(), self.calls_by_state[index(*s)].load(Ordering::Relaxed));
         }

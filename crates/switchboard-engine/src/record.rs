@@ -612,17 +612,7 @@ mod tests {
         assert_eq!(decode(&encode(&c)).unwrap(), c);
 
         // Every value of every enum, and a transfer without the optional parts.
-        let states = [
-            CallState::Incoming,
-            CallState::Establishing,
-            CallState::Established,
-            CallState::Hold,
-            CallState::Transferring,
-            CallState::TransferAccepted,
-            CallState::Redirecting,
-            CallState::Terminating,
-            CallState::Terminated,
-        ];
+        let states = CallState::ALL;
         for state in states {
             let mut c = rich();
             c.state = state;

@@ -10,6 +10,7 @@
 //! - [`sdp`]: the SDP offer/answer a phone needs (PCMU/PCMA, telephone-event, hold).
 //! - [`endpoint`]: the sans-IO endpoint: bytes and the time in, a response out.
 //! - [`transport`]: UDP and TCP around it, on the engine's clock.
+//! - [`network`]: SIP as the engine's network backend: phones' calls become Graph calls.
 //!
 //! Calls over SIP (INVITE, REFER/NOTIFY transfer, Replaces, SDP/RTP) are the next increments.
 
@@ -18,6 +19,7 @@ pub mod digest;
 pub mod endpoint;
 pub mod header;
 pub mod message;
+pub mod network;
 pub mod registrar;
 pub mod sdp;
 pub mod transaction;

@@ -6,7 +6,8 @@
 //!   and its answer comes back unchanged ([`forward`]): the owner applies it, so per-call order and
 //!   "a 2xx is durable" hold as on one node. A call whose owner is dead is adopted on the spot.
 //! - **Hand-over.** A consultative transfer needs both calls on one node: the transferor's node asks
-//!   the consultation call's owner to let it go (`POST /cluster/v1/calls/{id}/release`) and adopts it.
+//!   the consultation call's owner to let it go (`POST /cluster/v1/calls/{id}/release`, naming itself
+//!   in `Switchboard-Release-To`) and adopts it.
 //!
 //! Nodes speak to each other with the cluster key, a secret every node reads from the database.
 
@@ -31,6 +32,8 @@ use crate::store::{OutboxStatus, StoreError};
 
 /// Marks a request one node sent another: served where it lands, never forwarded again.
 pub const FORWARDED_BY: &str = "switchboard-forwarded-by";
+/// Names the node that takes a released call (node ids are header-safe: see `node_id` in the config).
+pub const RELEASE_TO: &str = "switchboard-release-to";
 /// The request id the first node gave a request it sends on.
 pub const REQUEST_ID: &str = "switchboard-request-id";
 /// The cluster key, proving that a forwarded or internal request comes from a node.
@@ -246,8 +249,8 @@ impl Cluster {
             Ok(Place::Here) => self.engine.holds(call_id),
             Ok(Place::Moving) => false,
             Ok(Place::There { node, address }) => {
-                let url = format!("{address}/cluster/v1/calls/{call_id}/release?to={}", urlencode(self.node_id()));
-                let released = self.http.post(&url).header(CLUSTER_KEY, &self.key).send().await;
+                let url = format!("{address}/cluster/v1/calls/{call_id}/release");
+                let released = self.http.post(&url).header(CLUSTER_KEY, &self.key).header(RELEASE_TO, self.node_id()).send().await;
                 match released {
                     Ok(r) if r.status().is_success() => match self.membership.owned_call(call_id).await {
                         Ok(Some(adopted)) => {
@@ -343,15 +346,6 @@ const HOP_BY_HOP: [&str; 6] = ["host", "connection", "content-length", "transfer
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The call a request is about, if any: Graph's call resources under any of their prefixes, and the
@@ -486,23 +480,17 @@ async fn broadcast(cluster: &Arc<Cluster>, req: Request, next: Next) -> Response
 }
 
 /// `POST /cluster/v1/calls/{id}/release?to=NODE`: another node takes the call over.
-pub async fn release(
-    State(state): State<AppState>,
-    Path(call_id): Path<String>,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-    headers: HeaderMap,
-) -> Response {
+pub async fn release(State(state): State<AppState>, Path(call_id): Path<String>, headers: HeaderMap) -> Response {
     let Some(cluster) = state.cluster.clone() else {
         return GraphError::new(StatusCode::NOT_FOUND, "NotFound", "This node is not part of a cluster.").into_response();
     };
     if !cluster.from_a_node(&headers) {
         return GraphError::new(StatusCode::FORBIDDEN, "Forbidden", "Only nodes of the cluster may hand calls over.").into_response();
     }
-    let to = query.as_deref().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("to="))).unwrap_or_default();
+    let to = headers.get(RELEASE_TO).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     if to.is_empty() {
-        return GraphError::bad_request("Query parameter 'to' (the node that takes the call) is required.").into_response();
+        return GraphError::bad_request(format!("Header {RELEASE_TO} (the node that takes the call) is required.")).into_response();
     }
-    let to = percent_decode(to);
     match cluster.release(&call_id, &to).await {
         Ok(true) => axum::Json(json!({"callId": call_id, "to": to})).into_response(),
         Ok(false) => {
@@ -512,27 +500,9 @@ pub async fn release(
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{call_of, percent_decode, urlencode};
+    use super::call_of;
 
     #[test]
     fn the_call_a_request_is_about() {
@@ -544,12 +514,5 @@ mod tests {
         assert_eq!(call_of("/v1.0/communications/calls"), None);
         assert_eq!(call_of("/sim/v1/calls"), None);
         assert_eq!(call_of("/metrics"), None);
-    }
-
-    #[test]
-    fn node_names_survive_a_query_string() {
-        for name in ["node-1", "host:8080", "a b/c"] {
-            assert_eq!(percent_decode(&urlencode(name)), name);
-        }
     }
 }

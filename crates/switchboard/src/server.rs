@@ -19,9 +19,10 @@ use crate::config::Config;
 use crate::graph::GraphRender;
 use crate::identity::SigningKey;
 use crate::metrics::Metrics;
+use crate::networks::Networks;
 use crate::notifier::{self, Notifier};
 use crate::sim::{Sim, SimNetwork};
-use crate::sip::{Networks, SipNetwork};
+use switchboard_sip::network::SipNetwork;
 
 /// How the HTTP listener is secured.
 #[derive(Clone, Debug)]

@@ -363,12 +363,9 @@ impl Server {
         let mut page = String::new();
         for _ in 0..100 {
             page = self.metrics().await;
-            let value = page
-                .lines()
-                .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-                .and_then(|n| n.trim().parse::<u64>().ok());
-            if let Some(n) = value.filter(|n| *n >= at_least) {
-                return n;
+            let value = metric(&page, name);
+            if value >= at_least {
+                return value;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -387,6 +384,11 @@ impl Drop for Server {
             let _ = std::fs::remove_dir_all(&self.data_dir);
         }
     }
+}
+
+/// The value of the metric line `name` (labels included) on a /metrics page; 0 if absent.
+pub fn metric(page: &str, name: &str) -> u64 {
+    page.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' '))).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
 }
 
 pub fn client() -> reqwest::Client {

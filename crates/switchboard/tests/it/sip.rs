@@ -44,10 +44,6 @@ fn sipp(scenario: &str, target: &str, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), screen)
 }
 
-fn counter(page: &str, line: &str) -> u64 {
-    page.lines().find_map(|l| l.strip_prefix(line).and_then(|r| r.trim().parse().ok())).unwrap_or(0)
-}
-
 #[tokio::test]
 async fn phones_register_with_digest_over_udp_and_tcp_through_lost_packets() {
     let bot = Bot::start().await;
@@ -100,9 +96,9 @@ async fn phones_register_with_digest_over_udp_and_tcp_through_lost_packets() {
         assert_eq!(*code, 0, "{what}: SIPp failed:\n{screen}");
     }
     let page = server.metrics().await;
-    assert_eq!(counter(&page, "switchboard_sip_registered"), 3, "heidi, alex and dana, one contact each:\n{page}");
-    assert_eq!(counter(&page, "switchboard_sip_responses_total{code=\"403\"}"), 1);
-    assert!(counter(&page, "switchboard_sip_retransmissions_total") > 0, "lost answers were sent again:\n{page}");
+    assert_eq!(metric(&page, "switchboard_sip_registered"), 3, "heidi, alex and dana, one contact each:\n{page}");
+    assert_eq!(metric(&page, "switchboard_sip_responses_total{code=\"403\"}"), 1);
+    assert!(metric(&page, "switchboard_sip_retransmissions_total") > 0, "lost answers were sent again:\n{page}");
 }
 
 #[tokio::test]
@@ -146,7 +142,7 @@ async fn hostile_datagrams_get_a_named_400_or_nothing() {
     let t = target.clone();
     let (code, screen) = tokio::task::spawn_blocking(move || sipp("options.xml", &t, &["-m", "1", "-t", "u1"])).await.unwrap();
     assert_eq!(code, 0, "{screen}");
-    assert!(counter(&server.metrics().await, "switchboard_sip_dropped_total") >= 1);
+    assert!(metric(&server.metrics().await, "switchboard_sip_dropped_total") >= 1);
 }
 
 /// Heidi's phone calls the reception's number as SIPp's `scenario` says.

@@ -1,9 +1,9 @@
-//! SIP calls as a network backend beside the simulator: a phone's INVITE becomes an incoming Graph
-//! call, and the engine's commands for that call (answer, reject, hang up) act on the SIP dialog.
-//! [`Networks`] sends each call's commands to the backend that holds its remote leg.
+//! SIP as a network backend behind the engine's `Network` seam, beside the simulator: a phone's INVITE
+//! becomes an incoming Graph call, and the engine's commands for that call (answer, reject, hang up,
+//! blind transfer) act on the SIP dialog.
 //!
 //! Today: calls from registered users' phones to an application instance's number or an
-//! application id. Transfer (REFER), outgoing calls and media come next (issue 11).
+//! application id. Outgoing calls, consultative transfer and media come next (issue 11).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,11 +13,10 @@ use switchboard_core::call::{Call, Failure, IncomingCall, NetCommand, NetEvent};
 use switchboard_core::party::Party;
 use switchboard_engine::directory::Directory;
 use switchboard_engine::network::{Network, NetworkEvent, NetworkEvents};
-use switchboard_sip::call::{CallEvent, Progress};
-use switchboard_sip::transport::{Owner, Shared};
-use switchboard_sip::{Endpoint, Event};
 
-use crate::sim::SimNetwork;
+use crate::call::{CallEvent, Progress};
+use crate::endpoint::{Endpoint, Event, is_sip_call};
+use crate::transport::{Owner, Shared};
 
 pub struct SipNetwork {
     pub shared: Shared,
@@ -173,52 +172,11 @@ impl Network for SipNetwork {
 
     /// A SIP dialog does not survive a restart: the call ends, as if the phone had hung up.
     fn resume(&self, call: &Call) {
-        self.events.call(&call.id, NetEvent::RemoteHangUp);
+        end_lost_call(&self.events, call);
     }
 
     fn release(&self, call: &Call) {
         self.shared.with_endpoint(|ep, now| ep.hang_up(&call.id, now));
-    }
-}
-
-/// The networks behind the engine: a call's commands go to the backend that holds its remote leg.
-pub struct Networks {
-    pub sim: SimNetwork,
-    pub sip: Option<Arc<SipNetwork>>,
-    /// For SIP calls that cannot be resumed.
-    pub events: NetworkEvents,
-}
-
-impl Networks {
-    fn sip_for(&self, call: &Call) -> Option<&SipNetwork> {
-        self.sip.as_deref().filter(|s| s.holds(&call.id))
-    }
-}
-
-impl Network for Networks {
-    fn execute(&self, call: &Call, command: &NetCommand) {
-        match self.sip_for(call) {
-            Some(sip) => sip.execute(call, command),
-            None => self.sim.execute(call, command),
-        }
-    }
-
-    /// Nothing of a SIP dialog is stored: a SIP call (after a restart, or adopted from a dead node)
-    /// ends as if the phone had hung up (resultInfo 200/4521). Every other call resumes on the sim.
-    fn resume(&self, call: &Call) {
-        if switchboard_sip::endpoint::is_sip_call(&call.id) {
-            tracing::warn!(call_id = call.id, "a SIP call's dialog did not survive; ending the call");
-            self.events.call(&call.id, NetEvent::RemoteHangUp);
-        } else {
-            self.sim.resume(call);
-        }
-    }
-
-    fn release(&self, call: &Call) {
-        match self.sip_for(call) {
-            Some(sip) => sip.release(call),
-            None => self.sim.release(call),
-        }
     }
 }
 
@@ -230,4 +188,12 @@ fn failure_of(code: u16) -> Failure {
         408 | 480 | 487 => Failure::NoAnswer,
         _ => Failure::Unreachable,
     }
+}
+
+/// Ends a call whose SIP dialog did not survive (a restart, or adoption from a dead node): nothing of a
+/// dialog is stored, so the call ends as if the phone had hung up (resultInfo 200/4521).
+pub fn end_lost_call(events: &NetworkEvents, call: &Call) {
+    debug_assert!(is_sip_call(&call.id));
+    tracing::warn!(call_id = call.id, "a SIP call's dialog did not survive; ending the call");
+    events.call(&call.id, NetEvent::RemoteHangUp);
 }
