@@ -12,12 +12,28 @@ fuzz_target!(|data: &[u8]| {
         aliases: vec!["localhost".into()],
         accounts: vec![Account { username: "heidi".into(), password: "pw".into() }],
         nonce_secret: "fuzz".into(),
+        trunks: vec!["127.0.0.1:5090".parse().unwrap()],
     });
     ep.set_local("127.0.0.1:5060".parse().unwrap());
-    let from = "127.0.0.1:5071".parse().unwrap();
+    let phone = "127.0.0.1:5071".parse().unwrap();
+    // An outgoing call in flight, so that responses reach the UAC side too (its Call-ID is fixed).
+    ep.place(
+        "00000000-0000-3000-8000-000000000000",
+        "<sip:app@127.0.0.1>",
+        switchboard_sip::endpoint::Destination {
+            request_uri: "sip:heidi@127.0.0.1:5071".into(),
+            to: "<sip:heidi@127.0.0.1>".into(),
+            peer: phone,
+            headers: Vec::new(),
+        },
+        "127.0.0.1:30000".parse().unwrap(),
+        0,
+    );
     // The input may hold several messages, split on a marker, so that sequences are explored too.
     for (i, part) in data.split(|b| *b == 0xff).enumerate().take(8) {
         let transport = if i % 2 == 0 { Transport::Udp } else { Transport::Tcp };
+        // Every third message comes from the trunk, which is trusted without Digest.
+        let from = if i % 3 == 2 { "127.0.0.1:5090".parse().unwrap() } else { phone };
         let (reply, _) = ep.receive(part, from, transport, i as u64 * 700);
         if let Some(r) = reply {
             Message::parse(&r.bytes, true).expect("every answer parses");

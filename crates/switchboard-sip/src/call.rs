@@ -1,7 +1,10 @@
-//! A call from a phone, with Switchboard as the UAS (RFC 3261 §13.3, §12.1.1, §15): from the INVITE to
-//! the BYE, sans-IO. It builds the responses and the BYE, and knows what must be sent again when:
-//! a 2xx until its ACK (§13.3.1.4), a non-2xx final until its ACK (Timer G, H), our BYE until its
-//! answer (Timer E, F).
+//! One SIP call, sans-IO, from the INVITE to the BYE, in either role (RFC 3261 §12-§15):
+//! - from a phone, with Switchboard as the UAS: it builds the responses, and sends again a 2xx until
+//!   its ACK (§13.3.1.4) and a non-2xx final until its ACK (Timer G, H);
+//! - to a phone or a trunk, with Switchboard as the UAC: it sends the INVITE again until a response
+//!   (Timer A, B), ACKs every final answer, and CANCELs a call that is given up while ringing (§9.1).
+//!
+//! In both roles it sends our in-dialog requests (BYE, REFER) again until answered (Timer E, F).
 
 use std::net::SocketAddr;
 
@@ -37,9 +40,20 @@ impl Retransmit {
     }
 }
 
+/// Who sent the INVITE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The phone called us.
+    Uas,
+    /// We called the phone (an outgoing Graph call).
+    Uac,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// The INVITE is being answered: ringing at the bot.
+    /// UAC: our INVITE is out and nothing has come back yet.
+    Calling,
+    /// UAS: the INVITE is being answered (ringing at the bot). UAC: the phone rings (a 1xx came).
     Ringing,
     /// We answered 2xx and wait for the ACK.
     Answered,
@@ -54,8 +68,12 @@ pub enum Phase {
 /// What the call has to tell the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallEvent {
-    /// The ACK to our 2xx arrived.
+    /// UAC: the phone rings (the first 1xx other than 100).
+    Ringing,
+    /// UAS: the ACK to our 2xx arrived. UAC: the phone answered (2xx, which we ACKed).
     Connected,
+    /// UAC: the phone or trunk refused the call with this final status (408: nothing came back).
+    Refused(u16),
     /// The phone hung up (BYE), or gave up before the bot answered (CANCEL).
     HungUp,
     /// The phone never acknowledged our 2xx: the call is over (a BYE was sent).
@@ -84,14 +102,31 @@ struct Refer {
 }
 
 #[derive(Debug)]
-pub struct InboundCall {
+pub struct SipCall {
     pub graph_id: String,
+    pub role: Role,
     pub phase: Phase,
     /// Where the phone is (responses and our requests go there).
     pub peer: SocketAddr,
+    /// UAS: the INVITE's headers (responses copy them). UAC: our INVITE (CANCEL and ACK copy it).
     invite: Headers,
+    /// UAC: our INVITE as sent, for its retransmissions, its CANCEL and the ACK to an error.
+    invite_request: Option<Message>,
+    /// Our From (UAC) or To (UAS), with our tag: the From of our in-dialog requests.
+    local_party: String,
+    /// The other side's, with its tag once known: the To of our in-dialog requests.
+    remote_party: String,
     call_id: String,
     local_tag: String,
+    /// UAC: the ACK to the 2xx, sent again for every 2xx that comes again (§13.2.2.4).
+    ack: Option<Vec<u8>>,
+    /// UAC: given up while ringing; the CANCEL is out (or waits for a 1xx, §9.1).
+    cancelled: bool,
+    cancel_tx: Option<Retransmit>,
+    /// UAC: a 180 or 183 came (Graph hears `ringing` once).
+    rang: bool,
+    /// UAC: kept this long after an error answer, to ACK it again if it comes again (Timer D).
+    linger: Option<u64>,
     remote_target: String,
     route_set: Vec<String>,
     invite_cseq: u32,
@@ -100,6 +135,8 @@ pub struct InboundCall {
     /// The final response, for the INVITE's retransmissions.
     final_response: Option<Vec<u8>>,
     pending: Option<Retransmit>,
+    /// UAC: our INVITE, until a response comes (Timer A, B).
+    invite_tx: Option<Retransmit>,
     bye: Option<Retransmit>,
     /// A REFER being sent (until answered), and the transfer it carries.
     refer_tx: Option<Retransmit>,
@@ -112,22 +149,213 @@ fn header(headers: &Headers, name: &str) -> String {
     headers.get(name).unwrap_or_default().to_owned()
 }
 
-impl InboundCall {
+/// What an outgoing call is: who calls whom, and where the INVITE goes.
+#[derive(Clone, Debug)]
+pub struct Dial {
+    pub graph_id: String,
+    /// The Request-URI: a registered contact, or `sip:+number@trunk`.
+    pub request_uri: String,
+    /// To, e.g. `<sip:alex@sb.test>`.
+    pub to: String,
+    /// From, without our tag, e.g. `"Bot" <sip:app@sb.test>`.
+    pub from: String,
+    /// Where the INVITE is sent.
+    pub peer: SocketAddr,
+    pub call_id: String,
+    pub local_tag: String,
+    /// Our SDP offer.
+    pub offer: String,
+    /// Extra headers for the INVITE (e.g. `Referred-By`, `X-` headers).
+    pub headers: Vec<(String, String)>,
+}
+
+impl SipCall {
+    /// An outgoing call: the INVITE to send (sent again until a response: Timer A).
+    pub fn outbound(dial: Dial, contact: &str, local: SocketAddr, session_id: u64, now: u64) -> (SipCall, Vec<u8>) {
+        let mut h = Headers::default();
+        h.push("Via", format!("SIP/2.0/UDP {local};branch=z9hG4bK{}-1;rport", dial.local_tag));
+        h.push("Max-Forwards", "70");
+        h.push("From", format!("{};tag={}", dial.from, dial.local_tag));
+        h.push("To", dial.to.clone());
+        h.push("Call-ID", dial.call_id.clone());
+        h.push("CSeq", "1 INVITE");
+        h.push("Contact", format!("<{contact}>"));
+        h.push("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY");
+        h.push("User-Agent", concat!("Switchboard/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in &dial.headers {
+            h.push(name, value.clone());
+        }
+        h.push("Content-Type", "application/sdp");
+        let invite = Message {
+            start: StartLine::Request { method: "INVITE".into(), uri: dial.request_uri.clone() },
+            headers: h,
+            body: dial.offer.into_bytes(),
+        };
+        let bytes = invite.to_bytes();
+        let call = SipCall {
+            graph_id: dial.graph_id,
+            role: Role::Uac,
+            phase: Phase::Calling,
+            peer: dial.peer,
+            invite: invite.headers.clone(),
+            local_party: format!("{};tag={}", dial.from, dial.local_tag),
+            remote_party: dial.to,
+            call_id: dial.call_id,
+            local_tag: dial.local_tag,
+            remote_target: dial.request_uri,
+            invite_request: Some(invite),
+            ack: None,
+            cancelled: false,
+            cancel_tx: None,
+            rang: false,
+            linger: None,
+            route_set: Vec::new(),
+            invite_cseq: 1,
+            local_cseq: 1,
+            offer: None,
+            final_response: None,
+            pending: None,
+            invite_tx: Some(Retransmit::new(bytes.clone(), now)),
+            bye: None,
+            refer_tx: None,
+            refer: None,
+            session: (session_id, 1),
+        };
+        (call, bytes)
+    }
+
+    /// A request that shares our INVITE's transaction (CANCEL, the ACK to an error, §9.1, §17.1.1.3):
+    /// its Request-URI, Via, From, Call-ID and Route; `to` as given.
+    fn in_invite_transaction(&self, method: &str, to: &str) -> Option<Vec<u8>> {
+        let invite = self.invite_request.as_ref()?;
+        let mut h = Headers::default();
+        for name in ["Via", "Max-Forwards", "From"] {
+            h.push(name, header(&invite.headers, name));
+        }
+        h.push("To", to);
+        h.push("Call-ID", self.call_id.clone());
+        h.push("CSeq", format!("{} {method}", self.invite_cseq));
+        let StartLine::Request { uri, .. } = &invite.start else { return None };
+        Some(Message { start: StartLine::Request { method: method.to_owned(), uri: uri.clone() }, headers: h, body: Vec::new() }.to_bytes())
+    }
+
+    /// UAC: the bot gives up before the phone answered (the ring timeout, or a hang-up). The CANCEL,
+    /// once a 1xx says the phone has the INVITE (§9.1); until then it waits.
+    pub fn cancel(&mut self, now: u64) -> Option<Vec<u8>> {
+        if self.role != Role::Uac || !matches!(self.phase, Phase::Calling | Phase::Ringing) {
+            return None;
+        }
+        self.cancelled = true;
+        if self.phase == Phase::Calling || self.cancel_tx.is_some() {
+            return None;
+        }
+        let bytes = self.in_invite_transaction("CANCEL", &self.remote_party.clone())?;
+        self.cancel_tx = Some(Retransmit::new(bytes.clone(), now));
+        Some(bytes)
+    }
+
+    /// The answer to our CANCEL arrived.
+    pub fn cancel_answered(&mut self) {
+        self.cancel_tx = None;
+    }
+
+    /// UAC: a response to our INVITE. Returns what to send (ACKs, a CANCEL, a BYE) and what it means.
+    pub fn invite_answered(&mut self, msg: &Message, contact: &str, local: SocketAddr, now: u64) -> (Vec<Vec<u8>>, Vec<CallEvent>) {
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        let StartLine::Response { code, .. } = msg.start else { return (out, events) };
+        if self.role != Role::Uac {
+            return (out, events);
+        }
+        self.invite_tx = None; // any response stops Timer A (§17.1.1.2)
+        let to = header(&msg.headers, "To");
+        match code {
+            100..=199 => {
+                if self.phase == Phase::Calling {
+                    self.phase = Phase::Ringing;
+                    if self.cancelled {
+                        out.extend(self.cancel(now));
+                    } else if code != 100 {
+                        events.push(CallEvent::Ringing);
+                    }
+                    self.rang |= code != 100;
+                    return (out, events);
+                } else if self.phase == Phase::Ringing && code != 100 && !self.cancelled && !self.rang {
+                    events.push(CallEvent::Ringing);
+                }
+                self.rang |= code != 100;
+            }
+            200..=299 => {
+                if let Some(ack) = &self.ack {
+                    out.push(ack.clone()); // the 2xx again: the same ACK again
+                    return (out, events);
+                }
+                if !matches!(self.phase, Phase::Calling | Phase::Ringing) {
+                    return (out, events);
+                }
+                // The dialog (§12.1.2): their tag, their Contact, the Record-Route set reversed.
+                self.remote_party = to;
+                if let Some(target) = msg.headers.get("Contact").and_then(|c| crate::header::name_addr::NameAddr::parse(c).ok()) {
+                    self.remote_target = target.uri;
+                }
+                self.route_set = msg.headers.all("Record-Route").into_iter().rev().map(str::to_owned).collect();
+                let saved = self.local_cseq;
+                self.local_cseq = self.invite_cseq - 1;
+                let (_, ack) = self.request("ACK", contact, local, &[]);
+                self.local_cseq = saved;
+                self.ack = Some(ack.clone());
+                self.cancel_tx = None;
+                out.push(ack);
+                if self.cancelled {
+                    // It answered as we gave up: ACK, then hang up (§15).
+                    self.phase = Phase::Confirmed;
+                    out.push(self.bye(contact, local, now));
+                } else {
+                    self.phase = Phase::Confirmed;
+                    events.push(CallEvent::Connected);
+                }
+            }
+            _ => {
+                out.extend(self.in_invite_transaction("ACK", &to));
+                if matches!(self.phase, Phase::Calling | Phase::Ringing) {
+                    self.phase = Phase::Ended;
+                    self.linger = Some(now + 64 * T1_MS);
+                    self.cancel_tx = None;
+                    if !self.cancelled {
+                        events.push(CallEvent::Refused(code));
+                    }
+                }
+            }
+        }
+        (out, events)
+    }
+}
+
+impl SipCall {
     /// A call for the INVITE `req` from `peer`, with our `local_tag` for To.
-    pub fn new(graph_id: &str, req: &Message, peer: SocketAddr, local_tag: &str, invite_cseq: u32, session_id: u64) -> InboundCall {
+    pub fn inbound(graph_id: &str, req: &Message, peer: SocketAddr, local_tag: &str, invite_cseq: u32, session_id: u64) -> SipCall {
         let remote_target = req
             .headers
             .get("Contact")
             .and_then(|c| crate::header::name_addr::NameAddr::parse(c).ok())
             .map_or_else(|| format!("sip:{peer}"), |a| a.uri);
         let offer = (!req.body.is_empty()).then(|| sdp::parse(&req.body).ok()).flatten();
-        InboundCall {
+        SipCall {
             graph_id: graph_id.to_owned(),
+            role: Role::Uas,
             phase: Phase::Ringing,
             peer,
             invite: req.headers.clone(),
+            invite_request: None,
+            local_party: format!("{};tag={local_tag}", header(&req.headers, "To")),
+            remote_party: header(&req.headers, "From"),
             call_id: header(&req.headers, "Call-ID"),
             local_tag: local_tag.to_owned(),
+            ack: None,
+            cancelled: false,
+            cancel_tx: None,
+            rang: false,
+            linger: None,
             remote_target,
             // UAS: the Record-Route set as received (§12.1.1).
             route_set: req.headers.all("Record-Route").into_iter().map(str::to_owned).collect(),
@@ -136,6 +364,7 @@ impl InboundCall {
             offer,
             final_response: None,
             pending: None,
+            invite_tx: None,
             bye: None,
             refer_tx: None,
             refer: None,
@@ -229,13 +458,13 @@ impl InboundCall {
     fn request(&mut self, method: &str, contact: &str, local: SocketAddr, extra: &[(&str, String)]) -> (u32, Vec<u8>) {
         self.local_cseq += 1;
         let mut h = Headers::default();
-        h.push("Via", format!("SIP/2.0/UDP {local};branch=z9hG4bK{}-{};rport", self.local_tag, self.local_cseq));
+        h.push("Via", format!("SIP/2.0/UDP {local};branch=z9hG4bK{}-{}-{};rport", self.local_tag, self.local_cseq, method.to_ascii_lowercase()));
         h.push("Max-Forwards", "70");
         for route in &self.route_set {
             h.push("Route", route.clone());
         }
-        h.push("From", format!("{};tag={}", header(&self.invite, "To"), self.local_tag));
-        h.push("To", header(&self.invite, "From"));
+        h.push("From", self.local_party.clone());
+        h.push("To", self.remote_party.clone());
         h.push("Call-ID", self.call_id.clone());
         h.push("CSeq", format!("{} {method}", self.local_cseq));
         h.push("Contact", format!("<{contact}>"));
@@ -336,7 +565,7 @@ impl InboundCall {
 
     /// Whether nothing is left to send or wait for.
     pub fn finished(&self) -> bool {
-        self.phase == Phase::Ended && self.bye.is_none() && self.pending.is_none()
+        self.phase == Phase::Ended && self.bye.is_none() && self.pending.is_none() && self.cancel_tx.is_none() && self.linger.is_none()
     }
 
     /// What is due again at `now`, and what giving up means.
@@ -353,6 +582,30 @@ impl InboundCall {
                     self.phase = Phase::Ended;
                 }
             } else if let Some(bytes) = p.due(now) {
+                out.push(bytes);
+            }
+        }
+        if self.linger.is_some_and(|at| now >= at) {
+            self.linger = None;
+        }
+        if let Some(r) = &mut self.invite_tx {
+            if now >= r.give_up_at {
+                // Timer B: nothing ever came back.
+                self.invite_tx = None;
+                self.phase = Phase::Ended;
+                if !self.cancelled {
+                    event = Some(CallEvent::Refused(408));
+                }
+            } else if let Some(bytes) = r.due(now) {
+                out.push(bytes);
+            }
+        }
+        if let Some(r) = &mut self.cancel_tx {
+            if now >= r.give_up_at {
+                // No answer to the CANCEL, and none to the INVITE: the phone is gone.
+                self.cancel_tx = None;
+                self.phase = Phase::Ended;
+            } else if let Some(bytes) = r.due(now) {
                 out.push(bytes);
             }
         }
@@ -379,6 +632,11 @@ impl InboundCall {
 
     /// The earliest time something may be due.
     pub fn next_due(&self) -> Option<u64> {
-        [self.pending.as_ref(), self.bye.as_ref(), self.refer_tx.as_ref()].into_iter().flatten().map(|r| r.next_at.min(r.give_up_at)).min()
+        [self.pending.as_ref(), self.bye.as_ref(), self.refer_tx.as_ref(), self.invite_tx.as_ref(), self.cancel_tx.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|r| r.next_at.min(r.give_up_at))
+            .chain(self.linger)
+            .min()
     }
 }

@@ -1,14 +1,15 @@
 //! Switchboard as a SIP endpoint for its domain, sans-IO: bytes from an address in, at most one
 //! response out ([`Endpoint::receive`]). The transports (`transport.rs`) move the bytes; this decides.
 //!
-//! Today it is a registrar (REGISTER with Digest) that also answers OPTIONS. Calls (INVITE, REFER,
-//! NOTIFY, BYE) come next (issue 11); until then an INVITE gets a clean 501 and its ACK is absorbed.
+//! It is a registrar (REGISTER with Digest), answers OPTIONS, takes calls from phones (INVITE, BYE,
+//! CANCEL), places calls to phones and trunks, and transfers calls by REFER (the NOTIFYs tell how it
+//! went). Between registered phones it is a stateless proxy.
 
 use std::net::{IpAddr, SocketAddr};
 
 use std::collections::HashMap;
 
-use crate::call::{CallEvent, InboundCall, Phase, Progress};
+use crate::call::{CallEvent, Dial, Phase, Progress, Role, SipCall};
 use crate::header::cseq::CSeq;
 use crate::header::name_addr::NameAddr;
 use crate::header::via::Via;
@@ -51,14 +52,29 @@ pub struct Settings {
     pub accounts: Vec<Account>,
     /// The key nonces are made with.
     pub nonce_secret: String,
+    /// Trunks' addresses: their INVITEs are taken without Digest, from the number in From.
+    pub trunks: Vec<SocketAddr>,
+}
+
+/// Where an outgoing call goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    /// The INVITE's Request-URI: a registered contact, or the number at a trunk.
+    pub request_uri: String,
+    /// The To header, e.g. `<sip:alex@sb.test>`.
+    pub to: String,
+    /// The address the INVITE is sent to.
+    pub peer: SocketAddr,
+    /// Headers for the INVITE besides the usual ones.
+    pub headers: Vec<(String, String)>,
 }
 
 /// What the endpoint has to tell its owner (the engine's network adapter).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// An authenticated user calls `to_user` (the Request-URI's user part): the owner decides, with
-    /// [`Endpoint::ringing`] or [`Endpoint::refuse`].
-    Invite { graph_id: String, from_user: String, to_user: String },
+    /// An authenticated user (or, with `trunk`, the number in From at a trunk) calls `to_user` (the
+    /// Request-URI's user part): the owner decides, with [`Endpoint::ringing`] or [`Endpoint::refuse`].
+    Invite { graph_id: String, from_user: String, to_user: String, trunk: bool },
     /// Something happened to a call.
     Call { graph_id: String, event: CallEvent },
 }
@@ -71,12 +87,13 @@ pub struct Endpoint {
     /// Our own address (for Contact and Via), once bound.
     local: Option<SocketAddr>,
     /// Calls by SIP Call-ID, and the Call-ID of each Graph call.
-    calls: HashMap<String, InboundCall>,
+    calls: HashMap<String, SipCall>,
     by_graph: HashMap<String, String>,
     /// Sent after the answer to the message in hand, or on their own (answers, BYEs, retransmissions).
     outbox: Vec<Reply>,
     events: Vec<Event>,
     secret: String,
+    trunks: Vec<SocketAddr>,
 }
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, NOTIFY";
@@ -95,6 +112,7 @@ impl Endpoint {
             outbox: Vec::new(),
             events: Vec::new(),
             secret: settings.nonce_secret,
+            trunks: settings.trunks,
         }
     }
 
@@ -124,7 +142,7 @@ impl Endpoint {
         self.by_graph.contains_key(graph_id)
     }
 
-    fn call_mut(&mut self, graph_id: &str) -> Option<&mut InboundCall> {
+    fn call_mut(&mut self, graph_id: &str) -> Option<&mut SipCall> {
         let sip_id = self.by_graph.get(graph_id)?;
         self.calls.get_mut(sip_id)
     }
@@ -141,6 +159,7 @@ impl Endpoint {
     /// Refuses a call that has not been answered (the bot rejected it, or no bot takes it).
     pub fn refuse(&mut self, graph_id: &str, code: u16, reason: &str, now_ms: u64) {
         if let Some(call) = self.call_mut(graph_id)
+            && call.role == Role::Uas
             && call.phase == Phase::Ringing
         {
             let (to, bytes) = (call.peer, call.refuse(code, reason, now_ms));
@@ -152,7 +171,7 @@ impl Endpoint {
     pub fn answer_call(&mut self, graph_id: &str, media: SocketAddr, now_ms: u64) {
         let contact = self.contact();
         let Some(call) = self.call_mut(graph_id) else { return };
-        if call.phase != Phase::Ringing {
+        if call.role != Role::Uas || call.phase != Phase::Ringing {
             return;
         }
         let (to, result) = (call.peer, call.answer(&contact, &media.ip().to_string(), media.port(), now_ms));
@@ -181,6 +200,43 @@ impl Endpoint {
         }
     }
 
+    /// Places an outgoing call (the bot calls a phone or a trunk): the INVITE, with our offer for media
+    /// at `media`. What happens next comes back as [`Event::Call`] (`Ringing`, `Connected`, `Refused`).
+    pub fn place(&mut self, graph_id: &str, from: &str, destination: Destination, media: SocketAddr, now_ms: u64) {
+        let contact = self.contact();
+        let local = self.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+        let key = crate::digest::md5_hex(&format!("{graph_id}|{}", self.secret));
+        let session_id = u64::from_str_radix(&key[..8], 16).unwrap_or(1);
+        let dial = Dial {
+            graph_id: graph_id.to_owned(),
+            request_uri: destination.request_uri,
+            to: destination.to,
+            from: from.to_owned(),
+            peer: destination.peer,
+            call_id: format!("{}@{}", &key[..20], self.domain),
+            local_tag: key[20..30].to_owned(),
+            offer: crate::sdp::offer(&media.ip().to_string(), media.port(), (session_id, 1), crate::sdp::Direction::SendRecv),
+            headers: destination.headers,
+        };
+        let (call, bytes) = SipCall::outbound(dial, &contact, local, session_id, now_ms);
+        self.outbox.push(Reply { to: call.peer, bytes });
+        self.by_graph.insert(graph_id.to_owned(), call.call_id().to_owned());
+        self.calls.insert(call.call_id().to_owned(), call);
+    }
+
+    /// Where `user`'s phone is: its first registered contact and the address it is reached at.
+    pub fn destination_of(&self, user: &str, now_ms: u64) -> Option<Destination> {
+        let contact = self.contact_of(user, now_ms)?;
+        let uri = crate::uri::SipUri::parse(&contact).ok()?;
+        let ip = uri.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+        Some(Destination {
+            request_uri: contact,
+            to: format!("<sip:{user}@{}>", self.domain),
+            peer: SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+            headers: Vec::new(),
+        })
+    }
+
     /// The engine gave transfer `transfer_id` up: `true` if it was still in flight (then it failed).
     pub fn abandon_transfer(&mut self, graph_id: &str, transfer_id: &str) -> bool {
         self.call_mut(graph_id).is_some_and(|c| c.abandon_transfer(transfer_id))
@@ -198,7 +254,12 @@ impl Endpoint {
         let Some(call) = self.call_mut(graph_id) else { return };
         let to = call.peer;
         let bytes = match call.phase {
-            Phase::Ringing => call.refuse(480, "Temporarily Unavailable", now_ms),
+            Phase::Ringing if call.role == Role::Uas => call.refuse(480, "Temporarily Unavailable", now_ms),
+            // Ours, not answered yet: CANCEL (once the phone has said it has the INVITE).
+            Phase::Calling | Phase::Ringing => match call.cancel(now_ms) {
+                Some(bytes) => bytes,
+                None => return,
+            },
             Phase::Answered | Phase::Confirmed => call.bye(&contact, local, now_ms),
             Phase::Refused | Phase::Ended => return,
         };
@@ -237,7 +298,7 @@ impl Endpoint {
 
     /// When [`Endpoint::poll`] has something to do next.
     pub fn next_due(&self) -> Option<u64> {
-        self.calls.values().filter_map(InboundCall::next_due).min()
+        self.calls.values().filter_map(SipCall::next_due).min()
     }
 
     /// A Graph call id for a new SIP call: a name-based (MD5, version 3) UUID of its Call-ID and tag,
@@ -273,8 +334,20 @@ impl Endpoint {
             // Answers to our BYEs and REFERs; anything else is stray.
             let call_id = msg.headers.get("Call-ID").unwrap_or_default();
             let StartLine::Response { code, .. } = msg.start else { return (None, Outcome::Absorbed) };
+            let contact = self.contact();
+            let local = self.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
             if let (Ok(cseq), Some(call)) = (CSeq::parse(msg.headers.get("CSeq").unwrap_or_default()), self.calls.get_mut(call_id)) {
                 match cseq.method.as_str() {
+                    "INVITE" => {
+                        let (out, events) = call.invite_answered(&msg, &contact, local, now_ms);
+                        for bytes in out {
+                            self.outbox.push(Reply { to: call.peer, bytes });
+                        }
+                        for event in events {
+                            self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
+                        }
+                    }
+                    "CANCEL" => call.cancel_answered(),
                     "BYE" if code >= 200 => call.bye_answered(),
                     "REFER" => {
                         if let Some(event) = call.refer_answered(cseq.seq, code) {
@@ -464,16 +537,22 @@ impl Endpoint {
         })
         .ok()?
         .user?;
-        let from_user = self.registrar.authenticate(msg, peer, now_ms).ok()?;
+        let trunk = self.trunks.contains(&peer);
+        let from_user = if trunk {
+            // A trunk is trusted by its address; the caller is the number it names.
+            NameAddr::parse(msg.headers.get("From").unwrap_or_default()).ok()?.sip_uri().ok()?.user?
+        } else {
+            self.registrar.authenticate(msg, peer, now_ms).ok()?
+        };
         let call_id = msg.headers.get("Call-ID").unwrap_or_default().to_owned();
         let from_tag = NameAddr::parse(msg.headers.get("From").unwrap_or_default()).ok()?.tag().unwrap_or_default().to_owned();
         let graph_id = self.graph_id(&call_id, &from_tag);
         let local_tag = crate::digest::md5_hex(&format!("{graph_id}|tag"))[..10].to_owned();
         let session_id = u64::from_str_radix(&graph_id[..8], 16).unwrap_or(1);
-        let call = InboundCall::new(&graph_id, msg, peer, &local_tag, cseq.seq, session_id);
+        let call = SipCall::inbound(&graph_id, msg, peer, &local_tag, cseq.seq, session_id);
         self.calls.insert(call_id, call);
         self.by_graph.insert(graph_id.clone(), msg.headers.get("Call-ID").unwrap_or_default().to_owned());
-        self.events.push(Event::Invite { graph_id, from_user, to_user });
+        self.events.push(Event::Invite { graph_id, from_user, to_user, trunk });
         let trying =
             response(&msg.headers, Answer { code: 100, reason: "Trying".into(), headers: vec![] }, via.branch().unwrap_or_default(), peer);
         Some((Some(Reply { to: peer, bytes: trying.to_bytes() }), Outcome::Answered(100)))
@@ -578,6 +657,14 @@ impl Endpoint {
         let bytes = response(&headers, answer, &key, from).to_bytes();
         (Some(Reply { to: response_address(&via, from, transport), bytes }), Outcome::Answered(400))
     }
+}
+
+/// A new id for a Graph call placed over SIP: random, but a version 3 UUID, so that [`is_sip_call`]
+/// knows it after a restart.
+pub fn new_call_id() -> String {
+    let mut id = uuid::Uuid::new_v4().to_string();
+    id.replace_range(14..15, "3");
+    id
 }
 
 /// Whether a Graph call id is one [`Endpoint`] gave a SIP call (a version 3 UUID; the API and the sim

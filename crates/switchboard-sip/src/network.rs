@@ -2,8 +2,11 @@
 //! becomes an incoming Graph call, and the engine's commands for that call (answer, reject, hang up,
 //! blind transfer) act on the SIP dialog.
 //!
-//! Today: calls from registered users' phones to an application instance's number or an
-//! application id. Outgoing calls, consultative transfer and media come next (issue 11).
+//! - Calls from registered users' phones (and from trunks) to an application instance's number or an
+//!   application id become incoming Graph calls.
+//! - The bot's outgoing calls to a registered user INVITE the user's phone; to a PSTN number, a trunk.
+//!
+//! Consultative transfer, hold and media come next (issue 11).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,36 +18,99 @@ use switchboard_engine::directory::Directory;
 use switchboard_engine::network::{Network, NetworkEvent, NetworkEvents};
 
 use crate::call::{CallEvent, Progress};
-use crate::endpoint::{Endpoint, Event, is_sip_call};
+use crate::endpoint::{Destination, Endpoint, Event, is_sip_call};
 use crate::transport::{Owner, Shared};
+
+/// An outbound proxy for PSTN numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trunk {
+    pub name: String,
+    pub address: SocketAddr,
+    /// The E.164 prefixes it takes; empty: every number.
+    pub prefixes: Vec<String>,
+}
+
+/// Who is reached over SIP rather than on the sim.
+#[derive(Clone, Debug, Default)]
+pub struct Routing {
+    /// SIP user name → directory user id.
+    pub users: HashMap<String, String>,
+    pub trunks: Vec<Trunk>,
+    /// The sim's scripted numbers go to a trunk too.
+    pub trunk_sim_numbers: bool,
+}
 
 pub struct SipNetwork {
     pub shared: Shared,
     events: NetworkEvents,
     directory: Arc<Directory>,
-    /// SIP user name → directory user id.
-    users: HashMap<String, String>,
+    routing: Routing,
     /// Where our media is (a socket that takes RTP; comfort audio comes later).
     media: SocketAddr,
 }
 
 impl SipNetwork {
-    pub fn new(
-        shared: Shared,
-        events: NetworkEvents,
-        directory: Arc<Directory>,
-        users: HashMap<String, String>,
-        media: SocketAddr,
-    ) -> Arc<Self> {
-        let network = Arc::new(SipNetwork { shared, events, directory, users, media });
+    pub fn new(shared: Shared, events: NetworkEvents, directory: Arc<Directory>, routing: Routing, media: SocketAddr) -> Arc<Self> {
+        let network = Arc::new(SipNetwork { shared, events, directory, routing, media });
         network.shared.set_owner(Arc::clone(&network) as Arc<dyn Owner>);
         network
+    }
+
+    /// Whether a call placed to `party` now goes over SIP: a user whose phone is registered, or a PSTN
+    /// number a trunk takes (the sim's scripted numbers and the instances' numbers stay on the sim
+    /// unless `trunk_sim_numbers`).
+    pub fn reaches(&self, party: &Party) -> bool {
+        match party {
+            Party::User { .. } => self.username_of(party).is_some_and(|u| self.shared.with_endpoint(|ep, now| ep.contact_of(&u, now).is_some())),
+            Party::Phone { number } => self.trunk_for(number).is_some(),
+            _ => false,
+        }
+    }
+
+    fn trunk_for(&self, number: &str) -> Option<&Trunk> {
+        if self.directory.instance_by_phone(number).is_some() || (self.directory.number(number).is_some() && !self.routing.trunk_sim_numbers) {
+            return None;
+        }
+        self.routing.trunks.iter().find(|t| t.prefixes.is_empty() || t.prefixes.iter().any(|p| number.starts_with(p.as_str())))
+    }
+
+    /// Where a call to `party` goes, and who it is from.
+    fn destination(&self, ep: &Endpoint, call: &Call, now: u64) -> Option<Destination> {
+        match &call.target {
+            Party::Phone { number } => {
+                let trunk = self.trunk_for(number)?;
+                let host = match trunk.address.ip() {
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                    ip => ip.to_string(),
+                };
+                Some(Destination {
+                    request_uri: format!("sip:{number}@{host}:{};user=phone", trunk.address.port()),
+                    to: format!("<sip:{number}@{host};user=phone>"),
+                    peer: trunk.address,
+                    headers: Vec::new(),
+                })
+            }
+            target => ep.destination_of(&self.username_of(target)?, now),
+        }
+    }
+
+    /// Who the bot is to the phone: its instance's number (caller id for the PSTN), or its app id.
+    fn caller_id(&self, call: &Call, domain: &str) -> String {
+        let number = call.application_instance.as_deref().and_then(|i| self.directory.instance(i)).and_then(|(_, inst)| inst.phone.clone());
+        let name = match &call.source {
+            Party::ApplicationInstance { display_name, .. } | Party::Application { display_name, .. } => display_name.replace('"', ""),
+            _ => String::new(),
+        };
+        match number {
+            Some(n) => format!("\"{name}\" <sip:{n}@{domain};user=phone>"),
+            None => format!("\"{name}\" <sip:{}@{domain}>", call.app_id),
+        }
     }
 
     /// The SIP user name of a directory user.
     fn username_of(&self, party: &Party) -> Option<String> {
         let Party::User { id, .. } = party else { return None };
-        self.users.iter().find(|(_, uid)| uid.eq_ignore_ascii_case(id)).map(|(name, _)| name.clone())
+        self.routing.users.iter().find(|(_, uid)| uid.eq_ignore_ascii_case(id)).map(|(name, _)| name.clone())
     }
 
     pub fn holds(&self, call_id: &str) -> bool {
@@ -52,15 +118,27 @@ impl SipNetwork {
     }
 
     /// The Graph side of a phone's INVITE: who calls whom. `Err`: the SIP answer to refuse with.
-    fn incoming(&self, graph_id: &str, from_user: &str, to_user: &str) -> Result<IncomingCall, (u16, String)> {
+    fn incoming(&self, graph_id: &str, from_user: &str, to_user: &str, trunk: bool) -> Result<IncomingCall, (u16, String)> {
         let dir = &self.directory;
-        let caller = self
-            .users
-            .get(from_user)
-            .and_then(|id| dir.user(id))
-            .map(|u| Party::User { id: u.id.clone(), display_name: u.display_name.clone(), tenant_id: u.tenant_id.clone() })
-            .ok_or_else(|| (403, format!("Forbidden ('{from_user}' is no directory user)")))?;
         let number = if to_user.starts_with('+') { to_user.to_owned() } else { format!("+{to_user}") };
+        let caller = if trunk {
+            let from = if from_user.starts_with('+') { from_user.to_owned() } else { format!("+{from_user}") };
+            if from.len() < 3 || !from[1..].chars().all(|c| c.is_ascii_digit()) {
+                return Err((403, format!("Forbidden (a trunk's caller must be an E.164 number, not '{from_user}')")));
+            }
+            // From a trunk, only the instances' numbers are reachable.
+            if dir.instance_by_phone(&number).is_none() {
+                return Err((404, format!("Not Found ('{to_user}' is no application instance's number)")));
+            }
+            Party::Phone { number: from }
+        } else {
+            self.routing
+                .users
+                .get(from_user)
+                .and_then(|id| dir.user(id))
+                .map(|u| Party::User { id: u.id.clone(), display_name: u.display_name.clone(), tenant_id: u.tenant_id.clone() })
+                .ok_or_else(|| (403, format!("Forbidden ('{from_user}' is no directory user)")))?
+        };
         let (app, target, instance, tenant) = if let Some((app, inst)) = dir.instance_by_phone(&number).or_else(|| dir.instance(to_user)) {
             let target = Party::ApplicationInstance {
                 id: inst.id.clone(),
@@ -103,7 +181,7 @@ impl Owner for SipNetwork {
     fn on_events(&self, endpoint: &mut Endpoint, events: Vec<Event>, now_ms: u64) {
         for event in events {
             match event {
-                Event::Invite { graph_id, from_user, to_user } => match self.incoming(&graph_id, &from_user, &to_user) {
+                Event::Invite { graph_id, from_user, to_user, trunk } => match self.incoming(&graph_id, &from_user, &to_user, trunk) {
                     Ok(call) => {
                         endpoint.ringing(&graph_id);
                         self.events.send(NetworkEvent::Offer(Box::new(call)));
@@ -112,7 +190,12 @@ impl Owner for SipNetwork {
                 },
                 Event::Call { graph_id, event } => {
                     let event = match event {
+                        CallEvent::Ringing => NetEvent::Ringing,
                         CallEvent::Connected => NetEvent::Connected,
+                        CallEvent::Refused(code) => {
+                            tracing::info!(call_id = graph_id, code, "the phone refused the call");
+                            NetEvent::Failed(failure_of(code))
+                        }
                         CallEvent::HungUp | CallEvent::Lost => NetEvent::RemoteHangUp,
                         CallEvent::Transfer { transfer_id, progress: Progress::Accepted } => NetEvent::TransferAccepted { transfer_id },
                         CallEvent::Transfer { transfer_id, progress: Progress::Completed } => NetEvent::TransferCompleted { transfer_id },
@@ -164,6 +247,18 @@ impl Network for SipNetwork {
                 // outcome was already reported, it stands (the core applies only the first).
                 if self.shared.with_endpoint(|ep, _| ep.abandon_transfer(id, transfer_id)) {
                     self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::NoAnswer });
+                }
+            }
+            NetCommand::Place if !call.group => {
+                let placed = self.shared.with_endpoint(|ep, now| {
+                    let destination = self.destination(ep, call, now)?;
+                    let from = self.caller_id(call, ep.domain());
+                    ep.place(id, &from, destination, self.media, now);
+                    Some(())
+                });
+                if placed.is_none() {
+                    tracing::info!(call_id = id, target = ?call.target, "nobody to call over SIP (no registered phone, no trunk); the call fails");
+                    self.events.call(id, NetEvent::Failed(Failure::Unreachable));
                 }
             }
             NetCommand::Place | NetCommand::DropMember { .. } => {}

@@ -149,6 +149,19 @@ pub struct Agreed {
     pub direction: Direction,
 }
 
+/// Our offer for a call we place: PCMU, PCMA and telephone-event, with our media at `address:port`.
+pub fn offer(address: &str, port: u16, session: (u64, u64), direction: Direction) -> String {
+    let ip = if address.contains(':') { "IP6" } else { "IP4" };
+    format!(
+        "v=0\r\no=switchboard {} {} IN {ip} {address}\r\ns=-\r\nc=IN {ip} {address}\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na={}\r\n",
+        session.0,
+        session.1,
+        direction.attribute()
+    )
+}
+
 /// Our answer to `offer`, with our media at `address:port`. `session` is the `o=` id and version.
 pub fn answer(offer: &Offer, address: &str, port: u16, session: (u64, u64)) -> Result<(String, Agreed), ParseError> {
     let ip = if address.contains(':') { "IP6" } else { "IP4" };
@@ -206,6 +219,15 @@ mod tests {
                 direction: Direction::SendRecv
             }
         );
+    }
+
+    #[test]
+    fn our_offer_is_one_we_would_answer() {
+        let ours = offer("127.0.0.1", 30000, (9, 1), Direction::SendRecv);
+        let (_, agreed) = answer(&parse(ours.as_bytes()).unwrap(), "127.0.0.1", 1, (1, 1)).unwrap();
+        assert_eq!(agreed.remote, Some(("127.0.0.1".into(), 30000)));
+        assert_eq!((agreed.payload, agreed.telephone_event.as_deref()), (0, Some("101")));
+        assert!(offer("::1", 1, (1, 2), Direction::SendOnly).contains("c=IN IP6 ::1\r\n") );
     }
 
     #[test]

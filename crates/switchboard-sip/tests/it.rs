@@ -12,6 +12,7 @@ use switchboard_sip::{Account, Endpoint, Settings, Transport};
 
 const PHONE: &str = "127.0.0.1:5071";
 const SECRET: &str = "nonce-secret";
+const TRUNK: &str = "127.0.0.1:5090";
 
 fn endpoint() -> Endpoint {
     Endpoint::new(Settings {
@@ -22,6 +23,7 @@ fn endpoint() -> Endpoint {
             Account { username: "alex".into(), password: "pw-alex".into() },
         ],
         nonce_secret: SECRET.into(),
+        trunks: vec![TRUNK.parse().unwrap()],
     })
 }
 
@@ -289,7 +291,7 @@ fn a_phone_call_from_invite_to_bye_with_retransmissions() {
     let (reply, _) = ep.receive(invite("b", 2, "14255550100", &[&auth]).as_bytes(), from, Transport::Udp, 10);
     assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 100 Trying"]);
     let events = ep.drain_events();
-    let [Event::Invite { graph_id, from_user, to_user }] = events.as_slice() else { panic!("{events:?}") };
+    let [Event::Invite { graph_id, from_user, to_user, trunk: false }] = events.as_slice() else { panic!("{events:?}") };
     assert_eq!((from_user.as_str(), to_user.as_str()), ("heidi", "14255550100"));
     assert!(ep.holds(graph_id));
     ep.ringing(graph_id);
@@ -515,4 +517,169 @@ fn requests_are_proxied_only_to_registered_contacts_and_responses_find_their_way
     let Reply { to, bytes } = reply.unwrap();
     assert_eq!(to, from, "answered, not relayed");
     assert!(String::from_utf8_lossy(&bytes).starts_with("SIP/2.0 401"));
+}
+
+/// The bot calls Alex's phone at 127.0.0.1:5072; returns the endpoint, the INVITE sent and the Graph id.
+fn outgoing_call() -> (Endpoint, Message, String) {
+    let mut ep = endpoint();
+    ep.set_local("127.0.0.1:5060".parse().unwrap());
+    let id = switchboard_sip::endpoint::new_call_id();
+    let destination = switchboard_sip::endpoint::Destination {
+        request_uri: "sip:alex@127.0.0.1:5072".into(),
+        to: "<sip:alex@sb.test>".into(),
+        peer: "127.0.0.1:5072".parse().unwrap(),
+        headers: vec![],
+    };
+    ep.place(&id, "\"Reception\" <sip:+14255550100@sb.test>", destination, "127.0.0.1:20000".parse().unwrap(), 0);
+    let sent = ep.drain_outbox();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, "127.0.0.1:5072".parse().unwrap());
+    (ep, Message::parse(&sent[0].bytes, true).unwrap(), id)
+}
+
+/// The phone's response to `req`, with its tag and Contact, and `body`.
+fn phone_response(req: &Message, code: u16, body: &str) -> String {
+    let mut s = format!("SIP/2.0 {code} Whatever\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        s.push_str(&format!("{name}: {}\r\n", req.headers.get(name).unwrap()));
+    }
+    let to = req.headers.get("To").unwrap();
+    let to = if code > 100 && !to.contains("tag=") { format!("{to};tag=alex1") } else { to.to_owned() };
+    s.push_str(&format!("To: {to}\r\nContact: <sip:alex@127.0.0.1:5072>\r\nRecord-Route: <sip:proxy.test;lr>\r\n"));
+    if body.is_empty() {
+        s + "Content-Length: 0\r\n\r\n"
+    } else {
+        s + &format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    }
+}
+
+#[test]
+fn the_bot_calls_a_phone_which_rings_answers_and_hangs_up() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::CallEvent;
+    let alex: SocketAddr = "127.0.0.1:5072".parse().unwrap();
+    let (mut ep, invite, id) = outgoing_call();
+    assert!(ep.holds(&id));
+    assert_eq!(invite.start, StartLine::Request { method: "INVITE".into(), uri: "sip:alex@127.0.0.1:5072".into() });
+    let text = invite.to_string();
+    for want in ["To: <sip:alex@sb.test>\r\n", "CSeq: 1 INVITE\r\n", "Contact: <sip:switchboard@127.0.0.1:5060>\r\n", "m=audio 20000 RTP/AVP 0 8 101\r\n"] {
+        assert!(text.contains(want), "{want:?} in\n{text}");
+    }
+    assert!(invite.headers.get("From").unwrap().starts_with("\"Reception\" <sip:+14255550100@sb.test>;tag="), "{text}");
+    // Timer A: again at T1 until something comes back.
+    ep.poll(500);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["INVITE sip:alex@127.0.0.1:5072 SIP/2.0"]);
+    ep.receive(phone_response(&invite, 100, "").as_bytes(), alex, Transport::Udp, 600);
+    ep.poll(1_600);
+    assert!(ep.drain_outbox().is_empty(), "a 100 stops Timer A");
+    assert!(ep.drain_events().is_empty(), "a 100 is no news");
+    ep.receive(phone_response(&invite, 180, "").as_bytes(), alex, Transport::Udp, 700);
+    ep.receive(phone_response(&invite, 180, "").as_bytes(), alex, Transport::Udp, 710);
+    assert_eq!(ep.drain_events(), [Event::Call { graph_id: id.clone(), event: CallEvent::Ringing }], "ringing once");
+
+    // Answered: ACK at once, in the dialog (their tag, their Contact, the route set).
+    let sdp = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4002 RTP/AVP 0\r\n";
+    let ok = phone_response(&invite, 200, sdp);
+    ep.receive(ok.as_bytes(), alex, Transport::Udp, 800);
+    assert_eq!(ep.drain_events(), [Event::Call { graph_id: id.clone(), event: CallEvent::Connected }]);
+    let ack = ep.drain_outbox();
+    assert_eq!(status_lines(&ack), ["ACK sip:alex@127.0.0.1:5072 SIP/2.0"]);
+    let ack_msg = Message::parse(&ack[0].bytes, true).unwrap();
+    assert_eq!(ack_msg.headers.get("CSeq"), Some("1 ACK"));
+    assert_eq!(ack_msg.headers.get("To"), Some("<sip:alex@sb.test>;tag=alex1"));
+    assert_eq!(ack_msg.headers.get("Route"), Some("<sip:proxy.test;lr>"));
+    assert_ne!(ack_msg.headers.get("Via"), invite.headers.get("Via"), "the ACK to a 2xx is a transaction of its own");
+    // The 200 again (our ACK was lost): the same ACK again, and no news.
+    ep.receive(ok.as_bytes(), alex, Transport::Udp, 1_300);
+    assert_eq!(ep.drain_outbox(), ack);
+    assert!(ep.drain_events().is_empty());
+
+    // Alex hangs up.
+    let bye = format!(
+        "BYE sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKab\r\nFrom: <sip:alex@sb.test>;tag=alex1\r\n\
+         To: {}\r\nCall-ID: {}\r\nCSeq: 7 BYE\r\nContent-Length: 0\r\n\r\n",
+        invite.headers.get("From").unwrap(),
+        invite.headers.get("Call-ID").unwrap()
+    );
+    let (reply, _) = ep.receive(bye.as_bytes(), alex, Transport::Udp, 2_000);
+    assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 200 OK"]);
+    assert_eq!(ep.drain_events(), [Event::Call { graph_id: id.clone(), event: CallEvent::HungUp }]);
+    ep.poll(2_001);
+    assert!(!ep.holds(&id));
+}
+
+#[test]
+fn a_call_the_phone_refuses_never_reaches_or_the_bot_gives_up_on() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::CallEvent;
+    let alex: SocketAddr = "127.0.0.1:5072".parse().unwrap();
+    let refused = |id: &str, code| Event::Call { graph_id: id.to_owned(), event: CallEvent::Refused(code) };
+
+    // Busy: the 486 is ACKed (same branch as the INVITE), again if it comes again, then forgotten.
+    let (mut ep, invite, id) = outgoing_call();
+    let busy = phone_response(&invite, 486, "");
+    ep.receive(busy.as_bytes(), alex, Transport::Udp, 100);
+    assert_eq!(ep.drain_events(), [refused(&id, 486)]);
+    let ack = ep.drain_outbox();
+    assert_eq!(status_lines(&ack), ["ACK sip:alex@127.0.0.1:5072 SIP/2.0"]);
+    let ack_msg = Message::parse(&ack[0].bytes, true).unwrap();
+    assert_eq!(ack_msg.headers.get("Via"), invite.headers.get("Via"));
+    assert_eq!(ack_msg.headers.get("To"), Some("<sip:alex@sb.test>;tag=alex1"));
+    ep.receive(busy.as_bytes(), alex, Transport::Udp, 600);
+    assert_eq!(ep.drain_outbox(), ack, "the 486 again: the ACK again");
+    assert!(ep.drain_events().is_empty(), "and no news");
+    ep.poll(100 + 32_000);
+    assert!(!ep.holds(&id), "forgotten after Timer D");
+
+    // Nobody there: Timer B after 64·T1, a 408 for Graph.
+    let (mut ep, _, id) = outgoing_call();
+    ep.poll(31_999);
+    ep.drain_outbox();
+    assert!(ep.drain_events().is_empty());
+    ep.poll(32_000);
+    assert_eq!(ep.drain_events(), [refused(&id, 408)]);
+
+    // The bot gives up before anything came back: the CANCEL waits for a 1xx (RFC 3261 §9.1), then
+    // goes; the 487 is ACKed; no news, the bot knows already.
+    let (mut ep, invite, id) = outgoing_call();
+    ep.hang_up(&id, 50);
+    assert!(ep.drain_outbox().is_empty());
+    ep.receive(phone_response(&invite, 180, "").as_bytes(), alex, Transport::Udp, 100);
+    let cancel = ep.drain_outbox();
+    assert_eq!(status_lines(&cancel), ["CANCEL sip:alex@127.0.0.1:5072 SIP/2.0"]);
+    let cancel = Message::parse(&cancel[0].bytes, true).unwrap();
+    assert_eq!(cancel.headers.get("Via"), invite.headers.get("Via"));
+    assert_eq!(cancel.headers.get("CSeq"), Some("1 CANCEL"));
+    ep.receive(phone_response(&cancel, 200, "").as_bytes(), alex, Transport::Udp, 110);
+    ep.receive(phone_response(&invite, 487, "").as_bytes(), alex, Transport::Udp, 120);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["ACK sip:alex@127.0.0.1:5072 SIP/2.0"]);
+    assert!(ep.drain_events().is_empty());
+
+    // It answered as we gave up: ACK, then BYE.
+    let (mut ep, invite, id) = outgoing_call();
+    ep.receive(phone_response(&invite, 180, "").as_bytes(), alex, Transport::Udp, 10);
+    ep.drain_events();
+    ep.hang_up(&id, 50);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["CANCEL sip:alex@127.0.0.1:5072 SIP/2.0"]);
+    ep.receive(phone_response(&invite, 200, "").as_bytes(), alex, Transport::Udp, 60);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["ACK sip:alex@127.0.0.1:5072 SIP/2.0", "BYE sip:alex@127.0.0.1:5072 SIP/2.0"]);
+    assert!(ep.drain_events().is_empty());
+}
+
+#[test]
+fn a_trunk_calls_without_digest_and_nobody_else_does() {
+    use switchboard_sip::Event;
+    let trunk: SocketAddr = TRUNK.parse().unwrap();
+    let from_trunk = invite("tr", 1, "14255550100", &[]).replace("<sip:heidi@sb.test>", "<sip:+15551230000@carrier.test>");
+    let mut ep = endpoint();
+    let (reply, _) = ep.receive(from_trunk.as_bytes(), trunk, Transport::Udp, 0);
+    assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 100 Trying"]);
+    let events = ep.drain_events();
+    let [Event::Invite { from_user, to_user, trunk: true, .. }] = events.as_slice() else { panic!("{events:?}") };
+    assert_eq!((from_user.as_str(), to_user.as_str()), ("+15551230000", "14255550100"));
+    // The same INVITE from anywhere else is challenged.
+    let mut ep = endpoint();
+    let (reply, _) = ep.receive(from_trunk.as_bytes(), PHONE.parse().unwrap(), Transport::Udp, 0);
+    assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 401 Unauthorized"]);
+    assert!(ep.drain_events().is_empty());
 }

@@ -47,6 +47,51 @@ pub struct SipSettings {
     pub domain: Option<String>,
     /// Each user's account, by the user's directory id.
     pub accounts: Vec<(String, SipAccount)>,
+    /// Outbound proxies for PSTN numbers (`[[sip.trunks]]`, `--sip-trunk`); inbound calls from their
+    /// addresses to the instances' numbers are taken without Digest.
+    pub trunks: Vec<SipTrunk>,
+    /// Whether the sim's scripted numbers go to a trunk too (default: they stay on the sim).
+    pub trunk_sim_numbers: bool,
+}
+
+/// `[[sip.trunks]]`: where PSTN numbers go.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipTrunk {
+    /// `sip:HOST:PORT`, HOST an IP address (or `localhost`).
+    pub address: String,
+    /// A name for logs (default: the address).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The E.164 prefixes it takes (default: every number), e.g. `["+1", "+44"]`.
+    #[serde(default)]
+    pub numbers: Vec<String>,
+}
+
+impl SipTrunk {
+    /// The trunk's socket address: `sip:HOST[:PORT]`, HOST an IP address or `localhost`.
+    pub fn socket_addr(&self) -> Result<SocketAddr, String> {
+        let rest = self.address.strip_prefix("sip:").ok_or_else(|| format!("'{}' is not a sip:HOST:PORT URI", self.address))?;
+        if rest.contains(['@', ';', '?']) {
+            return Err(format!("'{}' must be only sip:HOST:PORT (no user or parameters)", self.address));
+        }
+        let (host, port) = match rest.rsplit_once(':').filter(|(h, _)| !h.is_empty() && (!h.contains(':') || h.ends_with(']'))) {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("'{p}' in '{}' is not a port", self.address))?),
+            None => (rest, 5060),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ip = if host.eq_ignore_ascii_case("localhost") {
+            std::net::IpAddr::from(Ipv4Addr::LOCALHOST)
+        } else {
+            host.parse().map_err(|_| format!("'{host}' in '{}' is not an IP address (or localhost)", self.address))?
+        };
+        Ok(SocketAddr::new(ip, port))
+    }
+
+    /// Whether the trunk takes `number`.
+    pub fn takes(&self, number: &str) -> bool {
+        self.numbers.is_empty() || self.numbers.iter().any(|p| number.starts_with(p.as_str()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -61,6 +106,10 @@ pub struct SipAccount {
 struct FileSip {
     listen: Option<SocketAddr>,
     domain: Option<String>,
+    #[serde(default)]
+    trunks: Vec<SipTrunk>,
+    #[serde(default)]
+    trunk_sim_numbers: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -206,7 +255,7 @@ impl Config {
             calls: CallSettings { ring_timeout_ms: 60_000, allow_http_loopback_callbacks: true },
             notifications: NotificationSettings::default(),
             sim: SimSettings { admin_key: "switchboard-demo-admin".to_string(), virtual_clock: false, behaviours: demo_behaviours() },
-            sip: SipSettings { listen: None, domain: None, accounts: demo_sip_accounts() },
+            sip: SipSettings { accounts: demo_sip_accounts(), ..SipSettings::default() },
             directory: demo_directory(),
         }
     }
@@ -255,7 +304,16 @@ impl Config {
             calls: raw.calls,
             notifications: raw.notifications,
             sim: SimSettings { admin_key, virtual_clock, behaviours },
-            sip: SipSettings { listen: raw.sip.as_ref().and_then(|s| s.listen), domain: raw.sip.and_then(|s| s.domain), accounts },
+            sip: match raw.sip {
+                Some(s) => SipSettings {
+                    listen: s.listen,
+                    domain: s.domain,
+                    accounts,
+                    trunks: s.trunks,
+                    trunk_sim_numbers: s.trunk_sim_numbers,
+                },
+                None => SipSettings { accounts, ..SipSettings::default() },
+            },
             directory: Directory { tenants: raw.tenants, applications: raw.applications, users, numbers },
         };
         cfg.validate(file)?;
@@ -434,6 +492,15 @@ impl Config {
         {
             return Err(err("sip.domain".into(), format!("'{domain}' is not a host name or address")));
         }
+        for (i, t) in self.sip.trunks.iter().enumerate() {
+            let f = format!("sip.trunks[{i}]");
+            t.socket_addr().map_err(|p| err(format!("{f}.address"), p))?;
+            for (j, prefix) in t.numbers.iter().enumerate() {
+                if !prefix.starts_with('+') || prefix.len() < 2 || !prefix[1..].chars().all(|c| c.is_ascii_digit()) {
+                    return Err(err(format!("{f}.numbers[{j}]"), format!("'{prefix}' is not an E.164 prefix (like +1 or +4420)")));
+                }
+            }
+        }
         for (i, n) in d.numbers.iter().enumerate() {
             let f = format!("numbers[{i}]");
             if !is_e164(&n.number) {
@@ -583,6 +650,12 @@ data_dir = "./switchboard-data"     # where state (and a generated TLS certifica
 # [sip]                             # SIP over UDP and TCP; without listen there is no SIP
 # listen = "127.0.0.1:5060"
 # domain = "switchboard.example.net"  # the SIP domain (default: the listen host)
+# trunk_sim_numbers = false         # true: the sim's scripted numbers (below) go to the trunk too
+#
+# [[sip.trunks]]                    # an outbound proxy for PSTN numbers (--sip-trunk for one);
+# address = "sip:198.51.100.7:5060" # INVITEs from this address to an instance's number are taken
+# name = "carrier"                  # in logs (default: the address)
+# numbers = ["+1", "+44"]           # the E.164 prefixes it takes (default: every number)
 
 # [tls]                             # omit both cert and key to generate a self-signed certificate
 # cert = "cert.pem"
@@ -797,6 +870,31 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
             ("unknown sip key", cfg("", "[sip]\nport = 5060\n"), "unknown field `port`", None),
             ("bad sip listen", cfg("", "[sip]\nlisten = \"5060\"\n"), "socket address", None),
             ("bad sip domain", cfg("", "[sip]\ndomain = \"a b\"\n"), "'a b' is not a host name or address", Some("sip.domain")),
+            (
+                "trunk not a sip uri",
+                cfg("", "[[sip.trunks]]\naddress = \"10.0.0.1:5060\"\n"),
+                "'10.0.0.1:5060' is not a sip:HOST:PORT URI",
+                Some("sip.trunks[0].address"),
+            ),
+            (
+                "trunk host name",
+                cfg("", "[[sip.trunks]]\naddress = \"sip:carrier.example:5060\"\n"),
+                "'carrier.example' in 'sip:carrier.example:5060' is not an IP address (or localhost)",
+                Some("sip.trunks[0].address"),
+            ),
+            (
+                "trunk bad port",
+                cfg("", "[[sip.trunks]]\naddress = \"sip:10.0.0.1:99999\"\n"),
+                "'99999' in 'sip:10.0.0.1:99999' is not a port",
+                Some("sip.trunks[0].address"),
+            ),
+            (
+                "trunk bad prefix",
+                cfg("", "[[sip.trunks]]\naddress = \"sip:10.0.0.1\"\nnumbers = [\"+1\", \"44\"]\n"),
+                "'44' is not an E.164 prefix",
+                Some("sip.trunks[0].numbers[1]"),
+            ),
+            ("trunk unknown key", cfg("", "[[sip.trunks]]\naddress = \"sip:10.0.0.1\"\nport = 1\n"), "unknown field `port`", None),
             (
                 "user id = app id",
                 cfg("", &USER.replace("eeeeeeee", "cccccccc").replace("001\"\ndisplay", "003\"\ndisplay")),

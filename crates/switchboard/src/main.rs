@@ -59,6 +59,10 @@ struct ServeArgs {
     /// `[sip] listen`. Without it there is no SIP.
     #[arg(long, env = "SWITCHBOARD_SIP_LISTEN")]
     sip_listen: Option<SocketAddr>,
+    /// Send PSTN numbers to this SIP trunk (sip:HOST:PORT), and take calls from it to the instances'
+    /// numbers. Replaces `[[sip.trunks]]` with this one.
+    #[arg(long, env = "SWITCHBOARD_SIP_TRUNK")]
+    sip_trunk: Option<String>,
     /// TOML configuration file (directory of tenants, apps, users, numbers; settings).
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     config: Option<PathBuf>,
@@ -211,6 +215,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<(Config, String)> {
     }
     if let Some(a) = args.sip_listen {
         config.sip.listen = Some(a);
+    }
+    if let Some(t) = &args.sip_trunk {
+        config.sip.trunks = vec![switchboard::config::SipTrunk { address: t.clone(), name: None, numbers: Vec::new() }];
     }
     if let Some(u) = &args.node_url {
         config.node_url = Some(u.clone());

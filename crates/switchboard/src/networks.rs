@@ -24,7 +24,9 @@ impl Networks {
 
 impl Network for Networks {
     fn execute(&self, call: &Call, command: &NetCommand) {
-        match self.sip_for(call) {
+        // An outgoing call's id says where it goes (the API chose when the target was reachable over SIP).
+        let placed_over_sip = matches!(command, NetCommand::Place) && switchboard_sip::endpoint::is_sip_call(&call.id);
+        match self.sip.as_deref().filter(|_| placed_over_sip).or_else(|| self.sip_for(call)) {
             Some(sip) => sip.execute(call, command),
             None => self.sim.execute(call, command),
         }

@@ -121,7 +121,7 @@ pub async fn start(
         }
         None => (None, None),
     };
-    engine.attach_network(Arc::new(Networks { sim: SimNetwork(Arc::clone(&sim)), sip: sip_network, events }), events_rx);
+    engine.attach_network(Arc::new(Networks { sim: SimNetwork(Arc::clone(&sim)), sip: sip_network.clone(), events }), events_rx);
     let cluster = match membership {
         Some(m) => {
             let address = config.node_url.clone().unwrap_or_else(|| format!("{scheme}://{host}:{}", addr.port()));
@@ -154,6 +154,7 @@ pub async fn start(
         ready: Arc::clone(&ready),
         verified: Arc::default(),
         cluster: cluster.clone(),
+        sip: sip_network,
     };
     let cluster_address = cluster.as_ref().map(|c| c.address.clone());
     let app = api::router(state.clone());
@@ -218,12 +219,22 @@ async fn start_sip(
         .iter()
         .map(|(_, a)| switchboard_sip::Account { username: a.username.clone(), password: a.password.clone() })
         .collect();
+    let trunks: Vec<switchboard_sip::network::Trunk> = config
+        .sip
+        .trunks
+        .iter()
+        .map(|t| {
+            let address = t.socket_addr().map_err(|p| anyhow::anyhow!("sip.trunks: {p}"))?;
+            Ok(switchboard_sip::network::Trunk { name: t.name.clone().unwrap_or_else(|| t.address.clone()), address, prefixes: t.numbers.clone() })
+        })
+        .collect::<anyhow::Result<_>>()?;
     let nonce_secret = shared_secret.map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
     let endpoint = switchboard_sip::Endpoint::new(switchboard_sip::Settings {
         domain: domain.clone(),
         aliases: vec![host, "127.0.0.1".to_owned(), "localhost".to_owned()],
         accounts,
         nonce_secret,
+        trunks: trunks.iter().map(|t| t.address).collect(),
     });
     let shared = switchboard_sip::transport::Shared::new(endpoint, clock.clone(), Arc::clone(metrics));
     // Our media address in SDP answers: a socket that takes the phones' RTP (and drops it, for now).
@@ -233,7 +244,11 @@ async fn start_sip(
         let mut buf = vec![0u8; 2048];
         while media.recv_from(&mut buf).await.is_ok() {}
     });
-    let users = config.sip.accounts.iter().map(|(id, a)| (a.username.clone(), id.clone())).collect();
+    let routing = switchboard_sip::network::Routing {
+        users: config.sip.accounts.iter().map(|(id, a)| (a.username.clone(), id.clone())).collect(),
+        trunks,
+        trunk_sim_numbers: config.sip.trunk_sim_numbers,
+    };
     // Phones must be told a real address (Contact, SDP `c=`): with a wildcard listen address, the
     // domain if it is an address, else loopback.
     let advertised = if listen.ip().is_unspecified() {
@@ -244,7 +259,7 @@ async fn start_sip(
         listen.ip()
     };
     let media_addr = SocketAddr::new(advertised, media_addr.port());
-    let network = SipNetwork::new(shared.clone(), events, Arc::clone(directory), users, media_addr);
+    let network = SipNetwork::new(shared.clone(), events, Arc::clone(directory), routing, media_addr);
     let bound = switchboard_sip::transport::serve(listen, shared.clone()).await.with_context(|| format!("cannot serve SIP on {listen}"))?;
     shared.endpoint.lock().unwrap_or_else(|e| e.into_inner()).set_local(SocketAddr::new(advertised, bound.port()));
     tracing::info!(%bound, domain, "SIP served over UDP and TCP");

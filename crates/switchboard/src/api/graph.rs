@@ -487,8 +487,10 @@ fn outgoing_call(state: &AppState, caller: &Caller, cmd: CreateCall) -> Result<O
     };
     let target = parties.swap_remove(0);
     let peer_participant_id = members.first().map_or_else(new_id, |(pid, _)| pid.clone());
+    // A call that goes over SIP gets an id that says so (it cannot be resumed on the sim after a restart).
+    let over_sip = members.is_empty() && state.sip.as_ref().is_some_and(|sip| sip.reaches(&target));
     Ok(OutgoingCall {
-        id: new_id(),
+        id: if over_sip { switchboard_sip::endpoint::new_call_id() } else { new_id() },
         app_id: caller.app.client_id.clone(),
         tenant_id: caller.tenant.clone(),
         callback_uri: cmd.callback_uri,

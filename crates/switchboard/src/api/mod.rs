@@ -52,6 +52,8 @@ pub struct AppState {
     pub verified: Arc<graph::VerifiedTokens>,
     /// This node's place among several sharing PostgreSQL; `None` on one node.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// SIP, when it is served: outgoing calls to registered phones and trunks go there.
+    pub sip: Option<Arc<switchboard_sip::network::SipNetwork>>,
 }
 
 pub fn router(state: AppState) -> Router {
