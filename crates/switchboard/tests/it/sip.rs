@@ -26,14 +26,20 @@ pub(crate) async fn sip_server(bot: &Bot) -> (Server, u16) {
 
 /// Runs a scenario of `tests/sipp` against `target`; returns SIPp's exit code and its screen.
 fn sipp(scenario: &str, target: &str, args: &[&str]) -> (i32, String) {
+    sipp_on(scenario, 0, Some(target), args)
+}
+
+/// Runs a scenario of `tests/sipp` on local `port` (0: any), against `target` or, without one, as a
+/// server that waits for calls.
+fn sipp_on(scenario: &str, port: u16, target: Option<&str>, args: &[&str]) -> (i32, String) {
     let dir = std::env::temp_dir().join(format!("switchboard-sipp-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/").to_owned() + scenario;
     let out = Command::new("sipp")
         .current_dir(&dir)
-        .args(["-sf", &file, "-i", "127.0.0.1", "-p", "0", "-nostdin", "-timeout", "30s", "-trace_err"])
+        .args(["-sf", &file, "-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin", "-timeout", "30s", "-trace_err"])
         .args(args)
-        .arg(target)
+        .args(target)
         .output()
         .expect("sipp (Debian's sip-tester; scripts/test.sh installs it)");
     let mut screen = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -74,7 +80,7 @@ async fn phones_register_with_digest_over_udp_and_tcp_through_lost_packets() {
                         "-r",
                         "10",
                         "-lost",
-                        "30",
+                        "20",
                         "-max_non_invite_retrans",
                         "20",
                         "-t",
@@ -304,4 +310,115 @@ async fn the_bot_transfers_a_phone_blind_with_refer_and_the_notify_decides() {
     let (code, screen) = phone.await.unwrap();
     assert_eq!(code, 0, "{screen}");
     bot.take(1).await;
+}
+
+/// A phone (SIPp, `scenario`) waiting for one call at `port`, ready once it has bound the port.
+async fn phone_waiting(scenario: &'static str, port: u16) -> tokio::task::JoinHandle<(i32, String)> {
+    let phone = tokio::task::spawn_blocking(move || sipp_on(scenario, port, None, &["-m", "1"]));
+    for _ in 0..100 {
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            return phone;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("SIPp did not bind port {port}");
+}
+
+/// Registers `user` with its phone at `contact_port` (another SIPp).
+async fn register_at(user: &'static str, contact_port: u16, port: u16) {
+    let target = format!("127.0.0.1:{port}");
+    let contact_port = contact_port.to_string();
+    let (code, screen) = tokio::task::spawn_blocking(move || {
+        let args = ["-s", user, "-au", user, "-ap", "switchboard-demo-sip", "-key", "contact_port", &contact_port, "-m", "1", "-t", "u1"];
+        sipp("register_at.xml", &target, &args)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{user} registers:\n{screen}");
+}
+
+async fn place_call(server: &Server, token: &str, body: serde_json::Value) -> String {
+    let (status, call) = server.graph(reqwest::Method::POST, "/v1.0/communications/calls", token, Some(body)).await;
+    assert_eq!((status, call["state"].as_str()), (201, Some("establishing")), "{call}");
+    call["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_bot_calls_registered_phones_and_pstn_numbers_through_a_trunk() {
+    use switchboard_sip::endpoint::is_sip_call;
+    let mut bot = Bot::start().await;
+    let (port, trunk_port) = (free_sip_port(), free_sip_port());
+    let extra = vec!["--sip-listen".into(), format!("127.0.0.1:{port}"), "--sip-trunk".into(), format!("sip:127.0.0.1:{trunk_port}")];
+    let server = Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra }).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+
+    // Alex's phone rings, answers and hangs up.
+    let alex_port = free_sip_port();
+    let alex = phone_waiting("phone_answers.xml", alex_port).await;
+    register_at("alex", alex_port, port).await;
+    let id = place_call(&server, &token, call_to_user(&bot.callback("alex"), ALEX)).await;
+    assert!(is_sip_call(&id), "a call that goes over SIP says so in its id: {id}");
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), established_note());
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 4521, "The other participant ended the call."));
+    let (code, screen) = alex.await.unwrap();
+    assert_eq!(code, 0, "Alex's phone (INVITE with PCMU/PCMA/telephone-event, 180, 200, ACK, BYE):\n{screen}");
+
+    // Bob's phone is busy: 486, the same resultInfo as the sim's busy party.
+    let bob_port = free_sip_port();
+    let bob = phone_waiting("phone_busy.xml", bob_port).await;
+    register_at("bob", bob_port, port).await;
+    let id = place_call(&server, &token, call_to_user(&bot.callback("bob"), BUSY_BOB)).await;
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(486, 0, "The callee is busy."));
+    let (code, screen) = bob.await.unwrap();
+    assert_eq!(code, 0, "Bob's phone got the ACK to its 486:\n{screen}");
+
+    // Heidi's phone rings until the bot hangs up: CANCEL, 487, ACK.
+    let heidi_port = free_sip_port();
+    let heidi = phone_waiting("phone_rings_until_cancel.xml", heidi_port).await;
+    register_at("heidi", heidi_port, port).await;
+    let id = place_call(&server, &token, call_to_user(&bot.callback("heidi"), HEIDI)).await;
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    tokio::time::sleep(Duration::from_millis(300)).await; // ringing
+    assert_eq!(server.graph(reqwest::Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
+    let rest = bot.take(2).await;
+    assert_eq!(redact(rest[0].clone(), &id), state_note("updated", "terminating"), "{rest:?}");
+    assert_eq!(rest[1]["changeType"], "deleted", "{rest:?}");
+    let (code, screen) = heidi.await.unwrap();
+    assert_eq!(code, 0, "Heidi's phone got the CANCEL and the ACK to its 487:\n{screen}");
+
+    // A PSTN number goes to the trunk, from the reception's number; the bot hangs up.
+    let trunk = phone_waiting("trunk_answers.xml", trunk_port).await;
+    let id = place_call(&server, &token, call_to_phone(&bot.callback("pstn"), "+15550001111")).await;
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), established_note());
+    assert_eq!(server.graph(reqwest::Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "terminating"));
+    assert_eq!(bot.next().await.1["changeType"], "deleted");
+    let (code, screen) = trunk.await.unwrap();
+    assert_eq!(code, 0, "the trunk (INVITE for the number from the caller id, BYE):\n{screen}");
+
+    // The sim's scripted numbers stay on the sim while a trunk is configured.
+    let id = place_call(&server, &token, call_to_phone(&bot.callback("sim"), "+15555550486")).await;
+    assert!(!is_sip_call(&id));
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(486, 0, "The callee is busy."));
+
+    // The trunk calls the reception's number for a PSTN caller, without Digest.
+    let target = format!("127.0.0.1:{port}");
+    let trunk = tokio::task::spawn_blocking(move || {
+        sipp_on("trunk_calls_bot.xml", trunk_port, Some(&target), &["-s", "14255550100", "-key", "caller", "+15550002222", "-m", "1", "-t", "u1"])
+    });
+    let (_, created) = bot.next().await;
+    assert_eq!(created["resourceData"]["source"]["identity"]["phone"]["id"], "+15550002222", "{created}");
+    let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let answer = Some(crate::lifecycle::answer_body(&bot.callback(&id)));
+    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, answer).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), established_note());
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 540000, "The call was ended by the PSTN user."), "as Graph says it");
+    let (code, screen) = trunk.await.unwrap();
+    assert_eq!(code, 0, "the trunk's call:\n{screen}");
+    bot.expect_silence(Duration::from_millis(300)).await;
 }
