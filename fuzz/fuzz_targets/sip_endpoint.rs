@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
         accounts: vec![Account { username: "heidi".into(), password: "pw".into() }],
         nonce_secret: "fuzz".into(),
         trunks: vec!["127.0.0.1:5090".parse().unwrap()],
+        hold_before_refer: true,
     });
     ep.set_local("127.0.0.1:5060".parse().unwrap());
     let phone = "127.0.0.1:5071".parse().unwrap();

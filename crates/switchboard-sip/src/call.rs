@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 
+use crate::header::cseq::CSeq;
 use crate::message::{Headers, Message, StartLine};
 use crate::sdp::{self, Offer};
 use crate::transaction::T1_MS;
@@ -143,6 +144,28 @@ pub struct SipCall {
     refer: Option<Refer>,
     /// Our SDP session id and version (bumped on every change).
     session: (u64, u64),
+    /// Where our media is, once offered or answered (re-INVITEs offer it again).
+    media: Option<SocketAddr>,
+    /// Our re-INVITE (hold or resume) until its final answer.
+    reinvite: Option<Reinvite>,
+    /// The ACK to the last 2xx to our re-INVITE, for that 2xx coming again.
+    reinvite_ack: Option<(u32, Vec<u8>)>,
+    /// The phone is on hold (our sendonly re-INVITE was answered).
+    held: bool,
+    /// A REFER waiting for the hold to be answered: its Refer-To and Referred-By.
+    queued_refer: Option<(String, String)>,
+    /// The phone's last re-INVITE and our 2xx to it, for its retransmissions.
+    their_reinvite: Option<(u32, Vec<u8>)>,
+}
+
+/// A re-INVITE of ours in flight.
+#[derive(Debug)]
+struct Reinvite {
+    cseq: u32,
+    request: Message,
+    tx: Option<Retransmit>,
+    give_up_at: u64,
+    hold: bool,
 }
 
 fn header(headers: &Headers, name: &str) -> String {
@@ -171,7 +194,7 @@ pub struct Dial {
 
 impl SipCall {
     /// An outgoing call: the INVITE to send (sent again until a response: Timer A).
-    pub fn outbound(dial: Dial, contact: &str, local: SocketAddr, session_id: u64, now: u64) -> (SipCall, Vec<u8>) {
+    pub fn outbound(dial: Dial, media: SocketAddr, contact: &str, local: SocketAddr, session_id: u64, now: u64) -> (SipCall, Vec<u8>) {
         let mut h = Headers::default();
         h.push("Via", format!("SIP/2.0/UDP {local};branch=z9hG4bK{}-1;rport", dial.local_tag));
         h.push("Max-Forwards", "70");
@@ -220,6 +243,12 @@ impl SipCall {
             refer_tx: None,
             refer: None,
             session: (session_id, 1),
+            media: Some(media),
+            reinvite: None,
+            reinvite_ack: None,
+            held: false,
+            queued_refer: None,
+            their_reinvite: None,
         };
         (call, bytes)
     }
@@ -369,6 +398,12 @@ impl SipCall {
             refer_tx: None,
             refer: None,
             session: (session_id, 1),
+            media: None,
+            reinvite: None,
+            reinvite_ack: None,
+            held: false,
+            queued_refer: None,
+            their_reinvite: None,
         }
     }
 
@@ -378,29 +413,7 @@ impl SipCall {
 
     /// A response to the INVITE (§8.2.6, §12.1.1: our tag on To, our Contact on 1xx-2xx).
     fn response(&self, code: u16, reason: &str, contact: Option<&str>, body: Option<String>) -> Vec<u8> {
-        let mut h = Headers::default();
-        for via in self.invite.all("Via") {
-            h.push("Via", via);
-        }
-        for rr in self.invite.all("Record-Route") {
-            h.push("Record-Route", rr);
-        }
-        h.push("From", header(&self.invite, "From"));
-        h.push("To", format!("{};tag={}", header(&self.invite, "To"), self.local_tag));
-        h.push("Call-ID", self.call_id.clone());
-        h.push("CSeq", format!("{} INVITE", self.invite_cseq));
-        if let Some(c) = contact {
-            h.push("Contact", format!("<{c}>"));
-        }
-        h.push("Server", concat!("Switchboard/", env!("CARGO_PKG_VERSION")));
-        let body = match body {
-            Some(b) => {
-                h.push("Content-Type", "application/sdp");
-                b.into_bytes()
-            }
-            None => Vec::new(),
-        };
-        Message { start: StartLine::Response { code, reason: reason.to_owned() }, headers: h, body }.to_bytes()
+        response_to(&self.invite, code, reason, contact, body, Some(&self.local_tag))
     }
 
     pub fn ringing(&self, contact: &str) -> Vec<u8> {
@@ -413,6 +426,7 @@ impl SipCall {
         let offer = self.offer.clone().unwrap_or(Offer { media: Vec::new() });
         match sdp::answer(&offer, address, port, self.session) {
             Ok((body, _agreed)) => {
+                self.media = format!("{address}:{port}").parse().ok().or_else(|| format!("[{address}]:{port}").parse().ok());
                 let bytes = self.response(200, "OK", Some(contact), Some(body));
                 self.phase = Phase::Answered;
                 self.final_response = Some(bytes.clone());
@@ -456,9 +470,24 @@ impl SipCall {
     /// A request of ours in the dialog (§12.2.1.1): the next CSeq, the route set, the roles swapped
     /// (our To-with-tag is From, their From is To).
     fn request(&mut self, method: &str, contact: &str, local: SocketAddr, extra: &[(&str, String)]) -> (u32, Vec<u8>) {
+        let (cseq, msg) = self.request_message(method, contact, local, extra, Vec::new());
+        (cseq, msg.to_bytes())
+    }
+
+    fn request_message(
+        &mut self,
+        method: &str,
+        contact: &str,
+        local: SocketAddr,
+        extra: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> (u32, Message) {
         self.local_cseq += 1;
         let mut h = Headers::default();
-        h.push("Via", format!("SIP/2.0/UDP {local};branch=z9hG4bK{}-{}-{};rport", self.local_tag, self.local_cseq, method.to_ascii_lowercase()));
+        h.push(
+            "Via",
+            format!("SIP/2.0/UDP {local};branch=z9hG4bK{}-{}-{};rport", self.local_tag, self.local_cseq, method.to_ascii_lowercase()),
+        );
         h.push("Max-Forwards", "70");
         for route in &self.route_set {
             h.push("Route", route.clone());
@@ -471,9 +500,8 @@ impl SipCall {
         for (name, value) in extra {
             h.push(name, value.clone());
         }
-        let msg =
-            Message { start: StartLine::Request { method: method.into(), uri: self.remote_target.clone() }, headers: h, body: Vec::new() };
-        (self.local_cseq, msg.to_bytes())
+        let msg = Message { start: StartLine::Request { method: method.into(), uri: self.remote_target.clone() }, headers: h, body };
+        (self.local_cseq, msg)
     }
 
     /// We hang up: a BYE in the dialog (§15.1.1), sent again until answered.
@@ -486,25 +514,152 @@ impl SipCall {
         bytes
     }
 
-    /// A blind transfer: REFER the phone to `refer_to`, naming `referred_by` (RFC 3515, RFC 3892).
-    /// `None` if the call is not confirmed or already transferring.
+    /// A blind transfer: REFER the phone to `refer_to`, naming `referred_by` (RFC 3515, RFC 3892); with
+    /// `hold`, the phone is put on hold first (RFC 5589 §6.1) and the REFER goes once the hold is
+    /// answered. `None` if the call is not confirmed or already transferring.
+    #[allow(clippy::too_many_arguments)]
     pub fn refer(
         &mut self,
         transfer_id: &str,
         refer_to: &str,
         referred_by: &str,
+        hold: bool,
         contact: &str,
         local: SocketAddr,
         now: u64,
     ) -> Option<Vec<u8>> {
-        if self.phase != Phase::Confirmed || self.refer.as_ref().is_some_and(|r| !r.abandoned) {
+        if self.phase != Phase::Confirmed || self.transferring() || self.reinvite.is_some() {
             return None;
         }
+        self.refer = Some(Refer { transfer_id: transfer_id.to_owned(), cseq: 0, abandoned: false });
+        if hold && !self.held && self.media.is_some() {
+            self.queued_refer = Some((refer_to.to_owned(), referred_by.to_owned()));
+            return self.reinvite(true, contact, local, now);
+        }
+        Some(self.send_refer(refer_to, referred_by, contact, local, now))
+    }
+
+    fn transferring(&self) -> bool {
+        self.refer.as_ref().is_some_and(|r| !r.abandoned)
+    }
+
+    fn send_refer(&mut self, refer_to: &str, referred_by: &str, contact: &str, local: SocketAddr, now: u64) -> Vec<u8> {
         let extra = [("Refer-To", format!("<{refer_to}>")), ("Referred-By", format!("<{referred_by}>"))];
         let (cseq, bytes) = self.request("REFER", contact, local, &extra);
-        self.refer = Some(Refer { transfer_id: transfer_id.to_owned(), cseq, abandoned: false });
+        if let Some(refer) = &mut self.refer {
+            refer.cseq = cseq;
+        }
         self.refer_tx = Some(Retransmit::new(bytes.clone(), now));
+        bytes
+    }
+
+    /// A re-INVITE offering our media again: `sendonly` to hold, `sendrecv` to resume (RFC 3264 §8.4).
+    fn reinvite(&mut self, hold: bool, contact: &str, local: SocketAddr, now: u64) -> Option<Vec<u8>> {
+        let media = self.media?;
+        self.session.1 += 1;
+        let direction = if hold { sdp::Direction::SendOnly } else { sdp::Direction::SendRecv };
+        let body = sdp::offer(&media.ip().to_string(), media.port(), self.session, direction);
+        let extra = [("Content-Type", "application/sdp".to_owned())];
+        let (cseq, request) = self.request_message("INVITE", contact, local, &extra, body.into_bytes());
+        let bytes = request.to_bytes();
+        let tx = Retransmit::new(bytes.clone(), now);
+        self.reinvite = Some(Reinvite { cseq, request, give_up_at: tx.give_up_at, tx: Some(tx), hold });
         Some(bytes)
+    }
+
+    /// Whether `cseq` is one of our re-INVITEs (rather than the INVITE that made the call).
+    pub fn is_reinvite(&self, cseq: u32) -> bool {
+        self.reinvite.as_ref().is_some_and(|r| r.cseq == cseq) || self.reinvite_ack.as_ref().is_some_and(|(c, _)| *c == cseq)
+    }
+
+    /// A response to our re-INVITE: ACK a final one; once the hold is answered, the queued REFER goes.
+    pub fn reinvite_answered(&mut self, msg: &Message, contact: &str, local: SocketAddr, now: u64) -> Vec<Vec<u8>> {
+        let StartLine::Response { code, .. } = msg.start else { return Vec::new() };
+        let cseq = CSeq::parse(msg.headers.get("CSeq").unwrap_or_default()).map_or(0, |c| c.seq);
+        if let Some((acked, ack)) = &self.reinvite_ack
+            && *acked == cseq
+            && (200..300).contains(&code)
+        {
+            return vec![ack.clone()]; // the 2xx again
+        }
+        let Some(reinvite) = self.reinvite.as_mut().filter(|r| r.cseq == cseq) else { return Vec::new() };
+        if code < 200 {
+            reinvite.tx = None; // Timer A stops; Timer B still runs
+            return Vec::new();
+        }
+        let Some(reinvite) = self.reinvite.take() else { return Vec::new() };
+        let mut out = Vec::new();
+        if code < 300 {
+            let saved = self.local_cseq;
+            self.local_cseq = reinvite.cseq - 1;
+            let (_, ack) = self.request("ACK", contact, local, &[]);
+            self.local_cseq = saved;
+            self.reinvite_ack = Some((reinvite.cseq, ack.clone()));
+            out.push(ack);
+            self.held = reinvite.hold;
+        } else {
+            // The ACK to an error shares the re-INVITE's transaction (§17.1.1.3); the hold did not
+            // happen, and the transfer goes on without it.
+            let mut h = Headers::default();
+            for name in ["Via", "Max-Forwards", "Route", "From"] {
+                for value in reinvite.request.headers.all(name) {
+                    h.push(name, value);
+                }
+            }
+            h.push("To", header(&msg.headers, "To"));
+            h.push("Call-ID", self.call_id.clone());
+            h.push("CSeq", format!("{} ACK", reinvite.cseq));
+            let uri = self.remote_target.clone();
+            out.push(Message { start: StartLine::Request { method: "ACK".into(), uri }, headers: h, body: Vec::new() }.to_bytes());
+        }
+        if let Some((refer_to, referred_by)) = self.queued_refer.take()
+            && self.transferring()
+        {
+            out.push(self.send_refer(&refer_to, &referred_by, contact, local, now));
+        }
+        out
+    }
+
+    /// Takes the phone off hold if it is held and no transfer is under way any more (a failed
+    /// transfer brings the call back, RFC 5589 §5.2).
+    pub fn resume_if_idle(&mut self, contact: &str, local: SocketAddr, now: u64) -> Option<Vec<u8>> {
+        if !self.held || self.transferring() || self.reinvite.is_some() || self.phase != Phase::Confirmed {
+            return None;
+        }
+        self.held = false;
+        self.reinvite(false, contact, local, now)
+    }
+
+    /// The phone's own re-INVITE (a hold, a resume, a new address): answered with our media, the
+    /// direction mirrored. `Err`: the error answer (491 while ours is out, 488 for an offer we cannot take).
+    pub fn their_reinvite(&mut self, req: &Message, contact: &str, now: u64) -> Result<Vec<u8>, (u16, String)> {
+        let cseq = CSeq::parse(req.headers.get("CSeq").unwrap_or_default()).map_or(0, |c| c.seq);
+        if let Some((seen, bytes)) = &self.their_reinvite
+            && *seen == cseq
+        {
+            return Ok(bytes.clone());
+        }
+        if self.reinvite.is_some() {
+            return Err((491, "Request Pending".into()));
+        }
+        let media = self.media.ok_or((488, "Not Acceptable Here (no media of ours yet)".to_owned()))?;
+        let offer = if req.body.is_empty() {
+            Offer { media: Vec::new() }
+        } else {
+            sdp::parse(&req.body).map_err(|e| (488, format!("Not Acceptable Here ({e})")))?
+        };
+        self.session.1 += 1;
+        let body = if offer.media.is_empty() {
+            sdp::offer(&media.ip().to_string(), media.port(), self.session, sdp::Direction::SendRecv)
+        } else {
+            sdp::answer(&offer, &media.ip().to_string(), media.port(), self.session)
+                .map_err(|e| (488, format!("Not Acceptable Here ({e})")))?
+                .0
+        };
+        let bytes = response_to(&req.headers, 200, "OK", Some(contact), Some(body), None);
+        self.their_reinvite = Some((cseq, bytes.clone()));
+        self.pending = Some(Retransmit::new(bytes.clone(), now));
+        Ok(bytes)
     }
 
     /// The engine gave the transfer up (its deadline): what the phone reports from now on is ignored.
@@ -514,6 +669,7 @@ impl SipCall {
             Some(r) if r.transfer_id == transfer_id && !r.abandoned => {
                 r.abandoned = true;
                 self.refer_tx = None;
+                self.queued_refer = None;
                 true
             }
             _ => false,
@@ -575,11 +731,12 @@ impl SipCall {
         if let Some(p) = &mut self.pending {
             if now >= p.give_up_at {
                 self.pending = None;
-                if self.phase == Phase::Answered {
+                match self.phase {
                     // §13.3.1.4: no ACK to our 2xx within 64·T1: the dialog is confirmed, then ended by BYE.
-                    event = Some(CallEvent::Lost);
-                } else {
-                    self.phase = Phase::Ended;
+                    Phase::Answered => event = Some(CallEvent::Lost),
+                    // The ACK to our 2xx to their re-INVITE never came: the call goes on as it was.
+                    Phase::Confirmed => {}
+                    _ => self.phase = Phase::Ended,
                 }
             } else if let Some(bytes) = p.due(now) {
                 out.push(bytes);
@@ -587,6 +744,18 @@ impl SipCall {
         }
         if self.linger.is_some_and(|at| now >= at) {
             self.linger = None;
+        }
+        if let Some(r) = &mut self.reinvite {
+            if now >= r.give_up_at {
+                // Timer B on our re-INVITE: the phone is not answering; a transfer waiting on it fails.
+                self.reinvite = None;
+                self.queued_refer = None;
+                if let Some(refer) = self.refer.take().filter(|r| !r.abandoned) {
+                    event = Some(CallEvent::Transfer { transfer_id: refer.transfer_id, progress: Progress::Failed(408) });
+                }
+            } else if let Some(bytes) = r.tx.as_mut().and_then(|tx| tx.due(now)) {
+                out.push(bytes);
+            }
         }
         if let Some(r) = &mut self.invite_tx {
             if now >= r.give_up_at {
@@ -637,6 +806,38 @@ impl SipCall {
             .flatten()
             .map(|r| r.next_at.min(r.give_up_at))
             .chain(self.linger)
+            .chain(self.reinvite.as_ref().map(|r| r.tx.as_ref().map_or(r.give_up_at, |tx| tx.next_at.min(r.give_up_at))))
             .min()
     }
+}
+
+/// A response to a request with `headers` (§8.2.6): Via, Record-Route, From, To (with `tag` if given),
+/// Call-ID and CSeq copied; our Contact and SDP if given.
+fn response_to(headers: &Headers, code: u16, reason: &str, contact: Option<&str>, body: Option<String>, tag: Option<&str>) -> Vec<u8> {
+    let mut h = Headers::default();
+    for via in headers.all("Via") {
+        h.push("Via", via);
+    }
+    for rr in headers.all("Record-Route") {
+        h.push("Record-Route", rr);
+    }
+    h.push("From", header(headers, "From"));
+    match tag {
+        Some(tag) => h.push("To", format!("{};tag={tag}", header(headers, "To"))),
+        None => h.push("To", header(headers, "To")),
+    }
+    h.push("Call-ID", header(headers, "Call-ID"));
+    h.push("CSeq", header(headers, "CSeq"));
+    if let Some(c) = contact {
+        h.push("Contact", format!("<{c}>"));
+    }
+    h.push("Server", concat!("Switchboard/", env!("CARGO_PKG_VERSION")));
+    let body = match body {
+        Some(b) => {
+            h.push("Content-Type", "application/sdp");
+            b.into_bytes()
+        }
+        None => Vec::new(),
+    };
+    Message { start: StartLine::Response { code, reason: reason.to_owned() }, headers: h, body }.to_bytes()
 }

@@ -54,6 +54,9 @@ pub struct Settings {
     pub nonce_secret: String,
     /// Trunks' addresses: their INVITEs are taken without Digest, from the number in From.
     pub trunks: Vec<SocketAddr>,
+    /// Put the transferee on hold (re-INVITE `sendonly`) before the REFER, and take it off hold if
+    /// the transfer fails (RFC 5589 §6.1).
+    pub hold_before_refer: bool,
 }
 
 /// Where an outgoing call goes.
@@ -94,6 +97,7 @@ pub struct Endpoint {
     events: Vec<Event>,
     secret: String,
     trunks: Vec<SocketAddr>,
+    hold_before_refer: bool,
 }
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, NOTIFY";
@@ -113,12 +117,29 @@ impl Endpoint {
             events: Vec::new(),
             secret: settings.nonce_secret,
             trunks: settings.trunks,
+            hold_before_refer: settings.hold_before_refer,
         }
     }
 
     /// Where we are, once the transport is bound.
     pub fn set_local(&mut self, local: SocketAddr) {
         self.local = Some(local);
+    }
+
+    /// Our address for Via (loopback until bound).
+    fn local(&self) -> SocketAddr {
+        self.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)))
+    }
+
+    /// Sends what a call owes after its transfer moved on: taking the phone off hold once no transfer
+    /// is under way (a failed one brings the call back).
+    fn resume_if_idle(&mut self, sip_call_id: &str, now_ms: u64) {
+        let (contact, local) = (self.contact(), self.local());
+        if let Some(call) = self.calls.get_mut(sip_call_id)
+            && let Some(bytes) = call.resume_if_idle(&contact, local, now_ms)
+        {
+            self.outbox.push(Reply { to: call.peer, bytes });
+        }
     }
 
     fn contact(&self) -> String {
@@ -188,10 +209,11 @@ impl Endpoint {
     /// be transferred now (not established, or already transferring).
     pub fn refer(&mut self, graph_id: &str, transfer_id: &str, refer_to: &str, referred_by: &str, now_ms: u64) -> bool {
         let contact = self.contact();
-        let local = self.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+        let local = self.local();
+        let hold = self.hold_before_refer;
         let Some(call) = self.call_mut(graph_id) else { return false };
         let to = call.peer;
-        match call.refer(transfer_id, refer_to, referred_by, &contact, local, now_ms) {
+        match call.refer(transfer_id, refer_to, referred_by, hold, &contact, local, now_ms) {
             Some(bytes) => {
                 self.outbox.push(Reply { to, bytes });
                 true
@@ -204,7 +226,7 @@ impl Endpoint {
     /// at `media`. What happens next comes back as [`Event::Call`] (`Ringing`, `Connected`, `Refused`).
     pub fn place(&mut self, graph_id: &str, from: &str, destination: Destination, media: SocketAddr, now_ms: u64) {
         let contact = self.contact();
-        let local = self.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+        let local = self.local();
         let key = crate::digest::md5_hex(&format!("{graph_id}|{}", self.secret));
         let session_id = u64::from_str_radix(&key[..8], 16).unwrap_or(1);
         let dial = Dial {
@@ -218,7 +240,7 @@ impl Endpoint {
             offer: crate::sdp::offer(&media.ip().to_string(), media.port(), (session_id, 1), crate::sdp::Direction::SendRecv),
             headers: destination.headers,
         };
-        let (call, bytes) = SipCall::outbound(dial, &contact, local, session_id, now_ms);
+        let (call, bytes) = SipCall::outbound(dial, media, &contact, local, session_id, now_ms);
         self.outbox.push(Reply { to: call.peer, bytes });
         self.by_graph.insert(graph_id.to_owned(), call.call_id().to_owned());
         self.calls.insert(call.call_id().to_owned(), call);
@@ -238,8 +260,12 @@ impl Endpoint {
     }
 
     /// The engine gave transfer `transfer_id` up: `true` if it was still in flight (then it failed).
-    pub fn abandon_transfer(&mut self, graph_id: &str, transfer_id: &str) -> bool {
-        self.call_mut(graph_id).is_some_and(|c| c.abandon_transfer(transfer_id))
+    pub fn abandon_transfer(&mut self, graph_id: &str, transfer_id: &str, now_ms: u64) -> bool {
+        let abandoned = self.call_mut(graph_id).is_some_and(|c| c.abandon_transfer(transfer_id));
+        if let Some(sip_id) = self.by_graph.get(graph_id).cloned() {
+            self.resume_if_idle(&sip_id, now_ms);
+        }
+        abandoned
     }
 
     /// Where `user` is registered, for a Refer-To.
@@ -250,7 +276,7 @@ impl Endpoint {
     /// The bot hangs up: BYE once answered, 480 while still ringing.
     pub fn hang_up(&mut self, graph_id: &str, now_ms: u64) {
         let contact = self.contact();
-        let local = self.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+        let local = self.local();
         let Some(call) = self.call_mut(graph_id) else { return };
         let to = call.peer;
         let bytes = match call.phase {
@@ -269,7 +295,7 @@ impl Endpoint {
     /// Sends again what is due, gives up on what is overdue; call it at [`Endpoint::next_due`].
     pub fn poll(&mut self, now_ms: u64) {
         let contact = self.contact();
-        let local = self.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+        let local = self.local();
         let mut done = Vec::new();
         for (sip_id, call) in &mut self.calls {
             let (again, event) = call.poll(now_ms);
@@ -284,6 +310,9 @@ impl Endpoint {
                 }
                 Some(event) => self.events.push(Event::Call { graph_id: call.graph_id.clone(), event }),
                 None => {}
+            }
+            if let Some(bytes) = call.resume_if_idle(&contact, local, now_ms) {
+                self.outbox.push(Reply { to: call.peer, bytes });
             }
             if call.finished() {
                 done.push(sip_id.clone());
@@ -335,9 +364,14 @@ impl Endpoint {
             let call_id = msg.headers.get("Call-ID").unwrap_or_default();
             let StartLine::Response { code, .. } = msg.start else { return (None, Outcome::Absorbed) };
             let contact = self.contact();
-            let local = self.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+            let local = self.local();
             if let (Ok(cseq), Some(call)) = (CSeq::parse(msg.headers.get("CSeq").unwrap_or_default()), self.calls.get_mut(call_id)) {
                 match cseq.method.as_str() {
+                    "INVITE" if call.is_reinvite(cseq.seq) => {
+                        for bytes in call.reinvite_answered(&msg, &contact, local, now_ms) {
+                            self.outbox.push(Reply { to: call.peer, bytes });
+                        }
+                    }
                     "INVITE" => {
                         let (out, events) = call.invite_answered(&msg, &contact, local, now_ms);
                         for bytes in out {
@@ -356,6 +390,7 @@ impl Endpoint {
                     }
                     _ => {}
                 }
+                self.resume_if_idle(call_id, now_ms);
             }
             return (None, Outcome::Absorbed);
         };
@@ -411,7 +446,17 @@ impl Endpoint {
         {
             return (Some(Reply { to, bytes }), Outcome::Retransmitted);
         }
-        let in_call = self.in_call(&msg, &method, &call_id, &to, now_ms);
+        let mut refused_reinvite = None;
+        if method == "INVITE" && to.tag().is_some() {
+            let contact = self.contact();
+            if let Some(call) = self.calls.get_mut(&call_id) {
+                match call.their_reinvite(&msg, &contact, now_ms) {
+                    Ok(bytes) => return (Some(Reply { to: reply_to, bytes }), Outcome::Answered(200)),
+                    Err((code, reason)) => refused_reinvite = Some(Answer { code, reason, headers: vec![] }),
+                }
+            }
+        }
+        let in_call = refused_reinvite.or_else(|| self.in_call(&msg, &method, &call_id, &to, now_ms));
         let answer = match msg.headers.get("Max-Forwards").map(|m| m.trim().parse::<u32>()) {
             _ if method == "INVITE" && transport == Transport::Tcp && to.tag().is_none() => {
                 Answer { code: 501, reason: "Not Implemented (calls over TCP are not served yet; use UDP)".into(), headers: vec![] }
@@ -562,7 +607,7 @@ impl Endpoint {
     fn in_call(&mut self, msg: &Message, method: &str, call_id: &str, to: &NameAddr, now_ms: u64) -> Option<Answer> {
         let ok = || Answer { code: 200, reason: "OK".into(), headers: vec![] };
         let contact = self.contact();
-        let local = self.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+        let local = self.local();
         let call = self.calls.get_mut(call_id)?;
         match method {
             // The progress of our REFER (RFC 3515 §2.4.4): a sipfrag status line in the body.
@@ -591,6 +636,7 @@ impl Endpoint {
                     let bytes = call.bye(&contact, local, now_ms);
                     self.outbox.push(Reply { to: call.peer, bytes });
                 }
+                self.resume_if_idle(call_id, now_ms);
                 Some(ok())
             }
             "BYE" if to.tag().is_some() && call.phase != Phase::Ended => {
@@ -632,7 +678,7 @@ impl Endpoint {
                 reason: "OK".into(),
                 headers: vec![("Allow", ALLOW.into()), ("Accept", "application/sdp".into()), ("Supported", "replaces".into())],
             },
-            "INVITE" if to.tag().is_some() => plain(501, "Not Implemented (re-INVITE is not served yet)"),
+            "INVITE" if to.tag().is_some() => plain(481, "Call/Transaction Does Not Exist"),
             "INVITE" => match self.registrar.authenticate(msg, from, now_ms) {
                 Err(answer) => answer,
                 // Authenticated, but the call could not start (no user in the Request-URI, or over TCP).

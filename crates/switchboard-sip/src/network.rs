@@ -61,14 +61,18 @@ impl SipNetwork {
     /// unless `trunk_sim_numbers`).
     pub fn reaches(&self, party: &Party) -> bool {
         match party {
-            Party::User { .. } => self.username_of(party).is_some_and(|u| self.shared.with_endpoint(|ep, now| ep.contact_of(&u, now).is_some())),
+            Party::User { .. } => {
+                self.username_of(party).is_some_and(|u| self.shared.with_endpoint(|ep, now| ep.contact_of(&u, now).is_some()))
+            }
             Party::Phone { number } => self.trunk_for(number).is_some(),
             _ => false,
         }
     }
 
     fn trunk_for(&self, number: &str) -> Option<&Trunk> {
-        if self.directory.instance_by_phone(number).is_some() || (self.directory.number(number).is_some() && !self.routing.trunk_sim_numbers) {
+        if self.directory.instance_by_phone(number).is_some()
+            || (self.directory.number(number).is_some() && !self.routing.trunk_sim_numbers)
+        {
             return None;
         }
         self.routing.trunks.iter().find(|t| t.prefixes.is_empty() || t.prefixes.iter().any(|p| number.starts_with(p.as_str())))
@@ -245,7 +249,7 @@ impl Network for SipNetwork {
             NetCommand::CancelTransfer { transfer_id } => {
                 // A REFER cannot be taken back; from now on the phone's reports are ignored. If the
                 // outcome was already reported, it stands (the core applies only the first).
-                if self.shared.with_endpoint(|ep, _| ep.abandon_transfer(id, transfer_id)) {
+                if self.shared.with_endpoint(|ep, now| ep.abandon_transfer(id, transfer_id, now)) {
                     self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::NoAnswer });
                 }
             }

@@ -227,7 +227,7 @@ mod tests {
         let (_, agreed) = answer(&parse(ours.as_bytes()).unwrap(), "127.0.0.1", 1, (1, 1)).unwrap();
         assert_eq!(agreed.remote, Some(("127.0.0.1".into(), 30000)));
         assert_eq!((agreed.payload, agreed.telephone_event.as_deref()), (0, Some("101")));
-        assert!(offer("::1", 1, (1, 2), Direction::SendOnly).contains("c=IN IP6 ::1\r\n") );
+        assert!(offer("::1", 1, (1, 2), Direction::SendOnly).contains("c=IN IP6 ::1\r\n"));
     }
 
     #[test]

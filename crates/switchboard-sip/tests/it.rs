@@ -15,6 +15,11 @@ const SECRET: &str = "nonce-secret";
 const TRUNK: &str = "127.0.0.1:5090";
 
 fn endpoint() -> Endpoint {
+    endpoint_with(false)
+}
+
+/// The endpoint, holding the transferee before a REFER or not.
+fn endpoint_with(hold_before_refer: bool) -> Endpoint {
     Endpoint::new(Settings {
         domain: "sb.test".into(),
         aliases: vec!["127.0.0.1".into()],
@@ -24,6 +29,7 @@ fn endpoint() -> Endpoint {
         ],
         nonce_secret: SECRET.into(),
         trunks: vec![TRUNK.parse().unwrap()],
+        hold_before_refer,
     })
 }
 
@@ -367,7 +373,10 @@ fn sip_calls_are_told_apart_by_their_id() {
 
 /// A confirmed call from Heidi's phone; returns the endpoint and the Graph id.
 fn confirmed_call() -> (Endpoint, String) {
-    let mut ep = endpoint();
+    confirmed_call_on(endpoint())
+}
+
+fn confirmed_call_on(mut ep: Endpoint) -> (Endpoint, String) {
     ep.set_local("127.0.0.1:5060".parse().unwrap());
     let from: SocketAddr = PHONE.parse().unwrap();
     let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
@@ -452,8 +461,8 @@ fn a_blind_transfer_by_refer_ends_as_the_notify_says() {
     // The engine gave up (its deadline): a later NOTIFY changes nothing.
     let (mut ep, id) = confirmed_call();
     ep.refer(&id, "op-1", "sip:alex@x", "sip:bot@sb.test", 10);
-    assert!(ep.abandon_transfer(&id, "op-1"));
-    assert!(!ep.abandon_transfer(&id, "op-1"), "once");
+    assert!(ep.abandon_transfer(&id, "op-1", 20));
+    assert!(!ep.abandon_transfer(&id, "op-1", 20), "once");
     let (reply, _) = ep.receive(notify(2, "200 OK").as_bytes(), from, Transport::Udp, 30);
     assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 200 OK"], "the NOTIFY is still answered");
     assert!(ep.drain_events().is_empty());
@@ -562,7 +571,12 @@ fn the_bot_calls_a_phone_which_rings_answers_and_hangs_up() {
     assert!(ep.holds(&id));
     assert_eq!(invite.start, StartLine::Request { method: "INVITE".into(), uri: "sip:alex@127.0.0.1:5072".into() });
     let text = invite.to_string();
-    for want in ["To: <sip:alex@sb.test>\r\n", "CSeq: 1 INVITE\r\n", "Contact: <sip:switchboard@127.0.0.1:5060>\r\n", "m=audio 20000 RTP/AVP 0 8 101\r\n"] {
+    for want in [
+        "To: <sip:alex@sb.test>\r\n",
+        "CSeq: 1 INVITE\r\n",
+        "Contact: <sip:switchboard@127.0.0.1:5060>\r\n",
+        "m=audio 20000 RTP/AVP 0 8 101\r\n",
+    ] {
         assert!(text.contains(want), "{want:?} in\n{text}");
     }
     assert!(invite.headers.get("From").unwrap().starts_with("\"Reception\" <sip:+14255550100@sb.test>;tag="), "{text}");
@@ -682,4 +696,74 @@ fn a_trunk_calls_without_digest_and_nobody_else_does() {
     let (reply, _) = ep.receive(from_trunk.as_bytes(), PHONE.parse().unwrap(), Transport::Udp, 0);
     assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 401 Unauthorized"]);
     assert!(ep.drain_events().is_empty());
+}
+
+#[test]
+fn the_transferee_is_held_before_the_refer_and_resumed_when_the_transfer_fails() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::{CallEvent, Progress};
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let held_call = || confirmed_call_on(endpoint_with(true));
+    // The hold goes first (sendonly, a newer SDP version); the REFER once the phone answers it.
+    let (mut ep, id) = held_call();
+    assert!(ep.refer(&id, "op-1", "sip:alex@x", "sip:bot@sb.test", 10));
+    let hold = ep.drain_outbox().remove(0);
+    let hold = Message::parse(&hold.bytes, true).unwrap();
+    assert_eq!(hold.start, StartLine::Request { method: "INVITE".into(), uri: "sip:heidi@127.0.0.1:5071".into() });
+    let body = String::from_utf8_lossy(&hold.body).into_owned();
+    assert!(body.contains("a=sendonly\r\n") && body.contains(" 2 IN IP4 127.0.0.1\r\n"), "{body}");
+    assert!(!ep.refer(&id, "op-2", "sip:x@y", "sip:bot@sb.test", 11), "one transfer at a time");
+    ep.poll(510);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["INVITE sip:heidi@127.0.0.1:5071 SIP/2.0"], "sent again until answered");
+    let recvonly = "v=0\r\no=p 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=recvonly\r\n";
+    let ok = phone_response(&hold, 200, recvonly);
+    ep.receive(ok.as_bytes(), from, Transport::Udp, 600);
+    let sent = ep.drain_outbox();
+    assert_eq!(status_lines(&sent), ["ACK sip:heidi@127.0.0.1:5071 SIP/2.0", "REFER sip:heidi@127.0.0.1:5071 SIP/2.0"]);
+    let ack = Message::parse(&sent[0].bytes, true).unwrap();
+    assert_eq!(ack.headers.get("CSeq").unwrap(), format!("{} ACK", hold.headers.get("CSeq").unwrap().split(' ').next().unwrap()));
+    ep.receive(ok.as_bytes(), from, Transport::Udp, 700);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["ACK sip:heidi@127.0.0.1:5071 SIP/2.0"], "the 200 again: the ACK again");
+
+    // The target is busy: the failure is reported, and the phone is taken off hold.
+    ep.receive(notify(5, "486 Busy Here").as_bytes(), from, Transport::Udp, 800);
+    assert_eq!(
+        ep.drain_events(),
+        [Event::Call { graph_id: id.clone(), event: CallEvent::Transfer { transfer_id: "op-1".into(), progress: Progress::Failed(486) } }]
+    );
+    let resume = ep.drain_outbox();
+    assert_eq!(status_lines(&resume), ["INVITE sip:heidi@127.0.0.1:5071 SIP/2.0"]);
+    let resume = Message::parse(&resume[0].bytes, true).unwrap();
+    assert!(String::from_utf8_lossy(&resume.body).contains("a=sendrecv\r\n"));
+    ep.receive(phone_response(&resume, 200, &recvonly.replace("recvonly", "sendrecv")).as_bytes(), from, Transport::Udp, 900);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["ACK sip:heidi@127.0.0.1:5071 SIP/2.0"]);
+    // A second transfer can start.
+    assert!(ep.refer(&id, "op-2", "sip:alex@x", "sip:bot@sb.test", 1_000));
+
+    // A phone that refuses the hold is still REFERred (the hold is a courtesy); the ACK shares the
+    // re-INVITE's branch.
+    let (mut ep, id) = held_call();
+    ep.refer(&id, "op-1", "sip:alex@x", "sip:bot@sb.test", 10);
+    let hold = Message::parse(&ep.drain_outbox()[0].bytes, true).unwrap();
+    ep.receive(phone_response(&hold, 488, "").as_bytes(), from, Transport::Udp, 20);
+    let sent = ep.drain_outbox();
+    assert_eq!(status_lines(&sent), ["ACK sip:heidi@127.0.0.1:5071 SIP/2.0", "REFER sip:heidi@127.0.0.1:5071 SIP/2.0"]);
+    assert_eq!(Message::parse(&sent[0].bytes, true).unwrap().headers.get("Via"), hold.headers.get("Via"));
+    // The engine gives up (its deadline): nothing to resume, the phone was never held.
+    assert!(ep.abandon_transfer(&id, "op-1", 30));
+    assert!(ep.drain_outbox().is_empty());
+
+    // The phone's own re-INVITE (it holds us) gets our answer, mirrored; again if it comes again.
+    let (mut ep, _) = held_call();
+    let plain = invite("ri", 2, "14255550100", &[]).replace("To: <sip:14255550100@sb.test>\r\n", "To: <sip:14255550100@sb.test>;tag=x\r\n");
+    let (head, body) = plain.split_once("\r\n\r\n").unwrap();
+    let body = body.replace("m=audio 4000 RTP/AVP 8 0\r\n", "m=audio 4000 RTP/AVP 0\r\na=sendonly\r\n");
+    let head = head.rsplit_once("Content-Length:").unwrap().0;
+    let reinvite = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
+    let (reply, _) = ep.receive(reinvite.as_bytes(), from, Transport::Udp, 50);
+    let reply = reply.unwrap();
+    let text = String::from_utf8_lossy(&reply.bytes).into_owned();
+    assert!(text.starts_with("SIP/2.0 200 OK\r\n") && text.contains("a=recvonly\r\n") && text.contains("CSeq: 2 INVITE\r\n"), "{text}");
+    let (again, _) = ep.receive(reinvite.as_bytes(), from, Transport::Udp, 60);
+    assert_eq!(again.unwrap().bytes, reply.bytes);
 }

@@ -39,7 +39,7 @@ pub struct Config {
 }
 
 /// `[sip]` and the users' SIP accounts. Without `listen` there is no SIP.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SipSettings {
     /// UDP and TCP on this address (`--sip-listen`).
     pub listen: Option<SocketAddr>,
@@ -52,6 +52,22 @@ pub struct SipSettings {
     pub trunks: Vec<SipTrunk>,
     /// Whether the sim's scripted numbers go to a trunk too (default: they stay on the sim).
     pub trunk_sim_numbers: bool,
+    /// Hold the transferee (re-INVITE `sendonly`) before the REFER, and resume it if the transfer
+    /// fails (default: true, as RFC 5589 §6.1 shows).
+    pub hold_before_refer: bool,
+}
+
+impl Default for SipSettings {
+    fn default() -> Self {
+        SipSettings {
+            listen: None,
+            domain: None,
+            accounts: Vec::new(),
+            trunks: Vec::new(),
+            trunk_sim_numbers: false,
+            hold_before_refer: true,
+        }
+    }
 }
 
 /// `[[sip.trunks]]`: where PSTN numbers go.
@@ -110,6 +126,12 @@ struct FileSip {
     trunks: Vec<SipTrunk>,
     #[serde(default)]
     trunk_sim_numbers: bool,
+    #[serde(default = "yes")]
+    hold_before_refer: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -311,6 +333,7 @@ impl Config {
                     accounts,
                     trunks: s.trunks,
                     trunk_sim_numbers: s.trunk_sim_numbers,
+                    hold_before_refer: s.hold_before_refer,
                 },
                 None => SipSettings { accounts, ..SipSettings::default() },
             },
@@ -651,6 +674,7 @@ data_dir = "./switchboard-data"     # where state (and a generated TLS certifica
 # listen = "127.0.0.1:5060"
 # domain = "switchboard.example.net"  # the SIP domain (default: the listen host)
 # trunk_sim_numbers = false         # true: the sim's scripted numbers (below) go to the trunk too
+# hold_before_refer = true          # hold the transferee (re-INVITE sendonly) before REFER; resume on failure
 #
 # [[sip.trunks]]                    # an outbound proxy for PSTN numbers (--sip-trunk for one);
 # address = "sip:198.51.100.7:5060" # INVITEs from this address to an instance's number are taken

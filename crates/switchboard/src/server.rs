@@ -225,7 +225,11 @@ async fn start_sip(
         .iter()
         .map(|t| {
             let address = t.socket_addr().map_err(|p| anyhow::anyhow!("sip.trunks: {p}"))?;
-            Ok(switchboard_sip::network::Trunk { name: t.name.clone().unwrap_or_else(|| t.address.clone()), address, prefixes: t.numbers.clone() })
+            Ok(switchboard_sip::network::Trunk {
+                name: t.name.clone().unwrap_or_else(|| t.address.clone()),
+                address,
+                prefixes: t.numbers.clone(),
+            })
         })
         .collect::<anyhow::Result<_>>()?;
     let nonce_secret = shared_secret.map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
@@ -235,6 +239,7 @@ async fn start_sip(
         accounts,
         nonce_secret,
         trunks: trunks.iter().map(|t| t.address).collect(),
+        hold_before_refer: config.sip.hold_before_refer,
     });
     let shared = switchboard_sip::transport::Shared::new(endpoint, clock.clone(), Arc::clone(metrics));
     // Our media address in SDP answers: a socket that takes the phones' RTP (and drops it, for now).

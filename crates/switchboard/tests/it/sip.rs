@@ -408,7 +408,12 @@ async fn the_bot_calls_registered_phones_and_pstn_numbers_through_a_trunk() {
     // The trunk calls the reception's number for a PSTN caller, without Digest.
     let target = format!("127.0.0.1:{port}");
     let trunk = tokio::task::spawn_blocking(move || {
-        sipp_on("trunk_calls_bot.xml", trunk_port, Some(&target), &["-s", "14255550100", "-key", "caller", "+15550002222", "-m", "1", "-t", "u1"])
+        sipp_on(
+            "trunk_calls_bot.xml",
+            trunk_port,
+            Some(&target),
+            &["-s", "14255550100", "-key", "caller", "+15550002222", "-m", "1", "-t", "u1"],
+        )
     });
     let (_, created) = bot.next().await;
     assert_eq!(created["resourceData"]["source"]["identity"]["phone"]["id"], "+15550002222", "{created}");
