@@ -435,9 +435,7 @@ impl Endpoint {
                     None => (None, Outcome::Absorbed),
                 };
             }
-            if transport == Transport::Udp
-                && let Some(started) = self.invite(&msg, &via, &cseq, reply_to, now_ms)
-            {
+            if let Some(started) = self.invite(&msg, &via, &cseq, reply_to, now_ms) {
                 return started;
             }
         }
@@ -458,9 +456,6 @@ impl Endpoint {
         }
         let in_call = refused_reinvite.or_else(|| self.in_call(&msg, &method, &call_id, &to, now_ms));
         let answer = match msg.headers.get("Max-Forwards").map(|m| m.trim().parse::<u32>()) {
-            _ if method == "INVITE" && transport == Transport::Tcp && to.tag().is_none() => {
-                Answer { code: 501, reason: "Not Implemented (calls over TCP are not served yet; use UDP)".into(), headers: vec![] }
-            }
             _ if let Some(a) = in_call => a,
             Some(Err(_)) => Answer { code: 400, reason: "Bad Request (Max-Forwards is not a number)".into(), headers: vec![] },
             Some(Ok(0)) if method != "OPTIONS" => Answer { code: 483, reason: "Too Many Hops".into(), headers: vec![] },
@@ -681,7 +676,7 @@ impl Endpoint {
             "INVITE" if to.tag().is_some() => plain(481, "Call/Transaction Does Not Exist"),
             "INVITE" => match self.registrar.authenticate(msg, from, now_ms) {
                 Err(answer) => answer,
-                // Authenticated, but the call could not start (no user in the Request-URI, or over TCP).
+                // Authenticated, but the call could not start (no user in the Request-URI).
                 Ok(_) => plain(404, "Not Found (the Request-URI names no number or application to call)"),
             },
             "BYE" | "CANCEL" | "NOTIFY" | "REFER" => plain(481, "Call/Transaction Does Not Exist"),

@@ -2,6 +2,7 @@
 //! message goes through the endpoint under its lock with the engine's clock, so virtual time drives
 //! SIP as it drives everything else.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -10,6 +11,7 @@ use switchboard_engine::Clock;
 use switchboard_engine::metrics::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
 
 use crate::endpoint::{Endpoint, Event, Outcome, Reply, Transport};
 use crate::message::{Frame, MAX_MESSAGE, frame};
@@ -31,11 +33,13 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     owner: Arc<OnceLock<Arc<dyn Owner>>>,
     udp: Arc<OnceLock<Arc<UdpSocket>>>,
+    /// Open TCP connections by the peer's address: what is addressed there goes on the connection.
+    tcp: Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>>,
 }
 
 impl Shared {
     pub fn new(endpoint: Endpoint, clock: Clock, metrics: Arc<Metrics>) -> Shared {
-        Shared { endpoint: Arc::new(Mutex::new(endpoint)), clock, metrics, owner: Arc::default(), udp: Arc::default() }
+        Shared { endpoint: Arc::new(Mutex::new(endpoint)), clock, metrics, owner: Arc::default(), udp: Arc::default(), tcp: Arc::default() }
     }
 
     /// Who hears the endpoint's events (set once, before traffic).
@@ -71,39 +75,33 @@ impl Shared {
         endpoint.drain_outbox()
     }
 
+    /// Sends each message on the TCP connection to its address if there is one, else over UDP.
     fn send_queued(&self, queued: Vec<Reply>) {
         let Some(udp) = self.udp.get() else { return };
         for r in queued {
+            let connection = self.tcp.lock().unwrap_or_else(|e| e.into_inner()).get(&r.to).cloned();
+            if let Some(connection) = connection
+                && connection.send(r.bytes.clone()).is_ok()
+            {
+                continue;
+            }
             if let Err(e) = udp.try_send_to(&r.bytes, r.to) {
                 tracing::debug!(to = %r.to, error = %e, "SIP UDP send failed");
             }
         }
     }
 
-    fn handle(&self, bytes: &[u8], from: SocketAddr, transport: Transport) -> Option<crate::endpoint::Reply> {
+    fn handle(&self, bytes: &[u8], from: SocketAddr, transport: Transport) {
         let now = self.clock.now_ms();
         let mut endpoint = self.lock();
         let (reply, outcome) = endpoint.receive(bytes, from, transport, now);
         self.metrics.sip_registered.store(endpoint.registrar.registered(now) as i64, std::sync::atomic::Ordering::Relaxed);
         let queued = self.settle(&mut endpoint, now);
         drop(endpoint);
-        // The answer to this message first, then what it caused (a 180 after the 100).
-        if let Some(r) = &reply
-            && transport == Transport::Udp
-        {
-            self.send_queued(vec![r.clone()]);
-        }
-        self.send_queued(queued);
-        // Over TCP the answer goes back on the connection; anything addressed elsewhere (a proxied
-        // request or response) goes by UDP to where it is addressed.
-        let reply = match reply {
-            Some(r) if transport == Transport::Tcp && r.to != from => {
-                self.send_queued(vec![r]);
-                None
-            }
-            r if transport == Transport::Tcp => r,
-            _ => None,
-        };
+        // The answer to this message first, then what it caused (a 180 after the 100). Over TCP the
+        // answer goes back on the connection it came on; anything addressed elsewhere (a proxied
+        // request or response) goes where it is addressed.
+        self.send_queued(reply.into_iter().chain(queued).collect());
         match outcome {
             Outcome::Answered(code) => self.metrics.sip_answered(code),
             Outcome::Retransmitted => self.metrics.sip_retransmitted.inc(),
@@ -114,7 +112,6 @@ impl Shared {
                 tracing::debug!(%from, ?transport, %problem, "dropped a SIP message too broken to answer");
             }
         }
-        reply
     }
 }
 
@@ -156,8 +153,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, shared: Shared) {
                 continue;
             }
         };
-        // Over UDP, `handle` sends the answer itself, in order with what it caused.
-        let _ = shared.handle(&buf[..n], from, Transport::Udp);
+        shared.handle(&buf[..n], from, Transport::Udp);
     }
 }
 
@@ -176,7 +172,25 @@ async fn serve_tcp(listener: TcpListener, shared: Shared) {
     }
 }
 
-async fn connection(mut stream: TcpStream, from: SocketAddr, shared: Shared) {
+async fn connection(stream: TcpStream, from: SocketAddr, shared: Shared) {
+    let (mut reader, mut writer) = stream.into_split();
+    // Everything for this peer (answers, and our requests in its calls) goes through one writer, in order.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    shared.tcp.lock().unwrap_or_else(|e| e.into_inner()).insert(from, tx);
+    let writing = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    read_messages(&mut reader, from, &shared).await;
+    shared.tcp.lock().unwrap_or_else(|e| e.into_inner()).remove(&from);
+    // Let what is queued go out before the connection closes.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writing).await;
+}
+
+async fn read_messages(reader: &mut tokio::net::tcp::OwnedReadHalf, from: SocketAddr, shared: &Shared) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -184,24 +198,18 @@ async fn connection(mut stream: TcpStream, from: SocketAddr, shared: Shared) {
             Frame::Complete(0) => return, // never: a frame has at least its head; do not spin on it
             Frame::Complete(n) => {
                 let msg: Vec<u8> = buf.drain(..n).collect();
-                if let Some(reply) = shared.handle(&msg, from, Transport::Tcp)
-                    && stream.write_all(&reply.bytes).await.is_err()
-                {
-                    return;
-                }
+                shared.handle(&msg, from, Transport::Tcp);
                 continue;
             }
             Frame::Invalid(problem) => {
                 // The stream cannot be resynchronised: answer if the endpoint can, then close.
-                if let Some(reply) = shared.handle(&buf, from, Transport::Tcp) {
-                    let _ = stream.write_all(&reply.bytes).await;
-                }
+                shared.handle(&buf, from, Transport::Tcp);
                 tracing::debug!(%from, %problem, "closing a SIP TCP connection that sent an unframeable message");
                 return;
             }
             Frame::Incomplete => {}
         }
-        let n = match tokio::time::timeout(TCP_IDLE, stream.read(&mut chunk)).await {
+        let n = match tokio::time::timeout(TCP_IDLE, reader.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
             Ok(Ok(n)) => n,
         };

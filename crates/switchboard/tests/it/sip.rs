@@ -151,11 +151,16 @@ async fn hostile_datagrams_get_a_named_400_or_nothing() {
     assert!(metric(&server.metrics().await, "switchboard_sip_dropped_total") >= 1);
 }
 
-/// Heidi's phone calls the reception's number as SIPp's `scenario` says.
+/// Heidi's phone calls the reception's number as SIPp's `scenario` says, over UDP.
 fn phone_call(scenario: &'static str, port: u16) -> tokio::task::JoinHandle<(i32, String)> {
+    phone_call_over(scenario, port, "u1")
+}
+
+/// The same over SIPp's `transport` (`u1` UDP, `t1` TCP).
+fn phone_call_over(scenario: &'static str, port: u16, transport: &'static str) -> tokio::task::JoinHandle<(i32, String)> {
     let target = format!("127.0.0.1:{port}");
     tokio::task::spawn_blocking(move || {
-        let args = ["-s", "14255550100", "-key", "caller", "heidi", "-au", "heidi", "-ap", "switchboard-demo-sip", "-m", "1", "-t", "u1"];
+        let args = ["-s", "14255550100", "-key", "caller", "heidi", "-au", "heidi", "-ap", "switchboard-demo-sip", "-m", "1", "-t", transport];
         sipp(scenario, &target, &args)
     })
 }
@@ -185,6 +190,19 @@ async fn a_phone_calls_the_bot_which_answers_and_hangs_up_or_rejects() {
     assert_eq!(code, 0, "the phone got a BYE:\n{screen}");
     assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "terminating"));
     assert_eq!(bot.next().await.1["changeType"], "deleted");
+
+    // Over TCP: everything of the call (our 200, and our BYE) goes back on the phone's connection.
+    let phone = phone_call_over("bot_hangs_up.xml", port, "t1");
+    let (_, created) = bot.next().await;
+    let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let answer = Some(crate::lifecycle::answer_body(&bot.callback(&id)));
+    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, answer).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), established_note());
+    assert_eq!(server.graph(reqwest::Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "the phone got our BYE over TCP:\n{screen}");
+    bot.take(2).await;
 
     // The bot rejects as busy: the phone hears 486.
     let phone = phone_call("bot_rejects.xml", port);
