@@ -647,6 +647,13 @@ impl Endpoint {
                 Some(ok())
             }
             "CANCEL" => Some(ok()), // too late to cancel: the final answer stands
+            // A phone that tries to transfer the bot (RFC 3515): refused, cleanly; the call goes on.
+            // Transfers are the bot's to make, through Graph.
+            "REFER" if to.tag().is_some() => Some(Answer {
+                code: 403,
+                reason: "Forbidden (the bot transfers its calls through Graph; a REFER from the phone is refused)".into(),
+                headers: vec![],
+            }),
             _ => None,
         }
     }

@@ -193,7 +193,7 @@ fn other_methods_and_broken_messages() {
     check(&mut ep, &request("INVITE", "i", 1, "heidi", &[]), 0, "401 Unauthorized", &[]);
     let from: SocketAddr = PHONE.parse().unwrap();
     let (tcp, _) = ep.receive(request("INVITE", "t", 1, "heidi", &[]).as_bytes(), from, Transport::Tcp, 0);
-    assert_eq!(status_lines(&[tcp.unwrap()]), ["SIP/2.0 501 Not Implemented (calls over TCP are not served yet; use UDP)"]);
+    assert_eq!(status_lines(&[tcp.unwrap()]), ["SIP/2.0 401 Unauthorized"], "calls over TCP are challenged like any other");
     let ack = request("ACK", "i", 1, "heidi", &[]);
     assert_eq!(ep.receive(ack.as_bytes(), from, Transport::Udp, 1), (None, Outcome::Absorbed));
     check(&mut ep, &request("BYE", "b", 2, "heidi", &[]), 0, "481 Call/Transaction Does Not Exist", &[]);
@@ -752,6 +752,16 @@ fn the_transferee_is_held_before_the_refer_and_resumed_when_the_transfer_fails()
     // The engine gives up (its deadline): nothing to resume, the phone was never held.
     assert!(ep.abandon_transfer(&id, "op-1", 30));
     assert!(ep.drain_outbox().is_empty());
+
+    // A phone that tries to transfer the bot is refused with 403; the call goes on.
+    let (mut ep, id) = held_call();
+    let refer = notify(4, "x").replace("NOTIFY sip", "REFER sip").replace("CSeq: 4 NOTIFY", "CSeq: 4 REFER").replace("Event: refer\r\n", "Refer-To: <sip:alex@sb.test>\r\n");
+    let (reply, _) = ep.receive(refer.as_bytes(), from, Transport::Udp, 40);
+    assert_eq!(
+        status_lines(&[reply.unwrap()]),
+        ["SIP/2.0 403 Forbidden (the bot transfers its calls through Graph; a REFER from the phone is refused)"]
+    );
+    assert!(ep.drain_events().is_empty() && ep.holds(&id));
 
     // The phone's own re-INVITE (it holds us) gets our answer, mirrored; again if it comes again.
     let (mut ep, _) = held_call();
