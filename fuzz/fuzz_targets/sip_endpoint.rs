@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         nonce_secret: "fuzz".into(),
         trunks: vec!["127.0.0.1:5090".parse().unwrap()],
         hold_before_refer: true,
+        bridge_when_refer_refused: true,
     });
     ep.set_local("127.0.0.1:5060".parse().unwrap());
     let phone = "127.0.0.1:5071".parse().unwrap();

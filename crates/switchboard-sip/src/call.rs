@@ -90,7 +90,10 @@ pub enum CallEvent {
 pub enum Progress {
     Accepted,
     Completed,
+    /// The target could not be reached (the sipfrag's status, or the bridged target's answer).
     Failed(u16),
+    /// The phone would not take the REFER: its answer (405, 420, 501…), or none (408, Timer F).
+    Refused(u16),
 }
 
 /// A blind transfer in flight: the REFER we sent and what the phone reported.
@@ -156,6 +159,13 @@ pub struct SipCall {
     queued_refer: Option<(String, String)>,
     /// The phone's last re-INVITE and our 2xx to it, for its retransmissions.
     their_reinvite: Option<(u32, Vec<u8>)>,
+    /// The transfer under way by bridging (we call the target ourselves, RFC 3725).
+    pub bridging: Option<String>,
+    /// Bridged: the SIP Call-ID of the other leg. The call is no Graph call any more; a BYE on one
+    /// leg ends the other.
+    pub partner: Option<String>,
+    /// Where the phone's media is, from its SDP.
+    pub remote_media: Option<SocketAddr>,
 }
 
 /// A re-INVITE of ours in flight.
@@ -249,6 +259,9 @@ impl SipCall {
             held: false,
             queued_refer: None,
             their_reinvite: None,
+            bridging: None,
+            partner: None,
+            remote_media: None,
         };
         (call, bytes)
     }
@@ -328,6 +341,7 @@ impl SipCall {
                     self.remote_target = target.uri;
                 }
                 self.route_set = msg.headers.all("Record-Route").into_iter().rev().map(str::to_owned).collect();
+                self.remote_media = sdp::parse(&msg.body).ok().as_ref().and_then(sdp::media_address);
                 let saved = self.local_cseq;
                 self.local_cseq = self.invite_cseq - 1;
                 let (_, ack) = self.request("ACK", contact, local, &[]);
@@ -369,6 +383,7 @@ impl SipCall {
             .and_then(|c| crate::header::name_addr::NameAddr::parse(c).ok())
             .map_or_else(|| format!("sip:{peer}"), |a| a.uri);
         let offer = (!req.body.is_empty()).then(|| sdp::parse(&req.body).ok()).flatten();
+        let remote_media = offer.as_ref().and_then(sdp::media_address);
         SipCall {
             graph_id: graph_id.to_owned(),
             role: Role::Uas,
@@ -404,6 +419,9 @@ impl SipCall {
             held: false,
             queued_refer: None,
             their_reinvite: None,
+            bridging: None,
+            partner: None,
+            remote_media,
         }
     }
 
@@ -540,7 +558,27 @@ impl SipCall {
     }
 
     fn transferring(&self) -> bool {
-        self.refer.as_ref().is_some_and(|r| !r.abandoned)
+        self.refer.as_ref().is_some_and(|r| !r.abandoned) || self.bridging.is_some()
+    }
+
+    /// Who the phone is, for a call placed on its behalf: its From (or, for our own calls, our To),
+    /// without the tag.
+    pub fn remote_identity(&self) -> String {
+        let party = self.remote_party.as_str();
+        match party.find(";tag=") {
+            Some(i) => party[..i].to_owned(),
+            None => party.to_owned(),
+        }
+    }
+
+    /// Bridged: the phone's media now goes to `media` (the other leg's), by re-INVITE (RFC 3725 §4).
+    pub fn connect_media(&mut self, media: SocketAddr, contact: &str, local: SocketAddr, now: u64) -> Option<Vec<u8>> {
+        self.media = Some(media);
+        self.held = false;
+        if self.reinvite.is_some() || self.phase != Phase::Confirmed {
+            return None;
+        }
+        self.reinvite(false, contact, local, now)
     }
 
     fn send_refer(&mut self, refer_to: &str, referred_by: &str, contact: &str, local: SocketAddr, now: u64) -> Vec<u8> {
@@ -688,7 +726,7 @@ impl SipCall {
             return None; // taken; the NOTIFYs tell how it goes
         }
         self.refer = None;
-        Some(CallEvent::Transfer { transfer_id, progress: Progress::Failed(code) })
+        Some(CallEvent::Transfer { transfer_id, progress: Progress::Refused(code) })
     }
 
     /// A NOTIFY of the REFER's implicit subscription, with its sipfrag status (RFC 3515 §2.4.5): the
@@ -783,7 +821,7 @@ impl SipCall {
                 // Timer F: the phone never answered the REFER.
                 self.refer_tx = None;
                 if let Some(refer) = self.refer.take().filter(|r| !r.abandoned) {
-                    event = Some(CallEvent::Transfer { transfer_id: refer.transfer_id, progress: Progress::Failed(408) });
+                    event = Some(CallEvent::Transfer { transfer_id: refer.transfer_id, progress: Progress::Refused(408) });
                 }
             } else if let Some(bytes) = r.due(now) {
                 out.push(bytes);

@@ -57,6 +57,24 @@ pub struct Settings {
     /// Put the transferee on hold (re-INVITE `sendonly`) before the REFER, and take it off hold if
     /// the transfer fails (RFC 5589 §6.1).
     pub hold_before_refer: bool,
+    /// When the transferee refuses REFER (405, 420, 501) or never answers it, call the target
+    /// ourselves and bridge the two (third-party call control, RFC 3725).
+    pub bridge_when_refer_refused: bool,
+}
+
+/// A transfer by bridging: the leg we placed to the target, for the transferee's call.
+#[derive(Clone, Debug)]
+struct Bridge {
+    transferee: String,
+    transfer_id: String,
+}
+
+/// Where a transfer would be bridged to, should the REFER be refused.
+#[derive(Clone, Debug)]
+struct BridgePlan {
+    transfer_id: String,
+    destination: Destination,
+    referred_by: String,
 }
 
 /// Where an outgoing call goes.
@@ -98,6 +116,11 @@ pub struct Endpoint {
     secret: String,
     trunks: Vec<SocketAddr>,
     hold_before_refer: bool,
+    bridge_when_refer_refused: bool,
+    /// By the transferee's Graph id.
+    bridge_plans: HashMap<String, BridgePlan>,
+    /// By the bridge leg's (internal) Graph id.
+    bridges: HashMap<String, Bridge>,
 }
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, NOTIFY";
@@ -118,6 +141,9 @@ impl Endpoint {
             secret: settings.nonce_secret,
             trunks: settings.trunks,
             hold_before_refer: settings.hold_before_refer,
+            bridge_when_refer_refused: settings.bridge_when_refer_refused,
+            bridge_plans: HashMap::new(),
+            bridges: HashMap::new(),
         }
     }
 
@@ -160,7 +186,7 @@ impl Endpoint {
 
     /// Whether the Graph call `graph_id` is a SIP call of this endpoint.
     pub fn holds(&self, graph_id: &str) -> bool {
-        self.by_graph.contains_key(graph_id)
+        self.by_graph.get(graph_id).and_then(|sip_id| self.calls.get(sip_id)).is_some_and(|c| c.partner.is_none())
     }
 
     fn call_mut(&mut self, graph_id: &str) -> Option<&mut SipCall> {
@@ -205,8 +231,19 @@ impl Endpoint {
         }
     }
 
-    /// The bot transfers the call (blind): REFER the phone to `refer_to`. `false` if the call cannot
-    /// be transferred now (not established, or already transferring).
+    /// The bot transfers the call (blind): REFER the phone to the target at `destination`. `false` if
+    /// the call cannot be transferred now (not established, or already transferring).
+    pub fn transfer(&mut self, graph_id: &str, transfer_id: &str, destination: &Destination, referred_by: &str, now_ms: u64) -> bool {
+        let sent = self.refer(graph_id, transfer_id, &destination.request_uri, referred_by, now_ms);
+        if sent && self.bridge_when_refer_refused {
+            let plan =
+                BridgePlan { transfer_id: transfer_id.to_owned(), destination: destination.clone(), referred_by: referred_by.to_owned() };
+            self.bridge_plans.insert(graph_id.to_owned(), plan);
+        }
+        sent
+    }
+
+    /// REFER the phone to `refer_to` (see [`Endpoint::transfer`]).
     pub fn refer(&mut self, graph_id: &str, transfer_id: &str, refer_to: &str, referred_by: &str, now_ms: u64) -> bool {
         let contact = self.contact();
         let local = self.local();
@@ -261,7 +298,19 @@ impl Endpoint {
 
     /// The engine gave transfer `transfer_id` up: `true` if it was still in flight (then it failed).
     pub fn abandon_transfer(&mut self, graph_id: &str, transfer_id: &str, now_ms: u64) -> bool {
-        let abandoned = self.call_mut(graph_id).is_some_and(|c| c.abandon_transfer(transfer_id));
+        self.bridge_plans.remove(graph_id);
+        let mut abandoned = self.call_mut(graph_id).is_some_and(|c| c.abandon_transfer(transfer_id));
+        if let Some(leg) =
+            self.bridges.iter().find(|(_, b)| b.transferee == graph_id && b.transfer_id == transfer_id).map(|(leg, _)| leg.clone())
+        {
+            // The target still rings: CANCEL it; the transferee comes back.
+            self.bridges.remove(&leg);
+            self.hang_up(&leg, now_ms);
+            if let Some(call) = self.call_mut(graph_id) {
+                call.bridging = None;
+            }
+            abandoned = true;
+        }
         if let Some(sip_id) = self.by_graph.get(graph_id).cloned() {
             self.resume_if_idle(&sip_id, now_ms);
         }
@@ -273,8 +322,13 @@ impl Endpoint {
         self.registrar.contacts(user, now_ms).into_iter().next()
     }
 
-    /// The bot hangs up: BYE once answered, 480 while still ringing.
+    /// The bot hangs up: BYE once answered, 480 while still ringing; a target being called for the
+    /// call's transfer is given up too.
     pub fn hang_up(&mut self, graph_id: &str, now_ms: u64) {
+        if let Some(leg) = self.bridges.iter().find(|(_, b)| b.transferee == graph_id).map(|(leg, _)| leg.clone()) {
+            self.bridges.remove(&leg);
+            self.hang_up(&leg, now_ms);
+        }
         let contact = self.contact();
         let local = self.local();
         let Some(call) = self.call_mut(graph_id) else { return };
@@ -311,9 +365,6 @@ impl Endpoint {
                 Some(event) => self.events.push(Event::Call { graph_id: call.graph_id.clone(), event }),
                 None => {}
             }
-            if let Some(bytes) = call.resume_if_idle(&contact, local, now_ms) {
-                self.outbox.push(Reply { to: call.peer, bytes });
-            }
             if call.finished() {
                 done.push(sip_id.clone());
             }
@@ -321,6 +372,118 @@ impl Endpoint {
         for sip_id in done {
             if let Some(call) = self.calls.remove(&sip_id) {
                 self.by_graph.remove(&call.graph_id);
+                self.bridge_plans.remove(&call.graph_id);
+            }
+        }
+        self.route(now_ms);
+    }
+
+    /// What the calls' events mean once bridges are taken into account, before the owner hears them:
+    /// - a refused REFER with a bridge plan starts the bridge (the owner hears nothing yet);
+    /// - a bridge leg's answer completes the transfer of its transferee, and its refusal fails it;
+    /// - a bridged leg that hangs up ends the other (no Graph call is left to tell);
+    /// - a transferee whose transfer failed is taken off hold.
+    fn route(&mut self, now_ms: u64) {
+        let (contact, local) = (self.contact(), self.local());
+        let mut out = Vec::new();
+        let mut failed = Vec::new();
+        for event in std::mem::take(&mut self.events) {
+            let Event::Call { graph_id, event } = event else {
+                out.push(event);
+                continue;
+            };
+            if let Some(bridge) = self.bridges.get(&graph_id).cloned() {
+                let transferee = bridge.transferee.clone();
+                let transfer = |progress| Event::Call {
+                    graph_id: transferee.clone(),
+                    event: CallEvent::Transfer { transfer_id: bridge.transfer_id.clone(), progress },
+                };
+                match event {
+                    CallEvent::Connected => {
+                        self.bridges.remove(&graph_id);
+                        self.join(&graph_id, &bridge.transferee, &contact, local, now_ms);
+                        out.push(transfer(Progress::Accepted));
+                        out.push(transfer(Progress::Completed));
+                    }
+                    CallEvent::Refused(code) => {
+                        self.bridges.remove(&graph_id);
+                        if let Some(call) = self.call_mut(&bridge.transferee) {
+                            call.bridging = None;
+                        }
+                        out.push(transfer(Progress::Failed(code)));
+                        failed.push(bridge.transferee.clone());
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let partner = self.by_graph.get(&graph_id).and_then(|id| self.calls.get(id)).and_then(|c| c.partner.clone());
+            if let Some(partner) = partner {
+                if matches!(event, CallEvent::HungUp | CallEvent::Lost)
+                    && let Some(other) = self.calls.get_mut(&partner)
+                    && other.phase == Phase::Confirmed
+                {
+                    let bytes = other.bye(&contact, local, now_ms);
+                    self.outbox.push(Reply { to: other.peer, bytes });
+                }
+                continue;
+            }
+            match &event {
+                CallEvent::Transfer { transfer_id, progress: Progress::Refused(code) }
+                    if matches!(code, 405 | 408 | 420 | 501)
+                        && self.bridge_plans.get(&graph_id).is_some_and(|p| &p.transfer_id == transfer_id) =>
+                {
+                    if self.start_bridge(&graph_id, now_ms) {
+                        continue;
+                    }
+                    failed.push(graph_id.clone());
+                }
+                CallEvent::Transfer { progress: Progress::Failed(_) | Progress::Refused(_), .. } => failed.push(graph_id.clone()),
+                _ => {}
+            }
+            out.push(Event::Call { graph_id, event });
+        }
+        self.events = out;
+        for graph_id in failed {
+            self.bridge_plans.remove(&graph_id);
+            if let Some(sip_id) = self.by_graph.get(&graph_id).cloned() {
+                self.resume_if_idle(&sip_id, now_ms);
+            }
+        }
+    }
+
+    /// Calls the target of `transferee`'s refused REFER ourselves, offering the transferee's media.
+    fn start_bridge(&mut self, transferee: &str, now_ms: u64) -> bool {
+        let Some(plan) = self.bridge_plans.remove(transferee) else { return false };
+        let Some(call) = self.call_mut(transferee) else { return false };
+        if call.phase != Phase::Confirmed {
+            return false;
+        }
+        call.bridging = Some(plan.transfer_id.clone());
+        let from = call.remote_identity();
+        let media = call.remote_media.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9)));
+        let leg = format!("bridge-{}", plan.transfer_id);
+        let mut destination = plan.destination;
+        destination.headers.push(("Referred-By".into(), format!("<{}>", plan.referred_by)));
+        tracing::info!(call_id = transferee, "the transferee refused REFER; calling the target and bridging (RFC 3725)");
+        self.place(&leg, &from, destination, media, now_ms);
+        self.bridges.insert(leg, Bridge { transferee: transferee.to_owned(), transfer_id: plan.transfer_id });
+        true
+    }
+
+    /// The target answered a bridge leg: the two calls are joined, and the transferee's media is sent
+    /// to the target's by re-INVITE.
+    fn join(&mut self, leg: &str, transferee: &str, contact: &str, local: SocketAddr, now_ms: u64) {
+        let (Some(leg_id), Some(transferee_id)) = (self.by_graph.get(leg).cloned(), self.by_graph.get(transferee).cloned()) else { return };
+        let target_media = self.calls.get(&leg_id).and_then(|c| c.remote_media);
+        if let Some(leg) = self.calls.get_mut(&leg_id) {
+            leg.partner = Some(transferee_id.clone());
+        }
+        if let Some(call) = self.calls.get_mut(&transferee_id) {
+            call.partner = Some(leg_id);
+            call.bridging = None;
+            if let Some(bytes) = target_media.and_then(|m| call.connect_media(m, contact, local, now_ms)) {
+                self.outbox.push(Reply { to: call.peer, bytes });
             }
         }
     }
@@ -349,6 +512,12 @@ impl Endpoint {
 
     /// Takes one message; returns what to send back, if anything, and what happened.
     pub fn receive(&mut self, bytes: &[u8], from: SocketAddr, transport: Transport, now_ms: u64) -> (Option<Reply>, Outcome) {
+        let out = self.receive_one(bytes, from, transport, now_ms);
+        self.route(now_ms);
+        out
+    }
+
+    fn receive_one(&mut self, bytes: &[u8], from: SocketAddr, transport: Transport, now_ms: u64) -> (Option<Reply>, Outcome) {
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return (None, Outcome::Absorbed); // CRLF keep-alive (RFC 5626 §3.5.1)
         }
@@ -365,12 +534,14 @@ impl Endpoint {
             let StartLine::Response { code, .. } = msg.start else { return (None, Outcome::Absorbed) };
             let contact = self.contact();
             let local = self.local();
+            let mut resume = false;
             if let (Ok(cseq), Some(call)) = (CSeq::parse(msg.headers.get("CSeq").unwrap_or_default()), self.calls.get_mut(call_id)) {
                 match cseq.method.as_str() {
                     "INVITE" if call.is_reinvite(cseq.seq) => {
                         for bytes in call.reinvite_answered(&msg, &contact, local, now_ms) {
                             self.outbox.push(Reply { to: call.peer, bytes });
                         }
+                        resume = true;
                     }
                     "INVITE" => {
                         let (out, events) = call.invite_answered(&msg, &contact, local, now_ms);
@@ -390,6 +561,9 @@ impl Endpoint {
                     }
                     _ => {}
                 }
+            }
+            if resume {
+                // The hold was answered after its transfer was given up.
                 self.resume_if_idle(call_id, now_ms);
             }
             return (None, Outcome::Absorbed);
@@ -631,7 +805,6 @@ impl Endpoint {
                     let bytes = call.bye(&contact, local, now_ms);
                     self.outbox.push(Reply { to: call.peer, bytes });
                 }
-                self.resume_if_idle(call_id, now_ms);
                 Some(ok())
             }
             "BYE" if to.tag().is_some() && call.phase != Phase::Ended => {

@@ -78,9 +78,9 @@ impl SipNetwork {
         self.routing.trunks.iter().find(|t| t.prefixes.is_empty() || t.prefixes.iter().any(|p| number.starts_with(p.as_str())))
     }
 
-    /// Where a call to `party` goes, and who it is from.
-    fn destination(&self, ep: &Endpoint, call: &Call, now: u64) -> Option<Destination> {
-        match &call.target {
+    /// Where a call to `party` goes: its phone's registered contact, or a trunk for a number.
+    fn destination(&self, ep: &Endpoint, party: &Party, now: u64) -> Option<Destination> {
+        match party {
             Party::Phone { number } => {
                 let trunk = self.trunk_for(number)?;
                 let host = match trunk.address.ip() {
@@ -203,7 +203,7 @@ impl Owner for SipNetwork {
                         CallEvent::HungUp | CallEvent::Lost => NetEvent::RemoteHangUp,
                         CallEvent::Transfer { transfer_id, progress: Progress::Accepted } => NetEvent::TransferAccepted { transfer_id },
                         CallEvent::Transfer { transfer_id, progress: Progress::Completed } => NetEvent::TransferCompleted { transfer_id },
-                        CallEvent::Transfer { transfer_id, progress: Progress::Failed(code) } => {
+                        CallEvent::Transfer { transfer_id, progress: Progress::Failed(code) | Progress::Refused(code) } => {
                             tracing::info!(call_id = graph_id, code, "the phone reports the transfer failed");
                             NetEvent::TransferFailed { transfer_id, failure: failure_of(code) }
                         }
@@ -232,12 +232,16 @@ impl Network for SipNetwork {
             NetCommand::Redirect { .. } | NetCommand::HangUp => self.shared.with_endpoint(|ep, now| ep.hang_up(id, now)),
             NetCommand::Transfer { transfer_id, target, replaces_call_id: None, transferee: None } => {
                 let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
-                let sent = self.shared.with_endpoint(|ep, now| match self.username_of(target).and_then(|u| ep.contact_of(&u, now)) {
-                    Some(refer_to) => ep.refer(id, transfer_id, &refer_to, &referred_by, now),
+                let sent = self.shared.with_endpoint(|ep, now| match self.destination(ep, target, now) {
+                    Some(destination) => ep.transfer(id, transfer_id, &destination, &referred_by, now),
                     None => false,
                 });
                 if !sent {
-                    tracing::warn!(call_id = id, ?target, "the transfer target has no registered SIP phone; the transfer fails");
+                    tracing::warn!(
+                        call_id = id,
+                        ?target,
+                        "the transfer target has no registered SIP phone and no trunk takes it; the transfer fails"
+                    );
                     self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
                 }
             }
@@ -255,7 +259,7 @@ impl Network for SipNetwork {
             }
             NetCommand::Place if !call.group => {
                 let placed = self.shared.with_endpoint(|ep, now| {
-                    let destination = self.destination(ep, call, now)?;
+                    let destination = self.destination(ep, &call.target, now)?;
                     let from = self.caller_id(call, ep.domain());
                     ep.place(id, &from, destination, self.media, now);
                     Some(())

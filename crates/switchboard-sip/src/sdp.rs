@@ -149,6 +149,13 @@ pub struct Agreed {
     pub direction: Direction,
 }
 
+/// Where the first usable audio stream of an offer or answer is.
+pub fn media_address(offer: &Offer) -> Option<std::net::SocketAddr> {
+    let m = offer.media.iter().find(|m| m.kind == "audio" && m.port != 0)?;
+    let ip: std::net::IpAddr = m.address.as_deref()?.parse().ok()?;
+    (!ip.is_unspecified()).then(|| std::net::SocketAddr::new(ip, m.port))
+}
+
 /// Our offer for a call we place: PCMU, PCMA and telephone-event, with our media at `address:port`.
 pub fn offer(address: &str, port: u16, session: (u64, u64), direction: Direction) -> String {
     let ip = if address.contains(':') { "IP6" } else { "IP4" };

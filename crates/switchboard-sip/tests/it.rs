@@ -30,6 +30,7 @@ fn endpoint_with(hold_before_refer: bool) -> Endpoint {
         nonce_secret: SECRET.into(),
         trunks: vec![TRUNK.parse().unwrap()],
         hold_before_refer,
+        bridge_when_refer_refused: hold_before_refer,
     })
 }
 
@@ -449,14 +450,14 @@ fn a_blind_transfer_by_refer_ends_as_the_notify_says() {
     ep.refer(&id, "op-1", "sip:alex@x", "sip:bot@sb.test", 10);
     let refer = ep.drain_outbox().remove(0);
     ep.receive(answer_to(&refer.bytes, 405).as_bytes(), from, Transport::Udp, 20);
-    assert_eq!(ep.drain_events(), [transfer(&id, Progress::Failed(405))]);
+    assert_eq!(ep.drain_events(), [transfer(&id, Progress::Refused(405))]);
     let (mut ep, id) = confirmed_call();
     ep.refer(&id, "op-1", "sip:alex@x", "sip:bot@sb.test", 10);
     ep.drain_outbox();
     ep.poll(510);
     assert_eq!(status_lines(&ep.drain_outbox()), ["REFER sip:heidi@127.0.0.1:5071 SIP/2.0"], "sent again at T1");
     ep.poll(10 + 32_000);
-    assert_eq!(ep.drain_events(), [transfer(&id, Progress::Failed(408))]);
+    assert_eq!(ep.drain_events(), [transfer(&id, Progress::Refused(408))]);
 
     // The engine gave up (its deadline): a later NOTIFY changes nothing.
     let (mut ep, id) = confirmed_call();
@@ -755,7 +756,10 @@ fn the_transferee_is_held_before_the_refer_and_resumed_when_the_transfer_fails()
 
     // A phone that tries to transfer the bot is refused with 403; the call goes on.
     let (mut ep, id) = held_call();
-    let refer = notify(4, "x").replace("NOTIFY sip", "REFER sip").replace("CSeq: 4 NOTIFY", "CSeq: 4 REFER").replace("Event: refer\r\n", "Refer-To: <sip:alex@sb.test>\r\n");
+    let refer = notify(4, "x")
+        .replace("NOTIFY sip", "REFER sip")
+        .replace("CSeq: 4 NOTIFY", "CSeq: 4 REFER")
+        .replace("Event: refer\r\n", "Refer-To: <sip:alex@sb.test>\r\n");
     let (reply, _) = ep.receive(refer.as_bytes(), from, Transport::Udp, 40);
     assert_eq!(
         status_lines(&[reply.unwrap()]),
@@ -776,4 +780,77 @@ fn the_transferee_is_held_before_the_refer_and_resumed_when_the_transfer_fails()
     assert!(text.starts_with("SIP/2.0 200 OK\r\n") && text.contains("a=recvonly\r\n") && text.contains("CSeq: 2 INVITE\r\n"), "{text}");
     let (again, _) = ep.receive(reinvite.as_bytes(), from, Transport::Udp, 60);
     assert_eq!(again.unwrap().bytes, reply.bytes);
+}
+
+#[test]
+fn a_transferee_that_refuses_refer_is_bridged_to_the_target() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::{CallEvent, Progress};
+    let heidi: SocketAddr = PHONE.parse().unwrap();
+    let alex: SocketAddr = "127.0.0.1:5072".parse().unwrap();
+    let to_alex = switchboard_sip::endpoint::Destination {
+        request_uri: "sip:alex@127.0.0.1:5072".into(),
+        to: "<sip:alex@sb.test>".into(),
+        peer: alex,
+        headers: vec![],
+    };
+    let transfer =
+        |id: &str, progress| Event::Call { graph_id: id.to_owned(), event: CallEvent::Transfer { transfer_id: "op-1".into(), progress } };
+    let recvonly = "v=0\r\no=p 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=recvonly\r\n";
+    // Held, REFERred, refused: Switchboard calls Alex itself, offering Heidi's media, as Heidi.
+    let refused = || {
+        let (mut ep, id) = confirmed_call_on(endpoint_with(true));
+        assert!(ep.transfer(&id, "op-1", &to_alex, "sip:bot@sb.test", 10));
+        let hold = Message::parse(&ep.drain_outbox()[0].bytes, true).unwrap();
+        ep.receive(phone_response(&hold, 200, recvonly).as_bytes(), heidi, Transport::Udp, 20);
+        let refer = ep.drain_outbox().pop().unwrap();
+        ep.receive(answer_to(&refer.bytes, 405).as_bytes(), heidi, Transport::Udp, 30);
+        assert!(ep.drain_events().is_empty(), "no failure: the bridge is tried");
+        let sent = ep.drain_outbox();
+        assert_eq!(status_lines(&sent), ["INVITE sip:alex@127.0.0.1:5072 SIP/2.0"]);
+        assert_eq!(sent[0].to, alex);
+        let invite = Message::parse(&sent[0].bytes, true).unwrap();
+        let text = invite.to_string();
+        assert!(text.contains("Referred-By: <sip:bot@sb.test>\r\n") && text.contains("m=audio 4000 RTP/AVP"), "{text}");
+        assert!(invite.headers.get("From").unwrap().starts_with("<sip:heidi@sb.test>;tag="), "{text}");
+        (ep, id, invite)
+    };
+
+    // Alex answers: the transfer completes, Heidi's media goes to Alex's, and the Graph call lets go.
+    let (mut ep, id, invite) = refused();
+    ep.receive(phone_response(&invite, 180, "").as_bytes(), alex, Transport::Udp, 40);
+    assert!(ep.drain_events().is_empty());
+    let sdp = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4002 RTP/AVP 0\r\n";
+    ep.receive(phone_response(&invite, 200, sdp).as_bytes(), alex, Transport::Udp, 50);
+    assert_eq!(ep.drain_events(), [transfer(&id, Progress::Accepted), transfer(&id, Progress::Completed)]);
+    let sent = ep.drain_outbox();
+    assert_eq!(status_lines(&sent), ["ACK sip:alex@127.0.0.1:5072 SIP/2.0", "INVITE sip:heidi@127.0.0.1:5071 SIP/2.0"]);
+    let connect = Message::parse(&sent[1].bytes, true).unwrap();
+    let body = String::from_utf8_lossy(&connect.body).into_owned();
+    assert!(body.contains("m=audio 4002 ") && body.contains("a=sendrecv"), "{body}");
+    assert!(!ep.holds(&id), "no Graph call any more");
+    // Heidi hangs up: Alex gets a BYE; nobody on the Graph side hears of it.
+    let bye = format!(
+        "BYE sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKhb\r\nFrom: <sip:heidi@sb.test>;tag=ph1\r\n\
+         To: <sip:14255550100@sb.test>;tag=x\r\nCall-ID: call-1\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let (reply, _) = ep.receive(bye.as_bytes(), heidi, Transport::Udp, 60);
+    assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 200 OK"]);
+    assert!(ep.drain_events().is_empty());
+    assert_eq!(status_lines(&ep.drain_outbox()), ["BYE sip:alex@127.0.0.1:5072 SIP/2.0"]);
+
+    // Alex is busy: the transfer fails with his answer, and Heidi is taken off hold.
+    let (mut ep, id, invite) = refused();
+    ep.receive(phone_response(&invite, 486, "").as_bytes(), alex, Transport::Udp, 40);
+    assert_eq!(ep.drain_events(), [transfer(&id, Progress::Failed(486))]);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["ACK sip:alex@127.0.0.1:5072 SIP/2.0", "INVITE sip:heidi@127.0.0.1:5071 SIP/2.0"]);
+    assert!(ep.holds(&id));
+
+    // Alex never answers; the engine gives up (its deadline): CANCEL, and Heidi comes back.
+    let (mut ep, id, invite) = refused();
+    ep.receive(phone_response(&invite, 180, "").as_bytes(), alex, Transport::Udp, 40);
+    assert!(ep.abandon_transfer(&id, "op-1", 50));
+    assert_eq!(status_lines(&ep.drain_outbox()), ["CANCEL sip:alex@127.0.0.1:5072 SIP/2.0", "INVITE sip:heidi@127.0.0.1:5071 SIP/2.0"]);
+    ep.receive(phone_response(&invite, 487, "").as_bytes(), alex, Transport::Udp, 60);
+    assert!(ep.drain_events().is_empty(), "the engine already knows");
 }

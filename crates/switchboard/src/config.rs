@@ -55,6 +55,9 @@ pub struct SipSettings {
     /// Hold the transferee (re-INVITE `sendonly`) before the REFER, and resume it if the transfer
     /// fails (default: true, as RFC 5589 §6.1 shows).
     pub hold_before_refer: bool,
+    /// When the transferee refuses REFER (405, 420, 501) or never answers it, call the target and
+    /// bridge the two (RFC 3725) instead of failing the transfer (default: false).
+    pub bridge_when_refer_refused: bool,
 }
 
 impl Default for SipSettings {
@@ -66,6 +69,7 @@ impl Default for SipSettings {
             trunks: Vec::new(),
             trunk_sim_numbers: false,
             hold_before_refer: true,
+            bridge_when_refer_refused: false,
         }
     }
 }
@@ -128,6 +132,8 @@ struct FileSip {
     trunk_sim_numbers: bool,
     #[serde(default = "yes")]
     hold_before_refer: bool,
+    #[serde(default)]
+    bridge_when_refer_refused: bool,
 }
 
 fn yes() -> bool {
@@ -334,6 +340,7 @@ impl Config {
                     trunks: s.trunks,
                     trunk_sim_numbers: s.trunk_sim_numbers,
                     hold_before_refer: s.hold_before_refer,
+                    bridge_when_refer_refused: s.bridge_when_refer_refused,
                 },
                 None => SipSettings { accounts, ..SipSettings::default() },
             },
@@ -675,6 +682,7 @@ data_dir = "./switchboard-data"     # where state (and a generated TLS certifica
 # domain = "switchboard.example.net"  # the SIP domain (default: the listen host)
 # trunk_sim_numbers = false         # true: the sim's scripted numbers (below) go to the trunk too
 # hold_before_refer = true          # hold the transferee (re-INVITE sendonly) before REFER; resume on failure
+# bridge_when_refer_refused = false # true: a transferee that refuses REFER is bridged to the target (RFC 3725)
 #
 # [[sip.trunks]]                    # an outbound proxy for PSTN numbers (--sip-trunk for one);
 # address = "sip:198.51.100.7:5060" # INVITEs from this address to an instance's number are taken

@@ -160,7 +160,8 @@ fn phone_call(scenario: &'static str, port: u16) -> tokio::task::JoinHandle<(i32
 fn phone_call_over(scenario: &'static str, port: u16, transport: &'static str) -> tokio::task::JoinHandle<(i32, String)> {
     let target = format!("127.0.0.1:{port}");
     tokio::task::spawn_blocking(move || {
-        let args = ["-s", "14255550100", "-key", "caller", "heidi", "-au", "heidi", "-ap", "switchboard-demo-sip", "-m", "1", "-t", transport];
+        let args =
+            ["-s", "14255550100", "-key", "caller", "heidi", "-au", "heidi", "-ap", "switchboard-demo-sip", "-m", "1", "-t", transport];
         sipp(scenario, &target, &args)
     })
 }
