@@ -446,3 +446,65 @@ async fn the_bot_calls_registered_phones_and_pstn_numbers_through_a_trunk() {
     assert_eq!(code, 0, "the trunk's call:\n{screen}");
     bot.expect_silence(Duration::from_millis(300)).await;
 }
+
+/// A server whose config bridges transferees that refuse REFER (`[sip] bridge_when_refer_refused`).
+async fn bridging_server(bot: &Bot) -> (Server, u16) {
+    let port = free_sip_port();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/switchboard.example.toml")).unwrap();
+    let config = std::env::temp_dir().join(format!("switchboard-bridge-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&config, format!("{example}\n[sip]\nbridge_when_refer_refused = true\n")).unwrap();
+    let extra = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--sip-listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--ring-timeout-ms".into(),
+        "3000".into(),
+    ];
+    (Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra }).await, port)
+}
+
+#[tokio::test]
+async fn a_transferee_that_refuses_refer_is_bridged_to_a_target_that_answers_refuses_or_never_answers() {
+    let mut bot = Bot::start().await;
+    let (server, port) = bridging_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let targets = [
+        ("alex", ALEX, "phone_answers.xml", None),
+        ("bob", BUSY_BOB, "phone_busy.xml", Some("busy")),
+        ("dana", DECLINING_DANA, "phone_declines.xml", Some("declined")),
+        ("sam", SILENT_SAM, "phone_rings_until_cancel.xml", Some("never answers")),
+    ];
+    for (user, user_id, scenario, failure) in targets {
+        let target_port = free_sip_port();
+        let target = phone_waiting(scenario, target_port).await;
+        register_at(user, target_port, port).await;
+        // Heidi's phone is held, refuses the REFER (405), and is re-INVITEd: to the target's media
+        // once the target answers, or back to ours when it does not.
+        let (id, _, phone) = answered_phone_call(&server, &mut bot, &token, "phone_refuses_refer.xml", port).await;
+        let body = serde_json::json!({"transferTarget": {"identity": {"user": {"id": user_id}}}});
+        assert_eq!(crate::transfer::transfer(&server, &token, &id, body).await.0, 202);
+        match failure {
+            None => {
+                crate::transfer::expect_transferred(&mut bot, &id, crate::transfer::completed_blind()).await;
+                // The target hangs up after a moment; Switchboard passes the BYE on to Heidi.
+            }
+            Some(why) => {
+                assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+                let back = bot.next().await.1;
+                assert_eq!(
+                    (back["resourceData"]["state"].as_str(), back["resourceData"]["resultInfo"]["subcode"].as_i64()),
+                    (Some("established"), Some(7000)),
+                    "{user} {why}: {back}"
+                );
+                assert_eq!(server.graph(reqwest::Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
+                bot.take(2).await;
+            }
+        }
+        let (code, screen) = target.await.unwrap();
+        assert_eq!(code, 0, "{user}'s phone, the target:\n{screen}");
+        let (code, screen) = phone.await.unwrap();
+        assert_eq!(code, 0, "Heidi's phone, the transferee ({user}):\n{screen}");
+    }
+    bot.expect_silence(Duration::from_millis(300)).await;
+}
