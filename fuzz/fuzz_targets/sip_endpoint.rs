@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         trunks: vec!["127.0.0.1:5090".parse().unwrap()],
         hold_before_refer: true,
         bridge_when_refer_refused: true,
+        blind_when_replaces_refused: true,
     });
     ep.set_local("127.0.0.1:5060".parse().unwrap());
     let phone = "127.0.0.1:5071".parse().unwrap();

@@ -79,6 +79,9 @@ pub enum CallEvent {
     HungUp,
     /// The phone never acknowledged our 2xx: the call is over (a BYE was sent).
     Lost,
+    /// The target of a consultative transfer took this call's place for the transferee of Graph call
+    /// `by` (RFC 3891): its BYE on this dialog, after the INVITE with Replaces.
+    Replaced { by: String },
     /// How the blind transfer `transfer_id` ends (RFC 3515, RFC 5589): the phone reached the target
     /// (`Accepted` then `Completed`, on the 2xx sipfrag), or did not (`Failed` with the SIP status that
     /// says why: the REFER's answer, or the target's in the NOTIFY). The phone taking the REFER (202)
@@ -559,6 +562,21 @@ impl SipCall {
 
     fn transferring(&self) -> bool {
         self.refer.as_ref().is_some_and(|r| !r.abandoned) || self.bridging.is_some()
+    }
+
+    /// The dialog as the phone knows it, for a `Replaces` header (RFC 3891 §3): the Call-ID, the
+    /// phone's tag (`to-tag`) and ours (`from-tag`). `None` until the dialog is confirmed.
+    pub fn replaces(&self) -> Option<String> {
+        if self.phase != Phase::Confirmed {
+            return None;
+        }
+        let theirs = self.remote_party.split(";tag=").nth(1)?.split(';').next()?;
+        Some(format!("{};to-tag={theirs};from-tag={}", self.call_id, self.local_tag))
+    }
+
+    /// The phone's contact (the dialog's remote target).
+    pub fn remote_target(&self) -> &str {
+        &self.remote_target
     }
 
     /// Who the phone is, for a call placed on its behalf: its From (or, for our own calls, our To),

@@ -60,6 +60,9 @@ pub struct Settings {
     /// When the transferee refuses REFER (405, 420, 501) or never answers it, call the target
     /// ourselves and bridge the two (third-party call control, RFC 3725).
     pub bridge_when_refer_refused: bool,
+    /// When the transferee (or the target) refuses a REFER with Replaces (420, 481, 501), REFER it
+    /// again to the target without Replaces: a basic transfer (RFC 5589 §6.5).
+    pub blind_when_replaces_refused: bool,
 }
 
 /// A transfer by bridging: the leg we placed to the target, for the transferee's call.
@@ -121,6 +124,10 @@ pub struct Endpoint {
     bridge_plans: HashMap<String, BridgePlan>,
     /// By the bridge leg's (internal) Graph id.
     bridges: HashMap<String, Bridge>,
+    /// Consultative transfers in flight: the consultation call's Graph id → the transferee's call and
+    /// the transfer.
+    replacing: HashMap<String, (String, String)>,
+    blind_when_replaces_refused: bool,
 }
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, NOTIFY";
@@ -144,6 +151,8 @@ impl Endpoint {
             bridge_when_refer_refused: settings.bridge_when_refer_refused,
             bridge_plans: HashMap::new(),
             bridges: HashMap::new(),
+            replacing: HashMap::new(),
+            blind_when_replaces_refused: settings.blind_when_replaces_refused,
         }
     }
 
@@ -243,6 +252,20 @@ impl Endpoint {
         sent
     }
 
+    /// A consultative transfer (RFC 5589 §7): REFER the phone of `graph_id` to the phone of the
+    /// consultation call `replaces`, with `Replaces` naming that dialog, so that the target swaps it
+    /// for the transferee. `false` if either call is not established here.
+    pub fn transfer_replacing(&mut self, graph_id: &str, transfer_id: &str, replaces: &str, referred_by: &str, now_ms: u64) -> bool {
+        let Some(consultation) = self.by_graph.get(replaces).and_then(|id| self.calls.get(id)) else { return false };
+        let (Some(dialog), target) = (consultation.replaces(), consultation.remote_target().to_owned()) else { return false };
+        let refer_to = format!("{target}?Replaces={}", escape_header_value(&dialog));
+        if !self.refer(graph_id, transfer_id, &refer_to, referred_by, now_ms) {
+            return false;
+        }
+        self.replacing.insert(replaces.to_owned(), (graph_id.to_owned(), transfer_id.to_owned()));
+        true
+    }
+
     /// REFER the phone to `refer_to` (see [`Endpoint::transfer`]).
     pub fn refer(&mut self, graph_id: &str, transfer_id: &str, refer_to: &str, referred_by: &str, now_ms: u64) -> bool {
         let contact = self.contact();
@@ -299,6 +322,7 @@ impl Endpoint {
     /// The engine gave transfer `transfer_id` up: `true` if it was still in flight (then it failed).
     pub fn abandon_transfer(&mut self, graph_id: &str, transfer_id: &str, now_ms: u64) -> bool {
         self.bridge_plans.remove(graph_id);
+        self.replacing.retain(|_, (by, id)| !(by == graph_id && id == transfer_id));
         let mut abandoned = self.call_mut(graph_id).is_some_and(|c| c.abandon_transfer(transfer_id));
         if let Some(leg) =
             self.bridges.iter().find(|(_, b)| b.transferee == graph_id && b.transfer_id == transfer_id).map(|(leg, _)| leg.clone())
@@ -417,6 +441,13 @@ impl Endpoint {
                 }
                 continue;
             }
+            if matches!(event, CallEvent::HungUp)
+                && let Some((by, _)) = self.replacing.remove(&graph_id)
+            {
+                // The consultation call's BYE from the target that the transferee reached with Replaces.
+                out.push(Event::Call { graph_id, event: CallEvent::Replaced { by } });
+                continue;
+            }
             let partner = self.by_graph.get(&graph_id).and_then(|id| self.calls.get(id)).and_then(|c| c.partner.clone());
             if let Some(partner) = partner {
                 if matches!(event, CallEvent::HungUp | CallEvent::Lost)
@@ -438,7 +469,21 @@ impl Endpoint {
                     }
                     failed.push(graph_id.clone());
                 }
-                CallEvent::Transfer { progress: Progress::Failed(_) | Progress::Refused(_), .. } => failed.push(graph_id.clone()),
+                CallEvent::Transfer { transfer_id, progress: Progress::Failed(code) | Progress::Refused(code) } => {
+                    let consultation =
+                        self.replacing.iter().find(|(_, (by, id))| by == &graph_id && id == transfer_id).map(|(b, _)| b.clone());
+                    if let Some(b) = consultation {
+                        self.replacing.remove(&b);
+                        // Replaces was not understood or the dialog not found: a basic transfer instead.
+                        if self.blind_when_replaces_refused
+                            && matches!(code, 420 | 481 | 501)
+                            && self.refer_blind_instead(&graph_id, transfer_id, &b, now_ms)
+                        {
+                            continue;
+                        }
+                    }
+                    failed.push(graph_id.clone());
+                }
                 _ => {}
             }
             out.push(Event::Call { graph_id, event });
@@ -450,6 +495,17 @@ impl Endpoint {
                 self.resume_if_idle(&sip_id, now_ms);
             }
         }
+    }
+
+    /// The fallback of a consultative transfer whose Replaces was refused: REFER to the consultation
+    /// call's phone, without Replaces.
+    fn refer_blind_instead(&mut self, graph_id: &str, transfer_id: &str, consultation: &str, now_ms: u64) -> bool {
+        let Some(target) = self.by_graph.get(consultation).and_then(|id| self.calls.get(id)).map(|c| c.remote_target().to_owned()) else {
+            return false;
+        };
+        let referred_by = format!("sip:switchboard@{}", self.domain);
+        tracing::info!(call_id = graph_id, "Replaces was refused; transferring without it (RFC 5589 §6.5)");
+        self.refer(graph_id, transfer_id, &target, &referred_by, now_ms)
     }
 
     /// Calls the target of `transferee`'s refused REFER ourselves, offering the transferee's media.
@@ -961,4 +1017,18 @@ fn stamp_via(via: &mut Via, from: SocketAddr) {
     if via.params.get("rport").is_some() {
         via.params.set("rport", Some(from.port().to_string()));
     }
+}
+
+/// Escapes a header value for a SIP URI's headers part (RFC 3261 §19.1.1, RFC 3891 §3: `;` `=` `@`
+/// and anything else not unreserved become `%XX`).
+fn escape_header_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 16);
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

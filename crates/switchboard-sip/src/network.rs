@@ -201,6 +201,7 @@ impl Owner for SipNetwork {
                             NetEvent::Failed(failure_of(code))
                         }
                         CallEvent::HungUp | CallEvent::Lost => NetEvent::RemoteHangUp,
+                        CallEvent::Replaced { by } => NetEvent::Replaced { by_call_id: by },
                         CallEvent::Transfer { transfer_id, progress: Progress::Accepted } => NetEvent::TransferAccepted { transfer_id },
                         CallEvent::Transfer { transfer_id, progress: Progress::Completed } => NetEvent::TransferCompleted { transfer_id },
                         CallEvent::Transfer { transfer_id, progress: Progress::Failed(code) | Progress::Refused(code) } => {
@@ -245,9 +246,20 @@ impl Network for SipNetwork {
                     self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
                 }
             }
+            NetCommand::Transfer { transfer_id, replaces_call_id: Some(consultation), transferee: None, .. } => {
+                let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
+                if !self.shared.with_endpoint(|ep, now| ep.transfer_replacing(id, transfer_id, consultation, &referred_by, now)) {
+                    tracing::warn!(
+                        call_id = id,
+                        consultation,
+                        "a consultative transfer over SIP needs both calls established over SIP here; it fails"
+                    );
+                    self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
+                }
+            }
             NetCommand::Transfer { transfer_id, .. } => {
-                // Consultative (Replaces) and group transfers over SIP come next (issue 11).
-                tracing::warn!(call_id = id, "consultative and group transfers over SIP are not served yet; the transfer fails");
+                // Group calls are on the sim only, so a group transfer never reaches SIP.
+                tracing::warn!(call_id = id, "group transfers over SIP are not served; the transfer fails");
                 self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
             }
             NetCommand::CancelTransfer { transfer_id } => {

@@ -31,6 +31,7 @@ fn endpoint_with(hold_before_refer: bool) -> Endpoint {
         trunks: vec![TRUNK.parse().unwrap()],
         hold_before_refer,
         bridge_when_refer_refused: hold_before_refer,
+        blind_when_replaces_refused: hold_before_refer,
     })
 }
 
@@ -533,6 +534,12 @@ fn requests_are_proxied_only_to_registered_contacts_and_responses_find_their_way
 fn outgoing_call() -> (Endpoint, Message, String) {
     let mut ep = endpoint();
     ep.set_local("127.0.0.1:5060".parse().unwrap());
+    let (invite, id) = call_alex(&mut ep);
+    (ep, invite, id)
+}
+
+/// The bot calls Alex's phone from `ep`; returns the INVITE sent and the Graph id.
+fn call_alex(ep: &mut Endpoint) -> (Message, String) {
     let id = switchboard_sip::endpoint::new_call_id();
     let destination = switchboard_sip::endpoint::Destination {
         request_uri: "sip:alex@127.0.0.1:5072".into(),
@@ -544,7 +551,7 @@ fn outgoing_call() -> (Endpoint, Message, String) {
     let sent = ep.drain_outbox();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].to, "127.0.0.1:5072".parse().unwrap());
-    (ep, Message::parse(&sent[0].bytes, true).unwrap(), id)
+    (Message::parse(&sent[0].bytes, true).unwrap(), id)
 }
 
 /// The phone's response to `req`, with its tag and Contact, and `body`.
@@ -853,4 +860,64 @@ fn a_transferee_that_refuses_refer_is_bridged_to_the_target() {
     assert_eq!(status_lines(&ep.drain_outbox()), ["CANCEL sip:alex@127.0.0.1:5072 SIP/2.0", "INVITE sip:heidi@127.0.0.1:5071 SIP/2.0"]);
     ep.receive(phone_response(&invite, 487, "").as_bytes(), alex, Transport::Udp, 60);
     assert!(ep.drain_events().is_empty(), "the engine already knows");
+}
+
+#[test]
+fn a_consultative_transfer_refers_with_replaces_and_the_targets_bye_replaces_the_consultation() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::{CallEvent, Progress};
+    let heidi: SocketAddr = PHONE.parse().unwrap();
+    let alex: SocketAddr = "127.0.0.1:5072".parse().unwrap();
+    let transfer =
+        |id: &str, progress| Event::Call { graph_id: id.to_owned(), event: CallEvent::Transfer { transfer_id: "op-1".into(), progress } };
+    // Heidi called the bot (A); the bot called Alex (B), who answered.
+    let consulted = |fallback: bool| {
+        let (mut ep, a) = confirmed_call_on(endpoint_with(fallback));
+        let (invite, b) = call_alex(&mut ep);
+        ep.receive(phone_response(&invite, 200, "").as_bytes(), alex, Transport::Udp, 5);
+        ep.drain_outbox();
+        ep.drain_events();
+        (ep, a, b, invite)
+    };
+    let (mut ep, a, b, invite) = consulted(false);
+    let b_call_id = invite.headers.get("Call-ID").unwrap().to_owned();
+    assert!(!ep.transfer_replacing(&a, "op-1", "no-such-call", "sip:bot@sb.test", 8), "B must be a call of ours");
+    assert!(ep.transfer_replacing(&a, "op-1", &b, "sip:bot@sb.test", 10));
+    let refer = ep.drain_outbox().remove(0);
+    let text = String::from_utf8_lossy(&refer.bytes).into_owned();
+    let escaped = b_call_id.replace('@', "%40");
+    assert!(text.starts_with("REFER sip:heidi@127.0.0.1:5071 SIP/2.0\r\n"), "{text}");
+    assert!(text.contains(&format!("Refer-To: <sip:alex@127.0.0.1:5072?Replaces={escaped}%3Bto-tag%3Dalex1%3Bfrom-tag%3D")), "{text}");
+    ep.receive(answer_to(&refer.bytes, 202).as_bytes(), heidi, Transport::Udp, 20);
+    ep.receive(notify(2, "200 OK").as_bytes(), heidi, Transport::Udp, 30);
+    assert_eq!(ep.drain_events(), [transfer(&a, Progress::Accepted), transfer(&a, Progress::Completed)]);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["BYE sip:heidi@127.0.0.1:5071 SIP/2.0"]);
+    // Alex's phone, now talking to Heidi, hangs up the consultation call: B was replaced by A.
+    let bye = format!(
+        "BYE sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5072;branch=z9hG4bKb1\r\nFrom: <sip:alex@sb.test>;tag=alex1\r\n\
+         To: {}\r\nCall-ID: {b_call_id}\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n",
+        invite.headers.get("From").unwrap()
+    );
+    ep.receive(bye.as_bytes(), alex, Transport::Udp, 40);
+    assert_eq!(ep.drain_events(), [Event::Call { graph_id: b.clone(), event: CallEvent::Replaced { by: a.clone() } }]);
+
+    // The transferee does not know Replaces (a NOTIFY with 420): with the fallback on, REFER again
+    // without it, and nothing is reported yet.
+    let (mut ep, a, b, _) = consulted(true);
+    assert!(ep.transfer_replacing(&a, "op-1", &b, "sip:bot@sb.test", 10));
+    let hold = Message::parse(&ep.drain_outbox()[0].bytes, true).unwrap();
+    ep.receive(phone_response(&hold, 200, "").as_bytes(), heidi, Transport::Udp, 12);
+    let refer = ep.drain_outbox().pop().unwrap();
+    ep.receive(answer_to(&refer.bytes, 202).as_bytes(), heidi, Transport::Udp, 20);
+    ep.receive(notify(2, "420 Bad Extension").as_bytes(), heidi, Transport::Udp, 30);
+    assert!(ep.drain_events().is_empty());
+    let again = ep.drain_outbox();
+    assert_eq!(status_lines(&again), ["REFER sip:heidi@127.0.0.1:5071 SIP/2.0"]);
+    assert!(String::from_utf8_lossy(&again[0].bytes).contains("Refer-To: <sip:alex@127.0.0.1:5072>\r\n"));
+    // Without the fallback, the failure is reported (the core makes it 500/7700).
+    let (mut ep, a, b, _) = consulted(false);
+    ep.transfer_replacing(&a, "op-1", &b, "sip:bot@sb.test", 10);
+    ep.drain_outbox();
+    ep.receive(notify(2, "481 Call Does Not Exist").as_bytes(), heidi, Transport::Udp, 30);
+    assert_eq!(ep.drain_events(), [transfer(&a, Progress::Failed(481))]);
 }

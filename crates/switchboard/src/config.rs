@@ -58,6 +58,9 @@ pub struct SipSettings {
     /// When the transferee refuses REFER (405, 420, 501) or never answers it, call the target and
     /// bridge the two (RFC 3725) instead of failing the transfer (default: false).
     pub bridge_when_refer_refused: bool,
+    /// When a REFER with Replaces is refused (420, 481, 501), REFER to the target without it: a
+    /// basic transfer (default: false).
+    pub blind_when_replaces_refused: bool,
 }
 
 impl Default for SipSettings {
@@ -70,6 +73,7 @@ impl Default for SipSettings {
             trunk_sim_numbers: false,
             hold_before_refer: true,
             bridge_when_refer_refused: false,
+            blind_when_replaces_refused: false,
         }
     }
 }
@@ -134,6 +138,8 @@ struct FileSip {
     hold_before_refer: bool,
     #[serde(default)]
     bridge_when_refer_refused: bool,
+    #[serde(default)]
+    blind_when_replaces_refused: bool,
 }
 
 fn yes() -> bool {
@@ -341,6 +347,7 @@ impl Config {
                     trunk_sim_numbers: s.trunk_sim_numbers,
                     hold_before_refer: s.hold_before_refer,
                     bridge_when_refer_refused: s.bridge_when_refer_refused,
+                    blind_when_replaces_refused: s.blind_when_replaces_refused,
                 },
                 None => SipSettings { accounts, ..SipSettings::default() },
             },
@@ -683,6 +690,7 @@ data_dir = "./switchboard-data"     # where state (and a generated TLS certifica
 # trunk_sim_numbers = false         # true: the sim's scripted numbers (below) go to the trunk too
 # hold_before_refer = true          # hold the transferee (re-INVITE sendonly) before REFER; resume on failure
 # bridge_when_refer_refused = false # true: a transferee that refuses REFER is bridged to the target (RFC 3725)
+# blind_when_replaces_refused = false # true: a refused REFER with Replaces (420/481/501) is sent again without it
 #
 # [[sip.trunks]]                    # an outbound proxy for PSTN numbers (--sip-trunk for one);
 # address = "sip:198.51.100.7:5060" # INVITEs from this address to an instance's number are taken

@@ -241,6 +241,7 @@ async fn start_sip(
         trunks: trunks.iter().map(|t| t.address).collect(),
         hold_before_refer: config.sip.hold_before_refer,
         bridge_when_refer_refused: config.sip.bridge_when_refer_refused,
+        blind_when_replaces_refused: config.sip.blind_when_replaces_refused,
     });
     let shared = switchboard_sip::transport::Shared::new(endpoint, clock.clone(), Arc::clone(metrics));
     // Our media address in SDP answers: a socket that takes the phones' RTP (and drops it, for now).

@@ -508,3 +508,30 @@ async fn a_transferee_that_refuses_refer_is_bridged_to_a_target_that_answers_ref
     }
     bot.expect_silence(Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn a_consultative_transfer_refers_the_transferee_with_replaces_for_the_consultation_call() {
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    // Heidi's phone calls the bot (A); the bot consults Alex (B), who answers.
+    let (a, _, heidi) = answered_phone_call(&server, &mut bot, &token, "phone_transferred_replacing.xml", port).await;
+    let alex_port = free_sip_port();
+    let alex = phone_waiting("target_replaced.xml", alex_port).await;
+    register_at("alex", alex_port, port).await;
+    let b = place_call(&server, &token, call_to_user(&bot.callback("consult"), ALEX)).await;
+    assert_eq!(redact(bot.next().await.1, &b), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &b), established_note());
+    let body = serde_json::json!({"transferTarget": {"identity": {"user": {"id": ALEX}}, "replacesCallId": b}});
+    assert_eq!(crate::transfer::transfer(&server, &token, &a, body).await.0, 202);
+    crate::transfer::expect_transferred(&mut bot, &a, crate::transfer::completed_consultative()).await;
+    // Alex's phone hangs up the consultation call: replaced by A, as Graph reports it.
+    let mut replaced = terminated_note(200, 7015, &format!("The call was handed over to call {a} by a consultative transfer."));
+    replaced["resourceData"]["terminationReason"] = serde_json::json!("AppTransferred");
+    assert_eq!(redact(bot.next().await.1, &b), replaced);
+    let (code, screen) = heidi.await.unwrap();
+    assert_eq!(code, 0, "Heidi's phone (REFER with Replaces, NOTIFYs, BYE):\n{screen}");
+    let (code, screen) = alex.await.unwrap();
+    assert_eq!(code, 0, "Alex's phone:\n{screen}");
+    bot.expect_silence(Duration::from_millis(300)).await;
+}
