@@ -53,7 +53,13 @@ pub enum Peer {
     },
     /// A member of the group call that the bot's call `call_id` placed.
     Group { call_id: String, participant_id: String },
+    /// A party on another network (a SIP phone the leg was transferred to): `id` is that network's
+    /// name for its side.
+    External { network: String, id: String },
 }
+
+/// Who hears that a leg connected to another network ([`Peer::External`]) hung up.
+pub type ExternalHangUp = Box<dyn Fn(&str) + Send + Sync>;
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -243,6 +249,7 @@ impl World {
                 Peer::Group { call_id, participant_id } => {
                     self.groups.get(call_id).and_then(|g| g.members.get(participant_id)) == Some(&leg.id)
                 }
+                Peer::External { .. } => leg.state == LegState::Connected,
             };
             if !ok {
                 return Err(format!("leg {} ({:?}) is not what its peer says", leg.id, leg.peer));
@@ -289,12 +296,21 @@ pub struct Sim {
     events: NetworkEvents,
     world: Mutex<World>,
     next_leg: AtomicU64,
+    external_hang_up: std::sync::OnceLock<ExternalHangUp>,
 }
 
 impl Sim {
     /// A sim of the parties of `directory`, each acting as `behaviours` says; its delays run on `clock`.
     pub fn new(directory: Arc<Directory>, behaviours: Behaviours, clock: Clock, events: NetworkEvents) -> Arc<Self> {
-        Arc::new(Sim { directory, behaviours, clock, events, world: Mutex::new(World::default()), next_leg: AtomicU64::new(1) })
+        Arc::new(Sim {
+            directory,
+            behaviours,
+            clock,
+            events,
+            world: Mutex::new(World::default()),
+            next_leg: AtomicU64::new(1),
+            external_hang_up: std::sync::OnceLock::new(),
+        })
     }
 
     /// Runs `f` on the sim `after_ms` from now, on the sim's clock.
@@ -407,11 +423,44 @@ impl Sim {
         removed
     }
 
+    /// Who to tell when a leg connected to another network hangs up (set once, by that network).
+    pub fn on_external_hang_up(&self, f: ExternalHangUp) {
+        let _ = self.external_hang_up.set(f);
+    }
+
+    /// A transfer to a party on another network succeeded: the transferee of `call_id` (its remote
+    /// party, or the group member `transferee`) leaves the bot and is connected to `external` there.
+    /// `false` if it is gone meanwhile.
+    pub fn hand_over(&self, call_id: &str, transferee: Option<&str>, network: &str, external: &str) -> bool {
+        let mut w = self.world();
+        let Some(leg_id) = w.transferee_leg(call_id, transferee) else { return false };
+        w.detach(&leg_id);
+        let Some(leg) = w.legs.get_mut(&leg_id) else { return false };
+        leg.peer = Peer::External { network: network.to_owned(), id: external.to_owned() };
+        leg.state = LegState::Connected;
+        if transferee.is_some() {
+            w.collapse_group(call_id);
+        }
+        true
+    }
+
+    /// The party on the other network hung up: the sim leg connected to it ends too.
+    pub fn external_hung_up(&self, external: &str) {
+        let mut w = self.world();
+        w.legs.retain(|_, l| !matches!(&l.peer, Peer::External { id, .. } if id == external));
+    }
+
     /// Hangs up a leg, whatever it is connected to; its peer learns of it.
     pub fn hang_up_leg(&self, leg_id: &str) -> bool {
         let mut w = self.world();
         let Some(leg) = w.legs.remove(leg_id) else { return false };
         match leg.peer {
+            Peer::External { id, .. } => {
+                drop(w);
+                if let Some(tell) = self.external_hang_up.get() {
+                    tell(&id);
+                }
+            }
             Peer::Bot { call_id, .. } => {
                 w.by_call.remove(&call_id);
                 drop(w);
@@ -464,7 +513,7 @@ impl Sim {
                     Peer::Group { call_id, participant_id } => {
                         sim.send(call_id, NetEvent::MemberJoined { participant_id: participant_id.clone() })
                     }
-                    Peer::Leg { .. } => {}
+                    Peer::Leg { .. } | Peer::External { .. } => {}
                 }
                 if let Some(after) = hang_up_after_ms {
                     sim.hang_up_later(leg_id, after);
@@ -531,7 +580,7 @@ impl Sim {
                     }
                 }
             }
-            Peer::Bot { .. } | Peer::Group { .. } => {}
+            Peer::Bot { .. } | Peer::Group { .. } | Peer::External { .. } => {}
         }
         Some(peer)
     }
@@ -562,6 +611,8 @@ impl Sim {
                 drop(w);
                 self.send(&call_id, NetEvent::MemberLeft { participant_id, failure: Some(failure) });
             }
+            // Never ringing: a leg is connected to another network only once that side answered.
+            Peer::External { .. } => {}
         }
     }
 

@@ -70,6 +70,9 @@ pub struct Settings {
 struct Bridge {
     transferee: String,
     transfer_id: String,
+    /// The transferee is not a SIP call of ours but a call of another network (the sim): once the
+    /// target answers, that network connects its side (`member`: the group member transferred).
+    foreign: Option<Option<String>>,
 }
 
 /// Where a transfer would be bridged to, should the REFER be refused.
@@ -101,6 +104,12 @@ pub enum Event {
     Invite { graph_id: String, from_user: String, to_user: String, trunk: bool },
     /// Something happened to a call.
     Call { graph_id: String, event: CallEvent },
+    /// The SIP target of transfer `transfer_id` of another network's call `graph_id` answered on
+    /// `leg`: that network connects its transferee (`member` of a group call, or the remote party) to
+    /// it, and the transfer is done; or, if it cannot, hangs `leg` up and fails the transfer.
+    HandOver { graph_id: String, transfer_id: String, member: Option<String>, leg: String },
+    /// The SIP side of a handed-over leg hung up.
+    LegHungUp { leg: String },
 }
 
 pub struct Endpoint {
@@ -128,6 +137,8 @@ pub struct Endpoint {
     /// the transfer.
     replacing: HashMap<String, (String, String)>,
     blind_when_replaces_refused: bool,
+    /// Legs handed over to another network (the sim's transferee talks to them).
+    foreign_legs: std::collections::HashSet<String>,
 }
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, NOTIFY";
@@ -153,6 +164,7 @@ impl Endpoint {
             bridges: HashMap::new(),
             replacing: HashMap::new(),
             blind_when_replaces_refused: settings.blind_when_replaces_refused,
+            foreign_legs: std::collections::HashSet::new(),
         }
     }
 
@@ -423,6 +435,17 @@ impl Endpoint {
                     event: CallEvent::Transfer { transfer_id: bridge.transfer_id.clone(), progress },
                 };
                 match event {
+                    CallEvent::Connected if bridge.foreign.is_some() => {
+                        self.bridges.remove(&graph_id);
+                        self.foreign_legs.insert(graph_id.clone());
+                        let member = bridge.foreign.clone().flatten();
+                        out.push(Event::HandOver {
+                            graph_id: transferee.clone(),
+                            transfer_id: bridge.transfer_id.clone(),
+                            member,
+                            leg: graph_id,
+                        });
+                    }
                     CallEvent::Connected => {
                         self.bridges.remove(&graph_id);
                         self.join(&graph_id, &bridge.transferee, &contact, local, now_ms);
@@ -438,6 +461,13 @@ impl Endpoint {
                         failed.push(bridge.transferee.clone());
                     }
                     _ => {}
+                }
+                continue;
+            }
+            if self.foreign_legs.contains(&graph_id) {
+                if matches!(event, CallEvent::HungUp | CallEvent::Lost) {
+                    self.foreign_legs.remove(&graph_id);
+                    out.push(Event::LegHungUp { leg: graph_id });
                 }
                 continue;
             }
@@ -523,8 +553,34 @@ impl Endpoint {
         destination.headers.push(("Referred-By".into(), format!("<{}>", plan.referred_by)));
         tracing::info!(call_id = transferee, "the transferee refused REFER; calling the target and bridging (RFC 3725)");
         self.place(&leg, &from, destination, media, now_ms);
-        self.bridges.insert(leg, Bridge { transferee: transferee.to_owned(), transfer_id: plan.transfer_id });
+        self.bridges.insert(leg, Bridge { transferee: transferee.to_owned(), transfer_id: plan.transfer_id, foreign: None });
         true
+    }
+
+    /// Transfers another network's call (the sim's) to a SIP phone: calls the target as `from`, the
+    /// transferee, offering our media; [`Event::HandOver`] follows when it answers, or the transfer
+    /// fails with its status.
+    #[allow(clippy::too_many_arguments)]
+    pub fn transfer_foreign(
+        &mut self,
+        graph_id: &str,
+        transfer_id: &str,
+        member: Option<String>,
+        mut destination: Destination,
+        from: &str,
+        referred_by: &str,
+        media: SocketAddr,
+        now_ms: u64,
+    ) {
+        let leg = format!("handover-{transfer_id}");
+        destination.headers.push(("Referred-By".into(), format!("<{referred_by}>")));
+        self.place(&leg, from, destination, media, now_ms);
+        self.bridges.insert(leg, Bridge { transferee: graph_id.to_owned(), transfer_id: transfer_id.to_owned(), foreign: Some(member) });
+    }
+
+    /// Whether transfer `transfer_id` of `graph_id` is a SIP call we placed (a bridge or a hand-over).
+    pub fn places_transfer(&self, graph_id: &str, transfer_id: &str) -> bool {
+        self.bridges.values().any(|b| b.transferee == graph_id && b.transfer_id == transfer_id)
     }
 
     /// The target answered a bridge leg: the two calls are joined, and the transferee's media is sent

@@ -40,8 +40,19 @@ pub struct Routing {
     pub trunk_sim_numbers: bool,
 }
 
+/// The network of a call transferred to a SIP phone when the call is not a SIP call (the simulator):
+/// it connects its side to the phone's leg, and hears when the phone hangs up.
+pub trait HandOver: Send + Sync {
+    /// The phone on `leg` answered the transfer of `call_id`: connect the transferee (the group
+    /// member `member`, or the remote party) to it. `false` if the transferee is gone.
+    fn hand_over(&self, call_id: &str, member: Option<&str>, leg: &str) -> bool;
+    /// The phone on `leg` hung up.
+    fn hung_up(&self, leg: &str);
+}
+
 pub struct SipNetwork {
     pub shared: Shared,
+    hand_over: std::sync::OnceLock<Arc<dyn HandOver>>,
     events: NetworkEvents,
     directory: Arc<Directory>,
     routing: Routing,
@@ -51,9 +62,52 @@ pub struct SipNetwork {
 
 impl SipNetwork {
     pub fn new(shared: Shared, events: NetworkEvents, directory: Arc<Directory>, routing: Routing, media: SocketAddr) -> Arc<Self> {
-        let network = Arc::new(SipNetwork { shared, events, directory, routing, media });
+        let network = Arc::new(SipNetwork { shared, hand_over: std::sync::OnceLock::new(), events, directory, routing, media });
         network.shared.set_owner(Arc::clone(&network) as Arc<dyn Owner>);
         network
+    }
+
+    /// Who connects other networks' transferees to SIP phones (set once, at start).
+    pub fn set_hand_over(&self, hand_over: Arc<dyn HandOver>) {
+        let _ = self.hand_over.set(hand_over);
+    }
+
+    /// A transfer of another network's call (the sim's) to `target`, which SIP reaches: Switchboard
+    /// calls the target as the transferee. `false` if SIP does not reach it.
+    pub fn transfer_foreign(&self, call: &Call, transfer_id: &str, target: &Party, member: Option<&str>) -> bool {
+        let transferee = member.and_then(|pid| call.members.iter().find(|m| m.participant_id == pid)).map_or(call.remote(), |m| &m.party);
+        self.shared.with_endpoint(|ep, now| {
+            let Some(destination) = self.destination(ep, target, now) else { return false };
+            let from = self.identity(transferee, ep.domain());
+            let referred_by = format!("sip:{}@{}", call.app_id, ep.domain());
+            ep.transfer_foreign(&call.id, transfer_id, member.map(str::to_owned), destination, &from, &referred_by, self.media, now);
+            true
+        })
+    }
+
+    /// Whether SIP is placing transfer `transfer_id` of `call_id` (so that cancelling it is SIP's).
+    pub fn places_transfer(&self, call_id: &str, transfer_id: &str) -> bool {
+        self.shared.with_endpoint(|ep, _| ep.places_transfer(call_id, transfer_id))
+    }
+
+    /// The other network's side of handed-over `leg` hung up: so does the phone. For another
+    /// network's call, a phone still ringing for its transfer stops.
+    pub fn hang_up_leg(&self, leg: &str) {
+        self.shared.with_endpoint(|ep, now| ep.hang_up(leg, now));
+    }
+
+    /// A party as a SIP From: a user's SIP account (or id) at our domain, a number as a phone URI.
+    fn identity(&self, party: &Party, domain: &str) -> String {
+        match party {
+            Party::Phone { number } => format!("<sip:{number}@{domain};user=phone>"),
+            Party::User { display_name, id, .. } => {
+                let user = self.username_of(party).unwrap_or_else(|| id.clone());
+                format!("\"{}\" <sip:{user}@{domain}>", display_name.replace('"', ""))
+            }
+            Party::Application { id, display_name } | Party::ApplicationInstance { id, display_name, .. } => {
+                format!("\"{}\" <sip:{id}@{domain}>", display_name.replace('"', ""))
+            }
+        }
     }
 
     /// Whether a call placed to `party` now goes over SIP: a user whose phone is registered, or a PSTN
@@ -192,6 +246,22 @@ impl Owner for SipNetwork {
                     }
                     Err((code, reason)) => endpoint.refuse(&graph_id, code, &reason, now_ms),
                 },
+                Event::HandOver { graph_id, transfer_id, member, leg } => {
+                    let handed = self.hand_over.get().is_some_and(|h| h.hand_over(&graph_id, member.as_deref(), &leg));
+                    if handed {
+                        self.events.call(&graph_id, NetEvent::TransferAccepted { transfer_id: transfer_id.clone() });
+                        self.events.call(&graph_id, NetEvent::TransferCompleted { transfer_id });
+                    } else {
+                        // The transferee left meanwhile: the phone that just answered is hung up.
+                        endpoint.hang_up(&leg, now_ms);
+                        self.events.call(&graph_id, NetEvent::TransferFailed { transfer_id, failure: Failure::TransfereeLeft });
+                    }
+                }
+                Event::LegHungUp { leg } => {
+                    if let Some(h) = self.hand_over.get() {
+                        h.hung_up(&leg);
+                    }
+                }
                 Event::Call { graph_id, event } => {
                     let event = match event {
                         CallEvent::Ringing => NetEvent::Ringing,

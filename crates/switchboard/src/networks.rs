@@ -8,6 +8,19 @@ use switchboard_sip::network::{SipNetwork, end_lost_call};
 
 use crate::sim::SimNetwork;
 
+/// The sim's side of a sim call transferred to a SIP phone.
+pub struct SimHandOver(pub Arc<switchboard_sim::Sim>);
+
+impl switchboard_sip::network::HandOver for SimHandOver {
+    fn hand_over(&self, call_id: &str, member: Option<&str>, leg: &str) -> bool {
+        self.0.hand_over(call_id, member, "sip", leg)
+    }
+
+    fn hung_up(&self, leg: &str) {
+        self.0.external_hung_up(leg);
+    }
+}
+
 /// The networks behind the engine: a call's commands go to the backend that holds its remote leg.
 pub struct Networks {
     pub sim: SimNetwork,
@@ -26,10 +39,27 @@ impl Network for Networks {
     fn execute(&self, call: &Call, command: &NetCommand) {
         // An outgoing call's id says where it goes (the API chose when the target was reachable over SIP).
         let placed_over_sip = matches!(command, NetCommand::Place) && switchboard_sip::endpoint::is_sip_call(&call.id);
-        match self.sip.as_deref().filter(|_| placed_over_sip).or_else(|| self.sip_for(call)) {
-            Some(sip) => sip.execute(call, command),
-            None => self.sim.execute(call, command),
+        if let Some(sip) = self.sip.as_deref().filter(|_| placed_over_sip).or_else(|| self.sip_for(call)) {
+            return sip.execute(call, command);
         }
+        // A sim call whose transfer target is a registered phone (or a number a trunk takes): SIP calls
+        // the target, and the sim connects its transferee once it answers.
+        if let Some(sip) = self.sip.as_deref() {
+            match command {
+                NetCommand::Transfer { transfer_id, target, replaces_call_id: None, transferee }
+                    if sip.reaches(target) && sip.transfer_foreign(call, transfer_id, target, transferee.as_deref()) =>
+                {
+                    return;
+                }
+                NetCommand::CancelTransfer { transfer_id } if sip.places_transfer(&call.id, transfer_id) => {
+                    return sip.execute(call, command);
+                }
+                // The bot leaves: a phone still ringing for its transfer stops.
+                NetCommand::HangUp | NetCommand::Reject { .. } | NetCommand::Redirect { .. } => sip.hang_up_leg(&call.id),
+                _ => {}
+            }
+        }
+        self.sim.execute(call, command)
     }
 
     /// A SIP call (its id says so) ends, whether or not SIP is served now: its dialog was not stored.

@@ -121,6 +121,17 @@ pub async fn start(
         }
         None => (None, None),
     };
+    if let Some(sip) = &sip_network {
+        // Sim calls transferred to SIP phones: the sim connects its transferee, and each side hears
+        // when the other hangs up.
+        sip.set_hand_over(Arc::new(crate::networks::SimHandOver(Arc::clone(&sim))));
+        let sip = Arc::downgrade(sip);
+        sim.on_external_hang_up(Box::new(move |leg| {
+            if let Some(sip) = sip.upgrade() {
+                sip.hang_up_leg(leg);
+            }
+        }));
+    }
     engine.attach_network(Arc::new(Networks { sim: SimNetwork(Arc::clone(&sim)), sip: sip_network.clone(), events }), events_rx);
     let cluster = match membership {
         Some(m) => {

@@ -571,7 +571,8 @@ fn world(_: &Ctx<'_>) -> Value {
         closed(json!({"kind": {"const": "bot"}, "callId": s, "appId": s}), &[]),
         closed(json!({"kind": {"const": "leg"}, "legId": s}), &[]),
         closed(json!({"kind": {"const": "transfer"}, "callId": s, "transfereeLeg": s}), &[]),
-        closed(json!({"kind": {"const": "group"}, "callId": s, "participantId": s}), &[])
+        closed(json!({"kind": {"const": "group"}, "callId": s, "participantId": s}), &[]),
+        closed(json!({"kind": {"const": "external"}, "network": s, "id": s}), &[])
     ]});
     let leg = closed(
         json!({"id": s, "party": reference("simParty"), "state": {"type": "string", "enum": ["ringing", "connected"]}, "peer": peer}),

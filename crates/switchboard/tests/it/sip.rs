@@ -338,6 +338,10 @@ async fn phone_waiting(scenario: &'static str, port: u16) -> tokio::task::JoinHa
         if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
             return phone;
         }
+        if phone.is_finished() {
+            let (code, screen) = phone.await.unwrap();
+            panic!("SIPp ({scenario}) ended with {code} before it bound port {port}:\n{screen}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("SIPp did not bind port {port}");
@@ -533,5 +537,69 @@ async fn a_consultative_transfer_refers_the_transferee_with_replaces_for_the_con
     assert_eq!(code, 0, "Heidi's phone (REFER with Replaces, NOTIFYs, BYE):\n{screen}");
     let (code, screen) = alex.await.unwrap();
     assert_eq!(code, 0, "Alex's phone:\n{screen}");
+    bot.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_sim_call_is_transferred_to_a_registered_phone_and_the_two_networks_hang_up_together() {
+    let mut bot = Bot::start().await;
+    let port = free_sip_port();
+    let extra = vec!["--sip-listen".into(), format!("127.0.0.1:{port}"), "--ring-timeout-ms".into(), "3000".into()];
+    let server = Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra }).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let cases = [
+        ("alex", ALEX, "target_takes_sim_call.xml", None),
+        ("bob", BUSY_BOB, "phone_busy.xml", Some("busy")),
+        ("sam", SILENT_SAM, "phone_rings_until_cancel.xml", Some("never answers")),
+    ];
+    for (user, user_id, scenario, failure) in cases {
+        let phone_port = free_sip_port();
+        let phone = phone_waiting(scenario, phone_port).await;
+        register_at(user, phone_port, port).await;
+        // Heidi, on the sim (not registered), calls the bot, which transfers her to the phone.
+        let id = crate::transfer::answered(&server, &mut bot, &token, HEIDI, DEMO_BOT).await;
+        let body = serde_json::json!({"transferTarget": {"identity": {"user": {"id": user_id}}}});
+        assert_eq!(crate::transfer::transfer(&server, &token, &id, body).await.0, 202);
+        match failure {
+            None => {
+                crate::transfer::expect_transferred(&mut bot, &id, crate::transfer::completed_blind()).await;
+                let (_, world) = server.sim(reqwest::Method::GET, "/world", None).await;
+                let heidi = world["legs"].as_array().unwrap().iter().find(|l| l["party"]["id"] == HEIDI).cloned();
+                let heidi = heidi.unwrap_or_else(|| panic!("Heidi's leg: {world}"));
+                assert_eq!((heidi["state"].as_str(), heidi["peer"]["kind"].as_str()), (Some("connected"), Some("external")), "{heidi}");
+                assert_eq!(heidi["peer"]["network"], "sip");
+            }
+            Some(why) => {
+                assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+                let back = bot.next().await.1;
+                assert_eq!(
+                    (back["resourceData"]["state"].as_str(), back["resourceData"]["resultInfo"]["subcode"].as_i64()),
+                    (Some("established"), Some(7000)),
+                    "{user} {why}: {back}"
+                );
+                assert_eq!(server.graph(reqwest::Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
+                bot.take(2).await;
+            }
+        }
+        let (code, screen) = phone.await.unwrap();
+        assert_eq!(code, 0, "{user}'s phone:\n{screen}");
+    }
+    // Alex's phone hung up: Heidi's sim leg went with it.
+    let (_, world) = server.sim(reqwest::Method::GET, "/world", None).await;
+    assert_eq!(world["legs"].as_array().map(Vec::len), Some(0), "{world}");
+
+    // The other way round: Heidi hangs up on the sim, and Dana's phone gets a BYE.
+    let phone_port = free_sip_port();
+    let phone = phone_waiting("target_until_sim_hangs_up.xml", phone_port).await;
+    register_at("dana", phone_port, port).await;
+    let id = crate::transfer::answered(&server, &mut bot, &token, HEIDI, DEMO_BOT).await;
+    let body = serde_json::json!({"transferTarget": {"identity": {"user": {"id": DECLINING_DANA}}}});
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, body).await.0, 202);
+    crate::transfer::expect_transferred(&mut bot, &id, crate::transfer::completed_blind()).await;
+    let (_, world) = server.sim(reqwest::Method::GET, "/world", None).await;
+    let leg = world["legs"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(server.sim(reqwest::Method::DELETE, &format!("/legs/{leg}"), None).await.0, 204);
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "Dana's phone got the BYE:\n{screen}");
     bot.expect_silence(Duration::from_millis(300)).await;
 }
