@@ -196,6 +196,10 @@ pub struct Transfer {
     /// outcome (a success it could no longer undo completes the transfer).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancelling: bool,
+    /// Custom SIP headers (`X-…`, name and value) the target receives, from the request's
+    /// `customCallingContext.sipHeaders`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sip_headers: Vec<(String, String)>,
 }
 
 /// Graph's `operationStatus`.
@@ -319,6 +323,8 @@ pub enum Input {
         client_context: Option<String>,
         /// In a group call: the participant id of the member to transfer (required there).
         transferee: Option<String>,
+        /// Custom SIP headers for the target (see [`Transfer::sip_headers`]).
+        sip_headers: Vec<(String, String)>,
     },
     Net(NetEvent),
     Timer(Timer),
@@ -617,7 +623,7 @@ impl Call {
                 self.end(info, &mut fx);
                 fx.extend(cancel);
             }
-            Input::Transfer { target, replaces_call_id, timeout_ms, operation_id, client_context, transferee } => {
+            Input::Transfer { target, replaces_call_id, timeout_ms, operation_id, client_context, transferee, sip_headers } => {
                 if self.state != Established {
                     return Err(self.refuse("transfer", "'established'"));
                 }
@@ -641,6 +647,7 @@ impl Call {
                     operation_id: operation_id.clone(),
                     transferee: transferee.clone(),
                     cancelling: false,
+                    sip_headers,
                 });
                 self.state = Transferring;
                 fx.push(self.notify_operation());

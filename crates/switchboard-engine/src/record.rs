@@ -188,6 +188,9 @@ struct TransferV1 {
     /// Written only while true, so rows without a cancel in progress read as before it existed.
     #[serde(rename = "cancelling", default, skip_serializing_if = "is_false")]
     cancelling: bool,
+    /// Written only when there are some, likewise.
+    #[serde(rename = "sipHeaders", default, skip_serializing_if = "Vec::is_empty")]
+    sip_headers: Vec<(String, String)>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -390,6 +393,7 @@ impl From<&Transfer> for TransferV1 {
             operation_id: t.operation_id.clone(),
             transferee: t.transferee.clone(),
             cancelling: t.cancelling,
+            sip_headers: t.sip_headers.clone(),
         }
     }
 }
@@ -403,6 +407,7 @@ impl From<TransferV1> for Transfer {
             operation_id: t.operation_id,
             transferee: t.transferee,
             cancelling: t.cancelling,
+            sip_headers: t.sip_headers,
         }
     }
 }

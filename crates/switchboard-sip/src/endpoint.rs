@@ -254,8 +254,12 @@ impl Endpoint {
 
     /// The bot transfers the call (blind): REFER the phone to the target at `destination`. `false` if
     /// the call cannot be transferred now (not established, or already transferring).
+    /// The destination's extra headers (custom `X-` headers) ride in the Refer-To URI, so that the
+    /// phone puts them in its INVITE to the target (RFC 3261 §19.1.1), and in our own INVITE if the
+    /// transfer is bridged.
     pub fn transfer(&mut self, graph_id: &str, transfer_id: &str, destination: &Destination, referred_by: &str, now_ms: u64) -> bool {
-        let sent = self.refer(graph_id, transfer_id, &destination.request_uri, referred_by, now_ms);
+        let refer_to = with_uri_headers(&destination.request_uri, &destination.headers);
+        let sent = self.refer(graph_id, transfer_id, &refer_to, referred_by, now_ms);
         if sent && self.bridge_when_refer_refused {
             let plan =
                 BridgePlan { transfer_id: transfer_id.to_owned(), destination: destination.clone(), referred_by: referred_by.to_owned() };
@@ -267,10 +271,20 @@ impl Endpoint {
     /// A consultative transfer (RFC 5589 §7): REFER the phone of `graph_id` to the phone of the
     /// consultation call `replaces`, with `Replaces` naming that dialog, so that the target swaps it
     /// for the transferee. `false` if either call is not established here.
-    pub fn transfer_replacing(&mut self, graph_id: &str, transfer_id: &str, replaces: &str, referred_by: &str, now_ms: u64) -> bool {
+    pub fn transfer_replacing(
+        &mut self,
+        graph_id: &str,
+        transfer_id: &str,
+        replaces: &str,
+        headers: &[(String, String)],
+        referred_by: &str,
+        now_ms: u64,
+    ) -> bool {
         let Some(consultation) = self.by_graph.get(replaces).and_then(|id| self.calls.get(id)) else { return false };
         let (Some(dialog), target) = (consultation.replaces(), consultation.remote_target().to_owned()) else { return false };
-        let refer_to = format!("{target}?Replaces={}", escape_header_value(&dialog));
+        let mut all = vec![("Replaces".to_owned(), dialog)];
+        all.extend(headers.iter().cloned());
+        let refer_to = with_uri_headers(&target, &all);
         if !self.refer(graph_id, transfer_id, &refer_to, referred_by, now_ms) {
             return false;
         }
@@ -1073,6 +1087,15 @@ fn stamp_via(via: &mut Via, from: SocketAddr) {
     if via.params.get("rport").is_some() {
         via.params.set("rport", Some(from.port().to_string()));
     }
+}
+
+/// `uri` with `headers` in its headers part (`?name=value&…`), for a Refer-To.
+fn with_uri_headers(uri: &str, headers: &[(String, String)]) -> String {
+    if headers.is_empty() {
+        return uri.to_owned();
+    }
+    let query: Vec<String> = headers.iter().map(|(n, v)| format!("{n}={}", escape_header_value(v))).collect();
+    format!("{uri}?{}", query.join("&"))
 }
 
 /// Escapes a header value for a SIP URI's headers part (RFC 3261 §19.1.1, RFC 3891 §3: `;` `=` `@`

@@ -77,7 +77,8 @@ impl SipNetwork {
     pub fn transfer_foreign(&self, call: &Call, transfer_id: &str, target: &Party, member: Option<&str>) -> bool {
         let transferee = member.and_then(|pid| call.members.iter().find(|m| m.participant_id == pid)).map_or(call.remote(), |m| &m.party);
         self.shared.with_endpoint(|ep, now| {
-            let Some(destination) = self.destination(ep, target, now) else { return false };
+            let Some(mut destination) = self.destination(ep, target, now) else { return false };
+            destination.headers.extend(custom_headers(call));
             let from = self.identity(transferee, ep.domain());
             let referred_by = format!("sip:{}@{}", call.app_id, ep.domain());
             ep.transfer_foreign(&call.id, transfer_id, member.map(str::to_owned), destination, &from, &referred_by, self.media, now);
@@ -304,7 +305,10 @@ impl Network for SipNetwork {
             NetCommand::Transfer { transfer_id, target, replaces_call_id: None, transferee: None } => {
                 let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
                 let sent = self.shared.with_endpoint(|ep, now| match self.destination(ep, target, now) {
-                    Some(destination) => ep.transfer(id, transfer_id, &destination, &referred_by, now),
+                    Some(mut destination) => {
+                        destination.headers.extend(custom_headers(call));
+                        ep.transfer(id, transfer_id, &destination, &referred_by, now)
+                    }
                     None => false,
                 });
                 if !sent {
@@ -318,7 +322,8 @@ impl Network for SipNetwork {
             }
             NetCommand::Transfer { transfer_id, replaces_call_id: Some(consultation), transferee: None, .. } => {
                 let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
-                if !self.shared.with_endpoint(|ep, now| ep.transfer_replacing(id, transfer_id, consultation, &referred_by, now)) {
+                let headers = custom_headers(call);
+                if !self.shared.with_endpoint(|ep, now| ep.transfer_replacing(id, transfer_id, consultation, &headers, &referred_by, now)) {
                     tracing::warn!(
                         call_id = id,
                         consultation,
@@ -363,6 +368,11 @@ impl Network for SipNetwork {
     fn release(&self, call: &Call) {
         self.shared.with_endpoint(|ep, now| ep.hang_up(&call.id, now));
     }
+}
+
+/// The custom `X-` headers the bot gave with its transfer (`customCallingContext.sipHeaders`).
+fn custom_headers(call: &Call) -> Vec<(String, String)> {
+    call.transfer.as_ref().map(|t| t.sip_headers.clone()).unwrap_or_default()
 }
 
 /// What a SIP status says about why a transfer failed, in Graph's terms.

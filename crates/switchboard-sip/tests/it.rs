@@ -881,13 +881,15 @@ fn a_consultative_transfer_refers_with_replaces_and_the_targets_bye_replaces_the
     };
     let (mut ep, a, b, invite) = consulted(false);
     let b_call_id = invite.headers.get("Call-ID").unwrap().to_owned();
-    assert!(!ep.transfer_replacing(&a, "op-1", "no-such-call", "sip:bot@sb.test", 8), "B must be a call of ours");
-    assert!(ep.transfer_replacing(&a, "op-1", &b, "sip:bot@sb.test", 10));
+    assert!(!ep.transfer_replacing(&a, "op-1", "no-such-call", &[], "sip:bot@sb.test", 8), "B must be a call of ours");
+    let ticket = [("X-Ticket".to_owned(), "47 11".to_owned())];
+    assert!(ep.transfer_replacing(&a, "op-1", &b, &ticket, "sip:bot@sb.test", 10));
     let refer = ep.drain_outbox().remove(0);
     let text = String::from_utf8_lossy(&refer.bytes).into_owned();
     let escaped = b_call_id.replace('@', "%40");
     assert!(text.starts_with("REFER sip:heidi@127.0.0.1:5071 SIP/2.0\r\n"), "{text}");
     assert!(text.contains(&format!("Refer-To: <sip:alex@127.0.0.1:5072?Replaces={escaped}%3Bto-tag%3Dalex1%3Bfrom-tag%3D")), "{text}");
+    assert!(text.contains("&X-Ticket=47%2011>\r\n"), "custom headers ride in the Refer-To: {text}");
     ep.receive(answer_to(&refer.bytes, 202).as_bytes(), heidi, Transport::Udp, 20);
     ep.receive(notify(2, "200 OK").as_bytes(), heidi, Transport::Udp, 30);
     assert_eq!(ep.drain_events(), [transfer(&a, Progress::Accepted), transfer(&a, Progress::Completed)]);
@@ -904,7 +906,7 @@ fn a_consultative_transfer_refers_with_replaces_and_the_targets_bye_replaces_the
     // The transferee does not know Replaces (a NOTIFY with 420): with the fallback on, REFER again
     // without it, and nothing is reported yet.
     let (mut ep, a, b, _) = consulted(true);
-    assert!(ep.transfer_replacing(&a, "op-1", &b, "sip:bot@sb.test", 10));
+    assert!(ep.transfer_replacing(&a, "op-1", &b, &[], "sip:bot@sb.test", 10));
     let hold = Message::parse(&ep.drain_outbox()[0].bytes, true).unwrap();
     ep.receive(phone_response(&hold, 200, "").as_bytes(), heidi, Transport::Udp, 12);
     let refer = ep.drain_outbox().pop().unwrap();
@@ -916,7 +918,7 @@ fn a_consultative_transfer_refers_with_replaces_and_the_targets_bye_replaces_the
     assert!(String::from_utf8_lossy(&again[0].bytes).contains("Refer-To: <sip:alex@127.0.0.1:5072>\r\n"));
     // Without the fallback, the failure is reported (the core makes it 500/7700).
     let (mut ep, a, b, _) = consulted(false);
-    ep.transfer_replacing(&a, "op-1", &b, "sip:bot@sb.test", 10);
+    ep.transfer_replacing(&a, "op-1", &b, &[], "sip:bot@sb.test", 10);
     ep.drain_outbox();
     ep.receive(notify(2, "481 Call Does Not Exist").as_bytes(), heidi, Transport::Udp, 30);
     assert_eq!(ep.drain_events(), [transfer(&a, Progress::Failed(481))]);

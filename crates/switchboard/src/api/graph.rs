@@ -595,7 +595,7 @@ fn conflict(field: &str, problem: &str) -> GraphError {
 /// A decoded transfer, checked against the caller's permissions, the directory and the bot's calls.
 async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, cmd: decode::transfer::Transfer) -> Result<Input, GraphError> {
     caller.require("Calls.Initiate.All", "transferring a call")?;
-    let decode::transfer::Transfer { target, replaces_call_id: replaces, client_context, transferee } = cmd;
+    let decode::transfer::Transfer { target, replaces_call_id: replaces, client_context, transferee, sip_headers } = cmd;
     let field = if target.path == "target" { "target" } else { "transferTarget.identity" };
     let target = resolve(state, caller, target)?;
     let me_app = target_is_this_bot(&target, caller);
@@ -672,6 +672,7 @@ async fn transfer_input(state: &AppState, caller: &Caller, call: &Call, cmd: dec
         operation_id: new_id(),
         client_context,
         transferee,
+        sip_headers,
     })
 }
 

@@ -256,7 +256,12 @@ fn transfer(_: &Ctx<'_>) -> Value {
     "properties": {
         "transferee": nullable(transferee),
         "clientContext": {"type": ["string", "null"], "maxLength": 256},
-        "replacesCallId": {"type": ["string", "null"], "description": "2018 beta: the consultation call"}
+        "replacesCallId": {"type": ["string", "null"], "description": "2018 beta: the consultation call"},
+        "customCallingContext": {"type": ["object", "null"],
+            "description": "Switchboard's extension (after ACS's customCallingContext): SIP headers the transfer target receives",
+            "properties": {"sipHeaders": {"type": ["object", "null"], "maxProperties": 5,
+                "propertyNames": {"pattern": "^[Xx]-[A-Za-z0-9-]{1,62}$"},
+                "additionalProperties": {"type": "string", "maxLength": 256, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"}}}}
     },
     "anyOf": [
         {"required": ["transferTarget"], "properties": {"transferTarget": target, "target": {"type": ["object", "null"]}}},

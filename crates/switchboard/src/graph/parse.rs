@@ -71,6 +71,11 @@ impl<'a> Obj<'a> {
     }
 
     /// The property `name`, matched case-insensitively; JSON `null` counts as absent.
+    /// The members, in name order (a `serde_json` map).
+    pub fn entries(&self) -> impl Iterator<Item = (&'a str, &'a Value)> {
+        self.map.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     pub fn get(&self, name: &str) -> Option<Field<'a>> {
         let value = self.map.get(name).or_else(|| self.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))?;
         (!value.is_null()).then(|| Field { value, path: self.path_of(name) })

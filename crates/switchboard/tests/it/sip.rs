@@ -556,9 +556,13 @@ async fn a_sim_call_is_transferred_to_a_registered_phone_and_the_two_networks_ha
         let phone_port = free_sip_port();
         let phone = phone_waiting(scenario, phone_port).await;
         register_at(user, phone_port, port).await;
-        // Heidi, on the sim (not registered), calls the bot, which transfers her to the phone.
+        // Heidi, on the sim (not registered), calls the bot, which transfers her to the phone with a
+        // custom header for it.
         let id = crate::transfer::answered(&server, &mut bot, &token, HEIDI, DEMO_BOT).await;
-        let body = serde_json::json!({"transferTarget": {"identity": {"user": {"id": user_id}}}});
+        let body = serde_json::json!({
+            "transferTarget": {"identity": {"user": {"id": user_id}}},
+            "customCallingContext": {"sipHeaders": {"X-Ticket": "4711"}}
+        });
         assert_eq!(crate::transfer::transfer(&server, &token, &id, body).await.0, 202);
         match failure {
             None => {

@@ -107,6 +107,39 @@ fn bodies_decode_or_name_the_field() {
         ("transfer", json!({"transferTarget": user("u1"), "transferee": 5}), refused("transferee", "expected an object, found a number")),
         (
             "transfer",
+            json!({"transferTarget": user("u1"), "customCallingContext": {"sipHeaders": {"Ticket": "1"}}}),
+            refused(
+                "customCallingContext.sipHeaders.Ticket",
+                "is not a custom header name: it must start with 'X-', then letters, digits and '-', 64 characters at most",
+            ),
+        ),
+        (
+            "transfer",
+            json!({"transferTarget": user("u1"), "customCallingContext": {"sipHeaders": {"X-Bad": "a\r\nVia: x"}}}),
+            refused("customCallingContext.sipHeaders.X-Bad", "contains a control character (a line break, a tab…)"),
+        ),
+        (
+            "transfer",
+            json!({"transferTarget": user("u1"), "customCallingContext": {"sipHeaders": {"X-Long": "v".repeat(257)}}}),
+            refused("customCallingContext.sipHeaders.X-Long", "is longer than 256 characters"),
+        ),
+        (
+            "transfer",
+            json!({"transferTarget": user("u1"), "customCallingContext": {"sipHeaders": {"X-A": "1", "X-B": "2", "X-C": "3", "X-D": "4", "X-E": "5", "X-F": "6"}}}),
+            refused("customCallingContext.sipHeaders", "has more than 5 headers"),
+        ),
+        (
+            "transfer",
+            json!({"transferTarget": user("u1"), "customCallingContext": {"sipHeaders": {"X-A": 1}}}),
+            refused("customCallingContext.sipHeaders.X-A", "expected a string"),
+        ),
+        (
+            "transfer",
+            json!({"transferTarget": user("u1"), "customCallingContext": {"sipHeaders": {"X-Ticket": "4711", "X-Queue": "sales"}}}),
+            json!({"ok": "Transfer { target: Named { path: \"transferTarget.identity\", who: User { id: \"u1\", tenant_id: None } }, replaces_call_id: None, client_context: None, transferee: None, sip_headers: [(\"X-Queue\", \"sales\"), (\"X-Ticket\", \"4711\")] }"}),
+        ),
+        (
+            "transfer",
             json!({"transferTarget": user("u1"), "transferee": {"identity": {"phone": {"id": "x"}}}}),
             refused("transferee.identity.phone.id", "'x' is not an E.164 phone number (like +12345678901)"),
         ),

@@ -7,6 +7,13 @@ use crate::graph::parse::{self, BodyError, Obj, err};
 /// The maximum length of `clientContext` (Graph: "Max limit is 256 chars").
 pub const CLIENT_CONTEXT_MAX: usize = 256;
 
+/// `customCallingContext.sipHeaders` (our extension, after ACS's): at most this many headers, ...
+pub const SIP_HEADERS_MAX: usize = 5;
+/// ... names `X-…` of at most this many characters, ...
+pub const SIP_HEADER_NAME_MAX: usize = 64;
+/// ... and values of at most this many.
+pub const SIP_HEADER_VALUE_MAX: usize = 256;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transfer {
     /// The transfer target, with the path it was named at (`transferTarget.identity` or `target`).
@@ -16,6 +23,8 @@ pub struct Transfer {
     pub client_context: Option<String>,
     /// Who to transfer (a group call must say; a peer-to-peer call may).
     pub transferee: Option<Transferee>,
+    /// Custom SIP headers for the target: `customCallingContext.sipHeaders`.
+    pub sip_headers: Vec<(String, String)>,
 }
 
 /// The `transferee` as named: by participant id, identity, or both (then they must agree).
@@ -61,5 +70,42 @@ pub fn transfer(bytes: &[u8]) -> Result<Transfer, BodyError> {
             Some(Transferee { participant_id: p.str_opt("participantId")?.map(str::to_owned), identity })
         }
     };
-    Ok(Transfer { target, replaces_call_id, client_context, transferee })
+    let mut h4 = String::new();
+    let sip_headers = match obj.obj_opt("customCallingContext", &mut h4)? {
+        Some(context) => sip_headers(&context)?,
+        None => Vec::new(),
+    };
+    Ok(Transfer { target, replaces_call_id, client_context, transferee, sip_headers })
+}
+
+/// `customCallingContext.sipHeaders`: an object of `X-` header names to string values, checked so
+/// that nothing in it can break the SIP message it goes into.
+fn sip_headers(context: &Obj<'_>) -> Result<Vec<(String, String)>, BodyError> {
+    let mut holder = String::new();
+    let Some(headers) = context.obj_opt("sipHeaders", &mut holder)? else { return Ok(Vec::new()) };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (name, value) in headers.entries() {
+        let path = format!("customCallingContext.sipHeaders.{name}");
+        if out.len() == SIP_HEADERS_MAX {
+            return Err(err("customCallingContext.sipHeaders", format!("has more than {SIP_HEADERS_MAX} headers")));
+        }
+        let token = name.len() > 2 && name[2..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !name.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("x-")) || !token || name.len() > SIP_HEADER_NAME_MAX {
+            return Err(err(
+                &path,
+                format!(
+                    "is not a custom header name: it must start with 'X-', then letters, digits and '-', {SIP_HEADER_NAME_MAX} characters at most"
+                ),
+            ));
+        }
+        let value = value.as_str().ok_or_else(|| err(&path, "expected a string"))?;
+        if value.chars().count() > SIP_HEADER_VALUE_MAX {
+            return Err(err(&path, format!("is longer than {SIP_HEADER_VALUE_MAX} characters")));
+        }
+        if value.chars().any(|c| c.is_control()) {
+            return Err(err(&path, "contains a control character (a line break, a tab…)"));
+        }
+        out.push((name.to_owned(), value.to_owned()));
+    }
+    Ok(out)
 }
