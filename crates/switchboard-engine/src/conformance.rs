@@ -70,6 +70,8 @@ pub fn rich(id: &str) -> Call {
         operation_id: "op-1".into(),
         client_context: Some("ctx".into()),
         transferee: Some("p-a".into()),
+        // Every store keeps the custom headers with the transfer.
+        sip_headers: vec![("X-Ticket".into(), "4711".into())],
     };
     call.handle(transfer, 1_200).unwrap();
     call

@@ -534,6 +534,8 @@ mod tests {
                 operation_id: "3e7c1a9f-5b2d-4e86-a0f4-8c6b2d9e7a15".into(),
                 transferee: Some("f4c8a1d6-2e7b-4930-b5f1-6d8e3a0c7b42".into()),
                 cancelling: false,
+                // The checked-in row predates custom headers; the round trip below has some.
+                sip_headers: Vec::new(),
             }),
             operations: vec![
                 Operation {
@@ -628,6 +630,7 @@ mod tests {
                 operation_id: String::new(),
                 transferee: None,
                 cancelling: state == CallState::Transferring,
+                sip_headers: if state == CallState::Transferring { vec![("X-Ticket".into(), "4711".into())] } else { Vec::new() },
             });
             for (i, status) in [OperationStatus::Running, OperationStatus::Completed, OperationStatus::Failed].into_iter().enumerate() {
                 c.operations[i % 2].status = status;

@@ -167,13 +167,22 @@ fn transfer(replaces: Option<&str>) -> Input {
         operation_id: "op".into(),
         client_context: Some("ctx".into()),
         transferee: None,
+        sip_headers: Vec::new(),
     }
 }
 
 fn group_transfer(transferee: &str) -> Input {
     let bob = Party::User { id: "bob".into(), display_name: "Bob".into(), tenant_id: "t".into() };
     let Input::Transfer { replaces_call_id, timeout_ms, operation_id, client_context, .. } = transfer(None) else { unreachable!() };
-    Input::Transfer { target: bob, replaces_call_id, timeout_ms, operation_id, client_context, transferee: Some(transferee.into()) }
+    Input::Transfer {
+        target: bob,
+        replaces_call_id,
+        timeout_ms,
+        operation_id,
+        client_context,
+        transferee: Some(transferee.into()),
+        sip_headers: Vec::new(),
+    }
 }
 
 fn joined(id: &str) -> Input {

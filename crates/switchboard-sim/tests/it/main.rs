@@ -175,6 +175,7 @@ impl World {
             operation_id: operation_id.clone(),
             client_context: None,
             transferee: None,
+            sip_headers: Vec::new(),
         };
         self.engine.apply(id, input).await.ok().map(|_| operation_id)
     }
