@@ -14,13 +14,14 @@ fi
 
 # PostgreSQL's server, for the PostgreSQL store's tests: each starts a throwaway cluster of its own on a
 # free loopback port (crates/switchboard-postgres/src/testing.rs). HAProxy, for the three-node tests
-# (docs/haproxy.cfg). SIPp (sip-tester) and baresip, the SIP user agents of the SIP tests. Installed once,
-# from Debian.
+# (docs/haproxy.cfg). SIPp (sip-tester), baresip and linphonec (linphone-cli), the SIP user agents of the
+# SIP tests. Installed once, from Debian.
 missing=""
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
 command -v sipp >/dev/null 2>&1 || missing="$missing sip-tester"
 command -v baresip >/dev/null 2>&1 || missing="$missing baresip"
+command -v linphonec >/dev/null 2>&1 || missing="$missing linphone-cli"
 if [ -n "$missing" ]; then
   echo "== installing$missing (Debian's packages)"
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -10,6 +10,7 @@ mod errors;
 mod group;
 mod identity;
 mod lifecycle;
+mod linphone;
 mod notifier;
 mod ops;
 mod outgoing;
