@@ -16,6 +16,9 @@ use crate::transaction::T1_MS;
 /// T2: retransmission intervals stop doubling here.
 pub const T2_MS: u64 = 4_000;
 
+/// How many times a failed resume (taking the transferee off hold) is tried.
+pub const RESUME_ATTEMPTS: u32 = 3;
+
 /// Something to send again until answered.
 #[derive(Clone, Debug)]
 struct Retransmit {
@@ -162,6 +165,13 @@ pub struct SipCall {
     queued_refer: Option<(String, String)>,
     /// The phone's last re-INVITE and our 2xx to it, for its retransmissions.
     their_reinvite: Option<(u32, Vec<u8>)>,
+    /// The ACK to the last error answer to our re-INVITE, for that answer coming again.
+    reinvite_error_ack: Option<(u32, Vec<u8>)>,
+    /// A resume that failed is tried again from then (RFC 3261 §14.1's wait after a 491), a few times.
+    resume_at: Option<u64>,
+    resume_attempts: u32,
+    /// UAC: our CANCEL went out (one CANCEL per INVITE).
+    cancel_sent: bool,
     /// The transfer under way by bridging (we call the target ourselves, RFC 3725).
     pub bridging: Option<String>,
     /// Bridged: the SIP Call-ID of the other leg. The call is no Graph call any more; a BYE on one
@@ -262,6 +272,10 @@ impl SipCall {
             held: false,
             queued_refer: None,
             their_reinvite: None,
+            reinvite_error_ack: None,
+            resume_at: None,
+            resume_attempts: 0,
+            cancel_sent: false,
             bridging: None,
             partner: None,
             remote_media: None,
@@ -291,17 +305,50 @@ impl SipCall {
             return None;
         }
         self.cancelled = true;
-        if self.phase == Phase::Calling || self.cancel_tx.is_some() {
+        if self.phase == Phase::Calling || self.cancel_sent {
             return None;
         }
         let bytes = self.in_invite_transaction("CANCEL", &self.remote_party.clone())?;
+        self.cancel_sent = true;
         self.cancel_tx = Some(Retransmit::new(bytes.clone(), now));
         Some(bytes)
     }
 
-    /// The answer to our CANCEL arrived.
-    pub fn cancel_answered(&mut self) {
-        self.cancel_tx = None;
+    /// The answer to our CANCEL arrived: the INVITE's final answer (487) should follow; if it never
+    /// does, the call is given up 64·T1 from now (§9.1).
+    pub fn cancel_answered(&mut self, now: u64) {
+        if self.cancel_tx.take().is_some() {
+            self.linger = Some(now + 64 * T1_MS);
+        }
+    }
+
+    /// ACK and BYE for a 2xx that made a dialog we do not want (another fork, or too late): built
+    /// from the response alone, in that dialog.
+    fn stray_dialog(&self, msg: &Message, contact: &str, local: SocketAddr) -> Vec<Vec<u8>> {
+        let target = msg
+            .headers
+            .get("Contact")
+            .and_then(|c| crate::header::name_addr::NameAddr::parse(c).ok())
+            .map_or_else(|| self.remote_target.clone(), |a| a.uri);
+        let routes: Vec<String> = msg.headers.all("Record-Route").into_iter().rev().map(str::to_owned).collect();
+        let build = |method: &str, cseq: u32| {
+            let mut h = Headers::default();
+            h.push(
+                "Via",
+                format!("SIP/2.0/UDP {local};branch=z9hG4bK{}-stray{cseq}-{};rport", self.local_tag, method.to_ascii_lowercase()),
+            );
+            h.push("Max-Forwards", "70");
+            for r in &routes {
+                h.push("Route", r.clone());
+            }
+            h.push("From", self.local_party.clone());
+            h.push("To", header(&msg.headers, "To"));
+            h.push("Call-ID", self.call_id.clone());
+            h.push("CSeq", format!("{cseq} {method}"));
+            h.push("Contact", format!("<{contact}>"));
+            Message { start: StartLine::Request { method: method.into(), uri: target.clone() }, headers: h, body: Vec::new() }.to_bytes()
+        };
+        vec![build("ACK", self.invite_cseq), build("BYE", self.invite_cseq + 1)]
     }
 
     /// UAC: a response to our INVITE. Returns what to send (ACKs, a CANCEL, a BYE) and what it means.
@@ -309,7 +356,8 @@ impl SipCall {
         let mut out = Vec::new();
         let mut events = Vec::new();
         let StartLine::Response { code, .. } = msg.start else { return (out, events) };
-        if self.role != Role::Uac {
+        let cseq = CSeq::parse(msg.headers.get("CSeq").unwrap_or_default()).map_or(0, |c| c.seq);
+        if self.role != Role::Uac || cseq != self.invite_cseq {
             return (out, events);
         }
         self.invite_tx = None; // any response stops Timer A (§17.1.1.2)
@@ -331,11 +379,14 @@ impl SipCall {
                 self.rang |= code != 100;
             }
             200..=299 => {
-                if let Some(ack) = &self.ack {
-                    out.push(ack.clone()); // the 2xx again: the same ACK again
+                let same_dialog = tag_of(&to) == tag_of(&self.remote_party);
+                if let Some(ack) = self.ack.clone().filter(|_| same_dialog) {
+                    out.push(ack); // the 2xx again: the same ACK again
                     return (out, events);
                 }
                 if !matches!(self.phase, Phase::Calling | Phase::Ringing) {
+                    // Another fork's 2xx, or one after we gave up: ACK it and hang it up (§13.2.2.4).
+                    out.extend(self.stray_dialog(msg, contact, local));
                     return (out, events);
                 }
                 // The dialog (§12.1.2): their tag, their Contact, the Record-Route set reversed.
@@ -422,6 +473,10 @@ impl SipCall {
             held: false,
             queued_refer: None,
             their_reinvite: None,
+            reinvite_error_ack: None,
+            resume_at: None,
+            resume_attempts: 0,
+            cancel_sent: false,
             bridging: None,
             partner: None,
             remote_media,
@@ -625,7 +680,8 @@ impl SipCall {
 
     /// Whether `cseq` is one of our re-INVITEs (rather than the INVITE that made the call).
     pub fn is_reinvite(&self, cseq: u32) -> bool {
-        self.reinvite.as_ref().is_some_and(|r| r.cseq == cseq) || self.reinvite_ack.as_ref().is_some_and(|(c, _)| *c == cseq)
+        self.reinvite.as_ref().is_some_and(|r| r.cseq == cseq)
+            || [&self.reinvite_ack, &self.reinvite_error_ack].into_iter().flatten().any(|(c, _)| *c == cseq)
     }
 
     /// A response to our re-INVITE: ACK a final one; once the hold is answered, the queued REFER goes.
@@ -638,6 +694,12 @@ impl SipCall {
         {
             return vec![ack.clone()]; // the 2xx again
         }
+        if let Some((acked, ack)) = &self.reinvite_error_ack
+            && *acked == cseq
+            && code >= 300
+        {
+            return vec![ack.clone()]; // the error again: our ACK was lost
+        }
         let Some(reinvite) = self.reinvite.as_mut().filter(|r| r.cseq == cseq) else { return Vec::new() };
         if code < 200 {
             reinvite.tx = None; // Timer A stops; Timer B still runs
@@ -645,6 +707,9 @@ impl SipCall {
         }
         let Some(reinvite) = self.reinvite.take() else { return Vec::new() };
         let mut out = Vec::new();
+        if !reinvite.hold && code >= 300 {
+            self.retry_resume(now);
+        }
         if code < 300 {
             let saved = self.local_cseq;
             self.local_cseq = reinvite.cseq - 1;
@@ -653,6 +718,10 @@ impl SipCall {
             self.reinvite_ack = Some((reinvite.cseq, ack.clone()));
             out.push(ack);
             self.held = reinvite.hold;
+            if !reinvite.hold {
+                self.resume_at = None;
+                self.resume_attempts = 0;
+            }
         } else {
             // The ACK to an error shares the re-INVITE's transaction (§17.1.1.3); the hold did not
             // happen, and the transfer goes on without it.
@@ -666,7 +735,9 @@ impl SipCall {
             h.push("Call-ID", self.call_id.clone());
             h.push("CSeq", format!("{} ACK", reinvite.cseq));
             let uri = self.remote_target.clone();
-            out.push(Message { start: StartLine::Request { method: "ACK".into(), uri }, headers: h, body: Vec::new() }.to_bytes());
+            let ack = Message { start: StartLine::Request { method: "ACK".into(), uri }, headers: h, body: Vec::new() }.to_bytes();
+            self.reinvite_error_ack = Some((reinvite.cseq, ack.clone()));
+            out.push(ack);
         }
         if let Some((refer_to, referred_by)) = self.queued_refer.take()
             && self.transferring()
@@ -682,8 +753,19 @@ impl SipCall {
         if !self.held || self.transferring() || self.reinvite.is_some() || self.phase != Phase::Confirmed {
             return None;
         }
-        self.held = false;
+        if self.resume_at.is_some_and(|at| now < at) || self.resume_attempts >= RESUME_ATTEMPTS {
+            return None;
+        }
+        // `held` stays until the phone's 2xx says it is resumed; a failure tries again.
+        self.resume_attempts += 1;
         self.reinvite(false, contact, local, now)
+    }
+
+    /// The resume failed (an error, 491 glare, or no answer): again in a few seconds (§14.1 waits
+    /// 2.1 to 4 s after a 491), until `RESUME_ATTEMPTS` have failed; then the phone stays held and the
+    /// failure is logged by the caller.
+    fn retry_resume(&mut self, now: u64) {
+        self.resume_at = Some(now + 2_100 + (self.session.0 % 1_900));
     }
 
     /// The phone's own re-INVITE (a hold, a resume, a new address): answered with our media, the
@@ -695,6 +777,9 @@ impl SipCall {
         {
             return Ok(bytes.clone());
         }
+        if self.phase != Phase::Confirmed {
+            return Err((481, "Call/Transaction Does Not Exist (the dialog is not established)".into()));
+        }
         if self.reinvite.is_some() {
             return Err((491, "Request Pending".into()));
         }
@@ -704,6 +789,9 @@ impl SipCall {
         } else {
             sdp::parse(&req.body).map_err(|e| (488, format!("Not Acceptable Here ({e})")))?
         };
+        if let Some(media) = sdp::media_address(&offer) {
+            self.remote_media = Some(media);
+        }
         self.session.1 += 1;
         let body = if offer.media.is_empty() {
             sdp::offer(&media.ip().to_string(), media.port(), self.session, sdp::Direction::SendRecv)
@@ -750,6 +838,15 @@ impl SipCall {
     /// A NOTIFY of the REFER's implicit subscription, with its sipfrag status (RFC 3515 §2.4.5): the
     /// events it means, in order.
     pub fn refer_notified(&mut self, sipfrag_status: u16) -> Vec<CallEvent> {
+        if let Some(refer) = self.refer.as_ref().filter(|r| r.abandoned)
+            && (200..300).contains(&sipfrag_status)
+        {
+            // The transfer was given up (its deadline), but the phone reached the target after all:
+            // it is with the target now, so the call is over for the bot (a BYE follows).
+            let _ = refer;
+            self.refer = None;
+            return vec![CallEvent::HungUp];
+        }
         let Some(refer) = self.refer.as_mut().filter(|r| !r.abandoned) else { return Vec::new() };
         // A NOTIFY before the 202 also means the REFER was taken (RFC 3515 §2.4.4).
         self.refer_tx = None;
@@ -781,15 +878,15 @@ impl SipCall {
     }
 
     /// What is due again at `now`, and what giving up means.
-    pub fn poll(&mut self, now: u64) -> (Vec<Vec<u8>>, Option<CallEvent>) {
+    pub fn poll(&mut self, now: u64) -> (Vec<Vec<u8>>, Vec<CallEvent>) {
         let mut out = Vec::new();
-        let mut event = None;
+        let mut events = Vec::new();
         if let Some(p) = &mut self.pending {
             if now >= p.give_up_at {
                 self.pending = None;
                 match self.phase {
                     // §13.3.1.4: no ACK to our 2xx within 64·T1: the dialog is confirmed, then ended by BYE.
-                    Phase::Answered => event = Some(CallEvent::Lost),
+                    Phase::Answered => events.push(CallEvent::Lost),
                     // The ACK to our 2xx to their re-INVITE never came: the call goes on as it was.
                     Phase::Confirmed => {}
                     _ => self.phase = Phase::Ended,
@@ -800,14 +897,23 @@ impl SipCall {
         }
         if self.linger.is_some_and(|at| now >= at) {
             self.linger = None;
+            if self.cancelled && matches!(self.phase, Phase::Calling | Phase::Ringing) {
+                // The CANCEL was answered but the INVITE never was (§9.1: give up after 64·T1).
+                self.phase = Phase::Ended;
+            }
         }
         if let Some(r) = &mut self.reinvite {
             if now >= r.give_up_at {
-                // Timer B on our re-INVITE: the phone is not answering; a transfer waiting on it fails.
+                // Timer B on our re-INVITE: the phone is not answering; a transfer waiting on it fails,
+                // and a resume is tried again later.
+                let resume = !r.hold;
                 self.reinvite = None;
                 self.queued_refer = None;
+                if resume {
+                    self.retry_resume(now);
+                }
                 if let Some(refer) = self.refer.take().filter(|r| !r.abandoned) {
-                    event = Some(CallEvent::Transfer { transfer_id: refer.transfer_id, progress: Progress::Failed(408) });
+                    events.push(CallEvent::Transfer { transfer_id: refer.transfer_id, progress: Progress::Failed(408) });
                 }
             } else if let Some(bytes) = r.tx.as_mut().and_then(|tx| tx.due(now)) {
                 out.push(bytes);
@@ -819,7 +925,7 @@ impl SipCall {
                 self.invite_tx = None;
                 self.phase = Phase::Ended;
                 if !self.cancelled {
-                    event = Some(CallEvent::Refused(408));
+                    events.push(CallEvent::Refused(408));
                 }
             } else if let Some(bytes) = r.due(now) {
                 out.push(bytes);
@@ -839,7 +945,7 @@ impl SipCall {
                 // Timer F: the phone never answered the REFER.
                 self.refer_tx = None;
                 if let Some(refer) = self.refer.take().filter(|r| !r.abandoned) {
-                    event = Some(CallEvent::Transfer { transfer_id: refer.transfer_id, progress: Progress::Refused(408) });
+                    events.push(CallEvent::Transfer { transfer_id: refer.transfer_id, progress: Progress::Refused(408) });
                 }
             } else if let Some(bytes) = r.due(now) {
                 out.push(bytes);
@@ -852,7 +958,7 @@ impl SipCall {
                 out.push(bytes);
             }
         }
-        (out, event)
+        (out, events)
     }
 
     /// The earliest time something may be due.
@@ -862,6 +968,7 @@ impl SipCall {
             .flatten()
             .map(|r| r.next_at.min(r.give_up_at))
             .chain(self.linger)
+            .chain(self.resume_at.filter(|_| self.held))
             .chain(self.reinvite.as_ref().map(|r| r.tx.as_ref().map_or(r.give_up_at, |tx| tx.next_at.min(r.give_up_at))))
             .min()
     }
@@ -896,4 +1003,9 @@ fn response_to(headers: &Headers, code: u16, reason: &str, contact: Option<&str>
         None => Vec::new(),
     };
     Message { start: StartLine::Response { code, reason: reason.to_owned() }, headers: h, body }.to_bytes()
+}
+
+/// The tag of a From or To header value, if any.
+fn tag_of(value: &str) -> Option<&str> {
+    value.split(";tag=").nth(1).map(|t| t.split(';').next().unwrap_or(t))
 }

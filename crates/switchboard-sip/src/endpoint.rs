@@ -205,6 +205,11 @@ impl Endpoint {
         std::mem::take(&mut self.events)
     }
 
+    /// Whether a call of ours is with the phone at `peer` (its TCP connection must stay open).
+    pub fn serves(&self, peer: SocketAddr) -> bool {
+        self.calls.values().any(|c| c.peer == peer && c.phase != Phase::Ended)
+    }
+
     /// Whether the Graph call `graph_id` is a SIP call of this endpoint.
     pub fn holds(&self, graph_id: &str) -> bool {
         self.by_graph.get(graph_id).and_then(|sip_id| self.calls.get(sip_id)).is_some_and(|c| c.partner.is_none())
@@ -402,18 +407,16 @@ impl Endpoint {
         let local = self.local();
         let mut done = Vec::new();
         for (sip_id, call) in &mut self.calls {
-            let (again, event) = call.poll(now_ms);
+            let (again, events) = call.poll(now_ms);
             for bytes in again {
                 self.outbox.push(Reply { to: call.peer, bytes });
             }
-            match event {
-                Some(CallEvent::Lost) => {
+            for event in events {
+                if event == CallEvent::Lost {
                     let bytes = call.bye(&contact, local, now_ms);
                     self.outbox.push(Reply { to: call.peer, bytes });
-                    self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Lost });
                 }
-                Some(event) => self.events.push(Event::Call { graph_id: call.graph_id.clone(), event }),
-                None => {}
+                self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
             }
             if call.finished() {
                 done.push(sip_id.clone());
@@ -421,8 +424,21 @@ impl Endpoint {
         }
         for sip_id in done {
             if let Some(call) = self.calls.remove(&sip_id) {
-                self.by_graph.remove(&call.graph_id);
-                self.bridge_plans.remove(&call.graph_id);
+                let gone = call.graph_id;
+                self.by_graph.remove(&gone);
+                self.bridge_plans.remove(&gone);
+                // A consultation call's entry goes with it (not with its transferee's call, which ends
+                // first when the transfer succeeds, before the target's BYE on the consultation).
+                self.replacing.remove(&gone);
+                self.foreign_legs.remove(&gone);
+                // A bridge whose leg is gone is over; one whose transferee is gone stops ringing.
+                self.bridges.remove(&gone);
+                let orphans: Vec<String> =
+                    self.bridges.iter().filter(|(_, b)| b.transferee == gone && b.foreign.is_none()).map(|(l, _)| l.clone()).collect();
+                for leg in orphans {
+                    self.bridges.remove(&leg);
+                    self.hang_up(&leg, now_ms);
+                }
             }
         }
         self.route(now_ms);
@@ -462,9 +478,14 @@ impl Endpoint {
                     }
                     CallEvent::Connected => {
                         self.bridges.remove(&graph_id);
-                        self.join(&graph_id, &bridge.transferee, &contact, local, now_ms);
-                        out.push(transfer(Progress::Accepted));
-                        out.push(transfer(Progress::Completed));
+                        if self.join(&graph_id, &bridge.transferee, &contact, local, now_ms) {
+                            out.push(transfer(Progress::Accepted));
+                            out.push(transfer(Progress::Completed));
+                        } else {
+                            // The transferee is gone or not in a state to be joined: hang the target up.
+                            self.hang_up(&graph_id, now_ms);
+                            out.push(transfer(Progress::Failed(487)));
+                        }
                     }
                     CallEvent::Refused(code) => {
                         self.bridges.remove(&graph_id);
@@ -484,6 +505,13 @@ impl Endpoint {
                     out.push(Event::LegHungUp { leg: graph_id });
                 }
                 continue;
+            }
+            if matches!(event, CallEvent::HungUp | CallEvent::Lost)
+                && let Some(leg) = self.bridges.iter().find(|(_, b)| b.transferee == graph_id).map(|(l, _)| l.clone())
+            {
+                // The transferee left while its target was being called: the target stops ringing.
+                self.bridges.remove(&leg);
+                self.hang_up(&leg, now_ms);
             }
             if matches!(event, CallEvent::HungUp)
                 && let Some((by, _)) = self.replacing.remove(&graph_id)
@@ -599,8 +627,13 @@ impl Endpoint {
 
     /// The target answered a bridge leg: the two calls are joined, and the transferee's media is sent
     /// to the target's by re-INVITE.
-    fn join(&mut self, leg: &str, transferee: &str, contact: &str, local: SocketAddr, now_ms: u64) {
-        let (Some(leg_id), Some(transferee_id)) = (self.by_graph.get(leg).cloned(), self.by_graph.get(transferee).cloned()) else { return };
+    fn join(&mut self, leg: &str, transferee: &str, contact: &str, local: SocketAddr, now_ms: u64) -> bool {
+        let (Some(leg_id), Some(transferee_id)) = (self.by_graph.get(leg).cloned(), self.by_graph.get(transferee).cloned()) else {
+            return false;
+        };
+        if self.calls.get(&transferee_id).is_none_or(|c| c.phase != Phase::Confirmed) {
+            return false;
+        }
         let target_media = self.calls.get(&leg_id).and_then(|c| c.remote_media);
         if let Some(leg) = self.calls.get_mut(&leg_id) {
             leg.partner = Some(transferee_id.clone());
@@ -612,6 +645,7 @@ impl Endpoint {
                 self.outbox.push(Reply { to: call.peer, bytes });
             }
         }
+        true
     }
 
     /// When [`Endpoint::poll`] has something to do next.
@@ -678,7 +712,7 @@ impl Endpoint {
                             self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
                         }
                     }
-                    "CANCEL" => call.cancel_answered(),
+                    "CANCEL" => call.cancel_answered(now_ms),
                     "BYE" if code >= 200 => call.bye_answered(),
                     "REFER" => {
                         if let Some(event) = call.refer_answered(cseq.seq, code) {
@@ -735,7 +769,7 @@ impl Endpoint {
                     None => (None, Outcome::Absorbed),
                 };
             }
-            if let Some(started) = self.invite(&msg, &via, &cseq, reply_to, now_ms) {
+            if let Some(started) = self.invite(&msg, &via, &cseq, reply_to, from, transport, now_ms) {
                 return started;
             }
         }
@@ -870,14 +904,26 @@ impl Endpoint {
 
     /// A new INVITE from a phone: authenticated, then handed to the owner as [`Event::Invite`] with
     /// `100 Trying`. `None`: it is answered like any other request (a challenge, 403, 404…).
-    fn invite(&mut self, msg: &Message, via: &Via, cseq: &CSeq, peer: SocketAddr, now_ms: u64) -> Option<(Option<Reply>, Outcome)> {
+    #[allow(clippy::too_many_arguments)]
+    fn invite(
+        &mut self,
+        msg: &Message,
+        via: &Via,
+        cseq: &CSeq,
+        peer: SocketAddr,
+        from: SocketAddr,
+        transport: Transport,
+        now_ms: u64,
+    ) -> Option<(Option<Reply>, Outcome)> {
         let to_user = crate::uri::SipUri::parse(match &msg.start {
             StartLine::Request { uri, .. } => uri,
             StartLine::Response { .. } => return None,
         })
         .ok()?
         .user?;
-        let trunk = self.trunks.contains(&peer);
+        // A trunk is known by where its packets really come from (not by what its Via says): its
+        // address over UDP, its IP over TCP (a connection's port is the client's choice).
+        let trunk = self.trunks.iter().any(|t| t.ip() == from.ip() && (transport == Transport::Tcp || t.port() == from.port()));
         let from_user = if trunk {
             // A trunk is trusted by its address; the caller is the number it names.
             NameAddr::parse(msg.headers.get("From").unwrap_or_default()).ok()?.sip_uri().ok()?.user?
@@ -922,7 +968,8 @@ impl Endpoint {
                     });
                 };
                 let events = call.refer_notified(status);
-                let completed = events.iter().any(|e| matches!(e, CallEvent::Transfer { progress: Progress::Completed, .. }));
+                let completed =
+                    events.iter().any(|e| matches!(e, CallEvent::Transfer { progress: Progress::Completed, .. } | CallEvent::HungUp));
                 for event in events {
                     self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
                 }
@@ -938,7 +985,7 @@ impl Endpoint {
                 self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::HungUp });
                 Some(ok())
             }
-            "CANCEL" if call.phase == Phase::Ringing => {
+            "CANCEL" if call.role == Role::Uas && call.phase == Phase::Ringing => {
                 // §9.2: 200 to the CANCEL, 487 to the INVITE.
                 let bytes = call.refuse(487, "Request Terminated", now_ms);
                 self.outbox.push(Reply { to: call.peer, bytes });

@@ -16,8 +16,12 @@ use tokio::sync::mpsc;
 use crate::endpoint::{Endpoint, Event, Outcome, Reply, Transport};
 use crate::message::{Frame, MAX_MESSAGE, frame};
 
-/// A TCP connection that sends nothing for this long is closed.
+/// A TCP connection that sends nothing for this long is closed, unless a call is with its phone.
 const TCP_IDLE: Duration = Duration::from_secs(120);
+/// Messages queued for a connection's writer; a peer that does not read is cut off past this.
+const TCP_QUEUE: usize = 256;
+/// A write that takes longer than this ends the connection.
+const TCP_WRITE: Duration = Duration::from_secs(10);
 
 /// Who learns what the endpoint has to say ([`Event`]s), under the endpoint's lock, so that it can
 /// answer at once (ring, refuse) in order with everything else.
@@ -34,12 +38,21 @@ pub struct Shared {
     owner: Arc<OnceLock<Arc<dyn Owner>>>,
     udp: Arc<OnceLock<Arc<UdpSocket>>>,
     /// Open TCP connections by the peer's address: what is addressed there goes on the connection.
-    tcp: Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>>,
+    tcp: Arc<Mutex<HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)>>>,
+    connections: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
     pub fn new(endpoint: Endpoint, clock: Clock, metrics: Arc<Metrics>) -> Shared {
-        Shared { endpoint: Arc::new(Mutex::new(endpoint)), clock, metrics, owner: Arc::default(), udp: Arc::default(), tcp: Arc::default() }
+        Shared {
+            endpoint: Arc::new(Mutex::new(endpoint)),
+            clock,
+            metrics,
+            owner: Arc::default(),
+            udp: Arc::default(),
+            tcp: Arc::default(),
+            connections: Arc::default(),
+        }
     }
 
     /// Who hears the endpoint's events (set once, before traffic).
@@ -79,10 +92,17 @@ impl Shared {
     fn send_queued(&self, queued: Vec<Reply>) {
         let Some(udp) = self.udp.get() else { return };
         for r in queued {
-            let connection = self.tcp.lock().unwrap_or_else(|e| e.into_inner()).get(&r.to).cloned();
-            if let Some(connection) = connection
-                && connection.send(r.bytes.clone()).is_ok()
-            {
+            let connection = self.tcp.lock().unwrap_or_else(|e| e.into_inner()).get(&r.to).map(|(_, tx)| tx.clone());
+            if let Some(connection) = connection {
+                match connection.try_send(r.bytes) {
+                    Ok(()) => {}
+                    // A peer that does not read its answers is cut off (its writer ends with the sender).
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::debug!(to = %r.to, "a SIP TCP peer does not read; closing its connection");
+                        self.tcp.lock().unwrap_or_else(|e| e.into_inner()).remove(&r.to);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
                 continue;
             }
             if let Err(e) = udp.try_send_to(&r.bytes, r.to) {
@@ -174,20 +194,30 @@ async fn serve_tcp(listener: TcpListener, shared: Shared) {
 
 async fn connection(stream: TcpStream, from: SocketAddr, shared: Shared) {
     let (mut reader, mut writer) = stream.into_split();
-    // Everything for this peer (answers, and our requests in its calls) goes through one writer, in order.
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    shared.tcp.lock().unwrap_or_else(|e| e.into_inner()).insert(from, tx);
-    let writing = tokio::spawn(async move {
+    // Everything for this peer (answers, and our requests in its calls) goes through one writer, in
+    // order, with a bounded queue and a bounded wait per write.
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
+    let id = shared.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.tcp.lock().unwrap_or_else(|e| e.into_inner()).insert(from, (id, tx));
+    let mut writing = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
+            if !matches!(tokio::time::timeout(TCP_WRITE, writer.write_all(&bytes)).await, Ok(Ok(()))) {
                 return;
             }
         }
     });
     read_messages(&mut reader, from, &shared).await;
-    shared.tcp.lock().unwrap_or_else(|e| e.into_inner()).remove(&from);
-    // Let what is queued go out before the connection closes.
-    let _ = tokio::time::timeout(Duration::from_secs(1), writing).await;
+    {
+        // Only this connection's entry: the same peer may have connected again meanwhile.
+        let mut map = shared.tcp.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&from).is_some_and(|(mine, _)| *mine == id) {
+            map.remove(&from);
+        }
+    }
+    // Let what is queued go out, then close.
+    if tokio::time::timeout(Duration::from_secs(1), &mut writing).await.is_err() {
+        writing.abort();
+    }
 }
 
 async fn read_messages(reader: &mut tokio::net::tcp::OwnedReadHalf, from: SocketAddr, shared: &Shared) {
@@ -210,7 +240,10 @@ async fn read_messages(reader: &mut tokio::net::tcp::OwnedReadHalf, from: Socket
             Frame::Incomplete => {}
         }
         let n = match tokio::time::timeout(TCP_IDLE, reader.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            // Quiet, but a call is with this phone: its BYE or our requests will need the connection.
+            Err(_) if shared.lock().serves(from) => continue,
+            Err(_) => return,
             Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);

@@ -460,14 +460,22 @@ fn a_blind_transfer_by_refer_ends_as_the_notify_says() {
     ep.poll(10 + 32_000);
     assert_eq!(ep.drain_events(), [transfer(&id, Progress::Refused(408))]);
 
-    // The engine gave up (its deadline): a later NOTIFY changes nothing.
+    // The engine gave up (its deadline): a later failure changes nothing; a later success means the
+    // phone is with the target after all, so the bot's call ends (BYE) rather than staying with nobody.
     let (mut ep, id) = confirmed_call();
     ep.refer(&id, "op-1", "sip:alex@x", "sip:bot@sb.test", 10);
     assert!(ep.abandon_transfer(&id, "op-1", 20));
     assert!(!ep.abandon_transfer(&id, "op-1", 20), "once");
-    let (reply, _) = ep.receive(notify(2, "200 OK").as_bytes(), from, Transport::Udp, 30);
+    let (reply, _) = ep.receive(notify(2, "486 Busy Here").as_bytes(), from, Transport::Udp, 30);
     assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 200 OK"], "the NOTIFY is still answered");
     assert!(ep.drain_events().is_empty());
+    let (mut ep, id) = confirmed_call();
+    ep.refer(&id, "op-1", "sip:alex@x", "sip:bot@sb.test", 10);
+    ep.drain_outbox();
+    assert!(ep.abandon_transfer(&id, "op-1", 20));
+    ep.receive(notify(2, "200 OK").as_bytes(), from, Transport::Udp, 30);
+    assert_eq!(ep.drain_events(), [Event::Call { graph_id: id.clone(), event: CallEvent::HungUp }]);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["BYE sip:heidi@127.0.0.1:5071 SIP/2.0"]);
 }
 
 #[test]
@@ -922,4 +930,99 @@ fn a_consultative_transfer_refers_with_replaces_and_the_targets_bye_replaces_the
     ep.drain_outbox();
     ep.receive(notify(2, "481 Call Does Not Exist").as_bytes(), heidi, Transport::Udp, 30);
     assert_eq!(ep.drain_events(), [transfer(&a, Progress::Failed(481))]);
+}
+
+/// What a review found, each now held down: the corners of CANCEL, forks, resumes and trunks.
+#[test]
+fn cancels_forks_failed_resumes_and_trunk_impostors() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::CallEvent;
+    let alex: SocketAddr = "127.0.0.1:5072".parse().unwrap();
+    let heidi: SocketAddr = PHONE.parse().unwrap();
+
+    // The CANCEL is answered but the 487 never comes: forgotten 64·T1 later; one CANCEL only.
+    let (mut ep, sent_invite, id) = outgoing_call();
+    ep.receive(phone_response(&sent_invite, 180, "").as_bytes(), alex, Transport::Udp, 10);
+    ep.hang_up(&id, 20);
+    let cancel = Message::parse(&ep.drain_outbox()[0].bytes, true).unwrap();
+    ep.hang_up(&id, 25);
+    assert!(ep.drain_outbox().is_empty(), "one CANCEL");
+    ep.receive(phone_response(&cancel, 200, "").as_bytes(), alex, Transport::Udp, 30);
+    ep.poll(30 + 31_999);
+    assert!(ep.holds(&id));
+    ep.poll(30 + 32_000);
+    assert!(!ep.holds(&id), "given up");
+
+    // A second fork answers after the first: ACK it and hang it up; the call stays with the first.
+    let (mut ep, sent_invite, id) = outgoing_call();
+    ep.receive(phone_response(&sent_invite, 200, "").as_bytes(), alex, Transport::Udp, 10);
+    ep.drain_outbox();
+    let fork = phone_response(&sent_invite, 200, "").replace("tag=alex1", "tag=fork2");
+    ep.receive(fork.as_bytes(), alex, Transport::Udp, 20);
+    let sent = ep.drain_outbox();
+    assert_eq!(status_lines(&sent), ["ACK sip:alex@127.0.0.1:5072 SIP/2.0", "BYE sip:alex@127.0.0.1:5072 SIP/2.0"]);
+    assert!(sent.iter().all(|r| String::from_utf8_lossy(&r.bytes).contains("tag=fork2")));
+    assert!(ep.drain_events().iter().all(|e| !matches!(e, Event::Call { event: CallEvent::HungUp, .. })) && ep.holds(&id));
+
+    // A resume refused with 491 (glare) is tried again a few seconds later, and its error, sent
+    // again, is ACKed again.
+    let (mut ep, id) = confirmed_call_on(endpoint_with(true));
+    ep.refer(&id, "op-1", "sip:alex@x", "sip:bot@sb.test", 10);
+    let hold = Message::parse(&ep.drain_outbox()[0].bytes, true).unwrap();
+    ep.receive(phone_response(&hold, 200, "").as_bytes(), heidi, Transport::Udp, 20);
+    let refer = ep.drain_outbox().pop().unwrap();
+    ep.receive(answer_to(&refer.bytes, 405).as_bytes(), heidi, Transport::Udp, 30);
+    let resume = Message::parse(&ep.drain_outbox()[0].bytes, true).unwrap();
+    assert!(String::from_utf8_lossy(&resume.body).contains("a=sendrecv"));
+    let glare = phone_response(&resume, 491, "");
+    ep.receive(glare.as_bytes(), heidi, Transport::Udp, 40);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["ACK sip:heidi@127.0.0.1:5071 SIP/2.0"]);
+    ep.receive(glare.as_bytes(), heidi, Transport::Udp, 45);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["ACK sip:heidi@127.0.0.1:5071 SIP/2.0"], "the 491 again: the ACK again");
+    ep.poll(1_000);
+    assert!(ep.drain_outbox().is_empty(), "not at once");
+    ep.poll(40 + 4_000);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["INVITE sip:heidi@127.0.0.1:5071 SIP/2.0"], "tried again");
+
+    // The phone's re-INVITE on a call not yet answered is no dialog of ours: 481.
+    let mut ep = endpoint();
+    let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
+    ep.receive(invite("r", 1, "14255550100", &[&auth]).as_bytes(), heidi, Transport::Udp, 0);
+    ep.drain_events();
+    let early = invite("r2", 2, "14255550100", &[]).replace("To: <sip:14255550100@sb.test>\r\n", "To: <sip:14255550100@sb.test>;tag=x\r\n");
+    let (reply, _) = ep.receive(early.as_bytes(), heidi, Transport::Udp, 10);
+    assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 481 Call/Transaction Does Not Exist (the dialog is not established)"]);
+
+    // Someone else on the trunk's host writes the trunk's port in its Via: still challenged.
+    let mut ep = endpoint();
+    let impostor = invite("i", 1, "14255550100", &[])
+        .replace(&format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bKi;rport"), "Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKi");
+    let (reply, _) = ep.receive(impostor.as_bytes(), "127.0.0.1:40000".parse().unwrap(), Transport::Udp, 0);
+    assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 401 Unauthorized"]);
+}
+
+#[test]
+fn a_transferee_that_leaves_while_its_bridge_rings_stops_the_ringing() {
+    let heidi: SocketAddr = PHONE.parse().unwrap();
+    let alex: SocketAddr = "127.0.0.1:5072".parse().unwrap();
+    let to_alex = switchboard_sip::endpoint::Destination {
+        request_uri: "sip:alex@127.0.0.1:5072".into(),
+        to: "<sip:alex@sb.test>".into(),
+        peer: alex,
+        headers: vec![],
+    };
+    let (mut ep, id) = confirmed_call_on(endpoint_with(true));
+    ep.transfer(&id, "op-1", &to_alex, "sip:bot@sb.test", 10);
+    let hold = Message::parse(&ep.drain_outbox()[0].bytes, true).unwrap();
+    ep.receive(phone_response(&hold, 200, "").as_bytes(), heidi, Transport::Udp, 20);
+    let refer = ep.drain_outbox().pop().unwrap();
+    ep.receive(answer_to(&refer.bytes, 405).as_bytes(), heidi, Transport::Udp, 30);
+    let leg = Message::parse(&ep.drain_outbox()[0].bytes, true).unwrap();
+    ep.receive(phone_response(&leg, 180, "").as_bytes(), alex, Transport::Udp, 40);
+    let bye = format!(
+        "BYE sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKlv\r\nFrom: <sip:heidi@sb.test>;tag=ph1\r\n\
+         To: <sip:14255550100@sb.test>;tag=x\r\nCall-ID: call-1\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    ep.receive(bye.as_bytes(), heidi, Transport::Udp, 50);
+    assert_eq!(status_lines(&ep.drain_outbox()), ["CANCEL sip:alex@127.0.0.1:5072 SIP/2.0"]);
 }
