@@ -142,8 +142,10 @@ pub struct SipCall {
     invite_cseq: u32,
     local_cseq: u32,
     pub offer: Option<Offer>,
-    /// The final response, for the INVITE's retransmissions.
+    /// The final response, for the INVITE's retransmissions; until then the last provisional one
+    /// (§17.2.1: a retransmitted INVITE gets the 180 again, in case it was lost).
     final_response: Option<Vec<u8>>,
+    provisional: Option<Vec<u8>>,
     pending: Option<Retransmit>,
     /// UAC: our INVITE, until a response comes (Timer A, B).
     invite_tx: Option<Retransmit>,
@@ -260,6 +262,7 @@ impl SipCall {
             local_cseq: 1,
             offer: None,
             final_response: None,
+            provisional: None,
             pending: None,
             invite_tx: Some(Retransmit::new(bytes.clone(), now)),
             bye: None,
@@ -461,6 +464,7 @@ impl SipCall {
             local_cseq: 0,
             offer,
             final_response: None,
+            provisional: None,
             pending: None,
             invite_tx: None,
             bye: None,
@@ -492,8 +496,10 @@ impl SipCall {
         response_to(&self.invite, code, reason, contact, body, Some(&self.local_tag))
     }
 
-    pub fn ringing(&self, contact: &str) -> Vec<u8> {
-        self.response(180, "Ringing", Some(contact), None)
+    pub fn ringing(&mut self, contact: &str) -> Vec<u8> {
+        let bytes = self.response(180, "Ringing", Some(contact), None);
+        self.provisional = Some(bytes.clone());
+        bytes
     }
 
     /// Answers 200 with our SDP (media at `address:port`). `Err`: the offer has nothing we can take;
@@ -524,7 +530,7 @@ impl SipCall {
 
     /// The INVITE came again: the last response again (none while still ringing: the 180 was sent).
     pub fn invite_again(&self) -> Option<Vec<u8>> {
-        self.final_response.clone()
+        self.final_response.clone().or_else(|| self.provisional.clone())
     }
 
     /// The ACK: an answered call is confirmed; a refused one is over.

@@ -763,7 +763,7 @@ impl Endpoint {
         }
         if method == "INVITE" && to.tag().is_none() {
             if let Some(call) = self.calls.get(&call_id) {
-                // A retransmitted INVITE: the final answer again, or (still ringing) nothing new.
+                // A retransmitted INVITE: the last answer again (the 180 while ringing, then the final).
                 return match call.invite_again() {
                     Some(bytes) => (Some(Reply { to: call.peer, bytes }), Outcome::Retransmitted),
                     None => (None, Outcome::Absorbed),

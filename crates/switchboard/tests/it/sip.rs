@@ -607,3 +607,49 @@ async fn a_sim_call_is_transferred_to_a_registered_phone_and_the_two_networks_ha
     assert_eq!(code, 0, "Dana's phone got the BYE:\n{screen}");
     bot.expect_silence(Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn calls_complete_through_lost_invites_200s_acks_and_byes() {
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    // SIPp loses 15 % of the messages each way; each call is answered by the bot through Graph, and
+    // must still end as a normal call: established, then hung up by the phone.
+    for round in 0..5 {
+        let target = format!("127.0.0.1:{port}");
+        let phone = tokio::task::spawn_blocking(move || {
+            let args = [
+                "-s",
+                "14255550100",
+                "-key",
+                "caller",
+                "heidi",
+                "-au",
+                "heidi",
+                "-ap",
+                "switchboard-demo-sip",
+                "-m",
+                "1",
+                "-t",
+                "u1",
+                "-lost",
+                "15",
+                "-max_invite_retrans",
+                "12",
+                "-max_non_invite_retrans",
+                "12",
+            ];
+            sipp("phone_call_lossy.xml", &target, &args)
+        });
+        let (_, created) = bot.next().await;
+        let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+        let answer = Some(crate::lifecycle::answer_body(&bot.callback(&id)));
+        assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, answer).await.0, 202);
+        assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"), "round {round}");
+        assert_eq!(redact(bot.next().await.1, &id), established_note(), "round {round}");
+        assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 4521, "The other participant ended the call."), "round {round}");
+        let (code, screen) = phone.await.unwrap();
+        assert_eq!(code, 0, "round {round}: the phone's call through lost packets:\n{screen}");
+    }
+    bot.expect_silence(Duration::from_millis(300)).await;
+}
