@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
         hold_before_refer: true,
         bridge_when_refer_refused: true,
         blind_when_replaces_refused: true,
+        comfort_audio: switchboard_sip::rtp::ComfortAudio::Tone,
     });
     ep.set_local("127.0.0.1:5060".parse().unwrap());
     let phone = "127.0.0.1:5071".parse().unwrap();

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub sip_dropped: Counter,
     /// Contacts registered now.
     pub sip_registered: AtomicI64,
+    /// RTP packets sent (comfort audio) and received from phones.
+    pub rtp_sent: Counter,
+    pub rtp_received: Counter,
     /// The node these figures are from (`--node-id`).
     node: std::sync::OnceLock<String>,
 }
@@ -148,6 +151,12 @@ impl Metrics {
             self.sip_retransmitted.get(),
             self.sip_dropped.get(),
             self.sip_registered.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_rtp_sent_total RTP packets of comfort audio sent to phones.\n# TYPE switchboard_rtp_sent_total counter\nswitchboard_rtp_sent_total {}\n# HELP switchboard_rtp_received_total RTP packets received from phones.\n# TYPE switchboard_rtp_received_total counter\nswitchboard_rtp_received_total {}",
+            self.rtp_sent.get(),
+            self.rtp_received.get()
         );
         let _ = writeln!(
             out,

@@ -181,6 +181,10 @@ pub struct SipCall {
     pub partner: Option<String>,
     /// Where the phone's media is, from its SDP.
     pub remote_media: Option<SocketAddr>,
+    /// Our comfort audio to the phone, once the media is agreed; `quiet` while the phone has us on
+    /// hold (it offered `sendonly` or `inactive`).
+    pub rtp: Option<crate::rtp::Stream>,
+    quiet: bool,
 }
 
 /// A re-INVITE of ours in flight.
@@ -282,6 +286,8 @@ impl SipCall {
             bridging: None,
             partner: None,
             remote_media: None,
+            rtp: None,
+            quiet: false,
         };
         (call, bytes)
     }
@@ -398,7 +404,10 @@ impl SipCall {
                     self.remote_target = target.uri;
                 }
                 self.route_set = msg.headers.all("Record-Route").into_iter().rev().map(str::to_owned).collect();
-                self.remote_media = sdp::parse(&msg.body).ok().as_ref().and_then(sdp::media_address);
+                let answer = sdp::parse(&msg.body).ok();
+                self.remote_media = answer.as_ref().and_then(sdp::media_address);
+                let payload = answer.as_ref().and_then(sdp::first_payload).unwrap_or(0);
+                self.rtp = self.remote_media.map(|remote| crate::rtp::Stream::new(remote, payload, self.session.0 as u32));
                 let saved = self.local_cseq;
                 self.local_cseq = self.invite_cseq - 1;
                 let (_, ack) = self.request("ACK", contact, local, &[]);
@@ -484,6 +493,8 @@ impl SipCall {
             bridging: None,
             partner: None,
             remote_media,
+            rtp: None,
+            quiet: false,
         }
     }
 
@@ -507,8 +518,9 @@ impl SipCall {
     pub fn answer(&mut self, contact: &str, address: &str, port: u16, now: u64) -> Result<Vec<u8>, Vec<u8>> {
         let offer = self.offer.clone().unwrap_or(Offer { media: Vec::new() });
         match sdp::answer(&offer, address, port, self.session) {
-            Ok((body, _agreed)) => {
+            Ok((body, agreed)) => {
                 self.media = format!("{address}:{port}").parse().ok().or_else(|| format!("[{address}]:{port}").parse().ok());
+                self.rtp = self.remote_media.map(|remote| crate::rtp::Stream::new(remote, agreed.payload, self.session.0 as u32));
                 let bytes = self.response(200, "OK", Some(contact), Some(body));
                 self.phase = Phase::Answered;
                 self.final_response = Some(bytes.clone());
@@ -638,6 +650,20 @@ impl SipCall {
     /// The phone's contact (the dialog's remote target).
     pub fn remote_target(&self) -> &str {
         &self.remote_target
+    }
+
+    /// The next comfort-audio packet for the phone, and where it goes: only while the call is answered
+    /// and ours (not bridged: then the phones talk to each other), and the phone listens.
+    pub fn comfort(&mut self, audio: crate::rtp::ComfortAudio) -> Option<(SocketAddr, Vec<u8>)> {
+        if audio == crate::rtp::ComfortAudio::Off
+            || self.quiet
+            || self.partner.is_some()
+            || !matches!(self.phase, Phase::Answered | Phase::Confirmed)
+        {
+            return None;
+        }
+        let rtp = self.rtp.as_mut()?;
+        Some((rtp.remote, rtp.packet(audio)))
     }
 
     /// Who the phone is, for a call placed on its behalf: its From (or, for our own calls, our To),
@@ -797,7 +823,14 @@ impl SipCall {
         };
         if let Some(media) = sdp::media_address(&offer) {
             self.remote_media = Some(media);
+            if let Some(rtp) = &mut self.rtp {
+                rtp.remote = media;
+            }
         }
+        // The phone holds us (it will not listen): our comfort audio pauses until it resumes.
+        self.quiet =
+            offer.media.iter().any(|m| m.kind == "audio" && matches!(m.direction, sdp::Direction::SendOnly | sdp::Direction::Inactive))
+                || offer.media.iter().any(|m| m.kind == "audio" && m.port == 0);
         self.session.1 += 1;
         let body = if offer.media.is_empty() {
             sdp::offer(&media.ip().to_string(), media.port(), self.session, sdp::Direction::SendRecv)

@@ -63,6 +63,8 @@ pub struct Settings {
     /// When the transferee (or the target) refuses a REFER with Replaces (420, 481, 501), REFER it
     /// again to the target without Replaces: a basic transfer (RFC 5589 §6.5).
     pub blind_when_replaces_refused: bool,
+    /// What the bot plays to a phone while nothing else does.
+    pub comfort_audio: crate::rtp::ComfortAudio,
 }
 
 /// A transfer by bridging: the leg we placed to the target, for the transferee's call.
@@ -139,6 +141,7 @@ pub struct Endpoint {
     blind_when_replaces_refused: bool,
     /// Legs handed over to another network (the sim's transferee talks to them).
     foreign_legs: std::collections::HashSet<String>,
+    comfort_audio: crate::rtp::ComfortAudio,
 }
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, NOTIFY";
@@ -165,6 +168,7 @@ impl Endpoint {
             replacing: HashMap::new(),
             blind_when_replaces_refused: settings.blind_when_replaces_refused,
             foreign_legs: std::collections::HashSet::new(),
+            comfort_audio: settings.comfort_audio,
         }
     }
 
@@ -203,6 +207,12 @@ impl Endpoint {
 
     pub fn drain_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
+    }
+
+    /// The comfort-audio packets due now, one per call that plays it (every `rtp::PTIME_MS`).
+    pub fn media_due(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        let audio = self.comfort_audio;
+        self.calls.values_mut().filter_map(|c| c.comfort(audio)).collect()
     }
 
     /// Whether a call of ours is with the phone at `peer` (its TCP connection must stay open).

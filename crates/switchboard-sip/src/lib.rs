@@ -21,6 +21,7 @@ pub mod header;
 pub mod message;
 pub mod network;
 pub mod registrar;
+pub mod rtp;
 pub mod sdp;
 pub mod transaction;
 pub mod transport;

@@ -156,6 +156,16 @@ pub fn media_address(offer: &Offer) -> Option<std::net::SocketAddr> {
     (!ip.is_unspecified()).then(|| std::net::SocketAddr::new(ip, m.port))
 }
 
+/// The audio codec an answer chose: its first PCMU (0) or PCMA (8) format.
+pub fn first_payload(answer: &Offer) -> Option<u8> {
+    let m = answer.media.iter().find(|m| m.kind == "audio" && m.port != 0)?;
+    m.formats.iter().find_map(|pt| match m.encoding(pt).as_deref() {
+        Some("pcmu") => Some(0),
+        Some("pcma") => Some(8),
+        _ => None,
+    })
+}
+
 /// Our offer for a call we place: PCMU, PCMA and telephone-event, with our media at `address:port`.
 pub fn offer(address: &str, port: u16, session: (u64, u64), direction: Direction) -> String {
     let ip = if address.contains(':') { "IP6" } else { "IP4" };

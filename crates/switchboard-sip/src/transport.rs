@@ -162,6 +162,35 @@ async fn retransmit(shared: Shared) {
     }
 }
 
+/// Our media socket (the address our SDP names): comfort audio out every 20 ms of real time (the
+/// phone's ear does not run on the virtual clock), and what the phones send counted and dropped.
+pub fn serve_media(socket: UdpSocket, shared: Shared) {
+    let socket = Arc::new(socket);
+    let receiving = Arc::clone(&socket);
+    let metrics = Arc::clone(&shared.metrics);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, _)) = receiving.recv_from(&mut buf).await {
+            if crate::rtp::header(&buf[..n]).is_some() {
+                metrics.rtp_received.inc();
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(crate::rtp::PTIME_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let due = shared.lock().media_due();
+            for (to, packet) in due {
+                if socket.try_send_to(&packet, to).is_ok() {
+                    shared.metrics.rtp_sent.inc();
+                }
+            }
+        }
+    });
+}
+
 async fn serve_udp(socket: Arc<UdpSocket>, shared: Shared) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {

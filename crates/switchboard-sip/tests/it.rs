@@ -32,6 +32,7 @@ fn endpoint_with(hold_before_refer: bool) -> Endpoint {
         hold_before_refer,
         bridge_when_refer_refused: hold_before_refer,
         blind_when_replaces_refused: hold_before_refer,
+        comfort_audio: switchboard_sip::rtp::ComfortAudio::Silence,
     })
 }
 
@@ -1027,4 +1028,36 @@ fn a_transferee_that_leaves_while_its_bridge_rings_stops_the_ringing() {
     );
     ep.receive(bye.as_bytes(), heidi, Transport::Udp, 50);
     assert_eq!(status_lines(&ep.drain_outbox()), ["CANCEL sip:alex@127.0.0.1:5072 SIP/2.0"]);
+}
+
+#[test]
+fn comfort_audio_plays_while_the_phone_listens() {
+    use switchboard_sip::rtp::header;
+    let heidi: SocketAddr = PHONE.parse().unwrap();
+    let (mut ep, id) = confirmed_call();
+    // Heidi offered PCMA first (`m=audio 4000 RTP/AVP 8 0`): 20 ms of PCMA silence to her port 4000.
+    let due = ep.media_due();
+    assert_eq!(due.len(), 1);
+    let (to, packet) = &due[0];
+    assert_eq!(*to, "127.0.0.1:4000".parse().unwrap());
+    assert_eq!((header(packet).map(|h| h.0), packet.len()), (Some(8), 172));
+    let (_, next) = &ep.media_due()[0];
+    assert_eq!(header(next).unwrap().1, header(packet).unwrap().1.wrapping_add(1), "sequence numbers count up");
+
+    // Heidi holds the bot (sendonly): quiet until she resumes.
+    let reinvite = |cseq: u32, direction: &str| {
+        let plain = invite(&format!("h{cseq}"), cseq, "14255550100", &[])
+            .replace("To: <sip:14255550100@sb.test>\r\n", "To: <sip:14255550100@sb.test>;tag=x\r\n");
+        let (head, body) = plain.split_once("\r\n\r\n").unwrap();
+        let body = format!("{body}a={direction}\r\n");
+        format!("{}Content-Length: {}\r\n\r\n{body}", head.rsplit_once("Content-Length:").unwrap().0, body.len())
+    };
+    ep.receive(reinvite(5, "sendonly").as_bytes(), heidi, Transport::Udp, 100);
+    assert!(ep.media_due().is_empty(), "on hold: quiet");
+    ep.receive(reinvite(6, "sendrecv").as_bytes(), heidi, Transport::Udp, 200);
+    assert_eq!(ep.media_due().len(), 1, "resumed");
+
+    // Hung up: nothing more.
+    ep.hang_up(&id, 300);
+    assert!(ep.media_due().is_empty());
 }

@@ -61,6 +61,28 @@ pub struct SipSettings {
     /// When a REFER with Replaces is refused (420, 481, 501), REFER to the target without it: a
     /// basic transfer (default: false).
     pub blind_when_replaces_refused: bool,
+    /// What the bot plays to a phone while nothing else does (default: silence).
+    pub comfort_audio: ComfortAudio,
+}
+
+/// `[sip] comfort_audio`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComfortAudio {
+    #[default]
+    Silence,
+    Tone,
+    Off,
+}
+
+impl From<ComfortAudio> for switchboard_sip::rtp::ComfortAudio {
+    fn from(a: ComfortAudio) -> Self {
+        match a {
+            ComfortAudio::Silence => Self::Silence,
+            ComfortAudio::Tone => Self::Tone,
+            ComfortAudio::Off => Self::Off,
+        }
+    }
 }
 
 impl Default for SipSettings {
@@ -74,6 +96,7 @@ impl Default for SipSettings {
             hold_before_refer: true,
             bridge_when_refer_refused: false,
             blind_when_replaces_refused: false,
+            comfort_audio: ComfortAudio::Silence,
         }
     }
 }
@@ -140,6 +163,8 @@ struct FileSip {
     bridge_when_refer_refused: bool,
     #[serde(default)]
     blind_when_replaces_refused: bool,
+    #[serde(default)]
+    comfort_audio: ComfortAudio,
 }
 
 fn yes() -> bool {
@@ -348,6 +373,7 @@ impl Config {
                     hold_before_refer: s.hold_before_refer,
                     bridge_when_refer_refused: s.bridge_when_refer_refused,
                     blind_when_replaces_refused: s.blind_when_replaces_refused,
+                    comfort_audio: s.comfort_audio,
                 },
                 None => SipSettings { accounts, ..SipSettings::default() },
             },
@@ -691,6 +717,7 @@ data_dir = "./switchboard-data"     # where state (and a generated TLS certifica
 # hold_before_refer = true          # hold the transferee (re-INVITE sendonly) before REFER; resume on failure
 # bridge_when_refer_refused = false # true: a transferee that refuses REFER is bridged to the target (RFC 3725)
 # blind_when_replaces_refused = false # true: a refused REFER with Replaces (420/481/501) is sent again without it
+# comfort_audio = "silence"         # what phones hear from the bot: "silence", "tone" (440 Hz) or "off"
 #
 # [[sip.trunks]]                    # an outbound proxy for PSTN numbers (--sip-trunk for one);
 # address = "sip:198.51.100.7:5060" # INVITEs from this address to an instance's number are taken
@@ -934,6 +961,7 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
                 "'44' is not an E.164 prefix",
                 Some("sip.trunks[0].numbers[1]"),
             ),
+            ("bad comfort audio", cfg("", "[sip]\ncomfort_audio = \"music\"\n"), "unknown variant `music`", None),
             ("trunk unknown key", cfg("", "[[sip.trunks]]\naddress = \"sip:10.0.0.1\"\nport = 1\n"), "unknown field `port`", None),
             (
                 "user id = app id",

@@ -253,15 +253,13 @@ async fn start_sip(
         hold_before_refer: config.sip.hold_before_refer,
         bridge_when_refer_refused: config.sip.bridge_when_refer_refused,
         blind_when_replaces_refused: config.sip.blind_when_replaces_refused,
+        comfort_audio: config.sip.comfort_audio.into(),
     });
     let shared = switchboard_sip::transport::Shared::new(endpoint, clock.clone(), Arc::clone(metrics));
-    // Our media address in SDP answers: a socket that takes the phones' RTP (and drops it, for now).
+    // Our media address in SDPs: comfort audio goes out of it, and the phones' RTP is counted there.
     let media = tokio::net::UdpSocket::bind(SocketAddr::new(listen.ip(), 0)).await.context("cannot bind a socket for RTP")?;
     let media_addr = media.local_addr()?;
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 2048];
-        while media.recv_from(&mut buf).await.is_ok() {}
-    });
+    switchboard_sip::transport::serve_media(media, shared.clone());
     let routing = switchboard_sip::network::Routing {
         users: config.sip.accounts.iter().map(|(id, a)| (a.username.clone(), id.clone())).collect(),
         trunks,

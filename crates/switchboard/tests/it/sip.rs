@@ -653,3 +653,50 @@ async fn calls_complete_through_lost_invites_200s_acks_and_byes() {
     }
     bot.expect_silence(Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn an_answered_phone_hears_comfort_audio_and_its_rtp_is_taken() {
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    // SIPp echoes whatever RTP reaches its media port back to the sender: our comfort audio comes
+    // back to our media socket.
+    let target = format!("127.0.0.1:{port}");
+    let media = free_sip_port().to_string();
+    let phone = tokio::task::spawn_blocking(move || {
+        let args = [
+            "-s",
+            "14255550100",
+            "-key",
+            "caller",
+            "heidi",
+            "-au",
+            "heidi",
+            "-ap",
+            "switchboard-demo-sip",
+            "-m",
+            "1",
+            "-t",
+            "u1",
+            "-rtp_echo",
+            "-mp",
+            &media,
+        ];
+        sipp("phone_hangs_up.xml", &target, &args)
+    });
+    let (_, created) = bot.next().await;
+    let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let answer = Some(crate::lifecycle::answer_body(&bot.callback(&id)));
+    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, answer).await.0, 202);
+    bot.take(3).await; // establishing, established, and the phone's hang-up a second later
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "{screen}");
+    let page = server.metrics().await;
+    // About a second of 20 ms packets each way (SIPp's pause), with slack for a loaded machine.
+    assert!(metric(&page, "switchboard_rtp_sent_total") >= 20, "{page}");
+    assert!(metric(&page, "switchboard_rtp_received_total") >= 10, "the echo came back:\n{page}");
+    // And none after the call.
+    let sent = metric(&page, "switchboard_rtp_sent_total");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(metric(&server.metrics().await, "switchboard_rtp_sent_total"), sent, "quiet after the BYE");
+}

@@ -1,0 +1,135 @@
+//! Comfort audio: what a phone hears from the bot, as RTP (RFC 3550) packets of G.711 (RFC 3551):
+//! 20 ms of silence, or of a quiet 440 Hz tone, every 20 ms. Sans-IO: the transport paces and sends.
+
+use std::net::SocketAddr;
+
+/// One packet carries this much audio.
+pub const PTIME_MS: u64 = 20;
+/// 8 kHz × 20 ms.
+const SAMPLES: usize = 160;
+
+/// What the bot plays to a phone while nothing else does (`[sip] comfort_audio`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComfortAudio {
+    Silence,
+    Tone,
+    Off,
+}
+
+/// Our RTP stream to one phone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stream {
+    /// Where the phone wants its audio (its SDP `c=` and `m=` port).
+    pub remote: SocketAddr,
+    /// 0 PCMU or 8 PCMA, as agreed.
+    pub payload: u8,
+    ssrc: u32,
+    seq: u16,
+    timestamp: u32,
+}
+
+impl Stream {
+    pub fn new(remote: SocketAddr, payload: u8, ssrc: u32) -> Stream {
+        // Random-looking starting points, as RFC 3550 §5.1 asks, from the SSRC (no RNG needed).
+        Stream { remote, payload, ssrc, seq: (ssrc >> 16) as u16, timestamp: ssrc.rotate_left(7) }
+    }
+
+    /// The next packet: the 12-byte header, then 160 samples.
+    pub fn packet(&mut self, audio: ComfortAudio) -> Vec<u8> {
+        let mut p = Vec::with_capacity(12 + SAMPLES);
+        p.push(0x80); // version 2, no padding, no extension, no CSRC
+        p.push(self.payload & 0x7f);
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&self.timestamp.to_be_bytes());
+        p.extend_from_slice(&self.ssrc.to_be_bytes());
+        for i in 0..SAMPLES {
+            let sample = match audio {
+                ComfortAudio::Tone => {
+                    let t = f64::from(self.timestamp.wrapping_add(i as u32)) / 8000.0;
+                    // A quiet 440 Hz (about -16 dBFS).
+                    (f64::sin(2.0 * std::f64::consts::PI * 440.0 * t) * 5000.0) as i16
+                }
+                _ => 0,
+            };
+            p.push(if self.payload == 8 { alaw(sample) } else { ulaw(sample) });
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(SAMPLES as u32);
+        p
+    }
+}
+
+/// An RTP header's payload type, sequence number, timestamp and SSRC, if `bytes` is RTP version 2.
+pub fn header(bytes: &[u8]) -> Option<(u8, u16, u32, u32)> {
+    if bytes.len() < 12 || bytes[0] >> 6 != 2 {
+        return None;
+    }
+    let word = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    Some((bytes[1] & 0x7f, u16::from_be_bytes([bytes[2], bytes[3]]), word(4), word(8)))
+}
+
+/// G.711 μ-law (ITU-T G.711, the classic segment encoder).
+pub fn ulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    const CLIP: i32 = 32635;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 { 0x80 } else { 0 };
+    if s < 0 {
+        s = -s;
+    }
+    s = s.min(CLIP) + BIAS;
+    let exponent = (7 - (s.leading_zeros() as i32 - 17)).clamp(0, 7);
+    let mantissa = (s >> (exponent + 3)) & 0x0f;
+    !((sign | (exponent << 4) | mantissa) as u8)
+}
+
+/// G.711 A-law.
+pub fn alaw(sample: i16) -> u8 {
+    let mut s = i32::from(sample) >> 3; // 13-bit
+    let sign = if s >= 0 { 0x80 } else { 0 };
+    if s < 0 {
+        s = -s - 1;
+    }
+    let s = s.min(0x0fff);
+    let code = if s < 32 {
+        s >> 1
+    } else {
+        let exponent = 31 - (s as u32).leading_zeros() as i32 - 4; // 1..=7
+        (exponent << 4) | ((s >> exponent) & 0x0f)
+    };
+    ((sign | code) ^ 0x55) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn g711_silence_and_extremes() {
+        // The values every G.711 table agrees on.
+        assert_eq!(ulaw(0), 0xff);
+        assert_eq!(ulaw(-1), 0x7f);
+        assert_eq!(ulaw(32767), 0x80);
+        assert_eq!(ulaw(-32768), 0x00);
+        assert_eq!(alaw(0), 0xd5);
+        assert_eq!(alaw(-1), 0x55);
+        assert_eq!(alaw(32767), 0xaa);
+        assert_eq!(alaw(-32768), 0x2a);
+    }
+
+    #[test]
+    fn packets_count_up_and_carry_the_audio() {
+        let mut s = Stream::new("127.0.0.1:4000".parse().unwrap(), 0, 0x1234_5678);
+        let a = s.packet(ComfortAudio::Silence);
+        let b = s.packet(ComfortAudio::Tone);
+        let (pt, seq_a, ts_a, ssrc) = header(&a).unwrap();
+        let (_, seq_b, ts_b, _) = header(&b).unwrap();
+        assert_eq!((pt, ssrc, a.len()), (0, 0x1234_5678, 172));
+        assert_eq!((seq_b.wrapping_sub(seq_a), ts_b.wrapping_sub(ts_a)), (1, 160));
+        assert!(a[12..].iter().all(|&x| x == 0xff), "silence");
+        assert!(b[12..].iter().any(|&x| x != 0xff), "a tone");
+        let mut pcma = Stream::new("127.0.0.1:4000".parse().unwrap(), 8, 1);
+        assert!(pcma.packet(ComfortAudio::Silence)[12..].iter().all(|&x| x == 0xd5));
+        assert_eq!(header(&[0u8; 12]), None, "not version 2");
+    }
+}
