@@ -22,6 +22,8 @@ use crate::transaction::{Lookup, Transactions};
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP under TLS (RFC 3261 §26.2): a stream like TCP.
+    Tls,
 }
 
 /// Bytes to send, and where (over TCP: back on the connection the request came on).
@@ -933,7 +935,7 @@ impl Endpoint {
         .user?;
         // A trunk is known by where its packets really come from (not by what its Via says): its
         // address over UDP, its IP over TCP (a connection's port is the client's choice).
-        let trunk = self.trunks.iter().any(|t| t.ip() == from.ip() && (transport == Transport::Tcp || t.port() == from.port()));
+        let trunk = self.trunks.iter().any(|t| t.ip() == from.ip() && (transport != Transport::Udp || t.port() == from.port()));
         let from_user = if trunk {
             // A trunk is trusted by its address; the caller is the number it names.
             NameAddr::parse(msg.headers.get("From").unwrap_or_default()).ok()?.sip_uri().ok()?.user?
@@ -1101,7 +1103,7 @@ fn salvage(bytes: &[u8]) -> Option<Headers> {
 /// Where a response goes (RFC 3261 §18.2.2, RFC 3581): over TCP, back on the connection; over UDP,
 /// to the source address, at the source port if the client asked with `rport`, else at the Via's port.
 fn response_address(via: &Via, from: SocketAddr, transport: Transport) -> SocketAddr {
-    if transport == Transport::Tcp || via.params.get("rport").is_some() {
+    if transport != Transport::Udp || via.params.get("rport").is_some() {
         return from;
     }
     SocketAddr::new(from.ip(), via.port.unwrap_or(5060))

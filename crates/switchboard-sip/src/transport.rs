@@ -135,6 +135,37 @@ impl Shared {
     }
 }
 
+/// Serves SIP over TLS on `listener`: each connection is handshaken with `accept` (the caller's TLS
+/// acceptor), then served like TCP. The address for Contact and Via stays the UDP/TCP one.
+pub fn serve_tls<F, Fut, S>(listener: TcpListener, shared: Shared, accept: F)
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = std::io::Result<S>> + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let accept = Arc::new(accept);
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, from)) => {
+                    let (s, accept) = (shared.clone(), Arc::clone(&accept));
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(Duration::from_secs(10), accept(stream)).await {
+                            Ok(Ok(tls)) => connection(tls, from, s, Transport::Tls).await,
+                            Ok(Err(e)) => tracing::debug!(%from, error = %e, "SIP TLS handshake failed"),
+                            Err(_) => tracing::debug!(%from, "SIP TLS handshake timed out"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIP TLS accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+}
+
 /// Binds UDP and TCP on `addr` (port 0: UDP picks one, TCP takes the same) and serves them until the
 /// process ends. Returns the address bound.
 pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<SocketAddr> {
@@ -211,7 +242,7 @@ async fn serve_tcp(listener: TcpListener, shared: Shared) {
         match listener.accept().await {
             Ok((stream, from)) => {
                 let s = shared.clone();
-                tokio::spawn(async move { connection(stream, from, s).await });
+                tokio::spawn(async move { connection(stream, from, s, Transport::Tcp).await });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "SIP TCP accept failed");
@@ -221,8 +252,13 @@ async fn serve_tcp(listener: TcpListener, shared: Shared) {
     }
 }
 
-async fn connection(stream: TcpStream, from: SocketAddr, shared: Shared) {
-    let (mut reader, mut writer) = stream.into_split();
+/// Serves one stream connection (TCP, or TLS that the caller has accepted) until it ends: messages in,
+/// and everything addressed to the peer out through one writer.
+pub async fn connection<S>(stream: S, from: SocketAddr, shared: Shared, transport: Transport)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     // Everything for this peer (answers, and our requests in its calls) goes through one writer, in
     // order, with a bounded queue and a bounded wait per write.
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
@@ -235,7 +271,7 @@ async fn connection(stream: TcpStream, from: SocketAddr, shared: Shared) {
             }
         }
     });
-    read_messages(&mut reader, from, &shared).await;
+    read_messages(&mut reader, from, &shared, transport).await;
     {
         // Only this connection's entry: the same peer may have connected again meanwhile.
         let mut map = shared.tcp.lock().unwrap_or_else(|e| e.into_inner());
@@ -249,7 +285,7 @@ async fn connection(stream: TcpStream, from: SocketAddr, shared: Shared) {
     }
 }
 
-async fn read_messages(reader: &mut tokio::net::tcp::OwnedReadHalf, from: SocketAddr, shared: &Shared) {
+async fn read_messages<R: tokio::io::AsyncRead + Unpin>(reader: &mut R, from: SocketAddr, shared: &Shared, transport: Transport) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -257,13 +293,13 @@ async fn read_messages(reader: &mut tokio::net::tcp::OwnedReadHalf, from: Socket
             Frame::Complete(0) => return, // never: a frame has at least its head; do not spin on it
             Frame::Complete(n) => {
                 let msg: Vec<u8> = buf.drain(..n).collect();
-                shared.handle(&msg, from, Transport::Tcp);
+                shared.handle(&msg, from, transport);
                 continue;
             }
             Frame::Invalid(problem) => {
                 // The stream cannot be resynchronised: answer if the endpoint can, then close.
-                shared.handle(&buf, from, Transport::Tcp);
-                tracing::debug!(%from, %problem, "closing a SIP TCP connection that sent an unframeable message");
+                shared.handle(&buf, from, transport);
+                tracing::debug!(%from, %problem, ?transport, "closing a SIP connection that sent an unframeable message");
                 return;
             }
             Frame::Incomplete => {}

@@ -63,6 +63,11 @@ pub struct SipSettings {
     pub blind_when_replaces_refused: bool,
     /// What the bot plays to a phone while nothing else does (default: silence).
     pub comfort_audio: ComfortAudio,
+    /// SIP over TLS on this address (`--sip-tls-listen`), with `tls_cert` and `tls_key` (PEM); without
+    /// them, `[tls]`'s, else a self-signed certificate made once in the data folder.
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[sip] comfort_audio`.
@@ -97,6 +102,9 @@ impl Default for SipSettings {
             bridge_when_refer_refused: false,
             blind_when_replaces_refused: false,
             comfort_audio: ComfortAudio::Silence,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -165,6 +173,9 @@ struct FileSip {
     blind_when_replaces_refused: bool,
     #[serde(default)]
     comfort_audio: ComfortAudio,
+    tls_listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -374,6 +385,9 @@ impl Config {
                     bridge_when_refer_refused: s.bridge_when_refer_refused,
                     blind_when_replaces_refused: s.blind_when_replaces_refused,
                     comfort_audio: s.comfort_audio,
+                    tls_listen: s.tls_listen,
+                    tls_cert: s.tls_cert,
+                    tls_key: s.tls_key,
                 },
                 None => SipSettings { accounts, ..SipSettings::default() },
             },
@@ -419,6 +433,18 @@ impl Config {
                 }
                 _ => {}
             }
+        }
+        match (&self.sip.tls_cert, &self.sip.tls_key) {
+            (Some(_), None) => {
+                return Err(err("sip.tls_key".into(), "sip.tls_cert is set but sip.tls_key is not; set both, or neither".into()));
+            }
+            (None, Some(_)) => {
+                return Err(err("sip.tls_cert".into(), "sip.tls_key is set but sip.tls_cert is not; set both, or neither".into()));
+            }
+            _ => {}
+        }
+        if self.sip.tls_listen.is_some() && self.sip.listen.is_none() {
+            return Err(err("sip.tls_listen".into(), "SIP over TLS needs SIP itself: set [sip] listen (or --sip-listen) too".into()));
         }
         let rt = self.calls.ring_timeout_ms;
         if !(1_000..=115_000).contains(&rt) {
@@ -718,6 +744,9 @@ data_dir = "./switchboard-data"     # where state (and a generated TLS certifica
 # bridge_when_refer_refused = false # true: a transferee that refuses REFER is bridged to the target (RFC 3725)
 # blind_when_replaces_refused = false # true: a refused REFER with Replaces (420/481/501) is sent again without it
 # comfort_audio = "silence"         # what phones hear from the bot: "silence", "tone" (440 Hz) or "off"
+# tls_listen = "127.0.0.1:5061"     # SIP over TLS too (needs listen); the certificate:
+# tls_cert = "sip-cert.pem"         # ... these two (PEM), else [tls]'s, else a self-signed one in data_dir
+# tls_key = "sip-key.pem"
 #
 # [[sip.trunks]]                    # an outbound proxy for PSTN numbers (--sip-trunk for one);
 # address = "sip:198.51.100.7:5060" # INVITEs from this address to an instance's number are taken
@@ -960,6 +989,13 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
                 cfg("", "[[sip.trunks]]\naddress = \"sip:10.0.0.1\"\nnumbers = [\"+1\", \"44\"]\n"),
                 "'44' is not an E.164 prefix",
                 Some("sip.trunks[0].numbers[1]"),
+            ),
+            ("sip tls cert only", cfg("", "[sip]\ntls_cert = \"c.pem\"\n"), "set both", Some("sip.tls_key")),
+            (
+                "sip tls without sip",
+                cfg("", "[sip]\ntls_listen = \"127.0.0.1:5061\"\n"),
+                "SIP over TLS needs SIP itself",
+                Some("sip.tls_listen"),
             ),
             ("bad comfort audio", cfg("", "[sip]\ncomfort_audio = \"music\"\n"), "unknown variant `music`", None),
             ("trunk unknown key", cfg("", "[[sip.trunks]]\naddress = \"sip:10.0.0.1\"\nport = 1\n"), "unknown field `port`", None),

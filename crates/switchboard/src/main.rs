@@ -63,6 +63,10 @@ struct ServeArgs {
     /// numbers. Replaces `[[sip.trunks]]` with this one.
     #[arg(long, env = "SWITCHBOARD_SIP_TRUNK")]
     sip_trunk: Option<String>,
+    /// Serve SIP over TLS on this address too (e.g. 127.0.0.1:5061), with `[sip] tls_cert`/`tls_key`,
+    /// else `[tls]`'s certificate, else a self-signed one. Overrides `[sip] tls_listen`.
+    #[arg(long, env = "SWITCHBOARD_SIP_TLS_LISTEN")]
+    sip_tls_listen: Option<SocketAddr>,
     /// TOML configuration file (directory of tenants, apps, users, numbers; settings).
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     config: Option<PathBuf>,
@@ -216,6 +220,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<(Config, String)> {
     if let Some(a) = args.sip_listen {
         config.sip.listen = Some(a);
     }
+    if let Some(a) = args.sip_tls_listen {
+        config.sip.tls_listen = Some(a);
+    }
     if let Some(t) = &args.sip_trunk {
         config.sip.trunks = vec![switchboard::config::SipTrunk { address: t.clone(), name: None, numbers: Vec::new() }];
     }
@@ -320,6 +327,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some((addr, domain)) = &running.sip {
         println!("  SIP:                UDP and TCP on {addr}, domain {domain}; users register as sip:<username>@{domain}");
+    }
+    if let Some(addr) = &running.sip_tls {
+        println!("  SIP over TLS:       {addr}");
     }
     println!("  notification JWTs:  issuer {issuer}; OpenID configuration {base}/notifications/v1/.well-known/openid-configuration");
     println!("  sim control API:    {base}/sim/v1  (header X-Sim-Admin-Key: {admin_key})");

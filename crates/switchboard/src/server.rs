@@ -46,6 +46,8 @@ pub struct Running {
     pub cluster_address: Option<String>,
     /// Where SIP is served, and its domain.
     pub sip: Option<(SocketAddr, String)>,
+    /// Where SIP over TLS is served, if it is.
+    pub sip_tls: Option<SocketAddr>,
     pub base_url: String,
     pub state: AppState,
     pub recovered_calls: usize,
@@ -113,13 +115,17 @@ pub async fn start(
     };
     let (events, events_rx) = network::channel();
     let sim = Sim::new(Arc::clone(&directory), config.sim.behaviours.clone(), clock.clone(), events.clone());
-    let (sip, sip_network) = match config.sip.listen {
+    let (sip, sip_network, sip_tls) = match config.sip.listen {
         Some(listen) => {
             let (bound, domain, network) =
                 start_sip(&config, listen, &clock, &metrics, cluster_key.as_deref(), events.clone(), &directory).await?;
-            (Some((bound, domain)), Some(network))
+            let tls = match config.sip.tls_listen {
+                Some(at) => Some(start_sip_tls(&config, at, network.shared.clone()).await?),
+                None => None,
+            };
+            (Some((bound, domain)), Some(network), tls)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     if let Some(sip) = &sip_network {
         // Sim calls transferred to SIP phones: the sim connects its transferee, and each side hears
@@ -190,7 +196,7 @@ pub async fn start(
                 _ => generate_cert(&config.data_dir.join("tls"))?,
             };
             cert_path = Some(cert.clone());
-            let acceptor = tls_acceptor(&cert, &key)?;
+            let acceptor = tls_acceptor(&cert, &key, &[b"http/1.1"])?;
             tokio::spawn(async move {
                 serve_tls(listener, acceptor, app, shutdown).await;
                 ready.store(false, Ordering::SeqCst);
@@ -201,7 +207,10 @@ pub async fn start(
             })
         }
     };
-    Ok((Running { addr, node_id, cluster_address, sip, base_url, state, recovered_calls, recovered_notifications, cert_path }, handle))
+    Ok((
+        Running { addr, node_id, cluster_address, sip, sip_tls, base_url, state, recovered_calls, recovered_notifications, cert_path },
+        handle,
+    ))
 }
 
 static NODE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -282,6 +291,21 @@ async fn start_sip(
     Ok((bound, domain, network))
 }
 
+/// Serves SIP over TLS on `at` with `[sip]`'s certificate, else `[tls]`'s, else the generated one.
+async fn start_sip_tls(config: &Config, at: SocketAddr, shared: switchboard_sip::transport::Shared) -> anyhow::Result<SocketAddr> {
+    let (cert, key) = match (&config.sip.tls_cert, &config.sip.tls_key, config.tls.as_ref().map(|t| (&t.cert, &t.key))) {
+        (Some(c), Some(k), _) => (c.clone(), k.clone()),
+        (_, _, Some((Some(c), Some(k)))) => (c.clone(), k.clone()),
+        _ => generate_cert(&config.data_dir.join("tls"))?,
+    };
+    let acceptor = tls_acceptor(&cert, &key, &[])?;
+    let listener = TcpListener::bind(at).await.with_context(|| format!("cannot serve SIP over TLS on {at}"))?;
+    let bound = listener.local_addr()?;
+    switchboard_sip::transport::serve_tls(listener, shared, move |stream| acceptor.accept(stream));
+    tracing::info!(%bound, cert = %cert.display(), "SIP served over TLS");
+    Ok(bound)
+}
+
 /// The names under which nodes share values in the database.
 const SIGNING_KEY: &str = "signing-key";
 const CLUSTER_KEY: &str = "cluster-key";
@@ -319,7 +343,7 @@ fn generate_cert(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
-fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+fn tls_acceptor(cert: &Path, key: &Path, alpn: &[&[u8]]) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert)
@@ -331,7 +355,7 @@ fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcce
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .context("the TLS certificate and key do not fit together")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -700,3 +700,50 @@ async fn an_answered_phone_hears_comfort_audio_and_its_rtp_is_taken() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(metric(&server.metrics().await, "switchboard_rtp_sent_total"), sent, "quiet after the BYE");
 }
+
+#[tokio::test]
+async fn sip_over_tls_is_served_with_the_certificate() {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (port, tls_port) = (free_sip_port(), free_sip_port());
+    let extra = vec!["--sip-listen".into(), format!("127.0.0.1:{port}"), "--sip-tls-listen".into(), format!("127.0.0.1:{tls_port}")];
+    let server = Server::start_with(Options { demo_webhook: None, extra }).await;
+    // No certificate configured: the self-signed one made in the data folder, which a phone must trust.
+    let pem = std::fs::read(server.data_dir.join("tls/cert.pem")).expect("the generated certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+    let me = tcp.local_addr().unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.expect("TLS handshake");
+    let request = |method: &str, cseq: u32| {
+        format!(
+            "{method} sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS {me};branch=z9hG4bKtls{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:heidi@127.0.0.1>;tag=t\r\n\
+             To: <sip:heidi@127.0.0.1>\r\nCall-ID: tls-1\r\nCSeq: {cseq} {method}\r\nContact: <sip:heidi@{me};transport=tls>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let mut read = async |tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await.expect("an answer").unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    tls.write_all(request("OPTIONS", 1).as_bytes()).await.unwrap();
+    let answer = read(&mut tls).await;
+    assert!(answer.starts_with("SIP/2.0 200 OK\r\n") && answer.contains("Allow: INVITE"), "{answer}");
+    tls.write_all(request("REGISTER", 2).as_bytes()).await.unwrap();
+    let answer = read(&mut tls).await;
+    assert!(answer.starts_with("SIP/2.0 401 Unauthorized\r\n") && answer.contains("WWW-Authenticate: Digest"), "{answer}");
+    // Plain TCP on the TLS port is no SIP: the handshake fails and nothing is answered.
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+    plain.write_all(request("OPTIONS", 3).as_bytes()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let got = tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf)).await.expect("closed");
+    assert!(!String::from_utf8_lossy(&buf[..got.unwrap_or(0)]).starts_with("SIP/2.0"));
+}
