@@ -729,7 +729,7 @@ async fn sip_over_tls_is_served_with_the_certificate() {
              To: <sip:heidi@127.0.0.1>\r\nCall-ID: tls-1\r\nCSeq: {cseq} {method}\r\nContact: <sip:heidi@{me};transport=tls>\r\nContent-Length: 0\r\n\r\n"
         )
     };
-    let mut read = async |tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+    let read = async |tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
         let mut buf = vec![0u8; 4096];
         let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await.expect("an answer").unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
