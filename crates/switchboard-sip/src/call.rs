@@ -185,6 +185,8 @@ pub struct SipCall {
     /// hold (it offered `sendonly` or `inactive`).
     pub rtp: Option<crate::rtp::Stream>,
     quiet: bool,
+    /// The transport our requests in this dialog say in their Via: the one the phone called us on.
+    pub via_transport: &'static str,
 }
 
 /// A re-INVITE of ours in flight.
@@ -288,6 +290,7 @@ impl SipCall {
             remote_media: None,
             rtp: None,
             quiet: false,
+            via_transport: "UDP",
         };
         (call, bytes)
     }
@@ -495,6 +498,7 @@ impl SipCall {
             remote_media,
             rtp: None,
             quiet: false,
+            via_transport: "UDP",
         }
     }
 
@@ -580,7 +584,13 @@ impl SipCall {
         let mut h = Headers::default();
         h.push(
             "Via",
-            format!("SIP/2.0/UDP {local};branch=z9hG4bK{}-{}-{};rport", self.local_tag, self.local_cseq, method.to_ascii_lowercase()),
+            format!(
+                "SIP/2.0/{} {local};branch=z9hG4bK{}-{}-{};rport",
+                self.via_transport,
+                self.local_tag,
+                self.local_cseq,
+                method.to_ascii_lowercase()
+            ),
         );
         h.push("Max-Forwards", "70");
         for route in &self.route_set {

@@ -947,7 +947,12 @@ impl Endpoint {
         let graph_id = self.graph_id(&call_id, &from_tag);
         let local_tag = crate::digest::md5_hex(&format!("{graph_id}|tag"))[..10].to_owned();
         let session_id = u64::from_str_radix(&graph_id[..8], 16).unwrap_or(1);
-        let call = SipCall::inbound(&graph_id, msg, peer, &local_tag, cseq.seq, session_id);
+        let mut call = SipCall::inbound(&graph_id, msg, peer, &local_tag, cseq.seq, session_id);
+        call.via_transport = match transport {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        };
         self.calls.insert(call_id, call);
         self.by_graph.insert(graph_id.clone(), msg.headers.get("Call-ID").unwrap_or_default().to_owned());
         self.events.push(Event::Invite { graph_id, from_user, to_user, trunk });

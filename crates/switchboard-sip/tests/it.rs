@@ -1061,3 +1061,19 @@ fn comfort_audio_plays_while_the_phone_listens() {
     ep.hang_up(&id, 300);
     assert!(ep.media_due().is_empty());
 }
+
+#[test]
+fn our_requests_in_a_dialog_name_the_transport_the_phone_called_on() {
+    let mut ep = endpoint();
+    ep.set_local("127.0.0.1:5060".parse().unwrap());
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
+    let over_tcp = invite("tcp", 1, "14255550100", &[&auth]).replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    ep.receive(over_tcp.as_bytes(), from, Transport::Tcp, 0);
+    let Some(switchboard_sip::Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
+    ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
+    ep.drain_outbox();
+    ep.hang_up(&graph_id, 10);
+    let bye = Message::parse(&ep.drain_outbox()[0].bytes, true).unwrap();
+    assert!(bye.headers.get("Via").unwrap().starts_with("SIP/2.0/TCP 127.0.0.1:5060;"), "{bye}");
+}
