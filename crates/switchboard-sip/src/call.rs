@@ -711,7 +711,7 @@ impl SipCall {
         let media = self.media?;
         self.session.1 += 1;
         let direction = if hold { sdp::Direction::SendOnly } else { sdp::Direction::SendRecv };
-        let body = sdp::offer(&media.ip().to_string(), media.port(), self.session, direction);
+        let body = sdp::reoffer(self.offer.as_ref(), &media.ip().to_string(), media.port(), self.session, direction);
         let extra = [("Content-Type", "application/sdp".to_owned())];
         let (cseq, request) = self.request_message("INVITE", contact, local, &extra, body.into_bytes());
         let bytes = request.to_bytes();
@@ -831,6 +831,10 @@ impl SipCall {
         } else {
             sdp::parse(&req.body).map_err(|e| (488, format!("Not Acceptable Here ({e})")))?
         };
+        if !offer.media.is_empty() {
+            // The session's m-lines are now the phone's latest offer's (our later re-offers keep them).
+            self.offer = Some(offer.clone());
+        }
         if let Some(media) = sdp::media_address(&offer) {
             self.remote_media = Some(media);
             if let Some(rtp) = &mut self.rtp {

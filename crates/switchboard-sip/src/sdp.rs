@@ -179,6 +179,29 @@ pub fn offer(address: &str, port: u16, session: (u64, u64), direction: Direction
     )
 }
 
+/// Our offer again, in a re-INVITE (hold, resume, media moved): the same m-lines as the session so far
+/// (RFC 3264 §8: a re-offer may not drop any), so the phone's other streams (video it offered and we
+/// declined) stay there, declined with port 0; the first usable audio line carries ours.
+pub fn reoffer(original: Option<&Offer>, address: &str, port: u16, session: (u64, u64), direction: Direction) -> String {
+    let ours = offer(address, port, session, direction);
+    let Some(original) = original.filter(|o| o.media.len() > 1) else { return ours };
+    let (head, audio) = ours.split_at(ours.find("m=audio").unwrap_or(ours.len()));
+    let mut sdp = head.to_owned();
+    let mut placed = false;
+    for m in &original.media {
+        if !placed && m.kind == "audio" && m.port != 0 {
+            sdp.push_str(audio);
+            placed = true;
+        } else {
+            sdp.push_str(&format!("m={} 0 {} {}\r\n", m.kind, m.protocol, m.formats.first().map_or("0", String::as_str)));
+        }
+    }
+    if !placed {
+        sdp.push_str(audio);
+    }
+    sdp
+}
+
 /// Our answer to `offer`, with our media at `address:port`. `session` is the `o=` id and version.
 pub fn answer(offer: &Offer, address: &str, port: u16, session: (u64, u64)) -> Result<(String, Agreed), ParseError> {
     let ip = if address.contains(':') { "IP6" } else { "IP4" };
@@ -245,6 +268,17 @@ mod tests {
         assert_eq!(agreed.remote, Some(("127.0.0.1".into(), 30000)));
         assert_eq!((agreed.payload, agreed.telephone_event.as_deref()), (0, Some("101")));
         assert!(offer("::1", 1, (1, 2), Direction::SendOnly).contains("c=IN IP6 ::1\r\n"));
+    }
+
+    #[test]
+    fn a_reoffer_keeps_every_m_line() {
+        let video = format!("{BARESIP}m=video 5000 RTP/AVP 96\r\n");
+        let original = parse(video.as_bytes()).unwrap();
+        let again = reoffer(Some(&original), "127.0.0.1", 20000, (1, 3), Direction::SendOnly);
+        let lines: Vec<&str> = again.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(lines, ["m=audio 20000 RTP/AVP 0 8 101", "m=video 0 RTP/AVP 96"]);
+        assert!(again.contains("a=sendonly"));
+        assert_eq!(reoffer(None, "127.0.0.1", 1, (1, 2), Direction::SendRecv), offer("127.0.0.1", 1, (1, 2), Direction::SendRecv));
     }
 
     #[test]
