@@ -53,13 +53,24 @@ pub enum Peer {
     },
     /// A member of the group call that the bot's call `call_id` placed.
     Group { call_id: String, participant_id: String },
-    /// A party on another network (a SIP phone the leg was transferred to): `id` is that network's
-    /// name for its side.
+    /// A party on another network: a SIP phone the leg was transferred to, or one that this leg rings
+    /// for (a SIP phone's transfer to a sim party). `id` is that network's name for its side.
     External { network: String, id: String },
 }
 
-/// Who hears that a leg connected to another network ([`Peer::External`]) hung up.
-pub type ExternalHangUp = Box<dyn Fn(&str) + Send + Sync>;
+/// What a leg connected to another network ([`Peer::External`]) does, for that network to hear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExternalEvent {
+    /// A leg ringing for the other network answered.
+    Answered,
+    /// A leg ringing for the other network refused (busy, declined).
+    Refused(Failure),
+    /// The leg hung up.
+    HungUp,
+}
+
+/// Who hears what legs connected to another network do: `(id, event)`.
+pub type ExternalEvents = Box<dyn Fn(&str, ExternalEvent) + Send + Sync>;
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -249,7 +260,7 @@ impl World {
                 Peer::Group { call_id, participant_id } => {
                     self.groups.get(call_id).and_then(|g| g.members.get(participant_id)) == Some(&leg.id)
                 }
-                Peer::External { .. } => leg.state == LegState::Connected,
+                Peer::External { .. } => true,
             };
             if !ok {
                 return Err(format!("leg {} ({:?}) is not what its peer says", leg.id, leg.peer));
@@ -296,7 +307,7 @@ pub struct Sim {
     events: NetworkEvents,
     world: Mutex<World>,
     next_leg: AtomicU64,
-    external_hang_up: std::sync::OnceLock<ExternalHangUp>,
+    external: std::sync::OnceLock<ExternalEvents>,
 }
 
 impl Sim {
@@ -309,7 +320,7 @@ impl Sim {
             events,
             world: Mutex::new(World::default()),
             next_leg: AtomicU64::new(1),
-            external_hang_up: std::sync::OnceLock::new(),
+            external: std::sync::OnceLock::new(),
         })
     }
 
@@ -423,9 +434,27 @@ impl Sim {
         removed
     }
 
-    /// Who to tell when a leg connected to another network hangs up (set once, by that network).
-    pub fn on_external_hang_up(&self, f: ExternalHangUp) {
-        let _ = self.external_hang_up.set(f);
+    /// Who to tell what legs connected to another network do (set once, by that network).
+    pub fn on_external(&self, f: ExternalEvents) {
+        let _ = self.external.set(f);
+    }
+
+    fn tell_external(&self, id: &str, event: ExternalEvent) {
+        if let Some(tell) = self.external.get() {
+            tell(id, event);
+        }
+    }
+
+    /// Another network's caller (a SIP phone being transferred) calls `target`: its leg rings and plays
+    /// its behaviour, and the other network hears [`ExternalEvent`]s for `id`. `false` if the sim
+    /// has no such party.
+    pub fn ring_for(self: &Arc<Self>, target: &Party, network: &str, id: &str) -> bool {
+        let Some(behaviour) = self.behaviour(target) else { return false };
+        let leg = self.new_leg_id();
+        let peer = Peer::External { network: network.to_owned(), id: id.to_owned() };
+        self.world().legs.insert(leg.clone(), Leg { id: leg.clone(), party: target.clone(), state: LegState::Ringing, peer });
+        self.play(leg, behaviour);
+        true
     }
 
     /// A transfer to a party on another network succeeded: the transferee of `call_id` (its remote
@@ -457,9 +486,7 @@ impl Sim {
         match leg.peer {
             Peer::External { id, .. } => {
                 drop(w);
-                if let Some(tell) = self.external_hang_up.get() {
-                    tell(&id);
-                }
+                self.tell_external(&id, ExternalEvent::HungUp);
             }
             Peer::Bot { call_id, .. } => {
                 w.by_call.remove(&call_id);
@@ -513,7 +540,8 @@ impl Sim {
                     Peer::Group { call_id, participant_id } => {
                         sim.send(call_id, NetEvent::MemberJoined { participant_id: participant_id.clone() })
                     }
-                    Peer::Leg { .. } | Peer::External { .. } => {}
+                    Peer::External { id, .. } => sim.tell_external(id, ExternalEvent::Answered),
+                    Peer::Leg { .. } => {}
                 }
                 if let Some(after) = hang_up_after_ms {
                     sim.hang_up_later(leg_id, after);
@@ -611,8 +639,10 @@ impl Sim {
                 drop(w);
                 self.send(&call_id, NetEvent::MemberLeft { participant_id, failure: Some(failure) });
             }
-            // Never ringing: a leg is connected to another network only once that side answered.
-            Peer::External { .. } => {}
+            Peer::External { id, .. } => {
+                drop(w);
+                self.tell_external(&id, ExternalEvent::Refused(failure));
+            }
         }
     }
 

@@ -533,6 +533,13 @@ impl Endpoint {
                 continue;
             }
             let partner = self.by_graph.get(&graph_id).and_then(|id| self.calls.get(id)).and_then(|c| c.partner.clone());
+            if partner.as_deref() == Some(ELSEWHERE) {
+                // Joined to another network's party: that network hears the phone hang up.
+                if matches!(event, CallEvent::HungUp | CallEvent::Lost) {
+                    out.push(Event::LegHungUp { leg: graph_id });
+                }
+                continue;
+            }
             if let Some(partner) = partner {
                 if matches!(event, CallEvent::HungUp | CallEvent::Lost)
                     && let Some(other) = self.calls.get_mut(&partner)
@@ -630,6 +637,41 @@ impl Endpoint {
         destination.headers.push(("Referred-By".into(), format!("<{referred_by}>")));
         self.place(&leg, from, destination, media, now_ms);
         self.bridges.insert(leg, Bridge { transferee: graph_id.to_owned(), transfer_id: transfer_id.to_owned(), foreign: Some(member) });
+    }
+
+    /// A transfer of SIP call `graph_id` to a party of another network begins: the transfer is under
+    /// way (no resume meanwhile). `false` if the call is not established.
+    pub fn await_elsewhere(&mut self, graph_id: &str, transfer_id: &str) -> bool {
+        match self.call_mut(graph_id) {
+            Some(call) if call.phase == Phase::Confirmed => {
+                call.bridging = Some(transfer_id.to_owned());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The other network's party answered: the call is joined to it (no Graph call any more; its
+    /// BYE becomes [`Event::LegHungUp`]). `false` if the phone left meanwhile.
+    pub fn join_elsewhere(&mut self, graph_id: &str) -> bool {
+        match self.call_mut(graph_id) {
+            Some(call) if call.phase == Phase::Confirmed => {
+                call.bridging = None;
+                call.partner = Some(ELSEWHERE.to_owned());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The other network's party did not answer: the phone comes back (off hold if held).
+    pub fn not_joined_elsewhere(&mut self, graph_id: &str, now_ms: u64) {
+        if let Some(call) = self.call_mut(graph_id) {
+            call.bridging = None;
+        }
+        if let Some(sip_id) = self.by_graph.get(graph_id).cloned() {
+            self.resume_if_idle(&sip_id, now_ms);
+        }
     }
 
     /// Whether transfer `transfer_id` of `graph_id` is a SIP call we placed (a bridge or a hand-over).
@@ -1069,6 +1111,9 @@ impl Endpoint {
         (Some(Reply { to: response_address(&via, from, transport), bytes }), Outcome::Answered(400))
     }
 }
+
+/// The partner of a SIP call joined to a party of another network (the sim) rather than to a SIP leg.
+const ELSEWHERE: &str = "(another network)";
 
 /// A new id for a Graph call placed over SIP: random, but a version 3 UUID, so that [`is_sip_call`]
 /// knows it after a restart.

@@ -46,13 +46,26 @@ pub trait HandOver: Send + Sync {
     /// The phone on `leg` answered the transfer of `call_id`: connect the transferee (the group
     /// member `member`, or the remote party) to it. `false` if the transferee is gone.
     fn hand_over(&self, call_id: &str, member: Option<&str>, leg: &str) -> bool;
-    /// The phone on `leg` hung up.
+    /// The phone on `leg` hung up (or, for a party ringing for a phone, the phone gave up).
     fn hung_up(&self, leg: &str);
+    /// A SIP phone (its call `id`) is being transferred to `target`, a party of that network: ring
+    /// it, and report with [`SipNetwork::other_side`]. `false` if that network has no such party.
+    fn ring(&self, target: &Party, id: &str) -> bool;
+}
+
+/// What the other network's party does for a SIP phone transferred to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OtherSide {
+    Answered,
+    Refused(Failure),
+    HungUp,
 }
 
 pub struct SipNetwork {
     pub shared: Shared,
     hand_over: std::sync::OnceLock<Arc<dyn HandOver>>,
+    /// SIP calls being transferred to a party of the other network, which rings: Graph id → transfer.
+    ringing_elsewhere: std::sync::Mutex<HashMap<String, String>>,
     events: NetworkEvents,
     directory: Arc<Directory>,
     routing: Routing,
@@ -62,7 +75,15 @@ pub struct SipNetwork {
 
 impl SipNetwork {
     pub fn new(shared: Shared, events: NetworkEvents, directory: Arc<Directory>, routing: Routing, media: SocketAddr) -> Arc<Self> {
-        let network = Arc::new(SipNetwork { shared, hand_over: std::sync::OnceLock::new(), events, directory, routing, media });
+        let network = Arc::new(SipNetwork {
+            shared,
+            hand_over: std::sync::OnceLock::new(),
+            ringing_elsewhere: std::sync::Mutex::default(),
+            events,
+            directory,
+            routing,
+            media,
+        });
         network.shared.set_owner(Arc::clone(&network) as Arc<dyn Owner>);
         network
     }
@@ -86,9 +107,63 @@ impl SipNetwork {
         })
     }
 
+    /// The other network's party rung for SIP call `id`'s transfer answered, refused or hung up; or, once
+    /// connected, the other network's side of a handed-over leg hung up.
+    pub fn other_side(&self, id: &str, event: OtherSide) {
+        let ringing = self.ringing_elsewhere.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        match (ringing, event) {
+            (Some(transfer_id), OtherSide::Answered) => {
+                if self.shared.with_endpoint(|ep, _| ep.join_elsewhere(id)) {
+                    self.events.call(id, NetEvent::TransferAccepted { transfer_id: transfer_id.clone() });
+                    self.events.call(id, NetEvent::TransferCompleted { transfer_id });
+                } else {
+                    // The phone left meanwhile: the party that just answered is hung up.
+                    if let Some(h) = self.hand_over.get() {
+                        h.hung_up(id);
+                    }
+                    self.events.call(id, NetEvent::TransferFailed { transfer_id, failure: Failure::TransfereeLeft });
+                }
+            }
+            (Some(transfer_id), OtherSide::Refused(failure)) => {
+                self.shared.with_endpoint(|ep, now| ep.not_joined_elsewhere(id, now));
+                self.events.call(id, NetEvent::TransferFailed { transfer_id, failure });
+            }
+            (Some(transfer_id), OtherSide::HungUp) => {
+                self.shared.with_endpoint(|ep, now| ep.not_joined_elsewhere(id, now));
+                self.events.call(id, NetEvent::TransferFailed { transfer_id, failure: Failure::Declined });
+            }
+            (None, OtherSide::HungUp) => self.hang_up_leg(id),
+            (None, _) => {}
+        }
+    }
+
     /// Whether SIP is placing transfer `transfer_id` of `call_id` (so that cancelling it is SIP's).
     pub fn places_transfer(&self, call_id: &str, transfer_id: &str) -> bool {
         self.shared.with_endpoint(|ep, _| ep.places_transfer(call_id, transfer_id))
+    }
+
+    /// Rings `target` on the other network for SIP call `id`'s transfer.
+    fn ring_elsewhere(&self, id: &str, transfer_id: &str, target: &Party) -> bool {
+        let Some(h) = self.hand_over.get() else { return false };
+        if !self.shared.with_endpoint(|ep, _| ep.await_elsewhere(id, transfer_id)) {
+            return false;
+        }
+        self.ringing_elsewhere.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned(), transfer_id.to_owned());
+        if h.ring(target, id) {
+            return true;
+        }
+        self.ringing_elsewhere.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.shared.with_endpoint(|ep, now| ep.not_joined_elsewhere(id, now));
+        false
+    }
+
+    /// Stops the other network's party ringing for SIP call `id`; `true` if one was.
+    fn stop_ringing_elsewhere(&self, id: &str) -> bool {
+        let was = self.ringing_elsewhere.lock().unwrap_or_else(|e| e.into_inner()).remove(id).is_some();
+        if was && let Some(h) = self.hand_over.get() {
+            h.hung_up(id);
+        }
+        was
     }
 
     /// The other network's side of handed-over `leg` hung up: so does the phone. For another
@@ -301,7 +376,10 @@ impl Network for SipNetwork {
                 };
                 self.shared.with_endpoint(|ep, now| ep.refuse(id, code, phrase, now));
             }
-            NetCommand::Redirect { .. } | NetCommand::HangUp => self.shared.with_endpoint(|ep, now| ep.hang_up(id, now)),
+            NetCommand::Redirect { .. } | NetCommand::HangUp => {
+                self.stop_ringing_elsewhere(id);
+                self.shared.with_endpoint(|ep, now| ep.hang_up(id, now));
+            }
             NetCommand::Transfer { transfer_id, target, replaces_call_id: None, transferee: None } => {
                 let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
                 let sent = self.shared.with_endpoint(|ep, now| match self.destination(ep, target, now) {
@@ -311,11 +389,14 @@ impl Network for SipNetwork {
                     }
                     None => false,
                 });
-                if !sent {
+                // No phone and no trunk for the target: a party of the other network (the sim), rung
+                // for the phone, which Switchboard then keeps talking to.
+                let elsewhere = !sent && self.ring_elsewhere(id, transfer_id, target);
+                if !sent && !elsewhere {
                     tracing::warn!(
                         call_id = id,
                         ?target,
-                        "the transfer target has no registered SIP phone and no trunk takes it; the transfer fails"
+                        "the transfer target has no registered SIP phone, no trunk takes it and the sim does not know it; the transfer fails"
                     );
                     self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
                 }
@@ -336,6 +417,10 @@ impl Network for SipNetwork {
                 // Group calls are on the sim only, so a group transfer never reaches SIP.
                 tracing::warn!(call_id = id, "group transfers over SIP are not served; the transfer fails");
                 self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
+            }
+            NetCommand::CancelTransfer { transfer_id } if self.stop_ringing_elsewhere(id) => {
+                self.shared.with_endpoint(|ep, now| ep.not_joined_elsewhere(id, now));
+                self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::NoAnswer });
             }
             NetCommand::CancelTransfer { transfer_id } => {
                 // A REFER cannot be taken back; from now on the phone's reports are ignored. If the

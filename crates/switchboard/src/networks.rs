@@ -19,6 +19,10 @@ impl switchboard_sip::network::HandOver for SimHandOver {
     fn hung_up(&self, leg: &str) {
         self.0.external_hung_up(leg);
     }
+
+    fn ring(&self, target: &switchboard_core::party::Party, id: &str) -> bool {
+        self.0.ring_for(target, "sip", id)
+    }
 }
 
 /// The networks behind the engine: a call's commands go to the backend that holds its remote leg.

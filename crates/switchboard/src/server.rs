@@ -132,9 +132,16 @@ pub async fn start(
         // when the other hangs up.
         sip.set_hand_over(Arc::new(crate::networks::SimHandOver(Arc::clone(&sim))));
         let sip = Arc::downgrade(sip);
-        sim.on_external_hang_up(Box::new(move |leg| {
+        sim.on_external(Box::new(move |id, event| {
+            use switchboard_sim::ExternalEvent;
+            use switchboard_sip::network::OtherSide;
             if let Some(sip) = sip.upgrade() {
-                sip.hang_up_leg(leg);
+                let event = match event {
+                    ExternalEvent::Answered => OtherSide::Answered,
+                    ExternalEvent::Refused(f) => OtherSide::Refused(f),
+                    ExternalEvent::HungUp => OtherSide::HungUp,
+                };
+                sip.other_side(id, event);
             }
         }));
     }

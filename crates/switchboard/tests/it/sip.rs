@@ -315,7 +315,7 @@ async fn the_bot_transfers_a_phone_blind_with_refer_and_the_notify_decides() {
         assert_eq!(code, 0, "{why}: the phone gets a BYE:\n{screen}");
     }
 
-    // A target without a registered phone: the transfer fails at once; the call stays.
+    // A target without a registered phone rings on the sim: Declining Dana declines; the call stays.
     let (id, _, phone) = answered_phone_call(&server, &mut bot, &token, "phone_hangs_up.xml", port).await;
     let to_dana = serde_json::json!({"transferTarget": {"identity": {"user": {"id": DECLINING_DANA}}}});
     assert_eq!(crate::transfer::transfer(&server, &token, &id, to_dana).await.0, 202);
@@ -746,4 +746,48 @@ async fn sip_over_tls_is_served_with_the_certificate() {
     let mut buf = [0u8; 64];
     let got = tokio::time::timeout(Duration::from_secs(5), plain.read(&mut buf)).await.expect("closed");
     assert!(!String::from_utf8_lossy(&buf[..got.unwrap_or(0)]).starts_with("SIP/2.0"));
+}
+
+#[tokio::test]
+async fn a_phone_is_transferred_to_a_sim_party_which_answers_refuses_or_hangs_up() {
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+
+    // Alex has no registered phone: his sim self rings for Heidi's phone and answers. Switchboard
+    // keeps the phone's dialog and joins it to Alex's sim leg; the Graph call is transferred.
+    let (id, _, phone) = answered_phone_call(&server, &mut bot, &token, "phone_until_bye.xml", port).await;
+    let to_alex = serde_json::json!({"transferTarget": {"identity": {"user": {"id": ALEX}}}});
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, to_alex).await.0, 202);
+    crate::transfer::expect_transferred(&mut bot, &id, crate::transfer::completed_blind()).await;
+    let (_, world) = server.sim(reqwest::Method::GET, "/world", None).await;
+    let alex = world["legs"].as_array().unwrap().iter().find(|l| l["party"]["id"] == ALEX).cloned().unwrap_or_else(|| panic!("{world}"));
+    assert_eq!(
+        (alex["state"].as_str(), alex["peer"]["kind"].as_str(), alex["peer"]["id"].as_str()),
+        (Some("connected"), Some("external"), Some(id.as_str()))
+    );
+    // Alex hangs up on the sim: the phone gets a BYE.
+    let leg = alex["id"].as_str().unwrap();
+    assert_eq!(server.sim(reqwest::Method::DELETE, &format!("/legs/{leg}"), None).await.0, 204);
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "the phone got the BYE:\n{screen}");
+
+    // Busy Bob refuses: the call stays with the bot (500/7000), which hangs up.
+    let (id, _, phone) = answered_phone_call(&server, &mut bot, &token, "phone_until_bye.xml", port).await;
+    let to_bob = serde_json::json!({"transferTarget": {"identity": {"user": {"id": BUSY_BOB}}}});
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, to_bob).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+    let back = bot.next().await.1;
+    assert_eq!(
+        (back["resourceData"]["state"].as_str(), back["resourceData"]["resultInfo"]["subcode"].as_i64()),
+        (Some("established"), Some(7000)),
+        "{back}"
+    );
+    assert_eq!(server.graph(reqwest::Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
+    bot.take(2).await;
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "{screen}");
+    let (_, world) = server.sim(reqwest::Method::GET, "/world", None).await;
+    assert_eq!(world["legs"].as_array().map(Vec::len), Some(0), "nobody left ringing: {world}");
+    bot.expect_silence(Duration::from_millis(300)).await;
 }
