@@ -115,6 +115,14 @@ fn bodies_decode_or_name_the_field() {
         ),
         (
             "transfer",
+            json!({"transferTarget": user("u1"), "customCallingContext": {"sipHeaders": {"aé": "v"}}}),
+            refused(
+                "customCallingContext.sipHeaders.aé",
+                "is not a custom header name: it must start with 'X-', then letters, digits and '-', 64 characters at most",
+            ),
+        ),
+        (
+            "transfer",
             json!({"transferTarget": user("u1"), "customCallingContext": {"sipHeaders": {"X-Bad": "a\r\nVia: x"}}}),
             refused("customCallingContext.sipHeaders.X-Bad", "contains a control character (a line break, a tab…)"),
         ),
@@ -194,6 +202,11 @@ fn graphish() -> impl Strategy<Value = Value> {
         "participantId",
         "meetingInfo",
         "guest",
+        "customCallingContext",
+        "sipHeaders",
+        "X-Ticket",
+        "x-é",
+        "é",
     ]);
     let leaf = prop_oneof![
         Just(Value::Null),

@@ -89,8 +89,13 @@ fn sip_headers(context: &Obj<'_>) -> Result<Vec<(String, String)>, BodyError> {
         if out.len() == SIP_HEADERS_MAX {
             return Err(err("customCallingContext.sipHeaders", format!("has more than {SIP_HEADERS_MAX} headers")));
         }
-        let token = name.len() > 2 && name[2..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !name.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("x-")) || !token || name.len() > SIP_HEADER_NAME_MAX {
+        // Bytes, not characters: a name is ASCII or it is refused (no slicing inside a character).
+        let b = name.as_bytes();
+        let ok = b.len() > 2
+            && b.len() <= SIP_HEADER_NAME_MAX
+            && b[..2].eq_ignore_ascii_case(b"x-")
+            && b[2..].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-');
+        if !ok {
             return Err(err(
                 &path,
                 format!(
