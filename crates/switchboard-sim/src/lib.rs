@@ -463,6 +463,9 @@ impl Sim {
     pub fn hand_over(&self, call_id: &str, transferee: Option<&str>, network: &str, external: &str) -> bool {
         let mut w = self.world();
         let Some(leg_id) = w.transferee_leg(call_id, transferee) else { return false };
+        if w.legs.get(&leg_id).is_none_or(|l| l.state != LegState::Connected) {
+            return false; // only a party in the call can be handed over
+        }
         w.detach(&leg_id);
         let Some(leg) = w.legs.get_mut(&leg_id) else { return false };
         leg.peer = Peer::External { network: network.to_owned(), id: external.to_owned() };

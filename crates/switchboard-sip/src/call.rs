@@ -19,6 +19,9 @@ pub const T2_MS: u64 = 4_000;
 /// How many times a failed resume (taking the transferee off hold) is tried.
 pub const RESUME_ATTEMPTS: u32 = 3;
 
+/// CSeq offset of the BYE we send an unwanted fork's dialog.
+const STRAY_CSEQ: u32 = 1_000_000;
+
 /// Something to send again until answered.
 #[derive(Clone, Debug)]
 struct Retransmit {
@@ -187,6 +190,17 @@ pub struct SipCall {
     quiet: bool,
     /// The transport our requests in this dialog say in their Via: the one the phone called us on.
     pub via_transport: &'static str,
+    /// Our BYE's CSeq, so that only its answer stops its retransmissions.
+    bye_cseq: u32,
+    /// Whether we play comfort audio on this call (not on legs we place for a transfer: there the
+    /// phone is to hear the other party).
+    pub plays: bool,
+    /// RTP came from the phone's media address (symmetric RTP): then we send there even if it is not
+    /// the address the signalling comes from.
+    pub latched: bool,
+    /// When the call stopped being a Graph call (bridged, handed over, joined elsewhere), for the
+    /// longest such a call may last.
+    pub detached_at: Option<u64>,
 }
 
 /// A re-INVITE of ours in flight.
@@ -291,6 +305,10 @@ impl SipCall {
             rtp: None,
             quiet: false,
             via_transport: "UDP",
+            bye_cseq: 0,
+            plays: true,
+            latched: false,
+            detached_at: None,
         };
         (call, bytes)
     }
@@ -347,7 +365,12 @@ impl SipCall {
             let mut h = Headers::default();
             h.push(
                 "Via",
-                format!("SIP/2.0/UDP {local};branch=z9hG4bK{}-stray{cseq}-{};rport", self.local_tag, method.to_ascii_lowercase()),
+                format!(
+                    "SIP/2.0/{} {local};branch=z9hG4bK{}-stray{cseq}-{};rport",
+                    self.via_transport,
+                    self.local_tag,
+                    method.to_ascii_lowercase()
+                ),
             );
             h.push("Max-Forwards", "70");
             for r in &routes {
@@ -360,7 +383,8 @@ impl SipCall {
             h.push("Contact", format!("<{contact}>"));
             Message { start: StartLine::Request { method: method.into(), uri: target.clone() }, headers: h, body: Vec::new() }.to_bytes()
         };
-        vec![build("ACK", self.invite_cseq), build("BYE", self.invite_cseq + 1)]
+        // The BYE's CSeq is out of the way of ours, so that its answer is not taken for our BYE's.
+        vec![build("ACK", self.invite_cseq), build("BYE", self.invite_cseq + STRAY_CSEQ)]
     }
 
     /// UAC: a response to our INVITE. Returns what to send (ACKs, a CANCEL, a BYE) and what it means.
@@ -499,6 +523,10 @@ impl SipCall {
             rtp: None,
             quiet: false,
             via_transport: "UDP",
+            bye_cseq: 0,
+            plays: true,
+            latched: false,
+            detached_at: None,
         }
     }
 
@@ -610,7 +638,8 @@ impl SipCall {
 
     /// We hang up: a BYE in the dialog (§15.1.1), sent again until answered.
     pub fn bye(&mut self, contact: &str, local: SocketAddr, now: u64) -> Vec<u8> {
-        let (_, bytes) = self.request("BYE", contact, local, &[]);
+        let (cseq, bytes) = self.request("BYE", contact, local, &[]);
+        self.bye_cseq = cseq;
         self.phase = Phase::Ended;
         self.pending = None;
         self.refer_tx = None;
@@ -664,15 +693,21 @@ impl SipCall {
 
     /// The next comfort-audio packet for the phone, and where it goes: only while the call is answered
     /// and ours (not bridged: then the phones talk to each other), and the phone listens.
+    ///
+    /// Only to the phone's own host, or to an address that sent us RTP first (symmetric RTP): an SDP
+    /// cannot aim our packets at a third party.
     pub fn comfort(&mut self, audio: crate::rtp::ComfortAudio) -> Option<(SocketAddr, Vec<u8>)> {
         if audio == crate::rtp::ComfortAudio::Off
+            || !self.plays
             || self.quiet
             || self.partner.is_some()
             || !matches!(self.phase, Phase::Answered | Phase::Confirmed)
         {
             return None;
         }
-        let rtp = self.rtp.as_mut()?;
+        let peer_ip = self.peer.ip();
+        let latched = self.latched;
+        let rtp = self.rtp.as_mut().filter(|r| r.remote.ip() == peer_ip || latched)?;
         Some((rtp.remote, rtp.packet(audio)))
     }
 
@@ -798,6 +833,7 @@ impl SipCall {
         if self.resume_at.is_some_and(|at| now < at) || self.resume_attempts >= RESUME_ATTEMPTS {
             return None;
         }
+        self.resume_at = None;
         // `held` stays until the phone's 2xx says it is resumed; a failure tries again.
         self.resume_attempts += 1;
         self.reinvite(false, contact, local, now)
@@ -807,6 +843,15 @@ impl SipCall {
     /// 2.1 to 4 s after a 491), until `RESUME_ATTEMPTS` have failed; then the phone stays held and the
     /// failure is logged by the caller.
     fn retry_resume(&mut self, now: u64) {
+        if self.resume_attempts >= RESUME_ATTEMPTS {
+            tracing::warn!(
+                call_id = self.graph_id,
+                attempts = self.resume_attempts,
+                "the phone would not be taken off hold; it stays held"
+            );
+            self.resume_at = None;
+            return;
+        }
         self.resume_at = Some(now + 2_100 + (self.session.0 % 1_900));
     }
 
@@ -819,8 +864,17 @@ impl SipCall {
         {
             return Ok(bytes.clone());
         }
+        if self.phase == Phase::Answered {
+            // Our 2xx is still waiting for its ACK: the phone may try again (a 491 asks it to).
+            return Err((491, "Request Pending".into()));
+        }
         if self.phase != Phase::Confirmed {
             return Err((481, "Call/Transaction Does Not Exist (the dialog is not established)".into()));
+        }
+        // Only the phone of this dialog (its tag in From) may change its media.
+        let from = header(&req.headers, "From");
+        if tag_of(&from) != tag_of(&self.remote_party) {
+            return Err((481, "Call/Transaction Does Not Exist (the From tag names another dialog)".into()));
         }
         if self.reinvite.is_some() {
             return Err((491, "Request Pending".into()));
@@ -920,9 +974,11 @@ impl SipCall {
         out
     }
 
-    /// The answer to our BYE arrived.
-    pub fn bye_answered(&mut self) {
-        self.bye = None;
+    /// An answer to a BYE of this dialog arrived (`cseq`): ours, or one we sent a stray fork.
+    pub fn bye_answered(&mut self, cseq: u32) {
+        if cseq == self.bye_cseq {
+            self.bye = None;
+        }
     }
 
     /// Whether nothing is left to send or wait for.
@@ -1021,7 +1077,7 @@ impl SipCall {
             .flatten()
             .map(|r| r.next_at.min(r.give_up_at))
             .chain(self.linger)
-            .chain(self.resume_at.filter(|_| self.held))
+            .chain(self.resume_at.filter(|_| self.held && self.resume_attempts < RESUME_ATTEMPTS))
             .chain(self.reinvite.as_ref().map(|r| r.tx.as_ref().map_or(r.give_up_at, |tx| tx.next_at.min(r.give_up_at))))
             .min()
     }

@@ -211,10 +211,20 @@ impl Endpoint {
         std::mem::take(&mut self.events)
     }
 
-    /// The comfort-audio packets due now, one per call that plays it (every `rtp::PTIME_MS`).
-    pub fn media_due(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+    /// The comfort-audio packets due now, one per call that plays it (every `rtp::PTIME_MS`). `heard`:
+    /// the addresses RTP came from, to which we may send even off the signalling host.
+    pub fn media_due(&mut self, heard: &std::collections::HashSet<SocketAddr>) -> Vec<(SocketAddr, Vec<u8>)> {
         let audio = self.comfort_audio;
-        self.calls.values_mut().filter_map(|c| c.comfort(audio)).collect()
+        if audio == crate::rtp::ComfortAudio::Off {
+            return Vec::new();
+        }
+        self.calls
+            .values_mut()
+            .filter_map(|c| {
+                c.latched = c.rtp.as_ref().is_some_and(|r| heard.contains(&r.remote));
+                c.comfort(audio)
+            })
+            .collect()
     }
 
     /// Whether a call of ours is with the phone at `peer` (its TCP connection must stay open).
@@ -423,6 +433,20 @@ impl Endpoint {
             for bytes in again {
                 self.outbox.push(Reply { to: call.peer, bytes });
             }
+            // A failed resume is tried again when its wait is over.
+            if let Some(bytes) = call.resume_if_idle(&contact, local, now_ms) {
+                self.outbox.push(Reply { to: call.peer, bytes });
+            }
+            // No Graph call watches a bridged or handed-over call (no keep-alive ends it): it ends
+            // after `DETACHED_MAX_MS` whatever happens, so that a phone that vanished holds nothing.
+            if call.detached_at.is_some_and(|at| now_ms >= at + DETACHED_MAX_MS) && call.phase == Phase::Confirmed {
+                tracing::info!(call_id = call.graph_id, "a bridged or handed-over SIP call reached its longest; hanging up");
+                let bytes = call.bye(&contact, local, now_ms);
+                self.outbox.push(Reply { to: call.peer, bytes });
+                if call.partner.as_deref() == Some(ELSEWHERE) || self.foreign_legs.contains(&call.graph_id) {
+                    self.events.push(Event::LegHungUp { leg: call.graph_id.clone() });
+                }
+            }
             for event in events {
                 if event == CallEvent::Lost {
                     let bytes = call.bye(&contact, local, now_ms);
@@ -479,6 +503,9 @@ impl Endpoint {
                 match event {
                     CallEvent::Connected if bridge.foreign.is_some() => {
                         self.bridges.remove(&graph_id);
+                        if let Some(call) = self.call_mut(&graph_id) {
+                            call.detached_at = Some(now_ms);
+                        }
                         self.foreign_legs.insert(graph_id.clone());
                         let member = bridge.foreign.clone().flatten();
                         out.push(Event::HandOver {
@@ -614,6 +641,7 @@ impl Endpoint {
         destination.headers.push(("Referred-By".into(), format!("<{}>", plan.referred_by)));
         tracing::info!(call_id = transferee, "the transferee refused REFER; calling the target and bridging (RFC 3725)");
         self.place(&leg, &from, destination, media, now_ms);
+        self.quiet_leg(&leg);
         self.bridges.insert(leg, Bridge { transferee: transferee.to_owned(), transfer_id: plan.transfer_id, foreign: None });
         true
     }
@@ -636,6 +664,7 @@ impl Endpoint {
         let leg = format!("handover-{transfer_id}");
         destination.headers.push(("Referred-By".into(), format!("<{referred_by}>")));
         self.place(&leg, from, destination, media, now_ms);
+        self.quiet_leg(&leg);
         self.bridges.insert(leg, Bridge { transferee: graph_id.to_owned(), transfer_id: transfer_id.to_owned(), foreign: Some(member) });
     }
 
@@ -653,11 +682,12 @@ impl Endpoint {
 
     /// The other network's party answered: the call is joined to it (no Graph call any more; its
     /// BYE becomes [`Event::LegHungUp`]). `false` if the phone left meanwhile.
-    pub fn join_elsewhere(&mut self, graph_id: &str) -> bool {
+    pub fn join_elsewhere(&mut self, graph_id: &str, now_ms: u64) -> bool {
         match self.call_mut(graph_id) {
             Some(call) if call.phase == Phase::Confirmed => {
                 call.bridging = None;
                 call.partner = Some(ELSEWHERE.to_owned());
+                call.detached_at = Some(now_ms);
                 true
             }
             _ => false,
@@ -671,6 +701,13 @@ impl Endpoint {
         }
         if let Some(sip_id) = self.by_graph.get(graph_id).cloned() {
             self.resume_if_idle(&sip_id, now_ms);
+        }
+    }
+
+    /// A leg placed for a transfer plays no comfort audio: its phone is to hear the other party.
+    fn quiet_leg(&mut self, leg: &str) {
+        if let Some(call) = self.call_mut(leg) {
+            call.plays = false;
         }
     }
 
@@ -691,9 +728,11 @@ impl Endpoint {
         let target_media = self.calls.get(&leg_id).and_then(|c| c.remote_media);
         if let Some(leg) = self.calls.get_mut(&leg_id) {
             leg.partner = Some(transferee_id.clone());
+            leg.detached_at = Some(now_ms);
         }
         if let Some(call) = self.calls.get_mut(&transferee_id) {
             call.partner = Some(leg_id);
+            call.detached_at = Some(now_ms);
             call.bridging = None;
             if let Some(bytes) = target_media.and_then(|m| call.connect_media(m, contact, local, now_ms)) {
                 self.outbox.push(Reply { to: call.peer, bytes });
@@ -767,7 +806,7 @@ impl Endpoint {
                         }
                     }
                     "CANCEL" => call.cancel_answered(now_ms),
-                    "BYE" if code >= 200 => call.bye_answered(),
+                    "BYE" if code >= 200 => call.bye_answered(cseq.seq),
                     "REFER" => {
                         if let Some(event) = call.refer_answered(cseq.seq, code) {
                             self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
@@ -1111,6 +1150,9 @@ impl Endpoint {
         (Some(Reply { to: response_address(&via, from, transport), bytes }), Outcome::Answered(400))
     }
 }
+
+/// The longest a SIP call may last once no Graph call watches it (bridged, handed over): 4 hours.
+pub const DETACHED_MAX_MS: u64 = 4 * 3600 * 1000;
 
 /// The partner of a SIP call joined to a party of another network (the sim) rather than to a SIP leg.
 const ELSEWHERE: &str = "(another network)";

@@ -113,7 +113,7 @@ impl SipNetwork {
         let ringing = self.ringing_elsewhere.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         match (ringing, event) {
             (Some(transfer_id), OtherSide::Answered) => {
-                if self.shared.with_endpoint(|ep, _| ep.join_elsewhere(id)) {
+                if self.shared.with_endpoint(|ep, now| ep.join_elsewhere(id, now)) {
                     self.events.call(id, NetEvent::TransferAccepted { transfer_id: transfer_id.clone() });
                     self.events.call(id, NetEvent::TransferCompleted { transfer_id });
                 } else {

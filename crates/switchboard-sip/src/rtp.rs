@@ -42,21 +42,36 @@ impl Stream {
         p.extend_from_slice(&self.seq.to_be_bytes());
         p.extend_from_slice(&self.timestamp.to_be_bytes());
         p.extend_from_slice(&self.ssrc.to_be_bytes());
-        for i in 0..SAMPLES {
-            let sample = match audio {
-                ComfortAudio::Tone => {
-                    let t = f64::from(self.timestamp.wrapping_add(i as u32)) / 8000.0;
-                    // A quiet 440 Hz (about -16 dBFS).
-                    (f64::sin(2.0 * std::f64::consts::PI * 440.0 * t) * 5000.0) as i16
-                }
-                _ => 0,
-            };
-            p.push(if self.payload == 8 { alaw(sample) } else { ulaw(sample) });
+        match audio {
+            ComfortAudio::Tone => {
+                // The tone's cycle, encoded once: 440 Hz repeats every 200 samples at 8 kHz.
+                let cycle = if self.payload == 8 { &tone().1 } else { &tone().0 };
+                let start = (self.timestamp % TONE_CYCLE as u32) as usize;
+                p.extend((0..SAMPLES).map(|i| cycle[(start + i) % TONE_CYCLE]));
+            }
+            _ => p.resize(12 + SAMPLES, if self.payload == 8 { alaw(0) } else { ulaw(0) }),
         }
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(SAMPLES as u32);
         p
     }
+}
+
+/// 8000 / gcd(8000, 440) samples: the 440 Hz tone's period in whole samples.
+const TONE_CYCLE: usize = 200;
+
+/// The tone's cycle in μ-law and A-law, computed once.
+fn tone() -> &'static ([u8; TONE_CYCLE], [u8; TONE_CYCLE]) {
+    static TONE: std::sync::OnceLock<([u8; TONE_CYCLE], [u8; TONE_CYCLE])> = std::sync::OnceLock::new();
+    TONE.get_or_init(|| {
+        let (mut u, mut a) = ([0u8; TONE_CYCLE], [0u8; TONE_CYCLE]);
+        for i in 0..TONE_CYCLE {
+            // A quiet 440 Hz (about -16 dBFS).
+            let sample = (f64::sin(2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0) * 5000.0) as i16;
+            (u[i], a[i]) = (ulaw(sample), alaw(sample));
+        }
+        (u, a)
+    })
 }
 
 /// An RTP header's payload type, sequence number, timestamp and SSRC, if `bytes` is RTP version 2.

@@ -40,6 +40,8 @@ pub struct Shared {
     /// Open TCP connections by the peer's address: what is addressed there goes on the connection.
     tcp: Arc<Mutex<HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)>>>,
     connections: Arc<std::sync::atomic::AtomicU64>,
+    /// Where RTP came from (symmetric RTP: comfort audio may go back there); bounded.
+    heard: Arc<Mutex<std::collections::HashSet<SocketAddr>>>,
 }
 
 impl Shared {
@@ -52,6 +54,7 @@ impl Shared {
             udp: Arc::default(),
             tcp: Arc::default(),
             connections: Arc::default(),
+            heard: Arc::default(),
         }
     }
 
@@ -92,14 +95,18 @@ impl Shared {
     fn send_queued(&self, queued: Vec<Reply>) {
         let Some(udp) = self.udp.get() else { return };
         for r in queued {
-            let connection = self.tcp.lock().unwrap_or_else(|e| e.into_inner()).get(&r.to).map(|(_, tx)| tx.clone());
-            if let Some(connection) = connection {
+            let connection = self.tcp.lock().unwrap_or_else(|e| e.into_inner()).get(&r.to).cloned();
+            if let Some((id, connection)) = connection {
                 match connection.try_send(r.bytes) {
                     Ok(()) => {}
-                    // A peer that does not read its answers is cut off (its writer ends with the sender).
+                    // A peer that does not read its answers is cut off (its writer ends with the sender,
+                    // and the connection with its writer).
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         tracing::debug!(to = %r.to, "a SIP TCP peer does not read; closing its connection");
-                        self.tcp.lock().unwrap_or_else(|e| e.into_inner()).remove(&r.to);
+                        let mut map = self.tcp.lock().unwrap_or_else(|e| e.into_inner());
+                        if map.get(&r.to).is_some_and(|(mine, _)| *mine == id) {
+                            map.remove(&r.to);
+                        }
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
@@ -199,11 +206,20 @@ pub fn serve_media(socket: UdpSocket, shared: Shared) {
     let socket = Arc::new(socket);
     let receiving = Arc::clone(&socket);
     let metrics = Arc::clone(&shared.metrics);
+    let heard = Arc::clone(&shared.heard);
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
-        while let Ok((n, _)) = receiving.recv_from(&mut buf).await {
+        while let Ok((n, from)) = receiving.recv_from(&mut buf).await {
             if crate::rtp::header(&buf[..n]).is_some() {
                 metrics.rtp_received.inc();
+                let mut heard = heard.lock().unwrap_or_else(|e| e.into_inner());
+                if !heard.contains(&from) {
+                    // Bounded: a flood of sources forgets the old ones (their calls latch again).
+                    if heard.len() >= 10_000 {
+                        heard.clear();
+                    }
+                    heard.insert(from);
+                }
             }
         }
     });
@@ -212,7 +228,8 @@ pub fn serve_media(socket: UdpSocket, shared: Shared) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            let due = shared.lock().media_due();
+            let heard = shared.heard.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let due = shared.lock().media_due(&heard);
             for (to, packet) in due {
                 if socket.try_send_to(&packet, to).is_ok() {
                     shared.metrics.rtp_sent.inc();
@@ -266,12 +283,22 @@ where
     shared.tcp.lock().unwrap_or_else(|e| e.into_inner()).insert(from, (id, tx));
     let mut writing = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
-            if !matches!(tokio::time::timeout(TCP_WRITE, writer.write_all(&bytes)).await, Ok(Ok(()))) {
+            // Flushed, so that TLS sends its records now, not with the next message.
+            let write = async {
+                writer.write_all(&bytes).await?;
+                writer.flush().await
+            };
+            if !matches!(tokio::time::timeout(TCP_WRITE, write).await, Ok(Ok(()))) {
                 return;
             }
         }
     });
-    read_messages(&mut reader, from, &shared, transport).await;
+    // Either side ending ends the connection: a writer that failed leaves no reader behind whose
+    // answers would go nowhere.
+    tokio::select! {
+        () = read_messages(&mut reader, from, &shared, transport) => {}
+        _ = &mut writing => {}
+    }
     {
         // Only this connection's entry: the same peer may have connected again meanwhile.
         let mut map = shared.tcp.lock().unwrap_or_else(|e| e.into_inner());

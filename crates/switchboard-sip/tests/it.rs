@@ -1035,13 +1035,14 @@ fn comfort_audio_plays_while_the_phone_listens() {
     use switchboard_sip::rtp::header;
     let heidi: SocketAddr = PHONE.parse().unwrap();
     let (mut ep, id) = confirmed_call();
+    let none = std::collections::HashSet::new();
     // Heidi offered PCMA first (`m=audio 4000 RTP/AVP 8 0`): 20 ms of PCMA silence to her port 4000.
-    let due = ep.media_due();
+    let due = ep.media_due(&none);
     assert_eq!(due.len(), 1);
     let (to, packet) = &due[0];
     assert_eq!(*to, "127.0.0.1:4000".parse().unwrap());
     assert_eq!((header(packet).map(|h| h.0), packet.len()), (Some(8), 172));
-    let (_, next) = &ep.media_due()[0];
+    let (_, next) = &ep.media_due(&none)[0];
     assert_eq!(header(next).unwrap().1, header(packet).unwrap().1.wrapping_add(1), "sequence numbers count up");
 
     // Heidi holds the bot (sendonly): quiet until she resumes.
@@ -1053,13 +1054,25 @@ fn comfort_audio_plays_while_the_phone_listens() {
         format!("{}Content-Length: {}\r\n\r\n{body}", head.rsplit_once("Content-Length:").unwrap().0, body.len())
     };
     ep.receive(reinvite(5, "sendonly").as_bytes(), heidi, Transport::Udp, 100);
-    assert!(ep.media_due().is_empty(), "on hold: quiet");
+    assert!(ep.media_due(&none).is_empty(), "on hold: quiet");
     ep.receive(reinvite(6, "sendrecv").as_bytes(), heidi, Transport::Udp, 200);
-    assert_eq!(ep.media_due().len(), 1, "resumed");
+    assert_eq!(ep.media_due(&none).len(), 1, "resumed");
+
+    // Her SDP moves the media to another host: nothing goes there until RTP comes from it (symmetric
+    // RTP), so an SDP cannot aim our audio at a third party.
+    let elsewhere = |cseq: u32| {
+        let plain = invite(&format!("m{cseq}"), cseq, "14255550100", &[])
+            .replace("To: <sip:14255550100@sb.test>\r\n", "To: <sip:14255550100@sb.test>;tag=x\r\n");
+        plain.replace("c=IN IP4 127.0.0.1", "c=IN IP4 10.9.9.99")
+    };
+    ep.receive(elsewhere(7).as_bytes(), heidi, Transport::Udp, 250);
+    assert!(ep.media_due(&none).is_empty(), "not to a host that never sent RTP");
+    let heard: std::collections::HashSet<SocketAddr> = ["10.9.9.99:4000".parse().unwrap()].into();
+    assert_eq!(ep.media_due(&heard)[0].0, "10.9.9.99:4000".parse().unwrap());
 
     // Hung up: nothing more.
     ep.hang_up(&id, 300);
-    assert!(ep.media_due().is_empty());
+    assert!(ep.media_due(&none).is_empty());
 }
 
 #[test]

@@ -79,7 +79,14 @@ impl Network for Networks {
     fn release(&self, call: &Call) {
         match self.sip_for(call) {
             Some(sip) => sip.release(call),
-            None => self.sim.release(call),
+            None => {
+                // A phone still ringing for this sim call's transfer stops: the new owner starts the
+                // transfer over.
+                if let Some(sip) = self.sip.as_deref() {
+                    sip.hang_up_leg(&call.id);
+                }
+                self.sim.release(call)
+            }
         }
     }
 }
