@@ -791,3 +791,23 @@ async fn a_phone_is_transferred_to_a_sim_party_which_answers_refuses_or_hangs_up
     assert_eq!(world["legs"].as_array().map(Vec::len), Some(0), "nobody left ringing: {world}");
     bot.expect_silence(Duration::from_millis(300)).await;
 }
+
+#[tokio::test]
+async fn a_sim_call_is_transferred_to_a_pstn_number_through_the_trunk() {
+    let mut bot = Bot::start().await;
+    let (port, trunk_port) = (free_sip_port(), free_sip_port());
+    let extra = vec!["--sip-listen".into(), format!("127.0.0.1:{port}"), "--sip-trunk".into(), format!("sip:127.0.0.1:{trunk_port}")];
+    let server = Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra }).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let trunk = phone_waiting("trunk_takes_transfer.xml", trunk_port).await;
+    // Heidi (sim) calls the reception; the bot transfers her to a PSTN number, which the trunk takes.
+    let id = crate::transfer::answered(&server, &mut bot, &token, HEIDI, RECEPTION).await;
+    let body = serde_json::json!({"transferTarget": {"identity": {"phone": {"id": "+15550001111"}}}});
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, body).await.0, 202);
+    crate::transfer::expect_transferred(&mut bot, &id, crate::transfer::completed_blind()).await;
+    let (code, screen) = trunk.await.unwrap();
+    assert_eq!(code, 0, "the trunk (INVITE for the number as Heidi, with Referred-By; its BYE):\n{screen}");
+    // The far end hung up: Heidi's sim leg went with it.
+    let (_, world) = server.sim(reqwest::Method::GET, "/world", None).await;
+    assert_eq!(world["legs"].as_array().map(Vec::len), Some(0), "{world}");
+}
