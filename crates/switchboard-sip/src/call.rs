@@ -261,54 +261,18 @@ impl SipCall {
         };
         let bytes = invite.to_bytes();
         let call = SipCall {
-            graph_id: dial.graph_id,
             role: Role::Uac,
             phase: Phase::Calling,
-            peer: dial.peer,
             invite: invite.headers.clone(),
             local_party: format!("{};tag={}", dial.from, dial.local_tag),
             remote_party: dial.to,
-            call_id: dial.call_id,
-            local_tag: dial.local_tag,
             remote_target: dial.request_uri,
             invite_request: Some(invite),
-            ack: None,
-            cancelled: false,
-            cancel_tx: None,
-            rang: false,
-            linger: None,
-            route_set: Vec::new(),
             invite_cseq: 1,
             local_cseq: 1,
-            offer: None,
-            final_response: None,
-            provisional: None,
-            pending: None,
             invite_tx: Some(Retransmit::new(bytes.clone(), now)),
-            bye: None,
-            refer_tx: None,
-            refer: None,
-            session: (session_id, 1),
             media: Some(media),
-            reinvite: None,
-            reinvite_ack: None,
-            held: false,
-            queued_refer: None,
-            their_reinvite: None,
-            reinvite_error_ack: None,
-            resume_at: None,
-            resume_attempts: 0,
-            cancel_sent: false,
-            bridging: None,
-            partner: None,
-            remote_media: None,
-            rtp: None,
-            quiet: false,
-            via_transport: "UDP",
-            bye_cseq: 0,
-            plays: true,
-            latched: false,
-            detached_at: None,
+            ..SipCall::blank(dial.graph_id, dial.peer, dial.call_id, dial.local_tag, session_id)
         };
         (call, bytes)
     }
@@ -468,37 +432,29 @@ impl SipCall {
 }
 
 impl SipCall {
-    /// A call for the INVITE `req` from `peer`, with our `local_tag` for To.
-    pub fn inbound(graph_id: &str, req: &Message, peer: SocketAddr, local_tag: &str, invite_cseq: u32, session_id: u64) -> SipCall {
-        let remote_target = req
-            .headers
-            .get("Contact")
-            .and_then(|c| crate::header::name_addr::NameAddr::parse(c).ok())
-            .map_or_else(|| format!("sip:{peer}"), |a| a.uri);
-        let offer = (!req.body.is_empty()).then(|| sdp::parse(&req.body).ok()).flatten();
-        let remote_media = offer.as_ref().and_then(sdp::media_address);
+    /// A call with nothing under way yet: what both roles start from.
+    fn blank(graph_id: String, peer: SocketAddr, call_id: String, local_tag: String, session_id: u64) -> SipCall {
         SipCall {
-            graph_id: graph_id.to_owned(),
+            graph_id,
             role: Role::Uas,
             phase: Phase::Ringing,
             peer,
-            invite: req.headers.clone(),
+            invite: Headers::default(),
             invite_request: None,
-            local_party: format!("{};tag={local_tag}", header(&req.headers, "To")),
-            remote_party: header(&req.headers, "From"),
-            call_id: header(&req.headers, "Call-ID"),
-            local_tag: local_tag.to_owned(),
+            local_party: String::new(),
+            remote_party: String::new(),
+            call_id,
+            local_tag,
             ack: None,
             cancelled: false,
             cancel_tx: None,
             rang: false,
             linger: None,
-            remote_target,
-            // UAS: the Record-Route set as received (§12.1.1).
-            route_set: req.headers.all("Record-Route").into_iter().map(str::to_owned).collect(),
-            invite_cseq,
+            remote_target: String::new(),
+            route_set: Vec::new(),
+            invite_cseq: 1,
             local_cseq: 0,
-            offer,
+            offer: None,
             final_response: None,
             provisional: None,
             pending: None,
@@ -519,7 +475,7 @@ impl SipCall {
             cancel_sent: false,
             bridging: None,
             partner: None,
-            remote_media,
+            remote_media: None,
             rtp: None,
             quiet: false,
             via_transport: "UDP",
@@ -527,6 +483,31 @@ impl SipCall {
             plays: true,
             latched: false,
             detached_at: None,
+        }
+    }
+
+    /// A call for the INVITE `req` from `peer`, with our `local_tag` for To.
+    pub fn inbound(graph_id: &str, req: &Message, peer: SocketAddr, local_tag: &str, invite_cseq: u32, session_id: u64) -> SipCall {
+        let remote_target = req
+            .headers
+            .get("Contact")
+            .and_then(|c| crate::header::name_addr::NameAddr::parse(c).ok())
+            .map_or_else(|| format!("sip:{peer}"), |a| a.uri);
+        let offer = (!req.body.is_empty()).then(|| sdp::parse(&req.body).ok()).flatten();
+        let remote_media = offer.as_ref().and_then(sdp::media_address);
+        SipCall {
+            role: Role::Uas,
+            phase: Phase::Ringing,
+            invite: req.headers.clone(),
+            local_party: format!("{};tag={local_tag}", header(&req.headers, "To")),
+            remote_party: header(&req.headers, "From"),
+            remote_target,
+            // UAS: the Record-Route set as received (§12.1.1).
+            route_set: req.headers.all("Record-Route").into_iter().map(str::to_owned).collect(),
+            invite_cseq,
+            offer,
+            remote_media,
+            ..SipCall::blank(graph_id.to_owned(), peer, header(&req.headers, "Call-ID"), local_tag.to_owned(), session_id)
         }
     }
 

@@ -1079,6 +1079,11 @@ impl Endpoint {
                 Some(ok())
             }
             "BYE" if to.tag().is_some() && call.phase != Phase::Ended => {
+                // A BYE before the ACK to our 2xx (the ACK was lost) still says the phone had the
+                // 2xx: the call was connected, then hung up (and our 2xx need not go again).
+                if let Some(CallEvent::Connected) = call.ack() {
+                    self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Connected });
+                }
                 call.phase = Phase::Ended;
                 self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::HungUp });
                 Some(ok())

@@ -987,6 +987,27 @@ fn cancels_forks_failed_resumes_and_trunk_impostors() {
     ep.poll(40 + 4_000);
     assert_eq!(status_lines(&ep.drain_outbox()), ["INVITE sip:heidi@127.0.0.1:5071 SIP/2.0"], "tried again");
 
+    // The ACK to our 2xx is lost and the phone hangs up: its BYE proves it had the 2xx, so the call
+    // was connected, then hung up, and our 2xx stops going out.
+    let (mut ep, id) = {
+        let mut ep = endpoint();
+        ep.set_local("127.0.0.1:5060".parse().unwrap());
+        let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
+        ep.receive(invite("nb", 1, "14255550100", &[&auth]).as_bytes(), heidi, Transport::Udp, 0);
+        let Some(Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
+        ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
+        ep.drain_outbox();
+        (ep, graph_id)
+    };
+    let bye = "BYE sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKnb\r\nFrom: <sip:heidi@sb.test>;tag=ph1\r\nTo: <sip:14255550100@sb.test>;tag=x\r\nCall-ID: call-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    ep.receive(bye.as_bytes(), heidi, Transport::Udp, 100);
+    assert_eq!(
+        ep.drain_events(),
+        [Event::Call { graph_id: id.clone(), event: CallEvent::Connected }, Event::Call { graph_id: id.clone(), event: CallEvent::HungUp }]
+    );
+    ep.poll(600);
+    assert!(ep.drain_outbox().is_empty(), "no 2xx again");
+
     // The phone's re-INVITE on a call not yet answered is no dialog of ours: 481.
     let mut ep = endpoint();
     let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
