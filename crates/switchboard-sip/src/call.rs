@@ -925,7 +925,11 @@ impl SipCall {
 
     /// A NOTIFY of the REFER's implicit subscription, with its sipfrag status (RFC 3515 §2.4.5): the
     /// events it means, in order.
-    pub fn refer_notified(&mut self, sipfrag_status: u16) -> Vec<CallEvent> {
+    /// `refer_id`: the `id` of `Event: refer;id=N`, the CSeq of the REFER it reports on, if given.
+    pub fn refer_notified(&mut self, sipfrag_status: u16, refer_id: Option<u32>) -> Vec<CallEvent> {
+        if refer_id.is_some_and(|id| self.refer.as_ref().is_some_and(|r| r.cseq != 0 && r.cseq != id)) {
+            return Vec::new();
+        }
         if let Some(refer) = self.refer.as_ref().filter(|r| r.abandoned)
             && (200..300).contains(&sipfrag_status)
         {

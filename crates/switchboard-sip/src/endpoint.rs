@@ -1065,7 +1065,10 @@ impl Endpoint {
                         headers: vec![],
                     });
                 };
-                let events = call.refer_notified(status);
+                // `Event: refer;id=N` names the REFER by its CSeq (RFC 3515 §2.4.6): a NOTIFY for an
+                // earlier REFER (before a fallback REFER) changes nothing now.
+                let id = event.split(';').skip(1).find_map(|p| p.trim().strip_prefix("id=")).and_then(|n| n.trim().parse::<u32>().ok());
+                let events = call.refer_notified(status, id);
                 let completed =
                     events.iter().any(|e| matches!(e, CallEvent::Transfer { progress: Progress::Completed, .. } | CallEvent::HungUp));
                 for event in events {

@@ -927,6 +927,15 @@ fn a_consultative_transfer_refers_with_replaces_and_the_targets_bye_replaces_the
     let again = ep.drain_outbox();
     assert_eq!(status_lines(&again), ["REFER sip:heidi@127.0.0.1:5071 SIP/2.0"]);
     assert!(String::from_utf8_lossy(&again[0].bytes).contains("Refer-To: <sip:alex@127.0.0.1:5072>\r\n"));
+    // `Event: refer;id=N` names the REFER: a late NOTIFY for the first one changes nothing; the
+    // second REFER's success completes the transfer.
+    let cseq_of = |bytes: &[u8]| Message::parse(bytes, true).unwrap().headers.get("CSeq").unwrap().split(' ').next().unwrap().to_owned();
+    let (first, second) = (cseq_of(&refer.bytes), cseq_of(&again[0].bytes));
+    let with_id = |cseq: u32, id: &str| notify(cseq, "200 OK").replace("Event: refer\r\n", &format!("Event: refer;id={id}\r\n"));
+    ep.receive(with_id(3, &first).as_bytes(), heidi, Transport::Udp, 40);
+    assert!(ep.drain_events().is_empty(), "a NOTIFY for the first REFER");
+    ep.receive(with_id(4, &second).as_bytes(), heidi, Transport::Udp, 50);
+    assert_eq!(ep.drain_events(), [transfer(&a, Progress::Accepted), transfer(&a, Progress::Completed)]);
     // Without the fallback, the failure is reported (the core makes it 500/7700).
     let (mut ep, a, b, _) = consulted(false);
     ep.transfer_replacing(&a, "op-1", &b, &[], "sip:bot@sb.test", 10);
