@@ -16,6 +16,9 @@ use crate::transaction::T1_MS;
 /// T2: retransmission intervals stop doubling here.
 pub const T2_MS: u64 = 4_000;
 
+/// How long a phone's BYE during its transfer waits for the transfer's final NOTIFY.
+pub const BYE_GRACE_MS: u64 = 5_000;
+
 /// How many times a failed resume (taking the transferee off hold) is tried.
 pub const RESUME_ATTEMPTS: u32 = 3;
 
@@ -112,6 +115,10 @@ struct Refer {
     cseq: u32,
     /// Given up by the engine (its deadline): later news changes nothing.
     abandoned: bool,
+    /// The phone took it (202, or a NOTIFY came).
+    taken: bool,
+    /// Its 202 said `Refer-Sub: false` (RFC 4488): no NOTIFY will come; the phone's BYE is the news.
+    no_subscription: bool,
 }
 
 #[derive(Debug)]
@@ -201,6 +208,8 @@ pub struct SipCall {
     /// When the call stopped being a Graph call (bridged, handed over, joined elsewhere), for the
     /// longest such a call may last.
     pub detached_at: Option<u64>,
+    /// The phone's BYE came while its REFER was under way: until then, its final NOTIFY decides.
+    bye_grace: Option<u64>,
 }
 
 /// A re-INVITE of ours in flight.
@@ -306,6 +315,28 @@ impl SipCall {
         self.cancel_sent = true;
         self.cancel_tx = Some(Retransmit::new(bytes.clone(), now));
         Some(bytes)
+    }
+
+    /// The phone hung up (BYE). Usually that is all; but with a REFER taken it may be the transfer's
+    /// own end racing its NOTIFY (research/sip.md §2, rows 8 and 9):
+    /// - without a subscription (`Refer-Sub: false`) the BYE is the news: the transfer happened;
+    /// - otherwise the hang-up waits `BYE_GRACE_MS` for the final NOTIFY: a 2xx makes it a completed
+    ///   transfer, anything else (or nothing) a hang-up.
+    pub fn their_bye(&mut self, now: u64) -> Vec<CallEvent> {
+        self.phase = Phase::Ended;
+        self.pending = None;
+        self.reinvite = None;
+        let Some(refer) = self.refer.as_ref().filter(|r| r.taken && !r.abandoned) else { return vec![CallEvent::HungUp] };
+        if refer.no_subscription {
+            let transfer_id = refer.transfer_id.clone();
+            self.refer = None;
+            return vec![
+                CallEvent::Transfer { transfer_id: transfer_id.clone(), progress: Progress::Accepted },
+                CallEvent::Transfer { transfer_id, progress: Progress::Completed },
+            ];
+        }
+        self.bye_grace = Some(now + BYE_GRACE_MS);
+        Vec::new()
     }
 
     /// The answer to our CANCEL arrived: the INVITE's final answer (487) should follow; if it never
@@ -483,6 +514,7 @@ impl SipCall {
             plays: true,
             latched: false,
             detached_at: None,
+            bye_grace: None,
         }
     }
 
@@ -645,7 +677,7 @@ impl SipCall {
         if self.phase != Phase::Confirmed || self.transferring() || self.reinvite.is_some() {
             return None;
         }
-        self.refer = Some(Refer { transfer_id: transfer_id.to_owned(), cseq: 0, abandoned: false });
+        self.refer = Some(Refer { transfer_id: transfer_id.to_owned(), cseq: 0, abandoned: false, taken: false, no_subscription: false });
         if hold && !self.held && self.media.is_some() {
             self.queued_refer = Some((refer_to.to_owned(), referred_by.to_owned()));
             return self.reinvite(true, contact, local, now);
@@ -909,7 +941,7 @@ impl SipCall {
     }
 
     /// The phone answered our REFER (`cseq`) with `code`.
-    pub fn refer_answered(&mut self, cseq: u32, code: u16) -> Option<CallEvent> {
+    pub fn refer_answered(&mut self, cseq: u32, code: u16, no_subscription: bool) -> Option<CallEvent> {
         let refer = self.refer.as_mut().filter(|r| r.cseq == cseq && !r.abandoned)?;
         if code < 200 {
             return None;
@@ -917,7 +949,10 @@ impl SipCall {
         self.refer_tx = None;
         let transfer_id = refer.transfer_id.clone();
         if code < 300 {
-            return None; // taken; the NOTIFYs tell how it goes
+            // Taken; the NOTIFYs tell how it goes (or, without a subscription, the phone's BYE).
+            refer.taken = true;
+            refer.no_subscription = no_subscription;
+            return None;
         }
         self.refer = None;
         Some(CallEvent::Transfer { transfer_id, progress: Progress::Refused(code) })
@@ -941,6 +976,7 @@ impl SipCall {
         }
         let Some(refer) = self.refer.as_mut().filter(|r| !r.abandoned) else { return Vec::new() };
         // A NOTIFY before the 202 also means the REFER was taken (RFC 3515 §2.4.4).
+        refer.taken = true;
         self.refer_tx = None;
         let transfer_id = refer.transfer_id.clone();
         let mut out = Vec::new();
@@ -948,12 +984,16 @@ impl SipCall {
             100..=199 => {}
             200..=299 => {
                 self.refer = None;
+                self.bye_grace = None;
                 out.push(CallEvent::Transfer { transfer_id: transfer_id.clone(), progress: Progress::Accepted });
                 out.push(CallEvent::Transfer { transfer_id, progress: Progress::Completed });
             }
             code => {
                 self.refer = None;
                 out.push(CallEvent::Transfer { transfer_id, progress: Progress::Failed(code) });
+                if self.bye_grace.take().is_some() {
+                    out.push(CallEvent::HungUp); // the phone left already: the call cannot come back
+                }
             }
         }
         out
@@ -968,7 +1008,12 @@ impl SipCall {
 
     /// Whether nothing is left to send or wait for.
     pub fn finished(&self) -> bool {
-        self.phase == Phase::Ended && self.bye.is_none() && self.pending.is_none() && self.cancel_tx.is_none() && self.linger.is_none()
+        self.phase == Phase::Ended
+            && self.bye.is_none()
+            && self.pending.is_none()
+            && self.cancel_tx.is_none()
+            && self.linger.is_none()
+            && self.bye_grace.is_none()
     }
 
     /// What is due again at `now`, and what giving up means.
@@ -988,6 +1033,12 @@ impl SipCall {
             } else if let Some(bytes) = p.due(now) {
                 out.push(bytes);
             }
+        }
+        if self.bye_grace.is_some_and(|at| now >= at) {
+            // No final NOTIFY after the phone's BYE: it hung up.
+            self.bye_grace = None;
+            self.refer = None;
+            events.push(CallEvent::HungUp);
         }
         if self.linger.is_some_and(|at| now >= at) {
             self.linger = None;

@@ -808,7 +808,8 @@ impl Endpoint {
                     "CANCEL" => call.cancel_answered(now_ms),
                     "BYE" if code >= 200 => call.bye_answered(cseq.seq),
                     "REFER" => {
-                        if let Some(event) = call.refer_answered(cseq.seq, code) {
+                        let no_subscription = msg.headers.get("Refer-Sub").is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+                        if let Some(event) = call.refer_answered(cseq.seq, code, no_subscription) {
                             self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
                         }
                     }
@@ -1074,7 +1075,7 @@ impl Endpoint {
                 for event in events {
                     self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
                 }
-                if completed {
+                if completed && call.phase != Phase::Ended {
                     // The phone reached the target: our leg of the call is done (RFC 5589 §6.1).
                     let bytes = call.bye(&contact, local, now_ms);
                     self.outbox.push(Reply { to: call.peer, bytes });
@@ -1087,8 +1088,9 @@ impl Endpoint {
                 if let Some(CallEvent::Connected) = call.ack() {
                     self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Connected });
                 }
-                call.phase = Phase::Ended;
-                self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::HungUp });
+                for event in call.their_bye(now_ms) {
+                    self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
+                }
                 Some(ok())
             }
             "CANCEL" if call.role == Role::Uas && call.phase == Phase::Ringing => {

@@ -1120,3 +1120,51 @@ fn our_requests_in_a_dialog_name_the_transport_the_phone_called_on() {
     let bye = Message::parse(&ep.drain_outbox()[0].bytes, true).unwrap();
     assert!(bye.headers.get("Via").unwrap().starts_with("SIP/2.0/TCP 127.0.0.1:5060;"), "{bye}");
 }
+
+#[test]
+fn a_bye_racing_the_transfers_notify_waits_for_it() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::{CallEvent, Progress};
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let bye = "BYE sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKrb\r\nFrom: <sip:heidi@sb.test>;tag=ph1\r\nTo: <sip:14255550100@sb.test>;tag=x\r\nCall-ID: call-1\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n";
+    let call = |id: &str, event| Event::Call { graph_id: id.to_owned(), event };
+    let transferred = |id: &str| {
+        [
+            call(id, CallEvent::Transfer { transfer_id: "op-1".into(), progress: Progress::Accepted }),
+            call(id, CallEvent::Transfer { transfer_id: "op-1".into(), progress: Progress::Completed }),
+        ]
+    };
+    let referred = |refer_sub: bool| {
+        let (mut ep, id) = confirmed_call();
+        ep.refer(&id, "op-1", "sip:alex@x", "sip:bot@sb.test", 10);
+        let refer = ep.drain_outbox().remove(0);
+        let mut accepted = answer_to(&refer.bytes, 202);
+        if !refer_sub {
+            accepted = accepted.replace("Content-Length: 0", "Refer-Sub: false\r\nContent-Length: 0");
+        }
+        ep.receive(accepted.as_bytes(), from, Transport::Udp, 20);
+        (ep, id)
+    };
+
+    // The BYE comes first, then the 200 sipfrag: a completed transfer, not a hang-up.
+    let (mut ep, id) = referred(true);
+    let (reply, _) = ep.receive(bye.as_bytes(), from, Transport::Udp, 30);
+    assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 200 OK"]);
+    assert!(ep.drain_events().is_empty(), "the NOTIFY decides");
+    ep.receive(notify(3, "200 OK").as_bytes(), from, Transport::Udp, 40);
+    assert_eq!(ep.drain_events(), transferred(&id));
+    assert!(ep.drain_outbox().is_empty(), "no BYE of ours: the phone left already");
+
+    // No NOTIFY within the grace: a hang-up.
+    let (mut ep, id) = referred(true);
+    ep.receive(bye.as_bytes(), from, Transport::Udp, 30);
+    ep.poll(30 + 4_999);
+    assert!(ep.drain_events().is_empty());
+    ep.poll(30 + 5_000);
+    assert_eq!(ep.drain_events(), [call(&id, CallEvent::HungUp)]);
+
+    // `Refer-Sub: false` (RFC 4488): no NOTIFY will come, the BYE is the news.
+    let (mut ep, id) = referred(false);
+    ep.receive(bye.as_bytes(), from, Transport::Udp, 30);
+    assert_eq!(ep.drain_events(), transferred(&id));
+}
