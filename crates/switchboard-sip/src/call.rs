@@ -115,10 +115,6 @@ struct Refer {
     cseq: u32,
     /// Given up by the engine (its deadline): later news changes nothing.
     abandoned: bool,
-    /// The phone took it (202, or a NOTIFY came).
-    taken: bool,
-    /// Its 202 said `Refer-Sub: false` (RFC 4488): no NOTIFY will come; the phone's BYE is the news.
-    no_subscription: bool,
 }
 
 #[derive(Debug)]
@@ -202,9 +198,6 @@ pub struct SipCall {
     /// Whether we play comfort audio on this call (not on legs we place for a transfer: there the
     /// phone is to hear the other party).
     pub plays: bool,
-    /// RTP came from the phone's media address (symmetric RTP): then we send there even if it is not
-    /// the address the signalling comes from.
-    pub latched: bool,
     /// When the call stopped being a Graph call (bridged, handed over, joined elsewhere), for the
     /// longest such a call may last.
     pub detached_at: Option<u64>,
@@ -317,26 +310,36 @@ impl SipCall {
         Some(bytes)
     }
 
-    /// The phone hung up (BYE). Usually that is all; but with a REFER taken it may be the transfer's
-    /// own end racing its NOTIFY (research/sip.md §2, rows 8 and 9):
-    /// - without a subscription (`Refer-Sub: false`) the BYE is the news: the transfer happened;
-    /// - otherwise the hang-up waits `BYE_GRACE_MS` for the final NOTIFY: a 2xx makes it a completed
-    ///   transfer, anything else (or nothing) a hang-up.
+    /// The phone hung up (BYE). Usually that is all; but with a REFER out it may be the transfer's own
+    /// end racing its NOTIFY (research/sip.md §2, row 9): the hang-up waits `BYE_GRACE_MS` for the
+    /// final NOTIFY, and a 2xx makes it a completed transfer; anything else (or nothing) a hang-up.
     pub fn their_bye(&mut self, now: u64) -> Vec<CallEvent> {
         self.phase = Phase::Ended;
         self.pending = None;
         self.reinvite = None;
-        let Some(refer) = self.refer.as_ref().filter(|r| r.taken && !r.abandoned) else { return vec![CallEvent::HungUp] };
-        if refer.no_subscription {
-            let transfer_id = refer.transfer_id.clone();
-            self.refer = None;
-            return vec![
-                CallEvent::Transfer { transfer_id: transfer_id.clone(), progress: Progress::Accepted },
-                CallEvent::Transfer { transfer_id, progress: Progress::Completed },
-            ];
+        self.refer_tx = None;
+        if self.refer.as_ref().is_some_and(|r| r.cseq != 0 && !r.abandoned) {
+            self.bye_grace = Some(now + BYE_GRACE_MS);
+            return Vec::new();
         }
-        self.bye_grace = Some(now + BYE_GRACE_MS);
-        Vec::new()
+        vec![CallEvent::HungUp]
+    }
+
+    /// Ends the wait of a BYE for its transfer's NOTIFY (the transfer was given up): `true` if one was
+    /// waiting, and then the phone's hang-up is the news.
+    pub fn end_bye_grace(&mut self) -> bool {
+        let waiting = self.bye_grace.take().is_some();
+        if waiting {
+            self.refer = None;
+        }
+        waiting
+    }
+
+    /// Whether a request with this From belongs to this dialog: the phone's tag (if we know it yet),
+    /// which tells the forks of one INVITE apart (§12.2.2; our own tag is the same in all of them).
+    pub fn in_dialog(&self, from: &str) -> bool {
+        let theirs = tag_of(&self.remote_party);
+        theirs.is_none() || tag_of(from) == theirs
     }
 
     /// The answer to our CANCEL arrived: the INVITE's final answer (487) should follow; if it never
@@ -512,7 +515,6 @@ impl SipCall {
             via_transport: "UDP",
             bye_cseq: 0,
             plays: true,
-            latched: false,
             detached_at: None,
             bye_grace: None,
         }
@@ -677,7 +679,7 @@ impl SipCall {
         if self.phase != Phase::Confirmed || self.transferring() || self.reinvite.is_some() {
             return None;
         }
-        self.refer = Some(Refer { transfer_id: transfer_id.to_owned(), cseq: 0, abandoned: false, taken: false, no_subscription: false });
+        self.refer = Some(Refer { transfer_id: transfer_id.to_owned(), cseq: 0, abandoned: false });
         if hold && !self.held && self.media.is_some() {
             self.queued_refer = Some((refer_to.to_owned(), referred_by.to_owned()));
             return self.reinvite(true, contact, local, now);
@@ -707,8 +709,8 @@ impl SipCall {
     /// The next comfort-audio packet for the phone, and where it goes: only while the call is answered
     /// and ours (not bridged: then the phones talk to each other), and the phone listens.
     ///
-    /// Only to the phone's own host, or to an address that sent us RTP first (symmetric RTP): an SDP
-    /// cannot aim our packets at a third party.
+    /// Only to the phone's own host (the one its signalling comes from): an SDP cannot aim our packets
+    /// at a third party.
     pub fn comfort(&mut self, audio: crate::rtp::ComfortAudio) -> Option<(SocketAddr, Vec<u8>)> {
         if audio == crate::rtp::ComfortAudio::Off
             || !self.plays
@@ -719,8 +721,7 @@ impl SipCall {
             return None;
         }
         let peer_ip = self.peer.ip();
-        let latched = self.latched;
-        let rtp = self.rtp.as_mut().filter(|r| r.remote.ip() == peer_ip || latched)?;
+        let rtp = self.rtp.as_mut().filter(|r| r.remote.ip() == peer_ip)?;
         Some((rtp.remote, rtp.packet(audio)))
     }
 
@@ -941,7 +942,7 @@ impl SipCall {
     }
 
     /// The phone answered our REFER (`cseq`) with `code`.
-    pub fn refer_answered(&mut self, cseq: u32, code: u16, no_subscription: bool) -> Option<CallEvent> {
+    pub fn refer_answered(&mut self, cseq: u32, code: u16) -> Option<CallEvent> {
         let refer = self.refer.as_mut().filter(|r| r.cseq == cseq && !r.abandoned)?;
         if code < 200 {
             return None;
@@ -949,10 +950,7 @@ impl SipCall {
         self.refer_tx = None;
         let transfer_id = refer.transfer_id.clone();
         if code < 300 {
-            // Taken; the NOTIFYs tell how it goes (or, without a subscription, the phone's BYE).
-            refer.taken = true;
-            refer.no_subscription = no_subscription;
-            return None;
+            return None; // taken; the NOTIFYs tell how it goes
         }
         self.refer = None;
         Some(CallEvent::Transfer { transfer_id, progress: Progress::Refused(code) })
@@ -972,11 +970,11 @@ impl SipCall {
             // it is with the target now, so the call is over for the bot (a BYE follows).
             let _ = refer;
             self.refer = None;
+            self.bye_grace = None;
             return vec![CallEvent::HungUp];
         }
         let Some(refer) = self.refer.as_mut().filter(|r| !r.abandoned) else { return Vec::new() };
         // A NOTIFY before the 202 also means the REFER was taken (RFC 3515 §2.4.4).
-        refer.taken = true;
         self.refer_tx = None;
         let transfer_id = refer.transfer_id.clone();
         let mut out = Vec::new();

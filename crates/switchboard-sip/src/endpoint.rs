@@ -211,20 +211,13 @@ impl Endpoint {
         std::mem::take(&mut self.events)
     }
 
-    /// The comfort-audio packets due now, one per call that plays it (every `rtp::PTIME_MS`). `heard`:
-    /// the addresses RTP came from, to which we may send even off the signalling host.
-    pub fn media_due(&mut self, heard: &std::collections::HashSet<SocketAddr>) -> Vec<(SocketAddr, Vec<u8>)> {
+    /// The comfort-audio packets due now, one per call that plays it (every `rtp::PTIME_MS`).
+    pub fn media_due(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         let audio = self.comfort_audio;
         if audio == crate::rtp::ComfortAudio::Off {
             return Vec::new();
         }
-        self.calls
-            .values_mut()
-            .filter_map(|c| {
-                c.latched = c.rtp.as_ref().is_some_and(|r| heard.contains(&r.remote));
-                c.comfort(audio)
-            })
-            .collect()
+        self.calls.values_mut().filter_map(|c| c.comfort(audio)).collect()
     }
 
     /// Whether a call of ours is with the phone at `peer` (its TCP connection must stay open).
@@ -375,6 +368,13 @@ impl Endpoint {
     /// The engine gave transfer `transfer_id` up: `true` if it was still in flight (then it failed).
     pub fn abandon_transfer(&mut self, graph_id: &str, transfer_id: &str, now_ms: u64) -> bool {
         self.bridge_plans.remove(graph_id);
+        if let Some(call) = self.call_mut(graph_id)
+            && call.end_bye_grace()
+        {
+            // The phone left already (its BYE waited for the NOTIFY): that is the outcome now.
+            self.events.push(Event::Call { graph_id: graph_id.to_owned(), event: CallEvent::HungUp });
+            return false;
+        }
         self.replacing.retain(|_, (by, id)| !(by == graph_id && id == transfer_id));
         let mut abandoned = self.call_mut(graph_id).is_some_and(|c| c.abandon_transfer(transfer_id));
         if let Some(leg) =
@@ -408,8 +408,14 @@ impl Endpoint {
         }
         let contact = self.contact();
         let local = self.local();
+        let elsewhere = self.foreign_legs.remove(graph_id);
         let Some(call) = self.call_mut(graph_id) else { return };
         let to = call.peer;
+        if elsewhere || call.partner.as_deref() == Some(ELSEWHERE) {
+            // The other network's side of this call goes with it.
+            self.events.push(Event::LegHungUp { leg: graph_id.to_owned() });
+        }
+        let Some(call) = self.call_mut(graph_id) else { return };
         let bytes = match call.phase {
             Phase::Ringing if call.role == Role::Uas => call.refuse(480, "Temporarily Unavailable", now_ms),
             // Ours, not answered yet: CANCEL (once the phone has said it has the INVITE).
@@ -808,8 +814,7 @@ impl Endpoint {
                     "CANCEL" => call.cancel_answered(now_ms),
                     "BYE" if code >= 200 => call.bye_answered(cseq.seq),
                     "REFER" => {
-                        let no_subscription = msg.headers.get("Refer-Sub").is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
-                        if let Some(event) = call.refer_answered(cseq.seq, code, no_subscription) {
+                        if let Some(event) = call.refer_answered(cseq.seq, code) {
                             self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
                         }
                     }
@@ -1049,6 +1054,13 @@ impl Endpoint {
         let contact = self.contact();
         let local = self.local();
         let call = self.calls.get_mut(call_id)?;
+        if matches!(method, "BYE" | "NOTIFY" | "REFER") && !call.in_dialog(msg.headers.get("From").unwrap_or_default()) {
+            return Some(Answer {
+                code: 481,
+                reason: "Call/Transaction Does Not Exist (the tags name another dialog)".into(),
+                headers: vec![],
+            });
+        }
         match method {
             // The progress of our REFER (RFC 3515 §2.4.4): a sipfrag status line in the body.
             "NOTIFY" if to.tag().is_some() => {
@@ -1085,6 +1097,11 @@ impl Endpoint {
             "BYE" if to.tag().is_some() && call.phase != Phase::Ended => {
                 // A BYE before the ACK to our 2xx (the ACK was lost) still says the phone had the
                 // 2xx: the call was connected, then hung up (and our 2xx need not go again).
+                if call.role == Role::Uas && call.phase == Phase::Ringing {
+                    // A BYE on the early dialog (§15.1.2): the INVITE gets its final answer, 487.
+                    let bytes = call.refuse(487, "Request Terminated", now_ms);
+                    self.outbox.push(Reply { to: call.peer, bytes });
+                }
                 if let Some(CallEvent::Connected) = call.ack() {
                     self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Connected });
                 }

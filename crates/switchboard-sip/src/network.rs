@@ -113,10 +113,16 @@ impl SipNetwork {
         let ringing = self.ringing_elsewhere.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         match (ringing, event) {
             (Some(transfer_id), OtherSide::Answered) => {
-                if self.shared.with_endpoint(|ep, now| ep.join_elsewhere(id, now)) {
-                    self.events.call(id, NetEvent::TransferAccepted { transfer_id: transfer_id.clone() });
-                    self.events.call(id, NetEvent::TransferCompleted { transfer_id });
-                } else {
+                // Reported under the endpoint's lock, so that no command for the call comes in between.
+                let joined = self.shared.with_endpoint(|ep, now| {
+                    let joined = ep.join_elsewhere(id, now);
+                    if joined {
+                        self.events.call(id, NetEvent::TransferAccepted { transfer_id: transfer_id.clone() });
+                        self.events.call(id, NetEvent::TransferCompleted { transfer_id: transfer_id.clone() });
+                    }
+                    joined
+                });
+                if !joined {
                     // The phone left meanwhile: the party that just answered is hung up.
                     if let Some(h) = self.hand_over.get() {
                         h.hung_up(id);
@@ -355,6 +361,10 @@ impl Owner for SipNetwork {
                             NetEvent::TransferFailed { transfer_id, failure: failure_of(code) }
                         }
                     };
+                    if event == NetEvent::RemoteHangUp {
+                        // A sim party ringing for this phone's transfer stops.
+                        self.stop_ringing_elsewhere(&graph_id);
+                    }
                     self.events.call(&graph_id, event);
                 }
             }
@@ -382,21 +392,24 @@ impl Network for SipNetwork {
             }
             NetCommand::Transfer { transfer_id, target, replaces_call_id: None, transferee: None } => {
                 let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
-                let sent = self.shared.with_endpoint(|ep, now| match self.destination(ep, target, now) {
-                    Some(mut destination) => {
-                        destination.headers.extend(custom_headers(call));
-                        ep.transfer(id, transfer_id, &destination, &referred_by, now)
-                    }
-                    None => false,
+                // `None`: SIP does not reach the target; `Some(sent)`: it does, and the REFER went or not
+                // (a re-INVITE or another transfer under way).
+                let over_sip = self.shared.with_endpoint(|ep, now| {
+                    let mut destination = self.destination(ep, target, now)?;
+                    destination.headers.extend(custom_headers(call));
+                    Some(ep.transfer(id, transfer_id, &destination, &referred_by, now))
                 });
-                // No phone and no trunk for the target: a party of the other network (the sim), rung
-                // for the phone, which Switchboard then keeps talking to.
-                let elsewhere = !sent && self.ring_elsewhere(id, transfer_id, target);
-                if !sent && !elsewhere {
+                let done = match over_sip {
+                    Some(sent) => sent,
+                    // No phone and no trunk for the target: a party of the other network (the sim),
+                    // rung for the phone, which Switchboard then keeps talking to.
+                    None => self.ring_elsewhere(id, transfer_id, target),
+                };
+                if !done {
                     tracing::warn!(
                         call_id = id,
                         ?target,
-                        "the transfer target has no registered SIP phone, no trunk takes it and the sim does not know it; the transfer fails"
+                        "the transfer cannot start (nobody to reach, or the call is busy with another); it fails"
                     );
                     self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
                 }
@@ -451,6 +464,7 @@ impl Network for SipNetwork {
     }
 
     fn release(&self, call: &Call) {
+        self.stop_ringing_elsewhere(&call.id);
         self.shared.with_endpoint(|ep, now| ep.hang_up(&call.id, now));
     }
 }

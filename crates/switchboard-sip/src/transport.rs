@@ -40,8 +40,6 @@ pub struct Shared {
     /// Open TCP connections by the peer's address: what is addressed there goes on the connection.
     tcp: Arc<Mutex<HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)>>>,
     connections: Arc<std::sync::atomic::AtomicU64>,
-    /// Where RTP came from (symmetric RTP: comfort audio may go back there); bounded.
-    heard: Arc<Mutex<std::collections::HashSet<SocketAddr>>>,
 }
 
 impl Shared {
@@ -54,7 +52,6 @@ impl Shared {
             udp: Arc::default(),
             tcp: Arc::default(),
             connections: Arc::default(),
-            heard: Arc::default(),
         }
     }
 
@@ -206,20 +203,11 @@ pub fn serve_media(socket: UdpSocket, shared: Shared) {
     let socket = Arc::new(socket);
     let receiving = Arc::clone(&socket);
     let metrics = Arc::clone(&shared.metrics);
-    let heard = Arc::clone(&shared.heard);
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
-        while let Ok((n, from)) = receiving.recv_from(&mut buf).await {
+        while let Ok((n, _)) = receiving.recv_from(&mut buf).await {
             if crate::rtp::header(&buf[..n]).is_some() {
                 metrics.rtp_received.inc();
-                let mut heard = heard.lock().unwrap_or_else(|e| e.into_inner());
-                if !heard.contains(&from) {
-                    // Bounded: a flood of sources forgets the old ones (their calls latch again).
-                    if heard.len() >= 10_000 {
-                        heard.clear();
-                    }
-                    heard.insert(from);
-                }
             }
         }
     });
@@ -228,8 +216,7 @@ pub fn serve_media(socket: UdpSocket, shared: Shared) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            let heard = shared.heard.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let due = shared.lock().media_due(&heard);
+            let due = shared.lock().media_due();
             for (to, packet) in due {
                 if socket.try_send_to(&packet, to).is_ok() {
                     shared.metrics.rtp_sent.inc();
@@ -295,10 +282,10 @@ where
     });
     // Either side ending ends the connection: a writer that failed leaves no reader behind whose
     // answers would go nowhere.
-    tokio::select! {
-        () = read_messages(&mut reader, from, &shared, transport) => {}
-        _ = &mut writing => {}
-    }
+    let writer_done = tokio::select! {
+        () = read_messages(&mut reader, from, &shared, transport) => false,
+        _ = &mut writing => true,
+    };
     {
         // Only this connection's entry: the same peer may have connected again meanwhile.
         let mut map = shared.tcp.lock().unwrap_or_else(|e| e.into_inner());
@@ -306,8 +293,8 @@ where
             map.remove(&from);
         }
     }
-    // Let what is queued go out, then close.
-    if tokio::time::timeout(Duration::from_secs(1), &mut writing).await.is_err() {
+    // Let what is queued go out, then close (a finished writer is not polled again).
+    if !writer_done && tokio::time::timeout(Duration::from_secs(1), &mut writing).await.is_err() {
         writing.abort();
     }
 }

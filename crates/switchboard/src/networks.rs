@@ -34,16 +34,18 @@ pub struct Networks {
 }
 
 impl Networks {
+    /// SIP, for a SIP call: its id says so, whether or not the endpoint still holds its dialog (it may
+    /// have ended, or be joined to another network's party), so that nothing of it goes to the sim.
     fn sip_for(&self, call: &Call) -> Option<&SipNetwork> {
-        self.sip.as_deref().filter(|s| s.holds(&call.id))
+        self.sip.as_deref().filter(|_| switchboard_sip::endpoint::is_sip_call(&call.id))
     }
 }
 
 impl Network for Networks {
     fn execute(&self, call: &Call, command: &NetCommand) {
-        // An outgoing call's id says where it goes (the API chose when the target was reachable over SIP).
-        let placed_over_sip = matches!(command, NetCommand::Place) && switchboard_sip::endpoint::is_sip_call(&call.id);
-        if let Some(sip) = self.sip.as_deref().filter(|_| placed_over_sip).or_else(|| self.sip_for(call)) {
+        // A SIP call's id says so (an outgoing one's was chosen by the API when its target was
+        // reachable over SIP).
+        if let Some(sip) = self.sip_for(call) {
             return sip.execute(call, command);
         }
         // A sim call whose transfer target is a registered phone (or a number a trunk takes): SIP calls
