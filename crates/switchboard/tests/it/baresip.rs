@@ -40,8 +40,22 @@ impl Phone {
         Self::start_with(user, sip_port, "auto")
     }
 
-    /// `answermode`: `auto` answers at once, `manual` rings until told.
+    /// `answermode`: `auto` answers at once, `manual` rings until told. The ports are picked free, but
+    /// another test may take one before baresip binds it: then baresip exits, and starts again on others.
     fn start_with(user: &str, sip_port: u16, answermode: &str) -> Phone {
+        for _ in 0..5 {
+            let mut phone = Self::try_start(user, sip_port, answermode);
+            std::thread::sleep(Duration::from_millis(500));
+            let exited = phone.child.try_wait().ok().flatten().is_some();
+            if !exited && !phone.log().contains("Address already in use") {
+                return phone;
+            }
+            let _ = phone.child.kill();
+        }
+        panic!("baresip could not start for {user} on five sets of free ports");
+    }
+
+    fn try_start(user: &str, sip_port: u16, answermode: &str) -> Phone {
         let dir = std::env::temp_dir().join(format!("switchboard-baresip-{user}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let (listen, ctrl) = (free_pair(), free_port());

@@ -359,6 +359,25 @@ async fn phone_waiting(scenario: &'static str, port: u16) -> tokio::task::JoinHa
     panic!("SIPp did not bind port {port}");
 }
 
+/// A phone (SIPp, `scenario`) waiting for one call on a free port, and the port. Another test may take
+/// a port between its pick and SIPp's bind: then another port.
+async fn phone_anywhere(scenario: &'static str) -> (tokio::task::JoinHandle<(i32, String)>, u16) {
+    for _ in 0..5 {
+        let port = free_sip_port();
+        let phone = tokio::task::spawn_blocking(move || sipp_on(scenario, port, None, &["-m", "1"]));
+        for _ in 0..100 {
+            if phone.is_finished() {
+                break; // the port was taken: try another
+            }
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+                return (phone, port);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("SIPp ({scenario}) could not bind any of five free ports");
+}
+
 /// Registers `user` with its phone at `contact_port` (another SIPp).
 async fn register_at(user: &'static str, contact_port: u16, port: u16) {
     let target = format!("127.0.0.1:{port}");
@@ -388,8 +407,7 @@ async fn the_bot_calls_registered_phones_and_pstn_numbers_through_a_trunk() {
     let token = server.token(DEMO_BOT, CONTOSO).await;
 
     // Alex's phone rings, answers and hangs up.
-    let alex_port = free_sip_port();
-    let alex = phone_waiting("phone_answers.xml", alex_port).await;
+    let (alex, alex_port) = phone_anywhere("phone_answers.xml").await;
     register_at("alex", alex_port, port).await;
     let id = place_call(&server, &token, call_to_user(&bot.callback("alex"), ALEX)).await;
     assert!(is_sip_call(&id), "a call that goes over SIP says so in its id: {id}");
@@ -400,8 +418,7 @@ async fn the_bot_calls_registered_phones_and_pstn_numbers_through_a_trunk() {
     assert_eq!(code, 0, "Alex's phone (INVITE with PCMU/PCMA/telephone-event, 180, 200, ACK, BYE):\n{screen}");
 
     // Bob's phone is busy: 486, the same resultInfo as the sim's busy party.
-    let bob_port = free_sip_port();
-    let bob = phone_waiting("phone_busy.xml", bob_port).await;
+    let (bob, bob_port) = phone_anywhere("phone_busy.xml").await;
     register_at("bob", bob_port, port).await;
     let id = place_call(&server, &token, call_to_user(&bot.callback("bob"), BUSY_BOB)).await;
     assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
@@ -410,8 +427,7 @@ async fn the_bot_calls_registered_phones_and_pstn_numbers_through_a_trunk() {
     assert_eq!(code, 0, "Bob's phone got the ACK to its 486:\n{screen}");
 
     // Heidi's phone rings until the bot hangs up: CANCEL, 487, ACK.
-    let heidi_port = free_sip_port();
-    let heidi = phone_waiting("phone_rings_until_cancel.xml", heidi_port).await;
+    let (heidi, heidi_port) = phone_anywhere("phone_rings_until_cancel.xml").await;
     register_at("heidi", heidi_port, port).await;
     let id = place_call(&server, &token, call_to_user(&bot.callback("heidi"), HEIDI)).await;
     assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
@@ -492,8 +508,7 @@ async fn a_transferee_that_refuses_refer_is_bridged_to_a_target_that_answers_ref
         ("sam", SILENT_SAM, "phone_rings_until_cancel.xml", Some("never answers")),
     ];
     for (user, user_id, scenario, failure) in targets {
-        let target_port = free_sip_port();
-        let target = phone_waiting(scenario, target_port).await;
+        let (target, target_port) = phone_anywhere(scenario).await;
         register_at(user, target_port, port).await;
         // Heidi's phone is held, refuses the REFER (405), and is re-INVITEd: to the target's media
         // once the target answers, or back to ours when it does not.
@@ -525,8 +540,7 @@ async fn a_consultative_transfer_refers_the_transferee_with_replaces_for_the_con
     let token = server.token(DEMO_BOT, CONTOSO).await;
     // Heidi's phone calls the bot (A); the bot consults Alex (B), who answers.
     let (a, _, heidi) = answered_phone_call(&server, &mut bot, &token, "phone_transferred_replacing.xml", port).await;
-    let alex_port = free_sip_port();
-    let alex = phone_waiting("target_replaced.xml", alex_port).await;
+    let (alex, alex_port) = phone_anywhere("target_replaced.xml").await;
     register_at("alex", alex_port, port).await;
     let b = place_call(&server, &token, call_to_user(&bot.callback("consult"), ALEX)).await;
     assert_eq!(redact(bot.next().await.1, &b), state_note("updated", "establishing"));
@@ -558,8 +572,7 @@ async fn a_sim_call_is_transferred_to_a_registered_phone_and_the_two_networks_ha
         ("sam", SILENT_SAM, "phone_rings_until_cancel.xml", Some("never answers")),
     ];
     for (user, user_id, scenario, failure) in cases {
-        let phone_port = free_sip_port();
-        let phone = phone_waiting(scenario, phone_port).await;
+        let (phone, phone_port) = phone_anywhere(scenario).await;
         register_at(user, phone_port, port).await;
         // Heidi, on the sim (not registered), calls the bot, which transfers her to the phone with a
         // custom header for it.
@@ -591,8 +604,7 @@ async fn a_sim_call_is_transferred_to_a_registered_phone_and_the_two_networks_ha
     assert_eq!(world["legs"].as_array().map(Vec::len), Some(0), "{world}");
 
     // The other way round: Heidi hangs up on the sim, and Dana's phone gets a BYE.
-    let phone_port = free_sip_port();
-    let phone = phone_waiting("target_until_sim_hangs_up.xml", phone_port).await;
+    let (phone, phone_port) = phone_anywhere("target_until_sim_hangs_up.xml").await;
     register_at("dana", phone_port, port).await;
     let id = crate::transfer::answered(&server, &mut bot, &token, HEIDI, DEMO_BOT).await;
     let body = serde_json::json!({"transferTarget": {"identity": {"user": {"id": DECLINING_DANA}}}});
