@@ -4,15 +4,15 @@
 //! - [`header`]: typed headers, one file per header (`Via`, `CSeq`, `From`/`To`/`Contact`, Digest).
 //! - [`uri`]: SIP URIs.
 //! - [`digest`]: Digest authentication (MD5) and stateless nonces.
-//! - [`call`]: a call from a phone, from INVITE to BYE, with its retransmissions.
+//! - [`call`]: one dialog, either role (from a phone, or to a phone or trunk), from INVITE to BYE, with
+//!   its retransmissions, re-INVITEs (hold, resume) and REFERs.
 //! - [`transaction`]: server transactions: retransmissions answered again, for Timer J.
 //! - [`registrar`]: who is registered where.
 //! - [`sdp`]: the SDP offer/answer a phone needs (PCMU/PCMA, telephone-event, hold).
+//! - [`rtp`]: comfort audio, G.711 RTP packets.
 //! - [`endpoint`]: the sans-IO endpoint: bytes and the time in, a response out.
-//! - [`transport`]: UDP and TCP around it, on the engine's clock.
-//! - [`network`]: SIP as the engine's network backend: phones' calls become Graph calls.
-//!
-//! Calls over SIP (INVITE, REFER/NOTIFY transfer, Replaces, SDP/RTP) are the next increments.
+//! - [`transport`]: UDP, TCP and TLS around it on the engine's clock, and the media socket.
+//! - [`network`]: SIP as the engine's network backend: calls and transfers as Graph sees them.
 
 pub mod call;
 pub mod digest;

@@ -1,12 +1,10 @@
-//! SIP as a network backend behind the engine's `Network` seam, beside the simulator: a phone's INVITE
-//! becomes an incoming Graph call, and the engine's commands for that call (answer, reject, hang up,
-//! blind transfer) act on the SIP dialog.
+//! SIP as a network backend behind the engine's `Network` seam, beside the simulator.
 //!
 //! - Calls from registered users' phones (and from trunks) to an application instance's number or an
-//!   application id become incoming Graph calls.
+//!   application id become incoming Graph calls; answer, reject, redirect and hang-up act on the dialog.
 //! - The bot's outgoing calls to a registered user INVITE the user's phone; to a PSTN number, a trunk.
-//!
-//! Consultative transfer, hold and media come next (issue 11).
+//! - Transfers: blind (REFER), consultative (REFER with Replaces), bridged when REFER is refused, and
+//!   across to the sim both ways (`HandOver`: a sim call to a phone, a phone to a sim party).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -251,10 +249,6 @@ impl SipNetwork {
     fn username_of(&self, party: &Party) -> Option<String> {
         let Party::User { id, .. } = party else { return None };
         self.routing.users.iter().find(|(_, uid)| uid.eq_ignore_ascii_case(id)).map(|(name, _)| name.clone())
-    }
-
-    pub fn holds(&self, call_id: &str) -> bool {
-        self.shared.with_endpoint(|ep, _| ep.holds(call_id))
     }
 
     /// The Graph side of a phone's INVITE: who calls whom. `Err`: the SIP answer to refuse with.

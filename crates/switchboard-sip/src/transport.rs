@@ -1,6 +1,7 @@
-//! The I/O around the sans-IO [`Endpoint`]: a UDP socket and a TCP listener on the same address. Each
-//! message goes through the endpoint under its lock with the engine's clock, so virtual time drives
-//! SIP as it drives everything else.
+//! The I/O around the sans-IO [`Endpoint`]: a UDP socket and a TCP listener on the same address, TLS
+//! connections the caller accepts (`serve_tls`), and the media socket (`serve_media`). Each message
+//! goes through the endpoint under its lock with the engine's clock, so virtual time drives SIP
+//! signalling as it drives everything else (comfort audio is paced in real time).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -541,6 +541,16 @@ fn requests_are_proxied_only_to_registered_contacts_and_responses_find_their_way
     assert!(String::from_utf8_lossy(&bytes).starts_with("SIP/2.0 401"));
 }
 
+/// Where Alex's phone is: registered at 127.0.0.1:5072.
+fn alex_phone() -> switchboard_sip::endpoint::Destination {
+    switchboard_sip::endpoint::Destination {
+        request_uri: "sip:alex@127.0.0.1:5072".into(),
+        to: "<sip:alex@sb.test>".into(),
+        peer: "127.0.0.1:5072".parse().unwrap(),
+        headers: vec![],
+    }
+}
+
 /// The bot calls Alex's phone at 127.0.0.1:5072; returns the endpoint, the INVITE sent and the Graph id.
 fn outgoing_call() -> (Endpoint, Message, String) {
     let mut ep = endpoint();
@@ -552,12 +562,7 @@ fn outgoing_call() -> (Endpoint, Message, String) {
 /// The bot calls Alex's phone from `ep`; returns the INVITE sent and the Graph id.
 fn call_alex(ep: &mut Endpoint) -> (Message, String) {
     let id = switchboard_sip::endpoint::new_call_id();
-    let destination = switchboard_sip::endpoint::Destination {
-        request_uri: "sip:alex@127.0.0.1:5072".into(),
-        to: "<sip:alex@sb.test>".into(),
-        peer: "127.0.0.1:5072".parse().unwrap(),
-        headers: vec![],
-    };
+    let destination = alex_phone();
     ep.place(&id, "\"Reception\" <sip:+14255550100@sb.test>", destination, "127.0.0.1:20000".parse().unwrap(), 0);
     let sent = ep.drain_outbox();
     assert_eq!(sent.len(), 1);
@@ -806,12 +811,7 @@ fn a_transferee_that_refuses_refer_is_bridged_to_the_target() {
     use switchboard_sip::call::{CallEvent, Progress};
     let heidi: SocketAddr = PHONE.parse().unwrap();
     let alex: SocketAddr = "127.0.0.1:5072".parse().unwrap();
-    let to_alex = switchboard_sip::endpoint::Destination {
-        request_uri: "sip:alex@127.0.0.1:5072".into(),
-        to: "<sip:alex@sb.test>".into(),
-        peer: alex,
-        headers: vec![],
-    };
+    let to_alex = alex_phone();
     let transfer =
         |id: &str, progress| Event::Call { graph_id: id.to_owned(), event: CallEvent::Transfer { transfer_id: "op-1".into(), progress } };
     let recvonly = "v=0\r\no=p 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=recvonly\r\n";
@@ -1038,12 +1038,7 @@ fn cancels_forks_failed_resumes_and_trunk_impostors() {
 fn a_transferee_that_leaves_while_its_bridge_rings_stops_the_ringing() {
     let heidi: SocketAddr = PHONE.parse().unwrap();
     let alex: SocketAddr = "127.0.0.1:5072".parse().unwrap();
-    let to_alex = switchboard_sip::endpoint::Destination {
-        request_uri: "sip:alex@127.0.0.1:5072".into(),
-        to: "<sip:alex@sb.test>".into(),
-        peer: alex,
-        headers: vec![],
-    };
+    let to_alex = alex_phone();
     let (mut ep, id) = confirmed_call_on(endpoint_with(true));
     ep.transfer(&id, "op-1", &to_alex, "sip:bot@sb.test", 10);
     let hold = Message::parse(&ep.drain_outbox()[0].bytes, true).unwrap();

@@ -142,11 +142,6 @@ impl SipTrunk {
         };
         Ok(SocketAddr::new(ip, port))
     }
-
-    /// Whether the trunk takes `number`.
-    pub fn takes(&self, number: &str) -> bool {
-        self.numbers.is_empty() || self.numbers.iter().any(|p| number.starts_with(p.as_str()))
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

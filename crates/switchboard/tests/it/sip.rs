@@ -158,12 +158,17 @@ fn phone_call(scenario: &'static str, port: u16) -> tokio::task::JoinHandle<(i32
 
 /// The same over SIPp's `transport` (`u1` UDP, `t1` TCP).
 fn phone_call_over(scenario: &'static str, port: u16, transport: &'static str) -> tokio::task::JoinHandle<(i32, String)> {
+    heidi_calls(scenario, port, &["-t", transport])
+}
+
+/// Heidi's phone calls the reception's number as `scenario` says, with SIPp's `extra` arguments.
+fn heidi_calls(scenario: &'static str, port: u16, extra: &[&str]) -> tokio::task::JoinHandle<(i32, String)> {
     let target = format!("127.0.0.1:{port}");
-    tokio::task::spawn_blocking(move || {
-        let args =
-            ["-s", "14255550100", "-key", "caller", "heidi", "-au", "heidi", "-ap", "switchboard-demo-sip", "-m", "1", "-t", transport];
-        sipp(scenario, &target, &args)
-    })
+    let mut args: Vec<String> = ["-s", "14255550100", "-key", "caller", "heidi", "-au", "heidi", "-ap", "switchboard-demo-sip", "-m", "1"]
+        .map(str::to_owned)
+        .to_vec();
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    tokio::task::spawn_blocking(move || sipp(scenario, &target, &args.iter().map(String::as_str).collect::<Vec<_>>()))
 }
 
 #[tokio::test]
@@ -627,31 +632,8 @@ async fn calls_complete_through_lost_invites_200s_acks_and_byes() {
     // notification may take up to 30 s); each call is answered by the bot through Graph, and
     // must still end as a normal call: established, then hung up by the phone.
     for round in 0..5 {
-        let target = format!("127.0.0.1:{port}");
-        let phone = tokio::task::spawn_blocking(move || {
-            let args = [
-                "-s",
-                "14255550100",
-                "-key",
-                "caller",
-                "heidi",
-                "-au",
-                "heidi",
-                "-ap",
-                "switchboard-demo-sip",
-                "-m",
-                "1",
-                "-t",
-                "u1",
-                "-lost",
-                "10",
-                "-max_invite_retrans",
-                "12",
-                "-max_non_invite_retrans",
-                "12",
-            ];
-            sipp("phone_call_lossy.xml", &target, &args)
-        });
+        let lossy = ["-t", "u1", "-lost", "10", "-max_invite_retrans", "12", "-max_non_invite_retrans", "12"];
+        let phone = heidi_calls("phone_call_lossy.xml", port, &lossy);
         let next = async |bot: &mut Bot| bot.next_within(Duration::from_secs(30)).await.expect("a notification within 30 s").1;
         let created = next(&mut bot).await;
         let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
@@ -673,29 +655,8 @@ async fn an_answered_phone_hears_comfort_audio_and_its_rtp_is_taken() {
     let token = server.token(DEMO_BOT, CONTOSO).await;
     // SIPp echoes whatever RTP reaches its media port back to the sender: our comfort audio comes
     // back to our media socket.
-    let target = format!("127.0.0.1:{port}");
     let media = free_sip_port().to_string();
-    let phone = tokio::task::spawn_blocking(move || {
-        let args = [
-            "-s",
-            "14255550100",
-            "-key",
-            "caller",
-            "heidi",
-            "-au",
-            "heidi",
-            "-ap",
-            "switchboard-demo-sip",
-            "-m",
-            "1",
-            "-t",
-            "u1",
-            "-rtp_echo",
-            "-mp",
-            &media,
-        ];
-        sipp("phone_hangs_up.xml", &target, &args)
-    });
+    let phone = heidi_calls("phone_hangs_up.xml", port, &["-t", "u1", "-rtp_echo", "-mp", &media]);
     let (_, created) = bot.next().await;
     let id = created["resourceUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
     let answer = Some(crate::lifecycle::answer_body(&bot.callback(&id)));
