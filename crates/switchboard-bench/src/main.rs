@@ -53,6 +53,9 @@ enum Cmd {
         /// Regenerates this Markdown file's suite section and the plots beside it.
         #[arg(long)]
         docs: Option<PathBuf>,
+        /// Runs only these phases (anchors, api, e2e, open, scale), e.g. under a profiler.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Serves anchor (a), the bare handler, until killed.
     Anchor {
@@ -129,11 +132,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Anchor { listen } => anchors::serve_bare(listen),
-        Cmd::Run { mode, switchboard, out, docs } => {
+        Cmd::Run { mode, switchboard, out, docs, only } => {
             // One thread for the driver and the sink: they share the machine with the server under
             // test, so they must cost as little as they can.
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let results = runtime.block_on(run(mode, &switchboard))?;
+            let results = runtime.block_on(run(mode, &switchboard, &only))?;
             if let Some(dir) = out.parent() {
                 std::fs::create_dir_all(dir)?;
             }
@@ -153,7 +156,8 @@ fn phase(name: &str) {
     eprintln!("== {name}");
 }
 
-async fn run(mode: Mode, bin: &std::path::Path) -> anyhow::Result<Value> {
+async fn run(mode: Mode, bin: &std::path::Path, only: &[String]) -> anyhow::Result<Value> {
+    let want = |phase: &str| only.is_empty() || only.iter().any(|p| p == phase);
     if !bin.exists() {
         bail!("{} not found: build it first (cargo build --release -p switchboard)", bin.display());
     }
@@ -168,38 +172,40 @@ async fn run(mode: Mode, bin: &std::path::Path) -> anyhow::Result<Value> {
     let sink_addr = sink::serve(Arc::clone(&sink), "127.0.0.1:0".parse()?).await?;
 
     // The anchors first, on a quiet machine.
-    phase("anchor (c): the sink's own receive rate");
-    let post = Req {
-        method: "POST",
-        path: "/cb".into(),
-        headers: "Content-Type: application/json\r\n".into(),
-        body: anchors::NOTIFICATION.as_bytes().to_vec(),
-        expect: 202,
-    };
-    let mut sink_load = load::closed(sink_addr, post, HEADLINE_CONCURRENCY, secs).await;
-    let sink_anchor = sink_load.json(HEADLINE_CONCURRENCY);
-    eprintln!("  {} notification POSTs/s", sink_anchor["rps"]);
+    let (mut sink_anchor, mut store_anchor, mut bare_levels) = (Value::Null, Value::Null, Vec::new());
+    if want("anchors") {
+        phase("anchor (c): the sink's own receive rate");
+        let post = Req {
+            method: "POST",
+            path: "/cb".into(),
+            headers: "Content-Type: application/json\r\n".into(),
+            body: anchors::NOTIFICATION.as_bytes().to_vec(),
+            expect: 202,
+        };
+        let mut sink_load = load::closed(sink_addr, post, HEADLINE_CONCURRENCY, secs).await;
+        sink_anchor = sink_load.json(HEADLINE_CONCURRENCY);
+        eprintln!("  {} notification POSTs/s", sink_anchor["rps"]);
 
-    phase("anchor (b): the store's durable commit rate");
-    let store_anchor = anchors::store_commits(HEADLINE_CONCURRENCY, secs).await?;
-    eprintln!("  {} commits/s", store_anchor["commits_per_s"]);
+        phase("anchor (b): the store's durable commit rate");
+        store_anchor = anchors::store_commits(HEADLINE_CONCURRENCY, secs).await?;
+        eprintln!("  {} commits/s", store_anchor["commits_per_s"]);
 
-    phase("anchor (a): a bare handler answering 202 on the same HTTP stack");
-    let mut bare = Proc::anchor()?;
-    bare.ready("/", Duration::from_secs(10)).await.ok();
-    let mut bare_levels = Vec::new();
-    for &c in &plan.concurrency {
-        let mut l = load::closed(
-            bare.addr,
-            Req { method: "GET", path: "/".into(), headers: String::new(), body: Vec::new(), expect: 202 },
-            c,
-            secs,
-        )
-        .await;
-        eprintln!("  c={c}: {} req/s", l.rps());
-        bare_levels.push(l.json(c));
+        phase("anchor (a): a bare handler answering 202 on the same HTTP stack");
+        let mut bare = Proc::anchor()?;
+        bare.ready("/", Duration::from_secs(10)).await.ok();
+        for &c in &plan.concurrency {
+            let mut l = load::closed(
+                bare.addr,
+                Req { method: "GET", path: "/".into(), headers: String::new(), body: Vec::new(), expect: 202 },
+                c,
+                secs,
+            )
+            .await;
+            eprintln!("  c={c}: {} req/s", l.rps());
+            bare_levels.push(l.json(c));
+        }
+        drop(bare);
     }
-    drop(bare);
 
     // The API and end-to-end figures, on one server.
     let data = work.join("api");
@@ -209,34 +215,35 @@ async fn run(mode: Mode, bin: &std::path::Path) -> anyhow::Result<Value> {
     let (one, _) = load::establish(&bot, 1, 1, "a call to read").await?;
     let get_path = Bot::get_path(&one[0]);
 
-    phase("api: authenticated GET call");
-    let mut get_levels = Vec::new();
-    for &c in &plan.concurrency {
-        let mut l = load::closed(
-            server.addr,
-            Req { method: "GET", path: get_path.clone(), headers: bot.headers.clone(), body: Vec::new(), expect: 200 },
-            c,
-            secs,
-        )
-        .await;
-        eprintln!("  c={c}: {} req/s, p99 {} ms", l.rps(), l.latency.ms(0.99));
-        get_levels.push(l.json(c));
-    }
+    let (mut get_levels, mut transfer_levels) = (Vec::new(), Vec::new());
+    if want("api") {
+        phase("api: authenticated GET call");
+        for &c in &plan.concurrency {
+            let mut l = load::closed(
+                server.addr,
+                Req { method: "GET", path: get_path.clone(), headers: bot.headers.clone(), body: Vec::new(), expect: 200 },
+                c,
+                secs,
+            )
+            .await;
+            eprintln!("  c={c}: {} req/s, p99 {} ms", l.rps(), l.latency.ms(0.99));
+            get_levels.push(l.json(c));
+        }
 
-    phase("api: POST transfer on established calls (202)");
-    let mut transfer_levels = Vec::new();
-    for &c in &plan.concurrency {
-        let (ids, _) = load::establish(&bot, plan.transfers_per_level, 64, "calls to transfer").await?;
-        let mut l = load::transfers_closed(&bot, ids, c).await;
-        eprintln!("  c={c}: {} transfers/s, p50 {} ms, p99 {} ms", l.rps(), l.latency.ms(0.5), l.latency.ms(0.99));
-        transfer_levels.push(l.json(c));
-        settle(&server).await;
+        phase("api: POST transfer on established calls (202)");
+        for &c in &plan.concurrency {
+            let (ids, _) = load::establish(&bot, plan.transfers_per_level, 64, "calls to transfer").await?;
+            let mut l = load::transfers_closed(&bot, ids, c).await;
+            eprintln!("  c={c}: {} transfers/s, p50 {} ms, p99 {} ms", l.rps(), l.latency.ms(0.5), l.latency.ms(0.99));
+            transfer_levels.push(l.json(c));
+            settle(&server).await;
+        }
     }
 
     phase("e2e: complete transfers (set up, transfer, every notification)");
     let mut e2e_runs = Vec::new();
     let cpu0 = server.cpu_s()?;
-    for &w in &plan.e2e_workers {
+    for &w in plan.e2e_workers.iter().filter(|_| want("e2e")) {
         let r = load::e2e(&bot, w, Duration::from_secs(plan.e2e_seconds)).await;
         eprintln!("  {w} workers: {} transfers/s ({} errors)", r["transfers_per_s"], r["errors"]);
         e2e_runs.push(r);
@@ -254,7 +261,7 @@ async fn run(mode: Mode, bin: &std::path::Path) -> anyhow::Result<Value> {
     rates.sort_by(f64::total_cmp);
     rates.dedup();
     let mut open = Vec::new();
-    for rate in rates {
+    for rate in rates.into_iter().filter(|_| want("open")) {
         let n = (rate * plan.open_seconds).ceil() as usize;
         let (ids, _) = load::establish(&bot, n, 64, "calls to transfer").await?;
         let mut r = load::transfers_open(&bot, ids, rate).await;
@@ -284,7 +291,7 @@ async fn run(mode: Mode, bin: &std::path::Path) -> anyhow::Result<Value> {
     let mut alive: Vec<String> = Vec::new();
     let mut points = Vec::new();
     let mut recovery = Value::Null;
-    for &target in &plan.scale {
+    for &target in plan.scale.iter().filter(|_| want("scale")) {
         let (mut ids, rate) = load::establish(&bot, target - alive.len(), 128, &format!("calls toward {target}")).await?;
         alive.append(&mut ids);
         settle(&server).await;
