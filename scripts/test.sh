@@ -47,13 +47,29 @@ set -e
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 
+# The benchmark suite's machinery, with tiny counts on the debug build: every phase runs and the summary
+# line comes out. No timing is asserted (figures come from `scripts/bench`, on a quiet machine).
+echo "== benchmark smoke: scripts/bench --smoke"
+bench_log=$(mktemp)
+trap 'rm -f "$log" "$bench_log"' EXIT
+summary='^bench: anchor_rps=[0-9.]+ get_rps=[0-9.]+ get_ratio=[0-9.]+ e2e_tps=[0-9.]+ transfer_p99_ms=[0-9.]+ notify_p99_ms=[0-9.]+ rss_per_call_bytes=[0-9.]+ recover_100k_s=[0-9.]+$'
+bench=0
+if bash scripts/bench --smoke >"$bench_log" 2>&1 && tail -1 "$bench_log" | grep -Eq "$summary" && ! grep -Eq '"errors": [1-9]' target/bench-smoke.json; then
+  passed=$((passed + 1))
+  tail -1 "$bench_log"
+else
+  failed=$((failed + 1))
+  bench=1
+  echo "benchmark smoke FAILED:"; tail -30 "$bench_log"
+fi
+
 # Conformance, against the binary just built. Schemathesis and the JavaScript check write their
 # results to target/conformance/, which the Python suite folds into docs/CONFORMANCE.md.
 export SWITCHBOARD_BIN="$PWD/target/debug/switchboard"
 rm -rf target/conformance
 conformance=0
 suite_log=$(mktemp)
-trap 'rm -f "$log" "$suite_log"' EXIT
+trap 'rm -f "$log" "$bench_log" "$suite_log"' EXIT
 for suite in schemathesis/run.sh js/run.sh run.sh; do
   echo "== conformance: $suite"
   set +e
@@ -76,6 +92,6 @@ if ! git diff --quiet -- docs/CONFORMANCE.md 2>/dev/null; then
 fi
 
 # One closing line over every test binary (unit, property and integration tests) and the conformance
-# suites (Python and JavaScript tests one by one, the Schemathesis run as one).
+# suites (Python and JavaScript tests one by one, the Schemathesis run as one), and the benchmark smoke.
 echo "tests: $passed passed, $failed failed"
-if [ "$status" -ne 0 ] || [ "$conformance" -ne 0 ]; then exit 1; fi
+if [ "$status" -ne 0 ] || [ "$conformance" -ne 0 ] || [ "$bench" -ne 0 ]; then exit 1; fi
