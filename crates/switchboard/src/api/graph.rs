@@ -264,7 +264,11 @@ async fn serve(req: Request<'_>, row: &Route) -> Result<Response, GraphError> {
     match row.id {
         "createCall" => create_call(state, caller, version, headers, body).await,
         "listCalls" => list_calls(state, caller, version).await,
-        "getCall" => Ok(Json(with_context(render::call(&call()?), state, version, "communications/calls/$entity")).into_response()),
+        "getCall" => {
+            let context = format!("{}/{}/$metadata#communications/calls/$entity", state.base_url, version.as_str());
+            let body = render::call_with_context(&call()?, &context);
+            Ok(([(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+        }
         "deleteCall" => {
             state.engine.apply(&call()?.id, Input::HangUp).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
