@@ -286,7 +286,7 @@ async fn run(mode: Mode, bin: &std::path::Path, only: &[String]) -> anyhow::Resu
     let data = work.join("scale");
     let mut server = Proc::switchboard(bin, &data)?;
     server.ready("/readyz", Duration::from_secs(30)).await?;
-    let bot = Arc::new(Bot::new(server.addr, Arc::clone(&sink), sink_addr).await?);
+    let mut bot = Arc::new(Bot::new(server.addr, Arc::clone(&sink), sink_addr).await?);
     let base_rss = server.rss()?;
     let mut alive: Vec<String> = Vec::new();
     let mut points = Vec::new();
@@ -302,6 +302,8 @@ async fn run(mode: Mode, bin: &std::path::Path, only: &[String]) -> anyhow::Resu
         if alive.len() == plan.recover_at {
             let (r, restarted) = recover(server, bin, &data, &alive).await?;
             server = restarted;
+            // The server came back on another port; the bot follows it (and sets the behaviours again).
+            bot = Arc::new(Bot::new(server.addr, Arc::clone(&sink), sink_addr).await?);
             eprintln!("  recovery with {} calls: ready in {} s, {} of them readable", alive.len(), r["ready_s"], r["readable"]);
             recovery = r;
         }
