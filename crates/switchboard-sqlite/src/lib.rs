@@ -100,29 +100,44 @@ impl SqliteStore {
         let path = dir.join("switchboard.db");
         let open = |source: rusqlite::Error| StoreError::Open { path: path.display().to_string(), source: Box::new(source) };
         let conn = Connection::open(&path).map_err(open)?;
-        Self::init(conn).map_err(|f| match f {
+        // Checkpoints run on a thread of their own, on a second connection: inside a commit they
+        // would stall every transition queued behind it for the time of two fsyncs.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(open)?;
+        let checkpoints = Connection::open(&path).map_err(open)?;
+        checkpoints.pragma_update(None, "busy_timeout", 5000).map_err(open)?;
+        let (store, writer_gone) = Self::init(conn).map_err(|f| match f {
             Fail::Sqlite(e) => open(e),
             Fail::Store(e) => e,
-        })
+        })?;
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpointer(checkpoints, writer_gone))
+            .map_err(StoreError::database)?;
+        Ok(store)
     }
 
     pub fn in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory().map_err(StoreError::database)?;
-        Ok(Self::init(conn)?)
+        Ok(Self::init(conn)?.0)
     }
 
-    fn init(conn: Connection) -> Result<Self, Fail> {
+    /// Starts the writer; the receiver hears (a disconnection) when the writer has stopped.
+    fn init(conn: Connection) -> Result<(Self, mpsc::Receiver<()>), Fail> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
         conn.execute_batch(SCHEMA)?;
         conn.set_prepared_statement_cache_capacity(32);
         let (jobs, queue) = mpsc::channel();
+        let (alive, writer_gone) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer(conn, queue))
+            .spawn(move || {
+                writer(conn, queue);
+                drop(alive);
+            })
             .map_err(|e| Fail::Store(StoreError::database(e)))?;
-        Ok(SqliteStore { jobs })
+        Ok((SqliteStore { jobs }, writer_gone))
     }
 
     /// Runs `f` on the writer thread, inside the next group's transaction; answers once it committed.
@@ -179,6 +194,36 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>) {
         };
         for r in ran {
             (r.answer)(committed.clone());
+        }
+    }
+}
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// A WAL this long (pages) is checkpointed with RESTART, which waits for the writer, so that a
+/// sustained load the passive checkpoints cannot catch up with does not grow it without end.
+const WAL_LIMIT_PAGES: i64 = 16_384;
+
+/// Copies the WAL into the database in the background (PASSIVE: never blocks the writer), until the
+/// writer stops; then once more, so that a clean shutdown leaves a short WAL.
+fn checkpointer(conn: Connection, writer_gone: mpsc::Receiver<()>) {
+    let checkpoint = |mode: &str| {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(1)).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, mode, "WAL checkpoint failed; the next one will try again");
+            0
+        })
+    };
+    loop {
+        match writer_gone.recv_timeout(CHECKPOINT_EVERY) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if checkpoint("PASSIVE") > WAL_LIMIT_PAGES {
+                    checkpoint("RESTART");
+                }
+            }
+            _ => {
+                checkpoint("TRUNCATE");
+                return;
+            }
         }
     }
 }

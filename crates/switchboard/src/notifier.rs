@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 
 use switchboard_engine::Clock;
@@ -309,13 +308,22 @@ impl Notifier {
 
     async fn deliver(&self, batch: Batch) {
         let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
-        let items: Vec<Value> = batch.rows.iter().map(|r| serde_json::from_str(&r.body).unwrap_or(Value::Null)).collect();
-        let body = render::notifications_envelope(items, Format::of(self.directory.app(&batch.app_id)));
+        let body =
+            render::notifications_envelope(batch.rows.iter().map(|r| r.body.as_str()), Format::of(self.directory.app(&batch.app_id)));
         self.metrics.notification_posts.inc();
         let outcome = match self.token(&batch.app_id, &batch.tenant_id) {
             Err(e) => Err(format!("could not sign the notification token: {e}")),
             Ok(token) => {
-                match self.client.post(&batch.callback).bearer_auth(token).header(NOTIFICATION_IDS, ids(&seqs)).json(&body).send().await {
+                match self
+                    .client
+                    .post(&batch.callback)
+                    .bearer_auth(token)
+                    .header(NOTIFICATION_IDS, ids(&seqs))
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                {
                     Ok(resp) if resp.status().is_success() => Ok(()),
                     Ok(resp) => Err(format!("the callback answered {}", resp.status())),
                     Err(e) => Err(format!("the callback could not be reached: {}", error_chain(&e))),

@@ -316,13 +316,23 @@ pub fn notification(c: &Call, n: &Notification, me: Option<&Party>) -> Value {
     })
 }
 
-/// The POST body that carries a batch of notifications; the 2018 format had no `@odata.type` on it.
-pub fn notifications_envelope(items: Vec<Value>, format: super::Format) -> Value {
-    if format == super::Format::Beta2018 {
-        json!({"value": items})
+/// The POST body that carries a batch of notifications, each already rendered as the outbox holds it
+/// (JSON text, written as is: no parse and serialise again per POST); the 2018 format had no
+/// `@odata.type` on it.
+pub fn notifications_envelope<'a>(items: impl IntoIterator<Item = &'a str>, format: super::Format) -> String {
+    let mut out = String::from(if format == super::Format::Beta2018 {
+        r#"{"value":["#
     } else {
-        json!({"@odata.type": "#microsoft.graph.commsNotifications", "value": items})
+        r##"{"@odata.type":"#microsoft.graph.commsNotifications","value":["##
+    });
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
     }
+    out.push_str("]}");
+    out
 }
 
 fn operation_status(status: OperationStatus) -> &'static str {
@@ -469,6 +479,19 @@ mod tests {
             transferor,
         };
         Call::offer(req, 1_000).0
+    }
+
+    #[test]
+    fn the_envelope_is_the_tree_it_replaced() {
+        use crate::graph::Format;
+        let items = [r#"{"changeType":"updated","resourceData":{"state":"established"}}"#, r#"{"changeType":"deleted"}"#];
+        let parsed: Vec<serde_json::Value> = items.iter().map(|i| serde_json::from_str(i).unwrap()).collect();
+        assert_eq!(
+            super::notifications_envelope(items, Format::Today),
+            serde_json::json!({"@odata.type": "#microsoft.graph.commsNotifications", "value": parsed}).to_string()
+        );
+        assert_eq!(super::notifications_envelope(items, Format::Beta2018), serde_json::json!({"value": parsed}).to_string());
+        assert_eq!(super::notifications_envelope([], Format::Beta2018), r#"{"value":[]}"#);
     }
 
     #[test]
