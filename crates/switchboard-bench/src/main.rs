@@ -136,7 +136,8 @@ fn main() -> anyhow::Result<()> {
             // One thread for the driver and the sink: they share the machine with the server under
             // test, so they must cost as little as they can.
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let results = runtime.block_on(run(mode, &switchboard, &only))?;
+            let mut results = runtime.block_on(run(mode, &switchboard, &only))?;
+            stats::integral(&mut results);
             if let Some(dir) = out.parent() {
                 std::fs::create_dir_all(dir)?;
             }
@@ -243,6 +244,7 @@ async fn run(mode: Mode, bin: &std::path::Path, only: &[String]) -> anyhow::Resu
     phase("e2e: complete transfers (set up, transfer, every notification)");
     let mut e2e_runs = Vec::new();
     let cpu0 = server.cpu_s()?;
+    let driver0 = process::cpu_s(std::process::id())?;
     for &w in plan.e2e_workers.iter().filter(|_| want("e2e")) {
         let r = load::e2e(&bot, w, Duration::from_secs(plan.e2e_seconds)).await;
         eprintln!("  {w} workers: {} transfers/s ({} errors)", r["transfers_per_s"], r["errors"]);
@@ -250,7 +252,9 @@ async fn run(mode: Mode, bin: &std::path::Path, only: &[String]) -> anyhow::Resu
         settle(&server).await;
     }
     let e2e_completed: f64 = e2e_runs.iter().filter_map(|r| r["completed"].as_f64()).sum();
-    let cpu_per_transfer_us = if e2e_completed > 0.0 { round((server.cpu_s()? - cpu0) / e2e_completed * 1e6, 0) } else { 0.0 };
+    let per_transfer = |cpu: f64| if e2e_completed > 0.0 { round(cpu / e2e_completed * 1e6, 0) } else { 0.0 };
+    let cpu_per_transfer_us = per_transfer(server.cpu_s()? - cpu0);
+    let driver_cpu_per_transfer_us = per_transfer(process::cpu_s(std::process::id())? - driver0);
     let e2e_max = e2e_runs.iter().filter_map(|r| r["transfers_per_s"].as_f64()).fold(0.0, f64::max);
 
     phase("open loop: transfers offered at fixed rates");
@@ -324,7 +328,7 @@ async fn run(mode: Mode, bin: &std::path::Path, only: &[String]) -> anyhow::Resu
         },
         "anchors": {"bare_handler": bare_levels, "store": store_anchor, "sink": sink_anchor},
         "api": {"get_call": get_levels, "transfer_post": transfer_levels},
-        "e2e": {"runs": e2e_runs, "max_transfers_per_s": e2e_max, "server_cpu_us_per_transfer": cpu_per_transfer_us},
+        "e2e": {"runs": e2e_runs, "max_transfers_per_s": e2e_max, "server_cpu_us_per_transfer": cpu_per_transfer_us, "driver_cpu_us_per_transfer": driver_cpu_per_transfer_us},
         "open_loop": open,
         "scale": {"points": points, "recovery": recovery},
         "seconds": round(started.elapsed().as_secs_f64(), 1),

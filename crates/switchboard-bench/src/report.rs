@@ -181,8 +181,10 @@ pub fn write(doc: &Path, r: &Value) -> anyhow::Result<()> {
     let _ = writeln!(
         s,
         "Each worker places a call, waits for `established`, transfers it, and waits for `terminated` having had \
-         `transferring` and `transferAccepted`; then starts over. Server CPU per complete transfer: **{} µs**.\n",
-        r["e2e"]["server_cpu_us_per_transfer"]
+         `transferring` and `transferAccepted`; then starts over. Server CPU per complete transfer: **{} µs**; the \
+         driver and its sink, on the same two cores, used {} µs per transfer besides.\n",
+        r["e2e"]["server_cpu_us_per_transfer"],
+        r["e2e"]["driver_cpu_us_per_transfer"]
     );
     let _ = writeln!(s, "| workers | complete transfers /s | transfer → terminated p50 / p99 ms | errors |\n|---|---|---|---|");
     for e in r["e2e"]["runs"].as_array().cloned().unwrap_or_default() {
@@ -196,7 +198,8 @@ pub fn write(doc: &Path, r: &Value) -> anyhow::Result<()> {
     let _ = writeln!(
         s,
         "Transfers offered at a fixed rate on established calls (open loop: a request's latency counts from when it was \
-         due, so a server that falls behind is charged for its queue). Notification latency runs from the 202's \
+         released to be sent, its due time on the driver's 1 ms timer, so a server that falls behind is charged for \
+         its queue). Notification latency runs from the 202's \
          sending to the `transferring` notification's arrival (the state changed, durably, in between: an upper \
          bound); the lower bound, from the 202's arrival, is in `target/bench.json` (`notify_after_202`).\n"
     );
@@ -337,7 +340,9 @@ fn svg(title: &str, xlabel: &str, ylabel: &str, data: &[(&str, Vec<(f64, f64)>)]
     const COLOURS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
     let points: Vec<(f64, f64)> = data.iter().flat_map(|(_, p)| p.iter().copied()).collect();
     let (xmin, xmax) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| (a.min(*x), b.max(*x)));
-    let ymax = points.iter().fold(0.0f64, |m, (_, y)| m.max(*y)).max(1e-9) * 1.1;
+    // Four gridlines at round values, the highest at or above the highest point.
+    let step = nice_step(points.iter().fold(0.0f64, |m, (_, y)| m.max(*y)).max(1e-9) / 4.0);
+    let ymax = step * 4.0;
     let (lx0, lx1) = if points.is_empty() { (0.0, 1.0) } else { (xmin.log10(), xmax.log10().max(xmin.log10() + 1e-9)) };
     let flat = lx1 - lx0 < 1e-6;
     let px = |x: f64| if flat { L + (W - L - R) / 2.0 } else { L + (x.log10() - lx0) / (lx1 - lx0) * (W - L - R) };
@@ -352,7 +357,7 @@ fn svg(title: &str, xlabel: &str, ylabel: &str, data: &[(&str, Vec<(f64, f64)>)]
     let _ = writeln!(s, "<line x1=\"{L}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>", H - B, W - R, H - B);
     let _ = writeln!(s, "<line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{}\" stroke=\"black\"/>", H - B);
     for i in 0..=4 {
-        let y = ymax / 1.1 * i as f64 / 4.0;
+        let y = step * i as f64;
         let _ = writeln!(
             s,
             "<line x1=\"{L}\" y1=\"{0:.1}\" x2=\"{1}\" y2=\"{0:.1}\" stroke=\"#ddd\"/><text x=\"{2}\" y=\"{3:.1}\" text-anchor=\"end\">{4}</text>",
@@ -399,6 +404,14 @@ fn svg(title: &str, xlabel: &str, ylabel: &str, data: &[(&str, Vec<(f64, f64)>)]
     s
 }
 
+/// The smallest of 1, 2, 2.5 and 5 times a power of ten that is at least `x`.
+fn nice_step(x: f64) -> f64 {
+    let e = 10f64.powf(x.log10().floor());
+    let f = x / e;
+    let n = [1.0, 2.0, 2.5, 5.0, 10.0].into_iter().find(|n| f <= *n + 1e-9).unwrap_or(10.0);
+    n * e
+}
+
 fn tick(v: f64) -> String {
     if v >= 10_000.0 {
         format!("{:.0}k", v / 1000.0)
@@ -412,6 +425,11 @@ fn tick(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gridlines_fall_on_round_values() {
+        assert_eq!([nice_step(0.3), nice_step(1.5), nice_step(2.2), nice_step(30_001.0)], [0.5, 2.0, 2.5, 50_000.0]);
+    }
 
     #[test]
     fn the_section_replaces_itself_and_keeps_the_others() {

@@ -35,6 +35,20 @@ impl Samples {
     }
 }
 
+/// Whole numbers written as integers (`14045`, not `14045.0`), in the JSON and so in the tables.
+pub fn integral(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(x) = n.as_f64().filter(|x| n.is_f64() && x.fract() == 0.0 && x.abs() < 9e15) {
+                *v = serde_json::Value::from(x as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral),
+        _ => {}
+    }
+}
+
 pub fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
@@ -52,5 +66,12 @@ mod tests {
         }
         assert_eq!((s.ms(0.5), s.ms(0.99), s.ms(1.0)), (50.0, 99.0, 100.0));
         assert_eq!(Samples::default().ms(0.5), 0.0);
+    }
+
+    #[test]
+    fn whole_numbers_become_integers() {
+        let mut v = serde_json::json!({"rps": 14045.0, "p50_ms": 0.25, "list": [2.0, 2.5], "n": 3});
+        integral(&mut v);
+        assert_eq!(v.to_string(), r#"{"list":[2,2.5],"n":3,"p50_ms":0.25,"rps":14045}"#);
     }
 }
