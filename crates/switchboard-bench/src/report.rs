@@ -183,8 +183,7 @@ pub fn write(doc: &Path, r: &Value) -> anyhow::Result<()> {
         "Each worker places a call, waits for `established`, transfers it, and waits for `terminated` having had \
          `transferring` and `transferAccepted`; then starts over. Server CPU per complete transfer: **{} µs**; the \
          driver and its sink, on the same two cores, used {} µs per transfer besides.\n",
-        r["e2e"]["server_cpu_us_per_transfer"],
-        r["e2e"]["driver_cpu_us_per_transfer"]
+        r["e2e"]["server_cpu_us_per_transfer"], r["e2e"]["driver_cpu_us_per_transfer"]
     );
     let _ = writeln!(s, "| workers | complete transfers /s | transfer → terminated p50 / p99 ms | errors |\n|---|---|---|---|");
     for e in r["e2e"]["runs"].as_array().cloned().unwrap_or_default() {
