@@ -9,7 +9,7 @@
 //!   failed, kept, and listed by the sim control API, which can requeue it.
 //! - **Signed.** Each POST carries `Authorization: Bearer <JWT>` (RS256; `aud` = the app id, `tid`, `iss`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,12 +48,181 @@ pub fn next_delay(attempt: u32, first_ms: u64, max_ms: u64, jitter: f64) -> u64 
     (base as f64 * factor) as u64
 }
 
+/// The rows waiting to be sent, organised so that picking what to send costs in proportion to the
+/// calls that can send, not to every row queued: each call's rows in commit order, and the first row
+/// of each call with nothing in flight, by when it is due.
 #[derive(Default)]
 struct Queue {
-    /// Pending rows by sequence number (the order they were committed in).
-    pending: BTreeMap<i64, OutboxRow>,
-    /// Rows currently being POSTed.
-    in_flight: HashSet<i64>,
+    /// Every queued row (in flight or not), by sequence number.
+    rows: HashMap<i64, OutboxRow>,
+    calls: HashMap<String, CallRows>,
+    /// (due at, seq) of the first row of every call with nothing in flight.
+    heads: BTreeSet<(u64, i64)>,
+}
+
+#[derive(Default)]
+struct CallRows {
+    /// The call's rows in commit order; the first `in_flight` of them are being POSTed.
+    seqs: VecDeque<i64>,
+    in_flight: usize,
+    /// Its entry in `heads`, when it has one.
+    head: Option<(u64, i64)>,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Queues a row (one already queued is left as it is).
+    fn push(&mut self, row: OutboxRow) {
+        if self.rows.contains_key(&row.seq) {
+            return;
+        }
+        let (seq, call_id) = (row.seq, row.call_id.clone());
+        self.rows.insert(seq, row);
+        let call = self.calls.entry(call_id.clone()).or_default();
+        // Rows arrive in commit order, except those read back from the store later (recovery).
+        match call.seqs.back() {
+            Some(last) if *last > seq => {
+                let at = call.seqs.iter().position(|s| *s > seq).unwrap_or(call.seqs.len()).max(call.in_flight);
+                call.seqs.insert(at, seq);
+            }
+            _ => call.seqs.push_back(seq),
+        }
+        self.place_head(&call_id);
+    }
+
+    /// Puts the call's first row in `heads` if nothing of the call is in flight; forgets an empty call.
+    fn place_head(&mut self, call_id: &str) {
+        let Some(call) = self.calls.get_mut(call_id) else { return };
+        if let Some(old) = call.head.take() {
+            self.heads.remove(&old);
+        }
+        if call.in_flight > 0 {
+            return;
+        }
+        match call.seqs.front().and_then(|s| self.rows.get(s)) {
+            Some(row) => {
+                let head = (row.next_attempt_at, row.seq);
+                self.heads.insert(head);
+                call.head = Some(head);
+            }
+            None => {
+                self.calls.remove(call_id);
+            }
+        }
+    }
+
+    /// Picks what can be sent at `now`: for each call whose first row is due, its consecutive due rows
+    /// for one callback, into one batch per callback (up to [`MAX_BATCH`] rows). Returns the batches
+    /// and when a row waiting for a retry falls due.
+    fn take(&mut self, now: u64) -> (Vec<Batch>, Option<u64>) {
+        let due: Vec<(u64, i64)> = self.heads.range(..=(now, i64::MAX)).copied().collect();
+        let mut batches: Vec<Batch> = Vec::new();
+        for head in due {
+            let Some(first) = self.rows.get(&head.1) else { continue };
+            let idx = match batches
+                .iter()
+                .position(|b| b.callback == first.callback && b.app_id == first.app_id && b.tenant_id == first.tenant_id)
+            {
+                Some(i) => i,
+                None => {
+                    batches.push(Batch {
+                        callback: first.callback.clone(),
+                        app_id: first.app_id.clone(),
+                        tenant_id: first.tenant_id.clone(),
+                        rows: Vec::new(),
+                    });
+                    batches.len() - 1
+                }
+            };
+            let batch = &mut batches[idx];
+            if batch.rows.len() >= MAX_BATCH {
+                // The rest goes in a later POST; the full one's completion wakes the loop.
+                continue;
+            }
+            let Some(call) = self.calls.get_mut(&first.call_id) else { continue };
+            for seq in &call.seqs {
+                let Some(row) = self.rows.get(seq) else { break };
+                if batch.rows.len() >= MAX_BATCH
+                    || row.next_attempt_at > now
+                    || row.callback != batch.callback
+                    || row.app_id != batch.app_id
+                    || row.tenant_id != batch.tenant_id
+                {
+                    break;
+                }
+                batch.rows.push(row.clone());
+                call.in_flight += 1;
+            }
+            self.heads.remove(&head);
+            call.head = None;
+        }
+        batches.retain(|b| !b.rows.is_empty());
+        for b in &mut batches {
+            // Calls' rows side by side, in commit order.
+            b.rows.sort_by_key(|r| r.seq);
+        }
+        let next = self.heads.range((now + 1, i64::MIN)..).next().map(|(at, _)| *at);
+        (batches, next)
+    }
+
+    /// The rows' POST is over: they leave the queue (delivered, or given up on), and their calls'
+    /// next rows may go.
+    fn remove(&mut self, seqs: &[i64]) {
+        let mut touched = Vec::new();
+        for seq in seqs {
+            let Some(row) = self.rows.remove(seq) else { continue };
+            if let Some(call) = self.calls.get_mut(&row.call_id) {
+                if let Some(at) = call.seqs.iter().position(|s| s == seq) {
+                    call.seqs.remove(at);
+                    if at < call.in_flight {
+                        call.in_flight -= 1;
+                    }
+                }
+                touched.push(row.call_id);
+            }
+        }
+        for call_id in touched {
+            self.place_head(&call_id);
+        }
+    }
+
+    /// The rows' POST failed: they stay first in their calls' queues, due again at `at`.
+    fn retry(&mut self, seqs: &[i64], attempts: u32, at: u64, error: &str) {
+        let mut touched = Vec::new();
+        for seq in seqs {
+            let Some(row) = self.rows.get_mut(seq) else { continue };
+            row.attempts = attempts;
+            row.next_attempt_at = at;
+            row.last_error = Some(error.to_owned());
+            if let Some(call) = self.calls.get_mut(&row.call_id) {
+                call.in_flight = call.in_flight.saturating_sub(1);
+                touched.push(row.call_id.clone());
+            }
+        }
+        for call_id in touched {
+            self.place_head(&call_id);
+        }
+    }
+
+    /// Whether some of the call's rows are being POSTed.
+    fn busy(&self, call_id: &str) -> bool {
+        self.calls.get(call_id).is_some_and(|c| c.in_flight > 0)
+    }
+
+    /// Drops every row of the call, in flight or not.
+    fn forget_call(&mut self, call_id: &str) {
+        if let Some(call) = self.calls.remove(call_id) {
+            if let Some(head) = call.head {
+                self.heads.remove(&head);
+            }
+            for seq in call.seqs {
+                self.rows.remove(&seq);
+            }
+        }
+    }
 }
 
 pub struct Notifier {
@@ -134,9 +303,9 @@ impl Notifier {
         }
         let mut q = self.queue();
         for r in rows {
-            q.pending.insert(r.seq, r);
+            q.push(r);
         }
-        self.metrics.notifications_pending.store(q.pending.len() as i64, Ordering::Relaxed);
+        self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
         drop(q);
         self.wake.notify_one();
     }
@@ -153,10 +322,9 @@ impl Notifier {
         loop {
             {
                 let mut q = self.queue();
-                let busy = q.in_flight.iter().any(|s| q.pending.get(s).is_some_and(|r| r.call_id == call_id));
-                if !busy {
-                    q.pending.retain(|_, r| r.call_id != call_id);
-                    self.metrics.notifications_pending.store(q.pending.len() as i64, Ordering::Relaxed);
+                if !q.busy(call_id) {
+                    q.forget_call(call_id);
+                    self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
                     return;
                 }
             }
@@ -168,15 +336,15 @@ impl Notifier {
     /// finish, but a failed one is not tried again here.
     pub fn forget_all(&self) {
         let mut q = self.queue();
-        q.pending.clear();
+        *q = Queue::default();
         self.metrics.notifications_pending.store(0, Ordering::Relaxed);
     }
 
     /// Drops the queued rows of one call that another node owns now (it sends them).
     pub fn forget_call(&self, call_id: &str) {
         let mut q = self.queue();
-        q.pending.retain(|_, r| r.call_id != call_id);
-        self.metrics.notifications_pending.store(q.pending.len() as i64, Ordering::Relaxed);
+        q.forget_call(call_id);
+        self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
     }
 
     /// Requeues the rows that had failed for good. Returns how many.
@@ -190,8 +358,9 @@ impl Notifier {
         let rows = self.store.outbox(OutboxStatus::Pending).await?;
         let mut q = self.queue();
         for r in rows {
-            q.pending.entry(r.seq).or_insert(r);
+            q.push(r);
         }
+        self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
         drop(q);
         self.wake.notify_one();
         Ok(())
@@ -202,58 +371,7 @@ impl Notifier {
         if self.fenced.load(Ordering::SeqCst) {
             return (Vec::new(), Some(now + 200));
         }
-        let mut q = self.queue();
-        let mut blocked: HashSet<String> = HashSet::new();
-        // call id -> index of the batch its rows joined this round
-        let mut joined: HashMap<String, usize> = HashMap::new();
-        let mut batches: Vec<Batch> = Vec::new();
-        let mut by_key: HashMap<(String, String, String), usize> = HashMap::new();
-        let mut next_wake: Option<u64> = None;
-        for row in q.pending.values() {
-            if blocked.contains(&row.call_id) {
-                continue;
-            }
-            if q.in_flight.contains(&row.seq) {
-                blocked.insert(row.call_id.clone());
-                continue;
-            }
-            if row.next_attempt_at > now {
-                next_wake = Some(next_wake.map_or(row.next_attempt_at, |w| w.min(row.next_attempt_at)));
-                blocked.insert(row.call_id.clone());
-                continue;
-            }
-            let key = (row.callback.clone(), row.app_id.clone(), row.tenant_id.clone());
-            let idx = match (joined.get(&row.call_id), by_key.get(&key)) {
-                // An earlier row of this call went to another batch: wait for it.
-                (Some(j), Some(k)) if j != k => {
-                    blocked.insert(row.call_id.clone());
-                    continue;
-                }
-                (Some(_), None) => {
-                    blocked.insert(row.call_id.clone());
-                    continue;
-                }
-                (_, Some(k)) => *k,
-                (None, None) => {
-                    batches.push(Batch { callback: key.0.clone(), app_id: key.1.clone(), tenant_id: key.2.clone(), rows: Vec::new() });
-                    by_key.insert(key, batches.len() - 1);
-                    batches.len() - 1
-                }
-            };
-            if batches[idx].rows.len() >= MAX_BATCH {
-                // The rest goes in a later POST; the full one's completion wakes the loop.
-                blocked.insert(row.call_id.clone());
-                continue;
-            }
-            joined.insert(row.call_id.clone(), idx);
-            batches[idx].rows.push(row.clone());
-        }
-        for b in &batches {
-            for r in &b.rows {
-                q.in_flight.insert(r.seq);
-            }
-        }
-        (batches, next_wake)
+        self.queue().take(now)
     }
 
     /// The delivery loop; returns when [`Notifier::shutdown`] was called and nothing is in flight.
@@ -338,11 +456,8 @@ impl Notifier {
                 }
                 self.metrics.notifications_delivered.add(seqs.len() as u64);
                 let mut q = self.queue();
-                for s in &seqs {
-                    q.in_flight.remove(s);
-                    q.pending.remove(s);
-                }
-                self.metrics.notifications_pending.store(q.pending.len() as i64, Ordering::Relaxed);
+                q.remove(&seqs);
+                self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
             }
             Err(error) => self.failed(&batch, &seqs, &error).await,
         }
@@ -378,22 +493,11 @@ impl Notifier {
             tracing::error!(error = %e, "could not record a failed delivery attempt");
         }
         let mut q = self.queue();
-        for s in seqs {
-            q.in_flight.remove(s);
-            match next {
-                Some(at) => {
-                    if let Some(r) = q.pending.get_mut(s) {
-                        r.attempts = attempts;
-                        r.next_attempt_at = at;
-                        r.last_error = Some(error.to_owned());
-                    }
-                }
-                None => {
-                    q.pending.remove(s);
-                }
-            }
+        match next {
+            Some(at) => q.retry(seqs, attempts, at, error),
+            None => q.remove(seqs),
         }
-        self.metrics.notifications_pending.store(q.pending.len() as i64, Ordering::Relaxed);
+        self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
     }
 }
 
@@ -420,7 +524,101 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::next_delay;
+    use super::{MAX_BATCH, Queue, next_delay};
+    use crate::store::{OutboxRow, OutboxStatus};
+
+    fn row(seq: i64, call: &str, callback: &str, at: u64) -> OutboxRow {
+        OutboxRow {
+            seq,
+            call_id: call.into(),
+            app_id: "app".into(),
+            tenant_id: "t".into(),
+            callback: callback.into(),
+            body: format!("{seq}"),
+            attempts: 0,
+            next_attempt_at: at,
+            status: OutboxStatus::Pending,
+            last_error: None,
+        }
+    }
+
+    /// What `take` picked: each batch's callback and its rows' sequence numbers.
+    fn take(q: &mut Queue, now: u64) -> (Vec<(String, Vec<i64>)>, Option<u64>) {
+        let (batches, next) = q.take(now);
+        (batches.into_iter().map(|b| (b.callback, b.rows.iter().map(|r| r.seq).collect())).collect(), next)
+    }
+
+    fn sent(batches: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {
+        batches.iter().map(|(c, s)| ((*c).to_owned(), s.to_vec())).collect()
+    }
+
+    #[test]
+    fn a_call_sends_in_order_with_one_post_in_flight() {
+        let mut q = Queue::default();
+        for r in [row(1, "a", "cb", 0), row(2, "b", "cb", 0), row(3, "a", "cb", 0)] {
+            q.push(r);
+        }
+        assert_eq!(take(&mut q, 10), (sent(&[("cb", &[1, 2, 3])]), None));
+        // Rows committed while a call's POST is out wait for it.
+        q.push(row(4, "a", "cb", 10));
+        q.push(row(5, "c", "cb", 10));
+        assert_eq!(take(&mut q, 10), (sent(&[("cb", &[5])]), None));
+        q.remove(&[1, 2, 3]);
+        assert_eq!(take(&mut q, 10), (sent(&[("cb", &[4])]), None));
+        q.remove(&[4, 5]);
+        assert_eq!((q.len(), q.calls.len(), q.heads.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_failed_post_holds_its_calls_later_rows_until_the_retry() {
+        let mut q = Queue::default();
+        q.push(row(1, "a", "cb", 0));
+        q.push(row(2, "b", "cb", 0));
+        assert_eq!(take(&mut q, 0).0, sent(&[("cb", &[1, 2])]));
+        q.push(row(3, "a", "cb", 1));
+        q.retry(&[1, 2], 1, 5_000, "the callback answered 503");
+        assert_eq!(take(&mut q, 1_000), (vec![], Some(5_000)));
+        assert_eq!(q.rows[&1].last_error.as_deref(), Some("the callback answered 503"));
+        assert_eq!(take(&mut q, 5_000).0, sent(&[("cb", &[1, 2, 3])]), "the retry carries the row queued behind it");
+    }
+
+    #[test]
+    fn a_calls_rows_for_another_callback_wait_for_the_earlier_ones() {
+        let mut q = Queue::default();
+        q.push(row(1, "a", "one", 0));
+        q.push(row(2, "a", "two", 0));
+        q.push(row(3, "b", "two", 0));
+        assert_eq!(take(&mut q, 0).0, sent(&[("one", &[1]), ("two", &[3])]));
+        q.remove(&[1, 3]);
+        assert_eq!(take(&mut q, 0).0, sent(&[("two", &[2])]));
+    }
+
+    #[test]
+    fn a_full_batch_leaves_the_rest_for_the_next_post() {
+        let mut q = Queue::default();
+        let n = MAX_BATCH as i64 + 20;
+        for seq in 1..=n {
+            q.push(row(seq, &format!("call-{seq}"), "cb", 0));
+        }
+        let (first, _) = take(&mut q, 0);
+        assert_eq!(first[0].1, (1..=MAX_BATCH as i64).collect::<Vec<_>>());
+        let (second, _) = take(&mut q, 0);
+        assert_eq!(second[0].1, (MAX_BATCH as i64 + 1..=n).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn rows_read_back_late_and_forgotten_calls_keep_the_queue_whole() {
+        let mut q = Queue::default();
+        q.push(row(5, "a", "cb", 0));
+        // Recovery reads an earlier row of the call, and one already queued: order kept, no duplicate.
+        q.push(row(2, "a", "cb", 0));
+        q.push(row(5, "a", "cb", 0));
+        assert_eq!(take(&mut q, 0).0, sent(&[("cb", &[2, 5])]));
+        // The call moves to another node while its POST is out; the POST's end finds nothing.
+        q.forget_call("a");
+        q.remove(&[2, 5]);
+        assert_eq!((q.len(), q.calls.len(), q.heads.len()), (0, 0, 0));
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
