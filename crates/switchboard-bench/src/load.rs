@@ -14,6 +14,7 @@ use crate::http::Conn;
 use crate::stats::{Samples, round};
 
 /// What a closed loop measured.
+#[derive(Default)]
 pub struct Load {
     pub requests: usize,
     pub errors: usize,
@@ -25,7 +26,19 @@ pub struct Load {
 
 impl Load {
     pub fn rps(&self) -> f64 {
+        if self.elapsed.is_zero() {
+            return 0.0;
+        }
         round(self.requests as f64 / self.elapsed.as_secs_f64(), 0)
+    }
+
+    /// Adds another slice of the same load.
+    pub fn absorb(&mut self, other: Load) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latency.extend(other.latency);
+        self.first_error = self.first_error.take().or(other.first_error);
     }
 
     pub fn json(&mut self, concurrency: usize) -> Value {

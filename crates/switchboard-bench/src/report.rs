@@ -141,7 +141,9 @@ pub fn write(doc: &Path, r: &Value) -> anyhow::Result<()> {
     let sink = &r["anchors"]["sink"];
     let _ = writeln!(
         s,
-        "- (a) a bare handler answering 202 on the same stack (axum, hyper HTTP/1, tokio multi-threaded): see the GET table.\n\
+        "- (a) a bare handler answering 202 on the same stack (axum, hyper HTTP/1, tokio multi-threaded), in its own process, \
+         measured in turns with the GET call, a second each, so that the machine's drift weighs on both alike: see the API \
+         table.\n\
          - (b) the store's raw durable commit rate, Switchboard's own settings, {} tasks each committing a call and a \
          transition of it with one notification: **{} commits/s** (p50 {} ms, p99 {} ms). A complete transfer is about \
          five such commits (set up, established, transferring, transferAccepted, terminated) and as many deletes of \
