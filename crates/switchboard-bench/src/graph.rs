@@ -43,14 +43,14 @@ impl Bot {
         }
         let v: serde_json::Value = serde_json::from_slice(&r.body)?;
         let token = v["access_token"].as_str().context("no access_token")?;
-        for user in [HEIDI, ALEX] {
+        // Heidi, called by the bot, stays until the call ends; Alex, the transfer target, talks with
+        // the transferee for a second and hangs up, as people do (the sim would keep every finished
+        // transfer's conversation otherwise, tens of thousands of them in a full run).
+        let behaviours: [(&str, &[u8]); 2] =
+            [(HEIDI, br#"{"kind":"answer","after_ms":0}"#), (ALEX, br#"{"kind":"answer","after_ms":0,"hang_up_after_ms":1000}"#)];
+        for (user, behaviour) in behaviours {
             let r = conn
-                .send(
-                    "PUT",
-                    &format!("/sim/v1/parties/{user}/behaviour"),
-                    &format!("{ADMIN}Content-Type: application/json\r\n"),
-                    br#"{"kind":"answer","after_ms":0}"#,
-                )
+                .send("PUT", &format!("/sim/v1/parties/{user}/behaviour"), &format!("{ADMIN}Content-Type: application/json\r\n"), behaviour)
                 .await?;
             if r.status >= 300 {
                 bail!("setting {user}'s behaviour answered {}: {}", r.status, String::from_utf8_lossy(&r.body));
