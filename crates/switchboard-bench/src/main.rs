@@ -206,7 +206,7 @@ async fn run(mode: Mode, bin: &std::path::Path, only: &[String]) -> anyhow::Resu
         // frequency) weighs on both alike and the ratio holds.
         phase("api: authenticated GET call, in turns with anchor (a): a bare handler answering 202 on the same HTTP stack");
         let mut bare = Proc::anchor()?;
-        bare.ready("/", Duration::from_secs(10)).await.ok();
+        bare.ready("/", Duration::from_secs(10)).await.context("the bare handler (anchor a) did not start")?;
         let bare_req = || Req { method: "GET", path: "/".into(), headers: String::new(), body: Vec::new(), expect: 202 };
         let get_req = || Req { method: "GET", path: get_path.clone(), headers: bot.headers.clone(), body: Vec::new(), expect: 200 };
         for &c in &plan.concurrency {

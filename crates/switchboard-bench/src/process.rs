@@ -55,21 +55,21 @@ impl Proc {
         self.child.id()
     }
 
-    /// Waits until `path` answers 200; returns the time since the process started.
+    /// Waits until `path` answers 2xx; returns the time since the process started.
     pub async fn ready(&mut self, path: &str, limit: Duration) -> anyhow::Result<Duration> {
         let mut conn = crate::http::Conn::new(self.addr);
         while self.started.elapsed() < limit {
             if let Ok(r) = conn.send("GET", path, "", b"").await
-                && r.status == 200
+                && (200..300).contains(&r.status)
             {
                 return Ok(self.started.elapsed());
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("the process exited ({status}) before {path} answered 200");
+                bail!("the process exited ({status}) before {path} answered 2xx");
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        bail!("{path} did not answer 200 within {limit:?}")
+        bail!("{path} did not answer 2xx within {limit:?}")
     }
 
     /// Resident memory in bytes.

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::sync::mpsc;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use switchboard_core::call::Call;
 use switchboard_engine::record;
 use switchboard_engine::store::{NewNotification, OutboxRow, OutboxStatus, Store, StoreError, StoredCall};
@@ -175,7 +175,9 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let tx = match conn.transaction() {
+        // IMMEDIATE: the group takes the write lock at once (waiting out a checkpoint under
+        // busy_timeout) rather than failing with SQLITE_BUSY when a read job is followed by a write.
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => {
                 let why = format!("cannot begin a transaction: {e}");
@@ -185,8 +187,23 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>) {
                 continue;
             }
         };
-        let ran: Vec<Ran> = group.into_iter().map(|job| job(Ok(&tx))).collect();
-        let committed = if ran.iter().any(|r| r.poisoned) {
+        // Once a job has failed in SQLite, the rest of the group is not run: SQLite may have rolled the
+        // transaction back itself (SQLITE_FULL, IOERR), and later jobs would then commit one statement
+        // at a time. A panicking job counts as failed (its caller hears that the writer stopped).
+        let mut poisoned = false;
+        let ran: Vec<Ran> = group
+            .into_iter()
+            .map(|job| {
+                if poisoned {
+                    return job(Err("another write in the same transaction failed; nothing was written"));
+                }
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Ok(&tx))))
+                    .unwrap_or_else(|_| Ran { poisoned: true, answer: Box::new(|_| {}) });
+                poisoned = ran.poisoned || tx.is_autocommit();
+                ran
+            })
+            .collect();
+        let committed = if poisoned {
             let _ = tx.rollback();
             Err("another write in the same transaction failed; nothing was written".to_owned())
         } else {

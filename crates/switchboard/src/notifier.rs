@@ -58,6 +58,10 @@ struct Queue {
     calls: HashMap<String, CallRows>,
     /// (due at, seq) of the first row of every call with nothing in flight.
     heads: BTreeSet<(u64, i64)>,
+    /// The POST each row in flight is in, so that a POST's end acts only on its own rows (a row
+    /// forgotten and read back while an old POST was out may be in a newer one).
+    flights: HashMap<i64, u64>,
+    next_flight: u64,
 }
 
 #[derive(Default)]
@@ -128,7 +132,9 @@ impl Queue {
             {
                 Some(i) => i,
                 None => {
+                    self.next_flight += 1;
                     batches.push(Batch {
+                        flight: self.next_flight,
                         callback: first.callback.clone(),
                         app_id: first.app_id.clone(),
                         tenant_id: first.tenant_id.clone(),
@@ -154,6 +160,7 @@ impl Queue {
                     break;
                 }
                 batch.rows.push(row.clone());
+                self.flights.insert(row.seq, batch.flight);
                 call.in_flight += 1;
             }
             self.heads.remove(&head);
@@ -170,9 +177,13 @@ impl Queue {
 
     /// The rows' POST is over: they leave the queue (delivered, or given up on), and their calls'
     /// next rows may go.
-    fn remove(&mut self, seqs: &[i64]) {
+    fn remove(&mut self, flight: u64, seqs: &[i64]) {
         let mut touched = Vec::new();
         for seq in seqs {
+            if self.flights.get(seq) != Some(&flight) {
+                continue;
+            }
+            self.flights.remove(seq);
             let Some(row) = self.rows.remove(seq) else { continue };
             if let Some(call) = self.calls.get_mut(&row.call_id) {
                 if let Some(at) = call.seqs.iter().position(|s| s == seq) {
@@ -190,9 +201,13 @@ impl Queue {
     }
 
     /// The rows' POST failed: they stay first in their calls' queues, due again at `at`.
-    fn retry(&mut self, seqs: &[i64], attempts: u32, at: u64, error: &str) {
+    fn retry(&mut self, flight: u64, seqs: &[i64], attempts: u32, at: u64, error: &str) {
         let mut touched = Vec::new();
         for seq in seqs {
+            if self.flights.get(seq) != Some(&flight) {
+                continue;
+            }
+            self.flights.remove(seq);
             let Some(row) = self.rows.get_mut(seq) else { continue };
             row.attempts = attempts;
             row.next_attempt_at = at;
@@ -220,6 +235,7 @@ impl Queue {
             }
             for seq in call.seqs {
                 self.rows.remove(&seq);
+                self.flights.remove(&seq);
             }
         }
     }
@@ -254,6 +270,8 @@ pub struct Parts {
 
 /// A group of rows for one POST.
 struct Batch {
+    /// Which POST this is ([`Queue::flights`]).
+    flight: u64,
     callback: String,
     app_id: String,
     tenant_id: String,
@@ -336,7 +354,8 @@ impl Notifier {
     /// finish, but a failed one is not tried again here.
     pub fn forget_all(&self) {
         let mut q = self.queue();
-        *q = Queue::default();
+        // Flight numbers go on rising, so that a POST still out is never taken for a new one.
+        *q = Queue { next_flight: q.next_flight, ..Queue::default() };
         self.metrics.notifications_pending.store(0, Ordering::Relaxed);
     }
 
@@ -456,7 +475,7 @@ impl Notifier {
                 }
                 self.metrics.notifications_delivered.add(seqs.len() as u64);
                 let mut q = self.queue();
-                q.remove(&seqs);
+                q.remove(batch.flight, &seqs);
                 self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
             }
             Err(error) => self.failed(&batch, &seqs, &error).await,
@@ -494,8 +513,8 @@ impl Notifier {
         }
         let mut q = self.queue();
         match next {
-            Some(at) => q.retry(seqs, attempts, at, error),
-            None => q.remove(seqs),
+            Some(at) => q.retry(batch.flight, seqs, attempts, at, error),
+            None => q.remove(batch.flight, seqs),
         }
         self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
     }
@@ -548,6 +567,22 @@ mod tests {
         (batches.into_iter().map(|b| (b.callback, b.rows.iter().map(|r| r.seq).collect())).collect(), next)
     }
 
+    /// The POSTs carrying `seqs` ended: delivered (or given up on).
+    fn done(q: &mut Queue, seqs: &[i64]) {
+        for seq in seqs {
+            let flight = q.flights.get(seq).copied().unwrap_or(0);
+            q.remove(flight, &[*seq]);
+        }
+    }
+
+    /// The POSTs carrying `seqs` failed; tried again at `at`.
+    fn failed(q: &mut Queue, seqs: &[i64], at: u64, error: &str) {
+        for seq in seqs {
+            let flight = q.flights.get(seq).copied().unwrap_or(0);
+            q.retry(flight, &[*seq], 1, at, error);
+        }
+    }
+
     fn sent(batches: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {
         batches.iter().map(|(c, s)| ((*c).to_owned(), s.to_vec())).collect()
     }
@@ -563,9 +598,9 @@ mod tests {
         q.push(row(4, "a", "cb", 10));
         q.push(row(5, "c", "cb", 10));
         assert_eq!(take(&mut q, 10), (sent(&[("cb", &[5])]), None));
-        q.remove(&[1, 2, 3]);
+        done(&mut q, &[1, 2, 3]);
         assert_eq!(take(&mut q, 10), (sent(&[("cb", &[4])]), None));
-        q.remove(&[4, 5]);
+        done(&mut q, &[4, 5]);
         assert_eq!((q.len(), q.calls.len(), q.heads.len()), (0, 0, 0));
     }
 
@@ -576,7 +611,7 @@ mod tests {
         q.push(row(2, "b", "cb", 0));
         assert_eq!(take(&mut q, 0).0, sent(&[("cb", &[1, 2])]));
         q.push(row(3, "a", "cb", 1));
-        q.retry(&[1, 2], 1, 5_000, "the callback answered 503");
+        failed(&mut q, &[1, 2], 5_000, "the callback answered 503");
         assert_eq!(take(&mut q, 1_000), (vec![], Some(5_000)));
         assert_eq!(q.rows[&1].last_error.as_deref(), Some("the callback answered 503"));
         assert_eq!(take(&mut q, 5_000).0, sent(&[("cb", &[1, 2, 3])]), "the retry carries the row queued behind it");
@@ -589,7 +624,7 @@ mod tests {
         q.push(row(2, "a", "two", 0));
         q.push(row(3, "b", "two", 0));
         assert_eq!(take(&mut q, 0).0, sent(&[("one", &[1]), ("two", &[3])]));
-        q.remove(&[1, 3]);
+        done(&mut q, &[1, 3]);
         assert_eq!(take(&mut q, 0).0, sent(&[("two", &[2])]));
     }
 
@@ -615,9 +650,30 @@ mod tests {
         q.push(row(5, "a", "cb", 0));
         assert_eq!(take(&mut q, 0).0, sent(&[("cb", &[2, 5])]));
         // The call moves to another node while its POST is out; the POST's end finds nothing.
+        let old = q.flights[&2];
         q.forget_call("a");
-        q.remove(&[2, 5]);
-        assert_eq!((q.len(), q.calls.len(), q.heads.len()), (0, 0, 0));
+        q.remove(old, &[2, 5]);
+        assert_eq!((q.len(), q.calls.len(), q.heads.len(), q.flights.len()), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn an_old_posts_end_does_not_touch_the_rows_a_newer_post_carries() {
+        let mut q = Queue::default();
+        q.push(row(1, "a", "cb", 0));
+        q.push(row(2, "a", "cb", 0));
+        assert_eq!(take(&mut q, 0).0, sent(&[("cb", &[1, 2])]));
+        let old = q.flights[&1];
+        // Forgotten while that POST is out, then read back from the store and sent again.
+        q.forget_call("a");
+        q.push(row(1, "a", "cb", 0));
+        q.push(row(2, "a", "cb", 0));
+        assert_eq!(take(&mut q, 0).0, sent(&[("cb", &[1, 2])]));
+        // The old POST fails: the new one is still out, so nothing of the call may go.
+        q.retry(old, &[1, 2], 1, 0, "the callback could not be reached");
+        q.push(row(3, "a", "cb", 0));
+        assert_eq!(take(&mut q, 0).0, sent(&[]));
+        done(&mut q, &[1, 2]);
+        assert_eq!(take(&mut q, 0).0, sent(&[("cb", &[3])]));
     }
 
     #[test]
