@@ -219,6 +219,9 @@ pub struct OpenLoop {
     pub errors: usize,
     pub first_error: Option<String>,
     pub achieved: f64,
+    /// How late the one-threaded driver released each request after its due time: its own lag,
+    /// which the latencies above leave out, shown so that a driver falling behind is seen.
+    pub lag: Samples,
 }
 
 impl OpenLoop {
@@ -232,6 +235,7 @@ impl OpenLoop {
             "notify_transferring": self.notify.summary(),
             "notify_after_202": self.notify_after_202.summary(),
             "transfer_done": self.done.summary(),
+            "driver_lag": self.lag.summary(),
         })
     }
 }
@@ -283,10 +287,13 @@ pub async fn transfers_open(bot: &Arc<Bot>, ids: Vec<String>, rate: f64) -> Open
             out
         }));
     }
+    let mut lag = Samples::default();
     for (i, id) in ids.into_iter().enumerate() {
         let due = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
-        if tx.send((id, Instant::now().max(due))).await.is_err() {
+        let released = Instant::now().max(due);
+        lag.push(released - due);
+        if tx.send((id, released)).await.is_err() {
             break;
         }
     }
@@ -300,6 +307,7 @@ pub async fn transfers_open(bot: &Arc<Bot>, ids: Vec<String>, rate: f64) -> Open
         errors: 0,
         first_error: None,
         achieved: 0.0,
+        lag: Samples::default(),
     };
     let mut follows = Vec::new();
     for w in workers {
@@ -317,6 +325,7 @@ pub async fn transfers_open(bot: &Arc<Bot>, ids: Vec<String>, rate: f64) -> Open
         }
     }
     result.achieved = round(result.post.len() as f64 / start.elapsed().as_secs_f64(), 0);
+    result.lag = lag;
     for f in follows {
         match f.await {
             Ok(Ok((notify, after_202, done))) => {

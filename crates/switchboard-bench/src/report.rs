@@ -200,7 +200,7 @@ pub fn write(doc: &Path, r: &Value) -> anyhow::Result<()> {
         s,
         "Transfers offered at a fixed rate on established calls (open loop: a request's latency counts from when it was \
          released to be sent, its due time on the driver's 1 ms timer, so a server that falls behind is charged for \
-         its queue). Notification latency runs from the 202's \
+         its queue; the driver's own lag past the due time is `driver_lag` in the JSON). Notification latency runs from the 202's \
          sending to the `transferring` notification's arrival (the state changed, durably, in between: an upper \
          bound); the lower bound, from the 202's arrival, is in `target/bench.json` (`notify_after_202`).\n"
     );
