@@ -53,7 +53,22 @@ impl Load {
     }
 }
 
-fn merge(parts: Vec<(usize, usize, Samples, Option<String>)>, elapsed: Duration) -> Load {
+/// What one connection of a closed loop counted: answers as expected, errors, their latencies, the
+/// first error.
+type Part = (usize, usize, Samples, Option<String>);
+
+/// Waits for a closed loop's connections and adds up what they counted.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Part>>, start: Instant) -> Load {
+    let mut parts = Vec::new();
+    for t in tasks {
+        if let Ok(p) = t.await {
+            parts.push(p);
+        }
+    }
+    merge(parts, start.elapsed())
+}
+
+fn merge(parts: Vec<Part>, elapsed: Duration) -> Load {
     let mut load = Load { requests: 0, errors: 0, elapsed, latency: Samples::default(), first_error: None };
     for (ok, errors, samples, first) in parts {
         load.requests += ok;
@@ -106,13 +121,7 @@ pub async fn closed(addr: SocketAddr, req: Req, concurrency: usize, duration: Du
             (ok, errors, samples, first)
         }));
     }
-    let mut parts = Vec::new();
-    for t in tasks {
-        if let Ok(p) = t.await {
-            parts.push(p);
-        }
-    }
-    merge(parts, start.elapsed())
+    gather(tasks, start).await
 }
 
 /// Places `n` calls from `workers` connections, each waiting for its call to be established before
@@ -191,13 +200,7 @@ pub async fn transfers_closed(bot: &Arc<Bot>, ids: Vec<String>, concurrency: usi
             (ok, errors, samples, first)
         }));
     }
-    let mut parts = Vec::new();
-    for t in tasks {
-        if let Ok(p) = t.await {
-            parts.push(p);
-        }
-    }
-    merge(parts, start.elapsed())
+    gather(tasks, start).await
 }
 
 /// What an open loop of transfers measured.
