@@ -9,6 +9,8 @@
 //! refused job leaves nothing behind and the others in its group commit; a SQLite error rolls the
 //! whole group back and every job in it fails. Rows hold calls as `switchboard_engine::record` writes
 //! them.
+//!
+//! WAL checkpoints run on a second thread and connection, every few seconds, never inside a commit.
 
 use std::path::Path;
 use std::sync::mpsc;
