@@ -504,7 +504,7 @@ mod tests {
             transferor: None,
         };
         engine.offer(req).await.unwrap();
-        // The caller gives up after one poll, while the commit is on a blocking thread.
+        // The caller gives up after one poll, while the commit is queued on the writer thread.
         let mut step = Box::pin(engine.apply("gone", Input::Reject { reason: "busy".into() }));
         std::future::poll_fn(|cx| {
             let _ = step.as_mut().poll(cx);

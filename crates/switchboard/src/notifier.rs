@@ -175,15 +175,23 @@ impl Queue {
         (batches, next)
     }
 
+    /// Ends the flight of row `seq` if POST `flight` carries it; whether it did.
+    fn land(&mut self, flight: u64, seq: i64) -> bool {
+        let ours = self.flights.get(&seq) == Some(&flight);
+        if ours {
+            self.flights.remove(&seq);
+        }
+        ours
+    }
+
     /// The rows' POST is over: they leave the queue (delivered, or given up on), and their calls'
     /// next rows may go.
     fn remove(&mut self, flight: u64, seqs: &[i64]) {
         let mut touched = Vec::new();
         for seq in seqs {
-            if self.flights.get(seq) != Some(&flight) {
+            if !self.land(flight, *seq) {
                 continue;
             }
-            self.flights.remove(seq);
             let Some(row) = self.rows.remove(seq) else { continue };
             if let Some(call) = self.calls.get_mut(&row.call_id) {
                 if let Some(at) = call.seqs.iter().position(|s| s == seq) {
@@ -204,10 +212,9 @@ impl Queue {
     fn retry(&mut self, flight: u64, seqs: &[i64], attempts: u32, at: u64, error: &str) {
         let mut touched = Vec::new();
         for seq in seqs {
-            if self.flights.get(seq) != Some(&flight) {
+            if !self.land(flight, *seq) {
                 continue;
             }
-            self.flights.remove(seq);
             let Some(row) = self.rows.get_mut(seq) else { continue };
             row.attempts = attempts;
             row.next_attempt_at = at;
