@@ -54,6 +54,18 @@ pub struct Metrics {
     /// RTP packets sent (comfort audio) and received from phones.
     pub rtp_sent: Counter,
     pub rtp_received: Counter,
+    /// Notifications not sent because the callback policy refuses their callback.
+    pub callbacks_refused: Counter,
+    /// Delivery failures not logged, because the same callback's was less than a minute ago.
+    pub notification_logs_left_out: Counter,
+    /// HTTP connections closed because a request's head did not arrive in time.
+    pub http_header_timeouts: Counter,
+    /// HTTP connections closed for being idle too long between requests.
+    pub http_idle_closed: Counter,
+    /// HTTP connections refused (503) for being over `max_connections`.
+    pub http_connections_shed: Counter,
+    /// HTTP connections open now.
+    pub http_connections_open: AtomicI64,
     /// The node these figures are from (`--node-id`).
     node: std::sync::OnceLock<String>,
 }
@@ -133,6 +145,19 @@ impl Metrics {
             ("switchboard_nodes_taken_over_total", "Dead nodes whose calls this node adopted.", &self.nodes_taken_over),
             ("switchboard_requests_forwarded_total", "Requests sent on to the node that owns their call.", &self.requests_forwarded),
             ("switchboard_calls_handed_over_total", "Calls other nodes handed over to this one.", &self.calls_handed_over),
+            (
+                "switchboard_callbacks_refused_total",
+                "Notifications not sent: the callback policy refuses their callback.",
+                &self.callbacks_refused,
+            ),
+            (
+                "switchboard_notification_logs_left_out_total",
+                "Delivery failures not logged (the same callback's was logged less than a minute before).",
+                &self.notification_logs_left_out,
+            ),
+            ("switchboard_http_header_timeouts_total", "Connections closed: a request head came too slowly.", &self.http_header_timeouts),
+            ("switchboard_http_idle_closed_total", "Connections closed after being idle too long.", &self.http_idle_closed),
+            ("switchboard_http_connections_shed_total", "Connections refused with 503 over max_connections.", &self.http_connections_shed),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
@@ -162,6 +187,11 @@ impl Metrics {
             out,
             "# HELP switchboard_notifications_pending Notifications waiting in the outbox.\n# TYPE switchboard_notifications_pending gauge\nswitchboard_notifications_pending {}",
             self.notifications_pending.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_http_connections_open HTTP connections open now.\n# TYPE switchboard_http_connections_open gauge\nswitchboard_http_connections_open {}",
+            self.http_connections_open.load(Ordering::Relaxed)
         );
         out
     }

@@ -101,6 +101,7 @@ impl SqliteStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("switchboard.db");
         let open = |source: rusqlite::Error| StoreError::Open { path: path.display().to_string(), source: Box::new(source) };
+        private(&path).map_err(|e| StoreError::Open { path: path.display().to_string(), source: Box::new(e) })?;
         let conn = Connection::open(&path).map_err(open)?;
         // Checkpoints run on a thread of their own, on a second connection: inside a commit they
         // would stall every transition queued behind it for the time of two fsyncs.
@@ -218,6 +219,25 @@ fn writer(mut conn: Connection, queue: mpsc::Receiver<Job>) {
             (r.answer)(committed.clone());
         }
     }
+}
+
+/// Makes the database readable by its owner only (0600), creating it so if need be. SQLite gives the
+/// WAL and shared-memory files the database's permissions; existing ones are tightened too.
+fn private(db: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(db)?;
+        for file in [db.to_path_buf(), db.with_extension("db-wal"), db.with_extension("db-shm")] {
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+    Ok(())
 }
 
 /// How often the checkpointer copies the WAL into the database. Each checkpoint's fsyncs stall the

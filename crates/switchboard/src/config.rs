@@ -33,6 +33,10 @@ pub struct Config {
     pub tls: Option<TlsSettings>,
     pub calls: CallSettings,
     pub notifications: NotificationSettings,
+    /// Where notifications may go (`[callbacks]`).
+    pub callbacks: CallbackSettings,
+    /// Timeouts and limits of the HTTP listener (`[http]`).
+    pub http: HttpSettings,
     pub sim: SimSettings,
     pub sip: SipSettings,
     pub directory: Directory,
@@ -191,6 +195,70 @@ pub struct CallSettings {
     pub allow_http_loopback_callbacks: bool,
 }
 
+/// `[callbacks]`: the callback policy ([`crate::callback`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbackSettings {
+    /// `https`, and `http` for hosts named in `allow`.
+    pub schemes: Vec<String>,
+    /// Host names (`bot.internal.example`, `*.internal.example`) and address blocks (`10.1.0.0/16`,
+    /// `127.0.0.1`) allowed even though private, loopback or link-local.
+    pub allow: Vec<String>,
+    pub allow_private: bool,
+    pub allow_loopback: bool,
+    pub allow_link_local: bool,
+    /// The longest callback URL taken, in characters.
+    pub max_length: usize,
+}
+
+impl Default for CallbackSettings {
+    fn default() -> Self {
+        CallbackSettings {
+            schemes: vec!["https".into()],
+            allow: Vec::new(),
+            allow_private: false,
+            allow_loopback: false,
+            allow_link_local: false,
+            max_length: 2048,
+        }
+    }
+}
+
+impl CallbackSettings {
+    /// What `[calls] allow_http_loopback_callbacks` (the demo's setting) adds: http to the demo's
+    /// own webhooks on 127.0.0.1 and localhost.
+    fn allow_http_loopback(&mut self) {
+        if !self.schemes.iter().any(|s| s == "http") {
+            self.schemes.push("http".into());
+        }
+        for host in ["127.0.0.1", "localhost"] {
+            if !self.allow.iter().any(|a| a == host) {
+                self.allow.push(host.into());
+            }
+        }
+    }
+}
+
+/// `[http]`: how long a client may take, and how many may be connected at once.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// From a request's first byte (or the connection's start) to the end of its head.
+    pub header_timeout_ms: u64,
+    /// To read a request's whole body, from the end of its head.
+    pub body_timeout_ms: u64,
+    /// Between a response and the next request's first byte.
+    pub idle_timeout_ms: u64,
+    /// Connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings { header_timeout_ms: 10_000, body_timeout_ms: 30_000, idle_timeout_ms: 60_000, max_connections: 4096 }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotificationSettings {
@@ -239,6 +307,10 @@ struct FileConfig {
     calls: CallSettings,
     #[serde(default)]
     notifications: NotificationSettings,
+    #[serde(default)]
+    callbacks: CallbackSettings,
+    #[serde(default)]
+    http: HttpSettings,
     sim: Option<FileSim>,
     sip: Option<FileSip>,
     #[serde(default)]
@@ -319,6 +391,12 @@ impl Config {
             tls: None,
             calls: CallSettings { ring_timeout_ms: 60_000, allow_http_loopback_callbacks: true },
             notifications: NotificationSettings::default(),
+            callbacks: {
+                let mut c = CallbackSettings::default();
+                c.allow_http_loopback();
+                c
+            },
+            http: HttpSettings::default(),
             sim: SimSettings { admin_key: "switchboard-demo-admin".to_string(), virtual_clock: false, behaviours: demo_behaviours() },
             sip: SipSettings { accounts: demo_sip_accounts(), ..SipSettings::default() },
             directory: demo_directory(),
@@ -366,8 +444,16 @@ impl Config {
             node_url: raw.node_url,
             public_url: raw.public_url,
             tls: raw.tls,
-            calls: raw.calls,
             notifications: raw.notifications,
+            callbacks: {
+                let mut c = raw.callbacks;
+                if raw.calls.allow_http_loopback_callbacks {
+                    c.allow_http_loopback();
+                }
+                c
+            },
+            calls: raw.calls,
+            http: raw.http,
             sim: SimSettings { admin_key, virtual_clock, behaviours },
             sip: match raw.sip {
                 Some(s) => SipSettings {
@@ -411,6 +497,17 @@ impl Config {
         }
         if let Some(url) = &self.public_url {
             check_url(url).map_err(|p| err("public_url".into(), p))?;
+        }
+        let callbacks = crate::callback::CallbackPolicy::new(&self.callbacks).map_err(|(field, problem)| err(field, problem))?;
+        for (field, n) in [
+            ("http.header_timeout_ms", self.http.header_timeout_ms),
+            ("http.body_timeout_ms", self.http.body_timeout_ms),
+            ("http.idle_timeout_ms", self.http.idle_timeout_ms),
+            ("http.max_connections", self.http.max_connections as u64),
+        ] {
+            if n == 0 {
+                return Err(err(field.into(), "must be at least 1".into()));
+            }
         }
         if let Some(tls) = &self.tls {
             match (&tls.cert, &tls.key) {
@@ -524,6 +621,7 @@ impl Config {
             }
             if let Some(w) = &a.calling_webhook {
                 check_url(w).map_err(|p| err(format!("{f}.calling_webhook"), p))?;
+                callbacks.check(w).map_err(|p| err(format!("{f}.calling_webhook"), p))?;
             }
             for (j, inst) in a.instances.iter().enumerate() {
                 let g = format!("{f}.instances[{j}]");
@@ -754,7 +852,22 @@ data_dir = "./switchboard-data"     # where state (and a generated TLS certifica
 
 [calls]
 ring_timeout_ms = 60000             # 1000..=115000
-allow_http_loopback_callbacks = true  # permit http:// webhooks on 127.0.0.1 / localhost
+allow_http_loopback_callbacks = true  # permit http:// webhooks on 127.0.0.1 / localhost (adds both to [callbacks])
+
+[callbacks]                         # where notifications may go (see docs/SECURITY.md); checked at request time
+schemes = ["https"]                 # "http" too goes only to hosts named in allow
+allow = []                          # hosts ("bot.internal.example", "*.internal.example") and address
+                                    # blocks ("10.1.0.0/16", "127.0.0.1") allowed although not public
+allow_private = false               # 10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7
+allow_loopback = false              # 127/8, ::1, localhost
+allow_link_local = false            # 169.254/16 (cloud metadata), fe80::/10
+max_length = 2048                   # characters in a callback URL, 64..=65536
+
+[http]                              # slow and idle clients; a timeout closes the connection (408 when it can)
+header_timeout_ms = 10000           # from a request's first byte to the end of its head
+body_timeout_ms = 30000             # to read its body
+idle_timeout_ms = 60000             # between a response and the next request
+max_connections = 4096              # open at once; more get 503 with Retry-After
 
 [notifications]
 issuer = "https://api.botframework.com"  # issuer of the tokens signing our callbacks

@@ -300,6 +300,16 @@ pub fn validate_notification_token(
 }
 
 /// OpenID configuration document for tenant T (like login.microsoftonline.com's v2.0 one).
+/// Compares a presented secret with the real one in time that does not depend on where they differ.
+pub fn same_secret(presented: &str, real: &str) -> bool {
+    let (a, b) = (presented.as_bytes(), real.as_bytes());
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, x) in b.iter().enumerate() {
+        diff |= a.get(i).copied().unwrap_or(!x) ^ x;
+    }
+    diff == 0
+}
+
 pub fn openid_configuration(base: &str, tenant: &str) -> Value {
     let base = base.trim_end_matches('/');
     json!({

@@ -11,11 +11,15 @@
 //! - [`identity`]: signing keys and JWTs; [`config`]: the configuration file and the demo directory.
 //! - [`cluster`]: several nodes on one PostgreSQL database: leases, forwarding, failover.
 //! - [`networks`]: routes each call's network commands to the sim or SIP.
+//! - [`callback`]: where notifications may go (the callback policy, checked again after DNS).
+//! - [`front`]: the HTTP front door: connection cap, head, body and idle timeouts.
 //! - [`server`]: assembles the parts and runs them.
 
 pub mod api;
+pub mod callback;
 pub mod cluster;
 pub mod config;
+pub mod front;
 pub mod graph;
 pub mod identity;
 pub mod networks;

@@ -92,6 +92,18 @@ struct ServeArgs {
     /// firing every timer that falls due (ring timeouts, keepAlive expiry, sim behaviours, retries).
     #[arg(long, env = "SWITCHBOARD_VIRTUAL_CLOCK")]
     virtual_clock: bool,
+    /// How long a client may take to send a request's head, in ms ([http] header_timeout_ms; 10000).
+    #[arg(long, env = "SWITCHBOARD_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: Option<u64>,
+    /// How long a client may take to send a request's body, in ms ([http] body_timeout_ms; 30000).
+    #[arg(long, env = "SWITCHBOARD_BODY_TIMEOUT_MS")]
+    body_timeout_ms: Option<u64>,
+    /// How long a connection may sit idle between requests, in ms ([http] idle_timeout_ms; 60000).
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+    /// HTTP connections open at once; more get 503 ([http] max_connections; 4096).
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Serve HTTPS: with the config file's [tls] cert and key, or a generated self-signed certificate.
     #[arg(long, env = "SWITCHBOARD_TLS")]
     tls: bool,
@@ -243,6 +255,19 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<(Config, String)> {
     }
     if args.virtual_clock {
         config.sim.virtual_clock = true;
+    }
+    let http = &mut config.http;
+    for (flag, value) in [
+        (&mut http.header_timeout_ms, args.header_timeout_ms),
+        (&mut http.body_timeout_ms, args.body_timeout_ms),
+        (&mut http.idle_timeout_ms, args.idle_timeout_ms),
+    ] {
+        if let Some(ms) = value {
+            *flag = ms;
+        }
+    }
+    if let Some(n) = args.max_connections {
+        http.max_connections = n;
     }
     for (flag, client_id, url) in [
         ("--demo-webhook", "cccccccc-0000-4000-8000-000000000003", &args.demo_webhook),

@@ -8,6 +8,10 @@
 //! - **Retried** with jittered exponential backoff ([`next_delay`]); after `max_attempts` a row is marked
 //!   failed, kept, and listed by the sim control API, which can requeue it.
 //! - **Signed.** Each POST carries `Authorization: Bearer <JWT>` (RS256; `aud` = the app id, `tid`, `iss`).
+//! - **Only where the callback policy allows** ([`crate::callback`]): checked again before each POST,
+//!   and on every address DNS gives. A refused callback's rows fail at once (no retries), kept.
+//! - **Quiet when a bot is down.** A callback's failures are logged at most once a minute, with how
+//!   many were left out.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +24,7 @@ use switchboard_engine::Clock;
 use switchboard_engine::directory::Directory;
 use switchboard_engine::engine::OutboxSink;
 
+use crate::callback::{self, CallbackPolicy};
 use crate::config::NotificationSettings;
 use crate::graph::{Format, render};
 use crate::identity::{self, SigningKey};
@@ -263,10 +268,17 @@ pub struct Notifier {
     stop: AtomicBool,
     /// Set while this node's lease is in doubt: it sends nothing, since another node may own its rows.
     fenced: AtomicBool,
+    callbacks: Arc<CallbackPolicy>,
+    /// Per callback: when its failure was last logged, and how many were not logged since.
+    logged: Mutex<HashMap<String, (std::time::Instant, u64)>>,
 }
+
+/// A callback's delivery failures are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// What a notifier is built from.
 pub struct Parts {
+    pub callbacks: Arc<CallbackPolicy>,
     pub store: Arc<dyn Store>,
     pub key: Arc<SigningKey>,
     pub settings: NotificationSettings,
@@ -287,11 +299,13 @@ struct Batch {
 
 impl Notifier {
     pub fn new(parts: Parts) -> Result<Arc<Self>, reqwest::Error> {
-        let Parts { store, key, settings, metrics, clock, directory } = parts;
+        let Parts { callbacks, store, key, settings, metrics, clock, directory } = parts;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_millis(settings.timeout_ms.min(5_000)))
             .redirect(reqwest::redirect::Policy::none())
+            // Every address a callback's name resolves to passes the policy (DNS rebinding).
+            .dns_resolver(Arc::new(callback::Resolver(Arc::clone(&callbacks))))
             .build()?;
         Ok(Arc::new(Notifier {
             store,
@@ -306,6 +320,8 @@ impl Notifier {
             tokens: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
+            callbacks,
+            logged: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -455,6 +471,10 @@ impl Notifier {
         let body =
             render::notifications_envelope(batch.rows.iter().map(|r| r.body.as_str()), Format::of(self.directory.app(&batch.app_id)));
         self.metrics.notification_posts.inc();
+        // Rows written before the policy changed (or under another node's) are judged by today's.
+        if let Err(problem) = self.refused(&batch.callback).await {
+            return self.refused_for_good(&batch, &seqs, &problem).await;
+        }
         let outcome = match self.token(&batch.app_id, &batch.tenant_id) {
             Err(e) => Err(format!("could not sign the notification token: {e}")),
             Ok(token) => {
@@ -470,7 +490,11 @@ impl Notifier {
                 {
                     Ok(resp) if resp.status().is_success() => Ok(()),
                     Ok(resp) => Err(format!("the callback answered {}", resp.status())),
-                    Err(e) => Err(format!("the callback could not be reached: {}", error_chain(&e))),
+                    Err(e) => match refusal(&e) {
+                        Some(problem) => return self.refused_for_good(&batch, &seqs, &problem).await,
+                        // The URL is in the log line already, once.
+                        None => Err(format!("the callback could not be reached: {}", error_chain(&e.without_url()))),
+                    },
                 }
             }
         };
@@ -489,30 +513,85 @@ impl Notifier {
         }
     }
 
+    /// Whether the policy refuses `url`: what is known without DNS, and this server's own address
+    /// behind a name (the resolver sees no ports).
+    async fn refused(&self, url: &str) -> Result<(), String> {
+        let parsed = self.callbacks.check(url)?;
+        if let (Some(url::Host::Domain(name)), Some(port)) = (parsed.host(), parsed.port_or_known_default())
+            && self.callbacks.names_own_port(port)
+            && let Ok(found) = tokio::net::lookup_host((name, port)).await
+        {
+            for addr in found {
+                self.callbacks.address(Some(name), addr.ip(), Some(port))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn refused_for_good(&self, batch: &Batch, seqs: &[i64], problem: &str) {
+        self.metrics.callbacks_refused.add(seqs.len() as u64);
+        self.fail(batch, seqs, &format!("refused by the callback policy: {problem}"), true).await;
+    }
+
     async fn failed(&self, batch: &Batch, seqs: &[i64], error: &str) {
+        self.fail(batch, seqs, error, false).await;
+    }
+
+    /// Logs a callback's failure unless one was logged less than [`LOG_EVERY`] ago; says how many
+    /// were left out since.
+    fn log_failure(&self, callback: &str, log: impl FnOnce(u64)) {
+        let now = std::time::Instant::now();
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.len() > 10_000 {
+            logged.retain(|_, (at, _)| now.duration_since(*at) < LOG_EVERY);
+        }
+        match logged.get_mut(callback) {
+            Some((at, left_out)) if now.duration_since(*at) < LOG_EVERY => {
+                *left_out += 1;
+                self.metrics.notification_logs_left_out.inc();
+            }
+            Some((at, left_out)) => {
+                log(std::mem::take(left_out));
+                *at = now;
+            }
+            None => {
+                log(0);
+                logged.insert(callback.to_owned(), (now, 0));
+            }
+        }
+    }
+
+    async fn fail(&self, batch: &Batch, seqs: &[i64], error: &str, for_good: bool) {
         let attempts = batch.rows.iter().map(|r| r.attempts).max().unwrap_or(0) + 1;
-        let give_up = attempts >= self.settings.max_attempts;
+        let give_up = for_good || attempts >= self.settings.max_attempts;
         let now = self.clock.now_ms();
         let next =
             (!give_up).then(|| now + next_delay(attempts, self.settings.first_retry_ms, self.settings.max_retry_ms, fastrand::f64()));
+        let shown = callback::shown(&batch.callback);
         if give_up {
-            tracing::error!(
-                callback = batch.callback,
-                app_id = batch.app_id,
-                attempts,
-                error,
-                count = seqs.len(),
-                "giving up on notifications; they stay in the outbox as failed"
-            );
+            self.log_failure(&batch.callback, |left_out| {
+                tracing::error!(
+                    callback = shown,
+                    app_id = batch.app_id,
+                    attempts,
+                    error,
+                    count = seqs.len(),
+                    left_out,
+                    "giving up on notifications; they stay in the outbox as failed"
+                )
+            });
             self.metrics.notifications_failed.add(seqs.len() as u64);
         } else {
-            tracing::warn!(
-                callback = batch.callback,
-                attempts,
-                error,
-                retry_in_ms = next.map(|n| n.saturating_sub(now)),
-                "notification delivery failed; will retry"
-            );
+            self.log_failure(&batch.callback, |left_out| {
+                tracing::warn!(
+                    callback = shown,
+                    attempts,
+                    error,
+                    retry_in_ms = next.map(|n| n.saturating_sub(now)),
+                    left_out,
+                    "notification delivery failed; will retry"
+                )
+            });
             self.metrics.notifications_retried.add(seqs.len() as u64);
         }
         if let Err(e) = self.store.attempt_failed(seqs, next, error).await {
@@ -535,6 +614,18 @@ impl OutboxSink for Notifier {
     fn forget_call(&self, call_id: &str) {
         Notifier::forget_call(self, call_id);
     }
+}
+
+/// The callback policy's refusal, when that is why a POST could not be sent (the resolver's).
+fn refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<callback::Refused>() {
+            return Some(r.0.clone());
+        }
+        source = s.source();
+    }
+    None
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

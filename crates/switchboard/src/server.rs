@@ -14,6 +14,7 @@ use switchboard_engine::{Clock, network};
 use switchboard_sqlite::SqliteStore;
 
 use crate::api::{self, AppState};
+use crate::callback::CallbackPolicy;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::graph::GraphRender;
@@ -62,7 +63,7 @@ pub async fn start(
 ) -> anyhow::Result<(Running, tokio::task::JoinHandle<()>)> {
     // One crypto provider for rustls (server and webhook client): ring, no C toolchain needed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create the data folder {}", config.data_dir.display()))?;
+    private_dir(&config.data_dir).with_context(|| format!("cannot create the data folder {}", config.data_dir.display()))?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if matches!(tls, Tls::Off) { "http" } else { "https" };
@@ -93,7 +94,12 @@ pub async fn start(
         Some(m) => SigningKey::from_pem(&m.shared(SIGNING_KEY, &new_signing_key).await?)?,
         None => SigningKey::load_or_generate(&config.data_dir.join("keys"))?,
     });
+    // Never a callback: this server's own addresses (its Graph and sim APIs, its SIP ports).
+    let own = [Some(addr), config.sip.listen, config.sip.tls_listen].into_iter().flatten().filter(|a| a.port() != 0);
+    let callbacks =
+        Arc::new(CallbackPolicy::new(&config.callbacks).map_err(|(field, problem)| anyhow::anyhow!("{field}: {problem}"))?.with_own(own));
     let notifier = Notifier::new(notifier::Parts {
+        callbacks: Arc::clone(&callbacks),
         store: Arc::clone(&store),
         key: Arc::clone(&key),
         settings: config.notifications.clone(),
@@ -179,45 +185,55 @@ pub async fn start(
         verified: Arc::default(),
         cluster: cluster.clone(),
         sip: sip_network,
+        callbacks,
     };
     let cluster_address = cluster.as_ref().map(|c| c.address.clone());
     let app = api::router(state.clone());
     let mut cert_path = None;
-    let handle = match tls {
-        Tls::Off => tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                shutdown.await;
-                ready.store(false, Ordering::SeqCst);
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-            notifier.shutdown();
-            if let Some(c) = cluster {
-                c.leave().await;
-            }
-        }),
+    let acceptor = match tls {
+        Tls::Off => None,
         tls => {
             let (cert, key) = match tls {
                 Tls::Files { cert, key } => (cert, key),
                 _ => generate_cert(&config.data_dir.join("tls"))?,
             };
             cert_path = Some(cert.clone());
-            let acceptor = tls_acceptor(&cert, &key, &[b"http/1.1"])?;
-            tokio::spawn(async move {
-                serve_tls(listener, acceptor, app, shutdown).await;
-                ready.store(false, Ordering::SeqCst);
-                notifier.shutdown();
-                if let Some(c) = cluster {
-                    c.leave().await;
-                }
-            })
+            Some(tls_acceptor(&cert, &key, &[b"http/1.1"])?)
         }
     };
+    let (limits, metrics) = (config.http.clone(), Arc::clone(&state.metrics));
+    let handle = tokio::spawn(async move {
+        let shutdown = async move {
+            shutdown.await;
+            ready.store(false, Ordering::SeqCst);
+        };
+        crate::front::serve(listener, acceptor, app, limits, metrics, shutdown).await;
+        notifier.shutdown();
+        if let Some(c) = cluster {
+            c.leave().await;
+        }
+    });
     Ok((
         Running { addr, node_id, cluster_address, sip, sip_tls, base_url, state, recovered_calls, recovered_notifications, cert_path },
         handle,
     ))
+}
+
+/// Creates the data folder readable by its owner only (0700): it holds the keys and the calls. An
+/// existing one is tightened when it is ours (empty, or holding our database).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let ours = dir.join("switchboard.db").exists() || std::fs::read_dir(dir)?.next().is_none();
+        if ours && std::fs::metadata(dir)?.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
 }
 
 static NODE_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -364,87 +380,4 @@ fn tls_acceptor(cert: &Path, key: &Path, alpn: &[&[u8]]) -> anyhow::Result<tokio
         .context("the TLS certificate and key do not fit together")?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-async fn serve_tls(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: axum::Router,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    use hyper_util::rt::TokioIo;
-    use hyper_util::service::TowerToHyperService;
-    tokio::pin!(shutdown);
-    let tracker = tokio_util_tracker::Tracker::default();
-    // Tells open connections to finish their request in flight and close, so that idle keep-alive
-    // connections (SDK clients hold them) do not hold up the shutdown.
-    let (closing, closed) = tokio::sync::watch::channel(false);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut shutdown => {
-                let _ = closing.send(true);
-                break;
-            }
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let guard = tracker.enter();
-        let mut closed = closed.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let Ok(tls) = acceptor.accept(stream).await else {
-                return;
-            };
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                r = conn.as_mut() => Some(r),
-                _ = closed.wait_for(|c| *c) => None,
-            };
-            let result = match ended {
-                Some(r) => r,
-                None => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "TLS connection ended with an error");
-            }
-        });
-    }
-    tracker.wait(std::time::Duration::from_secs(10)).await;
-}
-
-/// Counts live TLS connections so that shutdown can wait for them.
-mod tokio_util_tracker {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[derive(Default, Clone)]
-    pub struct Tracker(Arc<AtomicUsize>);
-    pub struct Guard(Arc<AtomicUsize>);
-
-    impl Tracker {
-        pub fn enter(&self) -> Guard {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Guard(Arc::clone(&self.0))
-        }
-        pub async fn wait(&self, max: std::time::Duration) {
-            let deadline = tokio::time::Instant::now() + max;
-            while self.0.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        }
-    }
-
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
 }

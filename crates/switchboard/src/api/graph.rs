@@ -99,10 +99,8 @@ impl VerifiedTokens {
 
 /// Validates the bearer token and finds the app and tenant it speaks for.
 pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, GraphError> {
-    let raw = headers
-        .get(axum::http::header::AUTHORIZATION)
+    let raw = super::single_header(headers, "Authorization")?
         .ok_or_else(|| GraphError::unauthorized("Access token is empty: send Authorization: Bearer <token>."))?;
-    let raw = raw.to_str().map_err(|_| GraphError::unauthorized("The Authorization header is not valid text."))?;
     let token = match raw.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => token.trim(),
         _ => {
@@ -402,8 +400,8 @@ fn media_config(media: Media, caller: &Caller) -> Result<MediaConfig, GraphError
 }
 
 /// What the decoders may depend on: the server's settings.
-fn policy(state: &AppState) -> Policy {
-    Policy { allow_http_loopback_callbacks: state.config.calls.allow_http_loopback_callbacks }
+fn policy(state: &AppState) -> Policy<'_> {
+    Policy { callbacks: &state.callbacks }
 }
 
 fn new_id() -> String {

@@ -58,15 +58,48 @@ pub async fn token(State(state): State<AppState>, Path(tenant): Path<String>, he
     let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
         return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body is not valid form data.");
     };
+    // A parameter given twice: which one counts would be up to chance (RFC 6749 §3.2).
+    if let Some((twice, _)) = form.iter().enumerate().find(|(i, (k, _))| form[..*i].iter().any(|(o, _)| o == k)).map(|(_, kv)| kv) {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            9002313,
+            &format!("Invalid request. The parameter '{twice}' appears more than once."),
+        );
+    }
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    // Client credentials may come in the body or as HTTP Basic.
-    let basic = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
+    // Client credentials may come in the body or as HTTP Basic, but not both (RFC 6749 §2.3.1).
+    let authorization = match super::single_header(&headers, "Authorization") {
+        Ok(v) => v,
+        Err(e) => return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 9002313, &format!("Invalid request. {}", e.message)),
+    };
+    let basic = match authorization {
+        None => None,
+        Some(v) => match v.strip_prefix("Basic ").and_then(|b| {
+            let text = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()?).ok()?;
+            text.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned()))
+        }) {
+            Some(pair) => Some(pair),
+            None => {
+                return aad_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    7000218,
+                    "The Authorization header must be 'Basic base64(client_id:client_secret)', or absent with the credentials in the body.",
+                );
+            }
+        },
+    };
+    if let Some((basic_id, _)) = &basic
+        && (field("client_secret").is_some() || field("client_id").is_some_and(|id| id != basic_id))
+    {
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            9002313,
+            "Invalid request. Client credentials were given both in the Authorization header and in the body; use one.",
+        );
+    }
     match field("grant_type") {
         None => {
             return aad_error(
@@ -114,7 +147,7 @@ pub async fn token(State(state): State<AppState>, Path(tenant): Path<String>, he
             &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
         );
     };
-    if app.secret != secret {
+    if !identity::same_secret(&secret, &app.secret) {
         return aad_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",

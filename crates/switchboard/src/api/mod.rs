@@ -54,6 +54,8 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// SIP, when it is served: outgoing calls to registered phones and trunks go there.
     pub sip: Option<Arc<switchboard_sip::network::SipNetwork>>,
+    /// Where notifications may go; this server's own addresses included, as refused.
+    pub callbacks: Arc<crate::callback::CallbackPolicy>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -181,7 +183,20 @@ async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next
     resp
 }
 
-fn family(path: &str) -> &'static str {
+/// A refusal made before routing (by the front door: a body too slow or too large), in the envelope
+/// and counted like any response.
+pub fn refusal(err: &GraphError, family: &'static str, metrics: &Metrics) -> Response {
+    let request_id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid().to_string();
+    let mut resp = envelope(err, &request_id, &request_id);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("request-id", v.clone());
+        resp.headers_mut().insert("client-request-id", v);
+    }
+    metrics.request(family, err.status.as_u16());
+    resp
+}
+
+pub(crate) fn family(path: &str) -> &'static str {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     match first {
         "v1.0" | "beta" => "graph",
@@ -211,6 +226,20 @@ fn envelope(err: &GraphError, request_id: &str, client_request_id: &str) -> Resp
         resp.headers_mut().insert(header::ALLOW, v);
     }
     resp
+}
+
+/// The value of a header that must come at most once (credentials: two would leave which one counts
+/// to chance). 400 when it comes twice or is not text.
+pub fn single_header<'h>(headers: &'h axum::http::HeaderMap, name: &str) -> Result<Option<&'h str>, GraphError> {
+    let mut all = headers.get_all(name).iter();
+    let Some(first) = all.next() else {
+        return Ok(None);
+    };
+    let more = all.count();
+    if more > 0 {
+        return Err(GraphError::bad_request(format!("The request carries {} {name} headers; send exactly one.", more + 1)));
+    }
+    first.to_str().map(Some).map_err(|_| GraphError::bad_request(format!("The {name} header is not valid text.")))
 }
 
 /// Reads a request body up to [`MAX_BODY`]: 413 beyond it, 415 unless it is JSON (when not empty).

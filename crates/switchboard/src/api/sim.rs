@@ -15,14 +15,16 @@ use crate::config::{Behaviour, is_e164};
 use crate::graph::parse::{self, Obj, err};
 use crate::store::OutboxStatus;
 
+/// The admin key, in exactly one `X-Sim-Admin-Key` header; nowhere else (not as a bearer token,
+/// which is a Graph access token's place).
 fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), GraphError> {
-    let presented = headers
-        .get("x-sim-admin-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")));
+    let presented = super::single_header(headers, "X-Sim-Admin-Key")?;
     match presented {
-        None => Err(GraphError::unauthorized("The sim control API needs the admin key in X-Sim-Admin-Key (or Authorization: Bearer).")),
-        Some(k) if k == state.config.sim.admin_key => Ok(()),
+        None if headers.contains_key(axum::http::header::AUTHORIZATION) => Err(GraphError::unauthorized(
+            "The sim control API takes the admin key in the X-Sim-Admin-Key header only, not in Authorization.",
+        )),
+        None => Err(GraphError::unauthorized("The sim control API needs the admin key in the X-Sim-Admin-Key header.")),
+        Some(k) if crate::identity::same_secret(k, &state.config.sim.admin_key) => Ok(()),
         Some(_) => Err(GraphError::new(StatusCode::FORBIDDEN, "Forbidden", "The admin key is wrong.")),
     }
 }

@@ -150,13 +150,12 @@ const MEDIA_CONFIGS: [&str; 2] = ["#microsoft.graph.serviceHostedMediaConfig", "
 /// `callbackUri`: https to a host name (or plain http to loopback, when the configuration allows it).
 /// Narrower than what the server takes, so that every drawn value is one it takes.
 fn callback_uri(ctx: &Ctx<'_>) -> Value {
-    let host = "[a-z][a-z0-9]{0,20}(\\.[a-z][a-z0-9]{0,20}){0,3}";
-    let scheme = if ctx.config.calls.allow_http_loopback_callbacks {
-        format!("(https://{host}|http://(127\\.0\\.0\\.1|localhost))")
-    } else {
-        format!("https://{host}")
-    };
-    let pattern = format!("^{scheme}(:[1-9][0-9]{{0,3}})?(/[A-Za-z0-9._~-]{{0,20}}){{0,4}}$");
+    // Public names only (`.example`, never `localhost`); plain http to the demo's hosts without a
+    // port, so that no drawn value is this server's own address.
+    let host = "[a-z][a-z0-9]{0,20}(\\.[a-z][a-z0-9]{0,20}){0,2}\\.example(:[1-9][0-9]{0,3})?";
+    let http = ctx.config.callbacks.schemes.iter().any(|s| s == "http");
+    let scheme = if http { format!("(https://{host}|http://(127\\.0\\.0\\.1|localhost))") } else { format!("https://{host}") };
+    let pattern = format!("^{scheme}(/[A-Za-z0-9._~-]{{0,20}}){{0,4}}$");
     json!({"type": "string", "pattern": pattern, "description": "where notifications about the call go", "example": "https://bot.contoso.com/api/calls"})
 }
 
@@ -223,7 +222,7 @@ fn answer(ctx: &Ctx<'_>) -> Value {
         "callbackUri": nullable(callback_uri(ctx)),
         "mediaConfig": reference("mediaConfigInput"),
         "acceptedModalities": modalities(),
-        "participantCapacity": {"type": ["integer", "null"], "minimum": 0}
+        "participantCapacity": {"type": ["integer", "null"], "minimum": 0, "maximum": 2147483647}
     }})
 }
 

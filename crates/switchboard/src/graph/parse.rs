@@ -215,23 +215,6 @@ pub fn identity_set(set: Obj<'_>) -> Result<IdentityRef, BodyError> {
     }
 }
 
-/// `callbackUri`: https, or http to a loopback host when the configuration allows it.
-pub fn callback_uri(value: &str, field: &str, allow_http_loopback: bool) -> Result<String, BodyError> {
-    let url = reqwest::Url::parse(value).map_err(|e| err(field, format!("'{value}' is not an absolute URL ({e})")))?;
-    let loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    };
-    match url.scheme() {
-        "https" if url.host().is_some() => Ok(value.to_owned()),
-        "http" if allow_http_loopback && loopback => Ok(value.to_owned()),
-        "http" if allow_http_loopback => Err(err(field, format!("'{value}' must use https (http is allowed only to a loopback address)"))),
-        _ => Err(err(field, format!("'{value}' must be an https URL"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,18 +259,5 @@ mod tests {
         }
         assert_eq!(integer(&json!(1e300)), Some(i64::MAX));
         assert_eq!(integer(&json!(u64::MAX)), Some(i64::MAX));
-    }
-
-    #[test]
-    fn callback_uris_must_be_https_or_loopback_http() {
-        assert!(callback_uri("https://bot.contoso.com/cb", "callbackUri", false).is_ok());
-        assert!(callback_uri("http://127.0.0.1:3978/cb", "callbackUri", true).is_ok());
-        assert!(callback_uri("http://localhost/cb", "callbackUri", true).is_ok());
-        assert_eq!(
-            callback_uri("http://127.0.0.1/cb", "callbackUri", false).map_err(|e| e.problem),
-            Err("'http://127.0.0.1/cb' must be an https URL".to_owned())
-        );
-        assert!(callback_uri("http://bot.contoso.com/cb", "callbackUri", true).is_err());
-        assert!(callback_uri("not a url", "callbackUri", true).is_err());
     }
 }

@@ -133,8 +133,15 @@ async fn malformed_requests_get_precise_graph_errors() {
             "BadRequest",
             "callbackUri: expected a string, found a number",
         ),
-        case(Method::POST, calls, with(&|v| v["callbackUri"] = json!("http://bot.example.com/cb")), 400, "BadRequest", "must use https"),
-        case(Method::POST, calls, with(&|v| v["callbackUri"] = json!("ftp://x")), 400, "BadRequest", "must be an https URL"),
+        case(
+            Method::POST,
+            calls,
+            with(&|v| v["callbackUri"] = json!("http://bot.example.com/cb")),
+            400,
+            "BadRequest",
+            "callbackUri: 'http://bot.example.com/cb' uses http, which goes only to hosts named in [callbacks] allow; use https",
+        ),
+        case(Method::POST, calls, with(&|v| v["callbackUri"] = json!("ftp://x")), 400, "BadRequest", "'ftp://x' must use https or http"),
         case(
             Method::POST,
             calls,

@@ -8,6 +8,7 @@ mod clock;
 mod cluster;
 mod errors;
 mod group;
+mod hardening;
 mod identity;
 mod lifecycle;
 mod linphone;

@@ -25,10 +25,11 @@ pub fn answer(bytes: &[u8], policy: &Policy) -> Result<Answer, BodyError> {
     let callback_uri = callback(obj, policy, false)?;
     let media = media(obj)?;
     let accepted_modalities = modalities(obj, "acceptedModalities", true)?;
-    if let Some(n) = obj.int_opt("participantCapacity")?
-        && n < 0
-    {
-        return Err(err("participantCapacity", "must not be negative"));
+    match obj.int_opt("participantCapacity")? {
+        Some(n) if n < 0 => return Err(err("participantCapacity", "must not be negative")),
+        // Graph's Int32; larger numbers saturate in JSON readers, so they are refused, not clamped.
+        Some(n) if n > i64::from(i32::MAX) => return Err(err("participantCapacity", format!("must be at most {} (an Int32)", i32::MAX))),
+        _ => {}
     }
     Ok(Answer { callback_uri, media, accepted_modalities })
 }

@@ -12,13 +12,14 @@ pub mod call;
 pub mod transfer;
 
 use super::parse::{self, BodyError, IdentityRef, Obj, err};
+use crate::callback::CallbackPolicy;
 use crate::config::is_e164;
 
 /// What decoding may depend on besides the bytes: settings, never state.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Policy {
-    /// Callbacks may use http to a loopback host (the demo's own webhooks).
-    pub allow_http_loopback_callbacks: bool,
+#[derive(Clone, Copy, Debug)]
+pub struct Policy<'a> {
+    /// Where notifications may go.
+    pub callbacks: &'a CallbackPolicy,
 }
 
 /// Which kind of `mediaConfig` a body asked for.
@@ -84,7 +85,10 @@ fn modalities(obj: Obj<'_>, name: &str, required: bool) -> Result<Vec<String>, B
 
 fn callback(obj: Obj<'_>, policy: &Policy, required: bool) -> Result<Option<String>, BodyError> {
     match obj.str_opt("callbackUri")? {
-        Some(v) => Ok(Some(parse::callback_uri(v, "callbackUri", policy.allow_http_loopback_callbacks)?)),
+        Some(v) => match policy.callbacks.check(v) {
+            Ok(_) => Ok(Some(v.to_owned())),
+            Err(problem) => Err(err("callbackUri", problem)),
+        },
         None if required => Err(err("callbackUri", "is required")),
         None => Ok(None),
     }

@@ -8,7 +8,10 @@ use serde_json::{Value, json};
 
 use super::*;
 
-const POLICY: Policy = Policy { allow_http_loopback_callbacks: true };
+/// The demo's callback policy: https anywhere public, http to 127.0.0.1 and localhost.
+static CALLBACKS: std::sync::LazyLock<CallbackPolicy> =
+    std::sync::LazyLock::new(|| CallbackPolicy::new(&crate::config::Config::demo().callbacks).unwrap());
+static POLICY: std::sync::LazyLock<Policy<'static>> = std::sync::LazyLock::new(|| Policy { callbacks: &CALLBACKS });
 
 /// Decodes `body` with every decoder and reports each outcome as JSON: the decoded command's debug
 /// form, or `{"field", "problem"}`.
@@ -50,7 +53,7 @@ fn bodies_decode_or_name_the_field() {
         (
             "create",
             create(json!({"callbackUri": "http://bot.example/cb"})),
-            refused("callbackUri", "'http://bot.example/cb' must use https (http is allowed only to a loopback address)"),
+            refused("callbackUri", "'http://bot.example/cb' uses http, which goes only to hosts named in [callbacks] allow; use https"),
         ),
         (
             "create",
@@ -87,6 +90,16 @@ fn bodies_decode_or_name_the_field() {
             "answer",
             json!({"mediaConfig": media, "acceptedModalities": ["audio"], "participantCapacity": -1}),
             refused("participantCapacity", "must not be negative"),
+        ),
+        (
+            "answer",
+            json!({"mediaConfig": media, "acceptedModalities": ["audio"], "participantCapacity": 18446744073709551616u128 as f64}),
+            refused("participantCapacity", "must be at most 2147483647 (an Int32)"),
+        ),
+        (
+            "answer",
+            json!({"mediaConfig": media, "acceptedModalities": ["audio"], "participantCapacity": 2147483648u64}),
+            refused("participantCapacity", "must be at most 2147483647 (an Int32)"),
         ),
         ("reject", json!({"reason": "bored"}), refused("reason", "'bored' is not a rejectReason; use none, busy or forbidden")),
         ("reject", json!({"reason": "BUSY"}), json!({"ok": "busy"})),
