@@ -314,11 +314,12 @@ async fn request(req: Request<Incoming>, watch: &Watch, app: axum::Router, metri
     } else {
         watch.set(Stage::Body);
         let family = api::family(req.uri().path());
+        let client_request_id = req.headers().get("client-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
         match read_body(req, watch.limits.body_timeout_ms).await {
             Ok(req) => req,
             Err(err) => {
                 watch.set(Stage::Idle);
-                let mut resp = api::refusal(&err, family, metrics);
+                let mut resp = api::refusal(&err, family, client_request_id, metrics);
                 // The rest of the body may still be on its way: this connection is done.
                 resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 return resp;

@@ -299,7 +299,6 @@ pub fn validate_notification_token(
     Ok(claims)
 }
 
-/// OpenID configuration document for tenant T (like login.microsoftonline.com's v2.0 one).
 /// Compares a presented secret with the real one in time that does not depend on where they differ.
 pub fn same_secret(presented: &str, real: &str) -> bool {
     let (a, b) = (presented.as_bytes(), real.as_bytes());
@@ -310,6 +309,7 @@ pub fn same_secret(presented: &str, real: &str) -> bool {
     diff == 0
 }
 
+/// OpenID configuration document for tenant T (like login.microsoftonline.com's v2.0 one).
 pub fn openid_configuration(base: &str, tenant: &str) -> Value {
     let base = base.trim_end_matches('/');
     json!({

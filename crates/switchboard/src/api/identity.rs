@@ -58,8 +58,15 @@ pub async fn token(State(state): State<AppState>, Path(tenant): Path<String>, he
     let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
         return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body is not valid form data.");
     };
-    // A parameter given twice: which one counts would be up to chance (RFC 6749 §3.2).
-    if let Some((twice, _)) = form.iter().enumerate().find(|(i, (k, _))| form[..*i].iter().any(|(o, _)| o == k)).map(|(_, kv)| kv) {
+    // A parameter we read given twice: which one counts would be up to chance (RFC 6749 §3.2).
+    // Parameters we ignore may repeat.
+    let read = ["grant_type", "client_id", "client_secret", "scope", "client_assertion", "client_assertion_type"];
+    if let Some((twice, _)) = form
+        .iter()
+        .enumerate()
+        .find(|(i, (k, _))| read.contains(&k.as_str()) && form[..*i].iter().any(|(o, _)| o == k))
+        .map(|(_, kv)| kv)
+    {
         return aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",

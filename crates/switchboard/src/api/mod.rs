@@ -185,12 +185,14 @@ async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next
 
 /// A refusal made before routing (by the front door: a body too slow or too large), in the envelope
 /// and counted like any response.
-pub fn refusal(err: &GraphError, family: &'static str, metrics: &Metrics) -> Response {
+pub fn refusal(err: &GraphError, family: &'static str, client_request_id: Option<String>, metrics: &Metrics) -> Response {
     let request_id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid().to_string();
-    let mut resp = envelope(err, &request_id, &request_id);
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("request-id", v.clone());
-        resp.headers_mut().insert("client-request-id", v);
+    let client_request_id = client_request_id.filter(|v| !v.is_empty() && v.len() <= 200).unwrap_or_else(|| request_id.clone());
+    let mut resp = envelope(err, &request_id, &client_request_id);
+    for (name, value) in [("request-id", &request_id), ("client-request-id", &client_request_id)] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            resp.headers_mut().insert(name, v);
+        }
     }
     metrics.request(family, err.status.as_u16());
     resp
