@@ -23,6 +23,7 @@ pub struct Tenant {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Application {
+    /// The app's id (`appid` in its tokens).
     pub client_id: String,
     pub name: String,
     pub secret: String,
@@ -34,6 +35,29 @@ pub struct Application {
     pub notification_format: NotificationFormat,
     #[serde(default)]
     pub instances: Vec<AppInstance>,
+}
+
+/// The application permissions that make an app a calling bot: it holds at least one of them.
+pub const CALLING_ROLES: [&str; 5] = [
+    "Calls.Initiate.All",
+    "Calls.InitiateGroupCall.All",
+    "Calls.JoinGroupCall.All",
+    "Calls.JoinGroupCallAsGuest.All",
+    "Calls.AccessMedia.All",
+];
+
+impl Application {
+    /// Whether calls may reach this app: it holds a calling permission. One without any (a bot
+    /// that only reads, say) is never offered a call, by the sim, a phone or a transfer.
+    pub fn can_be_called(&self) -> bool {
+        self.roles.iter().any(|r| CALLING_ROLES.contains(&r.as_str()))
+    }
+
+    /// Why calls may not reach this app, if they may not.
+    pub fn why_not_callable(&self) -> Option<String> {
+        (!self.can_be_called())
+            .then(|| format!("application '{}' holds none of the calling permissions, so it cannot be called", self.name))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -292,6 +292,9 @@ impl SipNetwork {
         } else {
             return Err((404, format!("Not Found ('{to_user}' is no application instance number or application id)")));
         };
+        if let Some(why) = app.why_not_callable() {
+            return Err((403, format!("Forbidden ({why})")));
+        }
         if app.calling_webhook.is_none() {
             return Err((480, format!("Temporarily Unavailable (application '{}' has no calling webhook)", app.name)));
         }

@@ -18,6 +18,7 @@ pub const TOKEN_LIFETIME_S: u64 = 3599;
 pub const NOTIFICATION_TOKEN_LIFETIME_S: u64 = 3900;
 const LEEWAY_S: u64 = 60;
 const KEY_FILE: &str = "signing-key.pem";
+const NOTIFICATION_KEY_FILE: &str = "notification-key.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -72,9 +73,20 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
 }
 
 impl SigningKey {
-    /// Loads `dir/signing-key.pem`, or generates a 2048-bit key and writes it there (mode 0600).
+    /// Loads `dir/signing-key.pem` (access tokens), or generates a 2048-bit key and writes it there
+    /// (mode 0600).
     pub fn load_or_generate(dir: &Path) -> Result<SigningKey, IdentityError> {
-        let path = dir.join(KEY_FILE);
+        Self::load_or_generate_file(dir, KEY_FILE)
+    }
+
+    /// The same for the key that signs notification tokens (`dir/notification-key.pem`): a key of its
+    /// own, so that neither kind of token can ever pass for the other.
+    pub fn load_or_generate_notification(dir: &Path) -> Result<SigningKey, IdentityError> {
+        Self::load_or_generate_file(dir, NOTIFICATION_KEY_FILE)
+    }
+
+    fn load_or_generate_file(dir: &Path, file: &str) -> Result<SigningKey, IdentityError> {
+        let path = dir.join(file);
         let private = match std::fs::read_to_string(&path) {
             Ok(pem) => RsaPrivateKey::from_pkcs8_pem(&pem).map_err(key_err(&format!("'{}' is not a PKCS#8 RSA key", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -340,7 +352,7 @@ pub const COMMON_TENANT: &str = "common";
 pub fn notification_openid_configuration(base: &str, issuer: &str) -> Value {
     json!({
         "issuer": issuer,
-        "jwks_uri": format!("{}/{COMMON_TENANT}/discovery/v2.0/keys", base.trim_end_matches('/')),
+        "jwks_uri": format!("{}/notifications/v1/.well-known/keys", base.trim_end_matches('/')),
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
     })

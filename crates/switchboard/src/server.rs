@@ -89,10 +89,15 @@ pub async fn start(
         }
         None => (Arc::new(SqliteStore::open(&config.data_dir)?), None),
     };
-    // Nodes sharing a database share its signing key, so that every node's tokens verify on every node.
+    // Nodes sharing a database share its signing keys, so that every node's tokens verify on every
+    // node. Access tokens and notification tokens have a key each.
     let key = Arc::new(match &membership {
         Some(m) => SigningKey::from_pem(&m.shared(SIGNING_KEY, &new_signing_key).await?)?,
         None => SigningKey::load_or_generate(&config.data_dir.join("keys"))?,
+    });
+    let notification_key = Arc::new(match &membership {
+        Some(m) => SigningKey::from_pem(&m.shared(NOTIFICATION_KEY, &new_signing_key).await?)?,
+        None => SigningKey::load_or_generate_notification(&config.data_dir.join("keys"))?,
     });
     // Never a callback: this server's own addresses (its Graph and sim APIs, its SIP ports).
     let own = [Some(addr), config.sip.listen, config.sip.tls_listen].into_iter().flatten().filter(|a| a.port() != 0);
@@ -101,7 +106,7 @@ pub async fn start(
     let notifier = Notifier::new(notifier::Parts {
         callbacks: Arc::clone(&callbacks),
         store: Arc::clone(&store),
-        key: Arc::clone(&key),
+        key: Arc::clone(&notification_key),
         settings: config.notifications.clone(),
         metrics: Arc::clone(&metrics),
         clock: clock.clone(),
@@ -186,6 +191,7 @@ pub async fn start(
         cluster: cluster.clone(),
         sip: sip_network,
         callbacks,
+        notification_key,
     };
     let cluster_address = cluster.as_ref().map(|c| c.address.clone());
     let app = api::router(state.clone());
@@ -331,6 +337,7 @@ async fn start_sip_tls(config: &Config, at: SocketAddr, shared: switchboard_sip:
 
 /// The names under which nodes share values in the database.
 const SIGNING_KEY: &str = "signing-key";
+const NOTIFICATION_KEY: &str = "notification-key";
 const CLUSTER_KEY: &str = "cluster-key";
 
 fn new_signing_key() -> String {

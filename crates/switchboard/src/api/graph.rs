@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use switchboard_core::call::{Call, Input, MediaConfig, OutgoingCall};
 use switchboard_core::party::Party;
+use switchboard_engine::directory::CALLING_ROLES;
 
 use super::spec::{ROUTES, Route};
 use super::{AppState, GraphError, json_body};
@@ -41,14 +42,6 @@ pub struct Caller {
     pub tenant: String,
     pub roles: Vec<String>,
 }
-
-const CALLING_ROLES: [&str; 5] = [
-    "Calls.Initiate.All",
-    "Calls.InitiateGroupCall.All",
-    "Calls.JoinGroupCall.All",
-    "Calls.JoinGroupCallAsGuest.All",
-    "Calls.AccessMedia.All",
-];
 
 impl Caller {
     fn has(&self, role: &str) -> bool {
@@ -371,12 +364,18 @@ fn resolve(state: &AppState, caller: &Caller, named: Named) -> Result<Party, Gra
             let app = dir
                 .app(&id)
                 .ok_or_else(|| GraphError::from(err(format!("{field}.application.id"), format!("application '{id}' does not exist"))))?;
+            if let Some(why) = app.why_not_callable() {
+                return Err(err(format!("{field}.application.id"), why).into());
+            }
             Ok(Party::Application { id: app.client_id.clone(), display_name: app.name.clone() })
         }
         IdentityRef::ApplicationInstance { id, .. } => {
-            let (_, inst) = dir.instance(&id).ok_or_else(|| {
+            let (app, inst) = dir.instance(&id).ok_or_else(|| {
                 GraphError::from(err(format!("{field}.applicationInstance.id"), format!("application instance '{id}' does not exist")))
             })?;
+            if let Some(why) = app.why_not_callable() {
+                return Err(err(format!("{field}.applicationInstance.id"), why).into());
+            }
             Ok(Party::ApplicationInstance {
                 id: inst.id.clone(),
                 display_name: inst.display_name.clone(),

@@ -61,11 +61,8 @@ pub async fn token(State(state): State<AppState>, Path(tenant): Path<String>, he
     // A parameter we read given twice: which one counts would be up to chance (RFC 6749 §3.2).
     // Parameters we ignore may repeat.
     let read = ["grant_type", "client_id", "client_secret", "scope", "client_assertion", "client_assertion_type"];
-    if let Some((twice, _)) = form
-        .iter()
-        .enumerate()
-        .find(|(i, (k, _))| read.contains(&k.as_str()) && form[..*i].iter().any(|(o, _)| o == k))
-        .map(|(_, kv)| kv)
+    if let Some((twice, _)) =
+        form.iter().enumerate().find(|(i, (k, _))| read.contains(&k.as_str()) && form[..*i].iter().any(|(o, _)| o == k)).map(|(_, kv)| kv)
     {
         return aad_error(
             StatusCode::BAD_REQUEST,
@@ -225,13 +222,18 @@ pub async fn openid_configuration(State(state): State<AppState>, Path(tenant): P
     Json(identity::openid_configuration(&state.base_url, &tenant)).into_response()
 }
 
-/// The JWKS; the same key signs access tokens and notification tokens. For the directory's tenants and
-/// `common` (where the notification discovery document points); other tenants are a 400, as in Entra.
+/// The JWKS of access tokens, for the directory's tenants and `common`; other tenants are a 400, as in
+/// Entra. Notification tokens have a key of their own ([`notification_jwks`]).
 pub async fn jwks(State(state): State<AppState>, Path(tenant): Path<String>) -> Response {
     if !tenant_known(&state, &tenant) && !tenant.eq_ignore_ascii_case(identity::COMMON_TENANT) {
         return unknown_tenant(&tenant);
     }
     Json(state.key.jwks()).into_response()
+}
+
+/// The key that signs notification tokens, where the notification discovery document points.
+pub async fn notification_jwks(State(state): State<AppState>) -> Response {
+    Json(state.notification_key.jwks()).into_response()
 }
 
 pub async fn notification_openid_configuration(State(state): State<AppState>) -> Response {

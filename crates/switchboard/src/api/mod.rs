@@ -43,7 +43,10 @@ pub struct AppState {
     pub sim: Arc<Sim>,
     pub notifier: Arc<Notifier>,
     pub store: Arc<dyn crate::store::Store>,
+    /// Signs access tokens; published at `/{tenant}/discovery/v2.0/keys`.
     pub key: Arc<SigningKey>,
+    /// Signs notification tokens; published at `/notifications/v1/.well-known/keys`.
+    pub notification_key: Arc<SigningKey>,
     pub metrics: Arc<Metrics>,
     /// How bots reach us, e.g. `http://127.0.0.1:8080`; issuers and `Location` headers derive from it.
     pub base_url: String,
@@ -110,6 +113,7 @@ fn served(row: &spec::Route) -> MethodRouter<AppState> {
         "getOpenIdConfiguration" => on(method, identity::openid_configuration),
         "getKeys" => on(method, identity::jwks),
         "getNotificationOpenIdConfiguration" => on(method, identity::notification_openid_configuration),
+        "getNotificationKeys" => on(method, identity::notification_jwks),
         "simPlaceCall" => on(method, sim::place_inbound),
         "simHangUp" => on(method, sim::hang_up_remote),
         "simDeleteLeg" => on(method, sim::hang_up_leg),

@@ -72,6 +72,9 @@ pub(super) async fn place_inbound(State(state): State<AppState>, headers: Header
         )
         .into());
     };
+    if let Some(why) = app.why_not_callable() {
+        return Err(err("to", why).into());
+    }
     if app.calling_webhook.is_none() {
         return Err(GraphError::new(
             StatusCode::CONFLICT,

@@ -680,7 +680,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         id: "getKeys",
         path: "/{tenant}/discovery/v2.0/keys",
-        summary: "Signing keys (JWKS) for access and notification tokens",
+        summary: "Signing keys (JWKS) for access tokens",
         params: &[path("tenant", keys_tenant)],
         responses: &[json(200, "JWKS", jwks), aad(400, "AADSTS90002: unknown tenant")],
         ..IDENTITY
@@ -690,6 +690,13 @@ pub const ROUTES: &[Route] = &[
         path: "/notifications/v1/.well-known/openid-configuration",
         summary: "OpenID configuration for validating notification tokens",
         responses: &[json(200, "configuration", notification_openid_configuration)],
+        ..IDENTITY
+    },
+    Route {
+        id: "getNotificationKeys",
+        path: "/notifications/v1/.well-known/keys",
+        summary: "Signing keys (JWKS) for notification tokens",
+        responses: &[json(200, "JWKS", jwks)],
         ..IDENTITY
     },
     Route {

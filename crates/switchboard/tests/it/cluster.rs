@@ -128,6 +128,14 @@ async fn three_nodes_serve_every_transfer_whichever_node_a_request_reaches() {
     let jwks = keys(n1).await;
     assert_eq!(keys(n2).await, jwks);
     assert_eq!(keys(n3).await, jwks);
+    let notification_keys = |s: &Server| {
+        let url = s.url("/notifications/v1/.well-known/keys");
+        async move { client().get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let notification_jwks = notification_keys(n1).await;
+    assert_ne!(notification_jwks, jwks, "notification tokens have a key of their own");
+    assert_eq!(notification_keys(n2).await, notification_jwks);
+    assert_eq!(notification_keys(n3).await, notification_jwks);
 
     // Blind: the call arrives on node 1, is answered through node 2, read through node 3 and
     // transferred through the balancer.

@@ -389,3 +389,53 @@ async fn the_data_folder_and_database_are_private() {
         assert_eq!(mode(&server.data_dir.join(file)), 0o600, "{file}");
     }
 }
+
+#[tokio::test]
+async fn access_and_notification_tokens_have_keys_of_their_own() {
+    let mut bot = Bot::start().await;
+    let mut server = Server::start(&bot).await;
+    let get = |url: String| async move { client().get(url).send().await.unwrap().json::<Value>().await.unwrap() };
+    let access = get(server.url(&format!("/{CONTOSO}/discovery/v2.0/keys"))).await;
+    let discovery = get(server.url("/notifications/v1/.well-known/openid-configuration")).await;
+    assert_eq!(discovery["jwks_uri"], server.url("/notifications/v1/.well-known/keys"));
+    let notification = get(server.url("/notifications/v1/.well-known/keys")).await;
+    assert_ne!(access["keys"][0]["kid"], notification["keys"][0]["kid"]);
+    assert_ne!(access["keys"][0]["n"], notification["keys"][0]["n"]);
+
+    // A notification's token verifies with the notification keys only, and opens no Graph door.
+    server.inbound(HEIDI, DEMO_BOT).await;
+    let (post, _) = bot.next().await;
+    let jwt = post.authorization.unwrap().strip_prefix("Bearer ").unwrap().to_owned();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let issuer = "https://api.botframework.com";
+    assert!(switchboard::identity::validate_notification_token(&notification, issuer, DEMO_BOT, &jwt, now).is_ok());
+    assert!(switchboard::identity::validate_notification_token(&access, issuer, DEMO_BOT, &jwt, now).is_err());
+    let (status, body) = server.graph(Method::GET, "/v1.0/communications/calls", &jwt, None).await;
+    assert_eq!(status, 401, "{body}");
+
+    // Both keys are kept across a restart.
+    server.restart().await;
+    assert_eq!(get(server.url(&format!("/{CONTOSO}/discovery/v2.0/keys"))).await, access);
+    assert_eq!(get(server.url("/notifications/v1/.well-known/keys")).await, notification);
+}
+
+#[tokio::test]
+async fn an_app_without_calling_permissions_is_never_offered_a_call() {
+    let bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let (status, body) = server.sim(Method::POST, "/calls", Some(serde_json::json!({"from": HEIDI, "to": UNPRIVILEGED_BOT}))).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "Invalid request body: to: application 'Unprivileged Bot' holds none of the calling permissions, so it cannot be called"
+    );
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let mut call = call_to_user(&bot.callback("u"), HEIDI);
+    call["targets"] = serde_json::json!([{"identity": {"application": {"id": UNPRIVILEGED_BOT}}}]);
+    let (status, body) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "Invalid request body: targets[0].identity.application.id: application 'Unprivileged Bot' holds none of the calling permissions, so it cannot be called"
+    );
+}

@@ -138,8 +138,8 @@ async fn token_errors_have_the_identity_platform_shape() {
     assert_eq!(resp.status(), 400);
 }
 
-/// The keys answer for the directory's tenants and `common` (where the notification discovery
-/// document points), and, like the OpenID configuration, refuse an unknown tenant as Entra does.
+/// The keys answer for the directory's tenants and `common`, and, like the OpenID configuration,
+/// refuse an unknown tenant as Entra does.
 #[tokio::test]
 async fn the_keys_of_an_unknown_tenant_are_refused_like_its_configuration() {
     let server = Server::start_with(Options { demo_webhook: None, extra: vec![] }).await;
