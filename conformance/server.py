@@ -37,7 +37,8 @@ class Server:
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()
         self.cafile = str(self.data_dir / "tls" / "cert.pem")
         self.notification_openid = f"{self.base}/notifications/v1/.well-known/openid-configuration"
-        self.signing_key = self.data_dir / "keys" / "signing-key.pem"
+        # The key that signs notification tokens (access tokens have their own).
+        self.signing_key = self.data_dir / "keys" / "notification-key.pem"
 
     def stop(self):
         # Graceful first; but msgraph-core's wrapped httpx transport keeps a keep-alive connection open

@@ -502,7 +502,7 @@ mod tests {
         assert_eq!(doc["request_uri_parameter_supported"], json!(false));
         let doc = notification_openid_configuration(BASE, BOT_ISS);
         assert_eq!(doc["issuer"], json!(BOT_ISS));
-        let url = "http://127.0.0.1:8080/common/discovery/v2.0/keys";
+        let url = "http://127.0.0.1:8080/notifications/v1/.well-known/keys";
         assert_eq!(doc["jwks_uri"], json!(url));
     }
 }

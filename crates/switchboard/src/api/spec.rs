@@ -101,6 +101,18 @@ impl Ctx<'_> {
     fn instance_numbers(&self) -> Vec<&str> {
         self.dir().applications.iter().flat_map(|a| &a.instances).filter_map(|i| i.phone.as_deref()).collect()
     }
+    /// The apps calls may reach (those holding a calling permission), and their instances and numbers.
+    fn callable_apps(&self) -> Vec<&str> {
+        self.dir().applications.iter().filter(|a| a.can_be_called()).map(|a| a.client_id.as_str()).collect()
+    }
+    fn callable_instances(&self) -> Vec<&str> {
+        let apps = self.dir().applications.iter().filter(|a| a.can_be_called());
+        apps.flat_map(|a| &a.instances).map(|i| i.id.as_str()).collect()
+    }
+    fn callable_instance_numbers(&self) -> Vec<&str> {
+        let apps = self.dir().applications.iter().filter(|a| a.can_be_called());
+        apps.flat_map(|a| &a.instances).filter_map(|i| i.phone.as_deref()).collect()
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -179,12 +191,12 @@ fn identity_with_id(id: Value) -> Value {
 
 /// An `identitySet` as the server reads it: exactly one of user, phone, application or applicationInstance.
 fn identity_set_in(ctx: &Ctx<'_>) -> Value {
-    let mut instance = identity_with_id(string_enum(ctx.instances()));
+    let mut instance = identity_with_id(string_enum(ctx.callable_instances()));
     instance["properties"]["tenantId"] = json!({"type": ["string", "null"]});
     let kinds = [
         ("user", user_identity(ctx)),
         ("phone", identity_with_id(json!({"type": "string", "pattern": E164}))),
-        ("application", identity_with_id(string_enum(ctx.apps()))),
+        ("application", identity_with_id(string_enum(ctx.callable_apps()))),
         ("applicationInstance", instance),
     ];
     let branches: Vec<Value> = kinds.into_iter().map(|(k, s)| json!({"required": [k], "properties": {k: s}})).collect();
@@ -285,8 +297,8 @@ fn call_id_choice() -> Value {
 
 /// A user calls an app, an instance or an instance's number; a PSTN number calls an instance or its number.
 fn sim_call(ctx: &Ctx<'_>) -> Value {
-    let instances: Vec<&str> = ctx.instances().into_iter().chain(ctx.instance_numbers()).collect();
-    let any_bot: Vec<&str> = ctx.apps().into_iter().chain(instances.iter().copied()).collect();
+    let instances: Vec<&str> = ctx.callable_instances().into_iter().chain(ctx.callable_instance_numbers()).collect();
+    let any_bot: Vec<&str> = ctx.callable_apps().into_iter().chain(instances.iter().copied()).collect();
     let branch = |from: Value, to: Vec<&str>| json!({"type": "object", "required": ["from", "to"], "properties": {"from": from, "to": string_enum(to), "callId": call_id_choice()}});
     let user = branch(string_enum(ctx.users()), any_bot);
     let mut phone = branch(json!({"type": "string", "pattern": E164, "examples": ctx.numbers()}), instances);
