@@ -43,6 +43,29 @@ fn ids(seqs: &[i64]) -> String {
 pub const MAX_BATCH: usize = 100;
 /// At most this many POSTs in flight at once.
 const MAX_IN_FLIGHT: usize = 64;
+/// At most this many POSTs in flight to one bot (scheme, host and port), so that a bot that is slow or
+/// gone holds a few of the [`MAX_IN_FLIGHT`] slots, never all of them: the others' notifications go on.
+pub const MAX_IN_FLIGHT_PER_BOT: usize = 8;
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER_MS: u64 = 3_600_000;
+
+/// The bot a callback URL reaches: its scheme, host and port (`https://bot.contoso.com:443`).
+fn origin(callback: &str) -> &str {
+    let start = callback.find("://").map_or(0, |i| i + 3);
+    let end = callback[start..].find(['/', '?', '#']).map_or(callback.len(), |i| start + i);
+    &callback[..end]
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): seconds, or an HTTP date; in ms from `now_ms`.
+pub fn retry_after_ms(value: &str, now_ms: u64) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs.saturating_mul(1000).min(MAX_RETRY_AFTER_MS));
+    }
+    let at = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let at_ms = u64::try_from(at.unix_timestamp()).ok()?.saturating_mul(1000);
+    Some(at_ms.saturating_sub(now_ms).min(MAX_RETRY_AFTER_MS))
+}
 
 /// The delay before attempt `attempt + 1`, after `attempt` failures (1-based): `first · 2^(attempt-1)`,
 /// capped at `max`, then jittered by ±20 % so that many bots failing together don't retry in lockstep.
@@ -67,6 +90,8 @@ struct Queue {
     /// forgotten and read back while an old POST was out may be in a newer one).
     flights: HashMap<i64, u64>,
     next_flight: u64,
+    /// POSTs in flight per bot ([`origin`]).
+    bots_in_flight: HashMap<String, usize>,
 }
 
 #[derive(Default)]
@@ -137,6 +162,12 @@ impl Queue {
             {
                 Some(i) => i,
                 None => {
+                    // The bot has its share of POSTs out: this call waits for one to end.
+                    let bot = self.bots_in_flight.entry(origin(&first.callback).to_owned()).or_default();
+                    if *bot >= MAX_IN_FLIGHT_PER_BOT {
+                        continue;
+                    }
+                    *bot += 1;
                     self.next_flight += 1;
                     batches.push(Batch {
                         flight: self.next_flight,
@@ -171,6 +202,9 @@ impl Queue {
             self.heads.remove(&head);
             call.head = None;
         }
+        for b in batches.iter().filter(|b| b.rows.is_empty()) {
+            self.landed(&b.callback);
+        }
         batches.retain(|b| !b.rows.is_empty());
         for b in &mut batches {
             // Calls' rows side by side, in commit order.
@@ -178,6 +212,17 @@ impl Queue {
         }
         let next = self.heads.range((now + 1, i64::MIN)..).next().map(|(at, _)| *at);
         (batches, next)
+    }
+
+    /// A POST to `callback` is over (or was never sent): its bot may have another.
+    fn landed(&mut self, callback: &str) {
+        let bot = origin(callback);
+        if let Some(n) = self.bots_in_flight.get_mut(bot) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.bots_in_flight.remove(bot);
+            }
+        }
     }
 
     /// Ends the flight of row `seq` if POST `flight` carries it; whether it did.
@@ -287,6 +332,14 @@ pub struct Parts {
     pub directory: Arc<Directory>,
 }
 
+/// How a POST failed.
+enum Failure {
+    /// Not to be tried again (the callback policy refuses the callback).
+    ForGood,
+    /// Tried again after the backoff, or after `wait` ms if the bot asked for longer.
+    Retry { wait: Option<u64> },
+}
+
 /// A group of rows for one POST.
 struct Batch {
     /// Which POST this is ([`Queue::flights`]).
@@ -378,7 +431,7 @@ impl Notifier {
     pub fn forget_all(&self) {
         let mut q = self.queue();
         // Flight numbers go on rising, so that a POST still out is never taken for a new one.
-        *q = Queue { next_flight: q.next_flight, ..Queue::default() };
+        *q = Queue { next_flight: q.next_flight, bots_in_flight: std::mem::take(&mut q.bots_in_flight), ..Queue::default() };
         self.metrics.notifications_pending.store(0, Ordering::Relaxed);
     }
 
@@ -475,8 +528,9 @@ impl Notifier {
         if let Err(problem) = self.refused(&batch.callback).await {
             return self.refused_for_good(&batch, &seqs, &problem).await;
         }
+        // Err: what went wrong, and how long the bot asked us to wait (`Retry-After`).
         let outcome = match self.token(&batch.app_id, &batch.tenant_id) {
-            Err(e) => Err(format!("could not sign the notification token: {e}")),
+            Err(e) => Err((format!("could not sign the notification token: {e}"), None)),
             Ok(token) => {
                 match self
                     .client
@@ -489,11 +543,19 @@ impl Notifier {
                     .await
                 {
                     Ok(resp) if resp.status().is_success() => Ok(()),
-                    Ok(resp) => Err(format!("the callback answered {}", resp.status())),
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let wait = [reqwest::StatusCode::TOO_MANY_REQUESTS, reqwest::StatusCode::SERVICE_UNAVAILABLE]
+                            .contains(&status)
+                            .then(|| resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()))
+                            .flatten()
+                            .and_then(|v| retry_after_ms(v, self.clock.now_ms()));
+                        Err((format!("the callback answered {status}"), wait))
+                    }
                     Err(e) => match refusal(&e) {
                         Some(problem) => return self.refused_for_good(&batch, &seqs, &problem).await,
                         // The URL is in the log line already, once.
-                        None => Err(format!("the callback could not be reached: {}", error_chain(&e.without_url()))),
+                        None => Err((format!("the callback could not be reached: {}", error_chain(&e.without_url())), None)),
                     },
                 }
             }
@@ -507,9 +569,10 @@ impl Notifier {
                 self.metrics.notifications_delivered.add(seqs.len() as u64);
                 let mut q = self.queue();
                 q.remove(batch.flight, &seqs);
+                q.landed(&batch.callback);
                 self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
             }
-            Err(error) => self.failed(&batch, &seqs, &error).await,
+            Err((error, wait)) => self.fail(&batch, &seqs, &error, Failure::Retry { wait }).await,
         }
     }
 
@@ -530,11 +593,7 @@ impl Notifier {
 
     async fn refused_for_good(&self, batch: &Batch, seqs: &[i64], problem: &str) {
         self.metrics.callbacks_refused.add(seqs.len() as u64);
-        self.fail(batch, seqs, &format!("refused by the callback policy: {problem}"), true).await;
-    }
-
-    async fn failed(&self, batch: &Batch, seqs: &[i64], error: &str) {
-        self.fail(batch, seqs, error, false).await;
+        self.fail(batch, seqs, &format!("refused by the callback policy: {problem}"), Failure::ForGood).await;
     }
 
     /// Logs a callback's failure unless one was logged less than [`LOG_EVERY`] ago; says how many
@@ -561,12 +620,18 @@ impl Notifier {
         }
     }
 
-    async fn fail(&self, batch: &Batch, seqs: &[i64], error: &str, for_good: bool) {
+    async fn fail(&self, batch: &Batch, seqs: &[i64], error: &str, failure: Failure) {
         let attempts = batch.rows.iter().map(|r| r.attempts).max().unwrap_or(0) + 1;
-        let give_up = for_good || attempts >= self.settings.max_attempts;
+        let (give_up, wait) = match failure {
+            Failure::ForGood => (true, None),
+            Failure::Retry { wait } => (attempts >= self.settings.max_attempts, wait),
+        };
         let now = self.clock.now_ms();
-        let next =
-            (!give_up).then(|| now + next_delay(attempts, self.settings.first_retry_ms, self.settings.max_retry_ms, fastrand::f64()));
+        // A bot's `Retry-After` is honoured when it asks for longer than the backoff would wait.
+        let next = (!give_up).then(|| {
+            let backoff = next_delay(attempts, self.settings.first_retry_ms, self.settings.max_retry_ms, fastrand::f64());
+            now + backoff.max(wait.unwrap_or(0))
+        });
         let shown = callback::shown(&batch.callback);
         if give_up {
             self.log_failure(&batch.callback, |left_out| {
@@ -602,6 +667,7 @@ impl Notifier {
             Some(at) => q.retry(batch.flight, seqs, attempts, at, error),
             None => q.remove(batch.flight, seqs),
         }
+        q.landed(&batch.callback);
         self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
     }
 }
@@ -641,7 +707,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_BATCH, Queue, next_delay};
+    use super::{MAX_BATCH, MAX_IN_FLIGHT_PER_BOT, Queue, next_delay, origin, retry_after_ms};
     use crate::store::{OutboxRow, OutboxStatus};
 
     fn row(seq: i64, call: &str, callback: &str, at: u64) -> OutboxRow {
@@ -665,20 +731,70 @@ mod tests {
         (batches.into_iter().map(|b| (b.callback, b.rows.iter().map(|r| r.seq).collect())).collect(), next)
     }
 
-    /// The POSTs carrying `seqs` ended: delivered (or given up on).
-    fn done(q: &mut Queue, seqs: &[i64]) {
+    /// The POSTs carrying `seqs`, each with its callback, as the notifier ends them: one flight at a time.
+    fn flights_of(q: &Queue, seqs: &[i64]) -> Vec<(u64, String, Vec<i64>)> {
+        let mut flights: Vec<(u64, String, Vec<i64>)> = Vec::new();
         for seq in seqs {
             let flight = q.flights.get(seq).copied().unwrap_or(0);
-            q.remove(flight, &[*seq]);
+            let callback = q.rows.get(seq).map(|r| r.callback.clone()).unwrap_or_default();
+            match flights.iter_mut().find(|(f, _, _)| *f == flight) {
+                Some((_, _, s)) => s.push(*seq),
+                None => flights.push((flight, callback, vec![*seq])),
+            }
+        }
+        flights
+    }
+
+    /// The POSTs carrying `seqs` ended: delivered (or given up on).
+    fn done(q: &mut Queue, seqs: &[i64]) {
+        for (flight, callback, seqs) in flights_of(q, seqs) {
+            q.remove(flight, &seqs);
+            q.landed(&callback);
         }
     }
 
     /// The POSTs carrying `seqs` failed; tried again at `at`.
     fn failed(q: &mut Queue, seqs: &[i64], at: u64, error: &str) {
-        for seq in seqs {
-            let flight = q.flights.get(seq).copied().unwrap_or(0);
-            q.retry(flight, &[*seq], 1, at, error);
+        for (flight, callback, seqs) in flights_of(q, seqs) {
+            q.retry(flight, &seqs, 1, at, error);
+            q.landed(&callback);
         }
+    }
+
+    #[test]
+    fn one_bot_has_at_most_its_share_of_posts_out() {
+        let mut q = Queue::default();
+        // 20 calls of a bot that is slow (each its own callback path), and one of another bot.
+        for i in 0..20 {
+            q.push(row(i, &format!("slow{i}"), &format!("https://slow.example:8443/cb/{i}"), 0));
+        }
+        q.push(row(100, "fast", "https://fast.example/cb", 0));
+        let (batches, _) = take(&mut q, 0);
+        let slow = batches.iter().filter(|(cb, _)| cb.starts_with("https://slow.example:8443/")).count();
+        assert_eq!(slow, MAX_IN_FLIGHT_PER_BOT);
+        assert!(batches.iter().any(|(cb, _)| cb == "https://fast.example/cb"), "the other bot is not held up");
+        // Nothing more for the slow bot until one of its POSTs ends; then one more.
+        assert_eq!(take(&mut q, 0).0, vec![]);
+        done(&mut q, &[0]);
+        let (batches, _) = take(&mut q, 0);
+        assert_eq!(batches, vec![("https://slow.example:8443/cb/8".to_owned(), vec![8])]);
+        // A failed POST frees its slot too.
+        failed(&mut q, &[1], 50, "500");
+        assert_eq!(take(&mut q, 0).0, vec![("https://slow.example:8443/cb/9".to_owned(), vec![9])]);
+    }
+
+    #[test]
+    fn origins_and_retry_after() {
+        assert_eq!(origin("https://bot.example:8443/api/calls?x=1"), "https://bot.example:8443");
+        assert_eq!(origin("http://127.0.0.1:3978"), "http://127.0.0.1:3978");
+        assert_eq!(origin("https://bot.example?x"), "https://bot.example");
+        assert_eq!(retry_after_ms("30", 0), Some(30_000));
+        assert_eq!(retry_after_ms(" 0 ", 0), Some(0));
+        assert_eq!(retry_after_ms("99999999", 0), Some(3_600_000), "capped at an hour");
+        // 1994-11-06T08:49:37Z, ten seconds after now.
+        assert_eq!(retry_after_ms("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_767_000), Some(10_000));
+        assert_eq!(retry_after_ms("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_787_000), Some(0), "a date past is now");
+        assert_eq!(retry_after_ms("soon", 0), None);
     }
 
     fn sent(batches: &[(&str, &[i64])]) -> Vec<(String, Vec<i64>)> {

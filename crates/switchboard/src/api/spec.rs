@@ -98,9 +98,6 @@ impl Ctx<'_> {
     fn instances(&self) -> Vec<&str> {
         self.dir().applications.iter().flat_map(|a| &a.instances).map(|i| i.id.as_str()).collect()
     }
-    fn instance_numbers(&self) -> Vec<&str> {
-        self.dir().applications.iter().flat_map(|a| &a.instances).filter_map(|i| i.phone.as_deref()).collect()
-    }
     /// The apps calls may reach (those holding a calling permission), and their instances and numbers.
     fn callable_apps(&self) -> Vec<&str> {
         self.dir().applications.iter().filter(|a| a.can_be_called()).map(|a| a.client_id.as_str()).collect()

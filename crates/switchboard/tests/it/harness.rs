@@ -69,22 +69,31 @@ pub struct Received {
 #[derive(Clone, Default)]
 struct BotState {
     tx: Option<mpsc::UnboundedSender<Received>>,
-    /// Status codes to answer with, in order; 202 once empty.
-    script: Arc<Mutex<VecDeque<u16>>>,
+    /// Status codes to answer with (and a `Retry-After`, in seconds), in order; 202 once empty.
+    script: Arc<Mutex<VecDeque<(u16, Option<u64>)>>>,
 }
 
 /// A bot's HTTP endpoint: records every POST and answers as scripted.
 pub struct Bot {
     pub url: String,
     rx: mpsc::UnboundedReceiver<Received>,
-    script: Arc<Mutex<VecDeque<u16>>>,
+    script: Arc<Mutex<VecDeque<(u16, Option<u64>)>>>,
     /// Notification items already received but not yet taken.
     buffered: VecDeque<(Received, Value)>,
     pub posts: Vec<Received>,
 }
 
-async fn receive(State(state): State<BotState>, uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
-    let status = state.script.lock().map(|mut s| s.pop_front()).ok().flatten().unwrap_or(202);
+async fn receive(
+    State(state): State<BotState>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, [(String, String); 1]) {
+    let (status, retry_after) = state.script.lock().map(|mut s| s.pop_front()).ok().flatten().unwrap_or((202, None));
+    let retry_after = match retry_after {
+        Some(secs) => ("retry-after".to_owned(), secs.to_string()),
+        None => ("x-retry-after".to_owned(), "none".to_owned()),
+    };
     if status < 300 {
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -93,16 +102,21 @@ async fn receive(State(state): State<BotState>, uri: axum::http::Uri, headers: H
             let _ = tx.send(Received { path: uri.path().to_owned(), authorization, notification_ids, body });
         }
     }
-    StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED)
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED), [retry_after])
 }
 
 impl Bot {
     pub async fn start() -> Bot {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// A bot listening on `addr` (one that comes back where it was before an outage, say).
+    pub async fn start_on(addr: &str) -> Bot {
         let (tx, rx) = mpsc::unbounded_channel();
         let script = Arc::new(Mutex::new(VecDeque::new()));
         let state = BotState { tx: Some(tx), script: Arc::clone(&script) };
         let app = axum::Router::new().route("/{*path}", post(receive)).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bot listens");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bot listens");
         let addr = listener.local_addr().expect("bot address");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -122,7 +136,12 @@ impl Bot {
 
     /// Answer the next POSTs with these statuses (then 202 again).
     pub fn fail_next(&self, statuses: &[u16]) {
-        self.script.lock().expect("script").extend(statuses.iter().copied());
+        self.script.lock().expect("script").extend(statuses.iter().map(|s| (*s, None)));
+    }
+
+    /// Answer the next POST with `status` and `Retry-After: secs`.
+    pub fn fail_next_retry_after(&self, status: u16, secs: u64) {
+        self.script.lock().expect("script").push_back((status, Some(secs)));
     }
 
     pub fn clear_failures(&self) {

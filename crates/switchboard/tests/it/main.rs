@@ -14,6 +14,7 @@ mod lifecycle;
 mod linphone;
 mod notifier;
 mod ops;
+mod outages;
 mod outgoing;
 mod postgres;
 mod recovery;
