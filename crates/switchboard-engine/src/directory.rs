@@ -27,6 +27,12 @@ pub struct Application {
     pub client_id: String,
     pub name: String,
     pub secret: String,
+    /// The secret before the last rotation, accepted too until `previous_secret_expires` (RFC 3339),
+    /// so that clients move to the new one without a gap.
+    #[serde(default)]
+    pub previous_secret: Option<String>,
+    #[serde(default)]
+    pub previous_secret_expires: Option<String>,
     pub tenants: Vec<String>,
     #[serde(default)]
     pub roles: Vec<String>,

@@ -605,6 +605,30 @@ impl Config {
             claim(&mut ids, format!("{f}.client_id"), &a.client_id)?;
             non_empty(format!("{f}.name"), &a.name)?;
             non_empty(format!("{f}.secret"), &a.secret)?;
+            match (&a.previous_secret, &a.previous_secret_expires) {
+                (Some(p), Some(at)) => {
+                    non_empty(format!("{f}.previous_secret"), p)?;
+                    if p == &a.secret {
+                        return Err(err(format!("{f}.previous_secret"), "is the same as secret; a rotation needs a new secret".into()));
+                    }
+                    if time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).is_err() {
+                        return Err(err(
+                            format!("{f}.previous_secret_expires"),
+                            format!("'{at}' is not an RFC 3339 time, e.g. 2026-12-31T00:00:00Z"),
+                        ));
+                    }
+                }
+                (Some(_), None) => {
+                    return Err(err(
+                        format!("{f}.previous_secret_expires"),
+                        "is required with previous_secret: say when the old secret stops working".into(),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(err(format!("{f}.previous_secret"), "is missing; previous_secret_expires has nothing to expire".into()));
+                }
+                (None, None) => {}
+            }
             if a.tenants.is_empty() {
                 return Err(err(format!("{f}.tenants"), "must list at least one tenant (the first is the home tenant)".into()));
             }
@@ -752,6 +776,8 @@ fn demo_directory() -> Directory {
         client_id: s(id),
         name: s(name),
         secret: s("switchboard-demo-secret"),
+        previous_secret: None,
+        previous_secret_expires: None,
         tenants: tenants.iter().map(|t| s(t)).collect(),
         roles,
         calling_webhook: Some(format!("http://127.0.0.1:{port}/api/calls")),
@@ -892,6 +918,8 @@ name = "Fabrikam"
 client_id = "cccccccc-0000-4000-8000-000000000003"
 name = "Demo Bot"
 secret = "switchboard-demo-secret"
+# previous_secret = "the-old-one"   # a rotation: the old secret works too, until ...
+# previous_secret_expires = "2026-12-31T00:00:00Z"  # ... this time (RFC 3339); both or neither
 tenants = ["aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"]  # first = home tenant
 roles = ["Calls.Initiate.All", "Calls.InitiateGroupCall.All", "Calls.JoinGroupCall.All",
          "Calls.JoinGroupCallAsGuest.All", "Calls.AccessMedia.All"]
@@ -1153,6 +1181,37 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
             ("no tenants", "[sim]\nadmin_key = \"k\"\n".to_string(), "at least one", Some("tenants")),
             ("no applications", MIN.split("[[applications]]").next().unwrap_or_default().to_string(), "at least one", Some("applications")),
             ("empty secret", MIN.replace("secret = \"s\"", "secret = \" \""), "must not be empty", Some("applications[0].secret")),
+            (
+                "previous secret without an end",
+                MIN.replace("secret = \"s\"", "secret = \"s\"\nprevious_secret = \"old\""),
+                "is required with previous_secret",
+                Some("applications[0].previous_secret_expires"),
+            ),
+            (
+                "previous secret ending at no time",
+                MIN.replace("secret = \"s\"", "secret = \"s\"\nprevious_secret = \"old\"\nprevious_secret_expires = \"soon\""),
+                "'soon' is not an RFC 3339 time",
+                Some("applications[0].previous_secret_expires"),
+            ),
+            (
+                "previous secret the same",
+                MIN.replace(
+                    "secret = \"s\"",
+                    "secret = \"s\"\nprevious_secret = \"s\"\nprevious_secret_expires = \"2026-12-31T00:00:00Z\"",
+                ),
+                "is the same as secret",
+                Some("applications[0].previous_secret"),
+            ),
+            (
+                "an end with no previous secret",
+                MIN.replace("secret = \"s\"", "secret = \"s\"\nprevious_secret_expires = \"2026-12-31T00:00:00Z\""),
+                "has nothing to expire",
+                Some("applications[0].previous_secret"),
+            ),
+            ("a callback scheme", cfg("", "[callbacks]\nschemes = [\"ftp\"]\n"), "is not a scheme", Some("callbacks.schemes[0]")),
+            ("a callback allow entry", cfg("", "[callbacks]\nallow = [\"10.0.0.0/40\"]\n"), "prefix length", Some("callbacks.allow[0]")),
+            ("a zero timeout", cfg("", "[http]\nheader_timeout_ms = 0\n"), "must be at least 1", Some("http.header_timeout_ms")),
+            ("an unknown http key", cfg("", "[http]\nheader_timeout = 5\n"), "unknown field", None),
             (
                 "behaviour too slow",
                 cfg("", &format!("{USER}behaviour = {{ kind = \"answer\", after_ms = 3600001 }}\n")),

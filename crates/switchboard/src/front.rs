@@ -295,7 +295,7 @@ where
         // hyper answers an unparsable or oversized head itself; count it as the responses are.
         if e.is_parse_too_large() {
             metrics.request("other", if e.to_string().contains("URI") { 414 } else { 431 });
-        } else if e.is_parse() {
+        } else if e.is_parse() && !e.is_parse_version_h2() {
             metrics.request("other", 400);
         }
         tracing::debug!(error = %e, "HTTP connection ended with an error");

@@ -78,6 +78,8 @@ fn world() -> World {
         client_id: id.into(),
         name: name.into(),
         secret: "s".into(),
+        previous_secret: None,
+        previous_secret_expires: None,
         tenants: vec![TENANT.into()],
         roles: vec![],
         calling_webhook: Some("http://127.0.0.1/cb".into()),

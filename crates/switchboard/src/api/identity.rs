@@ -151,7 +151,24 @@ pub async fn token(State(state): State<AppState>, Path(tenant): Path<String>, he
             &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
         );
     };
-    if !identity::same_secret(&secret, &app.secret) {
+    // During a rotation the previous secret works too, until it expires.
+    if !identity::same_secret(&secret, &app.secret)
+        && let (Some(previous), Some(expires)) = (&app.previous_secret, &app.previous_secret_expires)
+        && identity::same_secret(&secret, previous)
+    {
+        let now_ms = state.engine.clock().now_ms();
+        let expires_ms = time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
+            .map(|t| i128::from(t.unix_timestamp()) * 1000)
+            .unwrap_or(0);
+        if i128::from(now_ms) >= expires_ms {
+            return aad_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000222,
+                &format!("The provided client secret keys for app '{client_id}' are expired (the rotation ended at {expires})."),
+            );
+        }
+    } else if !identity::same_secret(&secret, &app.secret) {
         return aad_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",

@@ -439,3 +439,164 @@ async fn an_app_without_calling_permissions_is_never_offered_a_call() {
         "Invalid request body: targets[0].identity.application.id: application 'Unprivileged Bot' holds none of the calling permissions, so it cannot be called"
     );
 }
+
+/// One raw request and the status it must get (0: closed without an answer); `code` is the Graph
+/// error code when the request reaches routing (the envelope), `None` when hyper refuses it first.
+struct Raw {
+    what: &'static str,
+    request: Vec<u8>,
+    status: u16,
+    code: Option<&'static str>,
+}
+
+fn raw(what: &'static str, request: impl Into<Vec<u8>>, status: u16, code: Option<&'static str>) -> Raw {
+    Raw { what, request: request.into(), status, code }
+}
+
+fn post_json(path: &str, token: &str, body: &[u8], extra: &str) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+#[tokio::test]
+async fn hostile_http_gets_a_precise_4xx_and_never_a_5xx() {
+    let bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let calls = "/v1.0/communications/calls";
+    let valid = call_to_user(&bot.callback("h"), HEIDI).to_string();
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let chunked_huge = {
+        let mut r = format!(
+            "POST {calls} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes();
+        for _ in 0..40 {
+            r.extend_from_slice(format!("{:x}\r\n{}\r\n", 65_536, "a".repeat(65_536)).as_bytes());
+        }
+        r.extend_from_slice(b"0\r\n\r\n");
+        r
+    };
+    let many_headers: String = (0..150).map(|i| format!("X-Flood-{i}: {i}\r\n")).collect();
+    let cases = vec![
+        raw("bad JSON", post_json(calls, &token, b"{not json", ""), 400, Some("BadRequest")),
+        raw("a wrong type", post_json(calls, &token, br#"{"callbackUri": 42}"#, ""), 400, Some("BadRequest")),
+        raw("invalid UTF-8 in the body", post_json(calls, &token, b"{\"subject\": \"\xff\xfe\"}", ""), 400, Some("BadRequest")),
+        raw("100,000 levels of nesting", post_json(calls, &token, deep.as_bytes(), ""), 400, Some("BadRequest")),
+        raw("a 2 MiB body", post_json(calls, &token, &vec![b' '; 2 << 20], ""), 413, Some("RequestEntityTooLarge")),
+        raw("a 2.5 MiB chunked body", chunked_huge, 413, Some("RequestEntityTooLarge")),
+        raw(
+            "text/plain",
+            format!(
+                "POST {calls} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{valid}",
+                valid.len()
+            ),
+            415,
+            Some("UnsupportedMediaType"),
+        ),
+        raw(
+            "a 10,000-character call id",
+            format!("GET {calls}/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n", "a".repeat(10_000)),
+            404,
+            Some("8522"),
+        ),
+        raw(
+            "two Authorization headers",
+            format!(
+                "GET {calls} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            ),
+            400,
+            Some("BadRequest"),
+        ),
+        raw(
+            "Content-Length and Transfer-Encoding both (smuggling)",
+            post_json(calls, &token, b"0\r\n\r\n", "Transfer-Encoding: chunked\r\n"),
+            400,
+            None,
+        ),
+        raw(
+            "two different Content-Lengths",
+            format!("POST {calls} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{{}}"),
+            400,
+            None,
+        ),
+        raw(
+            "a bad chunk size",
+            format!(
+                "POST {calls} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+            ),
+            400,
+            Some("BadRequest"),
+        ),
+        raw("150 headers", format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}Connection: close\r\n\r\n"), 431, None),
+        raw("a folded header", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\nConnection: close\r\n\r\n", 400, None),
+        raw("a NUL in a header", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\nConnection: close\r\n\r\n", 400, None),
+        // Over the 64 KiB head limit before the URI is even parsed.
+        raw("a 100 KB URI", format!("GET /{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "a".repeat(100_000)), 431, None),
+        raw(
+            "an unknown method",
+            format!("BREW {calls} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
+            405,
+            Some("MethodNotAllowed"),
+        ),
+        // Another protocol altogether: closed without an answer (status 0 here), as hyper does.
+        raw("HTTP/2 preface on HTTP/1.1", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 0, None),
+        raw("a request line of garbage (a TLS hello)", &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"[..], 400, None),
+    ];
+    for case in &cases {
+        let mut stream = TcpStream::connect(host_port(&server)).await.unwrap();
+        // A server may answer (and close) before the whole request is written: that is fine.
+        let _ = stream.write_all(&case.request).await;
+        let (text, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        let status: u16 = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        assert_eq!(status, case.status, "{}: {}", case.what, &text[..text.len().min(300)]);
+        if let Some(code) = case.code {
+            assert!(text.contains(&format!("\"code\":\"{code}\"")), "{}: {}", case.what, &text[..text.len().min(400)]);
+        }
+    }
+    let page = server.metrics().await;
+    assert!(!page.contains("status=\"5"), "no 5xx: {page}");
+    eprintln!("hostile HTTP: {} requests, each a precise 4xx, no 5xx", cases.len());
+}
+
+#[tokio::test]
+async fn a_rotated_secret_works_beside_the_old_one_until_the_rollover_ends() {
+    // The Demo Bot's secret was rotated; the old one is good for another hour of (virtual) time.
+    let ends = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let ends = ends.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let toml = switchboard::config::EXAMPLE_TOML.replacen(
+        &format!("secret = \"{SECRET}\"\n"),
+        &format!("secret = \"rotated-secret\"\nprevious_secret = \"{SECRET}\"\nprevious_secret_expires = \"{ends}\"\n"),
+        1,
+    );
+    let config = std::env::temp_dir().join(format!("switchboard-rotation-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&config, toml).unwrap();
+    let server = Server::start_with(Options {
+        demo_webhook: None,
+        extra: vec!["--config".into(), config.display().to_string(), "--virtual-clock".into()],
+    })
+    .await;
+    let grant = [("grant_type", "client_credentials"), ("scope", "https://graph.microsoft.com/.default")];
+    let with = |secret: &'static str| {
+        let mut form = grant.to_vec();
+        form.extend([("client_id", DEMO_BOT), ("client_secret", secret)]);
+        form
+    };
+    assert_eq!(token_request(&server, None, &with("rotated-secret")).await.0, 200);
+    assert_eq!(token_request(&server, None, &with(SECRET)).await.0, 200, "the old secret during the rollover");
+    assert_eq!(token_request(&server, None, &with("neither")).await.0, 401);
+    // Past the end of the rollover, a replayed old secret is refused, and says why.
+    server.advance(3_600_000 + 1_000).await;
+    let (status, body) = token_request(&server, None, &with(SECRET)).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    assert!(body["error_description"].as_str().unwrap().starts_with(&format!(
+        "AADSTS7000222: The provided client secret keys for app '{DEMO_BOT}' are expired (the rotation ended at {ends})."
+    )));
+    assert_eq!(token_request(&server, None, &with("rotated-secret")).await.0, 200);
+    let _ = std::fs::remove_file(config);
+}
