@@ -41,6 +41,13 @@ pub struct Application {
     pub notification_format: NotificationFormat,
     #[serde(default)]
     pub instances: Vec<AppInstance>,
+    /// Graph requests per second this app may make (a burst of as many); more get 429 with
+    /// `Retry-After`. Unlimited when absent.
+    #[serde(default)]
+    pub max_requests_per_second: Option<u32>,
+    /// Live calls this app may have at once (Graph's own limit is 100); unlimited when absent.
+    #[serde(default)]
+    pub max_concurrent_calls: Option<u32>,
 }
 
 /// The application permissions that make an app a calling bot: it holds at least one of them.

@@ -99,6 +99,8 @@ pub struct Engine {
     /// Network events sent and not yet applied.
     events_pending: OnceLock<Arc<Pending>>,
     calls: Mutex<HashMap<String, SlotRef>>,
+    /// Live calls held here, per app (for `max_concurrent_calls`); kept beside `calls`.
+    per_app: Mutex<HashMap<String, usize>>,
 }
 
 impl Engine {
@@ -113,6 +115,7 @@ impl Engine {
             network: OnceLock::new(),
             events_pending: OnceLock::new(),
             calls: Mutex::new(HashMap::new()),
+            per_app: Mutex::new(HashMap::new()),
         })
     }
 
@@ -225,6 +228,7 @@ impl Engine {
                     continue;
                 }
                 self.metrics.call_entered(s.call.state);
+                self.count_app(&s.call.app_id, true);
                 let id = s.call.id.clone();
                 let slot = Arc::new(tokio::sync::Mutex::new(Slot::new(s.call, s.version)));
                 calls.insert(id, Arc::clone(&slot));
@@ -272,7 +276,9 @@ impl Engine {
 
     fn forget(&self, id: &str, slot: &mut Slot) {
         slot.gone = true;
-        self.lock_calls().remove(id);
+        if self.lock_calls().remove(id).is_some() {
+            self.count_app(&slot.call.app_id, false);
+        }
         self.metrics.call_left(slot.call.state);
         for (_, timer) in slot.timers.drain(..) {
             self.clock.cancel(timer);
@@ -280,6 +286,23 @@ impl Engine {
         if let Some(net) = self.network.get() {
             net.release(&slot.call);
         }
+    }
+
+    fn count_app(&self, app_id: &str, entered: bool) {
+        let mut per_app = self.per_app.lock().unwrap_or_else(|e| e.into_inner());
+        if entered {
+            *per_app.entry(app_id.to_owned()).or_default() += 1;
+        } else if let Some(n) = per_app.get_mut(app_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_app.remove(app_id);
+            }
+        }
+    }
+
+    /// How many live calls of `app_id` this node holds.
+    pub fn live_calls_of(&self, app_id: &str) -> usize {
+        self.per_app.lock().unwrap_or_else(|e| e.into_inner()).get(app_id).copied().unwrap_or(0)
     }
 
     /// Whether this node holds the live call `id`.
@@ -336,6 +359,7 @@ impl Engine {
         // Hold the slot's lock while the effects run, so that no event about the call overtakes them.
         let mut guard = slot.lock().await;
         self.lock_calls().insert(call.id.clone(), Arc::clone(&slot));
+        self.count_app(&call.app_id, true);
         self.metrics.call_entered(call.state);
         self.metrics.calls_created.inc();
         self.outbox.enqueue(rows);
@@ -379,7 +403,9 @@ impl Engine {
         guard.version = version;
         if guard.call.is_terminated() {
             guard.gone = true;
-            self.lock_calls().remove(id);
+            if self.lock_calls().remove(id).is_some() {
+                self.count_app(&guard.call.app_id, false);
+            }
         } else {
             self.metrics.call_entered(guard.call.state);
         }

@@ -605,6 +605,12 @@ impl Config {
             claim(&mut ids, format!("{f}.client_id"), &a.client_id)?;
             non_empty(format!("{f}.name"), &a.name)?;
             non_empty(format!("{f}.secret"), &a.secret)?;
+            for (field, limit) in [("max_requests_per_second", a.max_requests_per_second), ("max_concurrent_calls", a.max_concurrent_calls)]
+            {
+                if limit == Some(0) {
+                    return Err(err(format!("{f}.{field}"), "must be at least 1; leave it out for no limit".into()));
+                }
+            }
             match (&a.previous_secret, &a.previous_secret_expires) {
                 (Some(p), Some(at)) => {
                     non_empty(format!("{f}.previous_secret"), p)?;
@@ -783,6 +789,8 @@ fn demo_directory() -> Directory {
         calling_webhook: Some(format!("http://127.0.0.1:{port}/api/calls")),
         notification_format: fmt,
         instances,
+        max_requests_per_second: None,
+        max_concurrent_calls: None,
     };
     let inst =
         |id: &str, name: &str, phone: &str| AppInstance { id: s(id), display_name: s(name), tenant_id: s(CONTOSO), phone: Some(s(phone)) };
@@ -925,6 +933,8 @@ roles = ["Calls.Initiate.All", "Calls.InitiateGroupCall.All", "Calls.JoinGroupCa
          "Calls.JoinGroupCallAsGuest.All", "Calls.AccessMedia.All"]
 calling_webhook = "http://127.0.0.1:3978/api/calls"
 notification_format = "graph"       # "graph" (default) or "beta-2018"
+# max_requests_per_second = 50      # Graph requests a second (a burst of as many); more get 429 + Retry-After
+# max_concurrent_calls = 100        # live calls at once (Graph's own limit is 100); default: no limit
 
 [[applications.instances]]          # application instance (resource account) with a phone number
 id = "dddddddd-0000-4000-8000-000000000004"

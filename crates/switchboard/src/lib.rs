@@ -22,6 +22,7 @@ pub mod config;
 pub mod front;
 pub mod graph;
 pub mod identity;
+pub mod limits;
 pub mod networks;
 pub mod notifier;
 pub mod server;

@@ -192,6 +192,7 @@ pub async fn start(
         sip: sip_network,
         callbacks,
         notification_key,
+        rate_limits: Arc::default(),
     };
     let cluster_address = cluster.as_ref().map(|c| c.address.clone());
     let app = api::router(state.clone());

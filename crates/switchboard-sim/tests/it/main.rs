@@ -85,6 +85,8 @@ fn world() -> World {
         calling_webhook: Some("http://127.0.0.1/cb".into()),
         notification_format: Default::default(),
         instances: vec![],
+        max_requests_per_second: None,
+        max_concurrent_calls: None,
     };
     let directory = Directory {
         tenants: vec![Tenant { id: TENANT.into(), name: "T".into() }],

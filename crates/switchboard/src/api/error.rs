@@ -17,11 +17,13 @@ pub struct GraphError {
     pub message: String,
     /// The methods the resource supports, for the `Allow` header of a 405 (RFC 9110).
     pub allow: Option<String>,
+    /// Seconds for the `Retry-After` header of a 429.
+    pub retry_after: Option<u64>,
 }
 
 impl GraphError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        GraphError { status, code: code.to_owned(), message: message.into(), allow: None }
+        GraphError { status, code: code.to_owned(), message: message.into(), allow: None, retry_after: None }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)

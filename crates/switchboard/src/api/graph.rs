@@ -108,6 +108,18 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Gra
     if !app.tenants.iter().any(|t| t.eq_ignore_ascii_case(&claims.tid)) {
         return Err(GraphError::forbidden(format!("Application '{}' is not consented in tenant '{}'.", app.name, claims.tid)));
     }
+    if let Some(per_second) = app.max_requests_per_second
+        && let Err(wait) = state.rate_limits.take(&app.client_id, per_second, std::time::Instant::now())
+    {
+        return Err(GraphError {
+            retry_after: Some(wait),
+            ..GraphError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                format!("Application '{}' is over its limit of {per_second} requests per second; retry after {wait} s.", app.name),
+            )
+        });
+    }
     let caller = Caller { app: app.clone(), tenant: claims.tid, roles: claims.roles };
     if !CALLING_ROLES.iter().any(|r| caller.has(r)) {
         return Err(GraphError::new(
@@ -398,6 +410,18 @@ fn media_config(media: Media, caller: &Caller) -> Result<MediaConfig, GraphError
     }
 }
 
+/// Whether `app` may have one more live call (`max_concurrent_calls`, counted on this node).
+pub(super) fn concurrent_calls_allowed(state: &AppState, app: &switchboard_engine::directory::Application) -> Result<(), GraphError> {
+    match app.max_concurrent_calls {
+        Some(max) if state.engine.live_calls_of(&app.client_id) >= max as usize => Err(GraphError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            format!("Application '{}' has {max} live calls, its limit (max_concurrent_calls); end one first.", app.name),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What the decoders may depend on: the server's settings.
 fn policy(state: &AppState) -> Policy<'_> {
     Policy { callbacks: &state.callbacks }
@@ -411,6 +435,7 @@ async fn create_call(state: &AppState, caller: &Caller, version: Version, header
     let bytes = json_body(body, headers).await?;
     let cmd = decode::call::create_call(&bytes, &policy(state))?;
     let req = outgoing_call(state, caller, cmd)?;
+    concurrent_calls_allowed(state, &caller.app)?;
     let call = state.engine.place(req).await?;
     let location = format!("{}/{}/communications/calls/{}", state.base_url, version.as_str(), call.id);
     let mut resp =

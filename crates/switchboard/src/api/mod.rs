@@ -59,6 +59,8 @@ pub struct AppState {
     pub sip: Option<Arc<switchboard_sip::network::SipNetwork>>,
     /// Where notifications may go; this server's own addresses included, as refused.
     pub callbacks: Arc<crate::callback::CallbackPolicy>,
+    /// Each app's request allowance (`max_requests_per_second`).
+    pub rate_limits: Arc<crate::limits::RateLimits>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -230,6 +232,9 @@ fn envelope(err: &GraphError, request_id: &str, client_request_id: &str) -> Resp
     }
     if let Some(v) = err.allow.as_deref().filter(|a| !a.is_empty()).and_then(|a| HeaderValue::from_str(a).ok()) {
         resp.headers_mut().insert(header::ALLOW, v);
+    }
+    if let Some(secs) = err.retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }

@@ -600,3 +600,85 @@ async fn a_rotated_secret_works_beside_the_old_one_until_the_rollover_ends() {
     assert_eq!(token_request(&server, None, &with("rotated-secret")).await.0, 200);
     let _ = std::fs::remove_file(config);
 }
+
+#[tokio::test]
+async fn an_app_over_its_limits_gets_429s_and_is_served_again_when_it_slows_down() {
+    let toml = switchboard::config::EXAMPLE_TOML.replacen("# max_requests_per_second = 50 ", "max_requests_per_second = 20 ", 1).replacen(
+        "# max_concurrent_calls = 100 ",
+        "max_concurrent_calls = 3 ",
+        1,
+    );
+    assert!(toml.contains("\nmax_requests_per_second = 20 ") && toml.contains("\nmax_concurrent_calls = 3 "));
+    let config = std::env::temp_dir().join(format!("switchboard-limits-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&config, toml).unwrap();
+    let bot = Bot::start().await;
+    let server =
+        Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--config".into(), config.display().to_string()] })
+            .await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+
+    // A burst of 60 requests at once: about a second's allowance is served, the rest shed with 429.
+    let burst = (0..60).map(|_| {
+        let (http, url, token) = (server.http.clone(), server.url("/v1.0/communications/calls"), token.clone());
+        tokio::spawn(async move {
+            let resp = http.get(url).bearer_auth(token).send().await.unwrap();
+            let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            (status, retry_after, body)
+        })
+    });
+    let mut served = 0;
+    let mut shed = 0;
+    for r in burst {
+        let (status, retry_after, body) = r.await.unwrap();
+        match status {
+            200 => served += 1,
+            429 => {
+                shed += 1;
+                assert_eq!(retry_after.as_deref(), Some("1"));
+                assert_eq!(body["error"]["code"], "TooManyRequests");
+                assert!(body["error"]["message"].as_str().unwrap().contains("over its limit of 20 requests per second"));
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    eprintln!("limits: a burst of 60 at 20/s: {served} served, {shed} shed");
+    assert!((20..=30).contains(&served) && served + shed == 60, "{served} served, {shed} shed");
+    // Another app is not affected; this one is served again a second later.
+    let legacy = server.token(LEGACY_BOT, CONTOSO).await;
+    assert_eq!(server.graph(Method::GET, "/beta/communications/calls", &legacy, None).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(server.graph(Method::GET, "/v1.0/communications/calls", &token, None).await.0, 200);
+
+    // Three live calls at most.
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (status, call) = server
+            .graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback(&format!("l{i}")), HEIDI)))
+            .await;
+        assert_eq!(status, 201, "{call}");
+        ids.push(call["id"].as_str().unwrap().to_owned());
+    }
+    let (status, body) =
+        server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("l3"), HEIDI))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("TooManyRequests")), "{body}");
+    assert_eq!(body["error"]["message"], "Application 'Demo Bot' has 3 live calls, its limit (max_concurrent_calls); end one first.");
+    let (status, body) = server.sim(Method::POST, "/calls", Some(serde_json::json!({"from": ALEX, "to": DEMO_BOT}))).await;
+    assert_eq!(status, 429, "an inbound call over the limit too: {body}");
+    // One ends; there is room again.
+    assert_eq!(server.graph(Method::DELETE, &format!("/v1.0/communications/calls/{}", ids[0]), &token, None).await.0, 204);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) =
+            server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("l4"), HEIDI))).await;
+        if status == 201 {
+            break;
+        }
+        assert!(status == 429 && Instant::now() < deadline, "{status}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = server.metrics().await;
+    assert!(!page.contains("status=\"5"), "{page}");
+    let _ = std::fs::remove_file(config);
+}
