@@ -170,6 +170,14 @@ impl Bot {
         self.buffered.pop_front()
     }
 
+    /// The next POST as it came, whole (for tests that read its items' ids themselves).
+    pub async fn next_post_within(&mut self, wait: Duration) -> Option<Received> {
+        assert!(self.buffered.is_empty(), "items were taken one by one before; take whole POSTs only");
+        let post = tokio::time::timeout(wait, self.rx.recv()).await.ok().flatten()?;
+        self.posts.push(post.clone());
+        Some(post)
+    }
+
     /// The next `n` notification items, as (changeType, state) pairs plus the items themselves.
     pub async fn take(&mut self, n: usize) -> Vec<Value> {
         let mut out = Vec::new();

@@ -6,6 +6,7 @@ mod harness;
 mod baresip;
 mod clock;
 mod cluster;
+mod crash;
 mod errors;
 mod group;
 mod hardening;
