@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 cd fuzz
-for target in sip_message sip_endpoint sdp; do
-  seeds=seeds/sip; [ "$target" = sdp ] && seeds=seeds/sdp
+for target in sip_message sip_endpoint sdp graph_bodies callback_uri access_token token_form config sim_behaviour; do
+  case $target in
+    sip_*) seeds=seeds/sip ;;
+    *) seeds=seeds/$target ;;
+  esac
   mkdir -p "corpus/$target"
   echo "== $target, ${secs}s"
   cargo fuzz run --sanitizer none "$target" "corpus/$target" "$seeds" -- \

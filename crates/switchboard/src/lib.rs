@@ -20,6 +20,7 @@ pub mod callback;
 pub mod cluster;
 pub mod config;
 pub mod front;
+pub mod fuzz;
 pub mod graph;
 pub mod identity;
 pub mod limits;

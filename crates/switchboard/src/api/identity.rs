@@ -41,6 +41,118 @@ fn unknown_tenant(tenant: &str) -> Response {
     )
 }
 
+/// A refusal of the token endpoint, in the identity platform's terms ([`aad_error`]).
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub code: u32,
+    pub description: String,
+}
+
+fn refuse(status: StatusCode, error: &'static str, code: u32, description: &str) -> Refusal {
+    Refusal { status, error, code, description: description.to_owned() }
+}
+
+/// What a token request asks for, read from its form and `Authorization` header alone.
+#[derive(Debug)]
+pub struct TokenRequest {
+    pub client_id: String,
+    pub secret: String,
+    pub scope: Option<String>,
+}
+
+/// Reads a client-credentials token request: the form `body` and the `Authorization` header's value.
+/// Pure (the directory is consulted after), so that it can be fuzzed on its own.
+pub fn read_token_request(body: &[u8], authorization: Option<&str>) -> Result<TokenRequest, Refusal> {
+    let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) else {
+        return Err(refuse(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body is not valid form data."));
+    };
+    // A parameter we read given twice: which one counts would be up to chance (RFC 6749 §3.2).
+    // Parameters we ignore may repeat.
+    let read = ["grant_type", "client_id", "client_secret", "scope", "client_assertion", "client_assertion_type"];
+    if let Some((twice, _)) =
+        form.iter().enumerate().find(|(i, (k, _))| read.contains(&k.as_str()) && form[..*i].iter().any(|(o, _)| o == k)).map(|(_, kv)| kv)
+    {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            9002313,
+            &format!("Invalid request. The parameter '{twice}' appears more than once."),
+        ));
+    }
+    // An empty value is no value (the fuzzer found `client_id=` taken for an id).
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+    // Client credentials may come in the body or as HTTP Basic, but not both (RFC 6749 §2.3.1).
+    let basic = match authorization {
+        None => None,
+        Some(v) => match v.strip_prefix("Basic ").and_then(|b| {
+            let text = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()?).ok()?;
+            text.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned()))
+        }) {
+            Some(pair) => Some(pair),
+            None => {
+                return Err(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    7000218,
+                    "The Authorization header must be 'Basic base64(client_id:client_secret)', or absent with the credentials in the body.",
+                ));
+            }
+        },
+    };
+    if let Some((basic_id, _)) = &basic
+        && (field("client_secret").is_some() || field("client_id").is_some_and(|id| id != basic_id))
+    {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            9002313,
+            "Invalid request. Client credentials were given both in the Authorization header and in the body; use one.",
+        ));
+    }
+    match field("grant_type") {
+        None => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'grant_type'.",
+            ));
+        }
+        Some("client_credentials") => {}
+        Some(other) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                70003,
+                &format!("The grant type '{other}' is not supported; use client_credentials."),
+            ));
+        }
+    }
+    let (client_id, secret) = match (field("client_id"), field("client_secret"), &basic) {
+        (Some(id), Some(secret), _) => (id.to_owned(), secret.to_owned()),
+        (_, _, Some((id, secret))) => (id.clone(), secret.clone()),
+        (None, _, None) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'client_id'.",
+            ));
+        }
+        (Some(_), None, None) => {
+            return Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+            ));
+        }
+    };
+    Ok(TokenRequest { client_id, secret, scope: field("scope").map(str::to_owned) })
+}
+
 /// `POST /{tenant}/oauth2/v2.0/token`: the client-credentials grant.
 pub async fn token(State(state): State<AppState>, Path(tenant): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     if !tenant_known(&state, &tenant) {
@@ -55,93 +167,13 @@ pub async fn token(State(state): State<AppState>, Path(tenant): Path<String>, he
             "The request body must be application/x-www-form-urlencoded.",
         );
     }
-    let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
-        return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 900144, "The request body is not valid form data.");
-    };
-    // A parameter we read given twice: which one counts would be up to chance (RFC 6749 §3.2).
-    // Parameters we ignore may repeat.
-    let read = ["grant_type", "client_id", "client_secret", "scope", "client_assertion", "client_assertion_type"];
-    if let Some((twice, _)) =
-        form.iter().enumerate().find(|(i, (k, _))| read.contains(&k.as_str()) && form[..*i].iter().any(|(o, _)| o == k)).map(|(_, kv)| kv)
-    {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            9002313,
-            &format!("Invalid request. The parameter '{twice}' appears more than once."),
-        );
-    }
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    // Client credentials may come in the body or as HTTP Basic, but not both (RFC 6749 §2.3.1).
     let authorization = match super::single_header(&headers, "Authorization") {
         Ok(v) => v,
         Err(e) => return aad_error(StatusCode::BAD_REQUEST, "invalid_request", 9002313, &format!("Invalid request. {}", e.message)),
     };
-    let basic = match authorization {
-        None => None,
-        Some(v) => match v.strip_prefix("Basic ").and_then(|b| {
-            let text = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()?).ok()?;
-            text.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned()))
-        }) {
-            Some(pair) => Some(pair),
-            None => {
-                return aad_error(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client",
-                    7000218,
-                    "The Authorization header must be 'Basic base64(client_id:client_secret)', or absent with the credentials in the body.",
-                );
-            }
-        },
-    };
-    if let Some((basic_id, _)) = &basic
-        && (field("client_secret").is_some() || field("client_id").is_some_and(|id| id != basic_id))
-    {
-        return aad_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            9002313,
-            "Invalid request. Client credentials were given both in the Authorization header and in the body; use one.",
-        );
-    }
-    match field("grant_type") {
-        None => {
-            return aad_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'grant_type'.",
-            );
-        }
-        Some("client_credentials") => {}
-        Some(other) => {
-            return aad_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                70003,
-                &format!("The grant type '{other}' is not supported; use client_credentials."),
-            );
-        }
-    }
-    let (client_id, secret) = match (field("client_id"), field("client_secret"), &basic) {
-        (Some(id), Some(secret), _) => (id.to_owned(), secret.to_owned()),
-        (_, _, Some((id, secret))) => (id.clone(), secret.clone()),
-        (None, _, None) => {
-            return aad_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'client_id'.",
-            );
-        }
-        (Some(_), None, None) => {
-            return aad_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                7000218,
-                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-            );
-        }
+    let TokenRequest { client_id, secret, scope } = match read_token_request(&body, authorization) {
+        Ok(r) => r,
+        Err(r) => return aad_error(r.status, r.error, r.code, &r.description),
     };
     let Some(app) = state.config.directory.app(&client_id) else {
         return aad_error(
@@ -186,7 +218,7 @@ pub async fn token(State(state): State<AppState>, Path(tenant): Path<String>, he
             &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
         );
     }
-    match field("scope") {
+    match scope.as_deref() {
         None => {
             return aad_error(
                 StatusCode::BAD_REQUEST,

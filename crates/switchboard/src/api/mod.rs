@@ -7,7 +7,7 @@
 
 pub mod error;
 pub mod graph;
-mod identity;
+pub(crate) mod identity;
 mod ops;
 mod sim;
 pub mod spec;

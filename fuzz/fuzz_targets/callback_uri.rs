@@ -1,0 +1,4 @@
+//! `switchboard::fuzz::callback_uri` under libFuzzer: see its documentation for the properties checked.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| switchboard::fuzz::callback_uri(data));
