@@ -12,6 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use switchboard_core::call::{Call, IncomingCall, NetCommand, NetEvent};
 use tokio::sync::{Notify, mpsc};
 
+/// Whether a call may be offered to an app now (its `max_concurrent_calls`): networks ask before they
+/// offer one, and refuse the caller (busy) when not.
+pub type Admission = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 pub trait Network: Send + Sync + 'static {
     /// Carry out a command about `call`'s remote leg. Must not block.
     fn execute(&self, call: &Call, command: &NetCommand);

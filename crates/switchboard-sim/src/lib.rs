@@ -308,6 +308,7 @@ pub struct Sim {
     world: Mutex<World>,
     next_leg: AtomicU64,
     external: std::sync::OnceLock<ExternalEvents>,
+    admission: std::sync::OnceLock<switchboard_engine::network::Admission>,
 }
 
 impl Sim {
@@ -321,7 +322,13 @@ impl Sim {
             world: Mutex::new(World::default()),
             next_leg: AtomicU64::new(1),
             external: std::sync::OnceLock::new(),
+            admission: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Who says whether an app may be offered one more call (set once, at start).
+    pub fn set_admission(&self, admission: switchboard_engine::network::Admission) {
+        let _ = self.admission.set(admission);
     }
 
     /// Runs `f` on the sim `after_ms` from now, on the sim's clock.
@@ -837,6 +844,10 @@ impl Sim {
         let (Some(app), Some(transferee_leg)) = (app, transferee_leg) else {
             return self.transfer_failed(&call.id, id, Failure::Unreachable);
         };
+        // A bot at its limit of live calls is busy.
+        if self.admission.get().is_some_and(|admit| !admit(&app.client_id)) {
+            return self.transfer_failed(&call.id, id, Failure::Busy);
+        }
         let offered = uuid::Uuid::new_v4().to_string();
         {
             let mut w = self.world();

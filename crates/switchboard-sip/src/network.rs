@@ -62,6 +62,7 @@ pub enum OtherSide {
 pub struct SipNetwork {
     pub shared: Shared,
     hand_over: std::sync::OnceLock<Arc<dyn HandOver>>,
+    admission: std::sync::OnceLock<switchboard_engine::network::Admission>,
     /// SIP calls being transferred to a party of the other network, which rings: Graph id → transfer.
     ringing_elsewhere: std::sync::Mutex<HashMap<String, String>>,
     events: NetworkEvents,
@@ -76,6 +77,7 @@ impl SipNetwork {
         let network = Arc::new(SipNetwork {
             shared,
             hand_over: std::sync::OnceLock::new(),
+            admission: std::sync::OnceLock::new(),
             ringing_elsewhere: std::sync::Mutex::default(),
             events,
             directory,
@@ -84,6 +86,11 @@ impl SipNetwork {
         });
         network.shared.set_owner(Arc::clone(&network) as Arc<dyn Owner>);
         network
+    }
+
+    /// Who says whether an app may be offered one more call (set once, at start).
+    pub fn set_admission(&self, admission: switchboard_engine::network::Admission) {
+        let _ = self.admission.set(admission);
     }
 
     /// Who connects other networks' transferees to SIP phones (set once, at start).
@@ -294,6 +301,9 @@ impl SipNetwork {
         };
         if let Some(why) = app.why_not_callable() {
             return Err((403, format!("Forbidden ({why})")));
+        }
+        if self.admission.get().is_some_and(|admit| !admit(&app.client_id)) {
+            return Err((486, format!("Busy Here (application '{}' has as many live calls as it may)", app.name)));
         }
         if app.calling_webhook.is_none() {
             return Err((480, format!("Temporarily Unavailable (application '{}' has no calling webhook)", app.name)));

@@ -156,6 +156,21 @@ pub async fn start(
             }
         }));
     }
+    // An app at its `max_concurrent_calls` is offered no more calls, whichever network they come from.
+    let admission: switchboard_engine::network::Admission = {
+        let (engine, directory) = (Arc::downgrade(&engine), Arc::clone(&directory));
+        Arc::new(move |app_id: &str| {
+            let max = directory.app(app_id).and_then(|a| a.max_concurrent_calls);
+            match (max, engine.upgrade()) {
+                (Some(max), Some(engine)) => engine.live_calls_of(app_id) < max as usize,
+                _ => true,
+            }
+        })
+    };
+    sim.set_admission(Arc::clone(&admission));
+    if let Some(sip) = &sip_network {
+        sip.set_admission(admission);
+    }
     engine.attach_network(Arc::new(Networks { sim: SimNetwork(Arc::clone(&sim)), sip: sip_network.clone(), events }), events_rx);
     let cluster = match membership {
         Some(m) => {

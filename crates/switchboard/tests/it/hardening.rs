@@ -666,6 +666,45 @@ async fn an_app_over_its_limits_gets_429s_and_is_served_again_when_it_slows_down
     assert_eq!(body["error"]["message"], "Application 'Demo Bot' has 3 live calls, its limit (max_concurrent_calls); end one first.");
     let (status, body) = server.sim(Method::POST, "/calls", Some(serde_json::json!({"from": ALEX, "to": DEMO_BOT}))).await;
     assert_eq!(status, 429, "an inbound call over the limit too: {body}");
+    // Another bot's transfer to it finds it busy.
+    let legacy = server.token(LEGACY_BOT, CONTOSO).await;
+    let (status, call) =
+        server.graph(Method::POST, "/beta/communications/calls", &legacy, Some(call_to_user(&bot.callback("x"), HEIDI))).await;
+    assert_eq!(status, 201, "{call}");
+    let other = format!("/beta/communications/calls/{}", call["id"].as_str().unwrap());
+    let wait_for = |state: &'static str| {
+        let (server, legacy, other) = (&server, legacy.clone(), other.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let (_, call) = server.graph(Method::GET, &other, &legacy, None).await;
+                if call["state"] == state {
+                    return call;
+                }
+                assert!(Instant::now() < deadline, "never {state}: {call}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for("established").await;
+    // (The Legacy Bot speaks the 2018 dialect: its transfer is an operation to read back.)
+    let to_demo_bot = serde_json::json!({"transferTarget": {"identity": {"application": {"id": DEMO_BOT}}}});
+    let resp = server.http.post(server.url(&format!("{other}/transfer"))).bearer_auth(&legacy).json(&to_demo_bot).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let operation = resp.headers()["location"].to_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let operation = loop {
+        let op: Value = server.http.get(&operation).bearer_auth(&legacy).send().await.unwrap().json().await.unwrap();
+        if op["status"] != "running" && op["status"] != "notStarted" {
+            break op;
+        }
+        assert!(Instant::now() < deadline, "the transfer never ended: {op}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(operation["status"], "failed", "{operation}");
+    let message = operation["resultInfo"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("The blind transfer failed: the transfer target is busy."), "{operation}");
+    wait_for("established").await;
     // One ends; there is room again.
     assert_eq!(server.graph(Method::DELETE, &format!("/v1.0/communications/calls/{}", ids[0]), &token, None).await.0, 204);
     let deadline = Instant::now() + Duration::from_secs(10);
