@@ -300,6 +300,19 @@ impl Engine {
         }
     }
 
+    /// Holds one of `app_id`'s `max` call slots while a call is being made, so that concurrent
+    /// requests cannot all pass the check and exceed it; `None` when all are taken. The slot counts
+    /// as a live call until the reservation is dropped (the call, once made, counts for itself).
+    pub fn reserve(self: &Arc<Self>, app_id: &str, max: usize) -> Option<Reservation> {
+        let mut per_app = self.per_app.lock().unwrap_or_else(|e| e.into_inner());
+        let n = per_app.entry(app_id.to_owned()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Reservation { engine: Arc::clone(self), app_id: app_id.to_owned() })
+    }
+
     /// How many live calls of `app_id` this node holds.
     pub fn live_calls_of(&self, app_id: &str) -> usize {
         self.per_app.lock().unwrap_or_else(|e| e.into_inner()).get(app_id).copied().unwrap_or(0)
@@ -464,6 +477,18 @@ impl Engine {
                 })
             }),
         )
+    }
+}
+
+/// A call slot held while a call is being made ([`Engine::reserve`]); given back when dropped.
+pub struct Reservation {
+    engine: Arc<Engine>,
+    app_id: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.engine.count_app(&self.app_id, false);
     }
 }
 

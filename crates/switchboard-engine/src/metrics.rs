@@ -64,6 +64,8 @@ pub struct Metrics {
     pub http_idle_closed: Counter,
     /// HTTP connections refused (503) for being over `max_connections`.
     pub http_connections_shed: Counter,
+    /// Requests refused (503) because the budget for request bodies in memory was spent.
+    pub http_bodies_shed: Counter,
     /// HTTP connections open now.
     pub http_connections_open: AtomicI64,
     /// The node these figures are from (`--node-id`).
@@ -158,6 +160,7 @@ impl Metrics {
             ("switchboard_http_header_timeouts_total", "Connections closed: a request head came too slowly.", &self.http_header_timeouts),
             ("switchboard_http_idle_closed_total", "Connections closed after being idle too long.", &self.http_idle_closed),
             ("switchboard_http_connections_shed_total", "Connections refused with 503 over max_connections.", &self.http_connections_shed),
+            ("switchboard_http_bodies_shed_total", "Requests refused with 503: too many request bodies in memory.", &self.http_bodies_shed),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());

@@ -265,13 +265,9 @@ impl CallbackPolicy {
             IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        self.own.iter().any(|own| {
-            own.port() == port
-                && (own.ip() == ip
-                    || ip.is_loopback()
-                    || ip.is_unspecified()
-                    || (own.ip().is_unspecified() && classify(ip) != Class::Public))
-        })
+        // On a wildcard bind the server's other interface addresses are not known here (no
+        // interface listing); loopback and the unspecified address on its port are always its own.
+        self.own.iter().any(|own| own.port() == port && (own.ip() == ip || ip.is_loopback() || ip.is_unspecified()))
     }
 
     /// Whether a notification may go to `ip` (`port`, when known), reached through the name `host`.
@@ -534,6 +530,22 @@ mod tests {
         assert!(p.address(Some("bot.contoso.com"), "10.9.9.9".parse().expect("ip"), None).is_err());
         let classes = policy(|s| s.allow_private = true);
         check(&classes, &[("https://192.168.1.1/", None), ("https://127.0.0.1/", Some("loopback"))]);
+    }
+
+    #[test]
+    fn a_wildcard_bind_refuses_loopback_on_its_port_and_leaves_allowed_bots_alone() {
+        let s = CallbackSettings { allow: vec!["10.1.0.0/16".into()], ..CallbackSettings::default() };
+        let p = CallbackPolicy::new(&s).expect("valid").with_own(["0.0.0.0:443".parse().expect("addr")]);
+        check(
+            &p,
+            &[
+                ("https://10.1.2.3/cb", None),
+                ("https://127.0.0.1/cb", Some("is this server's own address")),
+                ("https://10.1.2.3:8443/cb", None),
+            ],
+        );
+        let p = CallbackPolicy::new(&CallbackSettings::default()).expect("valid").with_own(["192.0.2.10:8080".parse().expect("addr")]);
+        assert!(p.address(None, "192.0.2.10".parse().expect("ip"), Some(8080)).is_err_and(|e| e.contains("own address")));
     }
 
     #[tokio::test]

@@ -47,12 +47,19 @@ enum Stage {
 struct Watch {
     state: Mutex<(Stage, Option<Instant>)>,
     limits: HttpSettings,
+    /// The server's budget for request bodies held in memory, in KiB ([`BODY_BUDGET_KIB`]).
+    bodies: Arc<Semaphore>,
 }
 
+/// Request bodies are read before routing (so before authentication): at most this much of them
+/// (KiB) is held at once, server-wide, so that many connections each sending a large body cannot
+/// fill the memory. Beyond it, 503 with `Retry-After`.
+const BODY_BUDGET_KIB: usize = 256 * 1024;
+
 impl Watch {
-    fn new(limits: HttpSettings) -> Self {
+    fn new(limits: HttpSettings, bodies: Arc<Semaphore>) -> Self {
         let first = Instant::now() + ms(limits.header_timeout_ms);
-        Watch { state: Mutex::new((Stage::Head, Some(first))), limits }
+        Watch { state: Mutex::new((Stage::Head, Some(first))), limits, bodies }
     }
 
     fn set(&self, stage: Stage) {
@@ -113,11 +120,12 @@ impl Guarded {
         self.sleep.as_mut().poll(cx).is_ready().then_some(stage)
     }
 
-    fn timed_out(&mut self, stage: Stage) -> io::Error {
+    fn timed_out(&mut self, stage: Stage, reading: bool) -> io::Error {
         let what = match stage {
             Stage::Head => {
                 self.metrics.http_header_timeouts.inc();
-                if self.plain {
+                // Not while a response is being written: the 408 would land inside it.
+                if self.plain && reading {
                     // Best effort, never waiting: the client is the slow party.
                     let _ = self.inner.try_write(REQUEST_TIMEOUT);
                     self.metrics.request("other", 408);
@@ -147,7 +155,7 @@ impl AsyncRead for Guarded {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => match self.expired(cx) {
-                Some(stage) => Poll::Ready(Err(self.timed_out(stage))),
+                Some(stage) => Poll::Ready(Err(self.timed_out(stage, true))),
                 None => Poll::Pending,
             },
         }
@@ -159,7 +167,7 @@ impl AsyncWrite for Guarded {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             // A client that stops reading its responses is as idle as one that stops writing.
             Poll::Pending => match self.expired(cx) {
-                Some(stage) => Poll::Ready(Err(self.timed_out(stage))),
+                Some(stage) => Poll::Ready(Err(self.timed_out(stage, false))),
                 None => Poll::Pending,
             },
             done => done,
@@ -187,6 +195,7 @@ pub async fn serve(
 ) {
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let bodies = Arc::new(Semaphore::new(BODY_BUDGET_KIB));
     let (closing, closed) = tokio::sync::watch::channel(false);
     let mut accept_failures = 0u32;
     loop {
@@ -217,7 +226,7 @@ pub async fn serve(
             }
             continue;
         };
-        let watch = Arc::new(Watch::new(limits.clone()));
+        let watch = Arc::new(Watch::new(limits.clone(), Arc::clone(&bodies)));
         let io = Guarded {
             inner: stream,
             watch: Arc::clone(&watch),
@@ -308,6 +317,7 @@ const MAX_HEAD: usize = 64 * 1024;
 /// One request: its body read in full under the body deadline, then the router.
 async fn request(req: Request<Incoming>, watch: &Watch, app: axum::Router, metrics: &Metrics) -> Response<Body> {
     use hyper::body::Body as _;
+    let mut budget = None;
     let req = if req.body().is_end_stream() {
         watch.set(Stage::Handling);
         req.map(|_| Body::empty())
@@ -315,6 +325,27 @@ async fn request(req: Request<Incoming>, watch: &Watch, app: axum::Router, metri
         watch.set(Stage::Body);
         let family = api::family(req.uri().path());
         let client_request_id = req.headers().get("client-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        // The most this body may hold (its Content-Length, else the limit), from the server's budget.
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        let kib = declared.unwrap_or(api::MAX_BODY).min(api::MAX_BODY).div_ceil(1024).max(1);
+        match Arc::clone(&watch.bodies).try_acquire_many_owned(u32::try_from(kib).unwrap_or(u32::MAX)) {
+            Ok(permit) => budget = Some(permit),
+            Err(_) => {
+                watch.set(Stage::Idle);
+                metrics.http_bodies_shed.inc();
+                let busy = GraphError {
+                    retry_after: Some(1),
+                    ..GraphError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ServiceUnavailable",
+                        "The server is reading too many request bodies; retry shortly.",
+                    )
+                };
+                let mut resp = api::refusal(&busy, family, client_request_id, metrics);
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return resp;
+            }
+        }
         match read_body(req, watch.limits.body_timeout_ms).await {
             Ok(req) => req,
             Err(err) => {
@@ -331,6 +362,8 @@ async fn request(req: Request<Incoming>, watch: &Watch, app: axum::Router, metri
         Ok(resp) => resp,
         Err(never) => match never {},
     };
+    // The body is dropped with the request: its share of the budget goes back.
+    drop(budget);
     watch.set(Stage::Idle);
     resp
 }

@@ -43,6 +43,17 @@ pub fn graph_bodies(data: &[u8]) {
 pub fn callback_uri(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Ok(url) = CALLBACKS.check(&text) {
+        // The demo allows 127.0.0.1 and localhost; any other address taken must be public.
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
+            _ => None,
+        };
+        if let Some(ip) = ip {
+            let public = crate::callback::classify(ip) == crate::callback::Class::Public;
+            assert!(public || ip == std::net::IpAddr::from([127, 0, 0, 1]), "{text:?} reaches {ip}");
+            assert!(!(url.port_or_known_default() == Some(8080) && ip.is_loopback()), "{text:?}: the server itself");
+        }
         assert!(text.chars().count() <= CALLBACKS.max_length, "{text:?}");
         assert!(!text.chars().any(char::is_control), "{text:?}");
         assert!(url.username().is_empty() && url.password().is_none(), "{text:?}");

@@ -49,11 +49,27 @@ pub const MAX_IN_FLIGHT_PER_BOT: usize = 8;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER_MS: u64 = 3_600_000;
 
-/// The bot a callback URL reaches: its scheme, host and port (`https://bot.contoso.com:443`).
-fn origin(callback: &str) -> &str {
-    let start = callback.find("://").map_or(0, |i| i + 3);
-    let end = callback[start..].find(['/', '?', '#']).map_or(callback.len(), |i| start + i);
-    &callback[..end]
+/// At most this many POSTs in flight for one app, whatever its callbacks: an app cannot take every
+/// slot by spreading its calls over many host names.
+pub const MAX_IN_FLIGHT_PER_APP: usize = 16;
+
+/// The bot a callback URL reaches: its scheme, host and port, as the URL parser reads them
+/// (`https://bot.contoso.com:443`), so that spellings of one host share one allowance.
+fn origin(callback: &str) -> String {
+    match url::Url::parse(callback) {
+        Ok(u) => format!(
+            "{}://{}:{}",
+            u.scheme(),
+            u.host_str().unwrap_or_default().trim_end_matches('.'),
+            u.port_or_known_default().unwrap_or_default()
+        ),
+        Err(_) => callback.to_owned(),
+    }
+}
+
+/// The keys a POST counts against: its bot, and its app.
+fn allowances(callback: &str, app_id: &str) -> [(String, usize); 2] {
+    [(origin(callback), MAX_IN_FLIGHT_PER_BOT), (format!("app {app_id}"), MAX_IN_FLIGHT_PER_APP)]
 }
 
 /// A `Retry-After` value (RFC 9110 §10.2.3): seconds, or an HTTP date; in ms from `now_ms`.
@@ -162,12 +178,14 @@ impl Queue {
             {
                 Some(i) => i,
                 None => {
-                    // The bot has its share of POSTs out: this call waits for one to end.
-                    let bot = self.bots_in_flight.entry(origin(&first.callback).to_owned()).or_default();
-                    if *bot >= MAX_IN_FLIGHT_PER_BOT {
+                    // The bot (or its app) has its share of POSTs out: this call waits for one to end.
+                    let keys = allowances(&first.callback, &first.app_id);
+                    if keys.iter().any(|(k, cap)| self.bots_in_flight.get(k).is_some_and(|n| n >= cap)) {
                         continue;
                     }
-                    *bot += 1;
+                    for (k, _) in keys {
+                        *self.bots_in_flight.entry(k).or_default() += 1;
+                    }
                     self.next_flight += 1;
                     batches.push(Batch {
                         flight: self.next_flight,
@@ -203,7 +221,7 @@ impl Queue {
             call.head = None;
         }
         for b in batches.iter().filter(|b| b.rows.is_empty()) {
-            self.landed(&b.callback);
+            self.landed(&b.callback, &b.app_id);
         }
         batches.retain(|b| !b.rows.is_empty());
         for b in &mut batches {
@@ -214,13 +232,14 @@ impl Queue {
         (batches, next)
     }
 
-    /// A POST to `callback` is over (or was never sent): its bot may have another.
-    fn landed(&mut self, callback: &str) {
-        let bot = origin(callback);
-        if let Some(n) = self.bots_in_flight.get_mut(bot) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.bots_in_flight.remove(bot);
+    /// A POST of `app_id` to `callback` is over (or was never sent): its bot and app may have another.
+    fn landed(&mut self, callback: &str, app_id: &str) {
+        for (key, _) in allowances(callback, app_id) {
+            if let Some(n) = self.bots_in_flight.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.bots_in_flight.remove(&key);
+                }
             }
         }
     }
@@ -357,6 +376,8 @@ impl Notifier {
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_millis(settings.timeout_ms.min(5_000)))
             .redirect(reqwest::redirect::Policy::none())
+            // Straight to the bot: through a proxy, the proxy would resolve the name, unchecked.
+            .no_proxy()
             // Every address a callback's name resolves to passes the policy (DNS rebinding).
             .dns_resolver(Arc::new(callback::Resolver(Arc::clone(&callbacks))))
             .build()?;
@@ -569,7 +590,7 @@ impl Notifier {
                 self.metrics.notifications_delivered.add(seqs.len() as u64);
                 let mut q = self.queue();
                 q.remove(batch.flight, &seqs);
-                q.landed(&batch.callback);
+                q.landed(&batch.callback, &batch.app_id);
                 self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
             }
             Err((error, wait)) => self.fail(&batch, &seqs, &error, Failure::Retry { wait }).await,
@@ -603,6 +624,10 @@ impl Notifier {
         let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
         if logged.len() > 10_000 {
             logged.retain(|_, (at, _)| now.duration_since(*at) < LOG_EVERY);
+            if logged.len() > 10_000 {
+                // Ten thousand callbacks failing within a minute: start over rather than grow.
+                logged.clear();
+            }
         }
         match logged.get_mut(callback) {
             Some((at, left_out)) if now.duration_since(*at) < LOG_EVERY => {
@@ -667,7 +692,7 @@ impl Notifier {
             Some(at) => q.retry(batch.flight, seqs, attempts, at, error),
             None => q.remove(batch.flight, seqs),
         }
-        q.landed(&batch.callback);
+        q.landed(&batch.callback, &batch.app_id);
         self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
     }
 }
@@ -749,7 +774,7 @@ mod tests {
     fn done(q: &mut Queue, seqs: &[i64]) {
         for (flight, callback, seqs) in flights_of(q, seqs) {
             q.remove(flight, &seqs);
-            q.landed(&callback);
+            q.landed(&callback, "app");
         }
     }
 
@@ -757,7 +782,7 @@ mod tests {
     fn failed(q: &mut Queue, seqs: &[i64], at: u64, error: &str) {
         for (flight, callback, seqs) in flights_of(q, seqs) {
             q.retry(flight, &seqs, 1, at, error);
-            q.landed(&callback);
+            q.landed(&callback, "app");
         }
     }
 
@@ -784,10 +809,25 @@ mod tests {
     }
 
     #[test]
+    fn one_app_has_at_most_its_share_whatever_its_host_names() {
+        let mut q = Queue::default();
+        for i in 0..40 {
+            q.push(row(i, &format!("c{i}"), &format!("https://h{i}.dead.example/cb"), 0));
+        }
+        let (batches, _) = take(&mut q, 0);
+        assert_eq!(batches.len(), super::MAX_IN_FLIGHT_PER_APP);
+    }
+
+    #[test]
     fn origins_and_retry_after() {
         assert_eq!(origin("https://bot.example:8443/api/calls?x=1"), "https://bot.example:8443");
         assert_eq!(origin("http://127.0.0.1:3978"), "http://127.0.0.1:3978");
-        assert_eq!(origin("https://bot.example?x"), "https://bot.example");
+        assert_eq!(origin("https://bot.example?x"), "https://bot.example:443");
+        // Spellings of one host are one bot.
+        for same in ["https://DEAD.example/a", "https://dead.example:443/b", "https://dead.example./c", "https://dead.example"] {
+            assert_eq!(origin(same), "https://dead.example:443", "{same}");
+        }
+        assert_ne!(origin("https://a.dead.example/"), origin("https://dead.example/"));
         assert_eq!(retry_after_ms("30", 0), Some(30_000));
         assert_eq!(retry_after_ms(" 0 ", 0), Some(0));
         assert_eq!(retry_after_ms("99999999", 0), Some(3_600_000), "capped at an hour");

@@ -410,16 +410,20 @@ fn media_config(media: Media, caller: &Caller) -> Result<MediaConfig, GraphError
     }
 }
 
-/// Whether `app` may have one more live call (`max_concurrent_calls`, counted on this node).
-pub(super) fn concurrent_calls_allowed(state: &AppState, app: &switchboard_engine::directory::Application) -> Result<(), GraphError> {
-    match app.max_concurrent_calls {
-        Some(max) if state.engine.live_calls_of(&app.client_id) >= max as usize => Err(GraphError::new(
+/// One of `app`'s call slots (`max_concurrent_calls`, counted on this node), held while the call is
+/// made; 429 when all are taken. `None` when the app has no limit.
+pub(super) fn reserve_call(
+    state: &AppState,
+    app: &switchboard_engine::directory::Application,
+) -> Result<Option<switchboard_engine::engine::Reservation>, GraphError> {
+    let Some(max) = app.max_concurrent_calls else { return Ok(None) };
+    state.engine.reserve(&app.client_id, max as usize).map(Some).ok_or_else(|| {
+        GraphError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyRequests",
             format!("Application '{}' has {max} live calls, its limit (max_concurrent_calls); end one first.", app.name),
-        )),
-        _ => Ok(()),
-    }
+        )
+    })
 }
 
 /// What the decoders may depend on: the server's settings.
@@ -435,7 +439,7 @@ async fn create_call(state: &AppState, caller: &Caller, version: Version, header
     let bytes = json_body(body, headers).await?;
     let cmd = decode::call::create_call(&bytes, &policy(state))?;
     let req = outgoing_call(state, caller, cmd)?;
-    concurrent_calls_allowed(state, &caller.app)?;
+    let _slot = reserve_call(state, &caller.app)?;
     let call = state.engine.place(req).await?;
     let location = format!("{}/{}/communications/calls/{}", state.base_url, version.as_str(), call.id);
     let mut resp =

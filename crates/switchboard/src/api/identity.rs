@@ -175,6 +175,20 @@ pub async fn token(State(state): State<AppState>, Path(tenant): Path<String>, he
         Ok(r) => r,
         Err(r) => return aad_error(r.status, r.error, r.code, &r.description),
     };
+    // An app's request allowance covers its token requests too (each costs an RSA signature, and
+    // secret guessing is one more request).
+    if let Some(per_second) = state.config.directory.app(&client_id).and_then(|a| a.max_requests_per_second)
+        && let Err(wait) = state.rate_limits.take(&format!("token {client_id}"), per_second, std::time::Instant::now())
+    {
+        let mut resp = aad_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            90055,
+            &format!("Too many token requests for app '{client_id}' (at most {per_second} a second); retry after {wait} s."),
+        );
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(wait));
+        return resp;
+    }
     let Some(app) = state.config.directory.app(&client_id) else {
         return aad_error(
             StatusCode::BAD_REQUEST,

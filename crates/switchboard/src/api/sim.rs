@@ -75,7 +75,8 @@ pub(super) async fn place_inbound(State(state): State<AppState>, headers: Header
     if let Some(why) = app.why_not_callable() {
         return Err(err("to", why).into());
     }
-    super::graph::concurrent_calls_allowed(&state, app)?;
+    // Checked, not held: the call is offered through the sim, after this request.
+    drop(super::graph::reserve_call(&state, app)?);
     if app.calling_webhook.is_none() {
         return Err(GraphError::new(
             StatusCode::CONFLICT,

@@ -651,15 +651,55 @@ async fn an_app_over_its_limits_gets_429s_and_is_served_again_when_it_slows_down
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(server.graph(Method::GET, "/v1.0/communications/calls", &token, None).await.0, 200);
 
-    // Three live calls at most.
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        let (status, call) = server
-            .graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback(&format!("l{i}")), HEIDI)))
-            .await;
-        assert_eq!(status, 201, "{call}");
-        ids.push(call["id"].as_str().unwrap().to_owned());
+    // Its token requests count too: a burst of 30 at 20/s.
+    let tokens = (0..30).map(|_| {
+        let http = server.http.clone();
+        let url = server.url(&format!("/{CONTOSO}/oauth2/v2.0/token"));
+        tokio::spawn(async move {
+            let form = [
+                ("grant_type", "client_credentials"),
+                ("client_id", DEMO_BOT),
+                ("client_secret", SECRET),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ];
+            let resp = http.post(url).form(&form).send().await.unwrap();
+            let retry_after = resp.headers().get("retry-after").is_some();
+            (resp.status().as_u16(), retry_after, resp.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    });
+    let mut throttled = 0;
+    for t in tokens {
+        match t.await.unwrap() {
+            (200, _, _) => {}
+            (429, true, body) if body["error"] == "temporarily_unavailable" => throttled += 1,
+            other => panic!("{other:?}"),
+        }
     }
+    assert!(throttled >= 5, "{throttled} token requests throttled");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Three live calls at most, even when ten are asked for at once.
+    let creates = (0..10).map(|i| {
+        let (http, url, token, body) = (
+            server.http.clone(),
+            server.url("/v1.0/communications/calls"),
+            token.clone(),
+            call_to_user(&bot.callback(&format!("l{i}")), HEIDI),
+        );
+        tokio::spawn(async move {
+            let resp = http.post(url).bearer_auth(token).json(&body).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    });
+    let mut ids = Vec::new();
+    for c in creates {
+        match c.await.unwrap() {
+            (201, call) => ids.push(call["id"].as_str().unwrap().to_owned()),
+            (429, _) => {}
+            (status, body) => panic!("{status}: {body}"),
+        }
+    }
+    assert_eq!(ids.len(), 3, "ten at once, three made");
     let (status, body) =
         server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("l3"), HEIDI))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (429, Some("TooManyRequests")), "{body}");
