@@ -28,6 +28,16 @@ pub struct Trunk {
     pub prefixes: Vec<String>,
 }
 
+/// The trunk a call to `number` goes out on: the first whose prefixes take it (no prefixes: every
+/// number). None for the instances' own numbers, and for the sim's scripted numbers unless
+/// `trunk_sim_numbers`.
+fn trunk_for<'r>(routing: &'r Routing, directory: &Directory, number: &str) -> Option<&'r Trunk> {
+    if directory.instance_by_phone(number).is_some() || (directory.number(number).is_some() && !routing.trunk_sim_numbers) {
+        return None;
+    }
+    routing.trunks.iter().find(|t| t.prefixes.is_empty() || t.prefixes.iter().any(|p| number.starts_with(p.as_str())))
+}
+
 /// Who is reached over SIP rather than on the sim.
 #[derive(Clone, Debug, Default)]
 pub struct Routing {
@@ -211,12 +221,7 @@ impl SipNetwork {
     }
 
     fn trunk_for(&self, number: &str) -> Option<&Trunk> {
-        if self.directory.instance_by_phone(number).is_some()
-            || (self.directory.number(number).is_some() && !self.routing.trunk_sim_numbers)
-        {
-            return None;
-        }
-        self.routing.trunks.iter().find(|t| t.prefixes.is_empty() || t.prefixes.iter().any(|p| number.starts_with(p.as_str())))
+        trunk_for(&self.routing, &self.directory, number)
     }
 
     /// Where a call to `party` goes: its phone's registered contact, or a trunk for a number.
@@ -497,4 +502,78 @@ pub fn end_lost_call(events: &NetworkEvents, call: &Call) {
     debug_assert!(is_sip_call(&call.id));
     tracing::warn!(call_id = call.id, "a SIP call's dialog did not survive; ending the call");
     events.call(&call.id, NetEvent::RemoteHangUp);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_engine::directory::{AppInstance, Application, PstnNumber};
+
+    fn trunk(name: &str, port: u16, prefixes: &[&str]) -> Trunk {
+        Trunk {
+            name: name.into(),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            prefixes: prefixes.iter().map(|p| (*p).into()).collect(),
+        }
+    }
+
+    fn directory() -> Directory {
+        let bot = Application {
+            client_id: "bot".into(),
+            name: "Bot".into(),
+            secret: "s".into(),
+            previous_secret: None,
+            previous_secret_expires: None,
+            tenants: vec!["t".into()],
+            roles: vec![],
+            calling_webhook: None,
+            notification_format: Default::default(),
+            instances: vec![AppInstance {
+                id: "i".into(),
+                display_name: "Reception".into(),
+                tenant_id: "t".into(),
+                phone: Some("+14255550100".into()),
+            }],
+            max_requests_per_second: None,
+            max_concurrent_calls: None,
+        };
+        Directory { tenants: vec![], applications: vec![bot], users: vec![], numbers: vec![PstnNumber { number: "+15555550486".into() }] }
+    }
+
+    /// Which trunk each number goes to (None: not a trunk's).
+    fn check(routing: &Routing, cases: &[(&str, Option<&str>)]) {
+        let dir = directory();
+        for (number, want) in cases {
+            assert_eq!(trunk_for(routing, &dir, number).map(|t| t.name.as_str()), *want, "{number}");
+        }
+    }
+
+    #[test]
+    fn numbers_go_to_the_first_trunk_whose_prefixes_take_them() {
+        let routing = Routing {
+            trunks: vec![trunk("uk", 5070, &["+44"]), trunk("us", 5071, &["+1", "+52"]), trunk("rest", 5072, &[])],
+            ..Routing::default()
+        };
+        check(
+            &routing,
+            &[
+                ("+442071234567", Some("uk")),
+                ("+15550001111", Some("us")),
+                ("+525512345678", Some("us")),
+                ("+33123456789", Some("rest")),
+                // The instances' own numbers, and the sim's scripted ones, stay home.
+                ("+14255550100", None),
+                ("+15555550486", None),
+            ],
+        );
+        let only_uk = Routing { trunks: vec![trunk("uk", 5070, &["+44"])], ..Routing::default() };
+        check(&only_uk, &[("+442071234567", Some("uk")), ("+15550001111", None)]);
+        check(&Routing::default(), &[("+442071234567", None)]);
+    }
+
+    #[test]
+    fn trunk_sim_numbers_sends_the_scripted_numbers_out_too_but_never_the_instances() {
+        let routing = Routing { trunks: vec![trunk("all", 5070, &[])], trunk_sim_numbers: true, ..Routing::default() };
+        check(&routing, &[("+15555550486", Some("all")), ("+14255550100", None)]);
+    }
 }
