@@ -43,6 +43,8 @@ pub struct Metrics {
     pub requests_forwarded: Counter,
     /// Calls another node handed over to this one (consultative transfers across nodes).
     pub calls_handed_over: Counter,
+    /// Faults injected into notifications, by kind.
+    faults: Mutex<BTreeMap<&'static str, u64>>,
     /// SIP requests answered, by status code.
     sip_answers: Mutex<BTreeMap<u16, u64>>,
     /// SIP requests answered again from their transaction (UDP retransmissions).
@@ -80,6 +82,10 @@ impl Metrics {
     pub fn request(&self, family: &'static str, status: u16) {
         let mut m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         *m.entry((family, status)).or_default() += 1;
+    }
+
+    pub fn fault(&self, kind: &'static str) {
+        *self.faults.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_default() += 1;
     }
 
     pub fn sip_answered(&self, code: u16) {
@@ -191,6 +197,10 @@ impl Metrics {
             "# HELP switchboard_notifications_pending Notifications waiting in the outbox.\n# TYPE switchboard_notifications_pending gauge\nswitchboard_notifications_pending {}",
             self.notifications_pending.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP switchboard_notification_faults_total Faults injected into notifications (PUT /sim/v1/apps/{appId}/faults), by kind.\n# TYPE switchboard_notification_faults_total counter\n");
+        for (kind, n) in self.faults.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "switchboard_notification_faults_total{{kind=\"{kind}\"}} {n}");
+        }
         let _ = writeln!(
             out,
             "# HELP switchboard_http_connections_open HTTP connections open now.\n# TYPE switchboard_http_connections_open gauge\nswitchboard_http_connections_open {}",

@@ -335,6 +335,81 @@ pub struct Notifier {
     callbacks: Arc<CallbackPolicy>,
     /// Per callback: when its failure was last logged, and how many were not logged since.
     logged: Mutex<HashMap<String, (std::time::Instant, u64)>>,
+    /// Injected faults, per app, each with its own random source.
+    faults: Mutex<HashMap<String, (Faults, fastrand::Rng)>>,
+}
+
+/// Faults injected into one app's notifications (`PUT /sim/v1/apps/{appId}/faults`), so that a bot's
+/// robustness can be tested: what a real Graph does on a bad day. None breaks at-least-once delivery
+/// or per-call order, except where that is the fault (a duplicate is a resend).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Faults {
+    /// Each delivered POST is sent again at once with this probability (the same ids).
+    #[serde(default)]
+    pub duplicate_rate: f64,
+    /// Waited before each POST: a fixed number of ms, or `[min, max]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<Delay>,
+    /// The first N attempts of each notification are not sent: they fail, and the retries follow.
+    #[serde(default)]
+    pub drop_first: u32,
+    /// How long the bot has to answer a POST (instead of the delivery timeout); later is a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_timeout_ms: Option<u64>,
+    /// A POST's token is signed wrongly with this probability: the bot must refuse it.
+    #[serde(default)]
+    pub invalid_signature_rate: f64,
+    /// Makes the random choices repeatable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Delay {
+    Fixed(u64),
+    Range([u64; 2]),
+}
+
+/// The longest delay or answer timeout a fault may set.
+pub const MAX_FAULT_MS: u64 = 60_000;
+
+impl Faults {
+    /// Checks the values; the problem names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, rate) in [("duplicateRate", self.duplicate_rate), ("invalidSignatureRate", self.invalid_signature_rate)] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{field}: {rate} is not a probability (0 to 1)"));
+            }
+        }
+        match self.delay_ms {
+            Some(Delay::Fixed(ms)) if ms > MAX_FAULT_MS => return Err(format!("delayMs: {ms} is over {MAX_FAULT_MS}")),
+            Some(Delay::Range([lo, hi])) if lo.max(hi) > MAX_FAULT_MS => {
+                return Err(format!("delayMs: [{lo}, {hi}] goes over {MAX_FAULT_MS}"));
+            }
+            _ => {}
+        }
+        if self.drop_first > 100 {
+            return Err(format!("dropFirst: {} is over 100", self.drop_first));
+        }
+        if let Some(ms) = self.answer_timeout_ms
+            && !(1..=MAX_FAULT_MS).contains(&ms)
+        {
+            return Err(format!("answerTimeoutMs: {ms} is not within 1..={MAX_FAULT_MS}"));
+        }
+        Ok(())
+    }
+}
+
+/// What the faults decided for one POST.
+#[derive(Default)]
+struct FaultPlan {
+    drop: bool,
+    delay: Option<Duration>,
+    duplicate: bool,
+    invalid_signature: bool,
+    answer_timeout: Option<Duration>,
 }
 
 /// A callback's delivery failures are logged at most this often.
@@ -396,11 +471,49 @@ impl Notifier {
             fenced: AtomicBool::new(false),
             callbacks,
             logged: Mutex::new(HashMap::new()),
+            faults: Mutex::new(HashMap::new()),
         }))
     }
 
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Injects `faults` into `app_id`'s notifications from now on (none: stops).
+    pub fn set_faults(&self, app_id: &str, faults: Option<Faults>) {
+        let mut all = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        match faults {
+            Some(f) => {
+                let rng = f.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
+                all.insert(app_id.to_owned(), (f, rng));
+            }
+            None => {
+                all.remove(app_id);
+            }
+        }
+    }
+
+    pub fn faults(&self, app_id: &str) -> Faults {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner()).get(app_id).map(|(f, _)| f.clone()).unwrap_or_default()
+    }
+
+    fn plan(&self, batch: &Batch) -> FaultPlan {
+        let mut all = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((f, rng)) = all.get_mut(&batch.app_id) else { return FaultPlan::default() };
+        let attempts = batch.rows.iter().map(|r| r.attempts).min().unwrap_or(0);
+        FaultPlan {
+            drop: attempts < f.drop_first,
+            delay: f.delay_ms.map(|d| {
+                Duration::from_millis(match d {
+                    Delay::Fixed(ms) => ms,
+                    // Either order: the range between the two.
+                    Delay::Range([a, b]) => rng.u64(a.min(b)..=a.max(b)),
+                })
+            }),
+            duplicate: rng.f64() < f.duplicate_rate,
+            invalid_signature: rng.f64() < f.invalid_signature_rate,
+            answer_timeout: f.answer_timeout_ms.map(Duration::from_millis),
+        }
     }
 
     /// Loads the pending rows left by a previous run.
@@ -542,28 +655,57 @@ impl Notifier {
 
     async fn deliver(&self, batch: Batch) {
         let seqs: Vec<i64> = batch.rows.iter().map(|r| r.seq).collect();
-        let body =
-            render::notifications_envelope(batch.rows.iter().map(|r| r.body.as_str()), Format::of(self.directory.app(&batch.app_id)));
+        // Bytes: a duplicate (an injected fault) resends it without a copy.
+        let body = axum::body::Bytes::from(render::notifications_envelope(
+            batch.rows.iter().map(|r| r.body.as_str()),
+            Format::of(self.directory.app(&batch.app_id)),
+        ));
         self.metrics.notification_posts.inc();
         // Rows written before the policy changed (or under another node's) are judged by today's.
         if let Err(problem) = self.refused(&batch.callback).await {
             return self.refused_for_good(&batch, &seqs, &problem).await;
         }
+        let plan = self.plan(&batch);
+        if plan.drop {
+            self.metrics.fault("drop");
+            return self.fail(&batch, &seqs, "dropped by an injected fault (dropFirst)", Failure::Retry { wait: None }).await;
+        }
+        if let Some(delay) = plan.delay {
+            self.metrics.fault("delay");
+            tokio::time::sleep(delay).await;
+        }
         // Err: what went wrong, and how long the bot asked us to wait (`Retry-After`).
         let outcome = match self.token(&batch.app_id, &batch.tenant_id) {
             Err(e) => Err((format!("could not sign the notification token: {e}"), None)),
             Ok(token) => {
-                match self
-                    .client
-                    .post(&batch.callback)
-                    .bearer_auth(token)
-                    .header(NOTIFICATION_IDS, ids(&seqs))
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                {
-                    Ok(resp) if resp.status().is_success() => Ok(()),
+                let token = if plan.invalid_signature {
+                    self.metrics.fault("invalidSignature");
+                    spoil_signature(&token)
+                } else {
+                    token
+                };
+                let post = || {
+                    let req = self
+                        .client
+                        .post(&batch.callback)
+                        .bearer_auth(&token)
+                        .header(NOTIFICATION_IDS, ids(&seqs))
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone());
+                    match plan.answer_timeout {
+                        Some(t) => req.timeout(t),
+                        None => req,
+                    }
+                };
+                match post().send().await {
+                    Ok(resp) if resp.status().is_success() => {
+                        if plan.duplicate {
+                            // The same POST again, as a resend after a lost acknowledgement would be.
+                            self.metrics.fault("duplicate");
+                            let _ = post().send().await;
+                        }
+                        Ok(())
+                    }
                     Ok(resp) => {
                         let status = resp.status();
                         let wait = [reqwest::StatusCode::TOO_MANY_REQUESTS, reqwest::StatusCode::SERVICE_UNAVAILABLE]
@@ -704,6 +846,17 @@ impl OutboxSink for Notifier {
 
     fn forget_call(&self, call_id: &str) {
         Notifier::forget_call(self, call_id);
+    }
+}
+
+/// The token with its signature spoilt (its first character changed): a bot must refuse it.
+fn spoil_signature(token: &str) -> String {
+    match token.rsplit_once('.') {
+        Some((signed, signature)) if !signature.is_empty() => {
+            let first = if signature.starts_with('A') { 'B' } else { 'A' };
+            format!("{signed}.{first}{}", &signature[1..])
+        }
+        _ => format!("{token}x"),
     }
 }
 

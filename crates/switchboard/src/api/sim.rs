@@ -250,6 +250,56 @@ pub(super) async fn outbox(State(state): State<AppState>, headers: HeaderMap, Ra
     Ok(Json(json!({"value": rows})).into_response())
 }
 
+/// `PUT /sim/v1/apps/{appId}/faults`: faults injected into the app's notifications from now on.
+pub(super) async fn set_faults(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(app_id): Path<String>,
+    body: Body,
+) -> Result<Response, GraphError> {
+    admin(&state, &headers)?;
+    let app = known_app(&state, &app_id)?;
+    let bytes = json_body(body, &headers).await?;
+    let faults: crate::notifier::Faults =
+        serde_json::from_slice(&bytes).map_err(|e| GraphError::bad_request(format!("Invalid faults: {e}.")))?;
+    faults.validate().map_err(|p| GraphError::bad_request(format!("Invalid faults: {p}.")))?;
+    state.notifier.set_faults(&app, Some(faults.clone()));
+    tracing::info!(app_id = app, ?faults, "notification faults set");
+    Ok(Json(json!({"appId": app, "faults": faults})).into_response())
+}
+
+/// `GET /sim/v1/apps/{appId}/faults`: the faults injected now (all zero when none).
+pub(super) async fn get_faults(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(app_id): Path<String>,
+) -> Result<Response, GraphError> {
+    admin(&state, &headers)?;
+    let app = known_app(&state, &app_id)?;
+    Ok(Json(json!({"appId": app, "faults": state.notifier.faults(&app)})).into_response())
+}
+
+/// `DELETE /sim/v1/apps/{appId}/faults`: no more faults.
+pub(super) async fn clear_faults(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(app_id): Path<String>,
+) -> Result<Response, GraphError> {
+    admin(&state, &headers)?;
+    let app = known_app(&state, &app_id)?;
+    state.notifier.set_faults(&app, None);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn known_app(state: &AppState, app_id: &str) -> Result<String, GraphError> {
+    state
+        .config
+        .directory
+        .app(app_id)
+        .map(|a| a.client_id.clone())
+        .ok_or_else(|| GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("'{app_id}' is not an application of the directory.")))
+}
+
 pub(super) async fn retry_outbox(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
     let n = state.notifier.retry_failed().await.map_err(|e| GraphError::from(crate::engine::EngineError::Store(e)))?;

@@ -336,6 +336,10 @@ fn party_key(ctx: &Ctx<'_>) -> Value {
     json!({"type": "string", "enum": ctx.users().into_iter().chain(ctx.numbers()).collect::<Vec<_>>(), "description": "a user id or PSTN number of the directory"})
 }
 
+fn app_id(ctx: &Ctx<'_>) -> Value {
+    string_enum(ctx.apps())
+}
+
 fn outbox_status(_: &Ctx<'_>) -> Value {
     json!({"type": "string", "enum": ["failed", "pending"], "default": "failed"})
 }
@@ -561,6 +565,29 @@ fn behaviour_out() -> Value {
     );
     let only_kind = |k: &str| closed(json!({"kind": {"const": k}}), &[]);
     json!({"oneOf": [answer, only_kind("busy"), only_kind("decline"), only_kind("no-answer")]})
+}
+
+fn faults(optional: bool) -> Value {
+    let ms = json!({"type": "integer", "minimum": 0, "maximum": crate::notifier::MAX_FAULT_MS});
+    let rate = json!({"type": "number", "minimum": 0, "maximum": 1});
+    let properties = json!({
+        "duplicateRate": rate,
+        "delayMs": {"oneOf": [ms, {"type": "array", "items": ms, "minItems": 2, "maxItems": 2, "description": "a range: [min, max]"}]},
+        "dropFirst": {"type": "integer", "minimum": 0, "maximum": 100},
+        "answerTimeoutMs": {"type": "integer", "minimum": 1, "maximum": crate::notifier::MAX_FAULT_MS},
+        "invalidSignatureRate": rate,
+        "seed": {"type": "integer", "minimum": 0, "maximum": u64::MAX},
+    });
+    let all = ["duplicateRate", "delayMs", "dropFirst", "answerTimeoutMs", "invalidSignatureRate", "seed"];
+    if optional { closed(properties, &all) } else { closed(properties, &["delayMs", "answerTimeoutMs", "seed"]) }
+}
+
+fn faults_in(_: &Ctx<'_>) -> Value {
+    faults(true)
+}
+
+fn faults_set(_: &Ctx<'_>) -> Value {
+    closed(json!({"appId": {"type": "string"}, "faults": faults(false)}), &[])
 }
 
 fn behaviour_set(_: &Ctx<'_>) -> Value {
@@ -871,6 +898,33 @@ pub const ROUTES: &[Route] = &[
         path: "/sim/v1/outbox/retry",
         summary: "Requeue failed notifications",
         responses: &[json(200, "how many were requeued", requeued)],
+        ..SIM
+    },
+    Route {
+        id: "simSetFaults",
+        method: "put",
+        path: "/sim/v1/apps/{appId}/faults",
+        summary: "Inject faults into an app's notifications (duplicates, delays, dropped attempts, answer timeout, bad signatures)",
+        body: Some((JSON, faults_in)),
+        params: &[path("appId", app_id)],
+        responses: &[json(200, "the faults now", faults_set), error(404, "unknown app")],
+        ..SIM
+    },
+    Route {
+        id: "simGetFaults",
+        path: "/sim/v1/apps/{appId}/faults",
+        summary: "The faults injected into an app's notifications",
+        params: &[path("appId", app_id)],
+        responses: &[json(200, "the faults now", faults_set), error(404, "unknown app")],
+        ..SIM
+    },
+    Route {
+        id: "simClearFaults",
+        method: "delete",
+        path: "/sim/v1/apps/{appId}/faults",
+        summary: "Stop injecting faults into an app's notifications",
+        params: &[path("appId", app_id)],
+        responses: &[empty(204, "no more faults"), error(404, "unknown app")],
         ..SIM
     },
     Route {

@@ -8,6 +8,7 @@ mod clock;
 mod cluster;
 mod crash;
 mod errors;
+mod faults;
 mod group;
 mod hardening;
 mod identity;
