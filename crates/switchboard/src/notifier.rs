@@ -372,6 +372,9 @@ pub enum Delay {
     Range([u64; 2]),
 }
 
+/// The largest seed: the largest integer a JSON number holds exactly.
+pub const MAX_SEED: u64 = (1 << 53) - 1;
+
 /// The longest delay or answer timeout a fault may set.
 pub const MAX_FAULT_MS: u64 = 60_000;
 
@@ -389,6 +392,12 @@ impl Faults {
                 return Err(format!("delayMs: [{lo}, {hi}] goes over {MAX_FAULT_MS}"));
             }
             _ => {}
+        }
+        // Seeds a JSON client can write exactly (2^53 - 1 at most).
+        if let Some(seed) = self.seed
+            && seed > MAX_SEED
+        {
+            return Err(format!("seed: {seed} is over {MAX_SEED}"));
         }
         if self.drop_first > 100 {
             return Err(format!("dropFirst: {} is over 100", self.drop_first));

@@ -260,8 +260,10 @@ pub(super) async fn set_faults(
     admin(&state, &headers)?;
     let app = known_app(&state, &app_id)?;
     let bytes = json_body(body, &headers).await?;
+    let mut value: Value = serde_json::from_slice(&bytes).map_err(|e| GraphError::bad_request(format!("Invalid faults: {e}.")))?;
+    whole_numbers(&mut value);
     let faults: crate::notifier::Faults =
-        serde_json::from_slice(&bytes).map_err(|e| GraphError::bad_request(format!("Invalid faults: {e}.")))?;
+        serde_json::from_value(value).map_err(|e| GraphError::bad_request(format!("Invalid faults: {e}.")))?;
     faults.validate().map_err(|p| GraphError::bad_request(format!("Invalid faults: {p}.")))?;
     state.notifier.set_faults(&app, Some(faults.clone()));
     tracing::info!(app_id = app, ?faults, "notification faults set");
@@ -289,6 +291,23 @@ pub(super) async fn clear_faults(
     let app = known_app(&state, &app_id)?;
     state.notifier.set_faults(&app, None);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Whole numbers written as floats (`59.0`) are integers, as everywhere in the API.
+fn whole_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && (0.0..18_446_744_073_709_551_616.0).contains(&f)
+            {
+                *value = Value::from(f as u64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
 }
 
 fn known_app(state: &AppState, app_id: &str) -> Result<String, GraphError> {

@@ -576,10 +576,19 @@ fn faults(optional: bool) -> Value {
         "dropFirst": {"type": "integer", "minimum": 0, "maximum": 100},
         "answerTimeoutMs": {"type": "integer", "minimum": 1, "maximum": crate::notifier::MAX_FAULT_MS},
         "invalidSignatureRate": rate,
-        "seed": {"type": "integer", "minimum": 0, "maximum": u64::MAX},
+        "seed": {"type": "integer", "minimum": 0, "maximum": crate::notifier::MAX_SEED},
     });
     let all = ["duplicateRate", "delayMs", "dropFirst", "answerTimeoutMs", "invalidSignatureRate", "seed"];
-    if optional { closed(properties, &all) } else { closed(properties, &["delayMs", "answerTimeoutMs", "seed"]) }
+    if optional {
+        // In a request, the optional values may also be null (absent).
+        let mut properties = properties;
+        for name in ["delayMs", "answerTimeoutMs", "seed"] {
+            properties[name] = nullable(properties[name].take());
+        }
+        closed(properties, &all)
+    } else {
+        closed(properties, &["delayMs", "answerTimeoutMs", "seed"])
+    }
 }
 
 fn faults_in(_: &Ctx<'_>) -> Value {
