@@ -151,13 +151,28 @@ impl Clock {
     /// Completes once `now` has reached `at`. Dropping the future cancels its timer.
     pub async fn sleep_until(&self, at: Millis) {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let id = self.schedule(
-            at,
-            Box::new(move || {
-                let _ = tx.send(());
-                Box::pin(async {})
-            }),
-        );
+        let job: Job = Box::new(move || {
+            let _ = tx.send(());
+            Box::pin(async {})
+        });
+        let id = {
+            let mut q = self.queue();
+            // Virtual time already past `at` (an advance ran while the caller was getting here):
+            // no advance would fire it now. Checked under the queue's lock, which `advance` holds
+            // when it moves `now` to its target, so that no deadline falls between the two.
+            if let Some(now) = &self.inner.virtual_now
+                && at <= now.load(Ordering::SeqCst)
+            {
+                return;
+            }
+            q.next_id += 1;
+            let id = q.next_id;
+            q.due.insert((at, id), job);
+            q.deadlines.insert(id, at);
+            id
+        };
+        self.inner.wake.notify_one();
+        let id = TimerId(id);
         struct CancelOnDrop<'a>(&'a Clock, TimerId);
         impl Drop for CancelOnDrop<'_> {
             fn drop(&mut self) {
@@ -181,7 +196,15 @@ impl Clock {
         settle().await;
         let target = now.load(Ordering::SeqCst).saturating_add(by);
         loop {
-            let next = self.queue().pop_due(target);
+            let next = {
+                let mut q = self.queue();
+                let next = q.pop_due(target);
+                if next.is_none() {
+                    // Under the lock: a sleeper that comes after sees the new `now` ([`Clock::sleep_until`]).
+                    now.fetch_max(target, Ordering::SeqCst);
+                }
+                next
+            };
             let Some((at, job)) = next else { break };
             now.fetch_max(at, Ordering::SeqCst);
             // On its own task: a timer taken off the queue runs to the end even if the caller of
@@ -227,6 +250,16 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_sleeper_whose_deadline_an_advance_passed_wakes_at_once() {
+        let clock = Clock::virtual_now();
+        let start = clock.now_ms();
+        clock.advance(1_000, || async {}).await.unwrap_or_default();
+        // Its deadline passed before it slept: no later advance is needed to wake it.
+        tokio::time::timeout(std::time::Duration::from_secs(1), clock.sleep_until(start + 500)).await.expect("woke at once");
+        assert_eq!(clock.pending(), 0);
+    }
 
     fn record(log: &Arc<Mutex<Vec<(String, Millis)>>>, clock: &Clock, name: &str) -> Job {
         let (log, clock, name) = (Arc::clone(log), clock.clone(), name.to_owned());
