@@ -265,6 +265,15 @@ pub(super) async fn set_faults(
     let faults: crate::notifier::Faults =
         serde_json::from_value(value).map_err(|e| GraphError::bad_request(format!("Invalid faults: {e}.")))?;
     faults.validate().map_err(|p| GraphError::bad_request(format!("Invalid faults: {p}.")))?;
+    // Dropping every attempt would park the notifications as failed: that is not a retry test.
+    let attempts = state.config.notifications.max_attempts;
+    if faults.drop_first >= attempts {
+        return Err(GraphError::bad_request(format!(
+            "Invalid faults: dropFirst: {} would drop every one of the {attempts} delivery attempts; use at most {}.",
+            faults.drop_first,
+            attempts.saturating_sub(1)
+        )));
+    }
     state.notifier.set_faults(&app, Some(faults.clone()));
     tracing::info!(app_id = app, ?faults, "notification faults set");
     Ok(Json(json!({"appId": app, "faults": faults})).into_response())

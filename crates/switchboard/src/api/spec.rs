@@ -567,13 +567,13 @@ fn behaviour_out() -> Value {
     json!({"oneOf": [answer, only_kind("busy"), only_kind("decline"), only_kind("no-answer")]})
 }
 
-fn faults(optional: bool) -> Value {
+fn faults(ctx: &Ctx<'_>, optional: bool) -> Value {
     let ms = json!({"type": "integer", "minimum": 0, "maximum": crate::notifier::MAX_FAULT_MS});
     let rate = json!({"type": "number", "minimum": 0, "maximum": 1});
     let properties = json!({
         "duplicateRate": rate,
         "delayMs": {"oneOf": [ms, {"type": "array", "items": ms, "minItems": 2, "maxItems": 2, "description": "a range: [min, max]"}]},
-        "dropFirst": {"type": "integer", "minimum": 0, "maximum": 100},
+        "dropFirst": {"type": "integer", "minimum": 0, "maximum": ctx.config.notifications.max_attempts.saturating_sub(1).min(100)},
         "answerTimeoutMs": {"type": "integer", "minimum": 1, "maximum": crate::notifier::MAX_FAULT_MS},
         "invalidSignatureRate": rate,
         "seed": {"type": "integer", "minimum": 0, "maximum": crate::notifier::MAX_SEED},
@@ -591,12 +591,12 @@ fn faults(optional: bool) -> Value {
     }
 }
 
-fn faults_in(_: &Ctx<'_>) -> Value {
-    faults(true)
+fn faults_in(ctx: &Ctx<'_>) -> Value {
+    faults(ctx, true)
 }
 
-fn faults_set(_: &Ctx<'_>) -> Value {
-    closed(json!({"appId": {"type": "string"}, "faults": faults(false)}), &[])
+fn faults_set(ctx: &Ctx<'_>) -> Value {
+    closed(json!({"appId": {"type": "string"}, "faults": faults(ctx, false)}), &[])
 }
 
 fn behaviour_set(_: &Ctx<'_>) -> Value {

@@ -34,6 +34,11 @@ async fn injected_faults_do_what_they_say_and_keep_the_order() {
     );
     let (status, _) = set_faults(&server, json!({"dropEverything": true})).await;
     assert_eq!(status, 400);
+    let (status, body) = set_faults(&server, json!({"dropFirst": 12})).await;
+    assert_eq!(
+        (status, body["error"]["message"].as_str()),
+        (400, Some("Invalid faults: dropFirst: 12 would drop every one of the 12 delivery attempts; use at most 11."))
+    );
     let (status, none) = server.sim(Method::GET, &format!("/apps/{DEMO_BOT}/faults"), None).await;
     assert_eq!(status, 200);
     assert_eq!(none["faults"], json!({"duplicateRate": 0.0, "dropFirst": 0, "invalidSignatureRate": 0.0}));
