@@ -101,7 +101,7 @@ impl Cluster {
 
     /// Whether a request carries the cluster key.
     pub fn from_a_node(&self, headers: &HeaderMap) -> bool {
-        headers.get(CLUSTER_KEY).and_then(|v| v.to_str().ok()).is_some_and(|k| constant_time_eq(k.as_bytes(), self.key.as_bytes()))
+        headers.get(CLUSTER_KEY).and_then(|v| v.to_str().ok()).is_some_and(|k| crate::identity::same_secret(k, &self.key))
     }
 
     /// Takes over calls and their outbox rows: the engine resumes the calls, the notifier sends what
@@ -343,10 +343,6 @@ impl Cluster {
 
 /// Headers that belong to one connection, not to the request.
 const HOP_BY_HOP: [&str; 6] = ["host", "connection", "content-length", "transfer-encoding", "keep-alive", "upgrade"];
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// The call a request is about, if any: Graph's call resources under any of their prefixes, and the
 /// sim's hang-up of a call's far end.

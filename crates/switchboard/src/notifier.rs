@@ -67,10 +67,12 @@ fn origin(callback: &str) -> String {
     }
 }
 
-/// The keys a POST counts against: its bot, and its app.
-fn allowances(callback: &str, app_id: &str) -> [(String, usize); 2] {
-    [(origin(callback), MAX_IN_FLIGHT_PER_BOT), (format!("app {app_id}"), MAX_IN_FLIGHT_PER_APP)]
+/// The keys a POST counts against, its bot and its app, and how many POSTs each may have out.
+fn allowances(callback: &str, app_id: &str) -> [String; 2] {
+    [origin(callback), format!("app {app_id}")]
 }
+
+const ALLOWANCE_CAPS: [usize; 2] = [MAX_IN_FLIGHT_PER_BOT, MAX_IN_FLIGHT_PER_APP];
 
 /// A `Retry-After` value (RFC 9110 §10.2.3): seconds, or an HTTP date; in ms from `now_ms`.
 pub fn retry_after_ms(value: &str, now_ms: u64) -> Option<u64> {
@@ -180,15 +182,16 @@ impl Queue {
                 None => {
                     // The bot (or its app) has its share of POSTs out: this call waits for one to end.
                     let keys = allowances(&first.callback, &first.app_id);
-                    if keys.iter().any(|(k, cap)| self.bots_in_flight.get(k).is_some_and(|n| n >= cap)) {
+                    if keys.iter().zip(ALLOWANCE_CAPS).any(|(k, cap)| self.bots_in_flight.get(k).is_some_and(|n| *n >= cap)) {
                         continue;
                     }
-                    for (k, _) in keys {
-                        *self.bots_in_flight.entry(k).or_default() += 1;
+                    for k in &keys {
+                        *self.bots_in_flight.entry(k.clone()).or_default() += 1;
                     }
                     self.next_flight += 1;
                     batches.push(Batch {
                         flight: self.next_flight,
+                        allowances: keys,
                         callback: first.callback.clone(),
                         app_id: first.app_id.clone(),
                         tenant_id: first.tenant_id.clone(),
@@ -221,7 +224,7 @@ impl Queue {
             call.head = None;
         }
         for b in batches.iter().filter(|b| b.rows.is_empty()) {
-            self.landed(&b.callback, &b.app_id);
+            self.landed(&b.allowances);
         }
         batches.retain(|b| !b.rows.is_empty());
         for b in &mut batches {
@@ -232,13 +235,14 @@ impl Queue {
         (batches, next)
     }
 
-    /// A POST of `app_id` to `callback` is over (or was never sent): its bot and app may have another.
-    fn landed(&mut self, callback: &str, app_id: &str) {
-        for (key, _) in allowances(callback, app_id) {
-            if let Some(n) = self.bots_in_flight.get_mut(&key) {
+    /// A POST counted against `keys` ([`allowances`]) is over (or was never sent): its bot and app
+    /// may have another.
+    fn landed(&mut self, keys: &[String; 2]) {
+        for key in keys {
+            if let Some(n) = self.bots_in_flight.get_mut(key) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    self.bots_in_flight.remove(&key);
+                    self.bots_in_flight.remove(key);
                 }
             }
         }
@@ -447,6 +451,8 @@ enum Failure {
 struct Batch {
     /// Which POST this is ([`Queue::flights`]).
     flight: u64,
+    /// Its bot's and its app's keys in [`Queue::bots_in_flight`], worked out once.
+    allowances: [String; 2],
     callback: String,
     app_id: String,
     tenant_id: String,
@@ -741,7 +747,7 @@ impl Notifier {
                 self.metrics.notifications_delivered.add(seqs.len() as u64);
                 let mut q = self.queue();
                 q.remove(batch.flight, &seqs);
-                q.landed(&batch.callback, &batch.app_id);
+                q.landed(&batch.allowances);
                 self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
             }
             Err((error, wait)) => self.fail(&batch, &seqs, &error, Failure::Retry { wait }).await,
@@ -843,7 +849,7 @@ impl Notifier {
             Some(at) => q.retry(batch.flight, seqs, attempts, at, error),
             None => q.remove(batch.flight, seqs),
         }
-        q.landed(&batch.callback, &batch.app_id);
+        q.landed(&batch.allowances);
         self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
     }
 }
@@ -936,7 +942,7 @@ mod tests {
     fn done(q: &mut Queue, seqs: &[i64]) {
         for (flight, callback, seqs) in flights_of(q, seqs) {
             q.remove(flight, &seqs);
-            q.landed(&callback, "app");
+            q.landed(&super::allowances(&callback, "app"));
         }
     }
 
@@ -944,7 +950,7 @@ mod tests {
     fn failed(q: &mut Queue, seqs: &[i64], at: u64, error: &str) {
         for (flight, callback, seqs) in flights_of(q, seqs) {
             q.retry(flight, &seqs, 1, at, error);
-            q.landed(&callback, "app");
+            q.landed(&super::allowances(&callback, "app"));
         }
     }
 

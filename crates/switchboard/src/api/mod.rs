@@ -143,6 +143,27 @@ pub struct RequestIds {
     pub client_request_id: String,
 }
 
+impl RequestIds {
+    /// A new request id (or the one another node passed on), and the client's id echoed, or the
+    /// request id when the client sent none usable.
+    fn new(passed_on: Option<String>, client: Option<&str>) -> RequestIds {
+        // A request id must be unique, not secret: a per-thread PRNG spares every request a getrandom call.
+        let request_id =
+            passed_on.unwrap_or_else(|| uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid().to_string());
+        let client_request_id = client.filter(|v| !v.is_empty() && v.len() <= 200).map(str::to_owned).unwrap_or_else(|| request_id.clone());
+        RequestIds { request_id, client_request_id }
+    }
+
+    /// Both ids as response headers.
+    fn stamp(&self, resp: &mut Response) {
+        for (name, value) in [("request-id", &self.request_id), ("client-request-id", &self.client_request_id)] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                resp.headers_mut().insert(name, v);
+            }
+        }
+    }
+}
+
 /// Gives each request its `request-id`, echoes `client-request-id`, renders Graph errors into the
 /// envelope that carries both, and counts the response.
 async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -152,19 +173,11 @@ async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next
         .as_ref()
         .filter(|c| c.from_a_node(req.headers()))
         .and_then(|_| req.headers().get(crate::cluster::REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned));
-    // A request id must be unique, not secret: a per-thread PRNG spares every request a getrandom call.
-    let request_id =
-        passed_on.unwrap_or_else(|| uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid().to_string());
-    let client_request_id = req
-        .headers()
-        .get("client-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map(str::to_owned)
-        .unwrap_or_else(|| request_id.clone());
+    let ids = RequestIds::new(passed_on, req.headers().get("client-request-id").and_then(|v| v.to_str().ok()));
+    let (request_id, client_request_id) = (ids.request_id.clone(), ids.client_request_id.clone());
     let family = family(req.uri().path());
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    req.extensions_mut().insert(RequestIds { request_id: request_id.clone(), client_request_id: client_request_id.clone() });
+    req.extensions_mut().insert(ids.clone());
     let mut resp = next.run(req).await;
     if let Some(err) = resp.extensions_mut().remove::<GraphError>() {
         resp = envelope(&err, &request_id, &client_request_id);
@@ -181,13 +194,7 @@ async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next
         );
         resp = envelope(&err, &request_id, &client_request_id);
     }
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert("request-id", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&client_request_id) {
-        h.insert("client-request-id", v);
-    }
+    ids.stamp(&mut resp);
     state.metrics.request(family, resp.status().as_u16());
     resp
 }
@@ -195,14 +202,9 @@ async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next
 /// A refusal made before routing (by the front door: a body too slow or too large), in the envelope
 /// and counted like any response.
 pub fn refusal(err: &GraphError, family: &'static str, client_request_id: Option<String>, metrics: &Metrics) -> Response {
-    let request_id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid().to_string();
-    let client_request_id = client_request_id.filter(|v| !v.is_empty() && v.len() <= 200).unwrap_or_else(|| request_id.clone());
-    let mut resp = envelope(err, &request_id, &client_request_id);
-    for (name, value) in [("request-id", &request_id), ("client-request-id", &client_request_id)] {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            resp.headers_mut().insert(name, v);
-        }
-    }
+    let ids = RequestIds::new(None, client_request_id.as_deref());
+    let mut resp = envelope(err, &ids.request_id, &ids.client_request_id);
+    ids.stamp(&mut resp);
     metrics.request(family, err.status.as_u16());
     resp
 }

@@ -78,9 +78,7 @@ fn strict_config() -> std::path::PathBuf {
     let toml = switchboard::config::EXAMPLE_TOML
         .replace("allow_http_loopback_callbacks = true", "allow_http_loopback_callbacks = false")
         .replace("calling_webhook = \"http://127.0.0.1:", "calling_webhook = \"https://bots.example.com:");
-    let path = std::env::temp_dir().join(format!("switchboard-strict-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&path, toml).unwrap();
-    path
+    config_file(&toml)
 }
 
 #[tokio::test]
@@ -574,8 +572,7 @@ async fn a_rotated_secret_works_beside_the_old_one_until_the_rollover_ends() {
         &format!("secret = \"rotated-secret\"\nprevious_secret = \"{SECRET}\"\nprevious_secret_expires = \"{ends}\"\n"),
         1,
     );
-    let config = std::env::temp_dir().join(format!("switchboard-rotation-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&config, toml).unwrap();
+    let config = config_file(&toml);
     let server = Server::start_with(Options {
         demo_webhook: None,
         extra: vec!["--config".into(), config.display().to_string(), "--virtual-clock".into()],
@@ -609,8 +606,7 @@ async fn an_app_over_its_limits_gets_429s_and_is_served_again_when_it_slows_down
         1,
     );
     assert!(toml.contains("\nmax_requests_per_second = 20 ") && toml.contains("\nmax_concurrent_calls = 3 "));
-    let config = std::env::temp_dir().join(format!("switchboard-limits-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&config, toml).unwrap();
+    let config = config_file(&toml);
     let bot = Bot::start().await;
     let server =
         Server::start_with(Options { demo_webhook: Some(bot.webhook()), extra: vec!["--config".into(), config.display().to_string()] })

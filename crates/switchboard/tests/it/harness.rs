@@ -195,6 +195,13 @@ impl Bot {
     }
 }
 
+/// Writes `toml` to a configuration file of its own (for `serve --config`); returns its path.
+pub fn config_file(toml: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("switchboard-config-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, toml).expect("write the configuration");
+    path
+}
+
 /// A running `switchboard serve`.
 pub struct Server {
     child: Option<Child>,

@@ -16,9 +16,7 @@ use crate::harness::*;
 fn config_with_delivery_timeout(timeout_ms: u64) -> std::path::PathBuf {
     let toml = switchboard::config::EXAMPLE_TOML.replace("\ntimeout_ms = 10000 ", &format!("\ntimeout_ms = {timeout_ms} "));
     assert_ne!(toml, switchboard::config::EXAMPLE_TOML, "the example sets [notifications] timeout_ms = 10000");
-    let path = std::env::temp_dir().join(format!("switchboard-outage-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&path, toml).unwrap();
-    path
+    config_file(&toml)
 }
 
 /// Places a call from the Demo Bot to Heidi (who answers) with `callback`; returns its id.
