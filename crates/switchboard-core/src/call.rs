@@ -17,6 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Millis;
+use crate::media::{CompletionReason, Media, MediaJob, MediaRequest, OperationKind, Recording, Tone, ToneInfo};
 use crate::party::Party;
 use crate::result::ResultInfo;
 
@@ -165,6 +166,9 @@ pub struct Call {
     /// A group call: placed to several targets. It stays one after its members have left.
     #[serde(default)]
     pub group: bool,
+    /// Prompts, recordings, tones, mute (see [`crate::media`]).
+    #[serde(default, skip_serializing_if = "Media::is_idle")]
+    pub media: Media,
 }
 
 /// A participant of a group call other than the bot.
@@ -211,18 +215,40 @@ pub enum OperationStatus {
     Failed,
 }
 
-/// A `commsOperation` of the call; today only transfers create them.
+/// A `commsOperation` of the call: a transfer's, or a media action's.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Operation {
     pub id: String,
     pub status: OperationStatus,
     pub client_context: Option<String>,
-    /// Why it failed (for a failed operation).
+    /// Why it failed (for a failed operation), or how a media operation ended.
     pub result_info: Option<ResultInfo>,
+    #[serde(default, skip_serializing_if = "OperationKind::is_transfer")]
+    pub kind: OperationKind,
+    /// How a prompt, recording or tones ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_reason: Option<CompletionReason>,
+    /// A completed `recordResponse`'s recording.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<Recording>,
 }
 
-/// How many operations a call remembers for GET.
+impl Operation {
+    pub fn new(id: String, kind: OperationKind, client_context: Option<String>) -> Operation {
+        Operation {
+            id,
+            status: OperationStatus::Running,
+            client_context,
+            result_info: None,
+            kind,
+            completion_reason: None,
+            recording: None,
+        }
+    }
+}
+
+/// How many finished operations a call remembers for GET (running ones are always kept).
 pub const OPERATIONS_KEPT: usize = 10;
 
 impl Transfer {
@@ -286,6 +312,11 @@ pub enum NetEvent {
     MemberJoined { participant_id: String },
     /// A member of a group call left: it hung up (`failure` is `None`) or never joined (why not).
     MemberLeft { participant_id: String, failure: Option<Failure> },
+    /// A media operation the network was running ended (a prompt played out, a recording stopped, the
+    /// tones were sent), with its recording if it made one.
+    MediaCompleted { operation_id: String, reason: CompletionReason, recording: Option<Recording> },
+    /// The remote party pressed a key.
+    ToneReceived { tone: Tone },
 }
 
 /// Timers the core asks for; the engine fires them back as [`Input::Timer`].
@@ -325,6 +356,13 @@ pub enum Input {
         transferee: Option<String>,
         /// Custom SIP headers for the target (see [`Transfer::sip_headers`]).
         sip_headers: Vec<(String, String)>,
+    },
+    /// A media action (`playPrompt`, `recordResponse`, `subscribeToTone`, …); its operation id is the
+    /// adapter's to choose, like a transfer's.
+    Media {
+        operation_id: String,
+        client_context: Option<String>,
+        request: MediaRequest,
     },
     Net(NetEvent),
     Timer(Timer),
@@ -366,6 +404,20 @@ pub enum NetCommand {
     DropMember {
         participant_id: String,
     },
+    /// Play or record (the head of the call's media queue); the network answers with `MediaCompleted`.
+    PlayMedia {
+        job: MediaJob,
+    },
+    /// Stop the media operation `operation_id` at once; no `MediaCompleted` is awaited.
+    StopMedia {
+        operation_id: String,
+    },
+    /// Send DTMF tones to the remote party; `MediaCompleted` when they are sent.
+    SendTones {
+        operation_id: String,
+        tones: Vec<Tone>,
+        delay_between_ms: u64,
+    },
 }
 
 /// What one notification says about the call: a snapshot taken at the transition that caused it.
@@ -387,6 +439,12 @@ pub struct Notification {
     /// A roster update (`…/participants`): the group call's participants as they are now.
     #[serde(default)]
     pub roster: bool,
+    /// About `operation` itself (`…/operations/{id}`: a media operation that ended), not the call.
+    #[serde(default)]
+    pub on_operation: bool,
+    /// A key the caller pressed (`toneInfo` on an `updated` call notification).
+    #[serde(default)]
+    pub tone: Option<ToneInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -406,6 +464,8 @@ pub enum Refusal {
     TransfereeRequired,
     #[error("transferee: participant '{0}' is not a joined participant of this call")]
     NotAMember(String),
+    #[error("{} prompts and recordings are waiting already; cancel media processing or wait for one to end", crate::media::MEDIA_QUEUE_MAX)]
+    MediaQueueFull,
 }
 
 /// Everything the bot asked for when it placed an outgoing call.
@@ -475,6 +535,7 @@ impl Call {
             transfer: None,
             operations: Vec::new(),
             transferor: None,
+            media: Media::default(),
             group: !req.members.is_empty(),
             members: req.members.into_iter().map(|(participant_id, party)| Member { participant_id, party, joined: false }).collect(),
         };
@@ -517,6 +578,7 @@ impl Call {
             transferor: req.transferor,
             members: Vec::new(),
             group: false,
+            media: Media::default(),
         };
         let mut created = call.notify(ChangeType::Created);
         if let Effect::Notify(n) = &mut created {
@@ -635,11 +697,7 @@ impl Call {
                     (true, Some(pid)) => return Err(Refusal::NotAMember(pid)),
                 };
                 let deadline = now + timeout_ms;
-                let op = Operation { id: operation_id.clone(), status: OperationStatus::Running, client_context, result_info: None };
-                self.operations.push(op);
-                if self.operations.len() > OPERATIONS_KEPT {
-                    self.operations.remove(0);
-                }
+                self.add_operation(Operation::new(operation_id.clone(), OperationKind::Transfer, client_context));
                 self.transfer = Some(Transfer {
                     target: target.clone(),
                     replaces_call_id: replaces_call_id.clone(),
@@ -654,6 +712,13 @@ impl Call {
                 fx.push(Effect::Net(NetCommand::Transfer { transfer_id: operation_id, target, replaces_call_id, transferee }));
                 fx.push(Effect::Timer { timer: Timer::Transfer, at: deadline });
             }
+            Input::Media { operation_id, client_context, request } => {
+                return self.media_request(operation_id, client_context, request);
+            }
+            Input::Net(NetEvent::MediaCompleted { operation_id, reason, recording }) => {
+                self.media_completed(&operation_id, reason, recording, &mut fx);
+            }
+            Input::Net(NetEvent::ToneReceived { tone }) => self.tone_received(tone, &mut fx),
             // Events of another transfer than the one in progress (an earlier one, late) change nothing.
             Input::Net(
                 NetEvent::TransferAccepted { transfer_id }
@@ -826,6 +891,8 @@ impl Call {
         if cut_short.is_some() {
             self.finish_operation(OperationStatus::Failed, info.clone());
         }
+        // Media operations still running end too, each reported once, before the call's end.
+        self.end_media(info.clone(), fx);
         self.state = CallState::Terminated;
         self.result_info = info;
         self.termination_reason = reason.map(str::to_owned);
@@ -860,6 +927,8 @@ impl Call {
             n.media_state = Some(MediaState::Inactive);
             fx.push(Effect::Notify(n));
         }
+        // The caller has left the bot's media: what was playing to them stops.
+        self.cancel_media(fx);
     }
 
     /// A group call's transferee is with the target now: the call is `established` again with the
@@ -903,7 +972,8 @@ impl Call {
     fn notify_operation(&self) -> Effect {
         let mut e = self.notify(ChangeType::Updated);
         if let Effect::Notify(n) = &mut e {
-            let id = self.transfer.as_ref().map(|t| &t.operation_id).or(self.operations.last().map(|o| &o.id));
+            let last_transfer = self.operations.iter().rev().find(|o| o.kind == OperationKind::Transfer).map(|o| &o.id);
+            let id = self.transfer.as_ref().map(|t| &t.operation_id).or(last_transfer);
             n.operation = self.operations.iter().rev().find(|o| Some(&o.id) == id).cloned();
         }
         e
@@ -920,6 +990,8 @@ impl Call {
             replaces_context: None,
             operation: None,
             roster: false,
+            on_operation: false,
+            tone: None,
         })
     }
 
@@ -945,10 +1017,12 @@ fn action_name(input: &Input) -> &'static str {
         Input::HangUp => "hang up",
         Input::KeepAlive => "keep alive",
         Input::Transfer { .. } => "transfer",
+        Input::Media { request, .. } => request.action(),
         Input::Net(_) => "network event",
         Input::Timer(_) => "timer",
     }
 }
 
+mod media;
 #[cfg(test)]
 mod tests;

@@ -7,9 +7,11 @@
 //!
 //! - [`party`]: who takes part in calls (users, phone numbers, applications, application instances).
 //! - [`call`]: the call state machine of the Graph `call` resource.
+//! - [`media`]: prompts, recordings, DTMF tones and mute (the IVR side of a call).
 //! - [`result`]: the `resultInfo` codes that calls end with.
 
 pub mod call;
+pub mod media;
 pub mod party;
 pub mod result;
 

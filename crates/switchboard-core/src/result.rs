@@ -95,6 +95,18 @@ impl ResultInfo {
     pub fn all_left() -> Self {
         Self::new(200, 5002, "All other participants left the group call.")
     }
+    /// A media operation (prompt, recording) that ended as asked: code 200.
+    pub fn media_completed(subcode: i32, message: &str) -> Self {
+        Self::new(200, subcode, message)
+    }
+    /// A media operation cancelled by `cancelMediaProcessing`: 400/8508, as Graph reports it.
+    pub fn media_cancelled() -> Self {
+        Self::new(400, 8508, "Action failed, the operation was cancelled.")
+    }
+    /// A media operation the network could not carry out: 500/9000 (Graph publishes no code).
+    pub fn media_failed(why: &str) -> Self {
+        ResultInfo { code: 500, subcode: 9000, message: format!("Action failed: {why}.") }
+    }
     /// The bot redirected the incoming call elsewhere.
     pub fn redirected() -> Self {
         Self::new(200, 0, "The call was redirected by the application.")

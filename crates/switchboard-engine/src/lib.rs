@@ -5,6 +5,7 @@
 //! - [`store`]: the trait a durable store implements (SQLite, PostgreSQL); [`memory`] is one in memory,
 //!   for engine tests and benchmarks; [`record`] is how a call is written down, versioned.
 //! - [`cluster`]: several nodes on one shared store: call ownership, leases, failover.
+//! - [`recordings`]: finished recordings, kept for the bot to fetch.
 //! - [`clock`]: the one clock everything reads, and the one timer queue; real or virtual time.
 //! - [`directory`]: tenants, applications and their instances, users, PSTN numbers.
 //! - [`metrics`]: the counters `/metrics` shows.
@@ -22,6 +23,7 @@ pub mod memory;
 pub mod metrics;
 pub mod network;
 pub mod record;
+pub mod recordings;
 pub mod store;
 
 pub use clock::Clock;

@@ -15,6 +15,9 @@
 
 use serde::{Deserialize, Serialize};
 use switchboard_core::call::{Call, CallState, Direction, MediaConfig, MediaState, Member, Operation, OperationStatus, Transfer};
+use switchboard_core::media::{
+    CompletionReason, Media, MediaAction, MediaJob, OperationKind, RecordSettings, Recording, RecordingStatus, Tone,
+};
 use switchboard_core::party::Party;
 use switchboard_core::result::ResultInfo;
 
@@ -126,6 +129,71 @@ struct CallV1 {
     members: Vec<MemberV1>,
     #[serde(rename = "group", default)]
     group: bool,
+    /// Written only when there is something to say, so rows from before media read as before.
+    #[serde(rename = "media", default, skip_serializing_if = "MediaV1::is_idle")]
+    media: MediaV1,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MediaV1 {
+    #[serde(rename = "queue", default, skip_serializing_if = "Vec::is_empty")]
+    queue: Vec<MediaJobV1>,
+    #[serde(rename = "tonesSubscribed", default, skip_serializing_if = "is_false")]
+    tones_subscribed: bool,
+    #[serde(rename = "toneSequence", default, skip_serializing_if = "is_zero")]
+    tone_sequence: u64,
+    #[serde(rename = "muted", default, skip_serializing_if = "is_false")]
+    muted: bool,
+    #[serde(rename = "recordingStatus", default, skip_serializing_if = "Option::is_none")]
+    recording_status: Option<RecordingStatusV1>,
+}
+
+impl MediaV1 {
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && !self.tones_subscribed && self.tone_sequence == 0 && !self.muted && self.recording_status.is_none()
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MediaJobV1 {
+    #[serde(rename = "operationId")]
+    operation_id: String,
+    #[serde(rename = "action")]
+    action: MediaActionV1,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+enum MediaActionV1 {
+    #[serde(rename = "play")]
+    Play {
+        #[serde(rename = "prompts")]
+        prompts: Vec<String>,
+        #[serde(rename = "looped", default)]
+        looped: bool,
+    },
+    #[serde(rename = "record")]
+    Record {
+        #[serde(rename = "prompts")]
+        prompts: Vec<String>,
+        #[serde(rename = "bargeIn")]
+        barge_in: bool,
+        #[serde(rename = "initialSilenceMs")]
+        initial_silence_ms: u64,
+        #[serde(rename = "maxSilenceMs")]
+        max_silence_ms: u64,
+        #[serde(rename = "maxDurationMs")]
+        max_duration_ms: u64,
+        #[serde(rename = "beep")]
+        beep: bool,
+        /// Keys as characters (`"#*"`).
+        #[serde(rename = "stopTones", default)]
+        stop_tones: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -207,6 +275,86 @@ struct OperationV1 {
     client_context: Option<String>,
     #[serde(rename = "resultInfo")]
     result_info: Option<ResultInfoV1>,
+    /// A transfer's operation (rows from before media) when absent.
+    #[serde(rename = "kind", default, skip_serializing_if = "OperationKindV1::is_transfer")]
+    kind: OperationKindV1,
+    #[serde(rename = "completionReason", default, skip_serializing_if = "Option::is_none")]
+    completion_reason: Option<CompletionReasonV1>,
+    #[serde(rename = "recording", default, skip_serializing_if = "Option::is_none")]
+    recording: Option<RecordingV1>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordingV1 {
+    #[serde(rename = "id")]
+    id: String,
+    #[serde(rename = "durationMs")]
+    duration_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+enum OperationKindV1 {
+    #[default]
+    #[serde(rename = "transfer")]
+    Transfer,
+    #[serde(rename = "playPrompt")]
+    PlayPrompt,
+    #[serde(rename = "record")]
+    Record,
+    #[serde(rename = "subscribeToTone")]
+    SubscribeToTone,
+    #[serde(rename = "sendDtmfTones")]
+    SendDtmfTones,
+    #[serde(rename = "cancelMediaProcessing")]
+    CancelMediaProcessing,
+    #[serde(rename = "mute")]
+    Mute,
+    #[serde(rename = "unmute")]
+    Unmute,
+    #[serde(rename = "updateRecordingStatus")]
+    UpdateRecordingStatus,
+}
+
+impl OperationKindV1 {
+    fn is_transfer(&self) -> bool {
+        *self == OperationKindV1::Transfer
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+enum CompletionReasonV1 {
+    #[serde(rename = "completedSuccessfully")]
+    CompletedSuccessfully,
+    #[serde(rename = "mediaOperationCanceled")]
+    MediaOperationCanceled,
+    #[serde(rename = "operationCanceled")]
+    OperationCanceled,
+    #[serde(rename = "stopToneDetected")]
+    StopToneDetected,
+    #[serde(rename = "maxRecordDurationReached")]
+    MaxRecordDurationReached,
+    #[serde(rename = "initialSilenceTimeout")]
+    InitialSilenceTimeout,
+    #[serde(rename = "maxSilenceTimeout")]
+    MaxSilenceTimeout,
+    #[serde(rename = "playPromptFailed")]
+    PlayPromptFailed,
+    #[serde(rename = "mediaReceiveTimeout")]
+    MediaReceiveTimeout,
+    #[serde(rename = "unspecifiedError")]
+    UnspecifiedError,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+enum RecordingStatusV1 {
+    #[serde(rename = "unknown")]
+    Unknown,
+    #[serde(rename = "notRecording")]
+    NotRecording,
+    #[serde(rename = "recording")]
+    Recording,
+    #[serde(rename = "failed")]
+    Failed,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -309,6 +457,7 @@ impl From<&Call> for CallV1 {
             transferor: c.transferor.as_ref().map(PartyV1::from),
             members: c.members.iter().map(MemberV1::from).collect(),
             group: c.group,
+            media: (&c.media).into(),
         }
     }
 }
@@ -342,6 +491,7 @@ impl From<CallV1> for Call {
             transferor: c.transferor.map(Party::from),
             members: c.members.into_iter().map(Member::from).collect(),
             group: c.group,
+            media: c.media.into(),
         }
     }
 }
@@ -419,13 +569,95 @@ impl From<&Operation> for OperationV1 {
             status: o.status.into(),
             client_context: o.client_context.clone(),
             result_info: o.result_info.as_ref().map(ResultInfoV1::from),
+            kind: o.kind.into(),
+            completion_reason: o.completion_reason.map(Into::into),
+            recording: o.recording.as_ref().map(|r| RecordingV1 { id: r.id.clone(), duration_ms: r.duration_ms }),
         }
     }
 }
 
 impl From<OperationV1> for Operation {
     fn from(o: OperationV1) -> Self {
-        Operation { id: o.id, status: o.status.into(), client_context: o.client_context, result_info: o.result_info.map(ResultInfo::from) }
+        Operation {
+            id: o.id,
+            status: o.status.into(),
+            client_context: o.client_context,
+            result_info: o.result_info.map(ResultInfo::from),
+            kind: o.kind.into(),
+            completion_reason: o.completion_reason.map(Into::into),
+            recording: o.recording.map(|r| Recording { id: r.id, duration_ms: r.duration_ms }),
+        }
+    }
+}
+
+impl From<&Media> for MediaV1 {
+    fn from(m: &Media) -> Self {
+        MediaV1 {
+            queue: m
+                .queue
+                .iter()
+                .map(|j| MediaJobV1 {
+                    operation_id: j.operation_id.clone(),
+                    action: match &j.action {
+                        MediaAction::Play { prompts, looped } => MediaActionV1::Play { prompts: prompts.clone(), looped: *looped },
+                        MediaAction::Record(r) => MediaActionV1::Record {
+                            prompts: r.prompts.clone(),
+                            barge_in: r.barge_in,
+                            initial_silence_ms: r.initial_silence_ms,
+                            max_silence_ms: r.max_silence_ms,
+                            max_duration_ms: r.max_duration_ms,
+                            beep: r.beep,
+                            stop_tones: Tone::keys(&r.stop_tones),
+                        },
+                    },
+                })
+                .collect(),
+            tones_subscribed: m.tones_subscribed,
+            tone_sequence: m.tone_sequence,
+            muted: m.muted,
+            recording_status: m.recording_status.map(Into::into),
+        }
+    }
+}
+
+impl From<MediaV1> for Media {
+    fn from(m: MediaV1) -> Self {
+        Media {
+            queue: m
+                .queue
+                .into_iter()
+                .map(|j| MediaJob {
+                    operation_id: j.operation_id,
+                    action: match j.action {
+                        MediaActionV1::Play { prompts, looped } => MediaAction::Play { prompts, looped },
+                        MediaActionV1::Record {
+                            prompts,
+                            barge_in,
+                            initial_silence_ms,
+                            max_silence_ms,
+                            max_duration_ms,
+                            beep,
+                            stop_tones,
+                        } => {
+                            MediaAction::Record(RecordSettings {
+                                prompts,
+                                barge_in,
+                                initial_silence_ms,
+                                max_silence_ms,
+                                max_duration_ms,
+                                beep,
+                                // Written by `Tone::keys`; a key this release does not know is dropped.
+                                stop_tones: stop_tones.chars().filter_map(Tone::from_char).collect(),
+                            })
+                        }
+                    },
+                })
+                .collect(),
+            tones_subscribed: m.tones_subscribed,
+            tone_sequence: m.tone_sequence,
+            muted: m.muted,
+            recording_status: m.recording_status.map(Into::into),
+        }
     }
 }
 
@@ -478,6 +710,30 @@ mirror!(CallState <=> CallStateV1 {
 mirror!(MediaConfig <=> MediaConfigV1 { ServiceHosted, AppHosted });
 mirror!(MediaState <=> MediaStateV1 { Active, Inactive });
 mirror!(OperationStatus <=> OperationStatusV1 { Running, Completed, Failed });
+mirror!(OperationKind <=> OperationKindV1 {
+    Transfer,
+    PlayPrompt,
+    Record,
+    SubscribeToTone,
+    SendDtmfTones,
+    CancelMediaProcessing,
+    Mute,
+    Unmute,
+    UpdateRecordingStatus,
+});
+mirror!(CompletionReason <=> CompletionReasonV1 {
+    CompletedSuccessfully,
+    MediaOperationCanceled,
+    OperationCanceled,
+    StopToneDetected,
+    MaxRecordDurationReached,
+    InitialSilenceTimeout,
+    MaxSilenceTimeout,
+    PlayPromptFailed,
+    MediaReceiveTimeout,
+    UnspecifiedError,
+});
+mirror!(RecordingStatus <=> RecordingStatusV1 { Unknown, NotRecording, Recording, Failed });
 
 #[cfg(test)]
 mod tests {
@@ -547,12 +803,18 @@ mod tests {
                         subcode: 7000,
                         message: "The blind transfer failed: the transfer target is busy. DiagCode: 500#7000.@".into(),
                     }),
+                    kind: OperationKind::Transfer,
+                    completion_reason: None,
+                    recording: None,
                 },
                 Operation {
                     id: "3e7c1a9f-5b2d-4e86-a0f4-8c6b2d9e7a15".into(),
                     status: OperationStatus::Running,
                     client_context: Some("front-desk-transfer-2".into()),
                     result_info: None,
+                    kind: OperationKind::Transfer,
+                    completion_reason: None,
+                    recording: None,
                 },
             ],
             transferor: Some(Party::Application {
@@ -573,6 +835,7 @@ mod tests {
                 },
             ],
             group: true,
+            media: Media::default(),
         }
     }
 
@@ -598,6 +861,7 @@ mod tests {
             transferor: None,
             members: Vec::new(),
             group: false,
+            media: Media::default(),
             ..rich()
         }
     }
@@ -637,6 +901,58 @@ mod tests {
                 assert_eq!(decode(&encode(&c)).unwrap(), c);
             }
         }
+    }
+
+    #[test]
+    fn media_state_round_trips() {
+        let settings = RecordSettings {
+            prompts: vec!["https://cdn.contoso.com/beep.wav".into()],
+            barge_in: true,
+            initial_silence_ms: 5_000,
+            max_silence_ms: 2_000,
+            max_duration_ms: 60_000,
+            beep: false,
+            stop_tones: vec![Tone::Pound, Tone::Star, Tone::A],
+        };
+        let mut c = rich();
+        c.media = Media {
+            queue: vec![
+                MediaJob {
+                    operation_id: "op-play".into(),
+                    action: MediaAction::Play { prompts: vec!["file:///greeting.wav".into()], looped: true },
+                },
+                MediaJob { operation_id: "op-record".into(), action: MediaAction::Record(settings) },
+            ],
+            tones_subscribed: true,
+            tone_sequence: 7,
+            muted: true,
+            recording_status: Some(RecordingStatus::Recording),
+        };
+        for (i, kind) in [
+            OperationKind::PlayPrompt,
+            OperationKind::Record,
+            OperationKind::SubscribeToTone,
+            OperationKind::SendDtmfTones,
+            OperationKind::CancelMediaProcessing,
+            OperationKind::Mute,
+            OperationKind::Unmute,
+            OperationKind::UpdateRecordingStatus,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut op = Operation::new(format!("op-{i}"), kind, None);
+            op.completion_reason = Some([CompletionReason::StopToneDetected, CompletionReason::MediaOperationCanceled][i % 2]);
+            op.recording = (kind == OperationKind::Record).then(|| Recording { id: "rec-1".into(), duration_ms: 3_250 });
+            c.operations.push(op);
+        }
+        assert_eq!(decode(&encode(&c)).unwrap(), c);
+        for status in [RecordingStatus::Unknown, RecordingStatus::NotRecording, RecordingStatus::Failed] {
+            c.media.recording_status = Some(status);
+            assert_eq!(decode(&encode(&c)).unwrap(), c);
+        }
+        // An idle call writes no media at all: rows stay as they were.
+        assert!(!encode(&rich()).contains("\"media\""));
     }
 
     #[test]

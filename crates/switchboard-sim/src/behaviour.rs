@@ -1,5 +1,6 @@
 //! How a simulated party acts when called: answer after N ms (and maybe hang up N ms later, or take
-//! N ms over a consultative transfer), be busy, decline, or never answer.
+//! N ms over a consultative transfer), be busy, decline, or never answer. Once answered, a party can
+//! press keys when the bot's first prompt starts, and speak for N ms into a recording.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,16 @@ pub enum Behaviour {
         /// As a transferee: how long the party takes to act on a consultative transfer (default 100 ms).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         transfer_delay_ms: Option<u64>,
+        /// Keys (`0`–`9`, `*`, `#`, `A`–`D`) the party presses once, `press_after_ms` after the first
+        /// prompt or recording of the call starts (one every [`KEY_GAP_MS`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        press: Option<String>,
+        /// Default [`DEFAULT_PRESS_AFTER_MS`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        press_after_ms: Option<u64>,
+        /// How long the party speaks when a recording starts; silent without it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        speak_ms: Option<u64>,
     },
     Busy,
     Decline,
@@ -28,6 +39,13 @@ pub enum Behaviour {
 fn default_after_ms() -> u64 {
     200
 }
+
+/// How long after a prompt starts a party presses its keys, unless its behaviour says.
+pub const DEFAULT_PRESS_AFTER_MS: u64 = 500;
+/// The time between two keys a party presses.
+pub const KEY_GAP_MS: u64 = 100;
+/// The most keys a behaviour or one press may hold.
+pub const MAX_KEYS: usize = 32;
 
 /// A behaviour as written (TOML or JSON): the kind and every field any kind takes. `null` stands for
 /// the default; a field that is present, even as `null`, is refused on a kind that does not take it.
@@ -41,6 +59,12 @@ struct BehaviourFields {
     hang_up_after_ms: Option<Option<Millis>>,
     #[serde(default, deserialize_with = "present")]
     transfer_delay_ms: Option<Option<Millis>>,
+    #[serde(default, deserialize_with = "present_keys")]
+    press: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    press_after_ms: Option<Option<Millis>>,
+    #[serde(default, deserialize_with = "present")]
+    speak_ms: Option<Option<Millis>>,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +76,10 @@ enum BehaviourKind {
     NoAnswer,
 }
 
+fn present_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
 /// Tells a field given as `null` (`Some(None)`) from a missing one (`None`, through `default`).
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Millis>>, D::Error> {
     Option::<Millis>::deserialize(d).map(Some)
@@ -60,21 +88,30 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Milli
 impl BehaviourFields {
     fn into_behaviour(self) -> Result<Behaviour, String> {
         let ms = |f: Option<Option<Millis>>| f.flatten().map(|m| m.0);
-        let answer_fields =
-            [("after_ms", &self.after_ms), ("hang_up_after_ms", &self.hang_up_after_ms), ("transfer_delay_ms", &self.transfer_delay_ms)];
+        let answer_fields = [
+            ("after_ms", self.after_ms.is_some()),
+            ("hang_up_after_ms", self.hang_up_after_ms.is_some()),
+            ("transfer_delay_ms", self.transfer_delay_ms.is_some()),
+            ("press", self.press.is_some()),
+            ("press_after_ms", self.press_after_ms.is_some()),
+            ("speak_ms", self.speak_ms.is_some()),
+        ];
         let (kind, given) = match self.kind {
             BehaviourKind::Answer => {
                 return Ok(Behaviour::Answer {
                     after_ms: ms(self.after_ms).unwrap_or_else(default_after_ms),
                     hang_up_after_ms: ms(self.hang_up_after_ms),
                     transfer_delay_ms: ms(self.transfer_delay_ms),
+                    press: self.press.flatten(),
+                    press_after_ms: ms(self.press_after_ms),
+                    speak_ms: ms(self.speak_ms),
                 });
             }
             BehaviourKind::Busy => ("busy", Behaviour::Busy),
             BehaviourKind::Decline => ("decline", Behaviour::Decline),
             BehaviourKind::NoAnswer => ("no-answer", Behaviour::NoAnswer),
         };
-        match answer_fields.iter().find(|(_, v)| v.is_some()) {
+        match answer_fields.iter().find(|(_, given)| *given) {
             Some((name, _)) => Err(format!("unknown field `{name}`: a '{kind}' behaviour takes no field but `kind`")),
             None => Ok(given),
         }
@@ -125,13 +162,28 @@ impl serde::de::Visitor<'_> for MillisVisitor {
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Behaviour::Answer { after_ms: default_after_ms(), hang_up_after_ms: None, transfer_delay_ms: None }
+        Behaviour::Answer {
+            after_ms: default_after_ms(),
+            hang_up_after_ms: None,
+            transfer_delay_ms: None,
+            press: None,
+            press_after_ms: None,
+            speak_ms: None,
+        }
     }
 }
 
 impl Behaviour {
     pub fn validate(&self) -> Result<(), String> {
-        if let Behaviour::Answer { after_ms, hang_up_after_ms, transfer_delay_ms } = self {
+        if let Behaviour::Answer { after_ms, hang_up_after_ms, transfer_delay_ms, press, press_after_ms, speak_ms } = self {
+            for (name, value) in [("press_after_ms", press_after_ms), ("speak_ms", speak_ms)] {
+                if let Some(v) = value.filter(|v| *v > MAX_BEHAVIOUR_MS) {
+                    return Err(format!("{name} is {v}, at most {MAX_BEHAVIOUR_MS} is allowed"));
+                }
+            }
+            if let Some(keys) = press {
+                check_keys(keys)?;
+            }
             if let Some(d) = transfer_delay_ms.filter(|d| *d > MAX_BEHAVIOUR_MS) {
                 return Err(format!("transfer_delay_ms is {d}, at most {MAX_BEHAVIOUR_MS} is allowed"));
             }
@@ -143,6 +195,17 @@ impl Behaviour {
             }
         }
         Ok(())
+    }
+}
+
+/// Checks keys as a party presses them: 1 to [`MAX_KEYS`] of `0`–`9`, `*`, `#`, `A`–`D`.
+pub fn check_keys(keys: &str) -> Result<(), String> {
+    if keys.is_empty() || keys.chars().count() > MAX_KEYS {
+        return Err(format!("keys must be 1 to {MAX_KEYS} of 0-9, *, #, A-D; got {} characters", keys.chars().count()));
+    }
+    match keys.chars().find(|c| !matches!(c, '0'..='9' | '*' | '#' | 'A'..='D' | 'a'..='d')) {
+        Some(c) => Err(format!("keys may be 0-9, *, #, A-D; '{}' is not a key", c.escape_default())),
+        None => Ok(()),
     }
 }
 

@@ -19,8 +19,11 @@ use switchboard_engine::directory::Directory;
 use switchboard_engine::network::{Network, NetworkEvent, NetworkEvents};
 
 pub mod behaviour;
+mod media;
+pub mod wav;
 
 pub use behaviour::{Behaviour, Behaviours, MAX_BEHAVIOUR_MS};
+pub use media::{BEEP_MS, Heard, PROMPT_MS, PressError, TONE_MS};
 
 /// How long a busy or declining party takes to say so.
 const REFUSAL_DELAY_MS: u64 = 50;
@@ -79,6 +82,18 @@ pub struct Leg {
     pub party: Party,
     pub state: LegState,
     pub peer: Peer,
+    /// Prompts the party heard, in order, and for how long.
+    pub heard: Vec<media::Heard>,
+    /// Keys the party pressed.
+    pub pressed: String,
+    /// DTMF tones the bot sent the party.
+    pub received: String,
+}
+
+impl Leg {
+    fn new(id: String, party: Party, state: LegState, peer: Peer) -> Leg {
+        Leg { id, party, state, peer, heard: Vec::new(), pressed: String::new(), received: String::new() }
+    }
 }
 
 #[derive(Default)]
@@ -102,6 +117,10 @@ struct World {
     known_calls: Recent,
     /// Group calls by the bot call that placed them.
     groups: HashMap<String, Group>,
+    /// The prompt or recording playing in each bot call.
+    media: HashMap<String, media::Playing>,
+    /// Bot calls whose parties have pressed their behaviour's keys (they do so once).
+    pressed: HashSet<String>,
 }
 
 /// The latest ids noted, up to [`KNOWN_CALLS_MAX`]: enough to answer about what just ended, bounded
@@ -203,7 +222,7 @@ impl World {
     /// The remote leg `id` of the bot call `call_id`.
     fn bot_leg(&mut self, id: &str, call_id: &str, party: Party, state: LegState, app_id: &str) {
         let peer = Peer::Bot { call_id: call_id.to_owned(), app_id: app_id.to_owned() };
-        self.legs.insert(id.to_owned(), Leg { id: id.to_owned(), party, state, peer });
+        self.legs.insert(id.to_owned(), Leg::new(id.to_owned(), party, state, peer));
         self.by_call.insert(call_id.to_owned(), id.to_owned());
         self.remember_call(call_id);
     }
@@ -309,6 +328,7 @@ pub struct Sim {
     next_leg: AtomicU64,
     external: std::sync::OnceLock<ExternalEvents>,
     admission: std::sync::OnceLock<switchboard_engine::network::Admission>,
+    recordings: std::sync::OnceLock<Arc<switchboard_engine::recordings::Recordings>>,
 }
 
 impl Sim {
@@ -323,12 +343,18 @@ impl Sim {
             next_leg: AtomicU64::new(1),
             external: std::sync::OnceLock::new(),
             admission: std::sync::OnceLock::new(),
+            recordings: std::sync::OnceLock::new(),
         })
     }
 
     /// Who says whether an app may be offered one more call (set once, at start).
     pub fn set_admission(&self, admission: switchboard_engine::network::Admission) {
         let _ = self.admission.set(admission);
+    }
+
+    /// Where finished recordings go (set once, at start); without it recordings have no audio.
+    pub fn set_recordings(&self, recordings: Arc<switchboard_engine::recordings::Recordings>) {
+        let _ = self.recordings.set(recordings);
     }
 
     /// Runs `f` on the sim `after_ms` from now, on the sim's clock.
@@ -402,6 +428,8 @@ impl Sim {
     pub fn release(&self, call_id: &str) {
         let mut w = self.world();
         let _ = w.stop_transfer(call_id);
+        w.media.remove(call_id);
+        w.pressed.remove(call_id);
         if let Some(leg) = w.by_call.remove(call_id) {
             w.legs.remove(&leg);
         }
@@ -459,7 +487,7 @@ impl Sim {
         let Some(behaviour) = self.behaviour(target) else { return false };
         let leg = self.new_leg_id();
         let peer = Peer::External { network: network.to_owned(), id: id.to_owned() };
-        self.world().legs.insert(leg.clone(), Leg { id: leg.clone(), party: target.clone(), state: LegState::Ringing, peer });
+        self.world().legs.insert(leg.clone(), Leg::new(leg.clone(), target.clone(), LegState::Ringing, peer));
         self.play(leg, behaviour);
         true
     }
@@ -712,7 +740,7 @@ impl Sim {
         let id = self.new_leg_id();
         let peer = Peer::Group { call_id: call_id.to_owned(), participant_id: member.participant_id.clone() };
         let mut w = self.world();
-        w.legs.insert(id.clone(), Leg { id: id.clone(), party: member.party.clone(), state, peer });
+        w.legs.insert(id.clone(), Leg::new(id.clone(), member.party.clone(), state, peer));
         w.groups.entry(call_id.to_owned()).or_default().members.insert(member.participant_id.clone(), id.clone());
         id
     }
@@ -832,7 +860,7 @@ impl Sim {
                 return self.transfer_failed(call_id, id, Failure::Unreachable);
             };
             let peer = Peer::Transfer { call_id: call_id.to_owned(), transferee_leg, transfer_id: id.to_owned() };
-            w.legs.insert(leg.clone(), Leg { id: leg.clone(), party: target.clone(), state: LegState::Ringing, peer });
+            w.legs.insert(leg.clone(), Leg::new(leg.clone(), target.clone(), LegState::Ringing, peer));
             w.transfers.insert(call_id.to_owned(), (id.to_owned(), Ringing::Leg(leg.clone())));
         }
         self.play(leg, behaviour);
@@ -987,7 +1015,7 @@ impl Network for SimNetwork {
                 caller.state = LegState::Ringing;
                 let mut w = sim.world();
                 let peer = Peer::Leg { leg_id: caller.id.clone() };
-                w.legs.insert(target_id.clone(), Leg { id: target_id.clone(), party: target, state: LegState::Ringing, peer });
+                w.legs.insert(target_id.clone(), Leg::new(target_id.clone(), target, LegState::Ringing, peer));
                 w.legs.insert(caller.id.clone(), caller);
                 drop(w);
                 sim.play(target_id, behaviour);
@@ -1002,6 +1030,11 @@ impl Network for SimNetwork {
             }
             NetCommand::CancelTransfer { transfer_id } => sim.cancel_transfer(&call.id, transfer_id),
             NetCommand::DropMember { participant_id } => sim.drop_member(&call.id, participant_id),
+            NetCommand::PlayMedia { job } => sim.play_media(&call.id, job),
+            NetCommand::StopMedia { operation_id } => sim.stop_media(&call.id, operation_id),
+            NetCommand::SendTones { operation_id, tones, delay_between_ms } => {
+                sim.send_tones(&call.id, operation_id, tones, *delay_between_ms)
+            }
         }
     }
 
@@ -1032,6 +1065,10 @@ impl Network for SimNetwork {
                 // An answered incoming call whose connection was in progress completes it.
                 sim.send(&call.id, NetEvent::Connected);
             }
+        }
+        // The prompt or recording that was playing starts over.
+        if let Some(job) = call.media.queue.first() {
+            sim.play_media(&call.id, job);
         }
         // A transfer in progress starts over: the target rings again, or the takeover is tried again.
         // One whose deadline had passed is answered: nothing of it survived the restart, so it failed.

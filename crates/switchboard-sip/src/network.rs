@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use switchboard_core::call::{Call, Failure, IncomingCall, NetCommand, NetEvent};
+use switchboard_core::media::{CompletionReason, MediaAction};
 use switchboard_core::party::Party;
 use switchboard_engine::directory::Directory;
 use switchboard_engine::network::{Network, NetworkEvent, NetworkEvents};
@@ -467,6 +468,22 @@ impl Network for SipNetwork {
                 }
             }
             NetCommand::Place | NetCommand::DropMember { .. } => {}
+            // Prompts, recordings and DTMF over RTP are not served yet: the operation fails at once,
+            // with a reason the bot can act on, rather than hang.
+            NetCommand::PlayMedia { job } => {
+                tracing::warn!(call_id = id, operation_id = job.operation_id, "media operations over SIP are not served yet; it fails");
+                let reason = match job.action {
+                    MediaAction::Play { .. } => CompletionReason::PlayPromptFailed,
+                    MediaAction::Record(_) => CompletionReason::UnspecifiedError,
+                };
+                self.events.call(id, NetEvent::MediaCompleted { operation_id: job.operation_id.clone(), reason, recording: None });
+            }
+            NetCommand::SendTones { operation_id, .. } => {
+                tracing::warn!(call_id = id, operation_id, "DTMF over SIP is not served yet; it fails");
+                let reason = CompletionReason::UnspecifiedError;
+                self.events.call(id, NetEvent::MediaCompleted { operation_id: operation_id.clone(), reason, recording: None });
+            }
+            NetCommand::StopMedia { .. } => {}
         }
     }
 

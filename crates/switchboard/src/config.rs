@@ -1251,7 +1251,14 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
         let with_user = Config::from_toml(&cfg("", USER), "u").expect("valid");
         assert_eq!(
             with_user.sim.behaviours.get("EEEEEEEE-0000-4000-8000-000000000001"),
-            Some(&Behaviour::Answer { after_ms: 200, hang_up_after_ms: None, transfer_delay_ms: None })
+            Some(&Behaviour::Answer {
+                after_ms: 200,
+                hang_up_after_ms: None,
+                transfer_delay_ms: None,
+                press: None,
+                press_after_ms: None,
+                speak_ms: None
+            })
         );
     }
 
@@ -1291,11 +1298,28 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
             toml::from_str::<FileUser>("id='x'\ndisplay_name='y'\ntenant_id='z'\nbehaviour={kind='answer',hang_up_after_ms=5}")
                 .expect("parses")
                 .behaviour;
-        assert_eq!(b, Behaviour::Answer { after_ms: 200, hang_up_after_ms: Some(5), transfer_delay_ms: None });
         assert_eq!(
-            Behaviour::Answer { after_ms: 0, hang_up_after_ms: Some(3_600_001), transfer_delay_ms: None }
-                .validate()
-                .map_err(|e| e.contains("hang_up_after_ms")),
+            b,
+            Behaviour::Answer {
+                after_ms: 200,
+                hang_up_after_ms: Some(5),
+                transfer_delay_ms: None,
+                press: None,
+                press_after_ms: None,
+                speak_ms: None
+            }
+        );
+        assert_eq!(
+            Behaviour::Answer {
+                after_ms: 0,
+                hang_up_after_ms: Some(3_600_001),
+                transfer_delay_ms: None,
+                press: None,
+                press_after_ms: None,
+                speak_ms: None
+            }
+            .validate()
+            .map_err(|e| e.contains("hang_up_after_ms")),
             Err(true)
         );
         assert_eq!(Behaviour::NoAnswer.validate(), Ok(()));
@@ -1329,10 +1353,27 @@ mod behaviour_parsing {
     #[test]
     fn whole_floats_and_nulls_are_read_as_written() {
         let b = parse(json!({"kind": "answer", "after_ms": 200.0, "hang_up_after_ms": 1e3, "transfer_delay_ms": null}));
-        assert_eq!(b, Ok(Behaviour::Answer { after_ms: 200, hang_up_after_ms: Some(1000), transfer_delay_ms: None }));
+        assert_eq!(
+            b,
+            Ok(Behaviour::Answer {
+                after_ms: 200,
+                hang_up_after_ms: Some(1000),
+                transfer_delay_ms: None,
+                press: None,
+                press_after_ms: None,
+                speak_ms: None
+            })
+        );
         assert_eq!(
             parse(json!({"kind": "answer", "after_ms": null})),
-            Ok(Behaviour::Answer { after_ms: 200, hang_up_after_ms: None, transfer_delay_ms: None })
+            Ok(Behaviour::Answer {
+                after_ms: 200,
+                hang_up_after_ms: None,
+                transfer_delay_ms: None,
+                press: None,
+                press_after_ms: None,
+                speak_ms: None
+            })
         );
         for bad in [json!(1.5), json!(-1), json!(-1.0), json!("5")] {
             assert!(parse(json!({"kind": "answer", "after_ms": bad})).is_err(), "{bad}");

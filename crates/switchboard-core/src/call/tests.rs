@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::media::{RecordSettings, Tone};
 
 fn heidi() -> Party {
     Party::User { id: "heidi".into(), display_name: "Heidi Steen".into(), tenant_id: "t".into() }
@@ -69,6 +70,9 @@ fn incoming(now: Millis) -> (Call, Vec<Effect>) {
 fn notes(fx: &[Effect]) -> Vec<String> {
     fx.iter()
         .filter_map(|e| match e {
+            // An operation's own notification names the operation, not the call's state.
+            Effect::Notify(n) if n.on_operation => n.operation.as_ref().map(|o| format!("op:{}:{:?}", o.id, o.status).to_lowercase()),
+            Effect::Notify(n) if n.tone.is_some() => n.tone.as_ref().map(|t| format!("tone:{}:{}", t.sequence_id, t.tone.as_str())),
             Effect::Notify(n) => Some(format!("{:?}:{}", n.change, n.state.as_str()).to_lowercase()),
             _ => None,
         })
@@ -465,7 +469,36 @@ fn any_input() -> impl Strategy<Value = Input> {
         Just(left("m2", Some(Failure::Busy))),
         Just(group_transfer("m1")),
         Just(group_transfer("m2")),
+        // Media actions (ids filled in by the test) and the network's media events.
+        Just(media(MediaRequest::Play { prompts: vec!["https://p/1.wav".into()], looped: false })),
+        Just(media(MediaRequest::Record(record_settings()))),
+        Just(media(MediaRequest::SendDtmfTones { tones: vec![Tone::Tone1], delay_between_ms: 0 })),
+        Just(media(MediaRequest::SubscribeToTone)),
+        Just(media(MediaRequest::CancelMediaProcessing)),
+        Just(media(MediaRequest::Mute)),
+        prop::sample::select(vec!["head", "other"]).prop_map(|t| Input::Net(NetEvent::MediaCompleted {
+            operation_id: t.into(),
+            reason: CompletionReason::CompletedSuccessfully,
+            recording: None
+        })),
+        Just(Input::Net(NetEvent::ToneReceived { tone: Tone::Pound })),
     ]
+}
+
+fn media(request: MediaRequest) -> Input {
+    Input::Media { operation_id: "media".into(), client_context: None, request }
+}
+
+fn record_settings() -> RecordSettings {
+    RecordSettings {
+        prompts: vec![],
+        barge_in: true,
+        initial_silence_ms: 5_000,
+        max_silence_ms: 5_000,
+        max_duration_ms: 60_000,
+        beep: true,
+        stop_tones: vec![Tone::Pound],
+    }
 }
 
 proptest! {
@@ -485,6 +518,9 @@ proptest! {
         let (mut started, mut outcomes) = (0usize, 0usize);
         // Transfer ids: each transfer gets a new one; events name the current or an earlier one.
         let mut ids: Vec<String> = Vec::new();
+        // Media operations begun (running once taken), and their ends reported.
+        let (mut media_started, mut media_ended) = (0usize, 0usize);
+        let mut media_ids = 0usize;
         for (mut input, dt) in steps {
             now += dt;
             let before = call.clone();
@@ -498,8 +534,19 @@ proptest! {
             match &mut input {
                 Input::Transfer { operation_id, .. } => *operation_id = format!("op{}", ids.len()),
                 Input::Net(NetEvent::TransferAccepted { transfer_id } | NetEvent::TransferCompleted { transfer_id } | NetEvent::TransferFailed { transfer_id, .. }) => real(transfer_id),
+                Input::Media { operation_id, .. } => {
+                    media_ids += 1;
+                    *operation_id = format!("m{media_ids}");
+                }
+                Input::Net(NetEvent::MediaCompleted { operation_id, .. }) => {
+                    *operation_id = match operation_id.as_str() {
+                        "head" => before.media.queue.first().map(|j| j.operation_id.clone()).unwrap_or_default(),
+                        _ => before.operations.iter().rev().find(|o| o.kind == OperationKind::SendDtmfTones).map(|o| o.id.clone()).unwrap_or_default(),
+                    }
+                }
                 _ => {}
             }
+            let media_id = match &input { Input::Media { operation_id, .. } => Some(operation_id.clone()), _ => None };
             if let Input::Transfer { operation_id, .. } = &input {
                 ids.push(operation_id.clone());
             }
@@ -514,8 +561,32 @@ proptest! {
                     started += usize::from(is_transfer);
                     let reported = fx
                         .iter()
-                        .filter(|e| matches!(e, Effect::Notify(n) if n.operation.as_ref().is_some_and(|o| o.status != OperationStatus::Running)))
+                        .filter(|e| matches!(e, Effect::Notify(n) if n.operation.as_ref().is_some_and(|o| o.status != OperationStatus::Running && o.kind == OperationKind::Transfer)))
                         .count();
+                    // A media operation ends exactly once: one notification on it (never a running
+                    // one), or none for one that completed in its response.
+                    let media_reported: Vec<&Operation> = fx
+                        .iter()
+                        .filter_map(|e| match e { Effect::Notify(n) if n.on_operation => n.operation.as_ref(), _ => None })
+                        .collect();
+                    for op in &media_reported {
+                        prop_assert!(op.status != OperationStatus::Running && op.kind != OperationKind::Transfer, "{op:?}");
+                        let was = before.operations.iter().chain(call.operations.iter()).find(|o| o.id == op.id);
+                        prop_assert!(was.is_some(), "an unknown operation ended: {op:?}");
+                        prop_assert!(before.operations.iter().any(|o| o.id == op.id && o.status == OperationStatus::Running) || media_id.as_deref() == Some(op.id.as_str()), "an operation ended twice: {op:?}");
+                    }
+                    media_ended += media_reported.len();
+                    if let Some(id) = &media_id
+                        && (call.operations.iter().any(|o| &o.id == id && o.status == OperationStatus::Running) || media_reported.iter().any(|o| &o.id == id)) {
+                            media_started += 1;
+                        }
+                    // Exactly the queue's head is being played; nothing plays once the call has ended.
+                    let queued_running = call.media.queue.iter().all(|j| call.operations.iter().any(|o| o.id == j.operation_id && o.status == OperationStatus::Running));
+                    prop_assert!(queued_running, "a queued job whose operation is over: {:?} {:?}", call.media.queue, call.operations);
+                    if call.is_terminated() {
+                        prop_assert!(call.media.queue.is_empty());
+                        prop_assert!(call.operations.iter().all(|o| o.status != OperationStatus::Running), "{:?}", call.operations);
+                    }
                     prop_assert!(reported <= 1, "two transfer outcomes in one step: {fx:?}");
                     // Only the network's word ends a transfer: not its deadline (which asks the network
                     // to stop it), not an event of another transfer.
@@ -527,7 +598,7 @@ proptest! {
                     if before.state == CallState::Transferring && call.is_terminated() && reported == 0 {
                         outcomes += 1;
                     }
-                    let running = call.operations.iter().filter(|o| o.status == OperationStatus::Running).count();
+                    let running = call.operations.iter().filter(|o| o.status == OperationStatus::Running && o.kind == OperationKind::Transfer).count();
                     prop_assert_eq!(running, usize::from(call.state == CallState::Transferring), "operations {:?} in state {:?}", call.operations, call.state);
                     if before.is_terminated() {
                         prop_assert!(fx.is_empty(), "effects after termination: {fx:?}");
@@ -548,6 +619,8 @@ proptest! {
             }
         }
         prop_assert_eq!(started, outcomes + usize::from(call.state == CallState::Transferring), "{:?}", transcript);
+        let media_running = call.operations.iter().filter(|o| o.status == OperationStatus::Running && o.kind != OperationKind::Transfer).count();
+        prop_assert_eq!(media_started, media_ended + media_running, "{:?}", transcript);
         // One final outcome: at most one deleted notification, and it is the last one.
         let deleted = transcript.iter().filter(|n| n.starts_with("deleted")).count();
         prop_assert!(deleted <= 1, "{transcript:?}");
@@ -556,4 +629,118 @@ proptest! {
             prop_assert!(transcript.last().is_some_and(|n| n.starts_with("deleted")));
         }
     }
+}
+
+fn play(id: &str) -> Input {
+    Input::Media {
+        operation_id: id.into(),
+        client_context: Some(format!("ctx-{id}")),
+        request: MediaRequest::Play { prompts: vec![format!("https://p/{id}.wav")], looped: false },
+    }
+}
+
+fn op<'a>(call: &'a Call, id: &str) -> &'a Operation {
+    call.operations.iter().find(|o| o.id == id).expect("operation")
+}
+
+fn plays(fx: &[Effect]) -> Vec<String> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Net(NetCommand::PlayMedia { job }) => Some(format!("play:{}", job.operation_id)),
+            Effect::Net(NetCommand::StopMedia { operation_id }) => Some(format!("stop:{operation_id}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn prompts_queue_and_tones_are_numbered() {
+    let mut call = established();
+    let fx = call.handle(play("m1"), 10).unwrap();
+    assert_eq!((notes(&fx), plays(&fx)), (vec![], vec!["play:m1".to_owned()]));
+    assert_eq!(op(&call, "m1").status, OperationStatus::Running);
+    assert_eq!(op(&call, "m1").kind, OperationKind::PlayPrompt);
+    // The second waits for the first.
+    let fx = call.handle(play("m2"), 20).unwrap();
+    assert!(fx.is_empty(), "{fx:?}");
+    let done = |id: &str| {
+        Input::Net(NetEvent::MediaCompleted { operation_id: id.into(), reason: CompletionReason::CompletedSuccessfully, recording: None })
+    };
+    // A completion of the one waiting is not believed.
+    assert!(call.handle(done("m2"), 25).unwrap().is_empty());
+    let fx = call.handle(done("m1"), 30).unwrap();
+    assert_eq!((notes(&fx), plays(&fx)), (vec!["op:m1:completed".to_owned()], vec!["play:m2".to_owned()]));
+    assert_eq!(op(&call, "m1").completion_reason, Some(CompletionReason::CompletedSuccessfully));
+    assert_eq!(op(&call, "m1").result_info.as_ref().map(|r| r.code), Some(200));
+    // A repeat of it changes nothing.
+    assert!(call.handle(done("m1"), 31).unwrap().is_empty());
+
+    // Keys before the subscription are not reported; after it, numbered from 1.
+    let key = |t| Input::Net(NetEvent::ToneReceived { tone: t });
+    assert!(call.handle(key(Tone::Tone5), 40).unwrap().is_empty());
+    let sub = Input::Media { operation_id: "s".into(), client_context: None, request: MediaRequest::SubscribeToTone };
+    assert!(call.handle(sub, 41).unwrap().is_empty());
+    assert_eq!(op(&call, "s").status, OperationStatus::Completed, "completed in its response: no notification follows");
+    assert_eq!(notes(&call.handle(key(Tone::Tone1), 50).unwrap()), ["tone:1:tone1"]);
+    assert_eq!(notes(&call.handle(key(Tone::Pound), 60).unwrap()), ["tone:2:pound"]);
+
+    // Cancelling stops the one playing and reports it; the tone subscription stays.
+    let cancel = Input::Media { operation_id: "c".into(), client_context: None, request: MediaRequest::CancelMediaProcessing };
+    let fx = call.handle(cancel, 70).unwrap();
+    assert_eq!((notes(&fx), plays(&fx)), (vec!["op:m2:failed".to_owned()], vec!["stop:m2".to_owned()]));
+    let m2 = op(&call, "m2");
+    assert_eq!(
+        (m2.completion_reason, m2.result_info.as_ref().map(|r| (r.code, r.subcode))),
+        (Some(CompletionReason::MediaOperationCanceled), Some((400, 8508)))
+    );
+    assert_eq!(op(&call, "c").status, OperationStatus::Completed);
+    assert!(call.media.queue.is_empty());
+    assert_eq!(notes(&call.handle(key(Tone::Star), 80).unwrap()), ["tone:3:star"]);
+}
+
+#[test]
+fn a_hang_up_mid_prompt_ends_the_prompt_once_then_the_call() {
+    let mut call = established();
+    call.handle(play("m1"), 10).unwrap();
+    call.handle(play("m2"), 11).unwrap();
+    let fx = call.handle(Input::Net(NetEvent::RemoteHangUp), 20).unwrap();
+    assert_eq!(notes(&fx), ["op:m1:failed", "op:m2:failed", "deleted:terminated"]);
+    assert_eq!(op(&call, "m1").result_info.as_ref().map(|r| r.subcode), Some(4521), "fails with the call's reason");
+    // The network's late word on it changes nothing.
+    let late = Input::Net(NetEvent::MediaCompleted {
+        operation_id: "m1".into(),
+        reason: CompletionReason::CompletedSuccessfully,
+        recording: None,
+    });
+    assert!(call.handle(late, 30).unwrap().is_empty());
+}
+
+#[test]
+fn media_actions_are_refused_outside_an_established_call_and_beyond_the_queue() {
+    let (mut call, _) = incoming(0);
+    let err = call.handle(play("m1"), 1).unwrap_err();
+    assert_eq!(err.to_string(), "cannot play a prompt to a call in state 'incoming'; play a prompt to needs state 'established'");
+    let mut call = established();
+    for i in 0..crate::media::MEDIA_QUEUE_MAX {
+        call.handle(play(&format!("m{i}")), 10).unwrap();
+    }
+    let before = call.clone();
+    assert_eq!(call.handle(play("one-too-many"), 11), Err(Refusal::MediaQueueFull));
+    assert_eq!(call, before);
+    // Running operations are never forgotten, however many there are.
+    assert_eq!(call.operations.iter().filter(|o| o.status == OperationStatus::Running).count(), crate::media::MEDIA_QUEUE_MAX);
+}
+
+#[test]
+fn mute_is_a_roster_change_completed_at_once() {
+    let mut call = established();
+    let mute = |id: &str, request| Input::Media { operation_id: id.into(), client_context: None, request };
+    let fx = call.handle(mute("a", MediaRequest::Mute), 10).unwrap();
+    assert!(matches!(fx.as_slice(), [Effect::Notify(n)] if n.roster));
+    assert!(call.media.muted);
+    // Muting a muted bot changes nothing to tell.
+    assert!(call.handle(mute("b", MediaRequest::Mute), 11).unwrap().is_empty());
+    assert_eq!(op(&call, "b").status, OperationStatus::Completed);
+    call.handle(mute("c", MediaRequest::Unmute), 12).unwrap();
+    assert!(!call.media.muted);
 }

@@ -3,6 +3,7 @@
 //! order, with what it causes settled, before `advance` returns. Each run is the same run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod media;
 mod model;
 
 use std::sync::{Arc, Mutex};
@@ -33,7 +34,7 @@ struct Facts {
 impl Render for Facts {
     fn render(&self, call: &switchboard_core::call::Call, notes: &[&Notification], _: u64) -> Vec<NewNotification> {
         for op in notes.iter().filter_map(|n| n.operation.as_ref()) {
-            if op.status != switchboard_core::call::OperationStatus::Running {
+            if op.status != switchboard_core::call::OperationStatus::Running && op.kind.is_transfer() {
                 self.outcomes.lock().unwrap().push(op.id.clone());
             }
         }
@@ -42,6 +43,15 @@ impl Render for Facts {
             .map(|n| {
                 let result = n.result_info.as_ref().map(|r| format!("{}/{}", r.code, r.subcode));
                 let mut body = json!({"call": call.id, "change": n.change, "state": n.state, "result": result});
+                // A media operation's end, and a key pressed.
+                if let Some(op) = n.operation.as_ref().filter(|_| n.on_operation) {
+                    let reason = op.completion_reason.map(|r| r.as_str());
+                    body = json!({"call": call.id, "op": op.id, "status": op.status, "reason": reason, "result": result.clone()
+                        .or(op.result_info.as_ref().map(|r| format!("{}/{}", r.code, r.subcode))), "recordedMs": op.recording.as_ref().map(|r| r.duration_ms)});
+                }
+                if let Some(t) = &n.tone {
+                    body["tone"] = json!(format!("{}:{}", t.sequence_id, t.tone.as_str()));
+                }
                 if let Some(media) = n.media_state {
                     body["media"] = json!(media);
                 }
@@ -98,9 +108,29 @@ fn world() -> World {
         numbers: vec![],
     };
     let mut behaviours = Behaviours::default();
-    behaviours.insert("heidi", Behaviour::Answer { after_ms: 200, hang_up_after_ms: None, transfer_delay_ms: None });
+    behaviours.insert(
+        "heidi",
+        Behaviour::Answer {
+            after_ms: 200,
+            hang_up_after_ms: None,
+            transfer_delay_ms: None,
+            press: None,
+            press_after_ms: None,
+            speak_ms: None,
+        },
+    );
     behaviours.insert("sam", Behaviour::NoAnswer);
-    behaviours.insert("dana", Behaviour::Answer { after_ms: 300, hang_up_after_ms: None, transfer_delay_ms: None });
+    behaviours.insert(
+        "dana",
+        Behaviour::Answer {
+            after_ms: 300,
+            hang_up_after_ms: None,
+            transfer_delay_ms: None,
+            press: None,
+            press_after_ms: None,
+            speak_ms: None,
+        },
+    );
     let clock = Clock::virtual_at(START);
     let delivered = Arc::new(Delivered::default());
     let outcomes = Arc::new(Mutex::new(Vec::new()));
@@ -377,7 +407,17 @@ fn answer() -> Input {
 #[tokio::test]
 async fn a_takeover_after_the_deadline_is_stopped_and_moves_nothing() {
     let w = world();
-    w.behave("alex", Behaviour::Answer { after_ms: 200, hang_up_after_ms: None, transfer_delay_ms: Some(1_500) });
+    w.behave(
+        "alex",
+        Behaviour::Answer {
+            after_ms: 200,
+            hang_up_after_ms: None,
+            transfer_delay_ms: Some(1_500),
+            press: None,
+            press_after_ms: None,
+            speak_ms: None,
+        },
+    );
     w.answered("a", "alex").await;
     w.placed("b", "heidi").await;
     w.transfer_to("a", user("heidi"), Some("b"), 1_000).await;
@@ -467,7 +507,17 @@ async fn a_call_id_is_claimed_once_and_a_refused_claim_touches_nothing() {
 #[tokio::test]
 async fn a_takeover_racing_the_consultation_calls_own_transfer_moves_the_party_once() {
     let w = world();
-    w.behave("alex", Behaviour::Answer { after_ms: 200, hang_up_after_ms: None, transfer_delay_ms: Some(200) });
+    w.behave(
+        "alex",
+        Behaviour::Answer {
+            after_ms: 200,
+            hang_up_after_ms: None,
+            transfer_delay_ms: Some(200),
+            press: None,
+            press_after_ms: None,
+            speak_ms: None,
+        },
+    );
     w.answered("a", "alex").await;
     w.placed("b", "heidi").await;
     w.transfer_to("a", user("heidi"), Some("b"), 60_000).await;

@@ -93,9 +93,17 @@ async fn story(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     let _ = w.engine.apply(&call.id, input).await;
                 }
             }
-            Step::AlexDelay(ms) => {
-                w.behave("alex", Behaviour::Answer { after_ms: 200, hang_up_after_ms: None, transfer_delay_ms: Some(ms) })
-            }
+            Step::AlexDelay(ms) => w.behave(
+                "alex",
+                Behaviour::Answer {
+                    after_ms: 200,
+                    hang_up_after_ms: None,
+                    transfer_delay_ms: Some(ms),
+                    press: None,
+                    press_after_ms: None,
+                    speak_ms: None,
+                },
+            ),
             Step::Advance(ms) => w.advance(ms).await,
         }
         w.advance(0).await;
