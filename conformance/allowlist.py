@@ -25,6 +25,10 @@ _MODERN = {
 _V1_ONLY = {
     ("invitationParticipantInfo", "endpointType"): "undeclared in v1.0 (declared in beta); the v1.0 seed "
     "page's transfer requests send it and invitationParticipantInfo is open",
+    ("recordOperation", "completionReason"): "undeclared in v1.0 (declared in beta); Graph's v1.0 "
+    "cancelMediaProcessing page shows a cancelled recordOperation notification carrying it (the type is open)",
+    ("playPromptOperation", "completionReason"): "undeclared in v1.0 (declared in beta, playPromptCompletionReason); "
+    "sent as for recordOperation, so a bot learns why a prompt stopped",
 }
 
 _2018 = {
@@ -39,9 +43,14 @@ UNDECLARED = {
 }
 
 _OPERATION_STATUS = {
-    ("commsOperation", "status"): "CSDL enum members are PascalCase (Running); Graph's docs and "
-    "notifications use camelCase (running); the SDKs' parser capitalises the first letter, so both parse",
-}
+    (t, "status"): "CSDL enum members are PascalCase (Running); Graph's docs and notifications use camelCase "
+    "(running); the SDKs' parser capitalises the first letter, so both parse"
+    for t in (
+        "commsOperation", "playPromptOperation", "recordOperation", "subscribeToToneOperation", "sendDtmfTonesOperation",
+        "cancelMediaProcessingOperation", "muteParticipantOperation", "unmuteParticipantOperation",
+        "updateRecordingStatusOperation",
+    )
+}  # fmt: skip
 
 VALUE_EXCEPTIONS = {
     "v1.0": dict(_OPERATION_STATUS),

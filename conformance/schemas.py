@@ -112,7 +112,17 @@ def check(version, dialect, schema_name, body, path="$", skip=()):
     return checker.errors
 
 
-RESOURCE_TYPES = {"#microsoft.graph.call": "microsoft.graph.call", "#microsoft.graph.commsOperation": "microsoft.graph.commsOperation"}
+# An operation's subtype (playPromptOperation, recordOperation, ...) is checked as what it declares,
+# through commsOperation's discriminator.
+OPERATION_TYPES = (
+    "commsOperation", "playPromptOperation", "recordOperation", "subscribeToToneOperation", "sendDtmfTonesOperation",
+    "cancelMediaProcessingOperation", "muteParticipantOperation", "unmuteParticipantOperation",
+    "updateRecordingStatusOperation",
+)  # fmt: skip
+RESOURCE_TYPES = {
+    "#microsoft.graph.call": "microsoft.graph.call",
+    **{f"#microsoft.graph.{t}": "microsoft.graph.commsOperation" for t in OPERATION_TYPES},
+}
 
 
 def check_notifications(version, dialect, body):
@@ -143,6 +153,11 @@ RESPONSE_SCHEMAS = [
     (re.compile(r"^(/communications|/app|/applications/\{app-id\})/calls/\{call-id\}$"), "microsoft.graph.call"),
     (re.compile(r".*/operations$"), "microsoft.graph.commsOperationCollectionResponse"),
     (re.compile(r".*/operations/\{op-id\}$"), "microsoft.graph.commsOperation"),
+    # The media actions answer with their operation.
+    (
+        re.compile(r".*/calls/\{call-id\}/(playPrompt|recordResponse|subscribeToTone|sendDtmfTones|cancelMediaProcessing|mute|unmute|updateRecordingStatus)$"),
+        "microsoft.graph.commsOperation",
+    ),
     (re.compile(r".*/participants$"), "microsoft.graph.participantCollectionResponse"),
     (re.compile(r".*/participants/\{participant-id\}$"), "microsoft.graph.participant"),
 ]

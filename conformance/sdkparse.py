@@ -101,7 +101,8 @@ def parse_notifications(version, body):
             models.append(roster)
             continue
         model = parse(ENTITY[version], data)
-        if type(model).__name__ not in ("Call", "CommsOperation"):
+        # A call, or an operation as its own subtype (playPromptOperation, recordOperation, ...).
+        if type(model).__name__ != "Call" and not type(model).__name__.endswith("Operation"):
             problems.append(f"$.value[{i}].resourceData: the SDK made a {type(model).__name__}")
         problems += lost(model, data, f"$.value[{i}].resourceData")
         models.append(model)

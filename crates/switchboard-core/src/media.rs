@@ -256,13 +256,15 @@ pub struct MediaJob {
     pub action: MediaAction,
 }
 
-/// A finished recording, as the network made it: where the adapter serves it from (`id`) and how long
-/// it is.
+/// A finished recording, as the network made it: where the adapter serves it from (`id`), how long it
+/// is, and the token that fetches it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Recording {
     pub id: String,
     pub duration_ms: u64,
+    /// The bearer token that fetches it (`recordingAccessToken`).
+    pub access_token: String,
 }
 
 /// The media state of a call.

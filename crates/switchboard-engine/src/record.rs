@@ -290,6 +290,8 @@ struct RecordingV1 {
     id: String,
     #[serde(rename = "durationMs")]
     duration_ms: u64,
+    #[serde(rename = "accessToken")]
+    access_token: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -571,7 +573,11 @@ impl From<&Operation> for OperationV1 {
             result_info: o.result_info.as_ref().map(ResultInfoV1::from),
             kind: o.kind.into(),
             completion_reason: o.completion_reason.map(Into::into),
-            recording: o.recording.as_ref().map(|r| RecordingV1 { id: r.id.clone(), duration_ms: r.duration_ms }),
+            recording: o.recording.as_ref().map(|r| RecordingV1 {
+                id: r.id.clone(),
+                duration_ms: r.duration_ms,
+                access_token: r.access_token.clone(),
+            }),
         }
     }
 }
@@ -585,7 +591,7 @@ impl From<OperationV1> for Operation {
             result_info: o.result_info.map(ResultInfo::from),
             kind: o.kind.into(),
             completion_reason: o.completion_reason.map(Into::into),
-            recording: o.recording.map(|r| Recording { id: r.id, duration_ms: r.duration_ms }),
+            recording: o.recording.map(|r| Recording { id: r.id, duration_ms: r.duration_ms, access_token: r.access_token }),
         }
     }
 }
@@ -943,7 +949,8 @@ mod tests {
         {
             let mut op = Operation::new(format!("op-{i}"), kind, None);
             op.completion_reason = Some([CompletionReason::StopToneDetected, CompletionReason::MediaOperationCanceled][i % 2]);
-            op.recording = (kind == OperationKind::Record).then(|| Recording { id: "rec-1".into(), duration_ms: 3_250 });
+            op.recording =
+                (kind == OperationKind::Record).then(|| Recording { id: "rec-1".into(), duration_ms: 3_250, access_token: "t0k3n".into() });
             c.operations.push(op);
         }
         assert_eq!(decode(&encode(&c)).unwrap(), c);

@@ -23,6 +23,8 @@ pub struct Stored {
     pub id: String,
     /// The call it was made in (its owner may fetch it).
     pub call_id: String,
+    /// The bearer token that fetches it.
+    pub access_token: String,
     pub wav: Arc<Vec<u8>>,
     pub made_at: Millis,
 }
@@ -68,7 +70,7 @@ mod tests {
     use super::*;
 
     fn rec(id: &str, bytes: usize, at: Millis) -> Stored {
-        Stored { id: id.into(), call_id: "c".into(), wav: Arc::new(vec![0; bytes]), made_at: at }
+        Stored { id: id.into(), call_id: "c".into(), access_token: "t".into(), wav: Arc::new(vec![0; bytes]), made_at: at }
     }
 
     #[test]

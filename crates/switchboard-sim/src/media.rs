@@ -252,15 +252,18 @@ impl Sim {
 
     /// Makes the recording's audio and keeps it where the bot fetches it.
     fn keep_recording(&self, call_id: &str, operation_id: &str, speech_ms: u64, total_ms: u64) -> Recording {
+        // 244 random bits: only the bot that is told may fetch it.
+        let access_token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
         if let Some(store) = self.recordings.get() {
             store.put(switchboard_engine::recordings::Stored {
                 id: operation_id.to_owned(),
+                access_token: access_token.clone(),
                 call_id: call_id.to_owned(),
                 wav: Arc::new(crate::wav::recording(speech_ms, total_ms)),
                 made_at: self.now(),
             });
         }
-        Recording { id: operation_id.to_owned(), duration_ms: total_ms }
+        Recording { id: operation_id.to_owned(), duration_ms: total_ms, access_token }
     }
 
     /// The operation is over: it stops playing and the engine hears how it ended.

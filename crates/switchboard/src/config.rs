@@ -967,7 +967,8 @@ tenant_id = "aaaaaaaa-0000-4000-8000-000000000001"
 phone = "+14255550107"
 
 # Users. behaviour kinds: "answer" (after_ms, default 200; optional hang_up_after_ms and
-# transfer_delay_ms), "busy", "decline", "no-answer". Default: answer after 200 ms.
+# transfer_delay_ms; for IVRs, press = "1#" with press_after_ms, default 500, after the call's first
+# prompt, and speak_ms into a recording), "busy", "decline", "no-answer". Default: answer after 200 ms.
 # sip: the user's SIP account (registers as sip:<username>@<sip domain> with Digest).
 [[users]]
 id = "550fae72-d251-43ec-868c-373732c2704f"

@@ -30,7 +30,8 @@ pub fn graph_bodies(data: &[u8]) {
         decode::action::redirect(data, &policy).err(),
         decode::transfer::transfer(data).err(),
     ];
-    for e in refusals.into_iter().flatten() {
+    let media = decode::media::ACTIONS.iter().map(|a| decode::media::media(a, data).err());
+    for e in refusals.into_iter().chain(media).flatten() {
         assert!(!e.problem.is_empty(), "a refusal without a reason: {e:?}");
         // A body that is not a JSON object is refused as a whole (field ""); anything else names one.
         let whole = serde_json::from_slice::<serde_json::Value>(data).map_or(true, |v| !v.is_object());

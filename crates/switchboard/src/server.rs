@@ -115,7 +115,7 @@ pub async fn start(
     let engine = Engine::new(engine::Parts {
         store: Arc::clone(&store),
         clock: clock.clone(),
-        render: Arc::new(GraphRender { directory: Arc::clone(&directory) }),
+        render: Arc::new(GraphRender { directory: Arc::clone(&directory), base_url: base_url.clone() }),
         outbox: Arc::clone(&notifier) as Arc<dyn engine::OutboxSink>,
         metrics: Arc::clone(&metrics),
     });
@@ -126,6 +126,9 @@ pub async fn start(
     };
     let (events, events_rx) = network::channel();
     let sim = Sim::new(Arc::clone(&directory), config.sim.behaviours.clone(), clock.clone(), events.clone());
+    // Recordings the sim makes (`recordResponse`), served at `/recordings/{id}`.
+    let recordings = switchboard_engine::recordings::Recordings::new();
+    sim.set_recordings(Arc::clone(&recordings));
     let (sip, sip_network, sip_tls) = match config.sip.listen {
         Some(listen) => {
             let (bound, domain, network) =
@@ -208,6 +211,7 @@ pub async fn start(
         callbacks,
         notification_key,
         rate_limits: Arc::default(),
+        recordings,
     };
     let cluster_address = cluster.as_ref().map(|c| c.address.clone());
     let app = api::router(state.clone());

@@ -291,7 +291,7 @@ async fn serve(req: Request<'_>, row: &Route) -> Result<Response, GraphError> {
         }
         "listOperations" => {
             let call = call()?;
-            let value: Vec<Value> = call.operations.iter().map(|op| render_operation(caller, &call, op)).collect();
+            let value: Vec<Value> = call.operations.iter().map(|op| render_operation(state, caller, &call, op)).collect();
             Ok(Json(with_context(json!({ "value": value }), state, version, "communications/calls/operations")).into_response())
         }
         "getOperation" => {
@@ -299,12 +299,20 @@ async fn serve(req: Request<'_>, row: &Route) -> Result<Response, GraphError> {
             let op = call.operations.iter().find(|o| o.id == op_id).ok_or_else(|| {
                 GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Operation '{op_id}' does not exist on call '{}'.", tail[0]))
             })?;
-            Ok(Json(with_context(render_operation(caller, &call, op), state, version, "communications/calls/operations/$entity"))
+            Ok(Json(with_context(render_operation(state, caller, &call, op), state, version, "communications/calls/operations/$entity"))
                 .into_response())
         }
         "answerCall" | "rejectCall" | "redirectCall" | "keepAliveCall" | "transferCall" => {
             call_action(state, caller, &call()?, &action_name(tail[1]), headers, body).await
         }
+        "playPrompt"
+        | "recordResponse"
+        | "subscribeToTone"
+        | "sendDtmfTones"
+        | "cancelMediaProcessing"
+        | "muteCall"
+        | "unmuteCall"
+        | "updateRecordingStatus" => media_action(state, version, &call()?, &action_name(tail[1]), headers, body).await,
         _ => Err(GraphError::not_served(row.id)),
     }
 }
@@ -593,13 +601,54 @@ async fn call_action(
     Ok(resp)
 }
 
+/// A media action: its operation in the response (200, with `Location`), as Graph answers them.
+async fn media_action(
+    state: &AppState,
+    version: Version,
+    call: &Call,
+    action: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, GraphError> {
+    let bytes = json_body(body, headers).await?;
+    let cmd = decode::media::media(action, &bytes)?;
+    // Prompts, recordings and tones are Graph's media: a bot that hosts its own cannot ask for them.
+    let service_media = matches!(action, "playprompt" | "recordresponse" | "subscribetotone");
+    if service_media && call.media_config == MediaConfig::AppHosted {
+        return Err(GraphError::new(
+            StatusCode::CONFLICT,
+            "UnsupportedMediaConfig",
+            format!("{action}: is supported only on calls with serviceHostedMediaConfig; call '{}' hosts its own media.", call.id),
+        ));
+    }
+    let operation_id = new_id();
+    let mut kept = switchboard_core::call::Operation::new(operation_id.clone(), cmd.request.kind(), cmd.client_context.clone());
+    let input = Input::Media { operation_id: operation_id.clone(), client_context: cmd.client_context, request: cmd.request };
+    let after = state.engine.apply(&call.id, input).await?;
+    // Only an operation that completed at once can have been pushed out of the call's list already
+    // (by ten running ones); the response still says so.
+    let op = match after.operations.iter().find(|o| o.id == operation_id) {
+        Some(op) => op,
+        None => {
+            kept.status = switchboard_core::call::OperationStatus::Completed;
+            &kept
+        }
+    };
+    let location = format!("{}/{}/communications/calls/{}/operations/{operation_id}", state.base_url, version.as_str(), call.id);
+    let mut resp = Json(render::operation(op, &state.base_url)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(axum::http::header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
 fn is_beta_2018(caller: &Caller) -> bool {
     crate::graph::Format::of(Some(&caller.app)) == crate::graph::Format::Beta2018
 }
 
 /// An operation as the caller's notification format shows it.
-fn render_operation(caller: &Caller, call: &Call, op: &switchboard_core::call::Operation) -> Value {
-    if is_beta_2018(caller) {
+fn render_operation(state: &AppState, caller: &Caller, call: &Call, op: &switchboard_core::call::Operation) -> Value {
+    if is_beta_2018(caller) && op.kind.is_transfer() {
         let mut v = render::operation_2018(&call.id, op, 0);
         // A GET has no notification etag to show.
         if let Some(o) = v.as_object_mut() {
@@ -607,7 +656,7 @@ fn render_operation(caller: &Caller, call: &Call, op: &switchboard_core::call::O
         }
         v
     } else {
-        render::operation(op)
+        render::operation(op, &state.base_url)
     }
 }
 
@@ -717,6 +766,9 @@ fn transferee_of(state: &AppState, caller: &Caller, call: &Call, named: Option<T
         None => None,
     };
     let pid = named.participant_id.as_deref();
+    if pid.is_none() && who.is_none() {
+        return Err(err("transferee", "must name the participant by participantId or identity").into());
+    }
     if !call.group {
         if who.as_ref().is_some_and(|w| w != call.remote()) {
             return Err(conflict("transferee.identity", "names a party that is not in this call"));

@@ -61,6 +61,8 @@ pub struct AppState {
     pub callbacks: Arc<crate::callback::CallbackPolicy>,
     /// Each app's request allowance (`max_requests_per_second`).
     pub rate_limits: Arc<crate::limits::RateLimits>,
+    /// Finished recordings, served at `/recordings/{id}` to the bearer of their token.
+    pub recordings: Arc<switchboard_engine::recordings::Recordings>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -128,6 +130,8 @@ fn served(row: &spec::Route) -> MethodRouter<AppState> {
         "simClearFaults" => on(method, sim::clear_faults),
         "simClock" => on(method, sim::clock),
         "simAdvanceClock" => on(method, sim::advance_clock),
+        "simPressKeys" => on(method, sim::press_keys),
+        "getRecording" => on(method, ops::recording),
         "healthz" => on(method, ops::healthz),
         "readyz" => on(method, ops::readyz),
         "metrics" => on(method, ops::metrics),

@@ -37,3 +37,22 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn openapi(State(state): State<AppState>) -> Response {
     Json(super::spec::document(&state.base_url, &state.config)).into_response()
 }
+
+/// `GET /recordings/{id}`: a recording, to the bearer of its `recordingAccessToken`.
+pub(super) async fn recording(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, super::GraphError> {
+    use super::GraphError;
+    let token = super::single_header(&headers, "Authorization")?
+        .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim()))
+        .ok_or_else(|| GraphError::unauthorized("Send the recording's recordingAccessToken: Authorization: Bearer <token>."))?;
+    let recording = state.recordings.get(&id, state.engine.clock().now_ms()).ok_or_else(|| {
+        GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Recording '{id}' does not exist (recordings are kept an hour)."))
+    })?;
+    if !crate::identity::same_secret(token, &recording.access_token) {
+        return Err(GraphError::unauthorized("The token is not this recording's recordingAccessToken."));
+    }
+    Ok(([(header::CONTENT_TYPE, "audio/wav")], recording.wav.as_ref().clone()).into_response())
+}

@@ -349,3 +349,36 @@ impl AppState {
             .collect())
     }
 }
+
+/// `POST /sim/v1/legs/{legId}/dtmf {"tones":"12#"}`: the leg's party presses keys.
+pub(super) async fn press_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(leg_id): Path<String>,
+    body: Body,
+) -> Result<Response, GraphError> {
+    admin(&state, &headers)?;
+    let bytes = json_body(body, &headers).await?;
+    let root = parse::object(&bytes)?;
+    let fields = root.as_object().ok_or_else(|| GraphError::bad_request("expected a JSON object"))?;
+    if let Some(other) = fields.keys().find(|k| *k != "tones") {
+        return Err(err(other.as_str(), "unknown field; the only field is tones").into());
+    }
+    let tones = match fields.get("tones") {
+        Some(Value::String(t)) => t,
+        None | Some(Value::Null) => return Err(err("tones", "is required: the keys to press, e.g. \"12#\"").into()),
+        Some(_) => return Err(err("tones", "expected a string of keys, e.g. \"12#\"").into()),
+    };
+    match state.sim.press_keys(&leg_id, tones) {
+        Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
+        Err(switchboard_sim::PressError::BadKeys(problem)) => Err(err("tones", problem).into()),
+        Err(switchboard_sim::PressError::NoSuchLeg) => {
+            Err(GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("Leg '{leg_id}' does not exist.")))
+        }
+        Err(switchboard_sim::PressError::NotWithABot) => Err(GraphError::new(
+            StatusCode::CONFLICT,
+            "NotWithABot",
+            format!("Leg '{leg_id}' is not connected to a bot's call; only a bot hears keys."),
+        )),
+    }
+}

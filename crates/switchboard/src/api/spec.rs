@@ -11,6 +11,8 @@
 
 use serde_json::{Map, Value, json};
 
+use switchboard_core::media::{CompletionReason, OperationKind};
+
 use crate::api::graph::MODALITIES;
 use crate::config::{Config, Directory, MAX_BEHAVIOUR_MS};
 
@@ -68,6 +70,8 @@ pub enum Content {
     Json(Schema),
     /// Prometheus text.
     Text,
+    /// A WAV file.
+    Audio,
     /// Graph's error envelope.
     GraphError,
     /// The identity platform's error shape.
@@ -257,9 +261,13 @@ fn transfer(_: &Ctx<'_>) -> Value {
         "identity": reference("identitySetInput"),
         "replacesCallId": {"type": ["string", "null"], "description": "consultative transfer: the bot's call with the target"}
     }});
+    // At least one of the two, not null (null reads as absent).
     let transferee = json!({"type": "object", "properties": {
         "identity": nullable(reference("identitySetInput")), "participantId": {"type": ["string", "null"]}
-    }});
+    }, "anyOf": [
+        {"required": ["participantId"], "properties": {"participantId": {"type": "string"}}},
+        {"required": ["identity"], "properties": {"identity": reference("identitySetInput")}}
+    ]});
     json!({"type": "object",
     "properties": {
         "transferee": nullable(transferee),
@@ -276,6 +284,75 @@ fn transfer(_: &Ctx<'_>) -> Value {
         {"required": ["target"], "properties": {"transferTarget": {"type": "null"}, "target": reference("identitySetInput")},
          "description": "2018 beta: the target as a bare identitySet"}
     ]})
+}
+
+fn client_context_in() -> Value {
+    json!({"type": ["string", "null"], "maxLength": 256})
+}
+
+/// A `mediaPrompt`: the media at `mediaInfo.uri`.
+fn media_prompt_in() -> Value {
+    json!({"type": "object", "required": ["mediaInfo"], "properties": {
+        "@odata.type": {"const": "#microsoft.graph.mediaPrompt"},
+        "mediaInfo": {"type": "object", "required": ["uri"], "properties": {
+            "uri": {"type": "string", "minLength": 1, "maxLength": 2048, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"},
+            "resourceId": {"type": ["string", "null"]}
+        }}
+    }})
+}
+
+fn play_prompt(_: &Ctx<'_>) -> Value {
+    json!({"type": "object", "required": ["prompts"], "properties": {
+        "clientContext": client_context_in(),
+        "prompts": {"type": "array", "minItems": 1, "maxItems": 20, "items": media_prompt_in()},
+        "loop": {"type": ["boolean", "null"], "description": "beta: play the prompts again and again until cancelled"}
+    }})
+}
+
+/// Keys as Graph's examples write stop tones (`"#"`), or tone names.
+fn stop_tone() -> Value {
+    let mut keys: Vec<String> = "0123456789*#ABCDabcd".chars().map(String::from).collect();
+    keys.extend(switchboard_core::media::Tone::ALL.iter().map(|t| t.as_str().to_owned()));
+    json!({"type": "string", "enum": keys})
+}
+
+fn record_response(_: &Ctx<'_>) -> Value {
+    let seconds = json!({"type": ["integer", "null"], "minimum": 1, "maximum": 120, "description": "seconds (default 5)"});
+    json!({"type": "object", "properties": {
+        "clientContext": client_context_in(),
+        "prompts": {"type": ["array", "null"], "maxItems": 1, "items": media_prompt_in()},
+        "bargeInAllowed": {"type": ["boolean", "null"]},
+        "initialSilenceTimeoutInSeconds": seconds, "maxSilenceTimeoutInSeconds": seconds, "maxRecordDurationInSeconds": seconds,
+        "playBeep": {"type": ["boolean", "null"]},
+        "stopTones": {"type": ["array", "null"], "items": stop_tone()}
+    }})
+}
+
+fn tone_names() -> Value {
+    json!({"type": "string", "enum": switchboard_core::media::Tone::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>()})
+}
+
+fn send_dtmf_tones(_: &Ctx<'_>) -> Value {
+    json!({"type": "object", "required": ["tones"], "properties": {
+        "clientContext": client_context_in(),
+        "tones": {"type": "array", "minItems": 1, "maxItems": 64, "items": tone_names()},
+        "delayBetweenTonesMs": {"type": ["integer", "null"], "minimum": 0, "maximum": 10000}
+    }})
+}
+
+fn update_recording_status(_: &Ctx<'_>) -> Value {
+    json!({"type": "object", "required": ["status"], "properties": {
+        "clientContext": client_context_in(),
+        "status": {"type": "string", "enum": ["notRecording", "recording", "failed", "unknown"]}
+    }})
+}
+
+fn client_context_only(_: &Ctx<'_>) -> Value {
+    json!({"type": "object", "properties": {"clientContext": client_context_in()}})
+}
+
+fn sim_dtmf(_: &Ctx<'_>) -> Value {
+    closed(json!({"tones": {"type": "string", "pattern": "^[0-9*#A-Da-d]{1,32}$"}}), &[])
 }
 
 fn token_form(ctx: &Ctx<'_>) -> Value {
@@ -310,7 +387,9 @@ fn ms() -> Value {
 /// One branch per kind; each refuses fields it does not take.
 fn behaviour_in(_: &Ctx<'_>) -> Value {
     let answer = json!({"type": "object", "required": ["kind"], "additionalProperties": false, "properties": {
-        "kind": {"const": "answer"}, "after_ms": ms(), "hang_up_after_ms": ms(), "transfer_delay_ms": ms()
+        "kind": {"const": "answer"}, "after_ms": ms(), "hang_up_after_ms": ms(), "transfer_delay_ms": ms(),
+        "press": {"type": ["string", "null"], "pattern": "^[0-9*#A-Da-d]{1,32}$", "description": "keys pressed once, after the call's first prompt starts"},
+        "press_after_ms": ms(), "speak_ms": ms()
     }});
     let only_kind =
         |k: &str| json!({"type": "object", "required": ["kind"], "additionalProperties": false, "properties": {"kind": {"const": k}}});
@@ -442,22 +521,63 @@ fn participant(_: &Ctx<'_>) -> Value {
             "@odata.context": context(), "@odata.type": odata_type("participant"), "id": {"type": "string"},
             "info": reference("participantInfo"), "isInLobby": {"type": "boolean"}, "isMuted": {"type": "boolean"},
             "mediaStreams": {"type": "array", "items": stream},
-            "metadata": none, "recordingInfo": none, "removedState": none, "restrictedExperience": none,
+            "metadata": none, "removedState": none, "restrictedExperience": none,
+            "recordingInfo": nullable(closed(json!({"@odata.type": odata_type("recordingInfo"), "initiator": reference("identitySet"),
+                "recordingStatus": {"type": "string", "enum": ["unknown", "notRecording", "recording", "failed"]}}), &[])),
             "rosterSequenceNumber": {"type": "integer"}
         }),
         &["@odata.context"],
     )
 }
 
+/// An operation in today's shape: a transfer's (`commsOperation`) or a media action's (its subtype, with
+/// `completionReason` for prompts, recordings and tones, and where a recording is).
+fn media_operation(_: &Ctx<'_>) -> Value {
+    let types: Vec<&str> = [
+        OperationKind::Transfer,
+        OperationKind::PlayPrompt,
+        OperationKind::Record,
+        OperationKind::SubscribeToTone,
+        OperationKind::SendDtmfTones,
+        OperationKind::CancelMediaProcessing,
+        OperationKind::Mute,
+        OperationKind::Unmute,
+        OperationKind::UpdateRecordingStatus,
+    ]
+    .into_iter()
+    .map(crate::graph::render::operation_type)
+    .collect();
+    let reasons: Vec<Value> = [
+        CompletionReason::CompletedSuccessfully,
+        CompletionReason::MediaOperationCanceled,
+        CompletionReason::OperationCanceled,
+        CompletionReason::StopToneDetected,
+        CompletionReason::MaxRecordDurationReached,
+        CompletionReason::InitialSilenceTimeout,
+        CompletionReason::MaxSilenceTimeout,
+        CompletionReason::PlayPromptFailed,
+        CompletionReason::MediaReceiveTimeout,
+        CompletionReason::UnspecifiedError,
+    ]
+    .into_iter()
+    .map(|r| json!(r.as_str()))
+    .chain([Value::Null])
+    .collect();
+    closed(
+        json!({"@odata.context": context(), "@odata.type": {"type": "string", "enum": types}, "id": {"type": "string"},
+            "clientContext": {"type": ["string", "null"]}, "status": {"type": "string", "enum": ["running", "completed", "failed"]},
+            "resultInfo": nullable(reference("resultInfo")),
+            "completionReason": {"enum": reasons},
+            "recordingLocation": {"type": ["string", "null"]}, "recordingAccessToken": {"type": ["string", "null"]}}),
+        &["@odata.context", "completionReason", "recordingLocation", "recordingAccessToken"],
+    )
+}
+
 /// A transfer's operation: today's shape, or the 2018 beta's (string codes) for apps on that format.
-fn comms_operation(_: &Ctx<'_>) -> Value {
+fn comms_operation(ctx: &Ctx<'_>) -> Value {
     let status = json!({"type": "string", "enum": ["running", "completed", "failed"]});
     let client_context = json!({"type": ["string", "null"]});
-    let today = closed(
-        json!({"@odata.context": context(), "@odata.type": odata_type("commsOperation"), "id": {"type": "string"},
-            "clientContext": client_context, "status": status, "resultInfo": nullable(reference("resultInfo"))}),
-        &["@odata.context"],
-    );
+    let today = media_operation(ctx);
     let result_2018 =
         closed(json!({"code": {"type": "string"}, "subCode": {"type": "string"}, "message": {"type": "string"}}), &["message"]);
     let beta_2018 = closed(
@@ -560,8 +680,9 @@ fn sim_call_created(_: &Ctx<'_>) -> Value {
 fn behaviour_out() -> Value {
     let n = json!({"type": "integer", "minimum": 0});
     let answer = closed(
-        json!({"kind": {"const": "answer"}, "after_ms": n, "hang_up_after_ms": n, "transfer_delay_ms": n}),
-        &["hang_up_after_ms", "transfer_delay_ms"],
+        json!({"kind": {"const": "answer"}, "after_ms": n, "hang_up_after_ms": n, "transfer_delay_ms": n,
+            "press": {"type": "string"}, "press_after_ms": n, "speak_ms": n}),
+        &["hang_up_after_ms", "transfer_delay_ms", "press", "press_after_ms", "speak_ms"],
     );
     let only_kind = |k: &str| closed(json!({"kind": {"const": k}}), &[]);
     json!({"oneOf": [answer, only_kind("busy"), only_kind("decline"), only_kind("no-answer")]})
@@ -623,8 +744,15 @@ fn world(_: &Ctx<'_>) -> Value {
         closed(json!({"kind": {"const": "group"}, "callId": s, "participantId": s}), &[]),
         closed(json!({"kind": {"const": "external"}, "network": s, "id": s}), &[])
     ]});
+    let heard = closed(
+        json!({"uri": s, "startedAt": {"type": "integer"}, "ms": {"type": "integer", "minimum": 0}, "complete": {"type": "boolean"}}),
+        &[],
+    );
     let leg = closed(
-        json!({"id": s, "party": reference("simParty"), "state": {"type": "string", "enum": ["ringing", "connected"]}, "peer": peer}),
+        json!({"id": s, "party": reference("simParty"), "state": {"type": "string", "enum": ["ringing", "connected"]}, "peer": peer,
+            "heard": {"type": "array", "items": heard, "description": "prompts the party heard, in order, and for how long"},
+            "pressed": {"type": "string", "description": "keys the party pressed"},
+            "received": {"type": "string", "description": "DTMF tones the bot sent the party"}}),
         &[],
     );
     let call = closed(
@@ -700,6 +828,11 @@ const SIM: Route = Route { tag: "sim", auth: Auth::AdminKey, ..GRAPH };
 const OPEN: Route = Route { tag: "ops", auth: Auth::None, ..GRAPH };
 const IDENTITY: Route = Route { tag: "identity", auth: Auth::None, ..GRAPH };
 const NOT_FOUND: Resp = error(404, "8522: not a live call of this application (or an unknown version)");
+const MEDIA_RESPONSES: &[Resp] = &[
+    json(200, "the action's operation, with Location: running (a notification follows when it ends) or completed", media_operation),
+    NOT_FOUND,
+    error(409, "InvalidCallState: the call is not established, or 10 prompts and recordings are waiting"),
+];
 
 pub const ROUTES: &[Route] = &[
     Route {
@@ -825,6 +958,78 @@ pub const ROUTES: &[Route] = &[
         ..GRAPH
     },
     Route {
+        id: "playPrompt",
+        method: "post",
+        path: "/{version}/communications/calls/{id}/playPrompt",
+        summary: "Play prompts to the call (queued after other prompts and recordings)",
+        body: Some((JSON, play_prompt)),
+        responses: MEDIA_RESPONSES,
+        ..GRAPH
+    },
+    Route {
+        id: "recordResponse",
+        method: "post",
+        path: "/{version}/communications/calls/{id}/recordResponse",
+        summary: "Record what the caller says (a prompt, a beep, then until silence, a stop tone or the longest)",
+        body: Some((JSON, record_response)),
+        responses: MEDIA_RESPONSES,
+        ..GRAPH
+    },
+    Route {
+        id: "subscribeToTone",
+        method: "post",
+        path: "/{version}/communications/calls/{id}/subscribeToTone",
+        summary: "Hear the keys the caller presses (toneInfo notifications)",
+        body: Some((JSON, client_context_only)),
+        responses: MEDIA_RESPONSES,
+        ..GRAPH
+    },
+    Route {
+        id: "sendDtmfTones",
+        method: "post",
+        path: "/{version}/communications/calls/{id}/sendDtmfTones",
+        summary: "Send DTMF tones to the call",
+        body: Some((JSON, send_dtmf_tones)),
+        responses: MEDIA_RESPONSES,
+        ..GRAPH
+    },
+    Route {
+        id: "cancelMediaProcessing",
+        method: "post",
+        path: "/{version}/communications/calls/{id}/cancelMediaProcessing",
+        summary: "Stop the prompt or recording that plays, and drop those waiting",
+        body: Some((JSON, client_context_only)),
+        responses: MEDIA_RESPONSES,
+        ..GRAPH
+    },
+    Route {
+        id: "muteCall",
+        method: "post",
+        path: "/{version}/communications/calls/{id}/mute",
+        summary: "Mute the bot",
+        body: Some((JSON, client_context_only)),
+        responses: MEDIA_RESPONSES,
+        ..GRAPH
+    },
+    Route {
+        id: "unmuteCall",
+        method: "post",
+        path: "/{version}/communications/calls/{id}/unmute",
+        summary: "Unmute the bot",
+        body: Some((JSON, client_context_only)),
+        responses: MEDIA_RESPONSES,
+        ..GRAPH
+    },
+    Route {
+        id: "updateRecordingStatus",
+        method: "post",
+        path: "/{version}/communications/calls/{id}/updateRecordingStatus",
+        summary: "Say whether the bot records the call (shown on its participant)",
+        body: Some((JSON, update_recording_status)),
+        responses: MEDIA_RESPONSES,
+        ..GRAPH
+    },
+    Route {
         id: "listOperations",
         path: "/{version}/communications/calls/{id}/operations",
         summary: "List the call's recent operations (transfers)",
@@ -891,6 +1096,27 @@ pub const ROUTES: &[Route] = &[
         params: &[path("key", party_key)],
         responses: &[json(200, "changed", behaviour_set), error(404, "unknown party")],
         ..SIM
+    },
+    Route {
+        id: "simPressKeys",
+        method: "post",
+        path: "/sim/v1/legs/{legId}/dtmf",
+        summary: "The leg's party presses keys (one every 100 ms); the bot hears them if it subscribed to tones",
+        body: Some((JSON, sim_dtmf)),
+        params: &[path("legId", leg_id)],
+        responses: &[empty(202, "pressing"), error(404, "no such leg"), error(409, "the leg is not connected to a bot's call")],
+        ..SIM
+    },
+    Route {
+        id: "getRecording",
+        path: "/recordings/{recordingId}",
+        summary: "A recording (recordResponse's recordingLocation); send its recordingAccessToken as a bearer token",
+        responses: &[
+            Resp { status: 200, description: "the recording, a WAV file", content: Content::Audio },
+            error(401, "no token, or not this recording's"),
+            error(404, "no such recording (or it expired: recordings are kept an hour)"),
+        ],
+        ..OPEN
     },
     Route { id: "simWorld", path: "/sim/v1/world", summary: "Every leg and live call", responses: &[json(200, "the world", world)], ..SIM },
     Route {
@@ -1088,6 +1314,7 @@ fn response(r: &Route, resp: &Resp, ctx: &Ctx<'_>) -> Value {
         Content::Empty => None,
         Content::Json(schema) => Some(json!({JSON: {"schema": schema(ctx)}})),
         Content::Text => Some(json!({"text/plain": {"schema": {"type": "string"}}})),
+        Content::Audio => Some(json!({"audio/wav": {"schema": {"type": "string", "format": "binary"}}})),
         Content::GraphError => Some(json!({JSON: {"schema": reference("error")}})),
         Content::IdentityError => Some(json!({JSON: {"schema": reference("identityError")}})),
     };

@@ -35,6 +35,8 @@ impl Format {
 /// callback or else the app's calling webhook.
 pub struct GraphRender {
     pub directory: Arc<Directory>,
+    /// The server's public URL, for recordings' `recordingLocation`.
+    pub base_url: String,
 }
 
 impl Render for GraphRender {
@@ -54,15 +56,15 @@ impl Render for GraphRender {
         let mut bodies = Vec::with_capacity(notifications.len());
         for n in notifications {
             match format {
-                Format::Today => bodies.push(render::notification(call, n, me.as_ref())),
+                Format::Today => bodies.push(render::notification(call, n, me.as_ref(), &self.base_url)),
                 // A call that ends mid-transfer: the 2018 bot waits on its operation, so the operation
                 // ends (failed) before the call's `deleted`.
-                Format::Beta2018 if n.change == ChangeType::Deleted && n.operation.is_some() => {
-                    bodies.extend(render::notification_2018(call, n, version, me.as_ref()));
+                Format::Beta2018 if n.change == ChangeType::Deleted && n.operation.is_some() && !n.on_operation => {
+                    bodies.extend(render::notification_2018(call, n, version, me.as_ref(), &self.base_url));
                     let call_side = Notification { operation: None, ..(*n).clone() };
-                    bodies.extend(render::notification_2018(call, &call_side, version, me.as_ref()));
+                    bodies.extend(render::notification_2018(call, &call_side, version, me.as_ref(), &self.base_url));
                 }
-                Format::Beta2018 => bodies.extend(render::notification_2018(call, n, version, me.as_ref())),
+                Format::Beta2018 => bodies.extend(render::notification_2018(call, n, version, me.as_ref(), &self.base_url)),
             }
         }
         bodies.into_iter().map(|body| NewNotification { callback: callback.clone(), body: body.to_string() }).collect()

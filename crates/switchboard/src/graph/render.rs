@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value, json};
 use switchboard_core::call::{Call, CallState, ChangeType, MediaConfig, MediaState, Notification, Operation, OperationStatus};
+use switchboard_core::media::OperationKind;
 use switchboard_core::party::Party;
 use switchboard_core::result::ResultInfo;
 
@@ -42,7 +43,17 @@ pub fn identity_set(party: &Party) -> Value {
 pub fn participants(call: &Call, me: Option<&Party>) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     if let Some(me) = me {
-        out.push((call.my_participant_id.clone(), participant(&call.my_participant_id, me)));
+        let mut bot = participant(&call.my_participant_id, me);
+        // The bot's own mute and recording status (`mute`, `updateRecordingStatus`).
+        bot["isMuted"] = json!(call.media.muted);
+        if let Some(status) = call.media.recording_status {
+            bot["recordingInfo"] = json!({
+                "@odata.type": "#microsoft.graph.recordingInfo",
+                "initiator": identity_set(me),
+                "recordingStatus": status.as_str(),
+            });
+        }
+        out.push((call.my_participant_id.clone(), bot));
     }
     if call.group {
         for m in call.members.iter().filter(|m| m.joined) {
@@ -280,9 +291,20 @@ fn roster(c: &Call, me: Option<&Party>, resource: &str) -> Value {
 
 /// One `commsNotification` about a call, in today's Graph format. `me` is the bot's own party, for
 /// roster updates.
-pub fn notification(c: &Call, n: &Notification, me: Option<&Party>) -> Value {
+pub fn notification(c: &Call, n: &Notification, me: Option<&Party>, base_url: &str) -> Value {
     if n.roster {
         return roster(c, me, &call_path(&c.id));
+    }
+    if let Some(op) = n.operation.as_ref().filter(|_| n.on_operation) {
+        let path = format!("{}/operations/{}", call_path(&c.id), op.id);
+        let mut data = operation(op, base_url);
+        data["@odata.id"] = json!(path);
+        return json!({
+            "@odata.type": "#microsoft.graph.commsNotification",
+            "changeType": "deleted",
+            "resourceUrl": path,
+            "resourceData": data,
+        });
     }
     let resource_data = if n.full {
         let mut full = call(c);
@@ -305,6 +327,12 @@ pub fn notification(c: &Call, n: &Notification, me: Option<&Party>) -> Value {
         }
         if let Some(context) = &n.replaces_context {
             data.insert("replacesContext".into(), json!(context));
+        }
+        if let Some(t) = &n.tone {
+            data.insert(
+                "toneInfo".into(),
+                json!({"@odata.type": "#microsoft.graph.toneInfo", "sequenceId": t.sequence_id, "tone": t.tone.as_str()}),
+            );
         }
         Value::Object(data)
     };
@@ -343,15 +371,50 @@ fn operation_status(status: OperationStatus) -> &'static str {
     }
 }
 
-/// A `commsOperation` as GET returns it today.
-pub fn operation(op: &Operation) -> Value {
-    json!({
-        "@odata.type": "#microsoft.graph.commsOperation",
+/// The `commsOperation` subtype Graph names each kind of operation by.
+pub fn operation_type(kind: OperationKind) -> &'static str {
+    match kind {
+        OperationKind::Transfer => "#microsoft.graph.commsOperation",
+        OperationKind::PlayPrompt => "#microsoft.graph.playPromptOperation",
+        OperationKind::Record => "#microsoft.graph.recordOperation",
+        OperationKind::SubscribeToTone => "#microsoft.graph.subscribeToToneOperation",
+        OperationKind::SendDtmfTones => "#microsoft.graph.sendDtmfTonesOperation",
+        OperationKind::CancelMediaProcessing => "#microsoft.graph.cancelMediaProcessingOperation",
+        OperationKind::Mute => "#microsoft.graph.muteParticipantOperation",
+        OperationKind::Unmute => "#microsoft.graph.unmuteParticipantOperation",
+        OperationKind::UpdateRecordingStatus => "#microsoft.graph.updateRecordingStatusOperation",
+    }
+}
+
+/// Where a recording is fetched from (with its `recordingAccessToken` as a bearer token).
+pub fn recording_location(base_url: &str, id: &str) -> String {
+    format!("{base_url}/recordings/{id}")
+}
+
+/// A `commsOperation` as GET, an action's response and its notification show it today. A prompt, a
+/// recording and tones say how they ended (`completionReason`, null while running); a recording says
+/// where it is (null while running, empty if it failed, as Graph shows a cancelled one).
+pub fn operation(op: &Operation, base_url: &str) -> Value {
+    let mut v = json!({
+        "@odata.type": operation_type(op.kind),
         "id": op.id,
         "clientContext": op.client_context,
         "status": operation_status(op.status),
         "resultInfo": op.result_info.as_ref().map(result_info),
-    })
+    });
+    if matches!(op.kind, OperationKind::PlayPrompt | OperationKind::Record | OperationKind::SendDtmfTones) {
+        v["completionReason"] = json!(op.completion_reason.map(|r| r.as_str()));
+    }
+    if op.kind == OperationKind::Record {
+        let (location, token) = match (&op.recording, op.status) {
+            (Some(r), _) => (json!(recording_location(base_url, &r.id)), json!(r.access_token)),
+            (None, OperationStatus::Running) => (Value::Null, Value::Null),
+            (None, _) => (json!(""), json!("")),
+        };
+        v["recordingLocation"] = location;
+        v["recordingAccessToken"] = token;
+    }
+    v
 }
 
 /// The 2018 beta's stringly-typed `resultInfo` of a transfer operation.
@@ -386,7 +449,7 @@ pub fn operation_2018(call_id: &str, op: &Operation, etag: u64) -> Value {
 /// One notification in the 2018 beta format (`resource`, `@odata.id`, `@odata.etag`, string codes),
 /// where transfer progress is reported on the transfer's operation, not on the call's state.
 /// Returns `None` for what that format did not send (the call-state side of a transfer).
-pub fn notification_2018(c: &Call, n: &Notification, etag: u64, me: Option<&Party>) -> Option<Value> {
+pub fn notification_2018(c: &Call, n: &Notification, etag: u64, me: Option<&Party>, base_url: &str) -> Option<Value> {
     if n.roster {
         let mut item = roster(c, me, &call_path_2018(&c.id));
         let obj = item.as_object_mut()?;
@@ -394,6 +457,13 @@ pub fn notification_2018(c: &Call, n: &Notification, etag: u64, me: Option<&Part
         let url = obj.remove("resourceUrl")?;
         obj.insert("resource".into(), url);
         return Some(item);
+    }
+    if let Some(op) = n.operation.as_ref().filter(|o| n.on_operation && !o.kind.is_transfer()) {
+        let path = format!("{}/operations/{}", call_path_2018(&c.id), op.id);
+        let mut data = operation(op, base_url);
+        data["@odata.id"] = json!(path);
+        data["@odata.etag"] = json!(format!("W/\"{etag}\""));
+        return Some(json!({"changeType": "deleted", "resource": path, "resourceData": data}));
     }
     if let Some(op) = &n.operation {
         let change = if op.status == OperationStatus::Running { "updated" } else { "deleted" };
@@ -406,7 +476,7 @@ pub fn notification_2018(c: &Call, n: &Notification, etag: u64, me: Option<&Part
     if transfer_side {
         return None;
     }
-    let mut item = notification(c, n, me);
+    let mut item = notification(c, n, me, base_url);
     let data = item["resourceData"].as_object_mut()?;
     data.insert("@odata.id".into(), json!(call_path_2018(&c.id)));
     data.insert("@odata.etag".into(), json!(format!("W/\"{etag}\"")));

@@ -12,6 +12,7 @@ mod faults;
 mod group;
 mod hardening;
 mod identity;
+mod ivr;
 mod lifecycle;
 mod linphone;
 mod notifier;

@@ -331,6 +331,13 @@ async fn transfer_refusals_are_precise() {
             409,
             "transferee.identity: names a party that is not in this call",
         ),
+        // A transferee that names nobody is refused on a peer-to-peer call too, as the schema says.
+        (
+            id.clone(),
+            json!({"transferTarget": {"identity": heidi}, "transferee": {"participantId": null}}),
+            400,
+            "transferee: must name the participant by participantId or identity",
+        ),
         (
             ringing.clone(),
             json!({"transferTarget": {"identity": {"user": {"id": ALEX}}}}),

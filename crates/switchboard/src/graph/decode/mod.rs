@@ -5,10 +5,11 @@
 //! decoder can be fuzzed on its own.
 //!
 //! One file per operation family: [`call`] (create a call), [`action`] (answer, reject, redirect),
-//! [`transfer`].
+//! [`transfer`], [`media`] (prompts, recordings, tones, mute).
 
 pub mod action;
 pub mod call;
+pub mod media;
 pub mod transfer;
 
 use super::parse::{self, BodyError, IdentityRef, Obj, err};

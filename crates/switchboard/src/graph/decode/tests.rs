@@ -261,6 +261,11 @@ proptest! {
                 prop_assert!(out["problem"].as_str().is_some_and(|p| !p.is_empty()), "{decoder}: {out}");
             }
         }
+        for action in media::ACTIONS {
+            if let Err(e) = media::media(action, body.to_string().as_bytes()) {
+                prop_assert!(!e.field.is_empty() && !e.problem.is_empty(), "{action}: {e:?}");
+            }
+        }
     }
 
     #[test]
@@ -270,5 +275,8 @@ proptest! {
         let _ = action::reject(&bytes, &POLICY);
         let _ = action::redirect(&bytes, &POLICY);
         let _ = transfer::transfer(&bytes);
+        for action in media::ACTIONS {
+            let _ = media::media(action, &bytes);
+        }
     }
 }
