@@ -464,8 +464,13 @@ pub enum Refusal {
     TransfereeRequired,
     #[error("transferee: participant '{0}' is not a joined participant of this call")]
     NotAMember(String),
-    #[error("{} prompts and recordings are waiting already; cancel media processing or wait for one to end", crate::media::MEDIA_QUEUE_MAX)]
+    #[error(
+        "{} media operations of this kind are running or waiting already; cancel media processing or wait for one to end",
+        crate::media::MEDIA_QUEUE_MAX
+    )]
     MediaQueueFull,
+    #[error("cannot {0} a peer-to-peer call; Graph supports it in group calls only")]
+    GroupCallOnly(&'static str),
 }
 
 /// Everything the bot asked for when it placed an outgoing call.
@@ -892,7 +897,7 @@ impl Call {
             self.finish_operation(OperationStatus::Failed, info.clone());
         }
         // Media operations still running end too, each reported once, before the call's end.
-        self.end_media(info.clone(), fx);
+        self.end_media(fx);
         self.state = CallState::Terminated;
         self.result_info = info;
         self.termination_reason = reason.map(str::to_owned);

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use switchboard_core::call::{Call, CallState, Failure, IncomingCall, Member, NetCommand, NetEvent};
+use switchboard_core::call::{Call, CallState, Failure, IncomingCall, Member, NetCommand, NetEvent, OperationStatus};
+use switchboard_core::media::{CompletionReason, OperationKind};
 use switchboard_core::party::Party;
 use switchboard_engine::Clock;
 use switchboard_engine::directory::Directory;
@@ -119,8 +120,10 @@ struct World {
     groups: HashMap<String, Group>,
     /// The prompt or recording playing in each bot call.
     media: HashMap<String, media::Playing>,
-    /// Bot calls whose parties have pressed their behaviour's keys (they do so once).
-    pressed: HashSet<String>,
+    /// The last media step numbered (across every call, so a stale timer never matches).
+    media_steps: u64,
+    /// Bot calls whose parties have pressed their behaviour's keys (they do so once), lately.
+    pressed: Recent,
 }
 
 /// The latest ids noted, up to [`KNOWN_CALLS_MAX`]: enough to answer about what just ended, bounded
@@ -429,7 +432,6 @@ impl Sim {
         let mut w = self.world();
         let _ = w.stop_transfer(call_id);
         w.media.remove(call_id);
-        w.pressed.remove(call_id);
         if let Some(leg) = w.by_call.remove(call_id) {
             w.legs.remove(&leg);
         }
@@ -1066,9 +1068,15 @@ impl Network for SimNetwork {
                 sim.send(&call.id, NetEvent::Connected);
             }
         }
-        // The prompt or recording that was playing starts over.
+        // The prompt or recording that was playing starts over; tones being sent were lost with the
+        // restart, so they end as cancelled.
         if let Some(job) = call.media.queue.first() {
             sim.play_media(&call.id, job);
+        }
+        let sending = call.operations.iter().filter(|o| o.kind == OperationKind::SendDtmfTones && o.status == OperationStatus::Running);
+        for op in sending {
+            let reason = CompletionReason::MediaOperationCanceled;
+            sim.send(&call.id, NetEvent::MediaCompleted { operation_id: op.id.clone(), reason, recording: None });
         }
         // A transfer in progress starts over: the target rings again, or the takeover is tried again.
         // One whose deadline had passed is answered: nothing of it survived the restart, so it failed.

@@ -2,8 +2,9 @@
 //! party says, hears the keys it presses and passes on the tones the bot sends.
 //!
 //! Each prompt lasts [`PROMPT_MS`] (the sim does not fetch the media), a beep [`BEEP_MS`], a tone
-//! [`TONE_MS`]. Each step is a timer on the sim's clock that carries the step it belongs to, so a
-//! step that was cut short (cancelled, barged into, hung up) does nothing when its timer fires.
+//! [`TONE_MS`]. Each step is a timer on the sim's clock that carries the step it belongs to (numbered
+//! across the sim), so a step that was cut short (cancelled, barged into, hung up) does nothing when
+//! its timer fires; whatever ends an operation takes its entry out under the world's lock first.
 
 use std::sync::Arc;
 
@@ -96,7 +97,14 @@ enum Next {
     Prompt(usize),
     Beep,
     Recording,
-    Done(CompletionReason, Option<Recording>),
+    /// The operation ended (its entry is already gone, so nothing else can end it too).
+    Done(CompletionReason),
+    /// The recording ended: make it (`speech_ms` of the caller in `total_ms`), then report it.
+    Recorded {
+        reason: CompletionReason,
+        speech_ms: u64,
+        total_ms: u64,
+    },
 }
 
 impl Sim {
@@ -109,15 +117,22 @@ impl Sim {
         let mut w = self.world();
         let legs = w.media_legs(call_id);
         if legs.is_empty() {
-            // Nobody to play to (the party left); the call's end reports the operation.
-            return;
+            // Nobody to play to: the operation fails at once rather than hold the queue.
+            drop(w);
+            let reason = match job.action {
+                MediaAction::Play { .. } => CompletionReason::PlayPromptFailed,
+                MediaAction::Record(_) => CompletionReason::UnspecifiedError,
+            };
+            return self.completed(call_id, &job.operation_id, reason, None);
         }
         w.media.insert(
             call_id.to_owned(),
             Playing { operation_id: job.operation_id.clone(), action: job.action.clone(), step: 0, phase: Phase::Beep },
         );
         // The parties press their keys once, after the call's first prompt or recording starts.
-        let presses: Vec<(String, Vec<Tone>, u64)> = if w.pressed.insert(call_id.to_owned()) {
+        let first_time = !w.pressed.contains(call_id);
+        w.pressed.note(call_id);
+        let presses: Vec<(String, Vec<Tone>, u64)> = if first_time {
             legs.iter()
                 .filter_map(|id| {
                     let party = &w.legs.get(id)?.party;
@@ -145,7 +160,10 @@ impl Sim {
         match (first, &job.action) {
             (Some(i), _) => self.start_prompt(call_id, i),
             (None, MediaAction::Record(_)) => self.start_beep(call_id),
-            (None, MediaAction::Play { .. }) => self.finish(call_id, &job.operation_id, CompletionReason::CompletedSuccessfully, None),
+            (None, MediaAction::Play { .. }) => {
+                self.world().media.remove(call_id);
+                self.completed(call_id, &job.operation_id, CompletionReason::CompletedSuccessfully, None)
+            }
         }
     }
 
@@ -157,12 +175,20 @@ impl Sim {
         Some(self.behaviours.get(party.key()).cloned().unwrap_or_default())
     }
 
-    /// Moves the call's media to `phase` and returns the new step, or `None` if nothing plays there.
+    /// Moves the call's media to `phase` and returns its new step (numbered across the whole sim, so
+    /// that no timer of an earlier job or step matches), or `None` if nothing plays there or nobody
+    /// is left to hear it (the entry goes: the call's end reports the operation).
     fn enter(&self, w: &mut World, call_id: &str, phase: Phase) -> Option<u64> {
+        if w.media_legs(call_id).is_empty() {
+            w.media.remove(call_id);
+            return None;
+        }
+        w.media_steps += 1;
+        let step = w.media_steps;
         let p = w.media.get_mut(call_id)?;
-        p.step += 1;
+        p.step = step;
         p.phase = phase;
-        Some(p.step)
+        Some(step)
     }
 
     fn start_prompt(self: &Arc<Self>, call_id: &str, index: usize) {
@@ -211,20 +237,21 @@ impl Sim {
         self.later(after_ms, move |sim| sim.step_done(&call_id, step));
     }
 
-    /// A step's time is up: the next prompt, the beep, the recording, or the end.
+    /// A step's time is up: the next prompt, the beep, the recording, or the end. Whatever ends the
+    /// operation takes its entry out under the lock, so nothing else (a stop tone) ends it too.
     fn step_done(self: &Arc<Self>, call_id: &str, step: u64) {
         let now = self.now();
         let mut w = self.world();
         let Some(p) = w.media.get(call_id).filter(|p| p.step == step) else { return };
         let (operation_id, action, phase) = (p.operation_id.clone(), p.action.clone(), p.phase);
         let next = match phase {
-            Phase::Prompt { index, .. } => {
+            Phase::Prompt { index } => {
                 w.stop_hearing(call_id, now, true);
                 let count = prompts(&action).len();
                 match &action {
                     _ if index + 1 < count => Next::Prompt(index + 1),
                     MediaAction::Play { looped: true, .. } => Next::Prompt(0),
-                    MediaAction::Play { .. } => Next::Done(CompletionReason::CompletedSuccessfully, None),
+                    MediaAction::Play { .. } => Next::Done(CompletionReason::CompletedSuccessfully),
                     MediaAction::Record(_) => Next::Beep,
                 }
             }
@@ -235,17 +262,25 @@ impl Sim {
             Phase::Recording { started, speech_ms } => match &action {
                 MediaAction::Record(r) => {
                     let (_, reason) = recording_end(r, speech_ms);
-                    Next::Done(reason, Some(self.keep_recording(call_id, &operation_id, speech_ms, now.saturating_sub(started))))
+                    let total_ms = now.saturating_sub(started);
+                    Next::Recorded { reason, speech_ms: speech_ms.min(total_ms), total_ms }
                 }
                 MediaAction::Play { .. } => Next::Nothing,
             },
         };
+        if matches!(next, Next::Done(_) | Next::Recorded { .. }) {
+            w.media.remove(call_id);
+        }
         drop(w);
         match next {
             Next::Prompt(index) => self.start_prompt(call_id, index),
             Next::Beep => self.start_beep(call_id),
             Next::Recording => self.start_recording(call_id),
-            Next::Done(reason, recording) => self.finish(call_id, &operation_id, reason, recording),
+            Next::Done(reason) => self.completed(call_id, &operation_id, reason, None),
+            Next::Recorded { reason, speech_ms, total_ms } => {
+                let recording = self.keep_recording(call_id, &operation_id, speech_ms, total_ms);
+                self.completed(call_id, &operation_id, reason, Some(recording));
+            }
             Next::Nothing => {}
         }
     }
@@ -266,17 +301,12 @@ impl Sim {
         Recording { id: operation_id.to_owned(), duration_ms: total_ms, access_token }
     }
 
-    /// The operation is over: it stops playing and the engine hears how it ended.
-    fn finish(&self, call_id: &str, operation_id: &str, reason: CompletionReason, recording: Option<Recording>) {
-        let mut w = self.world();
-        if w.media.get(call_id).is_some_and(|p| p.operation_id == operation_id) {
-            w.media.remove(call_id);
-        }
-        drop(w);
+    /// The engine hears how the operation ended.
+    fn completed(&self, call_id: &str, operation_id: &str, reason: CompletionReason, recording: Option<Recording>) {
         self.send(call_id, NetEvent::MediaCompleted { operation_id: operation_id.to_owned(), reason, recording });
     }
 
-    /// The bot cancelled: what plays stops where it is, without a word back.
+    /// The bot cancelled, or the call ended: what plays stops where it is, without a word back.
     pub(crate) fn stop_media(&self, call_id: &str, operation_id: &str) {
         let now = self.now();
         let mut w = self.world();
@@ -297,9 +327,7 @@ impl Sim {
         drop(w);
         let took = (tones.len() as u64).saturating_mul(TONE_MS.saturating_add(delay_between_ms));
         let (call_id, operation_id) = (call_id.to_owned(), operation_id.to_owned());
-        self.later(took, move |sim| {
-            sim.send(&call_id, NetEvent::MediaCompleted { operation_id, reason: CompletionReason::CompletedSuccessfully, recording: None });
-        });
+        self.later(took, move |sim| sim.completed(&call_id, &operation_id, CompletionReason::CompletedSuccessfully, None));
     }
 
     /// `POST /sim/v1/legs/{legId}/dtmf`: the leg's party presses keys now, one every [`KEY_GAP_MS`].
@@ -328,30 +356,29 @@ impl Sim {
         }
     }
 
-    /// A party pressed a key: the bot's call hears it, and a recording may barge in or stop.
+    /// A party pressed a key: the bot's call hears it, and a stop tone ends the recording. The
+    /// recording is claimed (its entry taken out) under the lock, so its own timer cannot end it too.
     fn key_pressed(self: &Arc<Self>, leg_id: &str, tone: Tone) {
         let now = self.now();
         let mut w = self.world();
         let Some(leg) = w.legs.get_mut(leg_id).filter(|l| l.state == LegState::Connected) else { return };
         let Some(call_id) = bot_call(&leg.peer) else { return };
         leg.pressed.push(tone.as_char());
-        let playing = w.media.get(&call_id).map(|p| (p.operation_id.clone(), p.action.clone(), p.phase));
+        let stops = w.media.get(&call_id).and_then(|p| match (&p.action, p.phase) {
+            (MediaAction::Record(r), Phase::Recording { started, speech_ms }) if r.stop_tones.contains(&tone) => {
+                Some((p.operation_id.clone(), started, speech_ms))
+            }
+            _ => None,
+        });
+        if stops.is_some() {
+            w.media.remove(&call_id);
+        }
         drop(w);
         self.send(&call_id, NetEvent::ToneReceived { tone });
-        let Some((operation_id, MediaAction::Record(r), phase)) = playing else { return };
-        match phase {
-            Phase::Prompt { .. } | Phase::Beep if r.barge_in => {
-                let mut w = self.world();
-                w.stop_hearing(&call_id, now, false);
-                drop(w);
-                self.start_recording(&call_id);
-            }
-            Phase::Recording { started, speech_ms } if r.stop_tones.contains(&tone) => {
-                let total = now.saturating_sub(started);
-                let recording = self.keep_recording(&call_id, &operation_id, speech_ms.min(total), total);
-                self.finish(&call_id, &operation_id, CompletionReason::StopToneDetected, Some(recording));
-            }
-            _ => {}
+        if let Some((operation_id, started, speech_ms)) = stops {
+            let total = now.saturating_sub(started);
+            let recording = self.keep_recording(&call_id, &operation_id, speech_ms.min(total), total);
+            self.completed(&call_id, &operation_id, CompletionReason::StopToneDetected, Some(recording));
         }
     }
 }

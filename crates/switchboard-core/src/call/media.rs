@@ -1,7 +1,7 @@
 //! How a call takes media actions and the network's media events (see [`crate::media`]).
 
 use super::{Call, CallState, ChangeType, Effect, NetCommand, OPERATIONS_KEPT, Operation, OperationStatus, Refusal};
-use crate::media::{CompletionReason, MEDIA_QUEUE_MAX, MediaAction, MediaJob, MediaRequest, Recording, Tone, ToneInfo};
+use crate::media::{CompletionReason, MEDIA_QUEUE_MAX, MediaAction, MediaJob, MediaRequest, OperationKind, Recording, Tone, ToneInfo};
 use crate::result::ResultInfo;
 
 impl Call {
@@ -17,8 +17,20 @@ impl Call {
         if self.state != CallState::Established {
             return Err(self.refuse(request.action(), "'established'"));
         }
+        // Graph: mute and unmute are "only supported for group calls".
+        if matches!(request, MediaRequest::Mute | MediaRequest::Unmute) && !self.group {
+            return Err(Refusal::GroupCallOnly(request.action()));
+        }
+        let barge_in = matches!(&request, MediaRequest::Record(r) if r.barge_in);
         let queued = matches!(request, MediaRequest::Play { .. } | MediaRequest::Record(_));
-        if queued && self.media.queue.len() >= MEDIA_QUEUE_MAX {
+        let sending =
+            self.operations.iter().filter(|o| o.kind == OperationKind::SendDtmfTones && o.status == OperationStatus::Running).count();
+        let full = match request {
+            _ if barge_in => false,
+            MediaRequest::SendDtmfTones { .. } => sending >= MEDIA_QUEUE_MAX,
+            _ => queued && self.media.queue.len() >= MEDIA_QUEUE_MAX,
+        };
+        if full {
             return Err(Refusal::MediaQueueFull);
         }
         let mut fx = Vec::new();
@@ -27,7 +39,14 @@ impl Call {
             MediaRequest::Play { prompts, looped } => {
                 self.enqueue(MediaJob { operation_id, action: MediaAction::Play { prompts, looped } }, &mut fx)
             }
-            MediaRequest::Record(settings) => self.enqueue(MediaJob { operation_id, action: MediaAction::Record(settings) }, &mut fx),
+            MediaRequest::Record(settings) => {
+                // `bargeInAllowed`: the recording barges into the prompts and recordings playing or
+                // waiting (each reported cancelled) and starts now.
+                if settings.barge_in {
+                    self.cancel_media(&mut fx);
+                }
+                self.enqueue(MediaJob { operation_id, action: MediaAction::Record(settings) }, &mut fx)
+            }
             MediaRequest::SendDtmfTones { tones, delay_between_ms } => {
                 fx.push(Effect::Net(NetCommand::SendTones { operation_id, tones, delay_between_ms }));
             }
@@ -117,14 +136,17 @@ impl Call {
         }
     }
 
-    /// The call is ending: every media operation still running fails with the call's reason, each
-    /// reported once, before the call's own end.
-    pub(super) fn end_media(&mut self, info: Option<ResultInfo>, fx: &mut Vec<Effect>) {
+    /// The call is ending: every media operation still running is cancelled (400/8508), each reported
+    /// once, before the call's own end; the network stops what it plays.
+    pub(super) fn end_media(&mut self, fx: &mut Vec<Effect>) {
         let jobs = std::mem::take(&mut self.media.queue);
+        if let Some(head) = jobs.first() {
+            fx.push(Effect::Net(NetCommand::StopMedia { operation_id: head.operation_id.clone() }));
+        }
         let running: Vec<(String, CompletionReason)> = self
             .operations
             .iter()
-            .filter(|o| o.status == OperationStatus::Running && o.kind != crate::media::OperationKind::Transfer)
+            .filter(|o| o.status == OperationStatus::Running && o.kind != OperationKind::Transfer)
             .map(|o| {
                 let reason = match jobs.iter().find(|j| j.operation_id == o.id) {
                     Some(job) => cancelled(&job.action),
@@ -133,9 +155,8 @@ impl Call {
                 (o.id.clone(), reason)
             })
             .collect();
-        let info = info.unwrap_or_else(ResultInfo::media_cancelled);
         for (id, reason) in running {
-            self.end_operation(&id, reason, info.clone(), None, fx);
+            self.end_operation(&id, reason, ResultInfo::media_cancelled(), None, fx);
         }
     }
 
@@ -143,7 +164,7 @@ impl Call {
     fn end_operation(&mut self, id: &str, reason: CompletionReason, info: ResultInfo, recording: Option<Recording>, fx: &mut Vec<Effect>) {
         let Some(op) = self.operations.iter_mut().find(|o| o.id == id && o.status == OperationStatus::Running) else { return };
         // Tones end `completed` whatever the reason, with no resultInfo (as Graph's examples show).
-        let tones = op.kind == crate::media::OperationKind::SendDtmfTones;
+        let tones = op.kind == OperationKind::SendDtmfTones;
         op.status = if reason.failed() && !tones { OperationStatus::Failed } else { OperationStatus::Completed };
         op.completion_reason = Some(reason);
         op.result_info = (!tones).then_some(info);

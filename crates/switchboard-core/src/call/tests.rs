@@ -705,7 +705,8 @@ fn a_hang_up_mid_prompt_ends_the_prompt_once_then_the_call() {
     call.handle(play("m2"), 11).unwrap();
     let fx = call.handle(Input::Net(NetEvent::RemoteHangUp), 20).unwrap();
     assert_eq!(notes(&fx), ["op:m1:failed", "op:m2:failed", "deleted:terminated"]);
-    assert_eq!(op(&call, "m1").result_info.as_ref().map(|r| r.subcode), Some(4521), "fails with the call's reason");
+    assert_eq!(plays(&fx), ["stop:m1"], "the network stops what it plays");
+    assert_eq!(op(&call, "m1").result_info.as_ref().map(|r| (r.code, r.subcode)), Some((400, 8508)), "cancelled with the call");
     // The network's late word on it changes nothing.
     let late = Input::Net(NetEvent::MediaCompleted {
         operation_id: "m1".into(),
@@ -732,9 +733,12 @@ fn media_actions_are_refused_outside_an_established_call_and_beyond_the_queue() 
 }
 
 #[test]
-fn mute_is_a_roster_change_completed_at_once() {
-    let mut call = established();
+fn mute_is_a_roster_change_completed_at_once_in_group_calls_only() {
     let mute = |id: &str, request| Input::Media { operation_id: id.into(), client_context: None, request };
+    let mut p2p = established();
+    assert_eq!(p2p.handle(mute("x", MediaRequest::Mute), 10), Err(Refusal::GroupCallOnly("mute")));
+    let (mut call, _) = group(0);
+    call.handle(joined("m1"), 1).unwrap();
     let fx = call.handle(mute("a", MediaRequest::Mute), 10).unwrap();
     assert!(matches!(fx.as_slice(), [Effect::Notify(n)] if n.roster));
     assert!(call.media.muted);
@@ -743,4 +747,23 @@ fn mute_is_a_roster_change_completed_at_once() {
     assert_eq!(op(&call, "b").status, OperationStatus::Completed);
     call.handle(mute("c", MediaRequest::Unmute), 12).unwrap();
     assert!(!call.media.muted);
+}
+
+#[test]
+fn a_barge_in_recording_cancels_the_queue_and_starts_now() {
+    let mut call = established();
+    call.handle(play("m1"), 10).unwrap();
+    call.handle(play("m2"), 11).unwrap();
+    let mut settings = record_settings();
+    settings.barge_in = true;
+    let fx =
+        call.handle(Input::Media { operation_id: "r".into(), client_context: None, request: MediaRequest::Record(settings) }, 12).unwrap();
+    assert_eq!(notes(&fx), ["op:m1:failed", "op:m2:failed"]);
+    assert_eq!(plays(&fx), ["stop:m1", "play:r"]);
+    assert_eq!(call.media.queue.len(), 1);
+    // Without barge-in it waits its turn.
+    let waits = RecordSettings { barge_in: false, ..record_settings() };
+    let fx =
+        call.handle(Input::Media { operation_id: "r2".into(), client_context: None, request: MediaRequest::Record(waits) }, 13).unwrap();
+    assert!(fx.is_empty());
 }

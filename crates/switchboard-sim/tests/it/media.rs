@@ -161,7 +161,7 @@ async fn cancelling_and_hanging_up_mid_prompt_end_it_once() {
     assert_eq!(ends.len(), 2, "{ends:?}");
     assert_eq!(
         (ends[0]["op"].clone(), ends[0]["status"].clone(), ends[0]["result"].clone()),
-        (json!("p3"), json!("failed"), json!("200/4521"))
+        (json!("p3"), json!("failed"), json!("400/8508"))
     );
     assert_eq!((ends[1]["change"].clone(), ends[1]["state"].clone()), (json!("deleted"), json!("terminated")));
     w.advance(PROMPT_MS).await;
@@ -183,4 +183,22 @@ async fn tones_the_bot_sends_reach_the_party() {
     );
     let leg = w.sim.legs().into_iter().find(|l| l.party.key() == "alex").unwrap();
     assert_eq!(leg.received, "12#");
+}
+
+#[tokio::test]
+async fn a_cancelled_prompts_timer_never_ends_the_next_one() {
+    let w = world();
+    w.answered("c1", "alex").await;
+    w.engine.apply("c1", media("a", play(&["https://cdn/a.wav"]))).await.unwrap();
+    w.advance(1_000).await;
+    w.engine.apply("c1", media("cancel", MediaRequest::CancelMediaProcessing)).await.unwrap();
+    w.engine.apply("c1", media("b", play(&["https://cdn/b.wav"]))).await.unwrap();
+    w.take();
+    // A's timer falls due at 2 s; B started at 1 s and plays until 3 s.
+    w.advance(1_999).await;
+    assert_eq!(w.take(), Vec::<serde_json::Value>::new(), "B still plays");
+    w.advance(1).await;
+    assert_eq!(w.take()[0]["op"], "b");
+    let leg = w.sim.legs().into_iter().find(|l| l.party.key() == "alex").unwrap();
+    assert_eq!(leg.heard.iter().map(|h| (h.ms, h.complete)).collect::<Vec<_>>(), [(1_000, false), (PROMPT_MS, true)]);
 }
