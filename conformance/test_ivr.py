@@ -93,7 +93,7 @@ def test_a_reply_is_recorded_and_fetched_with_its_token(env):
     assert location == f"{env.server.base}/recordings/{op.id}"
     # Not a Graph path: fetched as a bot would, with its own client.
     wav = httpx.get(location, headers={"authorization": f"Bearer {token}"}, verify=env.server.cafile)
-    assert wav.status_code == 200 and wav.headers["content-type"] == "audio/wav"
+    assert wav.status_code == 200 and wav.headers["content-type"] == "application/octet-stream"
     assert (wav.content[:4], wav.content[8:12]) == (b"RIFF", b"WAVE")
     # 2.5 s of 8 kHz 16-bit audio, give or take the real clock's few milliseconds.
     assert 44 + 2500 * 16 <= len(wav.content) <= 44 + 2600 * 16, len(wav.content)

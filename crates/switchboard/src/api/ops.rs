@@ -54,5 +54,6 @@ pub(super) async fn recording(
     if !crate::identity::same_secret(token, &recording.access_token) {
         return Err(GraphError::unauthorized("The token is not this recording's recordingAccessToken."));
     }
-    Ok(([(header::CONTENT_TYPE, "audio/wav")], recording.wav.as_ref().clone()).into_response())
+    // As Graph serves recordings; the bytes are a WAV file.
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], recording.wav.as_ref().clone()).into_response())
 }

@@ -309,9 +309,9 @@ fn play_prompt(_: &Ctx<'_>) -> Value {
     }})
 }
 
-/// Keys as Graph's examples write stop tones (`"#"`), or tone names.
+/// Keys as Graph's examples write stop tones (`"#"`; `"!"` is flash), or tone names.
 fn stop_tone() -> Value {
-    let mut keys: Vec<String> = "0123456789*#ABCDabcd".chars().map(String::from).collect();
+    let mut keys: Vec<String> = "0123456789*#ABCDabcd!".chars().map(String::from).collect();
     keys.extend(switchboard_core::media::Tone::ALL.iter().map(|t| t.as_str().to_owned()));
     json!({"type": "string", "enum": keys})
 }
@@ -1314,7 +1314,7 @@ fn response(r: &Route, resp: &Resp, ctx: &Ctx<'_>) -> Value {
         Content::Empty => None,
         Content::Json(schema) => Some(json!({JSON: {"schema": schema(ctx)}})),
         Content::Text => Some(json!({"text/plain": {"schema": {"type": "string"}}})),
-        Content::Audio => Some(json!({"audio/wav": {"schema": {"type": "string", "format": "binary"}}})),
+        Content::Audio => Some(json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}})),
         Content::GraphError => Some(json!({JSON: {"schema": reference("error")}})),
         Content::IdentityError => Some(json!({JSON: {"schema": reference("identityError")}})),
     };
@@ -1356,7 +1356,9 @@ fn operation(r: &Route, ctx: &Ctx<'_>) -> Value {
         "security": security,
     });
     if let Some((ct, schema)) = r.body {
-        op["requestBody"] = json!({"required": true, "content": {ct: {"schema": schema(ctx)}}});
+        // The media actions that take only optional fields may come without a body.
+        let optional = matches!(r.id, "subscribeToTone" | "cancelMediaProcessing" | "muteCall" | "unmuteCall" | "recordResponse");
+        op["requestBody"] = json!({"required": !optional, "content": {ct: {"schema": schema(ctx)}}});
     }
     op
 }

@@ -146,7 +146,11 @@ impl<'a> Obj<'a> {
     pub fn odata_type(&self) -> Result<Option<String>, BodyError> {
         Ok(self.str_opt("@odata.type")?.map(|t| {
             let t = t.trim_start_matches('#');
-            let t = if t.len() > 16 && t[..16].eq_ignore_ascii_case("microsoft.graph.") { &t[16..] } else { t };
+            // `get`, not a slice: the 16th byte may fall inside a character.
+            let t = match t.get(..16) {
+                Some(prefix) if t.len() > 16 && prefix.eq_ignore_ascii_case("microsoft.graph.") => &t[16..],
+                _ => t,
+            };
             t.to_ascii_lowercase()
         }))
     }

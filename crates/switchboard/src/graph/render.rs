@@ -463,6 +463,10 @@ pub fn notification_2018(c: &Call, n: &Notification, etag: u64, me: Option<&Part
         let mut data = operation(op, base_url);
         data["@odata.id"] = json!(path);
         data["@odata.etag"] = json!(format!("W/\"{etag}\""));
+        // That format's codes are strings.
+        if let Some(i) = &op.result_info {
+            data["resultInfo"] = json!({"code": i.code.to_string(), "subCode": i.subcode.to_string(), "message": i.message});
+        }
         return Some(json!({"changeType": "deleted", "resource": path, "resourceData": data}));
     }
     if let Some(op) = &n.operation {

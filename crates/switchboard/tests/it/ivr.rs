@@ -157,7 +157,7 @@ async fn a_reply_is_recorded_and_fetched_with_its_token() {
     };
     let resp = get(Some(token_for_it.clone())).await;
     assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(resp.headers()["content-type"], "audio/wav");
+    assert_eq!(resp.headers()["content-type"], "application/octet-stream");
     let wav = resp.bytes().await.unwrap();
     assert_eq!((&wav[0..4], &wav[8..12], wav.len()), (&b"RIFF"[..], &b"WAVE"[..], 44 + 2_500 * 16));
     for bearer in [None, Some(token.clone()), Some("x".repeat(64))] {
@@ -201,7 +201,7 @@ async fn media_actions_refuse_bad_bodies_and_wrong_states_and_end_once_on_hang_u
             json!({"status": "paused"}),
             "status: 'paused' is not a recordingStatus; use notRecording, recording, failed or unknown",
         ),
-        ("mute", json!({"clientContext": 7}), "clientContext: expected a string, found a number"),
+        ("unmute", json!({"clientContext": 7}), "clientContext: expected a string, found a number"),
     ];
     for (action, body, problem) in cases {
         let (status, _, err) = act(&server, &token, &id, action, body).await;
@@ -211,15 +211,12 @@ async fn media_actions_refuse_bad_bodies_and_wrong_states_and_end_once_on_hang_u
         );
     }
 
-    // Mute: completed at once, and the roster shows it.
-    let (status, _, mute) = act(&server, &token, &id, "mute", json!({"clientContext": "m"})).await;
+    // Mute is for group calls (Graph: "only supported for group calls").
+    let (status, _, err) = act(&server, &token, &id, "mute", json!({"clientContext": "m"})).await;
     assert_eq!(
-        (status, mute["status"].clone(), mute["@odata.type"].clone()),
-        (200, json!("completed"), json!("#microsoft.graph.muteParticipantOperation"))
+        (status, err["error"]["message"].as_str().unwrap_or_default()),
+        (409, "Cannot mute a peer-to-peer call; Graph supports it in group calls only.")
     );
-    let (_, roster) = bot.next().await;
-    assert_eq!(roster["resourceUrl"], format!("/communications/calls/{id}/participants"));
-    assert_eq!(roster["resourceData"][0]["isMuted"], true, "{roster}");
 
     // Alex hangs up mid-prompt: the prompt fails once, then the call ends.
     let (_, _, play) = act(&server, &token, &id, "playPrompt", json!({"prompts": [prompt(GREETING)]})).await;
@@ -230,10 +227,38 @@ async fn media_actions_refuse_bad_bodies_and_wrong_states_and_end_once_on_hang_u
     let failed = redact_op(bot.next().await.1, &id, &op);
     assert_eq!(failed["resourceData"]["status"], "failed", "{failed}");
     assert_eq!(failed["resourceData"]["completionReason"], "mediaOperationCanceled");
-    assert_eq!(failed["resourceData"]["resultInfo"]["subcode"], 4521);
+    assert_eq!(
+        (failed["resourceData"]["resultInfo"]["code"].clone(), failed["resourceData"]["resultInfo"]["subcode"].clone()),
+        (json!(400), json!(8508))
+    );
     assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 4521, "The other participant ended the call."));
     server.advance(5_000).await;
     bot.expect_silence(std::time::Duration::from_millis(300)).await;
     let leg = leg_of(&server, ALEX).await;
     assert_eq!(leg, Value::Null, "the leg is gone");
+}
+
+/// Mute in a group call: completed in the response, and the roster shows the bot muted.
+#[tokio::test]
+async fn the_bot_mutes_itself_in_a_group_call() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let id = crate::group::joined(&server, &mut bot, &token, &[HEIDI, ALEX]).await;
+    let (status, location, mute) = act(&server, &token, &id, "mute", json!({"clientContext": "m"})).await;
+    assert_eq!(
+        (status, mute["status"].clone(), mute["@odata.type"].clone()),
+        (200, json!("completed"), json!("#microsoft.graph.muteParticipantOperation"))
+    );
+    assert!(location.ends_with(&format!("/operations/{}", mute["id"].as_str().unwrap())), "{location}");
+    let (_, roster) = bot.next().await;
+    assert_eq!(roster["resourceUrl"], format!("/communications/calls/{id}/participants"));
+    let muted: Vec<bool> = roster["resourceData"].as_array().unwrap().iter().map(|p| p["isMuted"].as_bool().unwrap()).collect();
+    assert_eq!(muted, [true, false, false], "the bot first, then Heidi and Alex");
+    // Muting again changes nothing to tell; unmuting does.
+    act(&server, &token, &id, "mute", json!({})).await;
+    let (status, _, _) = act(&server, &token, &id, "unmute", json!({})).await;
+    assert_eq!(status, 200);
+    let (_, roster) = bot.next().await;
+    assert_eq!(roster["resourceData"][0]["isMuted"], false);
 }

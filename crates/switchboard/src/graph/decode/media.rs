@@ -202,6 +202,12 @@ mod tests {
                 json!({"prompts": [prompt("a")], "clientContext": "x".repeat(257)}),
                 "clientContext: is 257 characters long; at most 256 are allowed",
             ),
+            // A character across the 16th byte, where the namespace prefix is looked for (it panicked).
+            (
+                "playprompt",
+                json!({"prompts": [{"@odata.type": "aaaaaaaaaaaaaaaé", "mediaInfo": {"uri": "x"}}]}),
+                "prompts[0].@odata.type: 'aaaaaaaaaaaaaaaé' is not a prompt Switchboard plays; use #microsoft.graph.mediaPrompt",
+            ),
             (
                 "recordresponse",
                 json!({"maxRecordDurationInSeconds": 121}),
