@@ -179,6 +179,24 @@ pub struct Member {
     pub party: Party,
     /// Joined (answered); until then the party is being invited (ringing).
     pub joined: bool,
+    /// The bot muted it (`participants/{id}/mute`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub muted: bool,
+    /// The invitation (its operation id) that brought it into the call, if the bot invited it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<String>,
+}
+
+impl Member {
+    /// A party being invited (ringing).
+    pub fn invited(participant_id: String, party: Party) -> Member {
+        Member { participant_id, party, joined: false, muted: false, invitation: None }
+    }
+
+    /// A party in the call.
+    pub fn joined(participant_id: String, party: Party) -> Member {
+        Member { joined: true, ..Member::invited(participant_id, party) }
+    }
 }
 
 /// A transfer of this call's remote party (the transferee) to a transfer target (RFC 5589 terms).
@@ -232,6 +250,9 @@ pub struct Operation {
     /// A completed `recordResponse`'s recording.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<Recording>,
+    /// Whom an invitation invited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invitees: Vec<Invitee>,
 }
 
 impl Operation {
@@ -244,6 +265,7 @@ impl Operation {
             kind,
             completion_reason: None,
             recording: None,
+            invitees: Vec::new(),
         }
     }
 }
@@ -364,6 +386,20 @@ pub enum Input {
         client_context: Option<String>,
         request: MediaRequest,
     },
+    /// `participants/invite`; the invitees ring for at most `ring_timeout_ms`.
+    Invite {
+        operation_id: String,
+        client_context: Option<String>,
+        invitees: Vec<Invitee>,
+        ring_timeout_ms: Millis,
+    },
+    /// An action on one participant (mute, remove, hold music).
+    Participant {
+        operation_id: String,
+        client_context: Option<String>,
+        participant_id: String,
+        action: ParticipantAction,
+    },
     Net(NetEvent),
     Timer(Timer),
 }
@@ -400,9 +436,23 @@ pub enum NetCommand {
     CancelTransfer {
         transfer_id: String,
     },
-    /// Stop inviting a group-call member that has not joined (the ring timeout passed).
+    /// A group-call member leaves: one that has not joined stops ringing (the ring timeout passed, or
+    /// the bot removed it), one that has is dropped from the call.
     DropMember {
         participant_id: String,
+    },
+    /// Ring an invitee into this call, or move it over from the call it `replaces`; the network
+    /// answers with `MemberJoined` or `MemberLeft`.
+    Invite {
+        operation_id: String,
+        invitee: Invitee,
+    },
+    /// Start or stop hold music for a participant; `MediaCompleted` when done.
+    HoldMusic {
+        operation_id: String,
+        participant_id: String,
+        start: bool,
+        prompt: Option<String>,
     },
     /// Play or record (the head of the call's media queue); the network answers with `MediaCompleted`.
     PlayMedia {
@@ -471,6 +521,12 @@ pub enum Refusal {
     MediaQueueFull,
     #[error("cannot {0} a peer-to-peer call; Graph supports it in group calls only")]
     GroupCallOnly(&'static str),
+    /// The call has no such participant (the API answers 404).
+    #[error("participant '{0}' is not in this call")]
+    NoSuchParticipant(String),
+    /// A well-formed request that the call as it is cannot take (409).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Everything the bot asked for when it placed an outgoing call.
@@ -542,7 +598,7 @@ impl Call {
             transferor: None,
             media: Media::default(),
             group: !req.members.is_empty(),
-            members: req.members.into_iter().map(|(participant_id, party)| Member { participant_id, party, joined: false }).collect(),
+            members: req.members.into_iter().map(|(participant_id, party)| Member::invited(participant_id, party)).collect(),
         };
         let effects = vec![
             call.notify(ChangeType::Updated),
@@ -720,6 +776,12 @@ impl Call {
             Input::Media { operation_id, client_context, request } => {
                 return self.media_request(operation_id, client_context, request);
             }
+            Input::Invite { operation_id, client_context, invitees, ring_timeout_ms } => {
+                return self.invite(operation_id, client_context, invitees, ring_timeout_ms, now);
+            }
+            Input::Participant { operation_id, client_context, participant_id, action } => {
+                return self.participant_action(operation_id, client_context, participant_id, action);
+            }
             Input::Net(NetEvent::MediaCompleted { operation_id, reason, recording }) => {
                 self.media_completed(&operation_id, reason, recording, &mut fx);
             }
@@ -772,10 +834,15 @@ impl Call {
                     self.setup_deadline = None;
                 }
                 fx.push(self.notify_roster());
+                self.invitee_joined(&participant_id, &mut fx);
             }
-            Input::Net(NetEvent::MemberLeft { participant_id, failure: _ }) => {
+            Input::Net(NetEvent::MemberLeft { participant_id, failure }) => {
                 let Some(i) = self.members.iter().position(|m| m.participant_id == participant_id) else { return Ok(fx) };
                 let member = self.members.remove(i);
+                self.invitee_failed(&member, failure.unwrap_or(Failure::Unreachable), &mut fx);
+                if self.media.held.as_deref() == Some(participant_id.as_str()) {
+                    self.media.held = None;
+                }
                 let transferee = self.transfer.as_ref().and_then(|t| t.transferee.as_deref()) == Some(participant_id.as_str());
                 if self.members.is_empty() {
                     // The last one: the call ends (a transfer in progress fails with it; hanging up
@@ -824,6 +891,7 @@ impl Call {
                             let (joined, ringing): (Vec<Member>, Vec<Member>) = self.members.drain(..).partition(|m| m.joined);
                             self.members = joined;
                             for m in ringing {
+                                self.invitee_failed(&m, Failure::NoAnswer, &mut fx);
                                 fx.push(Effect::Net(NetCommand::DropMember { participant_id: m.participant_id }));
                             }
                             if self.group && self.members.is_empty() {
@@ -1023,11 +1091,16 @@ fn action_name(input: &Input) -> &'static str {
         Input::KeepAlive => "keep alive",
         Input::Transfer { .. } => "transfer",
         Input::Media { request, .. } => request.action(),
+        Input::Invite { .. } => "invite participants into",
+        Input::Participant { .. } => "act on a participant of",
         Input::Net(_) => "network event",
         Input::Timer(_) => "timer",
     }
 }
 
 mod media;
+mod participants;
 #[cfg(test)]
 mod tests;
+
+pub use participants::{INVITEES_MAX, Invitee, ParticipantAction};

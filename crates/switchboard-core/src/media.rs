@@ -125,6 +125,12 @@ pub enum OperationKind {
     Mute,
     Unmute,
     UpdateRecordingStatus,
+    /// `participants/invite`.
+    Invite,
+    /// `participants/{id}/mute`.
+    MuteParticipant,
+    StartHoldMusic,
+    StopHoldMusic,
 }
 
 /// Why a media operation ended (Graph's `completionReason`, the union of the record, prompt and DTMF
@@ -285,6 +291,9 @@ pub struct Media {
     pub muted: bool,
     #[serde(default)]
     pub recording_status: Option<RecordingStatus>,
+    /// The participant on hold (with music), if one is: only one can be at a time.
+    #[serde(default)]
+    pub held: Option<String>,
 }
 
 impl Media {

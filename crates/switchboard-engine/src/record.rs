@@ -14,7 +14,7 @@
 //! edit the V1 types or the fixture.
 
 use serde::{Deserialize, Serialize};
-use switchboard_core::call::{Call, CallState, Direction, MediaConfig, MediaState, Member, Operation, OperationStatus, Transfer};
+use switchboard_core::call::{Call, CallState, Direction, Invitee, MediaConfig, MediaState, Member, Operation, OperationStatus, Transfer};
 use switchboard_core::media::{
     CompletionReason, Media, MediaAction, MediaJob, OperationKind, RecordSettings, Recording, RecordingStatus, Tone,
 };
@@ -146,11 +146,18 @@ struct MediaV1 {
     muted: bool,
     #[serde(rename = "recordingStatus", default, skip_serializing_if = "Option::is_none")]
     recording_status: Option<RecordingStatusV1>,
+    #[serde(rename = "held", default, skip_serializing_if = "Option::is_none")]
+    held: Option<String>,
 }
 
 impl MediaV1 {
     fn is_idle(&self) -> bool {
-        self.queue.is_empty() && !self.tones_subscribed && self.tone_sequence == 0 && !self.muted && self.recording_status.is_none()
+        self.queue.is_empty()
+            && !self.tones_subscribed
+            && self.tone_sequence == 0
+            && !self.muted
+            && self.recording_status.is_none()
+            && self.held.is_none()
     }
 }
 
@@ -239,6 +246,20 @@ struct MemberV1 {
     party: PartyV1,
     #[serde(rename = "joined")]
     joined: bool,
+    #[serde(rename = "muted", default, skip_serializing_if = "is_false")]
+    muted: bool,
+    #[serde(rename = "invitation", default, skip_serializing_if = "Option::is_none")]
+    invitation: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct InviteeV1 {
+    #[serde(rename = "participantId")]
+    participant_id: String,
+    #[serde(rename = "party")]
+    party: PartyV1,
+    #[serde(rename = "replacesCallId", default, skip_serializing_if = "Option::is_none")]
+    replaces_call_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -282,6 +303,8 @@ struct OperationV1 {
     completion_reason: Option<CompletionReasonV1>,
     #[serde(rename = "recording", default, skip_serializing_if = "Option::is_none")]
     recording: Option<RecordingV1>,
+    #[serde(rename = "invitees", default, skip_serializing_if = "Vec::is_empty")]
+    invitees: Vec<InviteeV1>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -315,6 +338,14 @@ enum OperationKindV1 {
     Unmute,
     #[serde(rename = "updateRecordingStatus")]
     UpdateRecordingStatus,
+    #[serde(rename = "invite")]
+    Invite,
+    #[serde(rename = "muteParticipant")]
+    MuteParticipant,
+    #[serde(rename = "startHoldMusic")]
+    StartHoldMusic,
+    #[serde(rename = "stopHoldMusic")]
+    StopHoldMusic,
 }
 
 impl OperationKindV1 {
@@ -526,13 +557,19 @@ impl From<PartyV1> for Party {
 
 impl From<&Member> for MemberV1 {
     fn from(m: &Member) -> Self {
-        MemberV1 { participant_id: m.participant_id.clone(), party: (&m.party).into(), joined: m.joined }
+        MemberV1 {
+            participant_id: m.participant_id.clone(),
+            party: (&m.party).into(),
+            joined: m.joined,
+            muted: m.muted,
+            invitation: m.invitation.clone(),
+        }
     }
 }
 
 impl From<MemberV1> for Member {
     fn from(m: MemberV1) -> Self {
-        Member { participant_id: m.participant_id, party: m.party.into(), joined: m.joined }
+        Member { participant_id: m.participant_id, party: m.party.into(), joined: m.joined, muted: m.muted, invitation: m.invitation }
     }
 }
 
@@ -578,6 +615,15 @@ impl From<&Operation> for OperationV1 {
                 duration_ms: r.duration_ms,
                 access_token: r.access_token.clone(),
             }),
+            invitees: o
+                .invitees
+                .iter()
+                .map(|i| InviteeV1 {
+                    participant_id: i.participant_id.clone(),
+                    party: (&i.party).into(),
+                    replaces_call_id: i.replaces_call_id.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -592,6 +638,11 @@ impl From<OperationV1> for Operation {
             kind: o.kind.into(),
             completion_reason: o.completion_reason.map(Into::into),
             recording: o.recording.map(|r| Recording { id: r.id, duration_ms: r.duration_ms, access_token: r.access_token }),
+            invitees: o
+                .invitees
+                .into_iter()
+                .map(|i| Invitee { participant_id: i.participant_id, party: i.party.into(), replaces_call_id: i.replaces_call_id })
+                .collect(),
         }
     }
 }
@@ -622,6 +673,7 @@ impl From<&Media> for MediaV1 {
             tone_sequence: m.tone_sequence,
             muted: m.muted,
             recording_status: m.recording_status.map(Into::into),
+            held: m.held.clone(),
         }
     }
 }
@@ -663,6 +715,7 @@ impl From<MediaV1> for Media {
             tone_sequence: m.tone_sequence,
             muted: m.muted,
             recording_status: m.recording_status.map(Into::into),
+            held: m.held,
         }
     }
 }
@@ -726,6 +779,10 @@ mirror!(OperationKind <=> OperationKindV1 {
     Mute,
     Unmute,
     UpdateRecordingStatus,
+    Invite,
+    MuteParticipant,
+    StartHoldMusic,
+    StopHoldMusic,
 });
 mirror!(CompletionReason <=> CompletionReasonV1 {
     CompletedSuccessfully,
@@ -812,6 +869,7 @@ mod tests {
                     kind: OperationKind::Transfer,
                     completion_reason: None,
                     recording: None,
+                    invitees: Vec::new(),
                 },
                 Operation {
                     id: "3e7c1a9f-5b2d-4e86-a0f4-8c6b2d9e7a15".into(),
@@ -821,6 +879,7 @@ mod tests {
                     kind: OperationKind::Transfer,
                     completion_reason: None,
                     recording: None,
+                    invitees: Vec::new(),
                 },
             ],
             transferor: Some(Party::Application {
@@ -828,17 +887,9 @@ mod tests {
                 display_name: "Contoso Switchboard Bot".into(),
             }),
             members: vec![
-                Member { participant_id: "1d5a9e3c-7f2b-4c68-a4e0-b8c3f6d2a971".into(), party: heidi(), joined: true },
-                Member {
-                    participant_id: "f4c8a1d6-2e7b-4930-b5f1-6d8e3a0c7b42".into(),
-                    party: user("6b3f0d8e-2a5c-4e19-8d7b-9c1e4a6f3b20", "Alex Wilber"),
-                    joined: true,
-                },
-                Member {
-                    participant_id: "9e2c6a4f-0b8d-4173-a5c9-e3f1b7d4a268".into(),
-                    party: Party::Phone { number: "+14255550123".into() },
-                    joined: false,
-                },
+                Member::joined("1d5a9e3c-7f2b-4c68-a4e0-b8c3f6d2a971".into(), heidi()),
+                Member::joined("f4c8a1d6-2e7b-4930-b5f1-6d8e3a0c7b42".into(), user("6b3f0d8e-2a5c-4e19-8d7b-9c1e4a6f3b20", "Alex Wilber")),
+                Member::invited("9e2c6a4f-0b8d-4173-a5c9-e3f1b7d4a268".into(), Party::Phone { number: "+14255550123".into() }),
             ],
             group: true,
             media: Media::default(),
@@ -933,7 +984,10 @@ mod tests {
             tone_sequence: 7,
             muted: true,
             recording_status: Some(RecordingStatus::Recording),
+            held: Some("f4c8a1d6-2e7b-4930-b5f1-6d8e3a0c7b42".into()),
         };
+        c.members[0].muted = true;
+        c.members[2].invitation = Some("op-invite".into());
         for (i, kind) in [
             OperationKind::PlayPrompt,
             OperationKind::Record,
@@ -943,12 +997,19 @@ mod tests {
             OperationKind::Mute,
             OperationKind::Unmute,
             OperationKind::UpdateRecordingStatus,
+            OperationKind::Invite,
+            OperationKind::MuteParticipant,
+            OperationKind::StartHoldMusic,
+            OperationKind::StopHoldMusic,
         ]
         .into_iter()
         .enumerate()
         {
             let mut op = Operation::new(format!("op-{i}"), kind, None);
             op.completion_reason = Some([CompletionReason::StopToneDetected, CompletionReason::MediaOperationCanceled][i % 2]);
+            if kind == OperationKind::Invite {
+                op.invitees = vec![Invitee { participant_id: "p-9".into(), party: heidi(), replaces_call_id: Some("call-b".into()) }];
+            }
             op.recording =
                 (kind == OperationKind::Record).then(|| Recording { id: "rec-1".into(), duration_ms: 3_250, access_token: "t0k3n".into() });
             c.operations.push(op);

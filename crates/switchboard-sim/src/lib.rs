@@ -153,7 +153,7 @@ impl Recent {
 
 /// A group call in the world: its members' legs, and whether the bot is still in it.
 #[derive(Default)]
-struct Group {
+pub(crate) struct Group {
     bot: bool,
     /// Participant id → leg id.
     members: BTreeMap<String, String>,
@@ -1036,6 +1036,10 @@ impl Network for SimNetwork {
             NetCommand::StopMedia { operation_id } => sim.stop_media(&call.id, operation_id),
             NetCommand::SendTones { operation_id, tones, delay_between_ms } => {
                 sim.send_tones(&call.id, operation_id, tones, *delay_between_ms)
+            }
+            NetCommand::Invite { invitee, .. } => sim.invite(call, invitee),
+            NetCommand::HoldMusic { operation_id, participant_id, start, prompt } => {
+                sim.hold_music(call, operation_id, participant_id, *start, prompt.as_deref())
             }
         }
     }

@@ -14,6 +14,8 @@ use switchboard_core::call::NetEvent;
 use switchboard_core::media::{CompletionReason, MediaAction, MediaJob, RecordSettings, Recording, Tone};
 
 use crate::behaviour::{DEFAULT_PRESS_AFTER_MS, KEY_GAP_MS};
+use switchboard_core::call::{Failure, Invitee, Member};
+
 use crate::{Behaviour, LegState, Peer, Sim, World};
 
 /// How long each prompt plays.
@@ -409,5 +411,86 @@ fn recording_end(r: &RecordSettings, speech_ms: u64) -> (u64, CompletionReason) 
         (r.max_duration_ms, CompletionReason::MaxRecordDurationReached)
     } else {
         (quiet, CompletionReason::MaxSilenceTimeout)
+    }
+}
+
+impl Sim {
+    /// `participants/invite`: the call becomes a group call if it was peer-to-peer (its remote leg is
+    /// its first member); the invitee rings and plays its behaviour, or, replacing another of the
+    /// bot's calls, its peer moves over and that call ends.
+    pub(crate) fn invite(self: &Arc<Self>, call: &switchboard_core::call::Call, invitee: &Invitee) {
+        let (call_id, pid) = (call.id.as_str(), invitee.participant_id.as_str());
+        let mut w = self.world();
+        if !w.groups.contains_key(call_id) {
+            let mut group = crate::Group { bot: true, members: std::collections::BTreeMap::new() };
+            if let Some(leg_id) = w.by_call.remove(call_id) {
+                if let Some(leg) = w.legs.get_mut(&leg_id) {
+                    leg.peer = Peer::Group { call_id: call_id.to_owned(), participant_id: call.peer_participant_id.clone() };
+                }
+                group.members.insert(call.peer_participant_id.clone(), leg_id);
+            }
+            w.groups.insert(call_id.to_owned(), group);
+        }
+        let Some(replaced) = &invitee.replaces_call_id else {
+            drop(w);
+            let member = Member::invited(pid.to_owned(), invitee.party.clone());
+            match self.behaviour(&invitee.party) {
+                Some(behaviour) => {
+                    let leg = self.member_leg(call_id, &member, LegState::Ringing);
+                    self.play(leg, behaviour);
+                }
+                None => self.send(call_id, NetEvent::MemberLeft { participant_id: pid.to_owned(), failure: Some(Failure::Unreachable) }),
+            }
+            return;
+        };
+        // The other call's peer moves into this one, connected at once.
+        let moved = match w.by_call.get(replaced).cloned() {
+            Some(leg_id) if w.legs.get(&leg_id).is_some_and(|l| l.state == LegState::Connected && l.party == invitee.party) => {
+                w.by_call.remove(replaced);
+                if let Some(leg) = w.legs.get_mut(&leg_id) {
+                    leg.peer = Peer::Group { call_id: call_id.to_owned(), participant_id: pid.to_owned() };
+                }
+                if let Some(g) = w.groups.get_mut(call_id) {
+                    g.members.insert(pid.to_owned(), leg_id);
+                }
+                true
+            }
+            _ => false,
+        };
+        drop(w);
+        if moved {
+            self.send(call_id, NetEvent::MemberJoined { participant_id: pid.to_owned() });
+            self.send(replaced, NetEvent::Replaced { by_call_id: call_id.to_owned() });
+        } else {
+            self.send(call_id, NetEvent::MemberLeft { participant_id: pid.to_owned(), failure: Some(Failure::Unreachable) });
+        }
+    }
+
+    /// Hold music for a participant: it hears the music (the prompt given, or `holdMusic`) until it is
+    /// taken off hold.
+    pub(crate) fn hold_music(
+        &self,
+        call: &switchboard_core::call::Call,
+        operation_id: &str,
+        participant_id: &str,
+        start: bool,
+        prompt: Option<&str>,
+    ) {
+        let now = self.now();
+        let mut w = self.world();
+        let leg_id = match w.groups.get(&call.id) {
+            Some(g) => g.members.get(participant_id).cloned(),
+            None => w.by_call.get(&call.id).cloned(),
+        };
+        if let Some(leg) = leg_id.and_then(|l| w.legs.get_mut(&l)) {
+            if start {
+                leg.heard.push(Heard { uri: prompt.unwrap_or("holdMusic").to_owned(), started_at: now, ms: 0, complete: false });
+            } else if let Some(h) = leg.heard.last_mut().filter(|h| h.ms == 0 && !h.complete) {
+                h.ms = now.saturating_sub(h.started_at);
+                h.complete = true;
+            }
+        }
+        drop(w);
+        self.completed(&call.id, operation_id, CompletionReason::CompletedSuccessfully, None);
     }
 }

@@ -484,6 +484,17 @@ impl Network for SipNetwork {
                 self.events.call(id, NetEvent::MediaCompleted { operation_id: operation_id.clone(), reason, recording: None });
             }
             NetCommand::StopMedia { .. } => {}
+            // Group calls are on the sim only; a SIP call cannot be escalated yet.
+            NetCommand::Invite { invitee, .. } => {
+                tracing::warn!(call_id = id, "inviting participants into a SIP call is not served yet; the invitee fails");
+                let participant_id = invitee.participant_id.clone();
+                self.events.call(id, NetEvent::MemberLeft { participant_id, failure: Some(Failure::Unreachable) });
+            }
+            NetCommand::HoldMusic { operation_id, .. } => {
+                tracing::warn!(call_id = id, "hold music over SIP is not served yet; it fails");
+                let reason = CompletionReason::UnspecifiedError;
+                self.events.call(id, NetEvent::MediaCompleted { operation_id: operation_id.clone(), reason, recording: None });
+            }
         }
     }
 

@@ -31,7 +31,8 @@ pub fn graph_bodies(data: &[u8]) {
         decode::transfer::transfer(data).err(),
     ];
     let media = decode::media::ACTIONS.iter().map(|a| decode::media::media(a, data).err());
-    for e in refusals.into_iter().chain(media).flatten() {
+    let participants = [decode::participants::invite(data).err(), decode::participants::participant(data, true).err()];
+    for e in refusals.into_iter().chain(media).chain(participants).flatten() {
         assert!(!e.problem.is_empty(), "a refusal without a reason: {e:?}");
         // A body that is not a JSON object is refused as a whole (field ""); anything else names one.
         let whole = serde_json::from_slice::<serde_json::Value>(data).map_or(true, |v| !v.is_object());

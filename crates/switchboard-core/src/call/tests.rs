@@ -482,7 +482,24 @@ fn any_input() -> impl Strategy<Value = Input> {
             recording: None
         })),
         Just(Input::Net(NetEvent::ToneReceived { tone: Tone::Pound })),
+        // Invitations (Alex as m3, into peer-to-peer and group calls alike) and participant actions.
+        Just(invite("m3", alex(), None)),
+        Just(joined("m3")),
+        Just(left("m3", Some(Failure::Declined))),
+        Just(participant("m1", ParticipantAction::Remove)),
+        Just(participant("m3", ParticipantAction::Mute)),
+        Just(participant("m2", ParticipantAction::StartHoldMusic { prompt: None })),
+        Just(participant("m2", ParticipantAction::StopHoldMusic)),
     ]
+}
+
+fn invite(pid: &str, party: Party, replaces: Option<&str>) -> Input {
+    let invitee = Invitee { participant_id: pid.into(), party, replaces_call_id: replaces.map(str::to_owned) };
+    Input::Invite { operation_id: "media".into(), client_context: None, invitees: vec![invitee], ring_timeout_ms: 1_000 }
+}
+
+fn participant(pid: &str, action: ParticipantAction) -> Input {
+    Input::Participant { operation_id: "media".into(), client_context: None, participant_id: pid.into(), action }
 }
 
 fn media(request: MediaRequest) -> Input {
@@ -534,19 +551,22 @@ proptest! {
             match &mut input {
                 Input::Transfer { operation_id, .. } => *operation_id = format!("op{}", ids.len()),
                 Input::Net(NetEvent::TransferAccepted { transfer_id } | NetEvent::TransferCompleted { transfer_id } | NetEvent::TransferFailed { transfer_id, .. }) => real(transfer_id),
-                Input::Media { operation_id, .. } => {
+                Input::Media { operation_id, .. } | Input::Invite { operation_id, .. } | Input::Participant { operation_id, .. } => {
                     media_ids += 1;
-                    *operation_id = format!("m{media_ids}");
+                    *operation_id = format!("op-m{media_ids}");
                 }
                 Input::Net(NetEvent::MediaCompleted { operation_id, .. }) => {
                     *operation_id = match operation_id.as_str() {
                         "head" => before.media.queue.first().map(|j| j.operation_id.clone()).unwrap_or_default(),
-                        _ => before.operations.iter().rev().find(|o| o.kind == OperationKind::SendDtmfTones).map(|o| o.id.clone()).unwrap_or_default(),
+                        _ => before.operations.iter().rev().find(|o| matches!(o.kind, OperationKind::SendDtmfTones | OperationKind::StartHoldMusic | OperationKind::StopHoldMusic)).map(|o| o.id.clone()).unwrap_or_default(),
                     }
                 }
                 _ => {}
             }
-            let media_id = match &input { Input::Media { operation_id, .. } => Some(operation_id.clone()), _ => None };
+            let media_id = match &input {
+                Input::Media { operation_id, .. } | Input::Invite { operation_id, .. } | Input::Participant { operation_id, .. } => Some(operation_id.clone()),
+                _ => None,
+            };
             if let Input::Transfer { operation_id, .. } = &input {
                 ids.push(operation_id.clone());
             }
@@ -766,4 +786,91 @@ fn a_barge_in_recording_cancels_the_queue_and_starts_now() {
     let fx =
         call.handle(Input::Media { operation_id: "r2".into(), client_context: None, request: MediaRequest::Record(waits) }, 13).unwrap();
     assert!(fx.is_empty());
+}
+
+fn invitation_ends(fx: &[Effect]) -> Vec<(String, OperationStatus, Option<(i32, i32)>)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Notify(n) if n.on_operation => {
+                n.operation.as_ref().map(|o| (o.id.clone(), o.status, o.result_info.as_ref().map(|r| (r.code, r.subcode))))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_invite_turns_a_peer_to_peer_call_into_a_group_call() {
+    let mut call = established();
+    let fx = call.handle(invite("m3", alex(), None), 10).unwrap();
+    assert!(call.group);
+    assert_eq!(
+        call.members.iter().map(|m| (m.participant_id.as_str(), m.joined)).collect::<Vec<_>>(),
+        [("q", true), ("m3", false)],
+        "the peer is the first member"
+    );
+    assert!(fx.iter().any(|e| matches!(e, Effect::Net(NetCommand::Invite { invitee, .. }) if invitee.participant_id == "m3")));
+    assert!(fx.contains(&Effect::Timer { timer: Timer::Setup, at: 1_010 }));
+    assert_eq!(call.operations.last().map(|o| (o.kind, o.status)), Some((OperationKind::Invite, OperationStatus::Running)));
+    let fx = call.handle(joined("m3"), 20).unwrap();
+    assert_eq!(notes(&fx), ["updated:established", "op:media:completed"], "the roster, then the invitation");
+    assert!(matches!(&fx[0], Effect::Notify(n) if n.roster));
+    // Two at once, or someone already in it, are refused; in a group call two at once are fine.
+    let mut p2p = established();
+    let two = Input::Invite {
+        operation_id: "x".into(),
+        client_context: None,
+        invitees: ["+14255550001", "+14255550002"]
+            .map(|n| Invitee { participant_id: n.into(), party: Party::Phone { number: n.into() }, replaces_call_id: None })
+            .to_vec(),
+        ring_timeout_ms: 1_000,
+    };
+    assert_eq!(p2p.handle(two.clone(), 10), Err(Refusal::GroupCallOnly("invite several participants at once into")));
+    assert_eq!(
+        p2p.handle(invite("h", heidi(), None), 10),
+        Err(Refusal::Conflict("participants: 'heidi' is in this call already".to_owned()))
+    );
+    assert!(call.handle(two, 30).is_ok());
+}
+
+#[test]
+fn an_invitee_that_cannot_be_reached_fails_its_invitation_and_the_call_goes_on() {
+    let mut call = established();
+    call.handle(invite("m3", alex(), None), 10).unwrap();
+    let fx = call.handle(left("m3", Some(Failure::Busy)), 20).unwrap();
+    assert_eq!(invitation_ends(&fx), [("media".to_owned(), OperationStatus::Failed, Some((486, 0)))]);
+    assert_eq!(call.state, CallState::Established);
+    // Nobody answers: the ring timeout fails it and stops the ringing.
+    call.handle(invite("m4", alex(), None), 30).unwrap();
+    let fx = call.handle(Input::Timer(Timer::Setup), 1_030).unwrap();
+    assert_eq!(invitation_ends(&fx), [("media".to_owned(), OperationStatus::Failed, Some((408, 10057)))]);
+    assert!(fx.contains(&Effect::Net(NetCommand::DropMember { participant_id: "m4".into() })));
+    assert_eq!(call.members.len(), 1);
+}
+
+#[test]
+fn participants_are_removed_muted_and_held_one_at_a_time() {
+    let (mut call, _) = group(0);
+    call.handle(joined("m1"), 1).unwrap();
+    call.handle(joined("m2"), 2).unwrap();
+    let fx = call.handle(participant("m1", ParticipantAction::Mute), 3).unwrap();
+    assert!(matches!(fx.as_slice(), [Effect::Notify(n)] if n.roster));
+    assert!(call.members[0].muted);
+    let fx = call.handle(participant("m1", ParticipantAction::StartHoldMusic { prompt: Some("https://cdn/hold.wav".into()) }), 4).unwrap();
+    assert!(matches!(fx.as_slice(), [Effect::Net(NetCommand::HoldMusic { start: true, .. })]));
+    assert_eq!(
+        call.handle(participant("m2", ParticipantAction::StartHoldMusic { prompt: None }), 5),
+        Err(Refusal::Conflict("participant 'm1' is on hold already; only one participant can be on hold at a time".into()))
+    );
+    assert_eq!(
+        call.handle(participant("m2", ParticipantAction::StopHoldMusic), 5),
+        Err(Refusal::Conflict("participant 'm2' is not on hold".into()))
+    );
+    assert_eq!(call.handle(participant("zz", ParticipantAction::Mute), 5), Err(Refusal::NoSuchParticipant("zz".into())));
+    // Removing the held one takes it off hold; removing the last one ends the call.
+    let fx = call.handle(participant("m1", ParticipantAction::Remove), 6).unwrap();
+    assert!(fx.contains(&Effect::Net(NetCommand::DropMember { participant_id: "m1".into() })));
+    assert_eq!(call.media.held, None);
+    let fx = call.handle(participant("m2", ParticipantAction::Remove), 7).unwrap();
+    assert_eq!(notes(&fx).last().map(String::as_str), Some("deleted:terminated"));
 }

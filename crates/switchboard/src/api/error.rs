@@ -67,6 +67,11 @@ impl From<EngineError> for GraphError {
             EngineError::NotFound(id) => GraphError::call_not_found(&id),
             // The core's one refusal that is about the body, not the call's state.
             EngineError::Refused(r @ Refusal::TransfereeRequired) => GraphError::bad_request(format!("Invalid request body: {r}.")),
+            // A request that does not fit the call as it is (the message starts with the field).
+            EngineError::Refused(Refusal::Conflict(problem)) => GraphError::new(StatusCode::CONFLICT, "Conflict", format!("{problem}.")),
+            EngineError::Refused(r @ Refusal::NoSuchParticipant(_)) => {
+                GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("{}.", upper_first(&r.to_string())))
+            }
             EngineError::Refused(r) => {
                 GraphError::new(StatusCode::CONFLICT, "InvalidCallState", format!("{}{}", upper_first(&r.to_string()), "."))
             }

@@ -7,7 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use switchboard_core::call::{Call, Input, MediaConfig, OutgoingCall};
+use switchboard_core::call::{Call, Input, MediaConfig, OutgoingCall, ParticipantAction};
+use switchboard_core::media::OperationKind;
 use switchboard_core::party::Party;
 use switchboard_engine::directory::CALLING_ROLES;
 
@@ -313,6 +314,10 @@ async fn serve(req: Request<'_>, row: &Route) -> Result<Response, GraphError> {
         | "muteCall"
         | "unmuteCall"
         | "updateRecordingStatus" => media_action(state, version, &call()?, &action_name(tail[1]), headers, body).await,
+        "inviteParticipants" => invite_participants(state, caller, version, &call()?, headers, body).await,
+        "muteParticipant" | "deleteParticipant" | "startHoldMusic" | "stopHoldMusic" => {
+            participant_action(state, version, &call()?, row.id, tail[2], headers, body).await
+        }
         _ => Err(GraphError::not_served(row.id)),
     }
 }
@@ -622,24 +627,135 @@ async fn media_action(
         ));
     }
     let operation_id = new_id();
-    let mut kept = switchboard_core::call::Operation::new(operation_id.clone(), cmd.request.kind(), cmd.client_context.clone());
+    let fallback = switchboard_core::call::Operation::new(operation_id.clone(), cmd.request.kind(), cmd.client_context.clone());
     let input = Input::Media { operation_id: operation_id.clone(), client_context: cmd.client_context, request: cmd.request };
     let after = state.engine.apply(&call.id, input).await?;
-    // Only an operation that completed at once can have been pushed out of the call's list already
-    // (by ten running ones); the response still says so.
-    let op = match after.operations.iter().find(|o| o.id == operation_id) {
-        Some(op) => op,
-        None => {
-            kept.status = switchboard_core::call::OperationStatus::Completed;
-            &kept
-        }
-    };
-    let location = format!("{}/{}/communications/calls/{}/operations/{operation_id}", state.base_url, version.as_str(), call.id);
-    let mut resp = Json(render::operation(op, &state.base_url)).into_response();
+    let op = kept_operation(&after, &operation_id, fallback);
+    Ok(operation_response(state, version, call, &op, StatusCode::OK))
+}
+
+/// An operation in the response, with `Location` naming it (Graph answers these with 200, hold music
+/// with 202).
+fn operation_response(
+    state: &AppState,
+    version: Version,
+    call: &Call,
+    op: &switchboard_core::call::Operation,
+    status: StatusCode,
+) -> Response {
+    let location = format!("{}/{}/communications/calls/{}/operations/{}", state.base_url, version.as_str(), call.id, op.id);
+    let mut resp = (status, Json(render::operation(op, &state.base_url))).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(axum::http::header::LOCATION, v);
     }
-    Ok(resp)
+    resp
+}
+
+/// The operation `id` as the call now holds it, or, for one that completed at once and was pushed out
+/// of the call's list already (by ten running ones), as it was.
+fn kept_operation(after: &Call, id: &str, fallback: switchboard_core::call::Operation) -> switchboard_core::call::Operation {
+    after
+        .operations
+        .iter()
+        .find(|o| o.id == id)
+        .cloned()
+        .unwrap_or(switchboard_core::call::Operation { status: switchboard_core::call::OperationStatus::Completed, ..fallback })
+}
+
+/// `participants/invite`: checked against the directory and the bot's calls, then the core's.
+async fn invite_participants(
+    state: &AppState,
+    caller: &Caller,
+    version: Version,
+    call: &Call,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, GraphError> {
+    let bytes = json_body(body, headers).await?;
+    let invite = decode::participants::invite(&bytes)?;
+    caller.require("Calls.InitiateGroupCall.All", "inviting participants")?;
+    let mut invitees = Vec::with_capacity(invite.participants.len());
+    for (i, (named, replaces)) in invite.participants.into_iter().enumerate() {
+        let field = format!("participants[{i}]");
+        let party = resolve(state, caller, named)?;
+        if target_is_this_bot(&party, caller) {
+            return Err(conflict(&format!("{field}.identity"), "names the bot itself"));
+        }
+        if party.is_phone() && call.application_instance.is_none() {
+            return Err(GraphError::forbidden(format!(
+                "{field}.identity: inviting a PSTN number needs a call that belongs to an application instance."
+            )));
+        }
+        if let Some(other) = &replaces {
+            let replaced = owned_call(state, caller, other)
+                .await
+                .map_err(|_| conflict(&format!("{field}.replacesCallId"), &format!("'{other}' is not a live call of this application")))?;
+            let fits = replaced.id != call.id
+                && !replaced.group
+                && replaced.state == switchboard_core::call::CallState::Established
+                && *replaced.remote() == party;
+            if !fits {
+                return Err(conflict(
+                    &format!("{field}.replacesCallId"),
+                    &format!("must be another established peer-to-peer call of the bot whose peer is the invitee; '{other}' is not"),
+                ));
+            }
+        }
+        invitees.push(switchboard_core::call::Invitee { participant_id: new_id(), party, replaces_call_id: replaces });
+    }
+    let operation_id = new_id();
+    let mut fallback = switchboard_core::call::Operation::new(operation_id.clone(), OperationKind::Invite, invite.client_context.clone());
+    fallback.invitees = invitees.clone();
+    let input = Input::Invite {
+        operation_id: operation_id.clone(),
+        client_context: invite.client_context,
+        invitees,
+        ring_timeout_ms: state.config.calls.ring_timeout_ms,
+    };
+    let after = state.engine.apply(&call.id, input).await?;
+    let op = kept_operation(&after, &operation_id, fallback);
+    Ok(operation_response(state, version, call, &op, StatusCode::OK))
+}
+
+/// `participants/{id}/mute`, `DELETE participants/{id}`, `startHoldMusic`, `stopHoldMusic`.
+async fn participant_action(
+    state: &AppState,
+    version: Version,
+    call: &Call,
+    route: &str,
+    participant_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, GraphError> {
+    let bytes = json_body(body, headers).await?;
+    let body = decode::participants::participant(&bytes, route == "startHoldMusic")?;
+    let action = match route {
+        "muteParticipant" => ParticipantAction::Mute,
+        "deleteParticipant" => ParticipantAction::Remove,
+        "startHoldMusic" => ParticipantAction::StartHoldMusic { prompt: body.prompt },
+        _ => ParticipantAction::StopHoldMusic,
+    };
+    let kind = match &action {
+        ParticipantAction::StartHoldMusic { .. } => OperationKind::StartHoldMusic,
+        ParticipantAction::StopHoldMusic => OperationKind::StopHoldMusic,
+        _ => OperationKind::MuteParticipant,
+    };
+    let remove = action == ParticipantAction::Remove;
+    let operation_id = new_id();
+    let fallback = switchboard_core::call::Operation::new(operation_id.clone(), kind, body.client_context.clone());
+    let input = Input::Participant {
+        operation_id: operation_id.clone(),
+        client_context: body.client_context,
+        participant_id: participant_id.to_owned(),
+        action,
+    };
+    let after = state.engine.apply(&call.id, input).await?;
+    if remove {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let op = kept_operation(&after, &operation_id, fallback);
+    let status = if kind == OperationKind::MuteParticipant { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok(operation_response(state, version, call, &op, status))
 }
 
 fn is_beta_2018(caller: &Caller) -> bool {

@@ -351,6 +351,22 @@ fn client_context_only(_: &Ctx<'_>) -> Value {
     json!({"type": "object", "properties": {"clientContext": client_context_in()}})
 }
 
+fn invite_participants(_: &Ctx<'_>) -> Value {
+    let invitee = json!({"type": "object", "required": ["identity"], "properties": {
+        "identity": reference("identitySetInput"),
+        "replacesCallId": {"type": ["string", "null"], "pattern": "\\S", "description": "another of the bot's peer-to-peer calls, whose peer moves into this call; that call ends"}
+    }});
+    json!({"type": "object", "required": ["participants"], "properties": {
+        "clientContext": client_context_in(),
+        "participants": {"type": "array", "minItems": 1, "maxItems": 1, "items": invitee,
+            "description": "Graph takes up to 5 in a group call (one with replacesCallId); the schema draws one"}
+    }})
+}
+
+fn hold_music_in(_: &Ctx<'_>) -> Value {
+    json!({"type": "object", "properties": {"clientContext": client_context_in(), "customPrompt": nullable(media_prompt_in())}})
+}
+
 fn sim_dtmf(_: &Ctx<'_>) -> Value {
     closed(json!({"tones": {"type": "string", "pattern": "^[0-9*#A-Da-d]{1,32}$"}}), &[])
 }
@@ -543,6 +559,9 @@ fn media_operation(_: &Ctx<'_>) -> Value {
         OperationKind::Mute,
         OperationKind::Unmute,
         OperationKind::UpdateRecordingStatus,
+        OperationKind::Invite,
+        OperationKind::StartHoldMusic,
+        OperationKind::StopHoldMusic,
     ]
     .into_iter()
     .map(crate::graph::render::operation_type)
@@ -568,8 +587,9 @@ fn media_operation(_: &Ctx<'_>) -> Value {
             "clientContext": {"type": ["string", "null"]}, "status": {"type": "string", "enum": ["running", "completed", "failed"]},
             "resultInfo": nullable(reference("resultInfo")),
             "completionReason": {"enum": reasons},
-            "recordingLocation": {"type": ["string", "null"]}, "recordingAccessToken": {"type": ["string", "null"]}}),
-        &["@odata.context", "completionReason", "recordingLocation", "recordingAccessToken"],
+            "recordingLocation": {"type": ["string", "null"]}, "recordingAccessToken": {"type": ["string", "null"]},
+            "participants": {"type": "array", "items": {"type": "object"}}}),
+        &["@odata.context", "completionReason", "recordingLocation", "recordingAccessToken", "participants"],
     )
 }
 
@@ -1030,6 +1050,71 @@ pub const ROUTES: &[Route] = &[
         ..GRAPH
     },
     Route {
+        id: "inviteParticipants",
+        method: "post",
+        path: "/{version}/communications/calls/{id}/participants/invite",
+        summary: "Invite participants (a peer-to-peer call becomes a group call; replacesCallId pulls in another call's peer)",
+        body: Some((JSON, invite_participants)),
+        responses: &[
+            json(200, "the inviteParticipantsOperation, running; a notification follows when it ends", media_operation),
+            error(403, "no Calls.InitiateGroupCall.All, or a PSTN invitee without an application instance"),
+            NOT_FOUND,
+            error(409, "not established, already in the call, several into a peer-to-peer call, or a replacesCallId that does not fit"),
+        ],
+        ..GRAPH
+    },
+    Route {
+        id: "muteParticipant",
+        method: "post",
+        path: "/{version}/communications/calls/{id}/participants/{participantId}/mute",
+        summary: "Mute a participant of a group call",
+        body: Some((JSON, client_context_only)),
+        responses: &[
+            json(200, "the muteParticipantOperation, completed (a roster update follows)", media_operation),
+            error(404, "no such call or participant"),
+            error(409, "not established, or a peer-to-peer call"),
+        ],
+        ..GRAPH
+    },
+    Route {
+        id: "deleteParticipant",
+        method: "delete",
+        path: "/{version}/communications/calls/{id}/participants/{participantId}",
+        summary: "Remove a participant (a joined one is dropped, an invited one stops ringing)",
+        responses: &[
+            empty(204, "removed"),
+            error(404, "no such call or participant"),
+            error(409, "not established, the bot itself, or a peer-to-peer call's peer"),
+        ],
+        ..GRAPH
+    },
+    Route {
+        id: "startHoldMusic",
+        method: "post",
+        path: "/{version}/communications/calls/{id}/participants/{participantId}/startHoldMusic",
+        summary: "Put a participant on hold with music (one at a time)",
+        body: Some((JSON, hold_music_in)),
+        responses: &[
+            json(202, "the startHoldMusicOperation, running", media_operation),
+            error(404, "no such call or participant"),
+            error(409, "not established, or someone is on hold already"),
+        ],
+        ..GRAPH
+    },
+    Route {
+        id: "stopHoldMusic",
+        method: "post",
+        path: "/{version}/communications/calls/{id}/participants/{participantId}/stopHoldMusic",
+        summary: "Take a participant off hold",
+        body: Some((JSON, client_context_only)),
+        responses: &[
+            json(202, "the stopHoldMusicOperation, running", media_operation),
+            error(404, "no such call or participant"),
+            error(409, "not established, or the participant is not on hold"),
+        ],
+        ..GRAPH
+    },
+    Route {
         id: "listOperations",
         path: "/{version}/communications/calls/{id}/operations",
         summary: "List the call's recent operations (transfers)",
@@ -1357,7 +1442,17 @@ fn operation(r: &Route, ctx: &Ctx<'_>) -> Value {
     });
     if let Some((ct, schema)) = r.body {
         // The media actions that take only optional fields may come without a body.
-        let optional = matches!(r.id, "subscribeToTone" | "cancelMediaProcessing" | "muteCall" | "unmuteCall" | "recordResponse");
+        let optional = matches!(
+            r.id,
+            "subscribeToTone"
+                | "cancelMediaProcessing"
+                | "muteCall"
+                | "unmuteCall"
+                | "recordResponse"
+                | "muteParticipant"
+                | "startHoldMusic"
+                | "stopHoldMusic"
+        );
         op["requestBody"] = json!({"required": !optional, "content": {ct: {"schema": schema(ctx)}}});
     }
     op

@@ -57,7 +57,9 @@ pub fn participants(call: &Call, me: Option<&Party>) -> Vec<(String, Value)> {
     }
     if call.group {
         for m in call.members.iter().filter(|m| m.joined) {
-            out.push((m.participant_id.clone(), participant(&m.participant_id, &m.party)));
+            let mut p = participant(&m.participant_id, &m.party);
+            p["isMuted"] = json!(m.muted);
+            out.push((m.participant_id.clone(), p));
         }
     } else {
         out.push((call.peer_participant_id.clone(), participant(&call.peer_participant_id, call.remote())));
@@ -380,7 +382,10 @@ pub fn operation_type(kind: OperationKind) -> &'static str {
         OperationKind::SubscribeToTone => "#microsoft.graph.subscribeToToneOperation",
         OperationKind::SendDtmfTones => "#microsoft.graph.sendDtmfTonesOperation",
         OperationKind::CancelMediaProcessing => "#microsoft.graph.cancelMediaProcessingOperation",
-        OperationKind::Mute => "#microsoft.graph.muteParticipantOperation",
+        OperationKind::Mute | OperationKind::MuteParticipant => "#microsoft.graph.muteParticipantOperation",
+        OperationKind::Invite => "#microsoft.graph.inviteParticipantsOperation",
+        OperationKind::StartHoldMusic => "#microsoft.graph.startHoldMusicOperation",
+        OperationKind::StopHoldMusic => "#microsoft.graph.stopHoldMusicOperation",
         OperationKind::Unmute => "#microsoft.graph.unmuteParticipantOperation",
         OperationKind::UpdateRecordingStatus => "#microsoft.graph.updateRecordingStatusOperation",
     }
@@ -404,6 +409,18 @@ pub fn operation(op: &Operation, base_url: &str) -> Value {
     });
     if matches!(op.kind, OperationKind::PlayPrompt | OperationKind::Record | OperationKind::SendDtmfTones) {
         v["completionReason"] = json!(op.completion_reason.map(|r| r.as_str()));
+    }
+    if op.kind == OperationKind::Invite {
+        let invited: Vec<Value> = op
+            .invitees
+            .iter()
+            .map(|i| {
+                let mut info = invitation_participant_info(&i.party);
+                info["replacesCallId"] = json!(i.replaces_call_id);
+                info
+            })
+            .collect();
+        v["participants"] = json!(invited);
     }
     if op.kind == OperationKind::Record {
         let (location, token) = match (&op.recording, op.status) {

@@ -262,3 +262,130 @@ async fn the_bot_mutes_itself_in_a_group_call() {
     let (_, roster) = bot.next().await;
     assert_eq!(roster["resourceData"][0]["isMuted"], false);
 }
+
+/// `participants/invite`: into a peer-to-peer call it becomes a group call; an invitee who is busy fails
+/// its invitation; with `replacesCallId` the peer of the bot's other call moves over and that call
+/// ends; a transfer from the group call then works as any group transfer.
+#[tokio::test]
+async fn invite_escalates_to_a_group_call_and_replaces_another_call() {
+    use crate::group::{participant_of, roster, s};
+    let mut bot = Bot::start().await;
+    let server = patient_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let a = crate::transfer::answered(&server, &mut bot, &token, ALEX, DEMO_BOT).await;
+    let path = format!("/v1.0/communications/calls/{a}/participants/invite");
+    let invite = |who: &str, replaces: Option<&str>| {
+        json!({"clientContext": "invite", "participants": [{"@odata.type": "#microsoft.graph.invitationParticipantInfo",
+            "identity": {"@odata.type": "#microsoft.graph.identitySet", "user": {"@odata.type": "#microsoft.graph.identity", "id": who}},
+            "replacesCallId": replaces}]})
+    };
+
+    // Bob is busy: the invitation fails with his reason; the call goes on with Alex.
+    let (status, op) = server.graph(Method::POST, &path, &token, Some(invite(BUSY_BOB, None))).await;
+    assert_eq!(status, 200, "{op}");
+    assert_eq!(
+        (op["@odata.type"].as_str(), op["status"].as_str()),
+        (Some("#microsoft.graph.inviteParticipantsOperation"), Some("running"))
+    );
+    assert_eq!(op["participants"][0]["identity"]["user"]["id"], BUSY_BOB);
+    let op_id = op["id"].as_str().unwrap().to_owned();
+    let failed = redact_op(bot.next().await.1, &a, &op_id);
+    assert_eq!(failed["resourceUrl"], "/communications/calls/{callId}/operations/{opId}");
+    assert_eq!(
+        (failed["resourceData"]["status"].as_str(), failed["resourceData"]["resultInfo"]["code"].as_i64()),
+        (Some("failed"), Some(486))
+    );
+
+    // Heidi is in a call of her own with the bot (b); inviting her with replacesCallId moves her over.
+    let consult = call_to_user(&bot.callback("consult"), HEIDI);
+    let b = crate::transfer::placed(&server, &mut bot, &token, consult).await;
+    let (status, op) = server.graph(Method::POST, &path, &token, Some(invite(HEIDI, Some(&b)))).await;
+    assert_eq!(status, 200, "{op}");
+    assert_eq!(op["participants"][0]["replacesCallId"], json!(b));
+    let op_id = op["id"].as_str().unwrap().to_owned();
+    // Three notifications, two calls: each call's in order, the two calls' interleaved as they come.
+    let (mut on_a, mut on_b) = (Vec::new(), Vec::new());
+    for item in bot.take(3).await {
+        let url = item["resourceUrl"].as_str().unwrap_or_default().to_owned();
+        if url.contains(&a) { on_a.push(redact(item, &a)) } else { on_b.push(redact(item, &b)) }
+    }
+    assert_eq!((on_a.len(), on_b.len()), (2, 1), "{on_a:?} {on_b:?}");
+    assert_eq!(roster(&on_a[0], "{callId}"), s(&[DEMO_BOT, ALEX, HEIDI]));
+    let done = replace_in_strings(on_a[1].clone(), &op_id, "{opId}");
+    assert_eq!(
+        (done["resourceUrl"].as_str(), done["resourceData"]["status"].as_str()),
+        (Some("/communications/calls/{callId}/operations/{opId}"), Some("completed"))
+    );
+    assert_eq!((on_b[0]["changeType"].as_str(), on_b[0]["resourceData"]["state"].as_str()), (Some("deleted"), Some("terminated")));
+    let (status, _) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{b}"), &token, None).await;
+    assert_eq!(status, 404, "the replaced call is gone");
+    let (_, got) = server.graph(Method::GET, &format!("/v1.0/communications/calls/{a}/operations/{op_id}"), &token, None).await;
+    assert_eq!(got["status"], "completed");
+
+    // Refusals: someone already in it, a replacesCallId that is not the bot's call, the bot itself.
+    let cases = [
+        (invite(HEIDI, None), 409, "participants: '550fae72-d251-43ec-868c-373732c2704f' is in this call already"),
+        (invite(SILENT_SAM, Some("nope")), 409, "participants[0].replacesCallId: 'nope' is not a live call of this application"),
+        (json!({"participants": []}), 400, "participants: must name 1 to 5 participants, not 0"),
+    ];
+    for (body, want_status, want) in cases {
+        let (status, err) = server.graph(Method::POST, &path, &token, Some(body)).await;
+        assert_eq!(status, want_status, "{err}");
+        assert!(err["error"]["message"].as_str().unwrap_or_default().contains(want), "{err}");
+    }
+
+    // A transfer from the group call: Alex goes to Dana (who answers today); Heidi stays with the bot.
+    server.sim(Method::PUT, &format!("/parties/{DECLINING_DANA}/behaviour"), Some(json!({"kind": "answer", "after_ms": 50}))).await;
+    let alex = participant_of(&server, &token, &a, ALEX).await;
+    let body = json!({"transferTarget": {"identity": {"user": {"id": DECLINING_DANA}}}, "transferee": {"participantId": alex}});
+    let (status, _) = transfer(&server, &token, &a, body).await;
+    assert_eq!(status, 202);
+    assert_eq!(redact(bot.next().await.1, &a), state_note("updated", "transferring"));
+    assert_eq!(redact(bot.next().await.1, &a), state_note("updated", "transferAccepted"));
+    assert_eq!(redact(bot.next().await.1, &a)["resourceData"]["resultInfo"]["subcode"], 7015);
+    assert_eq!(roster(&bot.next().await.1, &a), s(&[DEMO_BOT, HEIDI]));
+
+    // Heidi, removed, leaves; the call ends with its last participant gone.
+    let heidi = participant_of(&server, &token, &a, HEIDI).await;
+    let (status, _) = server.graph(Method::DELETE, &format!("/v1.0/communications/calls/{a}/participants/{heidi}"), &token, None).await;
+    assert_eq!(status, 204);
+    assert_eq!(redact(bot.next().await.1, &a), terminated_note(200, 5002, "All other participants left the group call."));
+}
+
+/// Hold music: one participant at a time; the party hears it until it is taken off hold.
+#[tokio::test]
+async fn hold_music_one_participant_at_a_time() {
+    use crate::group::participant_of;
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let id = crate::group::joined(&server, &mut bot, &token, &[HEIDI, ALEX]).await;
+    let (heidi, alex) = (participant_of(&server, &token, &id, HEIDI).await, participant_of(&server, &token, &id, ALEX).await);
+    let hold = |who: &str, what: &str| format!("/v1.0/communications/calls/{id}/participants/{who}/{what}");
+    let music = json!({"customPrompt": {"@odata.type": "#microsoft.graph.mediaPrompt", "mediaInfo": {"@odata.type": "#microsoft.graph.mediaInfo", "uri": "https://bot.contoso.com/onHold.wav"}}, "clientContext": "hold"});
+    let (status, op) = server.graph(Method::POST, &hold(&heidi, "startHoldMusic"), &token, Some(music.clone())).await;
+    assert_eq!(
+        (status, op["@odata.type"].as_str(), op["status"].as_str()),
+        (202, Some("#microsoft.graph.startHoldMusicOperation"), Some("running"))
+    );
+    let done = bot.next().await.1;
+    assert_eq!((done["changeType"].as_str(), done["resourceData"]["status"].as_str()), (Some("deleted"), Some("completed")));
+    let (status, err) = server.graph(Method::POST, &hold(&alex, "startHoldMusic"), &token, Some(music)).await;
+    assert_eq!(status, 409);
+    assert!(err["error"]["message"].as_str().unwrap_or_default().contains("only one participant can be on hold at a time"), "{err}");
+    let (status, _) = server.graph(Method::POST, &hold(&heidi, "stopHoldMusic"), &token, Some(json!({}))).await;
+    assert_eq!(status, 202);
+    bot.next().await;
+    let leg = leg_of(&server, HEIDI).await;
+    assert_eq!(leg["heard"][0]["uri"], "https://bot.contoso.com/onHold.wav");
+    assert_eq!(leg["heard"][0]["complete"], true);
+    let (status, err) = server.graph(Method::POST, &hold("nobody", "stopHoldMusic"), &token, Some(json!({}))).await;
+    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("NotFound")));
+    // Participant mute shows on the roster.
+    let (status, op) =
+        server.graph(Method::POST, &format!("/v1.0/communications/calls/{id}/participants/{alex}/mute"), &token, Some(json!({}))).await;
+    assert_eq!((status, op["status"].as_str()), (200, Some("completed")));
+    let roster = bot.next().await.1;
+    let alex_muted = roster["resourceData"].as_array().unwrap().iter().find(|p| p["id"] == json!(alex)).map(|p| p["isMuted"].clone());
+    assert_eq!(alex_muted, Some(json!(true)));
+}

@@ -87,31 +87,35 @@ fn prompts(obj: Obj<'_>, required: bool, max: usize) -> Result<Vec<String>, Body
     let mut uris = Vec::with_capacity(list.len());
     for (i, v) in list.iter().enumerate() {
         let at = format!("{path}[{i}]");
-        let prompt = element(v, &at)?;
-        if let Some(t) = prompt.odata_type()?
-            && t != "mediaprompt"
-        {
-            return Err(err(
-                prompt.path_of("@odata.type"),
-                format!("'{t}' is not a prompt Switchboard plays; use #microsoft.graph.mediaPrompt"),
-            ));
-        }
-        let mut h = String::new();
-        let info = prompt.obj_opt("mediaInfo", &mut h)?.ok_or_else(|| err(prompt.path_of("mediaInfo"), "is required"))?;
-        let uri = info.str_req("uri")?;
-        if uri.trim().is_empty() {
-            return Err(err(info.path_of("uri"), "must not be empty"));
-        }
-        if uri.chars().count() > URI_MAX {
-            return Err(err(info.path_of("uri"), format!("is longer than {URI_MAX} characters")));
-        }
-        if uri.chars().any(char::is_control) {
-            return Err(err(info.path_of("uri"), "must not contain control characters"));
-        }
-        info.str_opt("resourceId")?;
-        uris.push(uri.to_owned());
+        uris.push(prompt(&element(v, &at)?)?);
     }
     Ok(uris)
+}
+
+/// A `mediaPrompt`: the URI of its media.
+pub(super) fn prompt(prompt: &Obj<'_>) -> Result<String, BodyError> {
+    if let Some(t) = prompt.odata_type()?
+        && t != "mediaprompt"
+    {
+        return Err(err(
+            prompt.path_of("@odata.type"),
+            format!("'{t}' is not a prompt Switchboard plays; use #microsoft.graph.mediaPrompt"),
+        ));
+    }
+    let mut h = String::new();
+    let info = prompt.obj_opt("mediaInfo", &mut h)?.ok_or_else(|| err(prompt.path_of("mediaInfo"), "is required"))?;
+    let uri = info.str_req("uri")?;
+    if uri.trim().is_empty() {
+        return Err(err(info.path_of("uri"), "must not be empty"));
+    }
+    if uri.chars().count() > URI_MAX {
+        return Err(err(info.path_of("uri"), format!("is longer than {URI_MAX} characters")));
+    }
+    if uri.chars().any(char::is_control) {
+        return Err(err(info.path_of("uri"), "must not contain control characters"));
+    }
+    info.str_opt("resourceId")?;
+    Ok(uri.to_owned())
 }
 
 fn seconds(obj: Obj<'_>, name: &str) -> Result<u64, BodyError> {

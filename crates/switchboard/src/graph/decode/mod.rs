@@ -10,6 +10,7 @@
 pub mod action;
 pub mod call;
 pub mod media;
+pub mod participants;
 pub mod transfer;
 
 use super::parse::{self, BodyError, IdentityRef, Obj, err};
