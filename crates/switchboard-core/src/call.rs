@@ -509,7 +509,7 @@ pub enum Effect {
 pub enum Refusal {
     #[error("cannot {action} a call in state '{}'; {action} needs state {needs}", state.as_str())]
     WrongState { action: &'static str, state: CallState, needs: &'static str },
-    /// A malformed request rather than a wrong moment: the API answers it as a bad body (400).
+    /// A body that fits a peer-to-peer call but not a group call (the API answers 409).
     #[error("transferee: is required to transfer from a group call; name one of its participants")]
     TransfereeRequired,
     #[error("transferee: participant '{0}' is not a joined participant of this call")]

@@ -65,8 +65,9 @@ impl From<EngineError> for GraphError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::NotFound(id) => GraphError::call_not_found(&id),
-            // The core's one refusal that is about the body, not the call's state.
-            EngineError::Refused(r @ Refusal::TransfereeRequired) => GraphError::bad_request(format!("Invalid request body: {r}.")),
+            // A body that fits a peer-to-peer call but not this group call: the same request succeeds on
+            // another call, so a conflict (409), not a bad body.
+            EngineError::Refused(r @ Refusal::TransfereeRequired) => GraphError::new(StatusCode::CONFLICT, "Conflict", format!("{r}.")),
             // A request that does not fit the call as it is (the message starts with the field).
             EngineError::Refused(Refusal::Conflict(problem)) => GraphError::new(StatusCode::CONFLICT, "Conflict", format!("{problem}.")),
             EngineError::Refused(r @ Refusal::NoSuchParticipant(_)) => {

@@ -198,7 +198,11 @@ async fn route(
         )));
     }
     // The route table decides what is served: the rows whose path fits, then the one for the method.
-    let rows: Vec<&'static Route> = call_routes().iter().filter(|(_, template)| fits(template, tail)).map(|(r, _)| *r).collect();
+    // Of the rows that fit, the most specific: `participants/invite` over `participants/{participantId}`.
+    let fitting: Vec<&(&'static Route, Vec<&'static str>)> = call_routes().iter().filter(|(_, template)| fits(template, tail)).collect();
+    let literals = |t: &[&str]| t.iter().filter(|s| !s.starts_with('{')).count();
+    let most = fitting.iter().map(|(_, t)| literals(t)).max().unwrap_or(0);
+    let rows: Vec<&'static Route> = fitting.iter().filter(|(_, t)| literals(t) == most).map(|(r, _)| *r).collect();
     if rows.is_empty() {
         let unknown = match tail {
             [_, action] => action_name(action),

@@ -246,7 +246,8 @@ async fn group_transfer_refusals_and_failures_are_precise() {
     let path = format!("/v1.0/communications/calls/{id}/transfer");
     let target = json!({"identity": {"user": {"id": SILENT_SAM}}});
     let cases = [
-        (json!({"transferTarget": target}), 400, "transferee: is required to transfer from a group call"),
+        // 409, not 400: the same body transfers a peer-to-peer call (the schema cannot tell them apart).
+        (json!({"transferTarget": target}), 409, "transferee: is required to transfer from a group call"),
         (json!({"transferTarget": target, "transferee": {}}), 400, "transferee: must name the participant by participantId or identity"),
         (json!({"transferTarget": target, "transferee": {"participantId": "nobody"}}), 409, "'nobody' is not a joined participant"),
         (
