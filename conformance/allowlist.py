@@ -48,7 +48,7 @@ _OPERATION_STATUS = {
     for t in (
         "commsOperation", "playPromptOperation", "recordOperation", "subscribeToToneOperation", "sendDtmfTonesOperation",
         "cancelMediaProcessingOperation", "muteParticipantOperation", "unmuteParticipantOperation",
-        "updateRecordingStatusOperation",
+        "updateRecordingStatusOperation", "inviteParticipantsOperation", "startHoldMusicOperation", "stopHoldMusicOperation",
     )
 }  # fmt: skip
 

@@ -32,7 +32,9 @@ def template(path):
     version, rest = parts[0], parts[1:]
     out = []
     for i, seg in enumerate(rest):
-        out.append(ID_AFTER[rest[i - 1]] if i and rest[i - 1] in ID_AFTER else seg)
+        # `participants/invite` is an action, not a participant's id.
+        is_id = i and rest[i - 1] in ID_AFTER and not (rest[i - 1] == "participants" and seg == "invite")
+        out.append(ID_AFTER[rest[i - 1]] if is_id else seg)
     return version, "/" + "/".join(out)
 
 

@@ -30,6 +30,7 @@ BUILDERS = {
     ("v1.0", "POST", "/communications/calls/{call-id}/playPrompt"): "communications.calls.by_call_id().play_prompt.post",
     ("v1.0", "POST", "/communications/calls/{call-id}/recordResponse"): "communications.calls.by_call_id().record_response.post",
     ("v1.0", "POST", "/communications/calls/{call-id}/subscribeToTone"): "communications.calls.by_call_id().subscribe_to_tone.post",
+    ("v1.0", "POST", "/communications/calls/{call-id}/participants/invite"): "communications.calls.by_call_id().participants.invite.post",
     ("beta", "POST", "/communications/calls"): "communications.calls.post (beta)",
     ("beta", "POST", "/app/calls"): "app.calls.post (beta)",
     ("beta", "GET", "/communications/calls/{call-id}"): "communications.calls.by_call_id().get (beta)",

@@ -117,7 +117,7 @@ def check(version, dialect, schema_name, body, path="$", skip=()):
 OPERATION_TYPES = (
     "commsOperation", "playPromptOperation", "recordOperation", "subscribeToToneOperation", "sendDtmfTonesOperation",
     "cancelMediaProcessingOperation", "muteParticipantOperation", "unmuteParticipantOperation",
-    "updateRecordingStatusOperation",
+    "updateRecordingStatusOperation", "inviteParticipantsOperation", "startHoldMusicOperation", "stopHoldMusicOperation",
 )  # fmt: skip
 RESOURCE_TYPES = {
     "#microsoft.graph.call": "microsoft.graph.call",
@@ -155,7 +155,10 @@ RESPONSE_SCHEMAS = [
     (re.compile(r".*/operations/\{op-id\}$"), "microsoft.graph.commsOperation"),
     # The media actions answer with their operation.
     (
-        re.compile(r".*/calls/\{call-id\}/(playPrompt|recordResponse|subscribeToTone|sendDtmfTones|cancelMediaProcessing|mute|unmute|updateRecordingStatus)$"),
+        re.compile(
+            r".*/calls/\{call-id\}/(playPrompt|recordResponse|subscribeToTone|sendDtmfTones|cancelMediaProcessing|mute|unmute"
+            r"|updateRecordingStatus|participants/invite|participants/\{participant-id\}/(mute|startHoldMusic|stopHoldMusic))$"
+        ),
         "microsoft.graph.commsOperation",
     ),
     (re.compile(r".*/participants$"), "microsoft.graph.participantCollectionResponse"),

@@ -16,7 +16,7 @@ from msgraph.generated.models.operation_status import OperationStatus
 
 import flows
 import notes
-from directory import ALEX, HEIDI
+from directory import ALEX, CONTOSO, HEIDI, SILENT_SAM
 
 # Prompts play for 2 s on the sim; nothing here tests a deadline.
 RING_TIMEOUT_MS = 20000
@@ -98,3 +98,57 @@ def test_a_reply_is_recorded_and_fetched_with_its_token(env):
     # 2.5 s of 8 kHz 16-bit audio, give or take the real clock's few milliseconds.
     assert 44 + 2500 * 16 <= len(wav.content) <= 44 + 2600 * 16, len(wav.content)
     assert httpx.get(location, verify=env.server.cafile).status_code == 401
+
+
+def test_record_then_invite_with_replaces_call_id_and_transfer_from_the_group_call(env):
+    """The second IVR flow: Alex records a reply; the bot consults Heidi on a call of its own, invites her
+    into Alex's call with replacesCallId (the call becomes a group call, the consultation call ends),
+    then transfers Alex out of the group call to Sam, leaving Heidi with the bot."""
+    from msgraph.generated.communications.calls.item.participants.invite.invite_post_request_body import InvitePostRequestBody
+    from msgraph.generated.models.invitation_participant_info import InvitationParticipantInfo
+    from msgraph.generated.models.participant_info import ParticipantInfo
+
+    env.sim.behaviour(ALEX, {"kind": "answer", "speak_ms": 500})
+    env.sim.behaviour(SILENT_SAM, {"kind": "answer", "after_ms": 100})
+    a = flows.answered(env, ALEX, env.demo.client_id)
+    call = flows.V1.calls(env.demo).by_call_id(a)
+    body = RecordResponsePostRequestBody(max_silence_timeout_in_seconds=1, play_beep=False, client_context="reply")
+    rec = env.demo.run(call.record_response.post(body))
+    (recorded,) = env.bot.take(a, 1)
+    assert (recorded.item["resourceData"]["id"], recorded.item["resourceData"]["status"]) == (rec.id, "completed")
+    wav = httpx.get(
+        recorded.item["resourceData"]["recordingLocation"],
+        headers={"authorization": f"Bearer {recorded.item['resourceData']['recordingAccessToken']}"},
+        verify=env.server.cafile,
+    )
+    assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
+
+    b = flows.placed(env, flows.call_to_user(env.bot.url("demo", "consult"), HEIDI))
+    invitee = InvitationParticipantInfo(identity=flows.V1.IdentitySet(user=flows.V1.Identity(id=HEIDI, display_name="Heidi Steen")), replaces_call_id=b)
+    op = env.demo.run(call.participants.invite.post(InvitePostRequestBody(participants=[invitee], client_context="escalate")))
+    assert (op.odata_type, op.status) == ("#microsoft.graph.inviteParticipantsOperation", OperationStatus.Running)
+    roster, done = env.bot.take(a, 2)
+    assert roster.item["resourceUrl"] == f"/communications/calls/{a}/participants"
+    assert sorted(p["info"]["identity"].get("user", {}).get("id", "bot") for p in roster.item["resourceData"]) == sorted(["bot", ALEX, HEIDI])
+    assert notes.redact(done.item, {a: "{callId}", op.id: "{opId}"}) == operation_note(
+        **{"@odata.type": "#microsoft.graph.inviteParticipantsOperation"},
+        clientContext="escalate",
+        status="completed",
+        resultInfo=None,
+        participants=[{
+            "@odata.type": "#microsoft.graph.invitationParticipantInfo",
+            "identity": {"@odata.type": "#microsoft.graph.identitySet", "user": {"@odata.type": "#microsoft.graph.identity", "id": HEIDI, "displayName": "Heidi Steen", "tenantId": CONTOSO}},
+            "replacesCallId": b,
+        }],
+    )  # fmt: skip
+    (ended,) = env.bot.take(b, 1)
+    assert (ended.item["changeType"], ended.item["resourceData"]["state"]) == ("deleted", "terminated")
+
+    alex = next(p.id for p in env.demo.run(call.participants.get()).value if p.info.identity.user and p.info.identity.user.id == ALEX)
+    transferee = ParticipantInfo(identity=flows.V1.IdentitySet(user=flows.V1.Identity(id=ALEX)), participant_id=alex)
+    body = flows.V1.TransferPostRequestBody(transfer_target=flows.user_target(SILENT_SAM), transferee=transferee)
+    assert env.demo.run(call.transfer.post(body)) is None
+    transferring, accepted, back, roster = env.bot.take(a, 4)
+    assert [n.item["resourceData"].get("state") for n in (transferring, accepted, back)] == ["transferring", "transferAccepted", "established"]
+    assert back.item["resourceData"]["resultInfo"]["subcode"] == 7015
+    assert sorted(p["info"]["identity"].get("user", {}).get("id", "bot") for p in roster.item["resourceData"]) == sorted(["bot", HEIDI])
