@@ -185,12 +185,15 @@ pub struct Member {
     /// The invitation (its operation id) that brought it into the call, if the bot invited it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invitation: Option<String>,
+    /// While it rings: when it stops (its invitation's ring timeout). `None`: the call's setup deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_until: Option<Millis>,
 }
 
 impl Member {
     /// A party being invited (ringing).
     pub fn invited(participant_id: String, party: Party) -> Member {
-        Member { participant_id, party, joined: false, muted: false, invitation: None }
+        Member { participant_id, party, joined: false, muted: false, invitation: None, ring_until: None }
     }
 
     /// A party in the call.
@@ -743,8 +746,13 @@ impl Call {
             Input::Net(NetEvent::RemoteHangUp) => {
                 let info = if self.remote().is_phone() { ResultInfo::pstn_hang_up() } else { ResultInfo::remote_hang_up() };
                 let cancel = self.cancel_transfer();
+                // A call that became a group call just as its peer hung up: the others leave with it.
+                let others = self.group && !self.members.is_empty();
                 self.end(info, &mut fx);
                 fx.extend(cancel);
+                if others {
+                    fx.push(Effect::Net(NetCommand::HangUp));
+                }
             }
             Input::Transfer { target, replaces_call_id, timeout_ms, operation_id, client_context, transferee, sip_headers } => {
                 if self.state != Established {
@@ -888,11 +896,17 @@ impl Call {
                         // A group call stops inviting those who have not joined by the ring timeout.
                         _ => {
                             self.setup_deadline = None;
-                            let (joined, ringing): (Vec<Member>, Vec<Member>) = self.members.drain(..).partition(|m| m.joined);
-                            self.members = joined;
+                            // Each stops at its own deadline (invitations made later ring on).
+                            let due = |m: &Member| !m.joined && m.ring_until.is_none_or(|u| now >= u);
+                            let (ringing, kept): (Vec<Member>, Vec<Member>) = self.members.drain(..).partition(due);
+                            self.members = kept;
                             for m in ringing {
                                 self.invitee_failed(&m, Failure::NoAnswer, &mut fx);
                                 fx.push(Effect::Net(NetCommand::DropMember { participant_id: m.participant_id }));
+                            }
+                            if let Some(next) = self.members.iter().filter(|m| !m.joined).filter_map(|m| m.ring_until).min() {
+                                self.setup_deadline = Some(next);
+                                fx.push(Effect::Timer { timer: Timer::Setup, at: next });
                             }
                             if self.group && self.members.is_empty() {
                                 self.end(ResultInfo::all_left(), &mut fx);
@@ -1008,6 +1022,9 @@ impl Call {
     /// others, and says why with 0/7015; the roster follows.
     fn complete_group_transfer(&mut self, fx: &mut Vec<Effect>) {
         let transferee = self.transfer.take().and_then(|t| t.transferee);
+        if self.media.held.is_some() && self.media.held == transferee {
+            self.media.held = None;
+        }
         self.members.retain(|m| Some(&m.participant_id) != transferee.as_ref());
         self.state = CallState::Established;
         if let Effect::Notify(mut n) = self.notify(ChangeType::Updated) {

@@ -250,6 +250,8 @@ struct MemberV1 {
     muted: bool,
     #[serde(rename = "invitation", default, skip_serializing_if = "Option::is_none")]
     invitation: Option<String>,
+    #[serde(rename = "ringUntil", default, skip_serializing_if = "Option::is_none")]
+    ring_until: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -563,13 +565,21 @@ impl From<&Member> for MemberV1 {
             joined: m.joined,
             muted: m.muted,
             invitation: m.invitation.clone(),
+            ring_until: m.ring_until,
         }
     }
 }
 
 impl From<MemberV1> for Member {
     fn from(m: MemberV1) -> Self {
-        Member { participant_id: m.participant_id, party: m.party.into(), joined: m.joined, muted: m.muted, invitation: m.invitation }
+        Member {
+            participant_id: m.participant_id,
+            party: m.party.into(),
+            joined: m.joined,
+            muted: m.muted,
+            invitation: m.invitation,
+            ring_until: m.ring_until,
+        }
     }
 }
 
@@ -988,6 +998,7 @@ mod tests {
         };
         c.members[0].muted = true;
         c.members[2].invitation = Some("op-invite".into());
+        c.members[2].ring_until = Some(1_767_268_960_000);
         for (i, kind) in [
             OperationKind::PlayPrompt,
             OperationKind::Record,

@@ -444,8 +444,9 @@ impl Sim {
             return;
         };
         // The other call's peer moves into this one, connected at once.
+        let moving = Sim::moving(&w, replaced);
         let moved = match w.by_call.get(replaced).cloned() {
-            Some(leg_id) if w.legs.get(&leg_id).is_some_and(|l| l.state == LegState::Connected && l.party == invitee.party) => {
+            Some(leg_id) if !moving && w.legs.get(&leg_id).is_some_and(|l| l.state == LegState::Connected && l.party == invitee.party) => {
                 w.by_call.remove(replaced);
                 if let Some(leg) = w.legs.get_mut(&leg_id) {
                     leg.peer = Peer::Group { call_id: call_id.to_owned(), participant_id: pid.to_owned() };
@@ -484,8 +485,13 @@ impl Sim {
         };
         if let Some(leg) = leg_id.and_then(|l| w.legs.get_mut(&l)) {
             if start {
-                leg.heard.push(Heard { uri: prompt.unwrap_or("holdMusic").to_owned(), started_at: now, ms: 0, complete: false });
-            } else if let Some(h) = leg.heard.last_mut().filter(|h| h.ms == 0 && !h.complete) {
+                leg.heard.push(Heard {
+                    uri: format!("holdMusic:{}", prompt.unwrap_or("default")),
+                    started_at: now,
+                    ms: 0,
+                    complete: false,
+                });
+            } else if let Some(h) = leg.heard.iter_mut().rev().find(|h| h.uri.starts_with("holdMusic:") && h.ms == 0 && !h.complete) {
                 h.ms = now.saturating_sub(h.started_at);
                 h.complete = true;
             }

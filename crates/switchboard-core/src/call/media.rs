@@ -104,6 +104,11 @@ impl Call {
             self.media.queue.remove(0);
         }
         let info = reason.result_info();
+        // Hold music that could not start leaves nobody on hold.
+        let hold = self.operations.iter().any(|o| o.id == operation_id && o.kind == OperationKind::StartHoldMusic);
+        if hold && reason.failed() {
+            self.media.held = None;
+        }
         self.end_operation(operation_id, reason, info, recording, fx);
         if head && let Some(next) = self.media.queue.first().cloned() {
             fx.push(Effect::Net(NetCommand::PlayMedia { job: next }));

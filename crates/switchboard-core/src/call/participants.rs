@@ -64,10 +64,13 @@ impl Call {
         if invitees.len() > 1 && !self.group {
             return Err(Refusal::GroupCallOnly("invite several participants at once into"));
         }
-        for i in &invitees {
+        for (n, i) in invitees.iter().enumerate() {
             let present = self.members.iter().any(|m| m.party == i.party) || (!self.group && *self.remote() == i.party);
             if present {
                 return Err(Refusal::Conflict(format!("participants: '{}' is in this call already", i.party.key())));
+            }
+            if invitees[..n].iter().any(|o| o.party == i.party) {
+                return Err(Refusal::Conflict(format!("participants: '{}' is named twice", i.party.key())));
             }
         }
         let mut fx = Vec::new();
@@ -78,18 +81,19 @@ impl Call {
         }
         let mut op = Operation::new(operation_id.clone(), OperationKind::Invite, client_context);
         op.invitees = invitees.clone();
+        let until = now + ring_timeout_ms;
         for invitee in invitees {
             let mut member = Member::invited(invitee.participant_id.clone(), invitee.party.clone());
             member.invitation = Some(operation_id.clone());
+            member.ring_until = Some(until);
             self.members.push(member);
             fx.push(Effect::Net(NetCommand::Invite { operation_id: operation_id.clone(), invitee }));
         }
         self.add_operation(op);
-        if self.setup_deadline.is_none() {
-            let at = now + ring_timeout_ms;
-            self.setup_deadline = Some(at);
-            fx.push(Effect::Timer { timer: Timer::Setup, at });
-        }
+        // The earliest deadline of whoever rings (the call's own invitees may ring still).
+        let at = self.setup_deadline.map_or(until, |d| d.min(until));
+        self.setup_deadline = Some(at);
+        fx.push(Effect::Timer { timer: Timer::Setup, at });
         Ok(fx)
     }
 
@@ -125,9 +129,12 @@ impl Call {
                 op.status = OperationStatus::Completed;
             }
             ParticipantAction::Mute => {
-                let Some(i) = member.filter(|i| self.members[*i].joined) else {
+                let Some(i) = member else {
                     return Err(Refusal::GroupCallOnly("mute a participant of"));
                 };
+                if !self.members[i].joined {
+                    return Err(Refusal::Conflict(format!("participant '{participant_id}' has not joined yet")));
+                }
                 if !self.members[i].muted {
                     self.members[i].muted = true;
                     fx.push(self.notify_roster());

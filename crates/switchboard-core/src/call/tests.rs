@@ -874,3 +874,27 @@ fn participants_are_removed_muted_and_held_one_at_a_time() {
     let fx = call.handle(participant("m2", ParticipantAction::Remove), 7).unwrap();
     assert_eq!(notes(&fx).last().map(String::as_str), Some("deleted:terminated"));
 }
+
+#[test]
+fn each_invitation_rings_for_its_own_timeout() {
+    let mut call = established();
+    call.handle(invite("m3", alex(), None), 0).unwrap();
+    let later = Input::Invite {
+        operation_id: "later".into(),
+        client_context: None,
+        invitees: vec![Invitee {
+            participant_id: "m4".into(),
+            party: Party::Phone { number: "+14255550001".into() },
+            replaces_call_id: None,
+        }],
+        ring_timeout_ms: 1_000,
+    };
+    call.handle(later, 900).unwrap();
+    // At 1 s the first stops ringing; the second rings on until 1.9 s.
+    let fx = call.handle(Input::Timer(Timer::Setup), 1_000).unwrap();
+    assert_eq!(invitation_ends(&fx), [("media".to_owned(), OperationStatus::Failed, Some((408, 10057)))]);
+    assert!(fx.contains(&Effect::Timer { timer: Timer::Setup, at: 1_900 }));
+    assert!(call.members.iter().any(|m| m.participant_id == "m4"));
+    let fx = call.handle(Input::Timer(Timer::Setup), 1_900).unwrap();
+    assert_eq!(invitation_ends(&fx), [("later".to_owned(), OperationStatus::Failed, Some((408, 10057)))]);
+}

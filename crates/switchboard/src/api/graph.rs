@@ -320,7 +320,7 @@ async fn serve(req: Request<'_>, row: &Route) -> Result<Response, GraphError> {
         | "updateRecordingStatus" => media_action(state, version, &call()?, &action_name(tail[1]), headers, body).await,
         "inviteParticipants" => invite_participants(state, caller, version, &call()?, headers, body).await,
         "muteParticipant" | "deleteParticipant" | "startHoldMusic" | "stopHoldMusic" => {
-            participant_action(state, version, &call()?, row.id, tail[2], headers, body).await
+            participant_action(state, caller, version, &call()?, (row.id, tail[2]), headers, body).await
         }
         _ => Err(GraphError::not_served(row.id)),
     }
@@ -678,6 +678,10 @@ async fn invite_participants(
     let bytes = json_body(body, headers).await?;
     let invite = decode::participants::invite(&bytes)?;
     caller.require("Calls.InitiateGroupCall.All", "inviting participants")?;
+    // SIP calls are peer-to-peer only, for now: refused before anything changes.
+    if state.sip.is_some() && switchboard_sip::endpoint::is_sip_call(&call.id) {
+        return Err(conflict("participants", "inviting into a call with a SIP phone is not served yet; only sim calls become group calls"));
+    }
     let mut invitees = Vec::with_capacity(invite.participants.len());
     for (i, (named, replaces)) in invite.participants.into_iter().enumerate() {
         let field = format!("participants[{i}]");
@@ -691,6 +695,12 @@ async fn invite_participants(
             )));
         }
         if let Some(other) = &replaces {
+            // Both calls must be on one node: bring the replaced call here if another node has it.
+            if let Some(cluster) = &state.cluster
+                && !state.engine.holds(other)
+            {
+                cluster.pull(other, &caller.app.client_id).await;
+            }
             let replaced = owned_call(state, caller, other)
                 .await
                 .map_err(|_| conflict(&format!("{field}.replacesCallId"), &format!("'{other}' is not a live call of this application")))?;
@@ -724,15 +734,23 @@ async fn invite_participants(
 /// `participants/{id}/mute`, `DELETE participants/{id}`, `startHoldMusic`, `stopHoldMusic`.
 async fn participant_action(
     state: &AppState,
+    caller: &Caller,
     version: Version,
     call: &Call,
-    route: &str,
-    participant_id: &str,
+    (route, participant_id): (&str, &str),
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, GraphError> {
-    let bytes = json_body(body, headers).await?;
+    // DELETE takes no body (whatever comes is ignored); the others take a JSON one.
+    let bytes = if route == "deleteParticipant" { Default::default() } else { json_body(body, headers).await? };
     let body = decode::participants::participant(&bytes, route == "startHoldMusic")?;
+    if route == "deleteParticipant" && !caller.has("Calls.JoinGroupCall.All") && !caller.has("Calls.JoinGroupCallAsGuest.All") {
+        return Err(GraphError::new(
+            StatusCode::FORBIDDEN,
+            "7504",
+            "Insufficient permissions: removing a participant needs Calls.JoinGroupCall.All or Calls.JoinGroupCallAsGuest.All.",
+        ));
+    }
     let action = match route {
         "muteParticipant" => ParticipantAction::Mute,
         "deleteParticipant" => ParticipantAction::Remove,

@@ -1083,6 +1083,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Remove a participant (a joined one is dropped, an invited one stops ringing)",
         responses: &[
             empty(204, "removed"),
+            error(403, "no Calls.JoinGroupCall.All or Calls.JoinGroupCallAsGuest.All"),
             error(404, "no such call or participant"),
             error(409, "not established, the bot itself, or a peer-to-peer call's peer"),
         ],

@@ -416,6 +416,8 @@ pub fn operation(op: &Operation, base_url: &str) -> Value {
             .iter()
             .map(|i| {
                 let mut info = invitation_participant_info(&i.party);
+                // The invitee's id in this call, so the bot can remove it while it rings.
+                info["participantId"] = json!(i.participant_id);
                 info["replacesCallId"] = json!(i.replaces_call_id);
                 info
             })

@@ -302,6 +302,7 @@ async fn invite_escalates_to_a_group_call_and_replaces_another_call() {
     let (status, op) = server.graph(Method::POST, &path, &token, Some(invite(HEIDI, Some(&b)))).await;
     assert_eq!(status, 200, "{op}");
     assert_eq!(op["participants"][0]["replacesCallId"], json!(b));
+    assert!(op["participants"][0]["participantId"].is_string(), "the invitee's id, to remove it while it rings");
     let op_id = op["id"].as_str().unwrap().to_owned();
     // Three notifications, two calls: each call's in order, the two calls' interleaved as they come.
     let (mut on_a, mut on_b) = (Vec::new(), Vec::new());
@@ -377,7 +378,7 @@ async fn hold_music_one_participant_at_a_time() {
     assert_eq!(status, 202);
     bot.next().await;
     let leg = leg_of(&server, HEIDI).await;
-    assert_eq!(leg["heard"][0]["uri"], "https://bot.contoso.com/onHold.wav");
+    assert_eq!(leg["heard"][0]["uri"], "holdMusic:https://bot.contoso.com/onHold.wav");
     assert_eq!(leg["heard"][0]["complete"], true);
     let (status, err) = server.graph(Method::POST, &hold("nobody", "stopHoldMusic"), &token, Some(json!({}))).await;
     assert_eq!((status, err["error"]["code"].as_str()), (404, Some("NotFound")));

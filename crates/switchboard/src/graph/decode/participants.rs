@@ -57,9 +57,10 @@ pub fn invite(bytes: &[u8]) -> Result<Invite, BodyError> {
         };
         participants.push((named, replaces));
     }
-    // Graph: "supports only one participant when replacesCallId is provided".
-    if participants.len() > 1 && participants.iter().any(|(_, r)| r.is_some()) {
-        return Err(err(path, "with replacesCallId, invite one participant at a time"));
+    // Graph: with replacesCallId "only the first participant will be read and the rest of the
+    // participants will be ignored".
+    if participants.iter().any(|(_, r)| r.is_some()) {
+        participants.truncate(1);
     }
     Ok(Invite { client_context, participants })
 }
@@ -92,10 +93,8 @@ mod tests {
         assert_eq!(refused(json!({})), "participants: is required: whom to invite");
         assert_eq!(refused(json!({"participants": []})), "participants: must name 1 to 5 participants, not 0");
         assert_eq!(refused(json!({"participants": [{}]})), "participants[0].identity: is required");
-        assert_eq!(
-            refused(json!({"participants": [{"identity": heidi, "replacesCallId": "b"}, {"identity": heidi}]})),
-            "participants: with replacesCallId, invite one participant at a time"
-        );
+        let first = json!({"participants": [{"identity": heidi, "replacesCallId": "b"}, {"identity": {"user": {"id": "x"}}}]});
+        assert_eq!(invite(first.to_string().as_bytes()).unwrap().participants.len(), 1, "with replacesCallId, the first only");
         assert_eq!(
             refused(json!({"participants": [{"identity": {"phone": {"id": "12"}}}]})),
             "participants[0].identity.phone.id: '12' is not an E.164 phone number (like +12345678901)"
