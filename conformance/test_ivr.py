@@ -130,6 +130,8 @@ def test_record_then_invite_with_replaces_call_id_and_transfer_from_the_group_ca
     roster, done = env.bot.take(a, 2)
     assert roster.item["resourceUrl"] == f"/communications/calls/{a}/participants"
     assert sorted(p["info"]["identity"].get("user", {}).get("id", "bot") for p in roster.item["resourceData"]) == sorted(["bot", ALEX, HEIDI])
+    invited = done.item["resourceData"]["participants"][0]
+    assert invited.pop("participantId") == op.participants[0].participant_id, "the invitee's id in the call"
     assert notes.redact(done.item, {a: "{callId}", op.id: "{opId}"}) == operation_note(
         **{"@odata.type": "#microsoft.graph.inviteParticipantsOperation"},
         clientContext="escalate",
