@@ -91,6 +91,8 @@ pub enum CallEvent {
     /// The target of a consultative transfer took this call's place for the transferee of Graph call
     /// `by` (RFC 3891): its BYE on this dialog, after the INVITE with Replaces.
     Replaced { by: String },
+    /// The phone pressed a key (`0`–`9`, `*`, `#`, `A`–`D`): an RFC 4733 event, or SIP INFO.
+    Dtmf(char),
     /// How the blind transfer `transfer_id` ends (RFC 3515, RFC 5589): the phone reached the target
     /// (`Accepted` then `Completed`, on the 2xx sipfrag), or did not (`Failed` with the SIP status that
     /// says why: the REFER's answer, or the target's in the NOTIFY). The phone taking the REFER (202)
@@ -187,6 +189,10 @@ pub struct SipCall {
     pub partner: Option<String>,
     /// Where the phone's media is, from its SDP.
     pub remote_media: Option<SocketAddr>,
+    /// The telephone-event payload type agreed (RFC 4733), and the press last reported (its RTP
+    /// timestamp: every packet of one key press carries the same).
+    dtmf: Option<u8>,
+    last_press: Option<u32>,
     /// Our comfort audio to the phone, once the media is agreed; `quiet` while the phone has us on
     /// hold (it offered `sendonly` or `inactive`).
     pub rtp: Option<crate::rtp::Stream>,
@@ -432,6 +438,7 @@ impl SipCall {
                 let answer = sdp::parse(&msg.body).ok();
                 self.remote_media = answer.as_ref().and_then(sdp::media_address);
                 let payload = answer.as_ref().and_then(sdp::first_payload).unwrap_or(0);
+                self.dtmf = answer.as_ref().and_then(sdp::telephone_event);
                 self.rtp = self.remote_media.map(|remote| crate::rtp::Stream::new(remote, payload, self.session.0 as u32));
                 let saved = self.local_cseq;
                 self.local_cseq = self.invite_cseq - 1;
@@ -510,6 +517,8 @@ impl SipCall {
             bridging: None,
             partner: None,
             remote_media: None,
+            dtmf: None,
+            last_press: None,
             rtp: None,
             quiet: false,
             via_transport: "UDP",
@@ -568,6 +577,7 @@ impl SipCall {
             Ok((body, agreed)) => {
                 self.media = format!("{address}:{port}").parse().ok().or_else(|| format!("[{address}]:{port}").parse().ok());
                 self.rtp = self.remote_media.map(|remote| crate::rtp::Stream::new(remote, agreed.payload, self.session.0 as u32));
+                self.dtmf = agreed.telephone_event.as_deref().and_then(|pt| pt.parse().ok());
                 let bytes = self.response(200, "OK", Some(contact), Some(body));
                 self.phase = Phase::Answered;
                 self.final_response = Some(bytes.clone());
@@ -711,6 +721,19 @@ impl SipCall {
     ///
     /// Only to the phone's own host (the one its signalling comes from): an SDP cannot aim our packets
     /// at a third party.
+    /// An RTP packet from the phone: the key it pressed, once per press (RFC 4733), if it is one.
+    pub fn rtp_in(&mut self, bytes: &[u8]) -> Option<CallEvent> {
+        if !matches!(self.phase, Phase::Answered | Phase::Confirmed) {
+            return None;
+        }
+        let (key, press) = crate::rtp::telephone_event(bytes, self.dtmf?)?;
+        if self.last_press == Some(press) {
+            return None;
+        }
+        self.last_press = Some(press);
+        Some(CallEvent::Dtmf(key))
+    }
+
     pub fn comfort(&mut self, audio: crate::rtp::ComfortAudio) -> Option<(SocketAddr, Vec<u8>)> {
         if audio == crate::rtp::ComfortAudio::Off
             || !self.plays

@@ -146,7 +146,7 @@ pub struct Endpoint {
     comfort_audio: crate::rtp::ComfortAudio,
 }
 
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, NOTIFY";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, REFER, NOTIFY, INFO";
 const SERVER: &str = concat!("Switchboard/", env!("CARGO_PKG_VERSION"));
 
 impl Endpoint {
@@ -218,6 +218,25 @@ impl Endpoint {
             return Vec::new();
         }
         self.calls.values_mut().filter_map(|c| c.comfort(audio)).collect()
+    }
+
+    /// An RTP packet that reached our media socket from `from`: a key a phone pressed (RFC 4733) is
+    /// an event of its call. The call is the one whose phone sends from there; failing that, the one
+    /// phone on that host (some send from another port than their SDP says).
+    pub fn media_received(&mut self, from: SocketAddr, bytes: &[u8]) {
+        let on_host = |c: &SipCall| c.remote_media.is_some_and(|m| m.ip() == from.ip()) && c.phase != Phase::Ended;
+        let exact = self.calls.values().find(|c| c.remote_media == Some(from) && c.phase != Phase::Ended).map(|c| c.call_id().to_owned());
+        let sip_id = exact.or_else(|| {
+            let mut candidates = self.calls.values().filter(|c| on_host(c));
+            match (candidates.next(), candidates.next()) {
+                (Some(only), None) => Some(only.call_id().to_owned()),
+                _ => None,
+            }
+        });
+        let Some(call) = sip_id.and_then(|id| self.calls.get_mut(&id)) else { return };
+        if let Some(event) = call.rtp_in(bytes) {
+            self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
+        }
     }
 
     /// Whether a call of ours is with the phone at `peer` (its TCP connection must stay open).
@@ -1054,7 +1073,7 @@ impl Endpoint {
         let contact = self.contact();
         let local = self.local();
         let call = self.calls.get_mut(call_id)?;
-        if matches!(method, "BYE" | "NOTIFY" | "REFER") && !call.in_dialog(msg.headers.get("From").unwrap_or_default()) {
+        if matches!(method, "BYE" | "NOTIFY" | "REFER" | "INFO") && !call.in_dialog(msg.headers.get("From").unwrap_or_default()) {
             return Some(Answer {
                 code: 481,
                 reason: "Call/Transaction Does Not Exist (the tags name another dialog)".into(),
@@ -1062,6 +1081,35 @@ impl Endpoint {
             });
         }
         match method {
+            // DTMF as SIP INFO (`application/dtmf-relay`, `Signal=5`): the fallback for phones that do
+            // not send RFC 4733 events. Other INFO packages are taken and ignored.
+            "INFO" if to.tag().is_some() => {
+                let relay =
+                    msg.headers.get("Content-Type").is_some_and(|t| t.trim().to_ascii_lowercase().starts_with("application/dtmf-relay"));
+                let body = String::from_utf8_lossy(&msg.body);
+                let signal = body.lines().find_map(|l| {
+                    let (name, value) = l.split_once('=')?;
+                    name.trim().eq_ignore_ascii_case("signal").then(|| value.trim().to_owned())
+                });
+                match signal.filter(|_| relay) {
+                    Some(s) => {
+                        let key = s
+                            .chars()
+                            .next()
+                            .filter(|c| s.chars().count() == 1 && matches!(c.to_ascii_uppercase(), '0'..='9' | '*' | '#' | 'A'..='D'));
+                        let Some(key) = key else {
+                            return Some(Answer {
+                                code: 400,
+                                reason: format!("Bad Request (Signal={} is not a key)", shorten(&s)),
+                                headers: vec![],
+                            });
+                        };
+                        self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Dtmf(key.to_ascii_uppercase()) });
+                        Some(ok())
+                    }
+                    None => Some(ok()),
+                }
+            }
             // The progress of our REFER (RFC 3515 §2.4.4): a sipfrag status line in the body.
             "NOTIFY" if to.tag().is_some() => {
                 let event = msg.headers.get("Event").unwrap_or_default();

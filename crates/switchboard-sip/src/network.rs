@@ -367,6 +367,10 @@ impl Owner for SipNetwork {
                         }
                         CallEvent::HungUp | CallEvent::Lost => NetEvent::RemoteHangUp,
                         CallEvent::Replaced { by } => NetEvent::Replaced { by_call_id: by },
+                        CallEvent::Dtmf(key) => match switchboard_core::media::Tone::from_char(key) {
+                            Some(tone) => NetEvent::ToneReceived { tone },
+                            None => continue,
+                        },
                         CallEvent::Transfer { transfer_id, progress: Progress::Accepted } => NetEvent::TransferAccepted { transfer_id },
                         CallEvent::Transfer { transfer_id, progress: Progress::Completed } => NetEvent::TransferCompleted { transfer_id },
                         CallEvent::Transfer { transfer_id, progress: Progress::Failed(code) | Progress::Refused(code) } => {

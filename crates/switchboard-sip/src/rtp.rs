@@ -83,6 +83,31 @@ pub fn header(bytes: &[u8]) -> Option<(u8, u16, u32, u32)> {
     Some((bytes[1] & 0x7f, u16::from_be_bytes([bytes[2], bytes[3]]), word(4), word(8)))
 }
 
+/// An RFC 4733 telephone-event packet's key (events 0–15: `0`–`9`, `*`, `#`, `A`–`D`) and the
+/// timestamp that names the key press (every packet of one press carries the same).
+pub fn telephone_event(bytes: &[u8], payload_type: u8) -> Option<(char, u32)> {
+    let (pt, _, timestamp, _) = header(bytes)?;
+    // The header may carry CSRCs and an extension; the event follows them.
+    let csrcs = usize::from(bytes[0] & 0x0f) * 4;
+    let mut at = 12 + csrcs;
+    if bytes[0] & 0x10 != 0 {
+        let words = u16::from_be_bytes([*bytes.get(at + 2)?, *bytes.get(at + 3)?]);
+        at += 4 + usize::from(words) * 4;
+    }
+    let event = *bytes.get(at..at + 4)?.first()?;
+    if pt != payload_type {
+        return None;
+    }
+    let key = match event {
+        0..=9 => char::from(b'0' + event),
+        10 => '*',
+        11 => '#',
+        12..=15 => char::from(b'A' + event - 12),
+        _ => return None,
+    };
+    Some((key, timestamp))
+}
+
 /// G.711 μ-law (ITU-T G.711, the classic segment encoder).
 pub fn ulaw(sample: i16) -> u8 {
     const BIAS: i32 = 0x84;
@@ -130,6 +155,22 @@ mod tests {
         assert_eq!(alaw(-1), 0x55);
         assert_eq!(alaw(32767), 0xaa);
         assert_eq!(alaw(-32768), 0x2a);
+    }
+
+    #[test]
+    fn telephone_events_name_their_key_and_press() {
+        let event = |pt: u8, ts: u32, ev: u8| {
+            let mut p = vec![0x80, pt, 0, 1];
+            p.extend_from_slice(&ts.to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, 1, ev, 0x0a, 0, 160]);
+            p
+        };
+        assert_eq!(telephone_event(&event(101, 7, 1), 101), Some(('1', 7)));
+        assert_eq!(telephone_event(&event(101, 8, 11), 101), Some(('#', 8)));
+        assert_eq!(telephone_event(&event(101, 8, 15), 101), Some(('D', 8)));
+        assert_eq!(telephone_event(&event(0, 8, 1), 101), None, "audio, not an event");
+        assert_eq!(telephone_event(&event(101, 8, 16), 101), None, "flash is no key");
+        assert_eq!(telephone_event(&event(101, 8, 1)[..14], 101), None, "cut short");
     }
 
     #[test]

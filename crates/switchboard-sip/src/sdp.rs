@@ -166,6 +166,12 @@ pub fn first_payload(answer: &Offer) -> Option<u8> {
     })
 }
 
+/// The payload type of telephone-event (RFC 4733) in an offer or answer's audio stream, if any.
+pub fn telephone_event(sdp: &Offer) -> Option<u8> {
+    let m = sdp.media.iter().find(|m| m.kind == "audio" && m.port != 0)?;
+    m.formats.iter().find(|pt| m.encoding(pt).as_deref() == Some("telephone-event")).and_then(|pt| pt.parse().ok())
+}
+
 /// Our offer for a call we place: PCMU, PCMA and telephone-event, with our media at `address:port`.
 pub fn offer(address: &str, port: u16, session: (u64, u64), direction: Direction) -> String {
     let ip = if address.contains(':') { "IP6" } else { "IP4" };

@@ -204,11 +204,23 @@ pub fn serve_media(socket: UdpSocket, shared: Shared) {
     let socket = Arc::new(socket);
     let receiving = Arc::clone(&socket);
     let metrics = Arc::clone(&shared.metrics);
+    let media_shared = shared.clone();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
-        while let Ok((n, _)) = receiving.recv_from(&mut buf).await {
-            if crate::rtp::header(&buf[..n]).is_some() {
+        while let Ok((n, from)) = receiving.recv_from(&mut buf).await {
+            if let Some((payload_type, ..)) = crate::rtp::header(&buf[..n]) {
                 metrics.rtp_received.inc();
+                // Audio (PCMU, PCMA) is only counted; telephone-events have a dynamic type (96-127).
+                if payload_type < 96 {
+                    continue;
+                }
+                // A key a phone pressed (RFC 4733) becomes its call's event.
+                let now = media_shared.clock.now_ms();
+                let mut endpoint = media_shared.lock();
+                endpoint.media_received(from, &buf[..n]);
+                let queued = media_shared.settle(&mut endpoint, now);
+                drop(endpoint);
+                media_shared.send_queued(queued);
             }
         }
     });

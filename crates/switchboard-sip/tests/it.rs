@@ -251,7 +251,16 @@ fn responses_go_where_rfc_3581_says() {
 
 /// An INVITE from Heidi's phone to `to`, with `extra` headers (credentials).
 fn invite(branch: &str, cseq: u32, to: &str, extra: &[&str]) -> String {
-    let sdp = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 0\r\n";
+    invite_offering(
+        branch,
+        cseq,
+        to,
+        extra,
+        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 0\r\n",
+    )
+}
+
+fn invite_offering(branch: &str, cseq: u32, to: &str, extra: &[&str], sdp: &str) -> String {
     let mut s = format!(
         "INVITE sip:{to}@sb.test SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\n\
          From: <sip:heidi@sb.test>;tag=ph1\r\nTo: <sip:{to}@sb.test>\r\nCall-ID: call-1\r\nCSeq: {cseq} INVITE\r\nContact: <sip:heidi@{PHONE}>\r\n"
@@ -1176,4 +1185,61 @@ fn a_bye_racing_the_transfers_notify_waits_for_it() {
     let (reply, _) = ep.receive(bye.replace("tag=ph1", "tag=other").as_bytes(), from, Transport::Udp, 50);
     assert_eq!(status_lines(&[reply.unwrap()]), ["SIP/2.0 481 Call/Transaction Does Not Exist (the tags name another dialog)"]);
     assert!(ep.drain_events().is_empty() && ep.holds(&id));
+}
+
+/// A phone's key presses: RFC 4733 telephone-events on the media (one event per press, however many
+/// packets carry it), or SIP INFO (`application/dtmf-relay`) in the dialog.
+#[test]
+fn key_presses_arrive_as_telephone_events_or_sip_info() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::CallEvent;
+    let mut ep = endpoint();
+    ep.set_local("127.0.0.1:5060".parse().unwrap());
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let sdp = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
+    ep.receive(invite_offering("t", 1, "14255550100", &[&auth], sdp).as_bytes(), from, Transport::Udp, 0);
+    let Some(Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
+    ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
+    let ack = "ACK sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKack\r\nFrom: <sip:heidi@sb.test>;tag=ph1\r\nTo: <sip:14255550100@sb.test>;tag=x\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
+    ep.receive(ack.as_bytes(), from, Transport::Udp, 1);
+    ep.drain_events();
+    let keys = |ep: &mut Endpoint| -> Vec<char> {
+        ep.drain_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Call { event: CallEvent::Dtmf(k), graph_id: g } if g == graph_id => Some(k),
+                _ => None,
+            })
+            .collect()
+    };
+    let packet = |pt: u8, ts: u32, event: u8, end: bool| {
+        let mut p = vec![0x80, pt, 0, 1];
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&[1, 2, 3, 4, event, if end { 0x8a } else { 0x0a }, 0, 160]);
+        p
+    };
+    let media: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    // A press of 1: a start packet, updates, and the end sent three times; then #; audio is no key.
+    for end in [false, false, true, true, true] {
+        ep.media_received(media, &packet(101, 1_000, 1, end));
+    }
+    ep.media_received(media, &packet(101, 2_000, 11, false));
+    ep.media_received(media, &packet(0, 3_000, 5, false));
+    assert_eq!(keys(&mut ep), ['1', '#']);
+    // From another port of the phone's host (some phones send from there): still its call.
+    ep.media_received("127.0.0.1:4002".parse().unwrap(), &packet(101, 4_000, 9, false));
+    assert_eq!(keys(&mut ep), ['9']);
+    // SIP INFO.
+    let info = |cseq: u32, body: &str| {
+        format!(
+            "INFO sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKi{cseq}\r\nFrom: <sip:heidi@sb.test>;tag=ph1\r\n\
+             To: <sip:14255550100@sb.test>;tag=x\r\nCall-ID: call-1\r\nCSeq: {cseq} INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    check(&mut ep, &info(2, "Signal=5\r\nDuration=160\r\n"), 5, "200 OK", &[]);
+    assert_eq!(keys(&mut ep), ['5']);
+    check(&mut ep, &info(3, "Signal=55\r\n"), 6, "400 Bad Request (Signal=55 is not a key)", &[]);
+    assert!(keys(&mut ep).is_empty());
 }

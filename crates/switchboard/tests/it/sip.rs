@@ -777,3 +777,25 @@ async fn a_sim_call_is_transferred_to_a_pstn_number_through_the_trunk() {
     let (_, world) = server.sim(reqwest::Method::GET, "/world", None).await;
     assert_eq!(world["legs"].as_array().map(Vec::len), Some(0), "{world}");
 }
+
+/// A phone's key presses reach the bot as `toneInfo`: RFC 4733 telephone-events (SIPp plays Debian's
+/// `dtmf_2833_1.pcap`: one press of 1, in many packets) and SIP INFO (`Signal=#`).
+#[tokio::test]
+async fn a_phones_keys_reach_the_bot_as_tone_info() {
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let (id, _, phone) = answered_phone_call(&server, &mut bot, &token, "phone_presses_keys.xml", port).await;
+    let (status, sub) = server
+        .graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/subscribeToTone"), &token, Some(serde_json::json!({})))
+        .await;
+    assert_eq!(status, 200, "{sub}");
+    for (n, tone) in [(1, "tone1"), (2, "pound")] {
+        let mut note = state_note("updated", "established");
+        note["resourceData"]["toneInfo"] = serde_json::json!({"@odata.type": "#microsoft.graph.toneInfo", "sequenceId": n, "tone": tone});
+        assert_eq!(redact(bot.next().await.1, &id), note);
+    }
+    bot_hangs_up(&server, &mut bot, &token, &id).await;
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "the phone's side (pcap, INFO, BYE):\n{screen}");
+}
