@@ -55,6 +55,8 @@ pub struct Metrics {
     pub sip_registered: AtomicI64,
     /// RTP packets sent (comfort audio) and received from phones.
     pub rtp_sent: Counter,
+    /// Of those, packets of prompts (`playPrompt` over SIP).
+    pub rtp_prompt_sent: Counter,
     pub rtp_received: Counter,
     /// Notifications not sent because the callback policy refuses their callback.
     pub callbacks_refused: Counter,
@@ -188,8 +190,9 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP switchboard_rtp_sent_total RTP packets of comfort audio sent to phones.\n# TYPE switchboard_rtp_sent_total counter\nswitchboard_rtp_sent_total {}\n# HELP switchboard_rtp_received_total RTP packets received from phones.\n# TYPE switchboard_rtp_received_total counter\nswitchboard_rtp_received_total {}",
+            "# HELP switchboard_rtp_sent_total RTP packets of audio (comfort audio and prompts) sent to phones.\n# TYPE switchboard_rtp_sent_total counter\nswitchboard_rtp_sent_total {}\n# HELP switchboard_rtp_prompt_sent_total RTP packets of prompts sent to phones.\n# TYPE switchboard_rtp_prompt_sent_total counter\nswitchboard_rtp_prompt_sent_total {}\n# HELP switchboard_rtp_received_total RTP packets received from phones.\n# TYPE switchboard_rtp_received_total counter\nswitchboard_rtp_received_total {}",
             self.rtp_sent.get(),
+            self.rtp_prompt_sent.get(),
             self.rtp_received.get()
         );
         let _ = writeln!(

@@ -93,11 +93,23 @@ pub enum CallEvent {
     Replaced { by: String },
     /// The phone pressed a key (`0`–`9`, `*`, `#`, `A`–`D`): an RFC 4733 event, or SIP INFO.
     Dtmf(char),
+    /// The prompt of media operation `operation_id` played to its end.
+    Played { operation_id: String },
     /// How the blind transfer `transfer_id` ends (RFC 3515, RFC 5589): the phone reached the target
     /// (`Accepted` then `Completed`, on the 2xx sipfrag), or did not (`Failed` with the SIP status that
     /// says why: the REFER's answer, or the target's in the NOTIFY). The phone taking the REFER (202)
     /// is no news for Graph: `transferAccepted` means the target took the call, and it cannot be undone.
     Transfer { transfer_id: String, progress: Progress },
+}
+
+/// A prompt being played to the phone.
+#[derive(Clone, Debug)]
+struct Playback {
+    operation_id: String,
+    samples: std::sync::Arc<Vec<i16>>,
+    /// The next sample to send.
+    at: usize,
+    looped: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,6 +205,10 @@ pub struct SipCall {
     /// timestamp: every packet of one key press carries the same).
     dtmf: Option<u8>,
     last_press: Option<u32>,
+    /// A prompt the bot plays (instead of comfort audio), and how far it has got.
+    playing: Option<Playback>,
+    /// A prompt that played to its end since the last look (its operation id).
+    pub played: Option<String>,
     /// Our comfort audio to the phone, once the media is agreed; `quiet` while the phone has us on
     /// hold (it offered `sendonly` or `inactive`).
     pub rtp: Option<crate::rtp::Stream>,
@@ -519,6 +535,8 @@ impl SipCall {
             remote_media: None,
             dtmf: None,
             last_press: None,
+            playing: None,
+            played: None,
             rtp: None,
             quiet: false,
             via_transport: "UDP",
@@ -734,7 +752,45 @@ impl SipCall {
         Some(CallEvent::Dtmf(key))
     }
 
+    /// Plays `samples` to the phone from the next packet on (again and again if `looped`), in place of
+    /// comfort audio; a prompt already playing stops.
+    pub fn play(&mut self, operation_id: String, samples: std::sync::Arc<Vec<i16>>, looped: bool) {
+        self.playing = Some(Playback { operation_id, samples, at: 0, looped });
+    }
+
+    /// Stops the prompt of `operation_id`, if it is the one playing.
+    pub fn stop_playing(&mut self, operation_id: &str) {
+        if self.playing.as_ref().is_some_and(|p| p.operation_id == operation_id) {
+            self.playing = None;
+        }
+    }
+
+    /// The next packet of the prompt playing; at its end, `played` says so.
+    fn prompt_packet(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        let live = self.partner.is_none() && matches!(self.phase, Phase::Answered | Phase::Confirmed);
+        let p = self.playing.as_mut()?;
+        let rtp = self.rtp.as_mut().filter(|_| live)?;
+        let end = (p.at + crate::rtp::SAMPLES).min(p.samples.len());
+        let packet = rtp.packet_of(&p.samples[p.at..end]);
+        p.at = end;
+        if p.at >= p.samples.len() {
+            if p.looped && !p.samples.is_empty() {
+                p.at = 0;
+            } else {
+                self.played = self.playing.take().map(|p| p.operation_id);
+            }
+        }
+        Some((rtp.remote, packet))
+    }
+
+    pub fn is_playing(&self) -> bool {
+        self.playing.is_some()
+    }
+
     pub fn comfort(&mut self, audio: crate::rtp::ComfortAudio) -> Option<(SocketAddr, Vec<u8>)> {
+        if self.playing.is_some() {
+            return self.prompt_packet();
+        }
         if audio == crate::rtp::ComfortAudio::Off
             || !self.plays
             || self.quiet

@@ -117,6 +117,8 @@ pub enum Event {
 }
 
 pub struct Endpoint {
+    /// Prompt packets made since the transport last counted them.
+    prompt_packets: u64,
     domain: String,
     aliases: Vec<String>,
     pub registrar: Registrar,
@@ -152,6 +154,7 @@ const SERVER: &str = concat!("Switchboard/", env!("CARGO_PKG_VERSION"));
 impl Endpoint {
     pub fn new(settings: Settings) -> Endpoint {
         Endpoint {
+            prompt_packets: 0,
             registrar: Registrar::new(&settings.domain, &settings.accounts, &settings.nonce_secret),
             domain: settings.domain,
             aliases: settings.aliases,
@@ -211,13 +214,46 @@ impl Endpoint {
         std::mem::take(&mut self.events)
     }
 
-    /// The comfort-audio packets due now, one per call that plays it (every `rtp::PTIME_MS`).
+    /// The audio packets due now (every `rtp::PTIME_MS`): a prompt where one plays, else comfort
+    /// audio. A prompt that played to its end is an event of its call.
     pub fn media_due(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         let audio = self.comfort_audio;
-        if audio == crate::rtp::ComfortAudio::Off {
-            return Vec::new();
+        let mut due = Vec::new();
+        for call in self.calls.values_mut() {
+            let prompt = call.is_playing();
+            if let Some(packet) = call.comfort(audio) {
+                self.prompt_packets += u64::from(prompt);
+                due.push(packet);
+            }
+            if let Some(operation_id) = call.played.take() {
+                self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Played { operation_id } });
+            }
         }
-        self.calls.values_mut().filter_map(|c| c.comfort(audio)).collect()
+        due
+    }
+
+    /// How many prompt packets `media_due` has made since the last look.
+    pub fn take_prompt_packets(&mut self) -> u64 {
+        std::mem::take(&mut self.prompt_packets)
+    }
+
+    /// Plays a prompt to the phone of Graph call `graph_id`; false if there is no such call (or no
+    /// media agreed with its phone yet).
+    pub fn play(&mut self, graph_id: &str, operation_id: String, samples: std::sync::Arc<Vec<i16>>, looped: bool) -> bool {
+        match self.call_mut(graph_id) {
+            Some(call) if call.rtp.is_some() && call.phase != Phase::Ended => {
+                call.play(operation_id, samples, looped);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Stops the prompt of `operation_id` on Graph call `graph_id`.
+    pub fn stop_playing(&mut self, graph_id: &str, operation_id: &str) {
+        if let Some(call) = self.call_mut(graph_id) {
+            call.stop_playing(operation_id);
+        }
     }
 
     /// An RTP packet that reached our media socket from `from`: a key a phone pressed (RFC 4733) is

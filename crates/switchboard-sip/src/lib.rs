@@ -10,6 +10,7 @@
 //! - [`registrar`]: who is registered where.
 //! - [`sdp`]: the SDP offer/answer a phone needs (PCMU/PCMA, telephone-event, hold).
 //! - [`rtp`]: comfort audio, G.711 RTP packets.
+//! - [`wav`]: prompts read from WAV files.
 //! - [`endpoint`]: the sans-IO endpoint: bytes and the time in, a response out.
 //! - [`transport`]: UDP, TCP and TLS around it on the engine's clock, and the media socket.
 //! - [`network`]: SIP as the engine's network backend: calls and transfers as Graph sees them.
@@ -26,6 +27,7 @@ pub mod sdp;
 pub mod transaction;
 pub mod transport;
 pub mod uri;
+pub mod wav;
 
 pub use endpoint::{Endpoint, Event, Settings, Transport};
 pub use registrar::Account;

@@ -81,11 +81,24 @@ pub struct SipNetwork {
     routing: Routing,
     /// Where our media is (a socket that takes RTP; comfort audio comes later).
     media: SocketAddr,
+    /// Who fetches prompts (set once, at start); without it prompts fail.
+    prompts: std::sync::OnceLock<Arc<dyn Prompts>>,
+    /// The prompt being fetched for each call (Graph id → operation id): one stopped meanwhile is
+    /// not played when it arrives.
+    loading: std::sync::Mutex<HashMap<String, String>>,
+    /// Itself, for the tasks that fetch prompts.
+    me: std::sync::Weak<SipNetwork>,
+}
+
+/// Fetches a prompt's audio: 8 kHz samples, or why not (the adapter reads files and URLs under its
+/// own rules).
+pub trait Prompts: Send + Sync {
+    fn load(&self, uri: String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<i16>, String>> + Send>>;
 }
 
 impl SipNetwork {
     pub fn new(shared: Shared, events: NetworkEvents, directory: Arc<Directory>, routing: Routing, media: SocketAddr) -> Arc<Self> {
-        let network = Arc::new(SipNetwork {
+        let network = Arc::new_cyclic(|me| SipNetwork {
             shared,
             hand_over: std::sync::OnceLock::new(),
             admission: std::sync::OnceLock::new(),
@@ -94,6 +107,9 @@ impl SipNetwork {
             directory,
             routing,
             media,
+            prompts: std::sync::OnceLock::new(),
+            loading: std::sync::Mutex::default(),
+            me: me.clone(),
         });
         network.shared.set_owner(Arc::clone(&network) as Arc<dyn Owner>);
         network
@@ -102,6 +118,53 @@ impl SipNetwork {
     /// Who says whether an app may be offered one more call (set once, at start).
     pub fn set_admission(&self, admission: switchboard_engine::network::Admission) {
         let _ = self.admission.set(admission);
+    }
+
+    /// Who fetches prompts (set once, at start).
+    pub fn set_prompts(&self, prompts: Arc<dyn Prompts>) {
+        let _ = self.prompts.set(prompts);
+    }
+
+    /// `playPrompt` over SIP: the prompts are fetched, one after another, then played as RTP; the
+    /// operation completes when the last sample has gone (or fails if one cannot be had).
+    fn play(&self, call_id: &str, operation_id: &str, uris: Vec<String>, looped: bool) {
+        let failed = |network: &SipNetwork, why: &str| {
+            tracing::warn!(call_id, operation_id, why, "a prompt cannot be played; the operation fails");
+            let reason = CompletionReason::PlayPromptFailed;
+            network.events.call(call_id, NetEvent::MediaCompleted { operation_id: operation_id.to_owned(), reason, recording: None });
+        };
+        let (Some(prompts), Some(network)) = (self.prompts.get().cloned(), self.me.upgrade()) else {
+            return failed(self, "no prompt loader");
+        };
+        self.loading.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id.to_owned(), operation_id.to_owned());
+        let (call_id, operation_id) = (call_id.to_owned(), operation_id.to_owned());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            for uri in uris {
+                match prompts.load(uri.clone()).await {
+                    Ok(s) => samples.extend(s),
+                    Err(why) => {
+                        network.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id);
+                        let why = format!("{}: {why}", uri.chars().take(120).collect::<String>());
+                        tracing::warn!(call_id, operation_id, why, "a prompt cannot be played; the operation fails");
+                        let reason = CompletionReason::PlayPromptFailed;
+                        network.events.call(&call_id, NetEvent::MediaCompleted { operation_id, reason, recording: None });
+                        return;
+                    }
+                }
+            }
+            // Stopped (cancelled, or the call ended) while it was being fetched: nothing to play.
+            let current = network.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id);
+            if current.as_deref() != Some(operation_id.as_str()) {
+                return;
+            }
+            let samples = Arc::new(samples);
+            let playing = network.shared.with_endpoint(|ep, _| ep.play(&call_id, operation_id.clone(), samples, looped));
+            if !playing {
+                let reason = CompletionReason::PlayPromptFailed;
+                network.events.call(&call_id, NetEvent::MediaCompleted { operation_id, reason, recording: None });
+            }
+        });
     }
 
     /// Who connects other networks' transferees to SIP phones (set once, at start).
@@ -367,6 +430,9 @@ impl Owner for SipNetwork {
                         }
                         CallEvent::HungUp | CallEvent::Lost => NetEvent::RemoteHangUp,
                         CallEvent::Replaced { by } => NetEvent::Replaced { by_call_id: by },
+                        CallEvent::Played { operation_id } => {
+                            NetEvent::MediaCompleted { operation_id, reason: CompletionReason::CompletedSuccessfully, recording: None }
+                        }
                         CallEvent::Dtmf(key) => match switchboard_core::media::Tone::from_char(key) {
                             Some(tone) => NetEvent::ToneReceived { tone },
                             None => continue,
@@ -474,20 +540,23 @@ impl Network for SipNetwork {
             NetCommand::Place | NetCommand::DropMember { .. } => {}
             // Prompts, recordings and DTMF over RTP are not served yet: the operation fails at once,
             // with a reason the bot can act on, rather than hang.
-            NetCommand::PlayMedia { job } => {
-                tracing::warn!(call_id = id, operation_id = job.operation_id, "media operations over SIP are not served yet; it fails");
-                let reason = match job.action {
-                    MediaAction::Play { .. } => CompletionReason::PlayPromptFailed,
-                    MediaAction::Record(_) => CompletionReason::UnspecifiedError,
-                };
-                self.events.call(id, NetEvent::MediaCompleted { operation_id: job.operation_id.clone(), reason, recording: None });
-            }
+            NetCommand::PlayMedia { job } => match &job.action {
+                MediaAction::Play { prompts, looped } => self.play(id, &job.operation_id, prompts.clone(), *looped),
+                MediaAction::Record(_) => {
+                    tracing::warn!(call_id = id, operation_id = job.operation_id, "recording over SIP is not served yet; it fails");
+                    let reason = CompletionReason::UnspecifiedError;
+                    self.events.call(id, NetEvent::MediaCompleted { operation_id: job.operation_id.clone(), reason, recording: None });
+                }
+            },
             NetCommand::SendTones { operation_id, .. } => {
                 tracing::warn!(call_id = id, operation_id, "DTMF over SIP is not served yet; it fails");
                 let reason = CompletionReason::UnspecifiedError;
                 self.events.call(id, NetEvent::MediaCompleted { operation_id: operation_id.clone(), reason, recording: None });
             }
-            NetCommand::StopMedia { .. } => {}
+            NetCommand::StopMedia { operation_id } => {
+                self.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+                self.shared.with_endpoint(|ep, _| ep.stop_playing(id, operation_id));
+            }
             // Group calls are on the sim only; a SIP call cannot be escalated yet.
             NetCommand::Invite { invitee, .. } => {
                 tracing::warn!(call_id = id, "inviting participants into a SIP call is not served yet; the invitee fails");

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 /// One packet carries this much audio.
 pub const PTIME_MS: u64 = 20;
 /// 8 kHz × 20 ms.
-const SAMPLES: usize = 160;
+pub const SAMPLES: usize = 160;
 
 /// What the bot plays to a phone while nothing else does (`[sip] comfort_audio`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,30 @@ impl Stream {
     pub fn new(remote: SocketAddr, payload: u8, ssrc: u32) -> Stream {
         // Random-looking starting points, as RFC 3550 §5.1 asks, from the SSRC (no RNG needed).
         Stream { remote, payload, ssrc, seq: (ssrc >> 16) as u16, timestamp: ssrc.rotate_left(7) }
+    }
+
+    /// The next packet of a prompt: up to 160 of its samples (the rest silence), encoded as agreed.
+    pub fn packet_of(&mut self, samples: &[i16]) -> Vec<u8> {
+        let mut p = self.header();
+        let encode = if self.payload == 8 { alaw } else { ulaw };
+        p.extend((0..SAMPLES).map(|i| encode(samples.get(i).copied().unwrap_or(0))));
+        self.advance();
+        p
+    }
+
+    fn header(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(12 + SAMPLES);
+        p.push(0x80);
+        p.push(self.payload & 0x7f);
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&self.timestamp.to_be_bytes());
+        p.extend_from_slice(&self.ssrc.to_be_bytes());
+        p
+    }
+
+    fn advance(&mut self) {
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(SAMPLES as u32);
     }
 
     /// The next packet: the 12-byte header, then 160 samples.
@@ -108,6 +132,24 @@ pub fn telephone_event(bytes: &[u8], payload_type: u8) -> Option<(char, u32)> {
     Some((key, timestamp))
 }
 
+/// G.711 μ-law decoded to a 16-bit sample.
+pub fn ulaw_decode(byte: u8) -> i16 {
+    let b = !byte;
+    let exponent = i32::from((b >> 4) & 0x07);
+    let mantissa = i32::from(b & 0x0f);
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    (if b & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+}
+
+/// G.711 A-law decoded to a 16-bit sample.
+pub fn alaw_decode(byte: u8) -> i16 {
+    let b = byte ^ 0x55;
+    let exponent = i32::from((b >> 4) & 0x07);
+    let mantissa = i32::from(b & 0x0f);
+    let magnitude = if exponent == 0 { (mantissa << 4) + 8 } else { ((mantissa << 4) + 0x108) << (exponent - 1) };
+    (if b & 0x80 != 0 { magnitude } else { -magnitude }) as i16
+}
+
 /// G.711 μ-law (ITU-T G.711, the classic segment encoder).
 pub fn ulaw(sample: i16) -> u8 {
     const BIAS: i32 = 0x84;
@@ -143,6 +185,17 @@ pub fn alaw(sample: i16) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn g711_decodes_what_it_encodes_within_its_step() {
+        for s in [-32_000i16, -5_000, -100, -1, 0, 1, 100, 5_000, 32_000] {
+            for (enc, dec) in [(ulaw as fn(i16) -> u8, ulaw_decode as fn(u8) -> i16), (alaw, alaw_decode)] {
+                let back = dec(enc(s));
+                // G.711's step grows with the level: within 1/16 of it (and 16 near zero).
+                assert!((i32::from(back) - i32::from(s)).abs() <= (i32::from(s).abs() / 16).max(16), "{s} came back as {back}");
+            }
+        }
+    }
 
     #[test]
     fn g711_silence_and_extremes() {

@@ -229,7 +229,14 @@ pub fn serve_media(socket: UdpSocket, shared: Shared) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            let due = shared.lock().media_due();
+            // A prompt that played out is an event of its call, settled as any other.
+            let now = shared.clock.now_ms();
+            let mut endpoint = shared.lock();
+            let due = endpoint.media_due();
+            shared.metrics.rtp_prompt_sent.add(endpoint.take_prompt_packets());
+            let queued = shared.settle(&mut endpoint, now);
+            drop(endpoint);
+            shared.send_queued(queued);
             for (to, packet) in due {
                 if socket.try_send_to(&packet, to).is_ok() {
                     shared.metrics.rtp_sent.inc();

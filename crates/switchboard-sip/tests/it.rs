@@ -1243,3 +1243,35 @@ fn key_presses_arrive_as_telephone_events_or_sip_info() {
     check(&mut ep, &info(3, "Signal=55\r\n"), 6, "400 Bad Request (Signal=55 is not a key)", &[]);
     assert!(keys(&mut ep).is_empty());
 }
+
+/// A prompt plays as RTP in place of comfort audio, 160 samples a packet, and says when it is done.
+#[test]
+fn a_prompt_plays_in_packets_and_ends_once() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::CallEvent;
+    let (mut ep, graph_id) = confirmed_call();
+    let samples = std::sync::Arc::new((0..400).map(|i| (i * 50) as i16).collect::<Vec<i16>>());
+    assert!(ep.play(&graph_id, "op-1".into(), samples, false));
+    assert!(!ep.play("no-such-call", "op-2".into(), std::sync::Arc::new(vec![]), false));
+    let played = |ep: &mut Endpoint| {
+        ep.drain_events().into_iter().filter(|e| matches!(e, Event::Call { event: CallEvent::Played { .. }, .. })).count()
+    };
+    let first = ep.media_due();
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].0, first[0].1.len()), ("127.0.0.1:4000".parse().unwrap(), 12 + 160));
+    assert!(first[0].1[12..].iter().any(|&b| b != 0xd5 && b != 0xff), "the prompt, not silence");
+    ep.media_due();
+    assert_eq!(played(&mut ep), 0, "80 samples to go");
+    ep.media_due();
+    assert_eq!(played(&mut ep), 1, "400 samples: three packets");
+    ep.media_due();
+    assert_eq!(played(&mut ep), 0, "once");
+    // A stopped prompt does not report.
+    assert!(ep.play(&graph_id, "op-3".into(), std::sync::Arc::new(vec![1; 1_000]), false));
+    ep.media_due();
+    ep.stop_playing(&graph_id, "op-3");
+    for _ in 0..10 {
+        ep.media_due();
+    }
+    assert_eq!(played(&mut ep), 0);
+}

@@ -26,6 +26,7 @@ pub mod identity;
 pub mod limits;
 pub mod networks;
 pub mod notifier;
+pub mod prompts;
 pub mod server;
 
 pub use switchboard_engine::{engine, metrics, network, store};

@@ -799,3 +799,87 @@ async fn a_phones_keys_reach_the_bot_as_tone_info() {
     let (code, screen) = phone.await.unwrap();
     assert_eq!(code, 0, "the phone's side (pcap, INFO, BYE):\n{screen}");
 }
+
+/// A WAV file of `ms` of a tone, 8 kHz 16-bit mono.
+fn tone_wav(ms: u32) -> Vec<u8> {
+    let samples = ms * 8;
+    let mut w = b"RIFF".to_vec();
+    w.extend_from_slice(&(36 + samples * 2).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    for v in [
+        16u32.to_le_bytes().to_vec(),
+        1u16.to_le_bytes().to_vec(),
+        1u16.to_le_bytes().to_vec(),
+        8_000u32.to_le_bytes().to_vec(),
+        16_000u32.to_le_bytes().to_vec(),
+        2u16.to_le_bytes().to_vec(),
+        16u16.to_le_bytes().to_vec(),
+    ] {
+        w.extend(v);
+    }
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(samples * 2).to_le_bytes());
+    for i in 0..samples {
+        w.extend_from_slice(&((((i as f64) * 0.345).sin() * 8_000.0) as i16).to_le_bytes());
+    }
+    w
+}
+
+/// `playPrompt` to a phone: a WAV from the data folder's `prompts/` plays as RTP and the operation
+/// completes when it has; files elsewhere, URLs that cannot be fetched and non-WAV files fail it with
+/// `playPromptFailed`; a looping prompt is cancelled.
+#[tokio::test]
+async fn prompts_play_to_a_phone_from_wav_files() {
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let prompts = server.data_dir.join("prompts");
+    std::fs::create_dir_all(&prompts).unwrap();
+    std::fs::write(prompts.join("greeting.wav"), tone_wav(400)).unwrap();
+    std::fs::write(prompts.join("not-audio.wav"), b"<html>not a prompt</html>").unwrap();
+    let (id, _, phone) = answered_phone_call(&server, &mut bot, &token, "phone_until_bye.xml", port).await;
+    let play = |uri: String, looped: bool| serde_json::json!({"prompts": [{"mediaInfo": {"uri": uri}}], "loop": looped});
+    let path = format!("/v1.0/communications/calls/{id}/playPrompt");
+    let sent_before = metric(&server.metrics().await, "switchboard_rtp_prompt_sent_total");
+    let greeting = format!("file://{}", prompts.join("greeting.wav").display());
+    let (status, op) = server.graph(reqwest::Method::POST, &path, &token, Some(play(greeting, false))).await;
+    assert_eq!(status, 200, "{op}");
+    let (_, done) = bot.next().await;
+    assert_eq!(
+        (done["resourceData"]["status"].as_str(), done["resourceData"]["completionReason"].as_str()),
+        (Some("completed"), Some("completedSuccessfully")),
+        "{done}"
+    );
+    let sent = metric(&server.metrics().await, "switchboard_rtp_prompt_sent_total") - sent_before;
+    assert_eq!(sent, 20, "0.4 s is 20 packets of 20 ms");
+    for uri in [
+        "file:///etc/hostname".to_owned(),
+        format!("file://{}", prompts.join("not-audio.wav").display()),
+        format!("file://{}", prompts.join("missing.wav").display()),
+        "http://127.0.0.1:1/greeting.wav".to_owned(),
+    ] {
+        let (status, _) = server.graph(reqwest::Method::POST, &path, &token, Some(play(uri.clone(), false))).await;
+        assert_eq!(status, 200);
+        let (_, failed) = bot.next().await;
+        assert_eq!(
+            (failed["resourceData"]["status"].as_str(), failed["resourceData"]["completionReason"].as_str()),
+            (Some("failed"), Some("playPromptFailed")),
+            "{uri}: {failed}"
+        );
+    }
+    // A looping prompt plays until it is cancelled.
+    let greeting = format!("file://{}", prompts.join("greeting.wav").display());
+    server.graph(reqwest::Method::POST, &path, &token, Some(play(greeting, true))).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let cancel = format!("/v1.0/communications/calls/{id}/cancelMediaProcessing");
+    assert_eq!(server.graph(reqwest::Method::POST, &cancel, &token, Some(serde_json::json!({}))).await.0, 200);
+    let (_, cancelled) = bot.next().await;
+    assert_eq!(
+        (cancelled["resourceData"]["status"].as_str(), cancelled["resourceData"]["resultInfo"]["subcode"].as_i64()),
+        (Some("failed"), Some(8508))
+    );
+    bot.expect_silence(Duration::from_millis(500)).await;
+    bot_hangs_up(&server, &mut bot, &token, &id).await;
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "{screen}");
+}
