@@ -8,6 +8,8 @@
 
 use std::net::SocketAddr;
 
+use switchboard_core::media::CompletionReason;
+
 use crate::header::cseq::CSeq;
 use crate::message::{Headers, Message, StartLine};
 use crate::sdp::{self, Offer};
@@ -95,11 +97,58 @@ pub enum CallEvent {
     Dtmf(char),
     /// The prompt of media operation `operation_id` played to its end.
     Played { operation_id: String },
+    /// The recording of media operation `operation_id` ended: why, and its audio (8 kHz).
+    Recorded { operation_id: String, reason: CompletionReason, samples: Vec<i16> },
     /// How the blind transfer `transfer_id` ends (RFC 3515, RFC 5589): the phone reached the target
     /// (`Accepted` then `Completed`, on the 2xx sipfrag), or did not (`Failed` with the SIP status that
     /// says why: the REFER's answer, or the target's in the NOTIFY). The phone taking the REFER (202)
     /// is no news for Graph: `transferAccepted` means the target took the call, and it cannot be undone.
     Transfer { transfer_id: String, progress: Progress },
+}
+
+/// When a recording ends (from `recordResponse`), in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordLimits {
+    pub initial_silence_ms: u64,
+    pub max_silence_ms: u64,
+    pub max_duration_ms: u64,
+    pub stop_keys: Vec<char>,
+}
+
+/// What a packet's audio must reach to count as the caller speaking (about -30 dBFS).
+const VOICE_RMS: f64 = 1_000.0;
+
+/// A recording under way.
+#[derive(Clone, Debug)]
+struct Capture {
+    operation_id: String,
+    limits: RecordLimits,
+    started: u64,
+    /// When the caller was last heard.
+    voice: Option<u64>,
+    samples: Vec<i16>,
+}
+
+impl Capture {
+    /// A packet of G.711 audio: kept, and heard as speech if loud enough.
+    fn audio(&mut self, bytes: &[u8], now: u64) {
+        let Some((pt, ..)) = crate::rtp::header(bytes) else { return };
+        let decode = match pt {
+            0 => crate::rtp::ulaw_decode,
+            8 => crate::rtp::alaw_decode,
+            _ => return,
+        };
+        let start = 12 + usize::from(bytes[0] & 0x0f) * 4;
+        let Some(payload) = bytes.get(start..) else { return };
+        // Never more than the longest recording allows.
+        let room = (self.limits.max_duration_ms * 8) as usize;
+        let samples: Vec<i16> = payload.iter().map(|&b| decode(b)).take(room.saturating_sub(self.samples.len())).collect();
+        let energy = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / samples.len().max(1) as f64;
+        if energy.sqrt() >= VOICE_RMS {
+            self.voice = Some(now);
+        }
+        self.samples.extend(samples);
+    }
 }
 
 /// A prompt being played to the phone.
@@ -209,6 +258,8 @@ pub struct SipCall {
     playing: Option<Playback>,
     /// A prompt that played to its end since the last look (its operation id).
     pub played: Option<String>,
+    /// A recording of what the phone sends (`recordResponse`).
+    capture: Option<Capture>,
     /// Our comfort audio to the phone, once the media is agreed; `quiet` while the phone has us on
     /// hold (it offered `sendonly` or `inactive`).
     pub rtp: Option<crate::rtp::Stream>,
@@ -537,6 +588,7 @@ impl SipCall {
             last_press: None,
             playing: None,
             played: None,
+            capture: None,
             rtp: None,
             quiet: false,
             via_transport: "UDP",
@@ -734,22 +786,68 @@ impl SipCall {
         &self.remote_target
     }
 
-    /// The next comfort-audio packet for the phone, and where it goes: only while the call is answered
-    /// and ours (not bridged: then the phones talk to each other), and the phone listens.
-    ///
-    /// Only to the phone's own host (the one its signalling comes from): an SDP cannot aim our packets
-    /// at a third party.
-    /// An RTP packet from the phone: the key it pressed, once per press (RFC 4733), if it is one.
-    pub fn rtp_in(&mut self, bytes: &[u8]) -> Option<CallEvent> {
+    /// An RTP packet from the phone: the key it pressed, once per press (RFC 4733), and, while a
+    /// recording runs, its audio; what that causes (a key, the recording's end).
+    pub fn rtp_in(&mut self, bytes: &[u8], now: u64) -> Vec<CallEvent> {
+        let mut events = Vec::new();
         if !matches!(self.phase, Phase::Answered | Phase::Confirmed) {
-            return None;
+            return events;
         }
-        let (key, press) = crate::rtp::telephone_event(bytes, self.dtmf?)?;
-        if self.last_press == Some(press) {
-            return None;
+        if let Some((key, press)) = self.dtmf.and_then(|pt| crate::rtp::telephone_event(bytes, pt))
+            && self.last_press != Some(press)
+        {
+            self.last_press = Some(press);
+            events.push(CallEvent::Dtmf(key));
+            events.extend(self.key_pressed(key, now));
+        } else if let Some(capture) = self.capture.as_mut() {
+            capture.audio(bytes, now);
         }
-        self.last_press = Some(press);
-        Some(CallEvent::Dtmf(key))
+        events
+    }
+
+    /// A key the phone pressed (RFC 4733 or INFO): a stop tone ends the recording running.
+    pub fn key_pressed(&mut self, key: char, now: u64) -> Option<CallEvent> {
+        let stops = self.capture.as_ref().is_some_and(|c| c.limits.stop_keys.contains(&key));
+        stops.then(|| self.end_capture(CompletionReason::StopToneDetected, now)).flatten()
+    }
+
+    /// Starts recording what the phone sends (a recording of `operation_id` already running stops).
+    pub fn record(&mut self, operation_id: String, limits: RecordLimits, now: u64) {
+        self.capture = Some(Capture { operation_id, limits, started: now, voice: None, samples: Vec::new() });
+    }
+
+    /// Drops the recording of `operation_id`, if it is the one running.
+    pub fn stop_recording(&mut self, operation_id: &str) {
+        if self.capture.as_ref().is_some_and(|c| c.operation_id == operation_id) {
+            self.capture = None;
+        }
+    }
+
+    /// The recording's end, if one of its limits has come by `now`.
+    pub fn capture_due(&mut self, now: u64) -> Option<CallEvent> {
+        let c = self.capture.as_ref()?;
+        let l = &c.limits;
+        let reason = if now.saturating_sub(c.started) >= l.max_duration_ms {
+            CompletionReason::MaxRecordDurationReached
+        } else if let Some(voice) = c.voice {
+            if now.saturating_sub(voice) < l.max_silence_ms {
+                return None;
+            }
+            CompletionReason::MaxSilenceTimeout
+        } else if now.saturating_sub(c.started) >= l.initial_silence_ms {
+            CompletionReason::InitialSilenceTimeout
+        } else {
+            return None;
+        };
+        self.end_capture(reason, now)
+    }
+
+    fn end_capture(&mut self, reason: CompletionReason, now: u64) -> Option<CallEvent> {
+        let mut c = self.capture.take()?;
+        // As long as it ran: what did not come (no RTP) is silence.
+        let wanted = (now.saturating_sub(c.started) * 8).min(c.limits.max_duration_ms * 8) as usize;
+        c.samples.resize(c.samples.len().max(wanted), 0);
+        Some(CallEvent::Recorded { operation_id: c.operation_id, reason, samples: c.samples })
     }
 
     /// Plays `samples` to the phone from the next packet on (again and again if `looped`), in place of
@@ -787,6 +885,11 @@ impl SipCall {
         self.playing.is_some()
     }
 
+    /// The next comfort-audio packet for the phone, and where it goes: only while the call is answered
+    /// and ours (not bridged: then the phones talk to each other), and the phone listens.
+    ///
+    /// Only to the phone's own host (the one its signalling comes from): an SDP cannot aim our packets
+    /// at a third party.
     pub fn comfort(&mut self, audio: crate::rtp::ComfortAudio) -> Option<(SocketAddr, Vec<u8>)> {
         if self.playing.is_some() {
             return self.prompt_packet();

@@ -216,7 +216,7 @@ impl Endpoint {
 
     /// The audio packets due now (every `rtp::PTIME_MS`): a prompt where one plays, else comfort
     /// audio. A prompt that played to its end is an event of its call.
-    pub fn media_due(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+    pub fn media_due(&mut self, now: u64) -> Vec<(SocketAddr, Vec<u8>)> {
         let audio = self.comfort_audio;
         let mut due = Vec::new();
         for call in self.calls.values_mut() {
@@ -227,6 +227,9 @@ impl Endpoint {
             }
             if let Some(operation_id) = call.played.take() {
                 self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Played { operation_id } });
+            }
+            if let Some(event) = call.capture_due(now) {
+                self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
             }
         }
         due
@@ -249,17 +252,29 @@ impl Endpoint {
         }
     }
 
-    /// Stops the prompt of `operation_id` on Graph call `graph_id`.
+    /// Stops the prompt or recording of `operation_id` on Graph call `graph_id`.
     pub fn stop_playing(&mut self, graph_id: &str, operation_id: &str) {
         if let Some(call) = self.call_mut(graph_id) {
             call.stop_playing(operation_id);
+            call.stop_recording(operation_id);
+        }
+    }
+
+    /// Starts recording what the phone of Graph call `graph_id` sends; false if there is no such call.
+    pub fn record(&mut self, graph_id: &str, operation_id: String, limits: crate::call::RecordLimits, now: u64) -> bool {
+        match self.call_mut(graph_id) {
+            Some(call) if call.phase != Phase::Ended => {
+                call.record(operation_id, limits, now);
+                true
+            }
+            _ => false,
         }
     }
 
     /// An RTP packet that reached our media socket from `from`: a key a phone pressed (RFC 4733) is
     /// an event of its call. The call is the one whose phone sends from there; failing that, the one
     /// phone on that host (some send from another port than their SDP says).
-    pub fn media_received(&mut self, from: SocketAddr, bytes: &[u8]) {
+    pub fn media_received(&mut self, from: SocketAddr, bytes: &[u8], now: u64) {
         let on_host = |c: &SipCall| c.remote_media.is_some_and(|m| m.ip() == from.ip()) && c.phase != Phase::Ended;
         let exact = self.calls.values().find(|c| c.remote_media == Some(from) && c.phase != Phase::Ended).map(|c| c.call_id().to_owned());
         let sip_id = exact.or_else(|| {
@@ -270,7 +285,7 @@ impl Endpoint {
             }
         });
         let Some(call) = sip_id.and_then(|id| self.calls.get_mut(&id)) else { return };
-        if let Some(event) = call.rtp_in(bytes) {
+        for event in call.rtp_in(bytes, now) {
             self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
         }
     }
@@ -1140,7 +1155,11 @@ impl Endpoint {
                                 headers: vec![],
                             });
                         };
-                        self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Dtmf(key.to_ascii_uppercase()) });
+                        let key = key.to_ascii_uppercase();
+                        self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Dtmf(key) });
+                        if let Some(event) = call.key_pressed(key, now_ms) {
+                            self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
+                        }
                         Some(ok())
                     }
                     None => Some(ok()),

@@ -88,6 +88,10 @@ pub struct SipNetwork {
     loading: std::sync::Mutex<HashMap<String, String>>,
     /// Itself, for the tasks that fetch prompts.
     me: std::sync::Weak<SipNetwork>,
+    /// Recordings waiting for their prompt and beep to play (operation id → when they end).
+    records: std::sync::Mutex<HashMap<String, crate::call::RecordLimits>>,
+    /// Where finished recordings go (set once, at start).
+    recordings: std::sync::OnceLock<Arc<switchboard_engine::recordings::Recordings>>,
 }
 
 /// Fetches a prompt's audio: 8 kHz samples, or why not (the adapter reads files and URLs under its
@@ -110,6 +114,8 @@ impl SipNetwork {
             prompts: std::sync::OnceLock::new(),
             loading: std::sync::Mutex::default(),
             me: me.clone(),
+            records: std::sync::Mutex::default(),
+            recordings: std::sync::OnceLock::new(),
         });
         network.shared.set_owner(Arc::clone(&network) as Arc<dyn Owner>);
         network
@@ -125,9 +131,30 @@ impl SipNetwork {
         let _ = self.prompts.set(prompts);
     }
 
+    /// Where finished recordings go (set once, at start).
+    pub fn set_recordings(&self, recordings: Arc<switchboard_engine::recordings::Recordings>) {
+        let _ = self.recordings.set(recordings);
+    }
+
+    /// A recording as a WAV file, kept where the bot fetches it with its token.
+    fn keep_recording(&self, call_id: &str, operation_id: &str, samples: &[i16], now: u64) -> switchboard_core::media::Recording {
+        // 244 random bits: only the bot that is told may fetch it.
+        let access_token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        if let Some(store) = self.recordings.get() {
+            store.put(switchboard_engine::recordings::Stored {
+                id: operation_id.to_owned(),
+                call_id: call_id.to_owned(),
+                access_token: access_token.clone(),
+                wav: Arc::new(crate::wav::encode(samples)),
+                made_at: now,
+            });
+        }
+        switchboard_core::media::Recording { id: operation_id.to_owned(), duration_ms: samples.len() as u64 / 8, access_token }
+    }
+
     /// `playPrompt` over SIP: the prompts are fetched, one after another, then played as RTP; the
     /// operation completes when the last sample has gone (or fails if one cannot be had).
-    fn play(&self, call_id: &str, operation_id: &str, uris: Vec<String>, looped: bool) {
+    fn play(&self, call_id: &str, operation_id: &str, uris: Vec<String>, looped: bool, beep: bool) {
         let failed = |network: &SipNetwork, why: &str| {
             tracing::warn!(call_id, operation_id, why, "a prompt cannot be played; the operation fails");
             let reason = CompletionReason::PlayPromptFailed;
@@ -145,6 +172,7 @@ impl SipNetwork {
                     Ok(s) => samples.extend(s),
                     Err(why) => {
                         network.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id);
+                        network.records.lock().unwrap_or_else(|e| e.into_inner()).remove(&operation_id);
                         let why = format!("{}: {why}", uri.chars().take(120).collect::<String>());
                         tracing::warn!(call_id, operation_id, why, "a prompt cannot be played; the operation fails");
                         let reason = CompletionReason::PlayPromptFailed;
@@ -152,6 +180,9 @@ impl SipNetwork {
                         return;
                     }
                 }
+            }
+            if beep {
+                samples.extend(crate::wav::beep());
             }
             // Stopped (cancelled, or the call ended) while it was being fetched: nothing to play.
             let current = network.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id);
@@ -431,7 +462,25 @@ impl Owner for SipNetwork {
                         CallEvent::HungUp | CallEvent::Lost => NetEvent::RemoteHangUp,
                         CallEvent::Replaced { by } => NetEvent::Replaced { by_call_id: by },
                         CallEvent::Played { operation_id } => {
-                            NetEvent::MediaCompleted { operation_id, reason: CompletionReason::CompletedSuccessfully, recording: None }
+                            // A recording's prompt and beep are done: the recording starts.
+                            let waiting = self.records.lock().unwrap_or_else(|e| e.into_inner()).remove(&operation_id);
+                            match waiting {
+                                Some(limits) => {
+                                    if endpoint.record(&graph_id, operation_id.clone(), limits, now_ms) {
+                                        continue;
+                                    }
+                                    let reason = CompletionReason::UnspecifiedError;
+                                    NetEvent::MediaCompleted { operation_id, reason, recording: None }
+                                }
+                                None => {
+                                    let reason = CompletionReason::CompletedSuccessfully;
+                                    NetEvent::MediaCompleted { operation_id, reason, recording: None }
+                                }
+                            }
+                        }
+                        CallEvent::Recorded { operation_id, reason, samples } => {
+                            let recording = self.keep_recording(&graph_id, &operation_id, &samples, now_ms);
+                            NetEvent::MediaCompleted { operation_id, reason, recording: Some(recording) }
                         }
                         CallEvent::Dtmf(key) => match switchboard_core::media::Tone::from_char(key) {
                             Some(tone) => NetEvent::ToneReceived { tone },
@@ -541,11 +590,17 @@ impl Network for SipNetwork {
             // Prompts, recordings and DTMF over RTP are not served yet: the operation fails at once,
             // with a reason the bot can act on, rather than hang.
             NetCommand::PlayMedia { job } => match &job.action {
-                MediaAction::Play { prompts, looped } => self.play(id, &job.operation_id, prompts.clone(), *looped),
-                MediaAction::Record(_) => {
-                    tracing::warn!(call_id = id, operation_id = job.operation_id, "recording over SIP is not served yet; it fails");
-                    let reason = CompletionReason::UnspecifiedError;
-                    self.events.call(id, NetEvent::MediaCompleted { operation_id: job.operation_id.clone(), reason, recording: None });
+                MediaAction::Play { prompts, looped } => self.play(id, &job.operation_id, prompts.clone(), *looped, false),
+                MediaAction::Record(r) => {
+                    let limits = crate::call::RecordLimits {
+                        initial_silence_ms: r.initial_silence_ms,
+                        max_silence_ms: r.max_silence_ms,
+                        max_duration_ms: r.max_duration_ms,
+                        stop_keys: r.stop_tones.iter().map(|t| t.as_char()).collect(),
+                    };
+                    // The prompt and the beep first (the recording starts when they have played).
+                    self.records.lock().unwrap_or_else(|e| e.into_inner()).insert(job.operation_id.clone(), limits);
+                    self.play(id, &job.operation_id, r.prompts.clone(), false, r.beep);
                 }
             },
             NetCommand::SendTones { operation_id, .. } => {
@@ -555,6 +610,7 @@ impl Network for SipNetwork {
             }
             NetCommand::StopMedia { operation_id } => {
                 self.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+                self.records.lock().unwrap_or_else(|e| e.into_inner()).remove(operation_id);
                 self.shared.with_endpoint(|ep, _| ep.stop_playing(id, operation_id));
             }
             // Group calls are on the sim only; a SIP call cannot be escalated yet.

@@ -208,16 +208,13 @@ pub fn serve_media(socket: UdpSocket, shared: Shared) {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
         while let Ok((n, from)) = receiving.recv_from(&mut buf).await {
-            if let Some((payload_type, ..)) = crate::rtp::header(&buf[..n]) {
+            if crate::rtp::header(&buf[..n]).is_some() {
                 metrics.rtp_received.inc();
-                // Audio (PCMU, PCMA) is only counted; telephone-events have a dynamic type (96-127).
-                if payload_type < 96 {
-                    continue;
-                }
-                // A key a phone pressed (RFC 4733) becomes its call's event.
+                // A key a phone pressed (RFC 4733) becomes its call's event; audio is kept while a
+                // recording runs.
                 let now = media_shared.clock.now_ms();
                 let mut endpoint = media_shared.lock();
-                endpoint.media_received(from, &buf[..n]);
+                endpoint.media_received(from, &buf[..n], now);
                 let queued = media_shared.settle(&mut endpoint, now);
                 drop(endpoint);
                 media_shared.send_queued(queued);
@@ -232,7 +229,7 @@ pub fn serve_media(socket: UdpSocket, shared: Shared) {
             // A prompt that played out is an event of its call, settled as any other.
             let now = shared.clock.now_ms();
             let mut endpoint = shared.lock();
-            let due = endpoint.media_due();
+            let due = endpoint.media_due(now);
             shared.metrics.rtp_prompt_sent.add(endpoint.take_prompt_packets());
             let queued = shared.settle(&mut endpoint, now);
             drop(endpoint);

@@ -7,6 +7,33 @@ use crate::rtp::{alaw_decode, ulaw_decode};
 /// The most audio one prompt may hold (10 minutes at 8 kHz).
 pub const MAX_SAMPLES: usize = 8_000 * 600;
 
+/// The beep before a recording: half a second of 1 kHz.
+pub fn beep() -> Vec<i16> {
+    (0..4_000).map(|i| ((f64::from(i) * 2.0 * std::f64::consts::PI / 8.0).sin() * 8_000.0) as i16).collect()
+}
+
+/// A WAV file of 8 kHz 16-bit mono samples (a recording).
+pub fn encode(samples: &[i16]) -> Vec<u8> {
+    let data = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + samples.len() * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&8_000u32.to_le_bytes());
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
 /// The samples of a WAV file, or what is wrong with it.
 pub fn decode(bytes: &[u8]) -> Result<Vec<i16>, String> {
     if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
@@ -92,9 +119,10 @@ mod tests {
         assert_eq!(decode(&wav(1, 16, 44_100, 1, &[])), Err("1 channel(s) at 44100 Hz; prompts must be mono at 8000 Hz".into()));
         assert_eq!(decode(&wav(3, 32, 8_000, 1, &[])), Err("format 3 with 32 bits; prompts must be 16-bit PCM, μ-law or A-law".into()));
         assert_eq!(decode(b"<html>"), Err("not a WAV file (no RIFF/WAVE header)".into()));
-        // The sim's own recordings play back.
+        // Recordings play back.
         let own = decode(&wav(1, 16, 8_000, 1, &[0u8; 320])).unwrap();
         assert_eq!(own.len(), 160);
+        assert_eq!(decode(&encode(&[1, -2, 300])), Ok(vec![1, -2, 300]));
     }
 
     proptest::proptest! {

@@ -1070,12 +1070,12 @@ fn comfort_audio_plays_while_the_phone_listens() {
     let heidi: SocketAddr = PHONE.parse().unwrap();
     let (mut ep, id) = confirmed_call();
     // Heidi offered PCMA first (`m=audio 4000 RTP/AVP 8 0`): 20 ms of PCMA silence to her port 4000.
-    let due = ep.media_due();
+    let due = ep.media_due(0);
     assert_eq!(due.len(), 1);
     let (to, packet) = &due[0];
     assert_eq!(*to, "127.0.0.1:4000".parse().unwrap());
     assert_eq!((header(packet).map(|h| h.0), packet.len()), (Some(8), 172));
-    let (_, next) = &ep.media_due()[0];
+    let (_, next) = &ep.media_due(0)[0];
     assert_eq!(header(next).unwrap().1, header(packet).unwrap().1.wrapping_add(1), "sequence numbers count up");
 
     // Heidi holds the bot (sendonly): quiet until she resumes.
@@ -1087,9 +1087,9 @@ fn comfort_audio_plays_while_the_phone_listens() {
         format!("{}Content-Length: {}\r\n\r\n{body}", head.rsplit_once("Content-Length:").unwrap().0, body.len())
     };
     ep.receive(reinvite(5, "sendonly").as_bytes(), heidi, Transport::Udp, 100);
-    assert!(ep.media_due().is_empty(), "on hold: quiet");
+    assert!(ep.media_due(0).is_empty(), "on hold: quiet");
     ep.receive(reinvite(6, "sendrecv").as_bytes(), heidi, Transport::Udp, 200);
-    assert_eq!(ep.media_due().len(), 1, "resumed");
+    assert_eq!(ep.media_due(0).len(), 1, "resumed");
 
     // Her SDP moves the media to another host: nothing goes there, so an SDP cannot aim our audio at
     // a third party.
@@ -1099,11 +1099,11 @@ fn comfort_audio_plays_while_the_phone_listens() {
         plain.replace("c=IN IP4 127.0.0.1", "c=IN IP4 10.9.9.99")
     };
     ep.receive(elsewhere(7).as_bytes(), heidi, Transport::Udp, 250);
-    assert!(ep.media_due().is_empty(), "not to another host");
+    assert!(ep.media_due(0).is_empty(), "not to another host");
 
     // Hung up: nothing more.
     ep.hang_up(&id, 300);
-    assert!(ep.media_due().is_empty());
+    assert!(ep.media_due(0).is_empty());
 }
 
 #[test]
@@ -1222,13 +1222,13 @@ fn key_presses_arrive_as_telephone_events_or_sip_info() {
     let media: SocketAddr = "127.0.0.1:4000".parse().unwrap();
     // A press of 1: a start packet, updates, and the end sent three times; then #; audio is no key.
     for end in [false, false, true, true, true] {
-        ep.media_received(media, &packet(101, 1_000, 1, end));
+        ep.media_received(media, &packet(101, 1_000, 1, end), 10);
     }
-    ep.media_received(media, &packet(101, 2_000, 11, false));
-    ep.media_received(media, &packet(0, 3_000, 5, false));
+    ep.media_received(media, &packet(101, 2_000, 11, false), 10);
+    ep.media_received(media, &packet(0, 3_000, 5, false), 10);
     assert_eq!(keys(&mut ep), ['1', '#']);
     // From another port of the phone's host (some phones send from there): still its call.
-    ep.media_received("127.0.0.1:4002".parse().unwrap(), &packet(101, 4_000, 9, false));
+    ep.media_received("127.0.0.1:4002".parse().unwrap(), &packet(101, 4_000, 9, false), 10);
     assert_eq!(keys(&mut ep), ['9']);
     // SIP INFO.
     let info = |cseq: u32, body: &str| {
@@ -1256,22 +1256,73 @@ fn a_prompt_plays_in_packets_and_ends_once() {
     let played = |ep: &mut Endpoint| {
         ep.drain_events().into_iter().filter(|e| matches!(e, Event::Call { event: CallEvent::Played { .. }, .. })).count()
     };
-    let first = ep.media_due();
+    let first = ep.media_due(0);
     assert_eq!(first.len(), 1);
     assert_eq!((first[0].0, first[0].1.len()), ("127.0.0.1:4000".parse().unwrap(), 12 + 160));
     assert!(first[0].1[12..].iter().any(|&b| b != 0xd5 && b != 0xff), "the prompt, not silence");
-    ep.media_due();
+    ep.media_due(0);
     assert_eq!(played(&mut ep), 0, "80 samples to go");
-    ep.media_due();
+    ep.media_due(0);
     assert_eq!(played(&mut ep), 1, "400 samples: three packets");
-    ep.media_due();
+    ep.media_due(0);
     assert_eq!(played(&mut ep), 0, "once");
     // A stopped prompt does not report.
     assert!(ep.play(&graph_id, "op-3".into(), std::sync::Arc::new(vec![1; 1_000]), false));
-    ep.media_due();
+    ep.media_due(0);
     ep.stop_playing(&graph_id, "op-3");
     for _ in 0..10 {
-        ep.media_due();
+        ep.media_due(0);
     }
     assert_eq!(played(&mut ep), 0);
+}
+
+/// A recording keeps what the phone sends and ends on the first limit: silence after speech, no
+/// speech at all, or a stop key.
+#[test]
+fn a_recording_captures_the_phones_audio_until_a_limit() {
+    use switchboard_core::media::CompletionReason;
+    use switchboard_sip::Event;
+    use switchboard_sip::call::{CallEvent, RecordLimits};
+    let limits = RecordLimits { initial_silence_ms: 1_000, max_silence_ms: 500, max_duration_ms: 5_000, stop_keys: vec!['#'] };
+    let recorded = |ep: &mut Endpoint| -> Vec<(CompletionReason, usize, i16)> {
+        ep.drain_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Call { event: CallEvent::Recorded { reason, samples, .. }, .. } => {
+                    Some((reason, samples.len(), samples.iter().map(|s| s.saturating_abs()).max().unwrap_or(0)))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let media: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    // Loud μ-law audio (0x80 is the loudest positive sample).
+    let speech = |seq: u16| {
+        let mut p = vec![0x80, 0, (seq >> 8) as u8, seq as u8, 0, 0, 0, 0, 1, 2, 3, 4];
+        p.extend(std::iter::repeat_n(0x90u8, 160));
+        p
+    };
+    let (mut ep, graph_id) = confirmed_call();
+    assert!(ep.record(&graph_id, "rec-1".into(), limits.clone(), 0));
+    for (i, t) in [100u64, 120, 140].into_iter().enumerate() {
+        ep.media_received(media, &speech(i as u16), t);
+    }
+    ep.media_due(639);
+    assert!(recorded(&mut ep).is_empty(), "heard at 140: silence until 640");
+    ep.media_due(640);
+    let r = recorded(&mut ep);
+    assert_eq!((r[0].0, r[0].1), (CompletionReason::MaxSilenceTimeout, 640 * 8), "as long as it ran");
+    assert!(r[0].2 > 5_000, "the speech is in it");
+    // Nobody speaks: the initial silence ends it.
+    assert!(ep.record(&graph_id, "rec-2".into(), limits.clone(), 1_000));
+    ep.media_due(2_000);
+    assert_eq!(recorded(&mut ep).iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), [(CompletionReason::InitialSilenceTimeout, 8_000)]);
+    // A stop key (SIP INFO here) ends it at once.
+    assert!(ep.record(&graph_id, "rec-3".into(), limits, 3_000));
+    let info = format!(
+        "INFO sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE};branch=z9hG4bKi9\r\nFrom: <sip:heidi@sb.test>;tag=ph1\r\n\
+         To: <sip:14255550100@sb.test>;tag=x\r\nCall-ID: call-1\r\nCSeq: 9 INFO\r\nContent-Type: application/dtmf-relay\r\nContent-Length: 10\r\n\r\nSignal=#\r\n"
+    );
+    check(&mut ep, &info, 3_250, "200 OK", &[]);
+    assert_eq!(recorded(&mut ep).iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), [(CompletionReason::StopToneDetected, 250 * 8)]);
 }

@@ -175,6 +175,7 @@ pub async fn start(
         sip.set_admission(admission);
         // Prompts for phones: files in the data folder's prompts/, or URLs under the callback policy.
         sip.set_prompts(Arc::new(crate::prompts::PromptLoader::new(Arc::clone(&callbacks), &config.data_dir)?));
+        sip.set_recordings(Arc::clone(&recordings));
     }
     engine.attach_network(Arc::new(Networks { sim: SimNetwork(Arc::clone(&sim)), sip: sip_network.clone(), events }), events_rx);
     let cluster = match membership {

@@ -883,3 +883,33 @@ async fn prompts_play_to_a_phone_from_wav_files() {
     let (code, screen) = phone.await.unwrap();
     assert_eq!(code, 0, "{screen}");
 }
+
+/// `recordResponse` with a phone: the beep plays, what the phone sends (SIPp plays Debian's
+/// `g711a.pcap`) is recorded until it presses # (SIP INFO), and the WAV is fetched with its token.
+#[tokio::test]
+async fn a_phones_reply_is_recorded_until_its_stop_key() {
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let (id, _, phone) = answered_phone_call(&server, &mut bot, &token, "phone_speaks.xml", port).await;
+    let body = serde_json::json!({"playBeep": true, "initialSilenceTimeoutInSeconds": 10, "maxSilenceTimeoutInSeconds": 5,
+        "maxRecordDurationInSeconds": 30, "stopTones": ["#"], "clientContext": "reply"});
+    let (status, op) =
+        server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/recordResponse"), &token, Some(body)).await;
+    assert_eq!(status, 200, "{op}");
+    let (_, done) = bot.next().await;
+    let data = &done["resourceData"];
+    assert_eq!((data["status"].as_str(), data["completionReason"].as_str()), (Some("completed"), Some("stopToneDetected")), "{done}");
+    let location = data["recordingLocation"].as_str().unwrap();
+    let wav = client().get(location).bearer_auth(data["recordingAccessToken"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(wav.status().as_u16(), 200);
+    let wav = wav.bytes().await.unwrap();
+    assert_eq!(&wav[0..4], b"RIFF");
+    let samples: Vec<i16> = wav[44..].chunks_exact(2).map(|s| i16::from_le_bytes([s[0], s[1]])).collect();
+    let seconds = samples.len() as f64 / 8_000.0;
+    assert!((1.5..8.0).contains(&seconds), "from the beep's end to the # is about 3.5 s: {seconds} s");
+    assert!(samples.iter().any(|s| s.saturating_abs() > 2_000), "the phone's audio is in it");
+    bot_hangs_up(&server, &mut bot, &token, &id).await;
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "{screen}");
+}
