@@ -97,6 +97,8 @@ pub enum CallEvent {
     Dtmf(char),
     /// The prompt of media operation `operation_id` played to its end.
     Played { operation_id: String },
+    /// The tones of media operation `operation_id` have all been sent.
+    TonesSent { operation_id: String },
     /// The recording of media operation `operation_id` ended: why, and its audio (8 kHz).
     Recorded { operation_id: String, reason: CompletionReason, samples: Vec<i16> },
     /// How the blind transfer `transfer_id` ends (RFC 3515, RFC 5589): the phone reached the target
@@ -105,6 +107,17 @@ pub enum CallEvent {
     /// is no news for Graph: `transferAccepted` means the target took the call, and it cannot be undone.
     Transfer { transfer_id: String, progress: Progress },
 }
+
+/// One media tick of sending tones: a packet of an event (key 0–15, its tick within the event), or a
+/// pause between keys.
+#[derive(Clone, Copy, Debug)]
+enum ToneFrame {
+    Event { event: u8, tick: u16 },
+    Pause,
+}
+
+/// Each key is sent for 100 ms (5 ticks), its end packet twice more (RFC 4733 §2.5.1.4).
+const TONE_TICKS: u16 = 5;
 
 /// When a recording ends (from `recordResponse`), in milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,6 +273,11 @@ pub struct SipCall {
     pub played: Option<String>,
     /// A recording of what the phone sends (`recordResponse`).
     capture: Option<Capture>,
+    /// DTMF tones being sent (RFC 4733), a frame per media tick, and their operation.
+    tones: std::collections::VecDeque<ToneFrame>,
+    tones_op: Option<String>,
+    /// Tones that were all sent since the last look (their operation id).
+    pub tones_sent: Option<String>,
     /// Our comfort audio to the phone, once the media is agreed; `quiet` while the phone has us on
     /// hold (it offered `sendonly` or `inactive`).
     pub rtp: Option<crate::rtp::Stream>,
@@ -589,6 +607,9 @@ impl SipCall {
             playing: None,
             played: None,
             capture: None,
+            tones: std::collections::VecDeque::new(),
+            tones_op: None,
+            tones_sent: None,
             rtp: None,
             quiet: false,
             via_transport: "UDP",
@@ -885,12 +906,60 @@ impl SipCall {
         self.playing.is_some()
     }
 
+    /// Sends `keys` to the phone as RFC 4733 events, `delay_ms` apart; false if the phone did not
+    /// agree to telephone-event.
+    pub fn send_tones(&mut self, operation_id: String, keys: &[u8], delay_ms: u64) -> bool {
+        if self.dtmf.is_none() || self.rtp.is_none() {
+            return false;
+        }
+        self.tones.clear();
+        for (i, &event) in keys.iter().enumerate() {
+            if i > 0 {
+                self.tones.extend(std::iter::repeat_n(ToneFrame::Pause, (delay_ms / crate::rtp::PTIME_MS) as usize));
+            }
+            self.tones.extend((1..=TONE_TICKS + 2).map(|tick| ToneFrame::Event { event, tick }));
+        }
+        self.tones_op = Some(operation_id);
+        true
+    }
+
+    /// The next packet of the tones being sent (an event, or during a pause nothing).
+    fn tone_packet(&mut self) -> Option<Option<(SocketAddr, Vec<u8>)>> {
+        let frame = self.tones.pop_front()?;
+        if self.tones.is_empty() {
+            self.tones_sent = self.tones_op.take();
+        }
+        let (pt, rtp) = (self.dtmf?, self.rtp.as_mut()?);
+        Some(match frame {
+            ToneFrame::Event { event, tick } => {
+                // Every packet of one key carries the timestamp of its start.
+                let ticks = u32::from(tick.min(TONE_TICKS));
+                let start = rtp.timestamp().wrapping_sub((ticks - 1) * crate::rtp::SAMPLES as u32);
+                let duration = (tick.min(TONE_TICKS) * crate::rtp::SAMPLES as u16).min(u16::MAX);
+                let packet = rtp.event_packet(pt, event, start, duration, tick >= TONE_TICKS, tick == 1);
+                if tick < TONE_TICKS {
+                    rtp.skip();
+                } else if tick == TONE_TICKS + 2 {
+                    rtp.skip();
+                }
+                Some((rtp.remote, packet))
+            }
+            ToneFrame::Pause => {
+                rtp.skip();
+                None
+            }
+        })
+    }
+
     /// The next comfort-audio packet for the phone, and where it goes: only while the call is answered
     /// and ours (not bridged: then the phones talk to each other), and the phone listens.
     ///
     /// Only to the phone's own host (the one its signalling comes from): an SDP cannot aim our packets
     /// at a third party.
     pub fn comfort(&mut self, audio: crate::rtp::ComfortAudio) -> Option<(SocketAddr, Vec<u8>)> {
+        if let Some(tone) = self.tone_packet() {
+            return tone;
+        }
         if self.playing.is_some() {
             return self.prompt_packet();
         }

@@ -228,6 +228,9 @@ impl Endpoint {
             if let Some(operation_id) = call.played.take() {
                 self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Played { operation_id } });
             }
+            if let Some(operation_id) = call.tones_sent.take() {
+                self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::TonesSent { operation_id } });
+            }
             if let Some(event) = call.capture_due(now) {
                 self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
             }
@@ -258,6 +261,12 @@ impl Endpoint {
             call.stop_playing(operation_id);
             call.stop_recording(operation_id);
         }
+    }
+
+    /// Sends DTMF `keys` (RFC 4733 events 0–15) to the phone of Graph call `graph_id`; false if there
+    /// is no such call or its phone did not agree to telephone-event.
+    pub fn send_tones(&mut self, graph_id: &str, operation_id: String, keys: &[u8], delay_ms: u64) -> bool {
+        self.call_mut(graph_id).filter(|c| c.phase != Phase::Ended).is_some_and(|c| c.send_tones(operation_id, keys, delay_ms))
     }
 
     /// Starts recording what the phone of Graph call `graph_id` sends; false if there is no such call.

@@ -94,6 +94,9 @@ pub struct SipNetwork {
     recordings: std::sync::OnceLock<Arc<switchboard_engine::recordings::Recordings>>,
 }
 
+/// The playback id of hold music (it is no operation of its own: it loops until stopped).
+const HOLD_MUSIC: &str = "hold-music";
+
 /// Fetches a prompt's audio: 8 kHz samples, or why not (the adapter reads files and URLs under its
 /// own rules).
 pub trait Prompts: Send + Sync {
@@ -150,6 +153,30 @@ impl SipNetwork {
             });
         }
         switchboard_core::media::Recording { id: operation_id.to_owned(), duration_ms: samples.len() as u64 / 8, access_token }
+    }
+
+    /// Hold music: the prompt given (or a soft tone, two notes a second apart) plays to the phone,
+    /// again and again, until it is stopped; the operation completes once it plays.
+    fn hold_music(&self, call_id: &str, operation_id: &str, prompt: Option<String>) {
+        let (call_id, operation_id) = (call_id.to_owned(), operation_id.to_owned());
+        let (prompts, network) = (self.prompts.get().cloned(), self.me.upgrade());
+        let Some(network) = network else { return };
+        tokio::spawn(async move {
+            let samples = match (prompt, prompts) {
+                (Some(uri), Some(p)) => p.load(uri).await,
+                (Some(_), None) => Err("no prompt loader".to_owned()),
+                (None, _) => Ok(crate::wav::hold_music()),
+            };
+            let started = match samples {
+                Ok(s) => network.shared.with_endpoint(|ep, _| ep.play(&call_id, HOLD_MUSIC.to_owned(), Arc::new(s), true)),
+                Err(why) => {
+                    tracing::warn!(call_id, operation_id, why, "hold music cannot be played; the operation fails");
+                    false
+                }
+            };
+            let reason = if started { CompletionReason::CompletedSuccessfully } else { CompletionReason::UnspecifiedError };
+            network.events.call(&call_id, NetEvent::MediaCompleted { operation_id, reason, recording: None });
+        });
     }
 
     /// `playPrompt` over SIP: the prompts are fetched, one after another, then played as RTP; the
@@ -478,6 +505,9 @@ impl Owner for SipNetwork {
                                 }
                             }
                         }
+                        CallEvent::TonesSent { operation_id } => {
+                            NetEvent::MediaCompleted { operation_id, reason: CompletionReason::CompletedSuccessfully, recording: None }
+                        }
                         CallEvent::Recorded { operation_id, reason, samples } => {
                             let recording = self.keep_recording(&graph_id, &operation_id, &samples, now_ms);
                             NetEvent::MediaCompleted { operation_id, reason, recording: Some(recording) }
@@ -603,10 +633,15 @@ impl Network for SipNetwork {
                     self.play(id, &job.operation_id, r.prompts.clone(), false, r.beep);
                 }
             },
-            NetCommand::SendTones { operation_id, .. } => {
-                tracing::warn!(call_id = id, operation_id, "DTMF over SIP is not served yet; it fails");
-                let reason = CompletionReason::UnspecifiedError;
-                self.events.call(id, NetEvent::MediaCompleted { operation_id: operation_id.clone(), reason, recording: None });
+            NetCommand::SendTones { operation_id, tones, delay_between_ms } => {
+                // RFC 4733 events 0-15 (flash, event 16, is no key a phone shows).
+                let keys: Vec<u8> = tones.iter().filter_map(|t| "0123456789*#ABCD".find(t.as_char()).map(|i| i as u8)).collect();
+                let sent = self.shared.with_endpoint(|ep, _| ep.send_tones(id, operation_id.clone(), &keys, *delay_between_ms));
+                if !sent {
+                    tracing::warn!(call_id = id, operation_id, "the phone did not agree to telephone-event; the tones are not sent");
+                    let reason = CompletionReason::UnspecifiedError;
+                    self.events.call(id, NetEvent::MediaCompleted { operation_id: operation_id.clone(), reason, recording: None });
+                }
             }
             NetCommand::StopMedia { operation_id } => {
                 self.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
@@ -619,11 +654,12 @@ impl Network for SipNetwork {
                 let participant_id = invitee.participant_id.clone();
                 self.events.call(id, NetEvent::MemberLeft { participant_id, failure: Some(Failure::Unreachable) });
             }
-            NetCommand::HoldMusic { operation_id, .. } => {
-                tracing::warn!(call_id = id, "hold music over SIP is not served yet; it fails");
-                let reason = CompletionReason::UnspecifiedError;
+            NetCommand::HoldMusic { operation_id, start: false, .. } => {
+                self.shared.with_endpoint(|ep, _| ep.stop_playing(id, HOLD_MUSIC));
+                let reason = CompletionReason::CompletedSuccessfully;
                 self.events.call(id, NetEvent::MediaCompleted { operation_id: operation_id.clone(), reason, recording: None });
             }
+            NetCommand::HoldMusic { operation_id, start: true, prompt, .. } => self.hold_music(id, operation_id, prompt.clone()),
         }
     }
 

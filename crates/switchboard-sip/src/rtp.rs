@@ -43,6 +43,30 @@ impl Stream {
         p
     }
 
+    /// An RFC 4733 telephone-event packet: `event` (0–15) begun at `start` (an RTP timestamp), lasting
+    /// `duration` samples so far; `end` on its last packets, the marker on its first.
+    pub fn event_packet(&mut self, payload_type: u8, event: u8, start: u32, duration: u16, end: bool, first: bool) -> Vec<u8> {
+        let mut p = Vec::with_capacity(16);
+        p.push(0x80);
+        p.push((payload_type & 0x7f) | if first { 0x80 } else { 0 });
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&start.to_be_bytes());
+        p.extend_from_slice(&self.ssrc.to_be_bytes());
+        p.extend_from_slice(&[event, if end { 0x80 } else { 0 } | 10, (duration >> 8) as u8, duration as u8]);
+        self.seq = self.seq.wrapping_add(1);
+        p
+    }
+
+    /// The RTP timestamp the next packet carries.
+    pub fn timestamp(&self) -> u32 {
+        self.timestamp
+    }
+
+    /// Moves the timestamp on by one packet's worth, as if audio had gone (during an event).
+    pub fn skip(&mut self) {
+        self.timestamp = self.timestamp.wrapping_add(SAMPLES as u32);
+    }
+
     fn header(&self) -> Vec<u8> {
         let mut p = Vec::with_capacity(12 + SAMPLES);
         p.push(0x80);

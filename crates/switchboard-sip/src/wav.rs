@@ -12,6 +12,12 @@ pub fn beep() -> Vec<i16> {
     (0..4_000).map(|i| ((f64::from(i) * 2.0 * std::f64::consts::PI / 8.0).sin() * 8_000.0) as i16).collect()
 }
 
+/// Hold music when the bot gives none: two soft notes (440 Hz, 554 Hz), a second each.
+pub fn hold_music() -> Vec<i16> {
+    let note = |hz: f64| (0..8_000).map(move |i| ((f64::from(i) * 2.0 * std::f64::consts::PI * hz / 8_000.0).sin() * 3_000.0) as i16);
+    note(440.0).chain(note(554.37)).collect()
+}
+
 /// A WAV file of 8 kHz 16-bit mono samples (a recording).
 pub fn encode(samples: &[i16]) -> Vec<u8> {
     let data = (samples.len() * 2) as u32;

@@ -1326,3 +1326,49 @@ fn a_recording_captures_the_phones_audio_until_a_limit() {
     check(&mut ep, &info, 3_250, "200 OK", &[]);
     assert_eq!(recorded(&mut ep).iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), [(CompletionReason::StopToneDetected, 250 * 8)]);
 }
+
+/// Tones the bot sends go to the phone as RFC 4733 events: 100 ms a key (its end sent three times),
+/// every packet of a key with the timestamp of its start, the marker on its first.
+#[test]
+fn tones_go_to_the_phone_as_telephone_events() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::CallEvent;
+    let mut ep = endpoint();
+    ep.set_local("127.0.0.1:5060".parse().unwrap());
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let sdp = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
+    ep.receive(invite_offering("t", 1, "14255550100", &[&auth], sdp).as_bytes(), from, Transport::Udp, 0);
+    let Some(Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
+    ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
+    ep.drain_events();
+    assert!(ep.send_tones(&graph_id, "dtmf-1".into(), &[1, 11], 40));
+    let mut packets = Vec::new();
+    let mut sent = 0;
+    for _ in 0..20 {
+        packets.extend(ep.media_due(0));
+        sent += ep.drain_events().iter().filter(|e| matches!(e, Event::Call { event: CallEvent::TonesSent { .. }, .. })).count();
+    }
+    assert_eq!(sent, 1, "once, after the last packet");
+    let events: Vec<(u8, u32, u8, bool, u16, bool)> = packets
+        .iter()
+        .map(|(_, p)| p)
+        .filter(|p| p[1] & 0x7f == 101)
+        .map(|p| {
+            let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            (p[12], ts, p[1] & 0x7f, p[13] & 0x80 != 0, u16::from_be_bytes([p[14], p[15]]), p[1] & 0x80 != 0)
+        })
+        .collect();
+    assert_eq!(events.len(), 14, "7 packets a key");
+    let (first, second) = events.split_at(7);
+    for (key, packets) in [(1u8, first), (11, second)] {
+        assert!(packets.iter().all(|e| e.0 == key && e.1 == packets[0].1), "one key, one timestamp: {packets:?}");
+        assert_eq!(packets.iter().map(|e| e.3).collect::<Vec<_>>(), [false, false, false, false, true, true, true], "the end, three times");
+        assert_eq!(packets.iter().map(|e| e.4).collect::<Vec<_>>(), [160, 320, 480, 640, 800, 800, 800]);
+        assert_eq!(packets.iter().map(|e| e.5).collect::<Vec<_>>(), [true, false, false, false, false, false, false], "the marker");
+    }
+    assert_eq!(second[0].1.wrapping_sub(first[0].1), 5 * 160 + 2 * 160, "the second key starts after the first and the 40 ms pause");
+    // A phone that did not agree to telephone-event gets none.
+    let (mut ep, graph_id) = confirmed_call();
+    assert!(!ep.send_tones(&graph_id, "dtmf-2".into(), &[1], 0));
+}

@@ -879,6 +879,32 @@ async fn prompts_play_to_a_phone_from_wav_files() {
         (Some("failed"), Some(8508))
     );
     bot.expect_silence(Duration::from_millis(500)).await;
+    // Hold music (a soft tone of our own) plays until it is stopped; each operation completes.
+    let (_, list) = server.graph(reqwest::Method::GET, &format!("/v1.0/communications/calls/{id}/participants"), &token, None).await;
+    let phone_pid = list["value"][1]["id"].as_str().unwrap().to_owned();
+    let hold = |what: &str| format!("/v1.0/communications/calls/{id}/participants/{phone_pid}/{what}");
+    let before = metric(&server.metrics().await, "switchboard_rtp_prompt_sent_total");
+    assert_eq!(server.graph(reqwest::Method::POST, &hold("startHoldMusic"), &token, Some(serde_json::json!({}))).await.0, 202);
+    let (_, started) = bot.next().await;
+    assert_eq!(started["resourceData"]["status"], "completed", "{started}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(server.graph(reqwest::Method::POST, &hold("stopHoldMusic"), &token, Some(serde_json::json!({}))).await.0, 202);
+    let (_, stopped) = bot.next().await;
+    assert_eq!(stopped["resourceData"]["status"], "completed", "{stopped}");
+    let during = metric(&server.metrics().await, "switchboard_rtp_prompt_sent_total") - before;
+    assert!(during >= 10, "music played while on hold: {during} packets");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(metric(&server.metrics().await, "switchboard_rtp_prompt_sent_total") - before, during, "and stopped");
+    // Tones to the phone go as RFC 4733 events (it offered telephone-event).
+    let tones = serde_json::json!({"tones": ["tone1", "pound"], "delayBetweenTonesMs": 100});
+    let (status, op) =
+        server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/sendDtmfTones"), &token, Some(tones)).await;
+    assert_eq!((status, op["status"].as_str()), (200, Some("running")));
+    let (_, sent) = bot.next().await;
+    assert_eq!(
+        (sent["resourceData"]["status"].as_str(), sent["resourceData"]["completionReason"].as_str()),
+        (Some("completed"), Some("completedSuccessfully"))
+    );
     bot_hangs_up(&server, &mut bot, &token, &id).await;
     let (code, screen) = phone.await.unwrap();
     assert_eq!(code, 0, "{screen}");
