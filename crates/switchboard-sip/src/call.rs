@@ -935,11 +935,10 @@ impl SipCall {
                 // Every packet of one key carries the timestamp of its start.
                 let ticks = u32::from(tick.min(TONE_TICKS));
                 let start = rtp.timestamp().wrapping_sub((ticks - 1) * crate::rtp::SAMPLES as u32);
-                let duration = (tick.min(TONE_TICKS) * crate::rtp::SAMPLES as u16).min(u16::MAX);
+                let duration = tick.min(TONE_TICKS) * crate::rtp::SAMPLES as u16;
                 let packet = rtp.event_packet(pt, event, start, duration, tick >= TONE_TICKS, tick == 1);
-                if tick < TONE_TICKS {
-                    rtp.skip();
-                } else if tick == TONE_TICKS + 2 {
+                // Time moves on with the key, and past its end once the repeats are out.
+                if tick < TONE_TICKS || tick == TONE_TICKS + 2 {
                     rtp.skip();
                 }
                 Some((rtp.remote, packet))
