@@ -110,10 +110,15 @@ pub enum CallEvent {
 
 /// One media tick of sending tones: a packet of an event (key 0–15, its tick within the event), or a
 /// pause between keys.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum ToneFrame {
-    Event { event: u8, tick: u16 },
+    Event {
+        event: u8,
+        tick: u16,
+    },
     Pause,
+    /// The tones of this operation have all gone.
+    Done(String),
 }
 
 /// Each key is sent for 100 ms (5 ticks), its end packet twice more (RFC 4733 §2.5.1.4).
@@ -151,8 +156,7 @@ impl Capture {
             8 => crate::rtp::alaw_decode,
             _ => return,
         };
-        let start = 12 + usize::from(bytes[0] & 0x0f) * 4;
-        let Some(payload) = bytes.get(start..) else { return };
+        let Some(payload) = crate::rtp::payload(bytes) else { return };
         // Never more than the longest recording allows.
         let room = (self.limits.max_duration_ms * 8) as usize;
         let samples: Vec<i16> = payload.iter().map(|&b| decode(b)).take(room.saturating_sub(self.samples.len())).collect();
@@ -269,15 +273,16 @@ pub struct SipCall {
     last_press: Option<u32>,
     /// A prompt the bot plays (instead of comfort audio), and how far it has got.
     playing: Option<Playback>,
+    /// Hold music: it loops under prompts (which play over it) until it is stopped.
+    hold: Option<Playback>,
     /// A prompt that played to its end since the last look (its operation id).
     pub played: Option<String>,
     /// A recording of what the phone sends (`recordResponse`).
     capture: Option<Capture>,
     /// DTMF tones being sent (RFC 4733), a frame per media tick, and their operation.
     tones: std::collections::VecDeque<ToneFrame>,
-    tones_op: Option<String>,
-    /// Tones that were all sent since the last look (their operation id).
-    pub tones_sent: Option<String>,
+    /// Tone operations all sent since the last look.
+    pub tones_sent: Vec<String>,
     /// Our comfort audio to the phone, once the media is agreed; `quiet` while the phone has us on
     /// hold (it offered `sendonly` or `inactive`).
     pub rtp: Option<crate::rtp::Stream>,
@@ -608,8 +613,8 @@ impl SipCall {
             played: None,
             capture: None,
             tones: std::collections::VecDeque::new(),
-            tones_op: None,
-            tones_sent: None,
+            tones_sent: Vec::new(),
+            hold: None,
             rtp: None,
             quiet: false,
             via_transport: "UDP",
@@ -877,6 +882,15 @@ impl SipCall {
         self.playing = Some(Playback { operation_id, samples, at: 0, looped });
     }
 
+    /// Hold music, looping under prompts until `stop_hold`.
+    pub fn hold(&mut self, samples: std::sync::Arc<Vec<i16>>) {
+        self.hold = Some(Playback { operation_id: String::new(), samples, at: 0, looped: true });
+    }
+
+    pub fn stop_hold(&mut self) {
+        self.hold = None;
+    }
+
     /// Stops the prompt of `operation_id`, if it is the one playing.
     pub fn stop_playing(&mut self, operation_id: &str) {
         if self.playing.as_ref().is_some_and(|p| p.operation_id == operation_id) {
@@ -884,26 +898,35 @@ impl SipCall {
         }
     }
 
-    /// The next packet of the prompt playing; at its end, `played` says so.
+    /// The next packet of the prompt playing (or of the hold music); at a prompt's end, `played` says
+    /// so. Time goes on even where nothing may be sent (bridged, or a media address off the phone's
+    /// host), so the prompt ends all the same.
     fn prompt_packet(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        let live = self.partner.is_none() && matches!(self.phase, Phase::Answered | Phase::Confirmed);
-        let p = self.playing.as_mut()?;
-        let rtp = self.rtp.as_mut().filter(|_| live)?;
+        let send = self.may_send();
+        let prompt = self.playing.is_some();
+        let p = if prompt { self.playing.as_mut()? } else { self.hold.as_mut()? };
         let end = (p.at + crate::rtp::SAMPLES).min(p.samples.len());
-        let packet = rtp.packet_of(&p.samples[p.at..end]);
+        let packet = self.rtp.as_mut().map(|rtp| (rtp.remote, rtp.packet_of(&p.samples[p.at..end])));
         p.at = end;
         if p.at >= p.samples.len() {
             if p.looped && !p.samples.is_empty() {
                 p.at = 0;
-            } else {
+            } else if prompt {
                 self.played = self.playing.take().map(|p| p.operation_id);
+            } else {
+                self.hold = None;
             }
         }
-        Some((rtp.remote, packet))
+        packet.filter(|_| send)
     }
 
     pub fn is_playing(&self) -> bool {
-        self.playing.is_some()
+        self.playing.is_some() || self.hold.is_some()
+    }
+
+    /// Whether a recording runs (the phone's audio is wanted).
+    pub fn is_recording(&self) -> bool {
+        self.capture.is_some()
     }
 
     /// Sends `keys` to the phone as RFC 4733 events, `delay_ms` apart; false if the phone did not
@@ -912,25 +935,42 @@ impl SipCall {
         if self.dtmf.is_none() || self.rtp.is_none() {
             return false;
         }
-        self.tones.clear();
+        // After any tones still going (each request's end marked by its operation).
         for (i, &event) in keys.iter().enumerate() {
             if i > 0 {
                 self.tones.extend(std::iter::repeat_n(ToneFrame::Pause, (delay_ms / crate::rtp::PTIME_MS) as usize));
             }
             self.tones.extend((1..=TONE_TICKS + 2).map(|tick| ToneFrame::Event { event, tick }));
         }
-        self.tones_op = Some(operation_id);
+        self.tones.push_back(ToneFrame::Done(operation_id));
         true
     }
 
-    /// The next packet of the tones being sent (an event, or during a pause nothing).
+    /// Whether our packets may go to the phone's media address: the call is answered and ours (not
+    /// bridged), and the address is on the phone's own host (an SDP cannot aim them at a third party).
+    fn may_send(&self) -> bool {
+        self.partner.is_none()
+            && matches!(self.phase, Phase::Answered | Phase::Confirmed)
+            && self.rtp.as_ref().is_some_and(|r| r.remote.ip() == self.peer.ip())
+    }
+
+    /// The next packet of the tones being sent (an event, or during a pause nothing). Time goes on
+    /// even where nothing may be sent, so the operation ends all the same.
     fn tone_packet(&mut self) -> Option<Option<(SocketAddr, Vec<u8>)>> {
-        let frame = self.tones.pop_front()?;
-        if self.tones.is_empty() {
-            self.tones_sent = self.tones_op.take();
+        while let Some(ToneFrame::Done(_)) = self.tones.front() {
+            if let Some(ToneFrame::Done(op)) = self.tones.pop_front() {
+                self.tones_sent.push(op);
+            }
         }
+        let frame = self.tones.pop_front()?;
+        while let Some(ToneFrame::Done(_)) = self.tones.front() {
+            if let Some(ToneFrame::Done(op)) = self.tones.pop_front() {
+                self.tones_sent.push(op);
+            }
+        }
+        let send = self.may_send();
         let (pt, rtp) = (self.dtmf?, self.rtp.as_mut()?);
-        Some(match frame {
+        let packet = match frame {
             ToneFrame::Event { event, tick } => {
                 // Every packet of one key carries the timestamp of its start.
                 let ticks = u32::from(tick.min(TONE_TICKS));
@@ -943,11 +983,12 @@ impl SipCall {
                 }
                 Some((rtp.remote, packet))
             }
-            ToneFrame::Pause => {
+            ToneFrame::Pause | ToneFrame::Done(_) => {
                 rtp.skip();
                 None
             }
-        })
+        };
+        Some(packet.filter(|_| send))
     }
 
     /// The next comfort-audio packet for the phone, and where it goes: only while the call is answered
@@ -959,7 +1000,7 @@ impl SipCall {
         if let Some(tone) = self.tone_packet() {
             return tone;
         }
-        if self.playing.is_some() {
+        if self.playing.is_some() || self.hold.is_some() {
             return self.prompt_packet();
         }
         if audio == crate::rtp::ComfortAudio::Off

@@ -228,7 +228,7 @@ impl Endpoint {
             if let Some(operation_id) = call.played.take() {
                 self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::Played { operation_id } });
             }
-            if let Some(operation_id) = call.tones_sent.take() {
+            for operation_id in std::mem::take(&mut call.tones_sent) {
                 self.events.push(Event::Call { graph_id: call.graph_id.clone(), event: CallEvent::TonesSent { operation_id } });
             }
             if let Some(event) = call.capture_due(now) {
@@ -241,6 +241,25 @@ impl Endpoint {
     /// How many prompt packets `media_due` has made since the last look.
     pub fn take_prompt_packets(&mut self) -> u64 {
         std::mem::take(&mut self.prompt_packets)
+    }
+
+    /// Hold music for the phone of Graph call `graph_id` (looping under prompts), or none.
+    pub fn hold_music(&mut self, graph_id: &str, samples: Option<std::sync::Arc<Vec<i16>>>) -> bool {
+        match self.call_mut(graph_id) {
+            Some(call) if call.rtp.is_some() && call.phase != Phase::Ended => {
+                match samples {
+                    Some(s) => call.hold(s),
+                    None => call.stop_hold(),
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether any call records what its phone sends (the transport then hands audio over too).
+    pub fn recording(&self) -> bool {
+        self.calls.values().any(SipCall::is_recording)
     }
 
     /// Plays a prompt to the phone of Graph call `graph_id`; false if there is no such call (or no
@@ -284,15 +303,16 @@ impl Endpoint {
     /// an event of its call. The call is the one whose phone sends from there; failing that, the one
     /// phone on that host (some send from another port than their SDP says).
     pub fn media_received(&mut self, from: SocketAddr, bytes: &[u8], now: u64) {
-        let on_host = |c: &SipCall| c.remote_media.is_some_and(|m| m.ip() == from.ip()) && c.phase != Phase::Ended;
-        let exact = self.calls.values().find(|c| c.remote_media == Some(from) && c.phase != Phase::Ended).map(|c| c.call_id().to_owned());
-        let sip_id = exact.or_else(|| {
-            let mut candidates = self.calls.values().filter(|c| on_host(c));
-            match (candidates.next(), candidates.next()) {
-                (Some(only), None) => Some(only.call_id().to_owned()),
-                _ => None,
-            }
-        });
+        // Only calls whose phone signals from that host; one that names another host's address in its
+        // SDP gets nothing in (nor out).
+        let on_host =
+            |c: &&SipCall| c.phase != Phase::Ended && c.peer.ip() == from.ip() && c.remote_media.is_some_and(|m| m.ip() == from.ip());
+        let unique = |mut it: Box<dyn Iterator<Item = &SipCall> + '_>| match (it.next(), it.next()) {
+            (Some(only), None) => Some(only.call_id().to_owned()),
+            _ => None,
+        };
+        let exact = unique(Box::new(self.calls.values().filter(on_host).filter(|c| c.remote_media == Some(from))));
+        let sip_id = exact.or_else(|| unique(Box::new(self.calls.values().filter(on_host))));
         let Some(call) = sip_id.and_then(|id| self.calls.get_mut(&id)) else { return };
         for event in call.rtp_in(bytes, now) {
             self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });

@@ -85,7 +85,10 @@ pub struct SipNetwork {
     prompts: std::sync::OnceLock<Arc<dyn Prompts>>,
     /// The prompt being fetched for each call (Graph id → operation id): one stopped meanwhile is
     /// not played when it arrives.
-    loading: std::sync::Mutex<HashMap<String, String>>,
+    loading: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The hold music being fetched for each call (Graph id → its start operation): stopped
+    /// meanwhile, it is not played when it arrives.
+    holding: std::sync::Mutex<HashMap<String, String>>,
     /// Itself, for the tasks that fetch prompts.
     me: std::sync::Weak<SipNetwork>,
     /// Recordings waiting for their prompt and beep to play (operation id → when they end).
@@ -93,9 +96,6 @@ pub struct SipNetwork {
     /// Where finished recordings go (set once, at start).
     recordings: std::sync::OnceLock<Arc<switchboard_engine::recordings::Recordings>>,
 }
-
-/// The playback id of hold music (it is no operation of its own: it loops until stopped).
-const HOLD_MUSIC: &str = "hold-music";
 
 /// Fetches a prompt's audio: 8 kHz samples, or why not (the adapter reads files and URLs under its
 /// own rules).
@@ -116,6 +116,7 @@ impl SipNetwork {
             media,
             prompts: std::sync::OnceLock::new(),
             loading: std::sync::Mutex::default(),
+            holding: std::sync::Mutex::default(),
             me: me.clone(),
             records: std::sync::Mutex::default(),
             recordings: std::sync::OnceLock::new(),
@@ -161,14 +162,19 @@ impl SipNetwork {
         let (call_id, operation_id) = (call_id.to_owned(), operation_id.to_owned());
         let (prompts, network) = (self.prompts.get().cloned(), self.me.upgrade());
         let Some(network) = network else { return };
+        self.holding.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id.clone(), operation_id.clone());
         tokio::spawn(async move {
             let samples = match (prompt, prompts) {
                 (Some(uri), Some(p)) => p.load(uri).await,
                 (Some(_), None) => Err("no prompt loader".to_owned()),
                 (None, _) => Ok(crate::wav::hold_music()),
             };
+            // Stopped while it was being fetched: nothing to play, and the start is over all the same.
+            let current = network.holding.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id);
+            let stopped = current.as_deref() != Some(operation_id.as_str());
             let started = match samples {
-                Ok(s) => network.shared.with_endpoint(|ep, _| ep.play(&call_id, HOLD_MUSIC.to_owned(), Arc::new(s), true)),
+                Ok(_) if stopped => true,
+                Ok(s) => network.shared.with_endpoint(|ep, _| ep.hold_music(&call_id, Some(Arc::new(s)))),
                 Err(why) => {
                     tracing::warn!(call_id, operation_id, why, "hold music cannot be played; the operation fails");
                     false
@@ -190,15 +196,24 @@ impl SipNetwork {
         let (Some(prompts), Some(network)) = (self.prompts.get().cloned(), self.me.upgrade()) else {
             return failed(self, "no prompt loader");
         };
-        self.loading.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id.to_owned(), operation_id.to_owned());
+        self.loading.lock().unwrap_or_else(|e| e.into_inner()).insert(operation_id.to_owned());
         let (call_id, operation_id) = (call_id.to_owned(), operation_id.to_owned());
         tokio::spawn(async move {
             let mut samples = Vec::new();
             for uri in uris {
                 match prompts.load(uri.clone()).await {
+                    // All the prompts of one operation together within one prompt's limit.
+                    Ok(s) if samples.len() + s.len() > crate::wav::MAX_SAMPLES => {
+                        network.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(&operation_id);
+                        network.records.lock().unwrap_or_else(|e| e.into_inner()).remove(&operation_id);
+                        tracing::warn!(call_id, operation_id, "the prompts are longer than 10 minutes together; the operation fails");
+                        let reason = CompletionReason::PlayPromptFailed;
+                        network.events.call(&call_id, NetEvent::MediaCompleted { operation_id, reason, recording: None });
+                        return;
+                    }
                     Ok(s) => samples.extend(s),
                     Err(why) => {
-                        network.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id);
+                        network.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(&operation_id);
                         network.records.lock().unwrap_or_else(|e| e.into_inner()).remove(&operation_id);
                         let why = format!("{}: {why}", uri.chars().take(120).collect::<String>());
                         tracing::warn!(call_id, operation_id, why, "a prompt cannot be played; the operation fails");
@@ -212,8 +227,7 @@ impl SipNetwork {
                 samples.extend(crate::wav::beep());
             }
             // Stopped (cancelled, or the call ended) while it was being fetched: nothing to play.
-            let current = network.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id);
-            if current.as_deref() != Some(operation_id.as_str()) {
+            if !network.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(&operation_id) {
                 return;
             }
             let samples = Arc::new(samples);
@@ -636,6 +650,12 @@ impl Network for SipNetwork {
             NetCommand::SendTones { operation_id, tones, delay_between_ms } => {
                 // RFC 4733 events 0-15 (flash, event 16, is no key a phone shows).
                 let keys: Vec<u8> = tones.iter().filter_map(|t| "0123456789*#ABCD".find(t.as_char()).map(|i| i as u8)).collect();
+                if keys.is_empty() {
+                    // Only flash: nothing a phone takes as a key, so nothing to send.
+                    let reason = CompletionReason::CompletedSuccessfully;
+                    self.events.call(id, NetEvent::MediaCompleted { operation_id: operation_id.clone(), reason, recording: None });
+                    return;
+                }
                 let sent = self.shared.with_endpoint(|ep, _| ep.send_tones(id, operation_id.clone(), &keys, *delay_between_ms));
                 if !sent {
                     tracing::warn!(call_id = id, operation_id, "the phone did not agree to telephone-event; the tones are not sent");
@@ -644,7 +664,7 @@ impl Network for SipNetwork {
                 }
             }
             NetCommand::StopMedia { operation_id } => {
-                self.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+                self.loading.lock().unwrap_or_else(|e| e.into_inner()).remove(operation_id);
                 self.records.lock().unwrap_or_else(|e| e.into_inner()).remove(operation_id);
                 self.shared.with_endpoint(|ep, _| ep.stop_playing(id, operation_id));
             }
@@ -655,7 +675,8 @@ impl Network for SipNetwork {
                 self.events.call(id, NetEvent::MemberLeft { participant_id, failure: Some(Failure::Unreachable) });
             }
             NetCommand::HoldMusic { operation_id, start: false, .. } => {
-                self.shared.with_endpoint(|ep, _| ep.stop_playing(id, HOLD_MUSIC));
+                self.holding.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+                self.shared.with_endpoint(|ep, _| ep.hold_music(id, None));
                 let reason = CompletionReason::CompletedSuccessfully;
                 self.events.call(id, NetEvent::MediaCompleted { operation_id: operation_id.clone(), reason, recording: None });
             }

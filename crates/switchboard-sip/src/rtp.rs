@@ -131,18 +131,28 @@ pub fn header(bytes: &[u8]) -> Option<(u8, u16, u32, u32)> {
     Some((bytes[1] & 0x7f, u16::from_be_bytes([bytes[2], bytes[3]]), word(4), word(8)))
 }
 
-/// An RFC 4733 telephone-event packet's key (events 0–15: `0`–`9`, `*`, `#`, `A`–`D`) and the
-/// timestamp that names the key press (every packet of one press carries the same).
-pub fn telephone_event(bytes: &[u8], payload_type: u8) -> Option<(char, u32)> {
-    let (pt, _, timestamp, _) = header(bytes)?;
-    // The header may carry CSRCs and an extension; the event follows them.
-    let csrcs = usize::from(bytes[0] & 0x0f) * 4;
-    let mut at = 12 + csrcs;
+/// Where an RTP packet's payload starts and ends: after the CSRCs and any header extension, before
+/// any padding.
+pub fn payload(bytes: &[u8]) -> Option<&[u8]> {
+    header(bytes)?;
+    let mut at = 12 + usize::from(bytes[0] & 0x0f) * 4;
     if bytes[0] & 0x10 != 0 {
         let words = u16::from_be_bytes([*bytes.get(at + 2)?, *bytes.get(at + 3)?]);
         at += 4 + usize::from(words) * 4;
     }
-    let event = *bytes.get(at..at + 4)?.first()?;
+    let mut end = bytes.len();
+    if bytes[0] & 0x20 != 0 {
+        end = end.checked_sub(usize::from(*bytes.last()?))?;
+    }
+    bytes.get(at..end)
+}
+
+/// An RFC 4733 telephone-event packet's key (events 0–15: `0`–`9`, `*`, `#`, `A`–`D`) and the
+/// timestamp that names the key press (every packet of one press carries the same).
+pub fn telephone_event(bytes: &[u8], payload_type: u8) -> Option<(char, u32)> {
+    let (pt, _, timestamp, _) = header(bytes)?;
+    let body = payload(bytes)?;
+    let event = *body.get(..4)?.first()?;
     if pt != payload_type {
         return None;
     }

@@ -41,6 +41,8 @@ pub struct Shared {
     /// Open TCP connections by the peer's address: what is addressed there goes on the connection.
     tcp: Arc<Mutex<HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)>>>,
     connections: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether a call records its phone's audio (then audio packets go to the endpoint too).
+    pub recording: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Shared {
@@ -53,6 +55,7 @@ impl Shared {
             udp: Arc::default(),
             tcp: Arc::default(),
             connections: Arc::default(),
+            recording: Arc::default(),
         }
     }
 
@@ -208,10 +211,13 @@ pub fn serve_media(socket: UdpSocket, shared: Shared) {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
         while let Ok((n, from)) = receiving.recv_from(&mut buf).await {
-            if crate::rtp::header(&buf[..n]).is_some() {
+            if let Some((payload_type, ..)) = crate::rtp::header(&buf[..n]) {
                 metrics.rtp_received.inc();
-                // A key a phone pressed (RFC 4733) becomes its call's event; audio is kept while a
-                // recording runs.
+                // A key a phone pressed (RFC 4733, a dynamic payload type) becomes its call's event;
+                // audio is wanted only while a recording runs. Anything else costs no lock.
+                if payload_type < 96 && !media_shared.recording.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
                 let now = media_shared.clock.now_ms();
                 let mut endpoint = media_shared.lock();
                 endpoint.media_received(from, &buf[..n], now);
@@ -230,6 +236,7 @@ pub fn serve_media(socket: UdpSocket, shared: Shared) {
             let now = shared.clock.now_ms();
             let mut endpoint = shared.lock();
             let due = endpoint.media_due(now);
+            shared.recording.store(endpoint.recording(), std::sync::atomic::Ordering::Relaxed);
             shared.metrics.rtp_prompt_sent.add(endpoint.take_prompt_packets());
             let queued = shared.settle(&mut endpoint, now);
             drop(endpoint);

@@ -1372,3 +1372,60 @@ fn tones_go_to_the_phone_as_telephone_events() {
     let (mut ep, graph_id) = confirmed_call();
     assert!(!ep.send_tones(&graph_id, "dtmf-2".into(), &[1], 0));
 }
+
+/// Hold music loops under prompts: a prompt plays over it and ends, then the music goes on; two tone
+/// requests in a row each end; keys from a host other than the phone's are not the phone's.
+#[test]
+fn hold_music_prompts_and_tones_share_the_media_fairly() {
+    use switchboard_sip::Event;
+    use switchboard_sip::call::CallEvent;
+    let mut ep = endpoint();
+    ep.set_local("127.0.0.1:5060".parse().unwrap());
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let sdp = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
+    ep.receive(invite_offering("t", 1, "14255550100", &[&auth], sdp).as_bytes(), from, Transport::Udp, 0);
+    let Some(Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
+    ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
+    ep.drain_events();
+    let ends = |ep: &mut Endpoint| -> Vec<String> {
+        ep.drain_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Call { event: CallEvent::Played { operation_id } | CallEvent::TonesSent { operation_id }, .. } => Some(operation_id),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(ep.hold_music(&graph_id, Some(std::sync::Arc::new(vec![7_000; 320]))));
+    assert!(ep.play(&graph_id, "prompt".into(), std::sync::Arc::new(vec![-7_000; 160]), false));
+    let prompt = ep.media_due(0);
+    assert_eq!(ends(&mut ep), ["prompt"], "the prompt plays over the music and ends");
+    let music = ep.media_due(0);
+    assert_ne!(prompt[0].1[12..], music[0].1[12..], "then the music again");
+    assert!(ends(&mut ep).is_empty(), "music never ends by itself");
+    // Two tone requests: the second waits for the first; each ends.
+    assert!(ep.send_tones(&graph_id, "t1".into(), &[1], 0));
+    assert!(ep.send_tones(&graph_id, "t2".into(), &[2], 0));
+    let mut done = Vec::new();
+    for _ in 0..20 {
+        ep.media_due(0);
+        done.extend(ends(&mut ep));
+    }
+    assert_eq!(done, ["t1", "t2"]);
+    // A key from another host than the phone's is not the phone's.
+    let event = |ts: u32| {
+        let mut p = vec![0x80, 101, 0, 1];
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&[1, 2, 3, 4, 5, 0x0a, 0, 160]);
+        p
+    };
+    ep.media_received("127.0.0.9:4000".parse().unwrap(), &event(1), 5);
+    ep.media_received("127.0.0.1:4000".parse().unwrap(), &event(2), 5);
+    let keys: Vec<char> = ep
+        .drain_events()
+        .into_iter()
+        .filter_map(|e| if let Event::Call { event: CallEvent::Dtmf(k), .. } = e { Some(k) } else { None })
+        .collect();
+    assert_eq!(keys, ['5'], "only the phone's own");
+}

@@ -34,17 +34,9 @@ impl PromptLoader {
 
     async fn bytes(&self, uri: &str) -> Result<Vec<u8>, String> {
         if let Some(path) = uri.strip_prefix("file://") {
-            let dir = self.dir.canonicalize().map_err(|_| format!("no prompts folder at {}", self.dir.display()))?;
-            let file = Path::new(path).canonicalize().map_err(|e| format!("cannot read {path}: {e}"))?;
-            if !file.starts_with(&dir) {
-                return Err(format!("file prompts must be in {}", dir.display()));
-            }
-            let meta = std::fs::metadata(&file).map_err(|e| format!("cannot read {path}: {e}"))?;
-            if meta.len() > MAX_BYTES as u64 {
-                return Err(format!("{} bytes; at most {MAX_BYTES} are taken", meta.len()));
-            }
-            let read = tokio::task::spawn_blocking(move || std::fs::read(file)).await.map_err(|e| e.to_string())?;
-            return read.map_err(|e| format!("cannot read {path}: {e}"));
+            let dir = self.dir.clone();
+            let path = path.to_owned();
+            return tokio::task::spawn_blocking(move || read_prompt(&dir, &path)).await.map_err(|e| e.to_string())?;
         }
         self.policy.check(uri).map_err(|problem| format!("the URL {problem}"))?;
         let resp = self.client.get(uri).send().await.map_err(|e| format!("cannot fetch it: {}", e.without_url()))?;
@@ -54,12 +46,39 @@ impl PromptLoader {
         if resp.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
             return Err(format!("larger than {MAX_BYTES} bytes"));
         }
-        let body = resp.bytes().await.map_err(|e| format!("cannot fetch it: {}", e.without_url()))?;
-        if body.len() > MAX_BYTES {
-            return Err(format!("larger than {MAX_BYTES} bytes"));
+        // Read in chunks, stopping past the limit (a body of unknown length could be endless).
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("cannot fetch it: {}", e.without_url()))? {
+            if body.len() + chunk.len() > MAX_BYTES {
+                return Err(format!("larger than {MAX_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
         }
-        Ok(body.to_vec())
+        Ok(body)
     }
+}
+
+/// A `file://` prompt: a regular file inside `dir` (after symlinks), opened once and read up to the
+/// limit (what is checked is what is read).
+fn read_prompt(dir: &Path, path: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let dir = dir.canonicalize().map_err(|_| format!("no prompts folder at {}", dir.display()))?;
+    let file = Path::new(path).canonicalize().map_err(|e| format!("cannot read {path}: {e}"))?;
+    if !file.starts_with(&dir) {
+        return Err(format!("file prompts must be in {}", dir.display()));
+    }
+    let handle = std::fs::File::open(&file).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let meta = handle.metadata().map_err(|e| format!("cannot read {path}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{path} is not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    handle.take(MAX_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if bytes.len() > MAX_BYTES {
+        return Err(format!("larger than {MAX_BYTES} bytes"));
+    }
+    Ok(bytes)
 }
 
 impl switchboard_sip::network::Prompts for PromptLoader {
