@@ -412,6 +412,7 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         self.metrics.call_left(guard.call.state);
+        self.observe(&guard.call, &next, now);
         guard.call = next;
         guard.version = version;
         if guard.call.is_terminated() {
@@ -425,6 +426,44 @@ impl Engine {
         self.outbox.enqueue(rows);
         self.run(&mut guard, effects);
         Ok(guard.call.clone())
+    }
+
+    /// What a committed change tells an operator: a log line for each state change, transfers and
+    /// answer latency counted.
+    fn observe(&self, before: &Call, after: &Call, now: u64) {
+        use switchboard_core::call::{CallState, OperationStatus};
+        if before.state != after.state {
+            let reason = after.result_info.as_ref().map(|r| format!("{}/{}", r.code, r.subcode));
+            tracing::info!(
+                call_id = after.id,
+                app_id = after.app_id,
+                from = before.state.as_str(),
+                to = after.state.as_str(),
+                result = reason,
+                "call state changed"
+            );
+        }
+        if before.state == CallState::Incoming && after.state == CallState::Establishing {
+            self.metrics.bot_answered(now.saturating_sub(after.created_at));
+        }
+        let kind = |t: &switchboard_core::call::Transfer| if t.replaces_call_id.is_some() { "consultative" } else { "blind" };
+        if let (None, Some(t)) = (&before.transfer, &after.transfer) {
+            self.metrics.transfer_started(kind(t));
+        }
+        // A transfer's end: its operation leaves `running`.
+        if let Some(t) = &before.transfer {
+            let ended = after.operations.iter().find(|o| o.id == t.operation_id && o.status != OperationStatus::Running);
+            let was_running = before.operations.iter().any(|o| o.id == t.operation_id && o.status == OperationStatus::Running);
+            if let (Some(op), true) = (ended, was_running) {
+                match op.status {
+                    OperationStatus::Completed => self.metrics.transfer_ended(kind(t), "completed", String::new()),
+                    _ => {
+                        let reason = op.result_info.as_ref().map(|r| format!("{}/{}", r.code, r.subcode)).unwrap_or_default();
+                        self.metrics.transfer_ended(kind(t), "failed", reason);
+                    }
+                }
+            }
+        }
     }
 
     fn render(&self, call: &Call, effects: &[Effect], version: u64) -> Vec<NewNotification> {

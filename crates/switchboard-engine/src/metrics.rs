@@ -24,6 +24,29 @@ impl Counter {
     }
 }
 
+/// The upper bounds (ms) of the answer-latency buckets.
+pub const ANSWER_BUCKETS_MS: [u64; 9] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 15_000];
+
+/// A cumulative histogram of milliseconds, rendered as Prometheus buckets.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; 9],
+    count: AtomicU64,
+    sum_ms: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, ms: u64) {
+        for (i, bound) in ANSWER_BUCKETS_MS.iter().enumerate() {
+            if ms <= *bound {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     /// HTTP responses by (route family, status code).
@@ -58,6 +81,10 @@ pub struct Metrics {
     /// Of those, packets of prompts (`playPrompt` over SIP).
     pub rtp_prompt_sent: Counter,
     pub rtp_received: Counter,
+    /// Transfers by (kind, outcome, reason): started, completed, failed with `code/subcode`.
+    transfers: Mutex<BTreeMap<(&'static str, &'static str, String), u64>>,
+    /// How long bots take to answer an incoming call: a histogram in milliseconds.
+    answer_latency: Histogram,
     /// Notifications not sent because the callback policy refuses their callback.
     pub callbacks_refused: Counter,
     /// Delivery failures not logged, because the same callback's was less than a minute ago.
@@ -81,6 +108,25 @@ fn index(state: CallState) -> usize {
 }
 
 impl Metrics {
+    /// A transfer started (`blind` or `consultative`).
+    pub fn transfer_started(&self, kind: &'static str) {
+        self.count_transfer(kind, "started", String::new());
+    }
+
+    /// A transfer ended: `completed`, or `failed` with the `code/subcode` it failed with.
+    pub fn transfer_ended(&self, kind: &'static str, outcome: &'static str, reason: String) {
+        self.count_transfer(kind, outcome, reason);
+    }
+
+    fn count_transfer(&self, kind: &'static str, outcome: &'static str, reason: String) {
+        *self.transfers.lock().unwrap_or_else(|e| e.into_inner()).entry((kind, outcome, reason)).or_default() += 1;
+    }
+
+    /// A bot answered an incoming call `ms` after it was offered.
+    pub fn bot_answered(&self, ms: u64) {
+        self.answer_latency.observe(ms);
+    }
+
     pub fn request(&self, family: &'static str, status: u16) {
         let mut m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         *m.entry((family, status)).or_default() += 1;
@@ -200,6 +246,22 @@ impl Metrics {
             "# HELP switchboard_notifications_pending Notifications waiting in the outbox.\n# TYPE switchboard_notifications_pending gauge\nswitchboard_notifications_pending {}",
             self.notifications_pending.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP switchboard_transfers_total Transfers by kind (blind, consultative) and outcome (started, completed, failed, with the resultInfo code/subcode of a failure).\n# TYPE switchboard_transfers_total counter\n");
+        for ((kind, outcome, reason), n) in self.transfers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "switchboard_transfers_total{{kind=\"{kind}\",outcome=\"{outcome}\",reason=\"{reason}\"}} {n}");
+        }
+        out.push_str("# HELP switchboard_bot_answer_latency_ms How long bots took to answer incoming calls, from the offer to the answer.\n# TYPE switchboard_bot_answer_latency_ms histogram\n");
+        for (i, bound) in ANSWER_BUCKETS_MS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "switchboard_bot_answer_latency_ms_bucket{{le=\"{bound}\"}} {}",
+                self.answer_latency.buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.answer_latency.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "switchboard_bot_answer_latency_ms_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "switchboard_bot_answer_latency_ms_sum {}", self.answer_latency.sum_ms.load(Ordering::Relaxed));
+        let _ = writeln!(out, "switchboard_bot_answer_latency_ms_count {count}");
         out.push_str("# HELP switchboard_notification_faults_total Faults injected into notifications (PUT /sim/v1/apps/{appId}/faults), by kind.\n# TYPE switchboard_notification_faults_total counter\n");
         for (kind, n) in self.faults.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "switchboard_notification_faults_total{{kind=\"{kind}\"}} {n}");

@@ -279,15 +279,17 @@ pub struct SimSettings {
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{file}: {field}: {problem}")]
+#[error("{file}: {field}: {problem}{}", more.iter().map(|(f, p)| format!("\n{file}: {f}: {p}")).collect::<String>())]
 pub struct ConfigError {
     pub file: String,
     pub field: String,
     pub problem: String,
+    /// The file's other problems, each reported too.
+    pub more: Vec<(String, String)>,
 }
 
 fn fail(file: &str, field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError { file: file.to_string(), field: field.into(), problem: problem.into() }
+    ConfigError { file: file.to_string(), field: field.into(), problem: problem.into(), more: Vec::new() }
 }
 
 // ---------------------------------------------------------------------------
@@ -480,23 +482,32 @@ impl Config {
 
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let err = |field: String, problem: String| fail(file, field, problem);
+        // Every problem is reported, not just the first: a file with four mistakes takes one run.
+        let mut errors: Vec<ConfigError> = Vec::new();
+        macro_rules! check {
+            ($e:expr) => {
+                if let Err(e) = $e {
+                    errors.push(e);
+                }
+            };
+        }
         if let Some(node) = &self.node_id
             && (node.is_empty() || node.len() > 64 || !node.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
         {
-            return Err(err("node_id".into(), format!("'{node}' must be 1 to 64 letters, digits, '-', '_', '.' or ':'")));
+            errors.push(err("node_id".into(), format!("'{node}' must be 1 to 64 letters, digits, '-', '_', '.' or ':'")));
         }
         if let Some(url) = &self.node_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(err("node_url".into(), format!("'{url}' is not an http:// or https:// URL")));
+            errors.push(err("node_url".into(), format!("'{url}' is not an http:// or https:// URL")));
         }
         if let Some(store) = &self.store
             && !(store.starts_with("postgres://") || store.starts_with("postgresql://"))
         {
-            return Err(err("store".into(), format!("'{store}' is not a postgres:// URL; leave store out for SQLite in data_dir")));
+            errors.push(err("store".into(), format!("'{store}' is not a postgres:// URL; leave store out for SQLite in data_dir")));
         }
         if let Some(url) = &self.public_url {
-            check_url(url).map_err(|p| err("public_url".into(), p))?;
+            check!(check_url(url).map_err(|p| err("public_url".into(), p)));
         }
         let callbacks = crate::callback::CallbackPolicy::new(&self.callbacks).map_err(|(field, problem)| err(field, problem))?;
         for (field, n) in [
@@ -506,19 +517,19 @@ impl Config {
             ("http.max_connections", self.http.max_connections as u64),
         ] {
             if n == 0 {
-                return Err(err(field.into(), "must be at least 1".into()));
+                errors.push(err(field.into(), "must be at least 1".into()));
             }
         }
         if let Some(tls) = &self.tls {
             match (&tls.cert, &tls.key) {
                 (Some(_), None) => {
-                    return Err(err(
+                    errors.push(err(
                         "tls.key".into(),
                         "tls.cert is set but tls.key is not; set both, or neither to generate a self-signed certificate".into(),
                     ));
                 }
                 (None, Some(_)) => {
-                    return Err(err(
+                    errors.push(err(
                         "tls.cert".into(),
                         "tls.key is set but tls.cert is not; set both, or neither to generate a self-signed certificate".into(),
                     ));
@@ -528,46 +539,46 @@ impl Config {
         }
         match (&self.sip.tls_cert, &self.sip.tls_key) {
             (Some(_), None) => {
-                return Err(err("sip.tls_key".into(), "sip.tls_cert is set but sip.tls_key is not; set both, or neither".into()));
+                errors.push(err("sip.tls_key".into(), "sip.tls_cert is set but sip.tls_key is not; set both, or neither".into()));
             }
             (None, Some(_)) => {
-                return Err(err("sip.tls_cert".into(), "sip.tls_key is set but sip.tls_cert is not; set both, or neither".into()));
+                errors.push(err("sip.tls_cert".into(), "sip.tls_key is set but sip.tls_cert is not; set both, or neither".into()));
             }
             _ => {}
         }
         if self.sip.tls_listen.is_some() && self.sip.listen.is_none() {
-            return Err(err("sip.tls_listen".into(), "SIP over TLS needs SIP itself: set [sip] listen (or --sip-listen) too".into()));
+            errors.push(err("sip.tls_listen".into(), "SIP over TLS needs SIP itself: set [sip] listen (or --sip-listen) too".into()));
         }
         let rt = self.calls.ring_timeout_ms;
         if !(1_000..=115_000).contains(&rt) {
-            return Err(err("calls.ring_timeout_ms".into(), format!("{rt} is out of range; must be between 1000 and 115000")));
+            errors.push(err("calls.ring_timeout_ms".into(), format!("{rt} is out of range; must be between 1000 and 115000")));
         }
         let n = &self.notifications;
         if n.issuer.trim().is_empty() {
-            return Err(err("notifications.issuer".into(), "must not be empty".into()));
+            errors.push(err("notifications.issuer".into(), "must not be empty".into()));
         }
         if n.timeout_ms == 0 {
-            return Err(err("notifications.timeout_ms".into(), "must be at least 1".into()));
+            errors.push(err("notifications.timeout_ms".into(), "must be at least 1".into()));
         }
         if n.max_attempts == 0 {
-            return Err(err("notifications.max_attempts".into(), "must be at least 1".into()));
+            errors.push(err("notifications.max_attempts".into(), "must be at least 1".into()));
         }
         if n.first_retry_ms > n.max_retry_ms {
-            return Err(err(
+            errors.push(err(
                 "notifications.first_retry_ms".into(),
                 format!("{} is larger than max_retry_ms ({})", n.first_retry_ms, n.max_retry_ms),
             ));
         }
         if self.sim.admin_key.trim().is_empty() {
-            return Err(err("sim.admin_key".into(), "must not be empty".into()));
+            errors.push(err("sim.admin_key".into(), "must not be empty".into()));
         }
 
         let d = &self.directory;
         if d.tenants.is_empty() {
-            return Err(err("tenants".into(), "at least one [[tenants]] entry is required".into()));
+            errors.push(err("tenants".into(), "at least one [[tenants]] entry is required".into()));
         }
         if d.applications.is_empty() {
-            return Err(err("applications".into(), "at least one [[applications]] entry is required".into()));
+            errors.push(err("applications".into(), "at least one [[applications]] entry is required".into()));
         }
         let declared = d.tenants.iter().map(|t| format!("'{}' ({})", t.id, t.name)).collect::<Vec<_>>().join(", ");
         let known_tenant = |field: String, id: &str| -> Result<(), ConfigError> {
@@ -595,90 +606,90 @@ impl Config {
         let (mut tenant_ids, mut ids, mut phones) = (HashMap::new(), HashMap::new(), HashMap::new());
         for (i, t) in d.tenants.iter().enumerate() {
             let f = format!("tenants[{i}]");
-            guid(format!("{f}.id"), &t.id)?;
-            non_empty(format!("{f}.name"), &t.name)?;
-            claim(&mut tenant_ids, format!("{f}.id"), &t.id)?;
+            check!(guid(format!("{f}.id"), &t.id));
+            check!(non_empty(format!("{f}.name"), &t.name));
+            check!(claim(&mut tenant_ids, format!("{f}.id"), &t.id));
         }
         for (i, a) in d.applications.iter().enumerate() {
             let f = format!("applications[{i}]");
-            guid(format!("{f}.client_id"), &a.client_id)?;
-            claim(&mut ids, format!("{f}.client_id"), &a.client_id)?;
-            non_empty(format!("{f}.name"), &a.name)?;
-            non_empty(format!("{f}.secret"), &a.secret)?;
+            check!(guid(format!("{f}.client_id"), &a.client_id));
+            check!(claim(&mut ids, format!("{f}.client_id"), &a.client_id));
+            check!(non_empty(format!("{f}.name"), &a.name));
+            check!(non_empty(format!("{f}.secret"), &a.secret));
             for (field, limit) in [("max_requests_per_second", a.max_requests_per_second), ("max_concurrent_calls", a.max_concurrent_calls)]
             {
                 if limit == Some(0) {
-                    return Err(err(format!("{f}.{field}"), "must be at least 1; leave it out for no limit".into()));
+                    errors.push(err(format!("{f}.{field}"), "must be at least 1; leave it out for no limit".into()));
                 }
             }
             match (&a.previous_secret, &a.previous_secret_expires) {
                 (Some(p), Some(at)) => {
-                    non_empty(format!("{f}.previous_secret"), p)?;
+                    check!(non_empty(format!("{f}.previous_secret"), p));
                     if p == &a.secret {
-                        return Err(err(format!("{f}.previous_secret"), "is the same as secret; a rotation needs a new secret".into()));
+                        errors.push(err(format!("{f}.previous_secret"), "is the same as secret; a rotation needs a new secret".into()));
                     }
                     if time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).is_err() {
-                        return Err(err(
+                        errors.push(err(
                             format!("{f}.previous_secret_expires"),
                             format!("'{at}' is not an RFC 3339 time, e.g. 2026-12-31T00:00:00Z"),
                         ));
                     }
                 }
                 (Some(_), None) => {
-                    return Err(err(
+                    errors.push(err(
                         format!("{f}.previous_secret_expires"),
                         "is required with previous_secret: say when the old secret stops working".into(),
                     ));
                 }
                 (None, Some(_)) => {
-                    return Err(err(format!("{f}.previous_secret"), "is missing; previous_secret_expires has nothing to expire".into()));
+                    errors.push(err(format!("{f}.previous_secret"), "is missing; previous_secret_expires has nothing to expire".into()));
                 }
                 (None, None) => {}
             }
             if a.tenants.is_empty() {
-                return Err(err(format!("{f}.tenants"), "must list at least one tenant (the first is the home tenant)".into()));
+                errors.push(err(format!("{f}.tenants"), "must list at least one tenant (the first is the home tenant)".into()));
             }
             for (j, t) in a.tenants.iter().enumerate() {
-                known_tenant(format!("{f}.tenants[{j}]"), t)?;
+                check!(known_tenant(format!("{f}.tenants[{j}]"), t));
                 if a.tenants[..j].iter().any(|o| o.eq_ignore_ascii_case(t)) {
-                    return Err(err(format!("{f}.tenants[{j}]"), format!("tenant '{t}' is listed twice")));
+                    errors.push(err(format!("{f}.tenants[{j}]"), format!("tenant '{t}' is listed twice")));
                 }
             }
             for (j, r) in a.roles.iter().enumerate() {
                 if !KNOWN_ROLES.contains(&r.as_str()) {
-                    return Err(err(format!("{f}.roles[{j}]"), format!("unknown role '{r}'; known roles are: {}", KNOWN_ROLES.join(", "))));
+                    errors.push(err(format!("{f}.roles[{j}]"), format!("unknown role '{r}'; known roles are: {}", KNOWN_ROLES.join(", "))));
                 }
             }
             if let Some(w) = &a.calling_webhook {
-                check_url(w).map_err(|p| err(format!("{f}.calling_webhook"), p))?;
-                callbacks.check(w).map_err(|p| err(format!("{f}.calling_webhook"), p))?;
+                check!(check_url(w).map_err(|p| err(format!("{f}.calling_webhook"), p)));
+                check!(callbacks.check(w).map_err(|p| err(format!("{f}.calling_webhook"), p)));
             }
             for (j, inst) in a.instances.iter().enumerate() {
                 let g = format!("{f}.instances[{j}]");
-                guid(format!("{g}.id"), &inst.id)?;
-                claim(&mut ids, format!("{g}.id"), &inst.id)?;
-                non_empty(format!("{g}.display_name"), &inst.display_name)?;
-                known_tenant(format!("{g}.tenant_id"), &inst.tenant_id)?;
+                check!(guid(format!("{g}.id"), &inst.id));
+                check!(claim(&mut ids, format!("{g}.id"), &inst.id));
+                check!(non_empty(format!("{g}.display_name"), &inst.display_name));
+                check!(known_tenant(format!("{g}.tenant_id"), &inst.tenant_id));
                 if !a.tenants.iter().any(|t| t.eq_ignore_ascii_case(&inst.tenant_id)) {
-                    return Err(err(
+                    errors.push(err(
                         format!("{g}.tenant_id"),
                         format!("tenant '{}' has not consented to this application; add it to {f}.tenants", inst.tenant_id),
                     ));
                 }
                 if let Some(p) = &inst.phone {
                     if !is_e164(p) {
-                        return Err(err(format!("{g}.phone"), format!("'{p}' is not an E.164 number (like +14255550100)")));
+                        errors.push(err(format!("{g}.phone"), format!("'{p}' is not an E.164 number (like +14255550100)")));
                     }
-                    claim(&mut phones, format!("{g}.phone"), p)?;
+                    check!(claim(&mut phones, format!("{g}.phone"), p));
                 }
             }
         }
         for (i, u) in d.users.iter().enumerate() {
             let f = format!("users[{i}]");
-            guid(format!("{f}.id"), &u.id)?;
-            claim(&mut ids, format!("{f}.id"), &u.id)?;
-            non_empty(format!("{f}.display_name"), &u.display_name)?;
-            known_tenant(format!("{f}.tenant_id"), &u.tenant_id)?;
+            check!(guid(format!("{f}.id"), &u.id));
+            check!(claim(&mut ids, format!("{f}.id"), &u.id));
+            check!(non_empty(format!("{f}.display_name"), &u.display_name));
+            check!(known_tenant(format!("{f}.tenant_id"), &u.tenant_id));
         }
         let mut sip_names: Vec<&str> = Vec::new();
         for (user_id, account) in &self.sip.accounts {
@@ -686,7 +697,7 @@ impl Config {
             let f = format!("users[{i}].sip");
             let name = &account.username;
             if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/".contains(c)) {
-                return Err(err(
+                errors.push(err(
                     format!("{f}.username"),
                     format!(
                         "'{name}' must be 1 to 64 characters a SIP user part allows (letters, digits, - _ . ! ~ * ' ( ) & = + $ , ; ? /)"
@@ -694,33 +705,40 @@ impl Config {
                 ));
             }
             if sip_names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
-                return Err(err(format!("{f}.username"), format!("'{name}' is already another user's SIP user name")));
+                errors.push(err(format!("{f}.username"), format!("'{name}' is already another user's SIP user name")));
             }
             sip_names.push(name);
-            non_empty(format!("{f}.password"), &account.password)?;
+            check!(non_empty(format!("{f}.password"), &account.password));
         }
         if let Some(domain) = &self.sip.domain
             && (domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || "<>@;:/\\\"".contains(c)))
         {
-            return Err(err("sip.domain".into(), format!("'{domain}' is not a host name or address")));
+            errors.push(err("sip.domain".into(), format!("'{domain}' is not a host name or address")));
         }
         for (i, t) in self.sip.trunks.iter().enumerate() {
             let f = format!("sip.trunks[{i}]");
-            t.socket_addr().map_err(|p| err(format!("{f}.address"), p))?;
+            check!(t.socket_addr().map_err(|p| err(format!("{f}.address"), p)));
             for (j, prefix) in t.numbers.iter().enumerate() {
                 if !prefix.starts_with('+') || prefix.len() < 2 || !prefix[1..].chars().all(|c| c.is_ascii_digit()) {
-                    return Err(err(format!("{f}.numbers[{j}]"), format!("'{prefix}' is not an E.164 prefix (like +1 or +4420)")));
+                    errors.push(err(format!("{f}.numbers[{j}]"), format!("'{prefix}' is not an E.164 prefix (like +1 or +4420)")));
                 }
             }
         }
         for (i, n) in d.numbers.iter().enumerate() {
             let f = format!("numbers[{i}]");
             if !is_e164(&n.number) {
-                return Err(err(format!("{f}.number"), format!("'{}' is not an E.164 number (like +14255550100)", n.number)));
+                errors.push(err(format!("{f}.number"), format!("'{}' is not an E.164 number (like +14255550100)", n.number)));
             }
-            claim(&mut phones, format!("{f}.number"), &n.number)?;
+            check!(claim(&mut phones, format!("{f}.number"), &n.number));
         }
-        Ok(())
+        let mut errors = errors.into_iter();
+        match errors.next() {
+            None => Ok(()),
+            Some(mut first) => {
+                first.more = errors.map(|e| (e.field, e.problem)).collect();
+                Err(first)
+            }
+        }
     }
 }
 
@@ -1051,6 +1069,16 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
 
     fn cfg(top: &str, tail: &str) -> String {
         format!("{top}\n{MIN}{tail}")
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_at_once() {
+        let src = cfg("node_id = \"no spaces allowed\"\nnode_url = \"ftp://x\"", "[calls]\nring_timeout_ms = 5\n");
+        let e = check(&src, "node_id");
+        let fields: Vec<&str> = std::iter::once(e.field.as_str()).chain(e.more.iter().map(|(f, _)| f.as_str())).collect();
+        assert_eq!(fields, ["node_id", "node_url", "calls.ring_timeout_ms"], "{e}");
+        assert_eq!(e.to_string().lines().count(), 3, "one line each:\n{e}");
+        assert!(e.to_string().lines().all(|l| l.starts_with("test.toml: ")), "{e}");
     }
 
     /// Parses `src`, expecting an error whose Display contains `expected`; returns it.

@@ -26,6 +26,16 @@ enum Command {
     ExampleConfig,
     /// Create or migrate the PostgreSQL schema and exit (`serve` also does it at start).
     Migrate(MigrateArgs),
+    /// Print the directory's users and PSTN numbers (who a bot can call, and how each answers on the
+    /// sim), from the config file or the built-in demo.
+    Directory(DirectoryArgs),
+}
+
+#[derive(clap::Args)]
+struct DirectoryArgs {
+    /// TOML configuration file (default: the built-in demo directory).
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -123,6 +133,22 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::ExampleConfig => {
             print!("{}", switchboard::config::EXAMPLE_TOML);
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Directory(args) => {
+            let config = match &args.config {
+                Some(path) => match Config::from_file(path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("switchboard: {e:#}");
+                        return std::process::ExitCode::from(2);
+                    }
+                },
+                None => Config::demo(),
+            };
+            for line in directory_lines(&config) {
+                println!("{line}");
+            }
             std::process::ExitCode::SUCCESS
         }
         Command::Migrate(args) => {
@@ -303,6 +329,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let issuer = config.notifications.issuer.clone();
     let admin_key = config.sim.admin_key.clone();
     let virtual_clock = config.sim.virtual_clock;
+    let people = directory_lines(&config);
     let (running, handle) = server::start(config, tls, shutdown_signal()).await?;
     let base = &running.base_url;
     // Scripts read the base URL as the first line's last word: keep it there.
@@ -350,6 +377,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
+    // Whom a bot can call: listed when it is a handful, else where to find them.
+    let parties = directory.users.len() + directory.numbers.len();
+    if parties <= 20 {
+        for line in &people {
+            println!("  {line}");
+        }
+    } else {
+        println!(
+            "  parties:            {} users and {} PSTN numbers; `switchboard directory` lists them",
+            directory.users.len(),
+            directory.numbers.len()
+        );
+    }
     if let Some((addr, domain)) = &running.sip {
         println!("  SIP:                UDP and TCP on {addr}, domain {domain}; users register as sip:<username>@{domain}");
     }
@@ -364,6 +404,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("  OpenAPI:            {base}/openapi.json   metrics: {base}/metrics");
     handle.await.context("the server task failed")?;
     Ok(())
+}
+
+/// The directory's users and PSTN numbers, one line each: id, name, and how each answers on the sim.
+fn directory_lines(config: &Config) -> Vec<String> {
+    use switchboard_sim::Behaviour;
+    let describe = |key: &str| match config.sim.behaviours.get(key).cloned().unwrap_or_default() {
+        Behaviour::Answer { after_ms, hang_up_after_ms: Some(h), .. } => format!("answers after {after_ms} ms, hangs up {h} ms later"),
+        Behaviour::Answer { after_ms, .. } => format!("answers after {after_ms} ms"),
+        Behaviour::Busy => "busy (486)".to_owned(),
+        Behaviour::Decline => "declines (603)".to_owned(),
+        Behaviour::NoAnswer => "never answers".to_owned(),
+    };
+    let tenant =
+        |id: &str| config.directory.tenants.iter().find(|t| t.id.eq_ignore_ascii_case(id)).map_or(id.to_owned(), |t| t.name.clone());
+    let sip =
+        |id: &str| config.sip.accounts.iter().find(|(u, _)| u.eq_ignore_ascii_case(id)).map(|(_, a)| format!("; SIP user {}", a.username));
+    let mut lines: Vec<String> = config
+        .directory
+        .users
+        .iter()
+        .map(|u| {
+            format!(
+                "user {:<24} {}  ({}) {}{}",
+                format!("\"{}\":", u.display_name),
+                u.id,
+                tenant(&u.tenant_id),
+                describe(&u.id),
+                sip(&u.id).unwrap_or_default()
+            )
+        })
+        .collect();
+    lines.extend(config.directory.numbers.iter().map(|n| format!("PSTN {:<24} {}", format!("{}:", n.number), describe(&n.number))));
+    lines
 }
 
 async fn shutdown_signal() {

@@ -164,3 +164,54 @@ async fn the_node_is_named_in_metrics_and_a_bad_name_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("node_id: 'two words' must be 1 to 64 letters"), "{stderr}");
 }
+
+/// `/metrics` counts transfers by kind and outcome (a failure by its code) and how long bots take to
+/// answer.
+#[tokio::test]
+async fn metrics_count_transfers_and_bot_answer_latency() {
+    let mut bot = Bot::start().await;
+    let server = virtual_server(&bot, &[]).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    // Answered 700 ms after the offer.
+    let id = server.inbound(ALEX, DEMO_BOT).await;
+    bot.next().await;
+    server.advance(700).await;
+    let body = crate::lifecycle::answer_body(&bot.callback(&id));
+    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, Some(body)).await.0, 202);
+    bot.take(2).await;
+    // A blind transfer to a busy target fails (500/7000), then one to Heidi completes.
+    let to = |who: &str| serde_json::json!({"transferTarget": {"identity": {"user": {"id": who}}}});
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, to(BUSY_BOB)).await.0, 202);
+    server.advance(100).await;
+    bot.take(2).await;
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, to(HEIDI)).await.0, 202);
+    server.advance(300).await;
+    bot.take(4).await;
+    let page = server.metrics().await;
+    let line = |l: &str| page.lines().any(|x| x == l);
+    assert!(line(r#"switchboard_transfers_total{kind="blind",outcome="started",reason=""} 2"#), "{page}");
+    assert!(line(r#"switchboard_transfers_total{kind="blind",outcome="failed",reason="500/7000"} 1"#), "{page}");
+    assert!(line(r#"switchboard_transfers_total{kind="blind",outcome="completed",reason=""} 1"#), "{page}");
+    assert!(line(r#"switchboard_bot_answer_latency_ms_bucket{le="500"} 0"#), "{page}");
+    assert!(line(r#"switchboard_bot_answer_latency_ms_bucket{le="1000"} 1"#), "{page}");
+    assert!(line("switchboard_bot_answer_latency_ms_sum 700"), "{page}");
+    assert!(line("switchboard_bot_answer_latency_ms_count 1"), "{page}");
+}
+
+/// `switchboard directory` prints whom a bot can call and how each answers; a bad config file is
+/// named, with every problem in it.
+#[test]
+fn the_directory_command_lists_users_and_numbers() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard")).arg("directory").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("user \"Busy Bob\":") && l.contains(BUSY_BOB) && l.contains("busy (486)")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("PSTN +12345678901:") && l.contains("answers after 200 ms")), "{text}");
+    let bad = config_file("node_id = \"has spaces\"\nnode_url = \"ftp://x\"\n[sim]\nadmin_key = \"\"\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard")).args(["directory", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for field in ["node_id", "node_url", "sim.admin_key"] {
+        assert!(err.contains(&format!(": {field}: ")), "{field} named in:\n{err}");
+    }
+}
