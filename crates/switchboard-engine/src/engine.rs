@@ -87,6 +87,8 @@ pub struct Parts {
     pub render: Arc<dyn Render>,
     pub outbox: Arc<dyn OutboxSink>,
     pub metrics: Arc<Metrics>,
+    /// Where each call's story is told (`GET /sim/v1/calls/{id}/history`).
+    pub history: Arc<crate::history::History>,
 }
 
 pub struct Engine {
@@ -101,11 +103,12 @@ pub struct Engine {
     calls: Mutex<HashMap<String, SlotRef>>,
     /// Live calls held here, per app (for `max_concurrent_calls`); kept beside `calls`.
     per_app: Mutex<HashMap<String, usize>>,
+    history: Arc<crate::history::History>,
 }
 
 impl Engine {
     pub fn new(parts: Parts) -> Arc<Self> {
-        let Parts { store, clock, render, outbox, metrics } = parts;
+        let Parts { store, clock, render, outbox, metrics, history } = parts;
         Arc::new(Engine {
             store,
             clock,
@@ -116,6 +119,7 @@ impl Engine {
             events_pending: OnceLock::new(),
             calls: Mutex::new(HashMap::new()),
             per_app: Mutex::new(HashMap::new()),
+            history,
         })
     }
 
@@ -230,6 +234,8 @@ impl Engine {
                 self.metrics.call_entered(s.call.state);
                 self.count_app(&s.call.app_id, true);
                 let id = s.call.id.clone();
+                // A call resumed here (after a restart, or from another node) tells its story from now.
+                self.history.begin(&s.call);
                 let slot = Arc::new(tokio::sync::Mutex::new(Slot::new(s.call, s.version)));
                 calls.insert(id, Arc::clone(&slot));
                 slots.push(slot);
@@ -375,6 +381,11 @@ impl Engine {
         self.count_app(&call.app_id, true);
         self.metrics.call_entered(call.state);
         self.metrics.calls_created.inc();
+        self.history.begin(&call);
+        let now = self.clock.now_ms();
+        let state = call.state.as_str().to_owned();
+        self.history.note(&call.id, now, crate::history::What::State { from: String::new(), to: state, result: None });
+        self.tell(&call, &call, None, &effects, &rows, now);
         self.outbox.enqueue(rows);
         self.run(&mut guard, effects);
         Ok(call)
@@ -394,6 +405,11 @@ impl Engine {
         }
         let now = self.clock.now_ms();
         let mut next = guard.call.clone();
+        let event = match &input {
+            Input::Net(e) => Some(format!("{e:?}")),
+            Input::Timer(t) => Some(format!("timer {t:?}")),
+            _ => None,
+        };
         let effects = next.handle(input, now)?;
         if next == guard.call && effects.is_empty() {
             return Ok(next);
@@ -413,6 +429,7 @@ impl Engine {
         };
         self.metrics.call_left(guard.call.state);
         self.observe(&guard.call, &next, now);
+        self.tell(&guard.call, &next, event, &effects, &rows, now);
         guard.call = next;
         guard.version = version;
         if guard.call.is_terminated() {
@@ -464,6 +481,36 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The committed change, in the call's story: what the network said, the state change, the
+    /// notifications owed (by outbox number), and the commands for the network.
+    fn tell(&self, before: &Call, after: &Call, event: Option<String>, effects: &[Effect], rows: &[OutboxRow], now: u64) {
+        use crate::history::What;
+        let h = &self.history;
+        if let Some(event) = event {
+            h.note(&after.id, now, What::Network { event });
+        }
+        if before.state != after.state {
+            let result = after.result_info.as_ref().map(|r| format!("{}/{}", r.code, r.subcode));
+            h.note(&after.id, now, What::State { from: before.state.as_str().to_owned(), to: after.state.as_str().to_owned(), result });
+        }
+        for row in rows {
+            h.note(&after.id, now, notification_entry(row));
+        }
+        for e in effects {
+            if let Effect::Net(cmd) = e {
+                h.note(&after.id, now, What::Command { command: format!("{cmd:?}") });
+            }
+        }
+        if after.is_terminated() {
+            h.ended(&after.id, now);
+        }
+    }
+
+    /// Each call's story.
+    pub fn history(&self) -> &Arc<crate::history::History> {
+        &self.history
     }
 
     fn render(&self, call: &Call, effects: &[Effect], version: u64) -> Vec<NewNotification> {
@@ -528,6 +575,44 @@ pub struct Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.engine.count_app(&self.app_id, false);
+    }
+}
+
+/// A notification as the story tells it: its number, change, resource, and the state or operation
+/// status it carries.
+fn notification_entry(row: &OutboxRow) -> crate::history::What {
+    #[derive(serde::Deserialize)]
+    struct Item<'a> {
+        #[serde(rename = "changeType", default)]
+        change: Option<&'a str>,
+        #[serde(rename = "resourceUrl", alias = "resource", default)]
+        url: Option<&'a str>,
+        #[serde(rename = "resourceData", default)]
+        data: Option<serde_json::Value>,
+    }
+    let item: Option<Item<'_>> = serde_json::from_str(&row.body).ok();
+    let (change, url, data) = item.map_or((None, None, None), |i| (i.change, i.url, i.data));
+    let summary = match &data {
+        Some(serde_json::Value::Array(list)) => format!("roster of {}", list.len()),
+        Some(d) => {
+            let field = |k: &str| d.get(k).and_then(serde_json::Value::as_str);
+            let tone = d.get("toneInfo").and_then(|t| t.get("tone")).and_then(serde_json::Value::as_str);
+            match (field("state"), field("status"), tone) {
+                (Some(state), _, Some(tone)) => format!("{state}, tone {tone}"),
+                (Some(state), _, None) => state.to_owned(),
+                (None, Some(status), _) => {
+                    format!("{} {status}", field("@odata.type").unwrap_or("operation").trim_start_matches("#microsoft.graph."))
+                }
+                _ => String::new(),
+            }
+        }
+        None => String::new(),
+    };
+    crate::history::What::Notification {
+        seq: row.seq,
+        change_type: change.unwrap_or_default().to_owned(),
+        resource_url: url.unwrap_or_default().to_owned(),
+        summary,
     }
 }
 
@@ -604,6 +689,7 @@ mod tests {
             render: Arc::clone(&seen) as Arc<dyn Render>,
             outbox: Arc::new(Nowhere),
             metrics: Arc::default(),
+            history: Default::default(),
         });
         let (events, rx) = network::channel();
         engine.attach_network(Arc::new(Nowhere), rx);

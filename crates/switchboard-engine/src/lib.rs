@@ -8,6 +8,7 @@
 //! - [`recordings`]: finished recordings, kept for the bot to fetch.
 //! - [`clock`]: the one clock everything reads, and the one timer queue; real or virtual time.
 //! - [`directory`]: tenants, applications and their instances, users, PSTN numbers.
+//! - [`history`]: each call's story (requests, states, notifications and deliveries, network).
 //! - [`metrics`]: the counters `/metrics` shows.
 //!
 //! Nothing here speaks HTTP, renders Graph JSON, opens a database file or signs anything: those are
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod conformance;
 pub mod directory;
 pub mod engine;
+pub mod history;
 pub mod memory;
 pub mod metrics;
 pub mod network;

@@ -523,6 +523,7 @@ mod tests {
             render: Arc::new(Nothing),
             outbox: Arc::new(Nothing),
             metrics: Arc::default(),
+            history: Default::default(),
         });
         let call = conformance::offered("gone");
         let req = switchboard_core::call::IncomingCall {

@@ -276,6 +276,9 @@ pub struct SimSettings {
     pub virtual_clock: bool,
     /// How each user and number of the directory acts when called.
     pub behaviours: Behaviours,
+    /// How many ended calls' stories `GET /sim/v1/calls/{id}/history` keeps, and for how long.
+    pub history_calls: usize,
+    pub history_max_age_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -370,6 +373,10 @@ struct FileSim {
     admin_key: Option<String>,
     #[serde(default)]
     virtual_clock: bool,
+    #[serde(default)]
+    history_calls: Option<usize>,
+    #[serde(default)]
+    history_max_age_ms: Option<u64>,
 }
 
 /// Turns a byte offset into a 1-based "line L, column C" (column counted in characters).
@@ -399,7 +406,13 @@ impl Config {
                 c
             },
             http: HttpSettings::default(),
-            sim: SimSettings { admin_key: "switchboard-demo-admin".to_string(), virtual_clock: false, behaviours: demo_behaviours() },
+            sim: SimSettings {
+                admin_key: "switchboard-demo-admin".to_string(),
+                virtual_clock: false,
+                behaviours: demo_behaviours(),
+                history_calls: switchboard_engine::history::HISTORY_CALLS,
+                history_max_age_ms: switchboard_engine::history::HISTORY_MAX_AGE_MS,
+            },
             sip: SipSettings { accounts: demo_sip_accounts(), ..SipSettings::default() },
             directory: demo_directory(),
         }
@@ -417,6 +430,9 @@ impl Config {
             fail(file, field, e.message().trim().to_string())
         })?;
         let virtual_clock = raw.sim.as_ref().is_some_and(|s| s.virtual_clock);
+        let history_calls = raw.sim.as_ref().and_then(|s| s.history_calls).unwrap_or(switchboard_engine::history::HISTORY_CALLS);
+        let history_max_age_ms =
+            raw.sim.as_ref().and_then(|s| s.history_max_age_ms).unwrap_or(switchboard_engine::history::HISTORY_MAX_AGE_MS);
         let admin_key = raw
             .sim
             .and_then(|s| s.admin_key)
@@ -456,7 +472,7 @@ impl Config {
             },
             calls: raw.calls,
             http: raw.http,
-            sim: SimSettings { admin_key, virtual_clock, behaviours },
+            sim: SimSettings { admin_key, virtual_clock, behaviours, history_calls, history_max_age_ms },
             sip: match raw.sip {
                 Some(s) => SipSettings {
                     listen: s.listen,
@@ -931,6 +947,8 @@ max_attempts = 12                   # at least 1
 [sim]
 admin_key = "switchboard-demo-admin"  # key for the simulator's control API
 virtual_clock = false                 # true: time stands still until POST /sim/v1/clock moves it
+history_calls = 1000                  # ended calls whose story GET /sim/v1/calls/{id}/history keeps ...
+history_max_age_ms = 3600000          # ... and for how long after they end (live calls' always)
 
 [[tenants]]
 id = "aaaaaaaa-0000-4000-8000-000000000001"

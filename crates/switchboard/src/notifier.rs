@@ -341,6 +341,7 @@ pub struct Notifier {
     logged: Mutex<HashMap<String, (std::time::Instant, u64)>>,
     /// Injected faults, per app, each with its own random source.
     faults: Mutex<HashMap<String, (Faults, fastrand::Rng)>>,
+    history: Arc<switchboard_engine::history::History>,
 }
 
 /// Faults injected into one app's notifications (`PUT /sim/v1/apps/{appId}/faults`), so that a bot's
@@ -437,6 +438,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub directory: Arc<Directory>,
+    /// Where each delivery attempt is told, in its calls' stories.
+    pub history: Arc<switchboard_engine::history::History>,
 }
 
 /// How a POST failed.
@@ -461,7 +464,7 @@ struct Batch {
 
 impl Notifier {
     pub fn new(parts: Parts) -> Result<Arc<Self>, reqwest::Error> {
-        let Parts { callbacks, store, key, settings, metrics, clock, directory } = parts;
+        let Parts { callbacks, store, key, settings, metrics, clock, directory, history } = parts;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .connect_timeout(Duration::from_millis(settings.timeout_ms.min(5_000)))
@@ -487,6 +490,7 @@ impl Notifier {
             callbacks,
             logged: Mutex::new(HashMap::new()),
             faults: Mutex::new(HashMap::new()),
+            history,
         }))
     }
 
@@ -676,25 +680,35 @@ impl Notifier {
             Format::of(self.directory.app(&batch.app_id)),
         ));
         self.metrics.notification_posts.inc();
+        let started = std::time::Instant::now();
         // Rows written before the policy changed (or under another node's) are judged by today's.
         if let Err(problem) = self.refused(&batch.callback).await {
+            self.tell(&batch, started, None, Some(format!("refused by the callback policy: {problem}")), Vec::new());
             return self.refused_for_good(&batch, &seqs, &problem).await;
         }
         let plan = self.plan(&batch);
+        let mut faults: Vec<String> = Vec::new();
         if plan.drop {
             self.metrics.fault("drop");
+            self.tell(&batch, started, None, Some("dropped by an injected fault (dropFirst)".into()), vec!["drop".into()]);
             return self.fail(&batch, &seqs, "dropped by an injected fault (dropFirst)", Failure::Retry { wait: None }).await;
         }
         if let Some(delay) = plan.delay {
             self.metrics.fault("delay");
+            faults.push(format!("delay {} ms", delay.as_millis()));
             tokio::time::sleep(delay).await;
         }
+        if plan.answer_timeout.is_some() {
+            faults.push("answerTimeout".into());
+        }
+        let mut status: Option<u16> = None;
         // Err: what went wrong, and how long the bot asked us to wait (`Retry-After`).
         let outcome = match self.token(&batch.app_id, &batch.tenant_id) {
             Err(e) => Err((format!("could not sign the notification token: {e}"), None)),
             Ok(token) => {
                 let token = if plan.invalid_signature {
                     self.metrics.fault("invalidSignature");
+                    faults.push("invalidSignature".into());
                     spoil_signature(&token)
                 } else {
                     token
@@ -712,11 +726,14 @@ impl Notifier {
                         None => req,
                     }
                 };
-                match post().send().await {
+                let sent = post().send().await;
+                status = sent.as_ref().ok().map(|r| r.status().as_u16());
+                match sent {
                     Ok(resp) if resp.status().is_success() => {
                         if plan.duplicate {
                             // The same POST again, as a resend after a lost acknowledgement would be.
                             self.metrics.fault("duplicate");
+                            faults.push("duplicate".into());
                             let _ = post().send().await;
                         }
                         Ok(())
@@ -731,13 +748,17 @@ impl Notifier {
                         Err((format!("the callback answered {status}"), wait))
                     }
                     Err(e) => match refusal(&e) {
-                        Some(problem) => return self.refused_for_good(&batch, &seqs, &problem).await,
+                        Some(problem) => {
+                            self.tell(&batch, started, None, Some(format!("refused by the callback policy: {problem}")), faults);
+                            return self.refused_for_good(&batch, &seqs, &problem).await;
+                        }
                         // The URL is in the log line already, once.
                         None => Err((format!("the callback could not be reached: {}", error_chain(&e.without_url())), None)),
                     },
                 }
             }
         };
+        self.tell(&batch, started, status, outcome.as_ref().err().map(|(e, _)| e.clone()), faults);
         match outcome {
             Ok(()) => {
                 if let Err(e) = self.store.delivered(&seqs).await {
@@ -751,6 +772,30 @@ impl Notifier {
                 self.metrics.notifications_pending.store(q.len() as i64, Ordering::Relaxed);
             }
             Err((error, wait)) => self.fail(&batch, &seqs, &error, Failure::Retry { wait }).await,
+        }
+    }
+
+    /// A delivery attempt, in the story of each call whose notifications it carried.
+    fn tell(&self, batch: &Batch, started: std::time::Instant, status: Option<u16>, error: Option<String>, faults: Vec<String>) {
+        let now = self.clock.now_ms();
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let mut calls: Vec<&str> = batch.rows.iter().map(|r| r.call_id.as_str()).collect();
+        calls.dedup();
+        for call_id in calls {
+            let rows = batch.rows.iter().filter(|r| r.call_id == call_id);
+            let (seqs, attempt) = rows.fold((Vec::new(), 0), |(mut s, a), r| {
+                s.push(r.seq);
+                (s, a.max(r.attempts + 1))
+            });
+            let what = switchboard_engine::history::What::Delivery {
+                seqs,
+                attempt,
+                status,
+                error: error.clone(),
+                latency_ms,
+                faults: faults.clone(),
+            };
+            self.history.note(call_id, now, what);
         }
     }
 

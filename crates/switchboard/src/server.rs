@@ -103,6 +103,8 @@ pub async fn start(
     let own = [Some(addr), config.sip.listen, config.sip.tls_listen].into_iter().flatten().filter(|a| a.port() != 0);
     let callbacks =
         Arc::new(CallbackPolicy::new(&config.callbacks).map_err(|(field, problem)| anyhow::anyhow!("{field}: {problem}"))?.with_own(own));
+    // Each call's story, told by the engine, the notifier and the API (`/sim/v1/calls/{id}/history`).
+    let history = Arc::new(switchboard_engine::history::History::new(config.sim.history_calls, config.sim.history_max_age_ms));
     let notifier = Notifier::new(notifier::Parts {
         callbacks: Arc::clone(&callbacks),
         store: Arc::clone(&store),
@@ -111,6 +113,7 @@ pub async fn start(
         metrics: Arc::clone(&metrics),
         clock: clock.clone(),
         directory: Arc::clone(&directory),
+        history: Arc::clone(&history),
     })?;
     let engine = Engine::new(engine::Parts {
         store: Arc::clone(&store),
@@ -118,6 +121,7 @@ pub async fn start(
         render: Arc::new(GraphRender { directory: Arc::clone(&directory), base_url: base_url.clone() }),
         outbox: Arc::clone(&notifier) as Arc<dyn engine::OutboxSink>,
         metrics: Arc::clone(&metrics),
+        history: Arc::clone(&history),
     });
     // Nodes sharing a database share a key: nodes prove themselves with it, SIP nonces are made with it.
     let cluster_key = match &membership {

@@ -140,6 +140,7 @@ fn world() -> World {
         render: Arc::new(Facts { outcomes: Arc::clone(&outcomes) }),
         outbox: Arc::clone(&delivered) as Arc<dyn OutboxSink>,
         metrics: Arc::new(Metrics::default()),
+        history: Default::default(),
     });
     let (events, rx) = network::channel();
     let sim = Sim::new(Arc::new(directory), behaviours, clock, events);

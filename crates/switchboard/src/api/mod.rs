@@ -131,6 +131,8 @@ fn served(row: &spec::Route) -> MethodRouter<AppState> {
         "simClock" => on(method, sim::clock),
         "simAdvanceClock" => on(method, sim::advance_clock),
         "simPressKeys" => on(method, sim::press_keys),
+        "simCallHistory" => on(method, sim::call_history),
+        "simListCalls" => on(method, sim::list_calls),
         "getRecording" => on(method, ops::recording),
         "healthz" => on(method, ops::healthz),
         "readyz" => on(method, ops::readyz),
@@ -138,6 +140,13 @@ fn served(row: &spec::Route) -> MethodRouter<AppState> {
         "openapi" => on(method, ops::openapi),
         id => on(method, move || async move { GraphError::not_served(id) }),
     }
+}
+
+/// The call a request path is about: the segment after `calls` (Graph's paths, and the sim's).
+fn call_of_path(path: &str) -> Option<String> {
+    let mut segs = path.split('/');
+    segs.by_ref().find(|s| s.eq_ignore_ascii_case("calls"))?;
+    segs.next().filter(|s| !s.is_empty()).map(str::to_owned)
 }
 
 /// The ids of one request, as Graph echoes them.
@@ -182,7 +191,27 @@ async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next
     let family = family(req.uri().path());
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     req.extensions_mut().insert(ids.clone());
+    let started = std::time::Instant::now();
+    // A request about a call goes in its story, when it arrives (what it causes comes after it).
+    let history = state.engine.history();
+    let arrived_at = state.engine.clock().now_ms();
+    let about = call_of_path(&path);
+    let noted = about.as_deref().and_then(|id| history.request_arrived(id, arrived_at, method.as_str(), &path));
     let mut resp = next.run(req).await;
+    let (status, latency_ms) = (resp.status().as_u16(), started.elapsed().as_millis() as u64);
+    match (&about, noted) {
+        (Some(id), Some(entry)) => history.request_answered(id, entry, status, latency_ms),
+        // A new call: its id is in the answer's `Location`; the request goes first in its story.
+        (None, _) => {
+            let location = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).and_then(call_of_path);
+            if let Some(id) = location {
+                let what =
+                    switchboard_engine::history::What::Request { method: method.to_string(), path: path.clone(), status, latency_ms };
+                history.creating_request(&id, arrived_at, what);
+            }
+        }
+        _ => {}
+    }
     if let Some(err) = resp.extensions_mut().remove::<GraphError>() {
         resp = envelope(&err, &request_id, &client_request_id);
     } else if resp.status() == StatusCode::METHOD_NOT_ALLOWED {

@@ -382,3 +382,65 @@ pub(super) async fn press_keys(
         )),
     }
 }
+
+/// `GET /sim/v1/calls/{callId}/history`: the call's story, live or ended (within the retention).
+pub(super) async fn call_history(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(call_id): Path<String>,
+) -> Result<Response, GraphError> {
+    admin(&state, &headers)?;
+    let now = state.engine.clock().now_ms();
+    match state.engine.history().get(&call_id, now) {
+        Some(h) => Ok(Json(h).into_response()),
+        None => Err(GraphError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!(
+                "Call '{call_id}' has no history here: it never was, or it ended longer ago than the retention ([sim] history_calls, history_max_age_ms)."
+            ),
+        )),
+    }
+}
+
+/// `GET /sim/v1/calls?state=…&app=…`: the calls whose stories are kept, newest first.
+pub(super) async fn list_calls(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, GraphError> {
+    admin(&state, &headers)?;
+    let (mut want_state, mut want_app) = (None, None);
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "state" => {
+                let known = switchboard_core::call::CallState::ALL.iter().find(|s| s.as_str() == v).copied();
+                want_state = Some(known.ok_or_else(|| {
+                    err(
+                        "state",
+                        format!(
+                            "'{v}' is not a call state; use one of {}",
+                            switchboard_core::call::CallState::ALL.map(|s| s.as_str()).join(", ")
+                        ),
+                    )
+                })?);
+            }
+            "app" => want_app = Some(v.into_owned()),
+            other => return Err(err(other, "unknown query parameter; use state and app").into()),
+        }
+    }
+    let now = state.engine.clock().now_ms();
+    let value: Vec<Value> = state
+        .engine
+        .history()
+        .calls(now)
+        .into_iter()
+        .filter(|h| want_state.is_none_or(|s| h.state == s.as_str()))
+        .filter(|h| want_app.as_deref().is_none_or(|a| h.app_id.eq_ignore_ascii_case(a)))
+        .map(|h| {
+            json!({"id": h.call_id, "appId": h.app_id, "tenantId": h.tenant_id, "direction": h.direction, "state": h.state,
+                "createdAt": h.created_at, "endedAt": h.ended_at})
+        })
+        .collect();
+    Ok(Json(json!({ "value": value })).into_response())
+}

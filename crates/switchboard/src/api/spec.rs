@@ -367,6 +367,35 @@ fn hold_music_in(_: &Ctx<'_>) -> Value {
     json!({"type": "object", "properties": {"clientContext": client_context_in(), "customPrompt": nullable(media_prompt_in())}})
 }
 
+fn history_call() -> Value {
+    let s = json!({"type": "string"});
+    json!({"callId": s, "appId": s, "tenantId": s, "direction": {"type": "string", "enum": ["incoming", "outgoing"]},
+        "state": {"type": "string", "enum": CALL_STATES}, "createdAt": {"type": "integer"}, "endedAt": {"type": ["integer", "null"]}})
+}
+
+/// A call's story: each entry its time and kind (request, state, notification, delivery, command,
+/// network) and the fields of that kind.
+fn call_history(_: &Ctx<'_>) -> Value {
+    let entry = json!({"type": "object", "required": ["at", "kind"], "properties": {
+        "at": {"type": "integer"},
+        "kind": {"type": "string", "enum": ["request", "state", "notification", "delivery", "command", "network"]}
+    }});
+    let mut props = history_call();
+    props["entries"] = json!({"type": "array", "items": entry});
+    closed(props, &[])
+}
+
+fn call_summaries(_: &Ctx<'_>) -> Value {
+    let mut props = history_call();
+    let id = props.as_object_mut().and_then(|m| m.remove("callId")).unwrap_or_default();
+    props["id"] = id;
+    closed(json!({"value": {"type": "array", "items": closed(props, &[])}}), &[])
+}
+
+fn call_state_param(_: &Ctx<'_>) -> Value {
+    json!({"type": "string", "enum": CALL_STATES})
+}
+
 fn sim_dtmf(_: &Ctx<'_>) -> Value {
     closed(json!({"tones": {"type": "string", "pattern": "^[0-9*#A-Da-d]{1,32}$"}}), &[])
 }
@@ -1181,6 +1210,24 @@ pub const ROUTES: &[Route] = &[
         body: Some((JSON, behaviour_in)),
         params: &[path("key", party_key)],
         responses: &[json(200, "changed", behaviour_set), error(404, "unknown party")],
+        ..SIM
+    },
+    Route {
+        id: "simListCalls",
+        path: "/sim/v1/calls",
+        summary: "The calls whose stories are kept (live, and ended within the retention), newest first",
+        params: &[
+            Param { location: "query", name: "state", schema: call_state_param },
+            Param { location: "query", name: "app", schema: app_id },
+        ],
+        responses: &[json(200, "calls", call_summaries), error(400, "an unknown state or query parameter")],
+        ..SIM
+    },
+    Route {
+        id: "simCallHistory",
+        path: "/sim/v1/calls/{callId}/history",
+        summary: "A call's story: Graph requests, state changes, notifications and each delivery attempt, network commands and events",
+        responses: &[json(200, "the story", call_history), error(404, "no such call, or its story has expired")],
         ..SIM
     },
     Route {

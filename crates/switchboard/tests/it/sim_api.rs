@@ -130,3 +130,83 @@ async fn hanging_up_an_ended_call_again_is_a_conflict() {
     let (status, resp) = server.sim(Method::POST, &format!("/calls/{id}/hangup"), None).await;
     assert_eq!((status, resp["error"]["code"].as_str()), (409, Some("CallEnded")), "{resp}");
 }
+
+/// A call's story: the Graph requests about it, its states, each notification and every delivery
+/// attempt (with the faults injected), and the network's commands and events; kept after it ends, and
+/// listed by state and app.
+#[tokio::test]
+async fn a_calls_history_tells_its_story() {
+    let mut bot = Bot::start().await;
+    let server = virtual_server(&bot, &[]).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    // The first attempt of each notification is dropped, so retries show in the story.
+    let faults = serde_json::json!({"dropFirst": 1});
+    assert_eq!(server.sim(reqwest::Method::PUT, &format!("/apps/{DEMO_BOT}/faults"), Some(faults)).await.0, 200);
+    // Virtual time moves until each notification has come (its first attempt dropped, then retried).
+    async fn next(server: &Server, bot: &mut Bot) -> serde_json::Value {
+        loop {
+            if let Some((_, item)) = bot.next_within(std::time::Duration::from_millis(200)).await {
+                return item;
+            }
+            server.advance(500).await;
+        }
+    }
+    let id = server.inbound(ALEX, DEMO_BOT).await;
+    next(&server, &mut bot).await;
+    let body = crate::lifecycle::answer_body(&bot.callback(&id));
+    assert_eq!(server.graph(reqwest::Method::POST, &format!("/v1.0/communications/calls/{id}/answer"), &token, Some(body)).await.0, 202);
+    for _ in 0..2 {
+        next(&server, &mut bot).await;
+    }
+    assert_eq!(server.graph(reqwest::Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
+    for _ in 0..2 {
+        next(&server, &mut bot).await;
+    }
+    server.settled().await;
+
+    let (status, story) = server.sim(reqwest::Method::GET, &format!("/calls/{id}/history"), None).await;
+    assert_eq!(status, 200, "{story}");
+    assert_eq!(
+        (story["callId"].as_str(), story["state"].as_str(), story["direction"].as_str()),
+        (Some(id.as_str()), Some("terminated"), Some("incoming"))
+    );
+    assert!(story["endedAt"].is_u64());
+    let entries = story["entries"].as_array().unwrap();
+    let find = |pred: &dyn Fn(&serde_json::Value) -> bool| entries.iter().position(pred).unwrap_or_else(|| panic!("not in {story:#}"));
+    let created = find(&|e| e["kind"] == "state" && e["to"] == "incoming");
+    let offered = find(&|e| e["kind"] == "notification" && e["changeType"] == "created" && e["summary"] == "incoming");
+    let answered = find(&|e| {
+        e["kind"] == "request" && e["method"] == "POST" && e["path"].as_str().is_some_and(|p| p.ends_with("/answer")) && e["status"] == 202
+    });
+    let connected = find(&|e| e["kind"] == "network" && e["event"] == "Connected");
+    let established = find(&|e| e["kind"] == "state" && e["to"] == "established");
+    let hung_up = find(&|e| e["kind"] == "request" && e["method"] == "DELETE" && e["status"] == 204);
+    let ended = find(&|e| e["kind"] == "state" && e["to"] == "terminated" && e["result"] == "200/7000");
+    assert!(
+        created < offered
+            && offered < answered
+            && answered < connected
+            && connected <= established
+            && established < hung_up
+            && hung_up < ended,
+        "{story:#}"
+    );
+    // Every notification was dropped once (an injected fault), then delivered (202).
+    let seq = entries[offered]["seq"].as_i64().unwrap();
+    let tries: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| e["kind"] == "delivery" && e["seqs"].as_array().is_some_and(|s| s.contains(&serde_json::json!(seq))))
+        .collect();
+    assert_eq!(tries.len(), 2, "{tries:?}");
+    assert_eq!((tries[0]["attempt"].as_u64(), tries[0]["faults"][0].as_str(), tries[0]["status"].is_null()), (Some(1), Some("drop"), true));
+    assert_eq!((tries[1]["attempt"].as_u64(), tries[1]["status"].as_u64()), (Some(2), Some(202)));
+    assert!(entries.iter().any(|e| e["kind"] == "command" && e["command"] == "HangUp"), "{story:#}");
+
+    let (_, list) = server.sim(reqwest::Method::GET, &format!("/calls?state=terminated&app={DEMO_BOT}"), None).await;
+    assert!(list["value"].as_array().unwrap().iter().any(|c| c["id"] == serde_json::json!(id)), "{list}");
+    let (_, none) = server.sim(reqwest::Method::GET, "/calls?state=established", None).await;
+    assert_eq!(none["value"], serde_json::json!([]));
+    let (status, err) = server.sim(reqwest::Method::GET, "/calls?state=ringing", None).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(server.sim(reqwest::Method::GET, "/calls/nope/history", None).await.0, 404);
+}

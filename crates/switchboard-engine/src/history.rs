@@ -1,0 +1,236 @@
+//! Each call's story, as the bot and the network lived it: the Graph requests about it (method, path,
+//! status, latency), its state changes, the notifications owed and every delivery attempt (status,
+//! latency, faults injected), the commands sent to the network and the events it reported. Kept in
+//! memory for live calls and, after they end, within a count and an age (`[sim] history_calls`,
+//! `history_max_age_ms`); served at `GET /sim/v1/calls/{id}/history`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use serde::Serialize;
+use switchboard_core::Millis;
+
+/// How many ended calls' stories are kept, and for how long, unless configured.
+pub const HISTORY_CALLS: usize = 1_000;
+pub const HISTORY_MAX_AGE_MS: Millis = 60 * 60 * 1000;
+/// The most entries one call keeps (a long call's oldest go first).
+pub const ENTRIES_MAX: usize = 2_000;
+
+/// One thing that happened to a call.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// Which entry (to complete a request's once it is answered).
+    #[serde(skip)]
+    pub id: u64,
+    /// When (ms since the epoch, on the server's clock).
+    pub at: Millis,
+    #[serde(flatten)]
+    pub what: What,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum What {
+    /// A Graph request about the call.
+    Request { method: String, path: String, status: u16, latency_ms: u64 },
+    /// The call's state changed (with the `code/subcode` it ended or failed a transfer with).
+    State { from: String, to: String, result: Option<String> },
+    /// A notification owed to the bot, by its outbox number.
+    Notification { seq: i64, change_type: String, resource_url: String, summary: String },
+    /// One attempt to deliver notifications: the bot's status (or why there was none), how long it
+    /// took, and the faults injected into it.
+    Delivery { seqs: Vec<i64>, attempt: u32, status: Option<u16>, error: Option<String>, latency_ms: u64, faults: Vec<String> },
+    /// What Switchboard asked the network to do.
+    Command { command: String },
+    /// What the network reported (ringing, answered, busy, a key pressed, …).
+    Network { event: String },
+}
+
+/// One call's story.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallHistory {
+    pub call_id: String,
+    pub app_id: String,
+    pub tenant_id: String,
+    pub direction: String,
+    pub state: String,
+    pub created_at: Millis,
+    pub ended_at: Option<Millis>,
+    pub entries: VecDeque<Entry>,
+}
+
+pub struct History {
+    inner: Mutex<Inner>,
+    calls_kept: usize,
+    max_age_ms: Millis,
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: HashMap<String, CallHistory>,
+    /// Ended calls, oldest end first: the first to go.
+    ended: VecDeque<String>,
+    next_id: u64,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History::new(HISTORY_CALLS, HISTORY_MAX_AGE_MS)
+    }
+}
+
+impl History {
+    pub fn new(calls_kept: usize, max_age_ms: Millis) -> History {
+        History { inner: Mutex::default(), calls_kept, max_age_ms }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A call's story begins (or goes on, after a restart or a hand-over).
+    pub fn begin(&self, call: &switchboard_core::call::Call) {
+        let mut inner = self.lock();
+        inner.calls.entry(call.id.clone()).or_insert_with(|| CallHistory {
+            call_id: call.id.clone(),
+            app_id: call.app_id.clone(),
+            tenant_id: call.tenant_id.clone(),
+            direction: if call.direction == switchboard_core::call::Direction::Incoming { "incoming" } else { "outgoing" }.to_owned(),
+            state: call.state.as_str().to_owned(),
+            created_at: call.created_at,
+            ended_at: None,
+            entries: VecDeque::new(),
+        });
+    }
+
+    /// Notes what happened to call `call_id` (nothing if its story is not kept); returns the entry's id.
+    pub fn note(&self, call_id: &str, at: Millis, what: What) -> Option<u64> {
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        let h = inner.calls.get_mut(call_id)?;
+        if let What::State { to, .. } = &what {
+            h.state.clone_from(to);
+        }
+        if h.entries.len() >= ENTRIES_MAX {
+            h.entries.pop_front();
+        }
+        h.entries.push_back(Entry { id, at, what });
+        Some(id)
+    }
+
+    /// A request about a call, noted when it arrives (so that what it causes comes after it), its
+    /// status and latency filled in when it is answered.
+    pub fn request_arrived(&self, call_id: &str, at: Millis, method: &str, path: &str) -> Option<u64> {
+        self.note(call_id, at, What::Request { method: method.to_owned(), path: path.to_owned(), status: 0, latency_ms: 0 })
+    }
+
+    pub fn request_answered(&self, call_id: &str, id: u64, status: u16, latency: u64) {
+        let mut inner = self.lock();
+        let Some(h) = inner.calls.get_mut(call_id) else { return };
+        if let Some(Entry { what: What::Request { status: s, latency_ms, .. }, .. }) = h.entries.iter_mut().rev().find(|e| e.id == id) {
+            *s = status;
+            *latency_ms = latency;
+        }
+    }
+
+    /// The request that created call `call_id` (its id came with the answer): first in its story.
+    pub fn creating_request(&self, call_id: &str, at: Millis, what: What) {
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        if let Some(h) = inner.calls.get_mut(call_id) {
+            h.entries.push_front(Entry { id, at, what });
+        }
+    }
+
+    /// The call ended: its story is kept within the count and age.
+    pub fn ended(&self, call_id: &str, at: Millis) {
+        let mut inner = self.lock();
+        let Some(h) = inner.calls.get_mut(call_id) else { return };
+        if h.ended_at.is_some() {
+            return;
+        }
+        h.ended_at = Some(at);
+        inner.ended.push_back(call_id.to_owned());
+        self.trim(&mut inner, at);
+    }
+
+    fn trim(&self, inner: &mut Inner, now: Millis) {
+        while inner.ended.len() > self.calls_kept
+            || inner
+                .ended
+                .front()
+                .and_then(|id| inner.calls.get(id))
+                .is_some_and(|h| now.saturating_sub(h.ended_at.unwrap_or(now)) > self.max_age_ms)
+        {
+            if let Some(id) = inner.ended.pop_front() {
+                inner.calls.remove(&id);
+            }
+        }
+    }
+
+    /// A call's story, if kept.
+    pub fn get(&self, call_id: &str, now: Millis) -> Option<CallHistory> {
+        let mut inner = self.lock();
+        self.trim(&mut inner, now);
+        inner.calls.get(call_id).cloned()
+    }
+
+    /// Every call whose story is kept, newest first, without their entries.
+    pub fn calls(&self, now: Millis) -> Vec<CallHistory> {
+        let mut inner = self.lock();
+        self.trim(&mut inner, now);
+        let mut all: Vec<CallHistory> = inner.calls.values().map(|h| CallHistory { entries: VecDeque::new(), ..h.clone() }).collect();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.call_id.cmp(&b.call_id)));
+        all
+    }
+
+    /// Forgets everything (the sim's reset).
+    pub fn clear(&self) {
+        *self.lock() = Inner::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str) -> switchboard_core::call::Call {
+        let req = switchboard_core::call::IncomingCall {
+            id: id.into(),
+            app_id: "app".into(),
+            tenant_id: "t".into(),
+            source: switchboard_core::party::Party::Phone { number: "+1".into() },
+            target: switchboard_core::party::Party::Application { id: "app".into(), display_name: "Bot".into() },
+            application_instance: None,
+            my_participant_id: "p".into(),
+            peer_participant_id: "q".into(),
+            call_chain_id: "c".into(),
+            transferor: None,
+        };
+        switchboard_core::call::Call::offer(req, 0).0
+    }
+
+    #[test]
+    fn ended_calls_are_kept_within_count_and_age() {
+        let h = History::new(2, 1_000);
+        for id in ["a", "b", "c"] {
+            h.begin(&call(id));
+            h.note(id, 10, What::Network { event: "ringing".into() });
+        }
+        h.note("a", 20, What::State { from: "incoming".into(), to: "terminated".into(), result: Some("200/7000".into()) });
+        for id in ["a", "b", "c"] {
+            h.ended(id, 100);
+        }
+        assert!(h.get("a", 100).is_none(), "the oldest of three went");
+        let b = h.get("b", 100).unwrap();
+        assert_eq!((b.entries.len(), b.ended_at), (1, Some(100)));
+        assert_eq!(h.get("c", 1_100).map(|c| c.call_id), Some("c".into()));
+        assert!(h.get("c", 1_101).is_none(), "too old");
+        h.begin(&call("live"));
+        assert_eq!(h.calls(2_000).len(), 1, "a live call stays however old");
+    }
+}
