@@ -124,6 +124,8 @@ struct World {
     media_steps: u64,
     /// Bot calls whose parties have pressed their behaviour's keys (they do so once), lately.
     pressed: Recent,
+    /// Where what the parties heard is told (`GET /sim/v1/calls/{id}/history`).
+    history: Option<Arc<switchboard_engine::history::History>>,
 }
 
 /// The latest ids noted, up to [`KNOWN_CALLS_MAX`]: enough to answer about what just ended, bounded
@@ -353,6 +355,11 @@ impl Sim {
     /// Who says whether an app may be offered one more call (set once, at start).
     pub fn set_admission(&self, admission: switchboard_engine::network::Admission) {
         let _ = self.admission.set(admission);
+    }
+
+    /// Where what parties heard is told, in their calls' stories (set at start).
+    pub fn set_history(&self, history: Arc<switchboard_engine::history::History>) {
+        self.world().history = Some(history);
     }
 
     /// Where finished recordings go (set once, at start); without it recordings have no audio.

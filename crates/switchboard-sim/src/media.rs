@@ -85,9 +85,17 @@ impl World {
     /// Notes how long the legs heard what they were hearing.
     fn stop_hearing(&mut self, call_id: &str, now: Millis, complete: bool) {
         for id in self.media_legs(call_id) {
-            if let Some(h) = self.legs.get_mut(&id).and_then(|l| l.heard.last_mut()).filter(|h| h.ms == 0 && !h.complete) {
+            let Some(leg) = self.legs.get_mut(&id) else { continue };
+            let who = leg.party.key().to_owned();
+            if let Some(h) = leg.heard.last_mut().filter(|h| h.ms == 0 && !h.complete) {
                 h.ms = now.saturating_sub(h.started_at);
                 h.complete = complete;
+                // What the party heard is part of the call's story too.
+                if let Some(history) = &self.history {
+                    let how = if complete { "to its end" } else { "cut short" };
+                    let event = format!("{who} heard {} for {} ms ({how})", h.uri, h.ms);
+                    history.note(call_id, now, switchboard_engine::history::What::Network { event });
+                }
             }
         }
     }

@@ -133,6 +133,7 @@ pub async fn start(
     // Recordings the sim makes (`recordResponse`), served at `/recordings/{id}`.
     let recordings = switchboard_engine::recordings::Recordings::new();
     sim.set_recordings(Arc::clone(&recordings));
+    sim.set_history(Arc::clone(&history));
     let (sip, sip_network, sip_tls) = match config.sip.listen {
         Some(listen) => {
             let (bound, domain, network) =

@@ -103,6 +103,10 @@ async fn press_one_for_heidi() {
 
     let leg = leg_of(&server, ALEX).await;
     assert_eq!(leg["heard"], json!([{"uri": GREETING, "startedAt": leg["heard"][0]["startedAt"], "ms": 2000, "complete": true}]));
+    // And in the call's story.
+    let (_, story) = server.sim(Method::GET, &format!("/calls/{id}/history"), None).await;
+    let heard = format!("{ALEX} heard {GREETING} for 2000 ms (to its end)");
+    assert!(story["entries"].as_array().unwrap().iter().any(|e| e["kind"] == "network" && e["event"] == json!(heard)), "{story:#}");
     assert_eq!(leg["pressed"], "1");
 
     // "1" is Heidi: a blind transfer, which completes as any other.
