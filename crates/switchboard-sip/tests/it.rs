@@ -1193,14 +1193,8 @@ fn a_bye_racing_the_transfers_notify_waits_for_it() {
 fn key_presses_arrive_as_telephone_events_or_sip_info() {
     use switchboard_sip::Event;
     use switchboard_sip::call::CallEvent;
-    let mut ep = endpoint();
-    ep.set_local("127.0.0.1:5060".parse().unwrap());
+    let (mut ep, graph_id) = answered_with_telephone_events();
     let from: SocketAddr = PHONE.parse().unwrap();
-    let sdp = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
-    let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
-    ep.receive(invite_offering("t", 1, "14255550100", &[&auth], sdp).as_bytes(), from, Transport::Udp, 0);
-    let Some(Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
-    ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
     let ack = "ACK sip:switchboard@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKack\r\nFrom: <sip:heidi@sb.test>;tag=ph1\r\nTo: <sip:14255550100@sb.test>;tag=x\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
     ep.receive(ack.as_bytes(), from, Transport::Udp, 1);
     ep.drain_events();
@@ -1333,15 +1327,7 @@ fn a_recording_captures_the_phones_audio_until_a_limit() {
 fn tones_go_to_the_phone_as_telephone_events() {
     use switchboard_sip::Event;
     use switchboard_sip::call::CallEvent;
-    let mut ep = endpoint();
-    ep.set_local("127.0.0.1:5060".parse().unwrap());
-    let from: SocketAddr = PHONE.parse().unwrap();
-    let sdp = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
-    let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
-    ep.receive(invite_offering("t", 1, "14255550100", &[&auth], sdp).as_bytes(), from, Transport::Udp, 0);
-    let Some(Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
-    ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
-    ep.drain_events();
+    let (mut ep, graph_id) = answered_with_telephone_events();
     assert!(ep.send_tones(&graph_id, "dtmf-1".into(), &[1, 11], 40));
     let mut packets = Vec::new();
     let mut sent = 0;
@@ -1379,15 +1365,7 @@ fn tones_go_to_the_phone_as_telephone_events() {
 fn hold_music_prompts_and_tones_share_the_media_fairly() {
     use switchboard_sip::Event;
     use switchboard_sip::call::CallEvent;
-    let mut ep = endpoint();
-    ep.set_local("127.0.0.1:5060".parse().unwrap());
-    let from: SocketAddr = PHONE.parse().unwrap();
-    let sdp = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
-    let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
-    ep.receive(invite_offering("t", 1, "14255550100", &[&auth], sdp).as_bytes(), from, Transport::Udp, 0);
-    let Some(Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
-    ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
-    ep.drain_events();
+    let (mut ep, graph_id) = answered_with_telephone_events();
     let ends = |ep: &mut Endpoint| -> Vec<String> {
         ep.drain_events()
             .into_iter()
@@ -1428,4 +1406,19 @@ fn hold_music_prompts_and_tones_share_the_media_fairly() {
         .filter_map(|e| if let Event::Call { event: CallEvent::Dtmf(k), .. } = e { Some(k) } else { None })
         .collect();
     assert_eq!(keys, ['5'], "only the phone's own");
+}
+
+/// A call from a phone that offers telephone-event (RFC 4733), answered (not yet ACKed).
+fn answered_with_telephone_events() -> (Endpoint, String) {
+    use switchboard_sip::Event;
+    let mut ep = endpoint();
+    ep.set_local("127.0.0.1:5060".parse().unwrap());
+    let from: SocketAddr = PHONE.parse().unwrap();
+    let sdp = "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let auth = invite_authorization(&Nonces::new(SECRET).mint(0, "127.0.0.1"));
+    ep.receive(invite_offering("t", 1, "14255550100", &[&auth], sdp).as_bytes(), from, Transport::Udp, 0);
+    let Some(Event::Invite { graph_id, .. }) = ep.drain_events().pop() else { panic!("no invite") };
+    ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
+    ep.drain_events();
+    (ep, graph_id)
 }

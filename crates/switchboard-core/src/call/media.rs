@@ -175,12 +175,18 @@ impl Call {
         op.result_info = (!tones).then_some(info);
         op.recording = recording;
         let op = op.clone();
-        if let Effect::Notify(mut n) = self.notify(ChangeType::Deleted) {
+        fx.push(self.notify_operation_ended(op));
+    }
+
+    /// `deleted` on an operation that ended: its own notification (`…/operations/{id}`).
+    pub(super) fn notify_operation_ended(&self, op: Operation) -> Effect {
+        let mut e = self.notify(ChangeType::Deleted);
+        if let Effect::Notify(n) = &mut e {
             n.on_operation = true;
             n.operation = Some(op);
             n.result_info = None;
-            fx.push(Effect::Notify(n));
         }
+        e
     }
 
     /// Remembers an operation; beyond [`OPERATIONS_KEPT`], the oldest finished one is forgotten.

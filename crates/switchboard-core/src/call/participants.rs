@@ -2,7 +2,7 @@
 //! or pulls in the peer of another of the bot's calls with `replacesCallId`), mute a participant,
 //! remove one, and hold music (one participant on hold at a time).
 
-use super::{Call, CallState, ChangeType, Effect, Failure, Member, NetCommand, Operation, OperationStatus, Refusal, Timer};
+use super::{Call, CallState, Effect, Failure, Member, NetCommand, Operation, OperationStatus, Refusal, Timer};
 use crate::Millis;
 use crate::media::OperationKind;
 use crate::party::Party;
@@ -218,11 +218,6 @@ impl Call {
         op.status = status;
         op.result_info = info;
         let op = op.clone();
-        if let Effect::Notify(mut n) = self.notify(ChangeType::Deleted) {
-            n.on_operation = true;
-            n.operation = Some(op);
-            n.result_info = None;
-            fx.push(Effect::Notify(n));
-        }
+        fx.push(self.notify_operation_ended(op));
     }
 }

@@ -425,7 +425,11 @@ pub(super) async fn list_calls(
                     )
                 })?);
             }
-            "app" => want_app = Some(v.into_owned()),
+            "app" => {
+                let app =
+                    state.config.directory.app(&v).ok_or_else(|| err("app", format!("'{v}' is not an application of the directory")))?;
+                want_app = Some(app.client_id.clone());
+            }
             other => return Err(err(other, "unknown query parameter; use state and app").into()),
         }
     }

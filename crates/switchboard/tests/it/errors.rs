@@ -448,7 +448,7 @@ async fn method_not_allowed_names_the_allowed_methods() {
         (trace.clone(), format!("{this}/answer"), "POST"),
         (Method::GET, format!("/beta/communications/calls/{id}/microsoft.graph.transfer"), "POST"),
         (Method::POST, format!("{this}/participants"), "GET"),
-        (trace.clone(), "/sim/v1/calls".to_owned(), "POST"),
+        (trace.clone(), "/sim/v1/calls".to_owned(), "POST,GET,HEAD"),
         (Method::POST, "/healthz".to_owned(), "GET,HEAD"),
         (Method::GET, format!("/{CONTOSO}/oauth2/v2.0/token"), "POST"),
     ];

@@ -208,5 +208,11 @@ async fn a_calls_history_tells_its_story() {
     assert_eq!(none["value"], serde_json::json!([]));
     let (status, err) = server.sim(reqwest::Method::GET, "/calls?state=ringing", None).await;
     assert_eq!(status, 400, "{err}");
+    let (status, err) = server.sim(reqwest::Method::GET, "/calls?app=nope", None).await;
+    assert_eq!(
+        (status, err["error"]["message"].as_str()),
+        (400, Some("Invalid request body: app: 'nope' is not an application of the directory")),
+        "{err}"
+    );
     assert_eq!(server.sim(reqwest::Method::GET, "/calls/nope/history", None).await.0, 404);
 }
