@@ -264,13 +264,20 @@ pub struct MediaJob {
 
 /// A finished recording, as the network made it: where the adapter serves it from (`id`), how long it
 /// is, and the token that fetches it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Recording {
     pub id: String,
     pub duration_ms: u64,
     /// The bearer token that fetches it (`recordingAccessToken`).
     pub access_token: String,
+}
+
+/// Without the token: events are logged and kept in call histories, which the token must not reach.
+impl std::fmt::Debug for Recording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording").field("id", &self.id).field("duration_ms", &self.duration_ms).finish_non_exhaustive()
+    }
 }
 
 /// The media state of a call.

@@ -292,6 +292,9 @@ impl Engine {
         if let Some(net) = self.network.get() {
             net.release(&slot.call);
         }
+        let now = self.clock.now_ms();
+        self.history.note(id, now, crate::history::What::Moved);
+        self.history.ended(id, now);
     }
 
     fn count_app(&self, app_id: &str, entered: bool) {
@@ -487,24 +490,25 @@ impl Engine {
     /// notifications owed (by outbox number), and the commands for the network.
     fn tell(&self, before: &Call, after: &Call, event: Option<String>, effects: &[Effect], rows: &[OutboxRow], now: u64) {
         use crate::history::What;
-        let h = &self.history;
+        let mut story = Vec::with_capacity(2 + rows.len() + effects.len());
         if let Some(event) = event {
-            h.note(&after.id, now, What::Network { event });
+            story.push(What::Network { event });
         }
         if before.state != after.state {
-            let result = after.result_info.as_ref().map(|r| format!("{}/{}", r.code, r.subcode));
-            h.note(&after.id, now, What::State { from: before.state.as_str().to_owned(), to: after.state.as_str().to_owned(), result });
+            // A transfer that ends (back to established, or on to terminated) ends with its operation's result.
+            let transfer_op = before.transfer.as_ref().and_then(|t| after.operations.iter().find(|o| o.id == t.operation_id));
+            let result = transfer_op.and_then(|o| o.result_info.as_ref()).or(after.result_info.as_ref());
+            let result = result.map(|r| format!("{}/{}", r.code, r.subcode));
+            story.push(What::State { from: before.state.as_str().to_owned(), to: after.state.as_str().to_owned(), result });
         }
-        for row in rows {
-            h.note(&after.id, now, notification_entry(row));
-        }
-        for e in effects {
-            if let Effect::Net(cmd) = e {
-                h.note(&after.id, now, What::Command { command: format!("{cmd:?}") });
-            }
-        }
+        story.extend(rows.iter().map(notification_entry));
+        story.extend(effects.iter().filter_map(|e| match e {
+            Effect::Net(cmd) => Some(What::Command { command: format!("{cmd:?}") }),
+            _ => None,
+        }));
+        self.history.note_all(now, story.into_iter().map(|what| (after.id.as_str(), what)));
         if after.is_terminated() {
-            h.ended(&after.id, now);
+            self.history.ended(&after.id, now);
         }
     }
 

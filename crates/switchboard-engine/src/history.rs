@@ -45,6 +45,8 @@ pub enum What {
     Command { command: String },
     /// What the network reported (ringing, answered, busy, a key pressed, …).
     Network { event: String },
+    /// Another node owns the call now (this one lost its lease): its story goes on there.
+    Moved,
 }
 
 /// One call's story.
@@ -93,57 +95,58 @@ impl History {
     /// A call's story begins (or goes on, after a restart or a hand-over).
     pub fn begin(&self, call: &switchboard_core::call::Call) {
         let mut inner = self.lock();
-        inner.calls.entry(call.id.clone()).or_insert_with(|| CallHistory {
-            call_id: call.id.clone(),
-            app_id: call.app_id.clone(),
-            tenant_id: call.tenant_id.clone(),
-            direction: if call.direction == switchboard_core::call::Direction::Incoming { "incoming" } else { "outgoing" }.to_owned(),
-            state: call.state.as_str().to_owned(),
-            created_at: call.created_at,
-            ended_at: None,
-            entries: VecDeque::new(),
-        });
+        let inner = &mut *inner;
+        let state = call.state.as_str().to_owned();
+        if let Some(h) = inner.calls.get_mut(&call.id) {
+            // Back on this node: live again.
+            h.state = state;
+            if h.ended_at.take().is_some() {
+                inner.ended.retain(|id| *id != call.id);
+            }
+            return;
+        }
+        inner.calls.insert(
+            call.id.clone(),
+            CallHistory {
+                call_id: call.id.clone(),
+                app_id: call.app_id.clone(),
+                tenant_id: call.tenant_id.clone(),
+                direction: if call.direction == switchboard_core::call::Direction::Incoming { "incoming" } else { "outgoing" }.to_owned(),
+                state,
+                created_at: call.created_at,
+                ended_at: None,
+                entries: VecDeque::new(),
+            },
+        );
     }
 
-    /// Notes what happened to call `call_id` (nothing if its story is not kept); returns the entry's id.
-    pub fn note(&self, call_id: &str, at: Millis, what: What) -> Option<u64> {
+    /// Notes what happened to call `call_id` (nothing if its story is not kept).
+    pub fn note(&self, call_id: &str, at: Millis, what: What) {
+        self.note_all(at, [(call_id, what)]);
+    }
+
+    /// Notes several things at once, under one lock.
+    pub fn note_all<'a>(&self, at: Millis, items: impl IntoIterator<Item = (&'a str, What)>) {
+        let mut inner = self.lock();
+        for (call_id, what) in items {
+            inner.next_id += 1;
+            let id = inner.next_id;
+            insert(&mut inner, call_id, Entry { id, at, what });
+        }
+    }
+
+    /// A place in the stories for a request that has just arrived: what it causes is noted after it,
+    /// though the request itself is noted ([`History::request`]) only once it is answered.
+    pub fn reserve(&self) -> u64 {
         let mut inner = self.lock();
         inner.next_id += 1;
-        let id = inner.next_id;
-        let h = inner.calls.get_mut(call_id)?;
-        if let What::State { to, .. } = &what {
-            h.state.clone_from(to);
-        }
-        if h.entries.len() >= ENTRIES_MAX {
-            h.entries.pop_front();
-        }
-        h.entries.push_back(Entry { id, at, what });
-        Some(id)
+        inner.next_id
     }
 
-    /// A request about a call, noted when it arrives (so that what it causes comes after it), its
-    /// status and latency filled in when it is answered.
-    pub fn request_arrived(&self, call_id: &str, at: Millis, method: &str, path: &str) -> Option<u64> {
-        self.note(call_id, at, What::Request { method: method.to_owned(), path: path.to_owned(), status: 0, latency_ms: 0 })
-    }
-
-    pub fn request_answered(&self, call_id: &str, id: u64, status: u16, latency: u64) {
-        let mut inner = self.lock();
-        let Some(h) = inner.calls.get_mut(call_id) else { return };
-        if let Some(Entry { what: What::Request { status: s, latency_ms, .. }, .. }) = h.entries.iter_mut().rev().find(|e| e.id == id) {
-            *s = status;
-            *latency_ms = latency;
-        }
-    }
-
-    /// The request that created call `call_id` (its id came with the answer): first in its story.
-    pub fn creating_request(&self, call_id: &str, at: Millis, what: What) {
-        let mut inner = self.lock();
-        inner.next_id += 1;
-        let id = inner.next_id;
-        if let Some(h) = inner.calls.get_mut(call_id) {
-            h.entries.push_front(Entry { id, at, what });
-        }
+    /// A request answered, in the place [`History::reserve`] gave it when it arrived (first, for the
+    /// request that created the call).
+    pub fn request(&self, call_id: &str, place: u64, at: Millis, what: What) {
+        insert(&mut self.lock(), call_id, Entry { id: place, at, what });
     }
 
     /// The call ended: its story is kept within the count and age.
@@ -194,6 +197,23 @@ impl History {
     }
 }
 
+/// Puts `entry` in call `call_id`'s story in order of id (nothing if the story is not kept); a long
+/// story loses its oldest entry.
+fn insert(inner: &mut Inner, call_id: &str, entry: Entry) {
+    let Some(h) = inner.calls.get_mut(call_id) else { return };
+    if h.entries.len() >= ENTRIES_MAX {
+        if h.entries.front().is_some_and(|first| first.id > entry.id) {
+            return;
+        }
+        h.entries.pop_front();
+    }
+    if let What::State { to, .. } = &entry.what {
+        h.state.clone_from(to);
+    }
+    let at = h.entries.partition_point(|e| e.id < entry.id);
+    h.entries.insert(at, entry);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +252,41 @@ mod tests {
         assert!(h.get("c", 1_101).is_none(), "too old");
         h.begin(&call("live"));
         assert_eq!(h.calls(2_000).len(), 1, "a live call stays however old");
+    }
+
+    fn kinds(h: &History, id: &str) -> Vec<String> {
+        let story = h.get(id, 0).unwrap();
+        story.entries.iter().map(|e| serde_json::to_value(&e.what).unwrap()["kind"].as_str().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn a_request_goes_where_it_arrived_before_what_it_caused() {
+        let h = History::default();
+        h.begin(&call("a"));
+        let place = h.reserve();
+        h.note("a", 1, What::Network { event: "answered".into() });
+        h.request("a", place, 0, What::Request { method: "POST".into(), path: "/answer".into(), status: 202, latency_ms: 1 });
+        assert_eq!(kinds(&h, "a"), ["request", "network"]);
+        // A story at its limit keeps its newest entries: a request older than all of them is left out.
+        for _ in 0..ENTRIES_MAX {
+            h.note("a", 2, What::Command { command: "x".into() });
+        }
+        h.request("a", place, 0, What::Request { method: "GET".into(), path: "/".into(), status: 200, latency_ms: 1 });
+        assert_eq!(kinds(&h, "a").len(), ENTRIES_MAX);
+        assert!(!kinds(&h, "a").contains(&"request".to_owned()));
+    }
+
+    #[test]
+    fn a_call_handed_back_lives_again() {
+        let h = History::new(10, 1_000);
+        h.begin(&call("a"));
+        h.note("a", 1, What::Moved);
+        h.ended("a", 1);
+        assert_eq!(h.get("a", 1).unwrap().ended_at, Some(1));
+        let mut back = call("a");
+        back.state = switchboard_core::call::CallState::Established;
+        h.begin(&back);
+        let story = h.get("a", 5_000).expect("a live call is not trimmed");
+        assert_eq!((story.ended_at, story.state.as_str()), (None, "established"));
     }
 }

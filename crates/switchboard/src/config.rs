@@ -525,7 +525,9 @@ impl Config {
         if let Some(url) = &self.public_url {
             check!(check_url(url).map_err(|p| err("public_url".into(), p)));
         }
-        let callbacks = crate::callback::CallbackPolicy::new(&self.callbacks).map_err(|(field, problem)| err(field, problem))?;
+        // A broken policy is one more problem; the webhooks are then checked without it.
+        let callbacks = crate::callback::CallbackPolicy::new(&self.callbacks).map_err(|(field, problem)| err(field, problem));
+        let callbacks = callbacks.map_err(|e| errors.push(e)).ok();
         for (field, n) in [
             ("http.header_timeout_ms", self.http.header_timeout_ms),
             ("http.body_timeout_ms", self.http.body_timeout_ms),
@@ -678,7 +680,9 @@ impl Config {
             }
             if let Some(w) = &a.calling_webhook {
                 check!(check_url(w).map_err(|p| err(format!("{f}.calling_webhook"), p)));
-                check!(callbacks.check(w).map_err(|p| err(format!("{f}.calling_webhook"), p)));
+                if let Some(callbacks) = &callbacks {
+                    check!(callbacks.check(w).map_err(|p| err(format!("{f}.calling_webhook"), p)));
+                }
             }
             for (j, inst) in a.instances.iter().enumerate() {
                 let g = format!("{f}.instances[{j}]");
@@ -1091,11 +1095,14 @@ tenants = ["aaaaaaaa-0000-4000-8000-000000000001"]
 
     #[test]
     fn every_problem_of_a_file_is_reported_at_once() {
-        let src = cfg("node_id = \"no spaces allowed\"\nnode_url = \"ftp://x\"", "[calls]\nring_timeout_ms = 5\n");
+        let src = cfg(
+            "node_id = \"no spaces allowed\"\nnode_url = \"ftp://x\"",
+            "[calls]\nring_timeout_ms = 5\n[callbacks]\nschemes = [\"ftp\"]\n",
+        );
         let e = check(&src, "node_id");
         let fields: Vec<&str> = std::iter::once(e.field.as_str()).chain(e.more.iter().map(|(f, _)| f.as_str())).collect();
-        assert_eq!(fields, ["node_id", "node_url", "calls.ring_timeout_ms"], "{e}");
-        assert_eq!(e.to_string().lines().count(), 3, "one line each:\n{e}");
+        assert_eq!(fields, ["node_id", "node_url", "callbacks.schemes[0]", "calls.ring_timeout_ms"], "{e}");
+        assert_eq!(e.to_string().lines().count(), 4, "one line each:\n{e}");
         assert!(e.to_string().lines().all(|l| l.starts_with("test.toml: ")), "{e}");
     }
 

@@ -779,9 +779,11 @@ impl Notifier {
     fn tell(&self, batch: &Batch, started: std::time::Instant, status: Option<u16>, error: Option<String>, faults: Vec<String>) {
         let now = self.clock.now_ms();
         let latency_ms = started.elapsed().as_millis() as u64;
+        // Rows of several calls interleave in a batch.
         let mut calls: Vec<&str> = batch.rows.iter().map(|r| r.call_id.as_str()).collect();
+        calls.sort_unstable();
         calls.dedup();
-        for call_id in calls {
+        let story = calls.into_iter().map(|call_id| {
             let rows = batch.rows.iter().filter(|r| r.call_id == call_id);
             let (seqs, attempt) = rows.fold((Vec::new(), 0), |(mut s, a), r| {
                 s.push(r.seq);
@@ -795,8 +797,9 @@ impl Notifier {
                 latency_ms,
                 faults: faults.clone(),
             };
-            self.history.note(call_id, now, what);
-        }
+            (call_id, what)
+        });
+        self.history.note_all(now, story);
     }
 
     /// Whether the policy refuses `url`: what is known without DNS, and this server's own address

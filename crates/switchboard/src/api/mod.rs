@@ -192,25 +192,20 @@ async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     req.extensions_mut().insert(ids.clone());
     let started = std::time::Instant::now();
-    // A request about a call goes in its story, when it arrives (what it causes comes after it).
+    // A Graph request about a call goes in its story, in the place it had when it arrived (what it causes
+    // comes after it), once it is answered; a refused credential writes into nobody's story.
     let history = state.engine.history();
     let arrived_at = state.engine.clock().now_ms();
-    let about = call_of_path(&path);
-    let noted = about.as_deref().and_then(|id| history.request_arrived(id, arrived_at, method.as_str(), &path));
+    let place = (family == "graph").then(|| history.reserve());
     let mut resp = next.run(req).await;
     let (status, latency_ms) = (resp.status().as_u16(), started.elapsed().as_millis() as u64);
-    match (&about, noted) {
-        (Some(id), Some(entry)) => history.request_answered(id, entry, status, latency_ms),
-        // A new call: its id is in the answer's `Location`; the request goes first in its story.
-        (None, _) => {
-            let location = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).and_then(call_of_path);
-            if let Some(id) = location {
-                let what =
-                    switchboard_engine::history::What::Request { method: method.to_string(), path: path.clone(), status, latency_ms };
-                history.creating_request(&id, arrived_at, what);
-            }
+    if let Some(place) = place.filter(|_| !matches!(status, 401 | 403)) {
+        // A new call's id is in the answer's `Location`.
+        let location = || resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).and_then(call_of_path);
+        if let Some(id) = call_of_path(&path).or_else(location) {
+            let what = switchboard_engine::history::What::Request { method: method.to_string(), path: path.clone(), status, latency_ms };
+            history.request(&id, place, arrived_at, what);
         }
-        _ => {}
     }
     if let Some(err) = resp.extensions_mut().remove::<GraphError>() {
         resp = envelope(&err, &request_id, &client_request_id);

@@ -162,6 +162,8 @@ async fn a_calls_history_tells_its_story() {
     for _ in 0..2 {
         next(&server, &mut bot).await;
     }
+    // A refused credential writes into nobody's story.
+    assert_eq!(server.graph(reqwest::Method::GET, &format!("/v1.0/communications/calls/{id}"), "forged", None).await.0, 401);
     server.settled().await;
 
     let (status, story) = server.sim(reqwest::Method::GET, &format!("/calls/{id}/history"), None).await;
@@ -201,6 +203,7 @@ async fn a_calls_history_tells_its_story() {
     assert_eq!((tries[0]["attempt"].as_u64(), tries[0]["faults"][0].as_str(), tries[0]["status"].is_null()), (Some(1), Some("drop"), true));
     assert_eq!((tries[1]["attempt"].as_u64(), tries[1]["status"].as_u64()), (Some(2), Some(202)));
     assert!(entries.iter().any(|e| e["kind"] == "command" && e["command"] == "HangUp"), "{story:#}");
+    assert!(!entries.iter().any(|e| e["status"] == 401), "{story:#}");
 
     let (_, list) = server.sim(reqwest::Method::GET, &format!("/calls?state=terminated&app={DEMO_BOT}"), None).await;
     assert!(list["value"].as_array().unwrap().iter().any(|c| c["id"] == serde_json::json!(id)), "{list}");
