@@ -56,7 +56,10 @@ SB_TOKEN="$(curl -sf "$BASE/$TENANT/oauth2/v2.0/token" -d grant_type=client_cred
 export SB_TOKEN SB_ADMIN_KEY="$ADMIN_KEY"
 
 # --- the run. Run from $WORK so Schemathesis' caches (.hypothesis, .schemathesis) stay out of the repo.
-#  --checks all              every check, including negative_data_rejection and ignored_auth
+#  --checks all              every check, including negative_data_rejection and ignored_auth, but
+#                            ensure_resource_availability (ST302: "created resource not found"), which
+#                            assumes what was created stays: a call placed to a busy or declining party
+#                            ends at once, and the next step on it is rightly a 404, as on Graph
 #  --mode all                positive and negative data
 #  -n / --seed               bounded and reproducible (about 1 min on 2 cores at -n 100)
 #  --continue-on-failure     report every failing case, not the first per operation
@@ -67,7 +70,7 @@ export SB_TOKEN SB_ADMIN_KEY="$ADMIN_KEY"
 cd "$WORK"
 set +e
 timeout --kill-after=10 "${ST_TIMEOUT:-300}" "$VENV/bin/schemathesis" --config-file "$HERE/schemathesis.toml" run "$BASE/openapi.json" \
-  --checks all --mode all \
+  --checks all --exclude-checks ensure_resource_availability --mode all \
   -n "${ST_MAX_EXAMPLES:-100}" --seed "${ST_SEED:-20261122}" \
   --continue-on-failure --generation-database none -w 1 \
   --request-timeout 10 --no-color \

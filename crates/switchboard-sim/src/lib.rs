@@ -405,6 +405,31 @@ impl Sim {
         true
     }
 
+    /// A party's behaviour now, by user id or number, and whether it was changed at run time (else it
+    /// is the configured one). `None` if the directory has no such party.
+    pub fn behaviour_of(&self, key: &str) -> Option<(Behaviour, bool)> {
+        if self.directory.user(key).is_none() && self.directory.number(key).is_none() {
+            return None;
+        }
+        if let Some(b) = self.world().overrides.get(key) {
+            return Some((b.clone(), true));
+        }
+        Some((self.behaviours.get(key).cloned().unwrap_or_default(), false))
+    }
+
+    /// Hangs up every leg (a bot's call hears it as its far end hanging up; another network, as its
+    /// party's) and forgets the rest of the world: transfers, media, run-time behaviours (the
+    /// configured ones are back). Returns how many legs it hung up.
+    pub fn reset(&self) -> usize {
+        let legs: Vec<String> = self.world().legs.keys().cloned().collect();
+        let hung_up = legs.iter().filter(|leg| self.hang_up_leg(leg)).count();
+        let mut w = self.world();
+        // Media steps go on counting, so that a timer set before the reset matches nothing after it.
+        let (history, media_steps) = (w.history.take(), w.media_steps);
+        *w = World { history, media_steps, ..World::default() };
+        hung_up
+    }
+
     /// Every leg in the world.
     pub fn legs(&self) -> Vec<Leg> {
         self.world().legs.values().cloned().collect()

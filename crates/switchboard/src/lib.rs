@@ -24,6 +24,7 @@ pub mod fuzz;
 pub mod graph;
 pub mod identity;
 pub mod limits;
+pub mod load;
 pub mod networks;
 pub mod notifier;
 pub mod prompts;

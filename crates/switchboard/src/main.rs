@@ -29,6 +29,11 @@ enum Command {
     /// Print the directory's users and PSTN numbers (who a bot can call, and how each answers on the
     /// sim), from the config file or the built-in demo.
     Directory(DirectoryArgs),
+    /// Drive synthetic callers into a bot, at a rate or a concurrency, for a while, with a mix of
+    /// scenarios (answer, busy, hangup, transfer); then print what happened: calls offered, answered,
+    /// transferred, the bot's answer latency and notification acknowledgement latency (p50/p99),
+    /// errors by kind. Runs against any Switchboard whose sim API it can reach.
+    Load(switchboard::load::LoadArgs),
 }
 
 #[derive(clap::Args)]
@@ -86,6 +91,9 @@ struct ServeArgs {
     /// Calling webhook of the demo's "Legacy Bot" (default http://127.0.0.1:3980/api/calls).
     #[arg(long, env = "SWITCHBOARD_LEGACY_WEBHOOK")]
     legacy_webhook: Option<String>,
+    /// Calling webhook of the demo's "Unprivileged Bot" (default http://127.0.0.1:3979/api/calls).
+    #[arg(long, env = "SWITCHBOARD_UNPRIVILEGED_WEBHOOK")]
+    unprivileged_webhook: Option<String>,
     /// Base URL bots use to reach this server, if not the listen address (e.g. behind a proxy).
     #[arg(long, env = "SWITCHBOARD_PUBLIC_URL")]
     public_url: Option<String>,
@@ -150,6 +158,37 @@ fn main() -> std::process::ExitCode {
                 println!("{line}");
             }
             std::process::ExitCode::SUCCESS
+        }
+        Command::Load(args) => {
+            eprintln!("{}", switchboard::load::describe(&args));
+            let json = args.json.clone();
+            let summary = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(switchboard::load::run(args)));
+            match summary {
+                Ok(summary) => {
+                    for line in summary.lines() {
+                        println!("{line}");
+                    }
+                    if let Some(path) = json {
+                        let written = serde_json::to_vec_pretty(&summary).map_err(anyhow::Error::from).and_then(|mut bytes| {
+                            bytes.push(b'\n');
+                            std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
+                        });
+                        if let Err(e) = written {
+                            eprintln!("switchboard: {e:#}");
+                            return std::process::ExitCode::FAILURE;
+                        }
+                    }
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchboard: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
         }
         Command::Migrate(args) => {
             init_logs(LogFormat::Text);
@@ -298,6 +337,7 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<(Config, String)> {
     for (flag, client_id, url) in [
         ("--demo-webhook", "cccccccc-0000-4000-8000-000000000003", &args.demo_webhook),
         ("--legacy-webhook", "cccccccc-0000-4000-8000-000000000006", &args.legacy_webhook),
+        ("--unprivileged-webhook", "cccccccc-0000-4000-8000-000000000005", &args.unprivileged_webhook),
     ] {
         if let Some(url) = url {
             let app = config

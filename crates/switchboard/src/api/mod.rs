@@ -122,6 +122,8 @@ fn served(row: &spec::Route) -> MethodRouter<AppState> {
         "simHangUp" => on(method, sim::hang_up_remote),
         "simDeleteLeg" => on(method, sim::hang_up_leg),
         "simSetBehaviour" => on(method, sim::set_behaviour),
+        "simGetBehaviour" => on(method, sim::get_behaviour),
+        "simReset" => on(method, sim::reset),
         "simWorld" => on(method, sim::world),
         "simOutbox" => on(method, sim::outbox),
         "simRetryOutbox" => on(method, sim::retry_outbox),

@@ -166,13 +166,52 @@ pub(super) async fn set_behaviour(
     })?;
     behaviour.validate().map_err(|p| GraphError::bad_request(format!("Invalid behaviour: {p}")))?;
     if !state.sim.set_behaviour(&key, behaviour.clone()) {
-        return Err(GraphError::new(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("'{key}' is neither a user id nor a PSTN number of the directory."),
-        ));
+        return Err(unknown_party(&key));
     }
     Ok(Json(json!({"party": key, "behaviour": behaviour})).into_response())
+}
+
+/// `GET /sim/v1/parties/{key}/behaviour`: how a user or number acts now, and whether that was set at
+/// run time (`PUT`) or comes from the configuration.
+pub(super) async fn get_behaviour(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Result<Response, GraphError> {
+    admin(&state, &headers)?;
+    let (behaviour, changed) = state.sim.behaviour_of(&key).ok_or_else(|| unknown_party(&key))?;
+    Ok(Json(json!({"party": key, "behaviour": behaviour, "source": if changed { "set" } else { "configured" }})).into_response())
+}
+
+fn unknown_party(key: &str) -> GraphError {
+    GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("'{key}' is neither a user id nor a PSTN number of the directory."))
+}
+
+/// `POST /sim/v1/reset`: ends every call (the sim's legs hang up; a call without one is hung up as by
+/// its bot), then clears the world, the calls' stories and the apps' faults, and puts the configured
+/// behaviours back. Notifications already owed are still delivered.
+pub(super) async fn reset(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {
+    admin(&state, &headers)?;
+    let live_before = state.engine.live_calls().await.len();
+    let legs = state.sim.reset();
+    settle(&state).await;
+    for call in state.engine.live_calls().await {
+        // Ended meanwhile, or ending: either way it is going.
+        let _ = state.engine.apply(&call.id, switchboard_core::call::Input::HangUp).await;
+    }
+    settle(&state).await;
+    let live_after = state.engine.live_calls().await.len();
+    state.engine.history().clear();
+    for app in &state.config.directory.applications {
+        state.notifier.set_faults(&app.client_id, None);
+    }
+    tracing::info!(legs, calls = live_before.saturating_sub(live_after), "the sim was reset");
+    Ok(Json(json!({"legsHungUp": legs, "callsEnded": live_before.saturating_sub(live_after), "callsLive": live_after})).into_response())
+}
+
+/// Waits (a little) for the network's events to be applied: a busy SIP network may never be idle.
+async fn settle(state: &AppState) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), state.engine.settled()).await;
 }
 
 pub(super) async fn world(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {

@@ -773,6 +773,15 @@ fn behaviour_set(_: &Ctx<'_>) -> Value {
     closed(json!({"party": {"type": "string"}, "behaviour": behaviour_out()}), &[])
 }
 
+fn behaviour_now(_: &Ctx<'_>) -> Value {
+    closed(json!({"party": {"type": "string"}, "behaviour": behaviour_out(), "source": {"enum": ["set", "configured"]}}), &[])
+}
+
+fn reset_done(_: &Ctx<'_>) -> Value {
+    let n = json!({"type": "integer", "minimum": 0});
+    closed(json!({"legsHungUp": n, "callsEnded": n, "callsLive": n}), &[])
+}
+
 /// A party of the sim (`kind`-tagged).
 fn party(_: &Ctx<'_>) -> Value {
     let s = json!({"type": "string"});
@@ -1210,6 +1219,22 @@ pub const ROUTES: &[Route] = &[
         body: Some((JSON, behaviour_in)),
         params: &[path("key", party_key)],
         responses: &[json(200, "changed", behaviour_set), error(404, "unknown party")],
+        ..SIM
+    },
+    Route {
+        id: "simGetBehaviour",
+        path: "/sim/v1/parties/{key}/behaviour",
+        summary: "A user's or number's behaviour now: set at run time, or the configured one",
+        params: &[path("key", party_key)],
+        responses: &[json(200, "the behaviour", behaviour_now), error(404, "unknown party")],
+        ..SIM
+    },
+    Route {
+        id: "simReset",
+        method: "post",
+        path: "/sim/v1/reset",
+        summary: "End every call, clear the world, the calls' stories and the faults, restore the configured behaviours",
+        responses: &[json(200, "what was ended", reset_done)],
         ..SIM
     },
     Route {

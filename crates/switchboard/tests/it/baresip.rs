@@ -20,10 +20,6 @@ struct Phone {
     dir: std::path::PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A port free for SIP over UDP and TCP whose next port is free too (baresip takes it for TLS).
 fn free_pair() -> u16 {
     let free = |p: u16| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();

@@ -14,10 +14,6 @@ use crate::harness::*;
 use crate::lifecycle::answer_body;
 use crate::transfer::{by_call, completed_blind, completed_consultative, expect_transferred, placed, transfer};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// HAProxy in front of the nodes, with the configuration the README documents (docs/haproxy.cfg),
 /// its ports replaced by the test's.
 struct Balancer {

@@ -195,6 +195,11 @@ impl Bot {
     }
 }
 
+/// A loopback TCP port free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
 /// Writes `toml` to a configuration file of its own (for `serve --config`); returns its path.
 pub fn config_file(toml: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("switchboard-config-{}.toml", uuid::Uuid::new_v4()));

@@ -15,6 +15,7 @@ mod identity;
 mod ivr;
 mod lifecycle;
 mod linphone;
+mod load;
 mod notifier;
 mod ops;
 mod outages;

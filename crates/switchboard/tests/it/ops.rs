@@ -165,6 +165,20 @@ async fn the_node_is_named_in_metrics_and_a_bad_name_is_refused() {
     assert!(stderr.contains("node_id: 'two words' must be 1 to 64 letters"), "{stderr}");
 }
 
+/// Every demo app's webhook has its flag; the flag's value is checked like the config file's.
+#[test]
+fn each_demo_apps_webhook_has_a_flag() {
+    for (flag, app) in [("--demo-webhook", 0), ("--unprivileged-webhook", 1), ("--legacy-webhook", 2)] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--listen", "127.0.0.1:0", flag, "ftp://example.com/cb"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("applications[{app}].calling_webhook: 'ftp://example.com/cb'")), "{flag}: {stderr}");
+    }
+}
+
 /// `/metrics` counts transfers by kind and outcome (a failure by its code) and how long bots take to
 /// answer.
 #[tokio::test]
@@ -196,6 +210,12 @@ async fn metrics_count_transfers_and_bot_answer_latency() {
     assert!(line(r#"switchboard_bot_answer_latency_ms_bucket{le="1000"} 1"#), "{page}");
     assert!(line("switchboard_bot_answer_latency_ms_sum 700"), "{page}");
     assert!(line("switchboard_bot_answer_latency_ms_count 1"), "{page}");
+    // The call's story names the failed transfer's code where the call went back to established.
+    let (_, story) = server.sim(reqwest::Method::GET, &format!("/calls/{id}/history"), None).await;
+    let back: Vec<&Value> =
+        story["entries"].as_array().unwrap().iter().filter(|e| e["kind"] == "state" && e["from"] == "transferring").collect();
+    assert_eq!(back[0]["to"], "established", "{story:#}");
+    assert_eq!(back[0]["result"], "500/7000", "{story:#}");
 }
 
 /// `switchboard directory` prints whom a bot can call and how each answers; a bad config file is

@@ -1,7 +1,7 @@
 //! The sim control API: admin key, inbound calls, behaviours, the world.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::*;
 
@@ -116,6 +116,60 @@ async fn behaviours_take_whole_floats_and_null_defaults() {
         let (status, resp) = server.sim(Method::PUT, &path, Some(json!({"kind": kind}))).await;
         assert_eq!((status, &resp["behaviour"]), (200, &json!({"kind": kind})), "{resp}");
     }
+}
+
+/// A reset ends every call (the bots hear it), and forgets the world, the stories and the faults;
+/// the configured behaviours are back.
+#[tokio::test]
+async fn reset_ends_every_call_and_restores_the_configured_world() {
+    let mut bot = Bot::start().await;
+    let server = Server::start(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let heidi = format!("/parties/{HEIDI}/behaviour");
+    let (status, resp) = server.sim(Method::GET, &heidi, None).await;
+    assert_eq!((status, resp), (200, json!({"party": HEIDI, "behaviour": {"kind": "answer", "after_ms": 200}, "source": "configured"})));
+    let (status, resp) = server.sim(Method::GET, &format!("/parties/{BUSY_BOB}/behaviour"), None).await;
+    assert_eq!((status, &resp["behaviour"]), (200, &json!({"kind": "busy"})), "{resp}");
+    assert_eq!(server.sim(Method::PUT, &heidi, Some(json!({"kind": "decline"}))).await.0, 200);
+    let (_, resp) = server.sim(Method::GET, &heidi, None).await;
+    assert_eq!(resp, json!({"party": HEIDI, "behaviour": {"kind": "decline"}, "source": "set"}));
+    let (status, resp) = server.sim(Method::GET, "/parties/nobody/behaviour", None).await;
+    assert_eq!((status, resp["error"]["code"].as_str()), (404, Some("NotFound")), "{resp}");
+    assert_eq!(server.sim(Method::PUT, &format!("/apps/{DEMO_BOT}/faults"), Some(json!({"delayMs": 10}))).await.0, 200);
+
+    // One call still ringing the bot, one the bot placed and Alex answered.
+    let ringing = server.inbound(HEIDI, DEMO_BOT).await;
+    bot.next().await;
+    let (_, call) = server.graph(Method::POST, "/v1.0/communications/calls", &token, Some(call_to_user(&bot.callback("a"), ALEX))).await;
+    let placed = call["id"].as_str().unwrap().to_owned();
+    bot.take(2).await;
+
+    let (status, resp) = server.sim(Method::POST, "/reset", None).await;
+    assert_eq!((status, resp), (200, json!({"legsHungUp": 2, "callsEnded": 2, "callsLive": 0})));
+    let mut ended: Vec<(String, Value)> = Vec::new();
+    for _ in 0..2 {
+        let (_, item) = bot.next().await;
+        let id = item["resourceUrl"].as_str().and_then(|u| u.rsplit('/').next()).unwrap_or_default().to_owned();
+        ended.push((id, item["resourceData"]["state"].clone()));
+    }
+    ended.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want = vec![(ringing.clone(), json!("terminated")), (placed.clone(), json!("terminated"))];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(ended, want);
+
+    let (_, world) = server.sim(Method::GET, "/world", None).await;
+    assert_eq!(world, json!({"legs": [], "calls": []}));
+    let (_, resp) = server.sim(Method::GET, &heidi, None).await;
+    assert_eq!(resp["source"], "configured", "{resp}");
+    let (_, faults) = server.sim(Method::GET, &format!("/apps/{DEMO_BOT}/faults"), None).await;
+    let (_, none) = server.sim(Method::GET, &format!("/apps/{LEGACY_BOT}/faults"), None).await;
+    assert_eq!(faults["faults"], none["faults"], "no faults: {faults}");
+    let (_, calls) = server.sim(Method::GET, "/calls", None).await;
+    assert_eq!(calls["value"], json!([]), "{calls}");
+    assert_eq!(server.sim(Method::GET, &format!("/calls/{placed}/history"), None).await.0, 404);
+    // Nothing to end the second time.
+    let (_, resp) = server.sim(Method::POST, "/reset", None).await;
+    assert_eq!(resp, json!({"legsHungUp": 0, "callsEnded": 0, "callsLive": 0}));
 }
 
 /// Hanging up a call whose far end is gone already is a conflict, not a missing call.
