@@ -2,8 +2,9 @@
 # Runs the whole test suite on a fresh machine: unit tests of the pure core and the server, property
 # tests, the store conformance suite on SQLite, in memory and on PostgreSQL, the integration tests
 # that start real `switchboard` processes on loopback, and the conformance suites that drive it with
-# Microsoft's own Graph clients (Python and JavaScript) and Schemathesis. Installs what it needs
-# idempotently: PostgreSQL from Debian, Python venvs from PyPI, npm packages.
+# Microsoft's own Graph clients (Python and JavaScript) and Schemathesis, and the console in Debian's
+# chromium (headless, through playwright-core). Installs what it needs idempotently: PostgreSQL and
+# chromium from Debian, Python venvs from PyPI, npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,14 +71,14 @@ rm -rf target/conformance
 conformance=0
 suite_log=$(mktemp)
 trap 'rm -f "$log" "$bench_log" "$suite_log"' EXIT
-for suite in schemathesis/run.sh js/run.sh run.sh; do
+for suite in schemathesis/run.sh js/run.sh console/run.sh run.sh; do
   echo "== conformance: $suite"
   set +e
   bash "conformance/$suite" 2>&1 | tee "$suite_log"
   suite_status=${PIPESTATUS[0]}
   set -e
   [ "$suite_status" -eq 0 ] || conformance=1
-  # The JS and Python suites end with "<name>: N passed, M failed"; Schemathesis counts as one test.
+  # The JS, console and Python suites end with "<name>: N passed, M failed"; Schemathesis counts as one test.
   last=$(grep -E '^[a-z]+: [0-9]+ passed, [0-9]+ failed$' "$suite_log" | tail -1 || true)
   if [ -n "$last" ]; then
     passed=$((passed + $(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$last")))

@@ -25,6 +25,16 @@ impl Party {
         }
     }
 
+    /// How a person reads it: the display name, or the number.
+    pub fn label(&self) -> &str {
+        match self {
+            Party::User { display_name, .. }
+            | Party::Application { display_name, .. }
+            | Party::ApplicationInstance { display_name, .. } => display_name,
+            Party::Phone { number } => number,
+        }
+    }
+
     pub fn is_phone(&self) -> bool {
         matches!(self, Party::Phone { .. })
     }

@@ -503,7 +503,7 @@ impl Engine {
         }
         story.extend(rows.iter().map(notification_entry));
         story.extend(effects.iter().filter_map(|e| match e {
-            Effect::Net(cmd) => Some(What::Command { command: format!("{cmd:?}") }),
+            Effect::Net(cmd) => Some(command_entry(cmd)),
             _ => None,
         }));
         self.history.note_all(now, story.into_iter().map(|what| (after.id.as_str(), what)));
@@ -580,6 +580,17 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         self.engine.count_app(&self.app_id, false);
     }
+}
+
+/// A command as the story tells it: its name and fields, and the party it goes to if not the remote one.
+fn command_entry(cmd: &switchboard_core::call::NetCommand) -> crate::history::What {
+    use switchboard_core::call::NetCommand;
+    let to = match cmd {
+        NetCommand::Transfer { target, .. } => Some(target.label().to_owned()),
+        NetCommand::Redirect { targets } => targets.first().map(|t| t.label().to_owned()),
+        _ => None,
+    };
+    crate::history::What::Command { command: format!("{cmd:?}"), to }
 }
 
 /// A notification as the story tells it: its number, change, resource, and the state or operation

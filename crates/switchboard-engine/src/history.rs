@@ -41,8 +41,9 @@ pub enum What {
     /// One attempt to deliver notifications: the bot's status (or why there was none), how long it
     /// took, and the faults injected into it.
     Delivery { seqs: Vec<i64>, attempt: u32, status: Option<u16>, error: Option<String>, latency_ms: u64, faults: Vec<String> },
-    /// What Switchboard asked the network to do.
-    Command { command: String },
+    /// What Switchboard asked the network to do; `to`, a party other than the call's own remote one
+    /// (a transfer target, a redirect's first target).
+    Command { command: String, to: Option<String> },
     /// What the network reported (ringing, answered, busy, a key pressed, …).
     Network { event: String },
     /// Another node owns the call now (this one lost its lease): its story goes on there.
@@ -57,6 +58,8 @@ pub struct CallHistory {
     pub app_id: String,
     pub tenant_id: String,
     pub direction: String,
+    /// The party at the other end (the caller, or who the bot called).
+    pub remote: String,
     pub state: String,
     pub created_at: Millis,
     pub ended_at: Option<Millis>,
@@ -67,6 +70,8 @@ pub struct History {
     inner: Mutex<Inner>,
     calls_kept: usize,
     max_age_ms: Millis,
+    /// Counts changes, for whoever watches the stories live (the console's server-sent events).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -85,7 +90,19 @@ impl Default for History {
 
 impl History {
     pub fn new(calls_kept: usize, max_age_ms: Millis) -> History {
-        History { inner: Mutex::default(), calls_kept, max_age_ms }
+        History { inner: Mutex::default(), calls_kept, max_age_ms, changes: tokio::sync::watch::Sender::new(0) }
+    }
+
+    /// Changes when any story does (the count of changes: a watcher sees the latest, not each one).
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        // Only counted while someone watches: nothing to pay for otherwise.
+        if self.changes.receiver_count() > 0 {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -94,9 +111,19 @@ impl History {
 
     /// A call's story begins (or goes on, after a restart or a hand-over).
     pub fn begin(&self, call: &switchboard_core::call::Call) {
+        self.begin_story(call);
+        self.changed();
+    }
+
+    fn begin_story(&self, call: &switchboard_core::call::Call) {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let state = call.state.as_str().to_owned();
+        // A new call under an ended one's id (the sim lets a test pick ids) starts a story of its own.
+        if inner.calls.get(&call.id).is_some_and(|h| h.created_at != call.created_at) {
+            inner.calls.remove(&call.id);
+            inner.ended.retain(|id| *id != call.id);
+        }
         if let Some(h) = inner.calls.get_mut(&call.id) {
             // Back on this node: live again.
             h.state = state;
@@ -112,6 +139,7 @@ impl History {
                 app_id: call.app_id.clone(),
                 tenant_id: call.tenant_id.clone(),
                 direction: if call.direction == switchboard_core::call::Direction::Incoming { "incoming" } else { "outgoing" }.to_owned(),
+                remote: call.remote().label().to_owned(),
                 state,
                 created_at: call.created_at,
                 ended_at: None,
@@ -133,6 +161,8 @@ impl History {
             let id = inner.next_id;
             insert(&mut inner, call_id, Entry { id, at, what });
         }
+        drop(inner);
+        self.changed();
     }
 
     /// A place in the stories for a request that has just arrived: what it causes is noted after it,
@@ -147,6 +177,7 @@ impl History {
     /// request that created the call).
     pub fn request(&self, call_id: &str, place: u64, at: Millis, what: What) {
         insert(&mut self.lock(), call_id, Entry { id: place, at, what });
+        self.changed();
     }
 
     /// The call ended: its story is kept within the count and age.
@@ -159,6 +190,8 @@ impl History {
         h.ended_at = Some(at);
         inner.ended.push_back(call_id.to_owned());
         self.trim(&mut inner, at);
+        drop(inner);
+        self.changed();
     }
 
     fn trim(&self, inner: &mut Inner, now: Millis) {
@@ -186,14 +219,33 @@ impl History {
     pub fn calls(&self, now: Millis) -> Vec<CallHistory> {
         let mut inner = self.lock();
         self.trim(&mut inner, now);
-        let mut all: Vec<CallHistory> = inner.calls.values().map(|h| CallHistory { entries: VecDeque::new(), ..h.clone() }).collect();
+        let mut all: Vec<CallHistory> = inner
+            .calls
+            .values()
+            .map(|h| CallHistory {
+                call_id: h.call_id.clone(),
+                app_id: h.app_id.clone(),
+                tenant_id: h.tenant_id.clone(),
+                direction: h.direction.clone(),
+                remote: h.remote.clone(),
+                state: h.state.clone(),
+                created_at: h.created_at,
+                ended_at: h.ended_at,
+                entries: VecDeque::new(),
+            })
+            .collect();
         all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.call_id.cmp(&b.call_id)));
         all
     }
 
-    /// Forgets everything (the sim's reset).
+    /// Forgets the ended calls' stories (the sim's reset); a call still live keeps its own, and entry
+    /// ids go on counting (a request in flight keeps its place).
     pub fn clear(&self) {
-        *self.lock() = Inner::default();
+        let mut inner = self.lock();
+        inner.calls.retain(|_, h| h.ended_at.is_none());
+        inner.ended.clear();
+        drop(inner);
+        self.changed();
     }
 }
 
@@ -269,11 +321,35 @@ mod tests {
         assert_eq!(kinds(&h, "a"), ["request", "network"]);
         // A story at its limit keeps its newest entries: a request older than all of them is left out.
         for _ in 0..ENTRIES_MAX {
-            h.note("a", 2, What::Command { command: "x".into() });
+            h.note("a", 2, What::Command { command: "x".into(), to: None });
         }
         h.request("a", place, 0, What::Request { method: "GET".into(), path: "/".into(), status: 200, latency_ms: 1 });
         assert_eq!(kinds(&h, "a").len(), ENTRIES_MAX);
         assert!(!kinds(&h, "a").contains(&"request".to_owned()));
+    }
+
+    #[test]
+    fn a_reset_keeps_live_stories_and_a_reused_id_starts_afresh() {
+        let h = History::default();
+        h.begin(&call("live"));
+        h.begin(&call("over"));
+        h.ended("over", 5);
+        let place = h.reserve();
+        h.clear();
+        assert!(h.get("over", 5).is_none());
+        // A request that arrived before the reset keeps its place before what comes after.
+        h.note("live", 6, What::Network { event: "answered".into() });
+        h.request("live", place, 4, What::Request { method: "POST".into(), path: "/answer".into(), status: 202, latency_ms: 1 });
+        assert_eq!(kinds(&h, "live"), ["request", "network"]);
+        // An id used again by a new call (created later) is a new story.
+        h.begin(&call("again"));
+        h.note("again", 1, What::Moved);
+        h.ended("again", 2);
+        let mut new = call("again");
+        new.created_at = 10;
+        h.begin(&new);
+        let story = h.get("again", 10).expect("kept");
+        assert_eq!((story.created_at, story.ended_at, story.entries.len()), (10, None, 0));
     }
 
     #[test]

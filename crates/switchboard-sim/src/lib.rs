@@ -385,7 +385,7 @@ impl Sim {
     /// The behaviour of a party now: a run-time override, else the configured one. Parties the
     /// directory does not know (other bots, for now) cannot be reached.
     pub fn behaviour(&self, party: &Party) -> Option<Behaviour> {
-        if let Some(b) = self.world().overrides.get(party.key()) {
+        if let Some(b) = self.world().overrides.get(&party.key().to_ascii_lowercase()) {
             return Some(b.clone());
         }
         match party {
@@ -401,7 +401,8 @@ impl Sim {
         if self.directory.user(key).is_none() && self.directory.number(key).is_none() {
             return false;
         }
-        self.world().overrides.insert(key.to_owned(), behaviour);
+        // Ids are matched without regard to case, as the directory does.
+        self.world().overrides.insert(key.to_ascii_lowercase(), behaviour);
         true
     }
 
@@ -411,7 +412,7 @@ impl Sim {
         if self.directory.user(key).is_none() && self.directory.number(key).is_none() {
             return None;
         }
-        if let Some(b) = self.world().overrides.get(key) {
+        if let Some(b) = self.world().overrides.get(&key.to_ascii_lowercase()) {
             return Some((b.clone(), true));
         }
         Some((self.behaviours.get(key).cloned().unwrap_or_default(), false))
@@ -421,12 +422,22 @@ impl Sim {
     /// party's) and forgets the rest of the world: transfers, media, run-time behaviours (the
     /// configured ones are back). Returns how many legs it hung up.
     pub fn reset(&self) -> usize {
-        let legs: Vec<String> = self.world().legs.keys().cloned().collect();
-        let hung_up = legs.iter().filter(|leg| self.hang_up_leg(leg)).count();
-        let mut w = self.world();
-        // Media steps go on counting, so that a timer set before the reset matches nothing after it.
-        let (history, media_steps) = (w.history.take(), w.media_steps);
-        *w = World { history, media_steps, ..World::default() };
+        let mut hung_up = 0;
+        // A leg may appear while others hang up (a call placed, a transfer target rung): the world is
+        // wiped only under the lock that saw no leg left, so no leg goes without its peer hearing.
+        for _ in 0..100 {
+            let legs: Vec<String> = {
+                let mut w = self.world();
+                if w.legs.is_empty() {
+                    // Media steps go on counting, so that a timer set before the reset matches nothing after it.
+                    let (history, media_steps) = (w.history.take(), w.media_steps);
+                    *w = World { history, media_steps, ..World::default() };
+                    return hung_up;
+                }
+                w.legs.keys().cloned().collect()
+            };
+            hung_up += legs.iter().filter(|leg| self.hang_up_leg(leg)).count();
+        }
         hung_up
     }
 

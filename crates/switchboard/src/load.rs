@@ -60,7 +60,12 @@ pub fn parse_mix(s: &str) -> Result<Mix, String> {
             .into_iter()
             .find(|sc| sc.name() == name.trim())
             .ok_or_else(|| format!("'{name}' is not a scenario; the scenarios are answer, busy, hangup and transfer"))?;
-        let weight: u32 = weight.trim().parse().map_err(|_| format!("'{weight}' (the weight of {name}) is not a whole number"))?;
+        let weight: u32 = weight
+            .trim()
+            .parse()
+            .ok()
+            .filter(|w| *w <= 1_000_000)
+            .ok_or_else(|| format!("'{weight}' (the weight of {name}) is not a whole number from 0 to 1000000"))?;
         if mix.iter().any(|(sc, _)| *sc == scenario) {
             return Err(format!("{name} is given twice"));
         }
@@ -154,7 +159,9 @@ impl Percentiles {
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
+    /// How long calls were placed; and the whole run, with the wait for the last calls to end.
     pub duration_s: f64,
+    pub run_s: f64,
     /// Calls the sim placed into the bot.
     pub offered: u64,
     /// ... by scenario.
@@ -184,7 +191,7 @@ impl Summary {
         let mix: Vec<String> = self.scenarios.iter().map(|(s, n)| format!("{} {n}", s.name())).collect();
         let errors: u64 = self.errors.values().sum();
         let mut out = vec![
-            format!("calls offered           {} in {:.1} s ({})", self.offered, self.duration_s, mix.join(", ")),
+            format!("calls offered           {} in {:.1} s ({}); run {:.1} s", self.offered, self.duration_s, mix.join(", "), self.run_s),
             format!("answered by the bot     {}", self.answered),
             format!("not answered            {}", self.unanswered),
             format!("abandoned by callers    {}", self.abandoned),
@@ -245,6 +252,11 @@ struct Run {
     scenarios: Mutex<HashMap<String, Scenario>>,
     token: tokio::sync::Mutex<Option<String>>,
     bot_url: Option<String>,
+    /// The built-in bot's actions taken, by call and verb: each at most once (a failed transfer puts
+    /// the call back to established, which must not start another).
+    acted: Mutex<std::collections::HashSet<(String, &'static str)>>,
+    /// Tasks spawned and not yet done (hang-ups, stories read, the bot's requests): the run waits for them.
+    tasks: std::sync::atomic::AtomicUsize,
 }
 
 impl Run {
@@ -254,6 +266,21 @@ impl Run {
 
     fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
         self.tally.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `work` on its own, counted, so that the run ends only once it is done.
+    fn spawn(self: &Arc<Self>, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        use std::sync::atomic::Ordering;
+        self.tasks.fetch_add(1, Ordering::SeqCst);
+        let run = Arc::clone(self);
+        tokio::spawn(async move {
+            work.await;
+            run.tasks.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    fn busy(&self) -> usize {
+        self.tasks.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     async fn sim(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value), String> {
@@ -326,6 +353,8 @@ impl Run {
                 }
                 let due = match call.scenario {
                     Scenario::Hangup => now.duration_since(call.placed) >= Duration::from_millis(self.args.abandon_ms),
+                    // A transfer under way is waited for (its target may ring a while).
+                    _ if matches!(state, "transferring" | "transferAccepted") => false,
                     _ => call.established.is_some_and(|at| now.duration_since(at) >= hold),
                 };
                 // A call that outlives every reason to go on is hung up and counted as unfinished.
@@ -341,31 +370,55 @@ impl Run {
         }
         for id in hang_up {
             let run = Arc::clone(self);
-            tokio::spawn(async move {
-                match run.sim(reqwest::Method::POST, &format!("/calls/{id}/hangup"), None).await {
-                    // Gone already (the bot hung up, or transferred it): nothing to do.
-                    Ok((204 | 404 | 409, _)) => {}
-                    Ok((status, _)) => run.tally().error(format!("hang up: {status}")),
-                    Err(e) => run.tally().error(format!("hang up: {e}")),
-                }
-            });
+            self.spawn(async move { run.hang_up(&id).await });
         }
         for id in ended {
             let Some(call) = self.live().remove(&id) else { continue };
             let run = Arc::clone(self);
-            tokio::spawn(async move { run.account(&id, call).await });
+            self.spawn(async move { run.account(&id, call).await });
+        }
+    }
+
+    /// The caller of call `id` hangs up.
+    async fn hang_up(&self, id: &str) {
+        match self.sim(reqwest::Method::POST, &format!("/calls/{id}/hangup"), None).await {
+            // Gone already (the bot hung up, or transferred it): nothing to do.
+            Ok((204 | 404 | 409, _)) => {}
+            Ok((status, _)) => self.tally().error(format!("hang up: {status}")),
+            Err(e) => self.tally().error(format!("hang up: {e}")),
+        }
+    }
+
+    /// An ended call's story, once every notification it owed has had its delivery attempt noted
+    /// (the last ones are often still on their way when the call ends), or as it is after 5 s.
+    async fn story(&self, id: &str) -> Result<Value, String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let story = match self.sim(reqwest::Method::GET, &format!("/calls/{id}/history"), None).await? {
+                (200, story) => story,
+                (status, _) => return Err(format!("{status}")),
+            };
+            let entries = story["entries"].as_array().cloned().unwrap_or_default();
+            let tried: std::collections::HashSet<i64> = entries
+                .iter()
+                .filter(|e| e["kind"] == "delivery")
+                .flat_map(|e| e["seqs"].as_array().cloned().unwrap_or_default())
+                .filter_map(|s| s.as_i64())
+                .collect();
+            let all_tried =
+                entries.iter().filter(|e| e["kind"] == "notification").all(|e| e["seq"].as_i64().is_some_and(|s| tried.contains(&s)));
+            if all_tried || Instant::now() >= deadline {
+                return Ok(story);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     /// What happened to an ended call, from its story.
     async fn account(self: Arc<Self>, id: &str, call: Live) {
         self.scenarios.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-        let story = match self.sim(reqwest::Method::GET, &format!("/calls/{id}/history"), None).await {
-            Ok((200, story)) => story,
-            Ok((status, _)) => {
-                self.tally().error(format!("call story: {status}"));
-                return;
-            }
+        let story = match self.story(id).await {
+            Ok(story) => story,
             Err(e) => {
                 self.tally().error(format!("call story: {e}"));
                 return;
@@ -397,7 +450,8 @@ impl Run {
                             transferred = true;
                             t.summary.transferred += 1;
                         }
-                        (Some("transferring" | "transferAccepted"), Some("established")) => t.summary.transfers_failed += 1,
+                        // Back with the bot, or ended (hung up) before the target took it.
+                        (Some("transferring" | "transferAccepted"), Some("established" | "terminated")) => t.summary.transfers_failed += 1,
                         _ => {}
                     },
                     Some("delivery") => match e["status"].as_u64() {
@@ -494,8 +548,11 @@ impl Run {
                 _ => None,
             };
             if let Some((verb, body)) = action {
+                if !self.acted.lock().unwrap_or_else(|e| e.into_inner()).insert((id.clone(), verb)) {
+                    continue;
+                }
                 let run = Arc::clone(self);
-                tokio::spawn(async move {
+                self.spawn(async move {
                     match run.graph(&format!("{id}/{verb}"), body).await {
                         Ok(202 | 200 | 204) => {}
                         // The caller gave up meanwhile.
@@ -554,7 +611,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<Summary> {
     if let Some(rate) = args.rate {
         anyhow::ensure!(rate > 0.0 && rate <= 10_000.0, "--rate must be between 0 and 10000 calls a second");
     }
-    anyhow::ensure!(args.concurrency != Some(0), "--concurrency must be at least 1");
+    anyhow::ensure!(args.concurrency.is_none_or(|c| (1..=10_000).contains(&c)), "--concurrency must be between 1 and 10000");
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(64);
     if let Some(path) = &args.ca_cert {
@@ -582,6 +639,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<Summary> {
         scenarios: Mutex::default(),
         token: tokio::sync::Mutex::new(None),
         bot_url,
+        acted: Mutex::default(),
+        tasks: Default::default(),
     });
     // Reachable, and the admin key right, before anything starts.
     match run.sim(reqwest::Method::GET, "/clock", None).await {
@@ -602,8 +661,19 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<Summary> {
     let mut n: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let (mut last_watch, mut last_progress) = (started, started);
+    let mut last_progress = started;
     let grace = Duration::from_millis(args.hold_ms) + Duration::from_secs(30);
+    // The calls are watched on their own, so that placing keeps its pace whatever the server's answers take.
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (run, watching) = (Arc::clone(&run), Arc::clone(&watching));
+        tokio::spawn(async move {
+            while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                run.watch().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
     loop {
         tick.tick().await;
         let now = Instant::now();
@@ -617,14 +687,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<Summary> {
             };
             while n < due {
                 n += 1;
-                let run = Arc::clone(&run);
-                let id = run_id.clone();
-                tokio::spawn(async move { run.place(n, &id).await });
+                let (placer, id) = (Arc::clone(&run), run_id.clone());
+                run.spawn(async move { placer.place(n, &id).await });
             }
-        }
-        if now.duration_since(last_watch) >= Duration::from_millis(200) {
-            last_watch = now;
-            run.watch().await;
         }
         if now.duration_since(last_progress) >= Duration::from_secs(if tty { 1 } else { 5 }) {
             last_progress = now;
@@ -634,22 +699,32 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<Summary> {
             break;
         }
     }
-    // Whatever is left is unfinished; the stories of the last ones are fetched.
+    watching.store(false, std::sync::atomic::Ordering::SeqCst);
+    let _ = watcher.await;
+    // Whatever is left did not end in time: hung up, and counted as unfinished.
     let left: Vec<String> = run.live().keys().cloned().collect();
     for id in left {
         let call = run.live().remove(&id);
         if let Some(call) = call {
+            run.hang_up(&id).await;
             Arc::clone(&run).account(&id, call).await;
         }
     }
-    // The last stories, and transferees' hang-ups, in flight.
-    tokio::time::sleep(Duration::from_millis(args.hold_ms.min(5_000) + 300)).await;
+    // The stories still being read, the transferred callers still talking with their targets.
+    let bound = Instant::now() + Duration::from_millis(args.hold_ms) + Duration::from_secs(40);
+    while run.busy() > 0 && Instant::now() < bound {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if run.busy() > 0 {
+        run.tally().error("still busy at the end");
+    }
     progress(&run, started, args.duration, tty);
     if tty {
         eprintln!();
     }
     let mut t = std::mem::take(&mut *run.tally());
-    t.summary.duration_s = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    t.summary.duration_s = args.duration;
+    t.summary.run_s = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
     t.summary.bot_answer_latency_ms = Percentiles::of(t.answer_ms);
     t.summary.notification_ack_latency_ms = Percentiles::of(t.ack_ms);
     Ok(t.summary)

@@ -220,6 +220,7 @@ pub async fn start(
         notification_key,
         rate_limits: Arc::default(),
         recordings,
+        console: Arc::default(),
     };
     let cluster_address = cluster.as_ref().map(|c| c.address.clone());
     let app = api::router(state.clone());

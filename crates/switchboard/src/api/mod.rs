@@ -5,6 +5,7 @@
 //! case-insensitively and accepts `microsoft.graph.`-qualified action names; the others are mounted
 //! on axum by operation id ([`served`]).
 
+pub mod console;
 pub mod error;
 pub mod graph;
 pub(crate) mod identity;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub rate_limits: Arc<crate::limits::RateLimits>,
     /// Finished recordings, served at `/recordings/{id}` to the bearer of their token.
     pub recordings: Arc<switchboard_engine::recordings::Recordings>,
+    /// The console's sessions.
+    pub console: Arc<console::Sessions>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -84,6 +87,12 @@ pub fn router(state: AppState) -> Router {
         // under three prefixes), from the same table.
         .route("/v1.0/{*rest}", any(graph::dispatch_v1))
         .route("/beta/{*rest}", any(graph::dispatch_beta))
+        // The console: a page, not an API, so not in the route table.
+        .route("/console", axum::routing::get(console::page))
+        .route("/console/login", axum::routing::post(console::login))
+        .route("/console/logout", axum::routing::post(console::logout))
+        .route("/console/events", axum::routing::get(console::events))
+        .route("/console/assets/{name}", axum::routing::get(console::asset))
         .fallback(|| async {
             GraphError::new(
                 StatusCode::NOT_FOUND,
@@ -124,6 +133,7 @@ fn served(row: &spec::Route) -> MethodRouter<AppState> {
         "simSetBehaviour" => on(method, sim::set_behaviour),
         "simGetBehaviour" => on(method, sim::get_behaviour),
         "simReset" => on(method, sim::reset),
+        "simDirectory" => on(method, sim::directory),
         "simWorld" => on(method, sim::world),
         "simOutbox" => on(method, sim::outbox),
         "simRetryOutbox" => on(method, sim::retry_outbox),

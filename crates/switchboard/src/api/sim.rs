@@ -19,6 +19,14 @@ use crate::store::OutboxStatus;
 /// which is a Graph access token's place).
 fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), GraphError> {
     let presented = super::single_header(headers, "X-Sim-Admin-Key")?;
+    // The console's page: its session cookie and CSRF token stand for the key.
+    if presented.is_none() {
+        match state.console.authorizes(headers) {
+            Ok(true) => return Ok(()),
+            Err(problem) => return Err(GraphError::new(StatusCode::FORBIDDEN, "Forbidden", problem)),
+            Ok(false) => {}
+        }
+    }
     match presented {
         None if headers.contains_key(axum::http::header::AUTHORIZATION) => Err(GraphError::unauthorized(
             "The sim control API takes the admin key in the X-Sim-Admin-Key header only, not in Authorization.",
@@ -183,6 +191,46 @@ pub(super) async fn get_behaviour(
     Ok(Json(json!({"party": key, "behaviour": behaviour, "source": if changed { "set" } else { "configured" }})).into_response())
 }
 
+/// `GET /sim/v1/directory`: who can call and be called (users and numbers, with how each acts now)
+/// and the bots (apps, with their instances); the secrets stay out.
+pub(super) async fn directory(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {
+    admin(&state, &headers)?;
+    let dir = &state.config.directory;
+    let behaviour = |key: &str| {
+        let (b, set) = state.sim.behaviour_of(key).unwrap_or_default();
+        (json!(b), if set { "set" } else { "configured" })
+    };
+    let users: Vec<Value> = dir
+        .users
+        .iter()
+        .map(|u| {
+            let (b, source) = behaviour(&u.id);
+            json!({"id": u.id, "displayName": u.display_name, "tenantId": u.tenant_id, "behaviour": b, "source": source})
+        })
+        .collect();
+    let numbers: Vec<Value> = dir
+        .numbers
+        .iter()
+        .map(|n| {
+            let (b, source) = behaviour(&n.number);
+            json!({"number": n.number, "behaviour": b, "source": source})
+        })
+        .collect();
+    let apps: Vec<Value> = dir
+        .applications
+        .iter()
+        .map(|a| {
+            let instances: Vec<Value> = a
+                .instances
+                .iter()
+                .map(|i| json!({"id": i.id, "displayName": i.display_name, "tenantId": i.tenant_id, "phone": i.phone}))
+                .collect();
+            json!({"id": a.client_id, "name": a.name, "tenants": a.tenants, "instances": instances})
+        })
+        .collect();
+    Ok(Json(json!({"users": users, "numbers": numbers, "apps": apps})).into_response())
+}
+
 fn unknown_party(key: &str) -> GraphError {
     GraphError::new(StatusCode::NOT_FOUND, "NotFound", format!("'{key}' is neither a user id nor a PSTN number of the directory."))
 }
@@ -192,6 +240,10 @@ fn unknown_party(key: &str) -> GraphError {
 /// behaviours back. Notifications already owed are still delivered.
 pub(super) async fn reset(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, GraphError> {
     admin(&state, &headers)?;
+    // Faults first: the notifications the reset itself causes go out plainly.
+    for app in &state.config.directory.applications {
+        state.notifier.set_faults(&app.client_id, None);
+    }
     let live_before = state.engine.live_calls().await.len();
     let legs = state.sim.reset();
     settle(&state).await;
@@ -202,9 +254,6 @@ pub(super) async fn reset(State(state): State<AppState>, headers: HeaderMap) -> 
     settle(&state).await;
     let live_after = state.engine.live_calls().await.len();
     state.engine.history().clear();
-    for app in &state.config.directory.applications {
-        state.notifier.set_faults(&app.client_id, None);
-    }
     tracing::info!(legs, calls = live_before.saturating_sub(live_after), "the sim was reset");
     Ok(Json(json!({"legsHungUp": legs, "callsEnded": live_before.saturating_sub(live_after), "callsLive": live_after})).into_response())
 }
@@ -481,8 +530,8 @@ pub(super) async fn list_calls(
         .filter(|h| want_state.is_none_or(|s| h.state == s.as_str()))
         .filter(|h| want_app.as_deref().is_none_or(|a| h.app_id.eq_ignore_ascii_case(a)))
         .map(|h| {
-            json!({"id": h.call_id, "appId": h.app_id, "tenantId": h.tenant_id, "direction": h.direction, "state": h.state,
-                "createdAt": h.created_at, "endedAt": h.ended_at})
+            json!({"id": h.call_id, "appId": h.app_id, "tenantId": h.tenant_id, "direction": h.direction, "remote": h.remote,
+                "state": h.state, "createdAt": h.created_at, "endedAt": h.ended_at})
         })
         .collect();
     Ok(Json(json!({ "value": value })).into_response())

@@ -369,7 +369,7 @@ fn hold_music_in(_: &Ctx<'_>) -> Value {
 
 fn history_call() -> Value {
     let s = json!({"type": "string"});
-    json!({"callId": s, "appId": s, "tenantId": s, "direction": {"type": "string", "enum": ["incoming", "outgoing"]},
+    json!({"callId": s, "appId": s, "tenantId": s, "direction": {"type": "string", "enum": ["incoming", "outgoing"]}, "remote": s,
         "state": {"type": "string", "enum": CALL_STATES}, "createdAt": {"type": "integer"}, "endedAt": {"type": ["integer", "null"]}})
 }
 
@@ -378,7 +378,7 @@ fn history_call() -> Value {
 fn call_history(_: &Ctx<'_>) -> Value {
     let entry = json!({"type": "object", "required": ["at", "kind"], "properties": {
         "at": {"type": "integer"},
-        "kind": {"type": "string", "enum": ["request", "state", "notification", "delivery", "command", "network"]}
+        "kind": {"type": "string", "enum": ["request", "state", "notification", "delivery", "command", "network", "moved"]}
     }});
     let mut props = history_call();
     props["entries"] = json!({"type": "array", "items": entry});
@@ -775,6 +775,22 @@ fn behaviour_set(_: &Ctx<'_>) -> Value {
 
 fn behaviour_now(_: &Ctx<'_>) -> Value {
     closed(json!({"party": {"type": "string"}, "behaviour": behaviour_out(), "source": {"enum": ["set", "configured"]}}), &[])
+}
+
+fn sim_directory(_: &Ctx<'_>) -> Value {
+    let s = json!({"type": "string"});
+    let source = json!({"enum": ["set", "configured"]});
+    let user = closed(json!({"id": s, "displayName": s, "tenantId": s, "behaviour": behaviour_out(), "source": source}), &[]);
+    let number = closed(json!({"number": s, "behaviour": behaviour_out(), "source": source}), &[]);
+    let instance = closed(json!({"id": s, "displayName": s, "tenantId": s, "phone": {"type": ["string", "null"]}}), &[]);
+    let app = closed(
+        json!({"id": s, "name": s, "tenants": {"type": "array", "items": s}, "instances": {"type": "array", "items": instance}}),
+        &[],
+    );
+    closed(
+        json!({"users": {"type": "array", "items": user}, "numbers": {"type": "array", "items": number}, "apps": {"type": "array", "items": app}}),
+        &[],
+    )
 }
 
 fn reset_done(_: &Ctx<'_>) -> Value {
@@ -1227,6 +1243,13 @@ pub const ROUTES: &[Route] = &[
         summary: "A user's or number's behaviour now: set at run time, or the configured one",
         params: &[path("key", party_key)],
         responses: &[json(200, "the behaviour", behaviour_now), error(404, "unknown party")],
+        ..SIM
+    },
+    Route {
+        id: "simDirectory",
+        path: "/sim/v1/directory",
+        summary: "Who can call and be called (users and numbers, with their behaviours now), and the bots",
+        responses: &[json(200, "the directory", sim_directory)],
         ..SIM
     },
     Route {
