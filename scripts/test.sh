@@ -71,14 +71,15 @@ rm -rf target/conformance
 conformance=0
 suite_log=$(mktemp)
 trap 'rm -f "$log" "$bench_log" "$suite_log"' EXIT
-for suite in schemathesis/run.sh js/run.sh console/run.sh run.sh; do
-  echo "== conformance: $suite"
+for suite in conformance/schemathesis/run.sh conformance/js/run.sh conformance/console/run.sh examples/run.sh conformance/run.sh; do
+  echo "== $suite"
   set +e
-  bash "conformance/$suite" 2>&1 | tee "$suite_log"
+  bash "$suite" 2>&1 | tee "$suite_log"
   suite_status=${PIPESTATUS[0]}
   set -e
   [ "$suite_status" -eq 0 ] || conformance=1
-  # The JS, console and Python suites end with "<name>: N passed, M failed"; Schemathesis counts as one test.
+  # The JS, console, examples and Python suites end with "<name>: N passed, M failed"; Schemathesis
+  # counts as one test.
   last=$(grep -E '^[a-z]+: [0-9]+ passed, [0-9]+ failed$' "$suite_log" | tail -1 || true)
   if [ -n "$last" ]; then
     passed=$((passed + $(sed -E 's/.*: ([0-9]+) passed.*/\1/' <<<"$last")))
