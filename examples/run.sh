@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the examples against a throwaway HTTPS server, as the test command does, so that they cannot
 # rot: the curl walkthrough, then the Python SDK bot (in the conformance suite's venv, with its pinned
-# packages). Prints "examples: N passed, M failed".
+# packages) and its JavaScript twin. Prints "examples: N passed, M failed".
 # Env: SWITCHBOARD_BIN (default $ROOT/target/debug/switchboard).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -16,6 +16,13 @@ want="$(sha256sum "$ROOT/conformance/requirements.txt" | cut -d' ' -f1)"
 if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/conformance/requirements.txt"
   echo "$want" > "$VENV/.requirements.sha256"
+fi
+
+# The JavaScript client, pinned by its lock; reinstalled only when the lock changes.
+want_js="$(sha256sum "$HERE/js/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$HERE/js/node_modules/.lock.sha256" 2>/dev/null)" != "$want_js" ]; then
+  (cd "$HERE/js" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want_js" > "$HERE/js/node_modules/.lock.sha256"
 fi
 
 source "$ROOT/conformance/server.sh"
@@ -37,5 +44,6 @@ run() {
 # Nothing listens on the bot's port during the walkthrough: it needs no bot.
 run curl-walkthrough.sh env B="$BASE" CURL_CA_BUNDLE="$CA" bash "$HERE/curl-walkthrough.sh"
 run python/transfer_bot.py "$VENV/bin/python" "$HERE/python/transfer_bot.py" --base "$BASE" --ca "$CA" --listen "127.0.0.1:$PORT" --demo
+run js/transfer_bot.mjs env BASE="$BASE" LISTEN="127.0.0.1:$PORT" NODE_EXTRA_CA_CERTS="$CA" node "$HERE/js/transfer_bot.mjs" --demo
 echo "examples: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

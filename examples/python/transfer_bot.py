@@ -16,6 +16,7 @@ pinned in conformance/requirements.txt). The CA is `<data-dir>/tls/cert.pem` of 
 import argparse
 import asyncio
 import sys
+import time
 import uuid
 
 import httpx
@@ -173,6 +174,17 @@ async def main():
     print(f"bot listening on http://{args.listen}/api/calls", flush=True)
     if not args.demo:
         await asyncio.Event().wait()
+    # First, a forgery: right claims and a published key id, but signed with another key. Refused.
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    await keys.refresh()
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    claims = {"iss": ISSUER, "aud": APP_ID, "nbf": int(time.time()), "exp": int(time.time()) + 3600}
+    forged = jwt.encode(claims, other, algorithm="RS256", headers={"kid": next(iter(keys.keys))})
+    async with httpx.AsyncClient() as own:
+        refused = await own.post(bot.callback, json={"value": []}, headers={"Authorization": f"Bearer {forged}"})
+    if refused.status_code != 401:
+        raise SystemExit(f"a forged notification was accepted ({refused.status_code})")
     # The sim places one call per kind, with ids of ours so that the bot knows which transfer each gets.
     async with httpx.AsyncClient(verify=args.ca, headers={"X-Sim-Admin-Key": args.admin_key}) as sim:
         for kind, to in [("blind", APP_ID), ("consultative", APP_ID), ("pstn", RECEPTION)]:
