@@ -1,4 +1,4 @@
-# Sourced by the shell runners (js/run.sh, schemathesis/run.sh): a throwaway switchboard on a free
+# Sourced by the shell runners (js/, console/, schemathesis/ run.sh, examples/run.sh): a throwaway switchboard on a free
 # loopback port with a temp data dir, stopped and removed when the runner exits.
 # Needs $BIN. `start_switchboard [serve flags...]` sets BASE (empty if it did not start) and
 # SERVER_PID; the server's stdout and stderr are in $WORK/server.out and $WORK/server.err.
@@ -11,6 +11,21 @@ stop_switchboard() {
   rm -rf "$WORK"
 }
 trap stop_switchboard EXIT
+
+# A free loopback port for a receiver the server's webhook must name before the server starts. Not the
+# kernel's choice for port 0: the server, started next on port 0, could be given the same port once it
+# is free again. Below the ephemeral range (32768 and up on Linux) no port-0 choice can collide with it.
+free_port_below_ephemeral() {
+  python3 -c 'import random, socket
+while True:
+    port, s = random.randint(20000, 32000), socket.socket()
+    try:
+        s.bind(("127.0.0.1", port)); print(port); break
+    except OSError:
+        pass
+    finally:
+        s.close()'
+}
 
 start_switchboard() {
   # stdout goes to a file: the server keeps printing and must never block on a full pipe.

@@ -26,13 +26,8 @@ if [ "$(cat "$HERE/js/node_modules/.lock.sha256" 2>/dev/null)" != "$want_js" ]; 
 fi
 
 source "$ROOT/conformance/server.sh"
-# The bot listens here; below the ephemeral range, so the server's port 0 cannot take it.
-PORT="$(python3 -c 'import random,socket
-while True:
-    p = random.randint(20000, 32000); s = socket.socket()
-    try: s.bind(("127.0.0.1", p)); print(p); break
-    except OSError: pass
-    finally: s.close()')"
+# The bots listen here.
+PORT="$(free_port_below_ephemeral)"
 start_switchboard --tls --demo-webhook "http://127.0.0.1:$PORT/api/calls" --legacy-webhook http://127.0.0.1:9/api/calls
 [ -n "$BASE" ] || { cat "$WORK/server.err" >&2; echo "examples: 0 passed, 1 failed"; exit 1; }
 CA="$WORK/data/tls/cert.pem"

@@ -32,14 +32,8 @@ fi
 
 source "$HERE/../server.sh"
 [ -x "$BIN" ] || { echo "switchboard binary not found at $BIN (build it or set SWITCHBOARD_BIN)" >&2; exit 2; }
-# The bot in console.mjs listens here; below the ephemeral range, so the server's port 0 cannot take it.
-WEBHOOK_PORT="$(node -e '
-  const net = require("net");
-  const tryPort = () => {
-    const port = 20000 + Math.floor(Math.random() * 12000);
-    const s = net.createServer().once("error", tryPort).listen(port, "127.0.0.1", () => { console.log(port); s.close(); });
-  };
-  tryPort();')"
+# The bot in console.mjs listens here.
+WEBHOOK_PORT="$(free_port_below_ephemeral)"
 export WEBHOOK_PORT
 start_switchboard --demo-webhook "http://127.0.0.1:$WEBHOOK_PORT/api/calls"
 if [ -z "$BASE" ]; then

@@ -27,17 +27,8 @@ source "$HERE/../server.sh"
 
 if [ -z "${BASE:-}" ]; then
   [ -x "$BIN" ] || { echo "switchboard binary not found at $BIN (build it or set SWITCHBOARD_BIN)" >&2; exit 2; }
-  # The receiver in transfer.mjs listens on this port; the server's Demo Bot webhook must point at
-  # it before the server starts, so pick a free port first. Not the kernel's choice for port 0: the
-  # server, started next on port 0, could be given the same port once it is free again. Below the
-  # ephemeral range (32768 and up on Linux) no port-0 choice can collide with it.
-  WEBHOOK_PORT="$(node -e '
-    const net = require("net");
-    const tryPort = () => {
-      const port = 20000 + Math.floor(Math.random() * 12000);
-      const s = net.createServer().once("error", tryPort).listen(port, "127.0.0.1", () => { console.log(port); s.close(); });
-    };
-    tryPort();')"
+  # The receiver in transfer.mjs listens on this port.
+  WEBHOOK_PORT="$(free_port_below_ephemeral)"
   # HTTPS: the Graph client attaches the token only to https URLs.
   start_switchboard --tls --demo-webhook "http://127.0.0.1:$WEBHOOK_PORT/api/calls"
   if [ -z "$BASE" ]; then
