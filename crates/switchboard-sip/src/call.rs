@@ -333,13 +333,15 @@ pub struct Dial {
     pub offer: String,
     /// Extra headers for the INVITE (e.g. `Referred-By`, `X-` headers).
     pub headers: Vec<(String, String)>,
+    /// `UDP`, `TCP` or `TLS`, for the Via of this dialog's requests.
+    pub transport: &'static str,
 }
 
 impl SipCall {
     /// An outgoing call: the INVITE to send (sent again until a response: Timer A).
     pub fn outbound(dial: Dial, media: SocketAddr, contact: &str, local: SocketAddr, session_id: u64, now: u64) -> (SipCall, Vec<u8>) {
         let mut h = Headers::default();
-        h.push("Via", format!("SIP/2.0/UDP {local};branch=z9hG4bK{}-1;rport", dial.local_tag));
+        h.push("Via", format!("SIP/2.0/{} {local};branch=z9hG4bK{}-1;rport", dial.transport, dial.local_tag));
         h.push("Max-Forwards", "70");
         h.push("From", format!("{};tag={}", dial.from, dial.local_tag));
         h.push("To", dial.to.clone());
@@ -370,6 +372,7 @@ impl SipCall {
             local_cseq: 1,
             invite_tx: Some(Retransmit::new(bytes.clone(), now)),
             media: Some(media),
+            via_transport: dial.transport,
             ..SipCall::blank(dial.graph_id, dial.peer, dial.call_id, dial.local_tag, session_id)
         };
         (call, bytes)

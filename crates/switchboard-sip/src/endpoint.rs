@@ -98,6 +98,8 @@ pub struct Destination {
     pub peer: SocketAddr,
     /// Headers for the INVITE besides the usual ones.
     pub headers: Vec<(String, String)>,
+    /// How it travels (`UDP`, or `TCP`/`TLS` on the connection a phone registered on): the Via says so.
+    pub transport: &'static str,
 }
 
 /// What the endpoint has to tell its owner (the engine's network adapter).
@@ -444,6 +446,7 @@ impl Endpoint {
             local_tag: key[20..30].to_owned(),
             offer: crate::sdp::offer(&media.ip().to_string(), media.port(), (session_id, 1), crate::sdp::Direction::SendRecv),
             headers: destination.headers,
+            transport: destination.transport,
         };
         let (call, bytes) = SipCall::outbound(dial, media, &contact, local, session_id, now_ms);
         self.outbox.push(Reply { to: call.peer, bytes });
@@ -451,17 +454,32 @@ impl Endpoint {
         self.calls.insert(call.call_id().to_owned(), call);
     }
 
-    /// Where `user`'s phone is: its first registered contact and the address it is reached at.
+    /// Where `user`'s phone is: its first registered contact and the address it is reached at (the
+    /// connection it registered on, if it did over TCP or TLS).
     pub fn destination_of(&self, user: &str, now_ms: u64) -> Option<Destination> {
-        let contact = self.contact_of(user, now_ms)?;
-        let uri = crate::uri::SipUri::parse(&contact).ok()?;
-        let ip = uri.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+        let binding = self.registrar.bindings_of(user, now_ms).next()?;
+        let uri = crate::uri::SipUri::parse(&binding.uri).ok()?;
+        let (peer, transport) = match binding.flow {
+            Some(flow) => flow,
+            None => {
+                (SocketAddr::new(uri.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?, uri.port.unwrap_or(5060)), "UDP")
+            }
+        };
         Some(Destination {
-            request_uri: contact,
+            request_uri: binding.uri.clone(),
             to: format!("<sip:{user}@{}>", self.domain),
-            peer: SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+            peer,
             headers: Vec::new(),
+            transport,
         })
+    }
+
+    /// A TCP or TLS connection closed: the registrations made on it are reached at their contacts.
+    pub fn flow_closed(&mut self, peer: SocketAddr) {
+        let n = self.registrar.flow_closed(peer);
+        if n > 0 {
+            tracing::info!(%peer, registrations = n, "a SIP connection closed: its phones are reached at their contacts now");
+        }
     }
 
     /// The engine gave transfer `transfer_id` up: `true` if it was still in flight (then it failed).
@@ -991,7 +1009,7 @@ impl Endpoint {
             _ if let Some(a) = in_call => a,
             Some(Err(_)) => Answer { code: 400, reason: "Bad Request (Max-Forwards is not a number)".into(), headers: vec![] },
             Some(Ok(0)) if method != "OPTIONS" => Answer { code: 483, reason: "Too Many Hops".into(), headers: vec![] },
-            _ => self.answer(&msg, from, &method, &to, &cseq, now_ms),
+            _ => self.answer(&msg, from, transport, &method, &to, &cseq, now_ms),
         };
         let code = answer.code;
         let bytes = response(&msg.headers, answer, &key, from).to_bytes();
@@ -1261,7 +1279,17 @@ impl Endpoint {
         }
     }
 
-    fn answer(&mut self, msg: &Message, from: SocketAddr, method: &str, to: &NameAddr, cseq: &CSeq, now_ms: u64) -> Answer {
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        &mut self,
+        msg: &Message,
+        from: SocketAddr,
+        transport: Transport,
+        method: &str,
+        to: &NameAddr,
+        cseq: &CSeq,
+        now_ms: u64,
+    ) -> Answer {
         let plain = |code: u16, reason: &str| Answer { code, reason: reason.to_owned(), headers: vec![] };
         match method {
             "REGISTER" => {
@@ -1276,7 +1304,12 @@ impl Endpoint {
                     return plain(400, "Bad Request (To names no user to register)");
                 };
                 let call_id = msg.headers.get("Call-ID").unwrap_or_default().to_owned();
-                self.registrar.register(msg, from, &user, &call_id, cseq.seq, now_ms)
+                let stream = match transport {
+                    Transport::Udp => None,
+                    Transport::Tcp => Some("TCP"),
+                    Transport::Tls => Some("TLS"),
+                };
+                self.registrar.register(msg, from, stream, &user, &call_id, cseq.seq, now_ms)
             }
             "OPTIONS" => Answer {
                 code: 200,

@@ -374,6 +374,7 @@ impl SipNetwork {
                     to: format!("<sip:{number}@{host};user=phone>"),
                     peer: trunk.address,
                     headers: Vec::new(),
+                    transport: "UDP",
                 })
             }
             target => ep.destination_of(&self.username_of(target)?, now),

@@ -28,6 +28,10 @@ pub struct Binding {
     pub expires_at_ms: u64,
     pub call_id: String,
     pub cseq: u32,
+    /// A registration made over TCP or TLS: the connection it came on (the peer's address) and its
+    /// transport. Requests to the phone go on that connection while it is open, as a phone behind it
+    /// expects (the flow of RFC 5626); after that, to the contact, as for any other.
+    pub flow: Option<(std::net::SocketAddr, &'static str)>,
 }
 
 /// What to answer a REGISTER with.
@@ -71,9 +75,20 @@ impl Registrar {
     }
 
     /// Answers a REGISTER whose To names `user` (the endpoint checked the domain).
-    pub fn register(&mut self, req: &Message, from: std::net::SocketAddr, user: &str, call_id: &str, cseq: u32, now_ms: u64) -> Answer {
+    /// `stream`: the transport of a connection (`"TCP"`, `"TLS"`), `None` over UDP.
+    #[allow(clippy::too_many_arguments)]
+    pub fn register(
+        &mut self,
+        req: &Message,
+        from: std::net::SocketAddr,
+        stream: Option<&'static str>,
+        user: &str,
+        call_id: &str,
+        cseq: u32,
+        now_ms: u64,
+    ) -> Answer {
         match self.authenticate(req, from, now_ms) {
-            Ok(name) if name == user => self.update(req, from, user, call_id, cseq, now_ms),
+            Ok(name) if name == user => self.update(req, from, stream, user, call_id, cseq, now_ms),
             Ok(name) => Answer::new(403, format!("Forbidden ('{name}' may not register '{user}')")),
             Err(answer) => answer,
         }
@@ -124,7 +139,17 @@ impl Registrar {
         Ok(creds.username)
     }
 
-    fn update(&mut self, req: &Message, from: std::net::SocketAddr, user: &str, call_id: &str, cseq: u32, now_ms: u64) -> Answer {
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &mut self,
+        req: &Message,
+        from: std::net::SocketAddr,
+        stream: Option<&'static str>,
+        user: &str,
+        call_id: &str,
+        cseq: u32,
+        now_ms: u64,
+    ) -> Answer {
         let mut contacts = Vec::new();
         for value in req.headers.all("Contact") {
             match Contact::parse(value) {
@@ -177,6 +202,7 @@ impl Registrar {
                     expires_at_ms: now_ms + u64::from(expires) * 1000,
                     call_id: call_id.to_owned(),
                     cseq,
+                    flow: stream.map(|t| (from, t)),
                 });
             }
         }
@@ -192,15 +218,34 @@ impl Registrar {
 
     /// Where `user` is registered now.
     pub fn contacts(&self, user: &str, now_ms: u64) -> Vec<String> {
-        self.bindings.get(user).map(|b| b.iter().filter(|b| b.expires_at_ms > now_ms).map(|b| b.uri.clone()).collect()).unwrap_or_default()
+        self.bindings_of(user, now_ms).map(|b| b.uri.clone()).collect()
+    }
+
+    /// `user`'s live bindings.
+    pub fn bindings_of(&self, user: &str, now_ms: u64) -> impl Iterator<Item = &Binding> {
+        self.bindings.get(user).into_iter().flatten().filter(move |b| b.expires_at_ms > now_ms)
+    }
+
+    /// The connection at `peer` closed: the registrations made on it are reached at their contacts
+    /// from now on (a phone that registers with a flow registers again when it loses it). Returns how
+    /// many there were.
+    pub fn flow_closed(&mut self, peer: std::net::SocketAddr) -> usize {
+        let mut n = 0;
+        for b in self.bindings.values_mut().flatten().filter(|b| b.flow.is_some_and(|(at, _)| at == peer)) {
+            b.flow = None;
+            n += 1;
+        }
+        n
     }
 
     /// Whether `addr` is where some registered phone is (only those may send through the proxy).
     pub fn is_registered_source(&self, addr: std::net::SocketAddr, now_ms: u64) -> bool {
         self.bindings.values().flatten().filter(|b| b.expires_at_ms > now_ms).any(|b| {
-            crate::uri::SipUri::parse(&b.uri).is_ok_and(|c| {
-                c.host.trim_start_matches('[').trim_end_matches(']') == addr.ip().to_string() && c.port.unwrap_or(5060) == addr.port()
-            })
+            // A phone registered on a connection sends from that connection.
+            b.flow.is_some_and(|(at, _)| at == addr)
+                || crate::uri::SipUri::parse(&b.uri).is_ok_and(|c| {
+                    c.host.trim_start_matches('[').trim_end_matches(']') == addr.ip().to_string() && c.port.unwrap_or(5060) == addr.port()
+                })
         })
     }
 

@@ -310,12 +310,18 @@ where
         () = read_messages(&mut reader, from, &shared, transport) => false,
         _ = &mut writing => true,
     };
-    {
+    let mine = {
         // Only this connection's entry: the same peer may have connected again meanwhile.
         let mut map = shared.tcp.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&from).is_some_and(|(mine, _)| *mine == id) {
+        let mine = map.get(&from).is_some_and(|(mine, _)| *mine == id);
+        if mine {
             map.remove(&from);
         }
+        mine
+    };
+    // The phones registered on this connection are reached at their contacts from now on.
+    if mine {
+        shared.with_endpoint(|endpoint, _| endpoint.flow_closed(from));
     }
     // Let what is queued go out, then close (a finished writer is not polled again).
     if !writer_done && tokio::time::timeout(Duration::from_secs(1), &mut writing).await.is_err() {

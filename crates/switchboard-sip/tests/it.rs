@@ -557,6 +557,7 @@ fn alex_phone() -> switchboard_sip::endpoint::Destination {
         to: "<sip:alex@sb.test>".into(),
         peer: "127.0.0.1:5072".parse().unwrap(),
         headers: vec![],
+        transport: "UDP",
     }
 }
 
@@ -1421,4 +1422,43 @@ fn answered_with_telephone_events() -> (Endpoint, String) {
     ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), 0);
     ep.drain_events();
     (ep, graph_id)
+}
+
+/// A phone that registers over TCP is called on that connection (its address, a TCP Via), not at its
+/// contact over UDP; once the connection has closed, at its contact again.
+#[test]
+fn a_phone_registered_over_tcp_is_called_on_its_connection() {
+    let mut ep = endpoint();
+    ep.set_local("127.0.0.1:5060".parse().unwrap());
+    // The connection's address: the phone's client port, not the port of its contact.
+    let flow: SocketAddr = "127.0.0.1:40123".parse().unwrap();
+    let contact = "Contact: <sip:alex@127.0.0.1:5072;transport=tcp>";
+    let register = |ep: &mut Endpoint, req: String, now: u64| {
+        let (reply, _) = ep.receive(req.as_bytes(), flow, Transport::Tcp, now);
+        let reply = reply.expect("an answer");
+        assert_eq!(reply.to, flow, "answered on the connection");
+        Message::parse(&reply.bytes, false).unwrap()
+    };
+    let challenge = register(&mut ep, request("REGISTER", "t1", 1, "alex", &[contact]), 0);
+    let auth = authorization("alex", "pw-alex", &nonce_of(&challenge));
+    let ok = register(&mut ep, request("REGISTER", "t2", 2, "alex", &[contact, &auth]), 1);
+    assert!(matches!(ok.start, StartLine::Response { code: 200, .. }), "{ok}");
+
+    let destination = ep.destination_of("alex", 2).expect("registered");
+    assert_eq!((destination.peer, destination.transport), (flow, "TCP"));
+    assert_eq!(destination.request_uri, "sip:alex@127.0.0.1:5072;transport=tcp");
+    let id = switchboard_sip::endpoint::new_call_id();
+    ep.place(&id, "\"Reception\" <sip:+14255550100@sb.test>", destination, "127.0.0.1:20000".parse().unwrap(), 2);
+    let sent = ep.drain_outbox();
+    assert_eq!(sent[0].to, flow, "the INVITE goes on the connection");
+    let invite = Message::parse(&sent[0].bytes, false).unwrap();
+    assert!(invite.headers.get("Via").unwrap().starts_with("SIP/2.0/TCP 127.0.0.1:5060;"), "{invite}");
+    // Requests from that connection count as the registered phone's (it may use us as its proxy).
+    assert!(ep.registrar.is_registered_source(flow, 3));
+
+    ep.flow_closed("127.0.0.1:40999".parse().unwrap());
+    assert_eq!(ep.destination_of("alex", 3).map(|d| d.peer), Some(flow), "another connection closing changes nothing");
+    ep.flow_closed(flow);
+    let after = ep.destination_of("alex", 3).expect("still registered");
+    assert_eq!((after.peer, after.transport), ("127.0.0.1:5072".parse().unwrap(), "UDP"), "at its contact again");
 }

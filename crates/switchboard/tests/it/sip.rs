@@ -939,3 +939,108 @@ async fn a_phones_reply_is_recorded_until_its_stop_key() {
     let (code, screen) = phone.await.unwrap();
     assert_eq!(code, 0, "{screen}");
 }
+
+/// A phone that registers over TCP (as phones behind NAT, and RFC 5626's, do) is called on that
+/// connection: its contact names a port where nothing listens, so only the connection reaches it.
+#[tokio::test]
+async fn a_phone_registered_over_tcp_is_called_on_its_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let me = tcp.local_addr().unwrap();
+    let mut buf: Vec<u8> = Vec::new();
+    // One message off the stream (its head, and the body its Content-Length announces).
+    async fn next(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> String {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length:").or_else(|| l.strip_prefix("l:")))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                    return String::from_utf8_lossy(&msg).into_owned();
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk)).await.expect("a message").unwrap();
+            assert!(n > 0, "the connection closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    let header = |msg: &str, name: &str| {
+        msg.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned)).unwrap_or_else(|| panic!("no {name} in {msg}"))
+    };
+    let register = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bKtcpreg{cseq}\r\nMax-Forwards: 70\r\n\
+             From: <sip:alex@127.0.0.1>;tag=r1\r\nTo: <sip:alex@127.0.0.1>\r\nCall-ID: tcp-reg-1\r\nCSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:alex@127.0.0.1:9;transport=tcp>\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    tcp.write_all(register(1, "").as_bytes()).await.unwrap();
+    let challenge = next(&mut tcp, &mut buf).await;
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let www = header(&challenge, "WWW-Authenticate");
+    let field = |name: &str| www.split(&format!("{name}=\"")).nth(1).and_then(|s| s.split('"').next()).unwrap().to_owned();
+    let mut creds = switchboard_sip::header::authorization::Credentials {
+        username: "alex".into(),
+        realm: field("realm"),
+        nonce: field("nonce"),
+        uri: format!("sip:127.0.0.1:{port}"),
+        qop: Some("auth".into()),
+        nc: Some("00000001".into()),
+        cnonce: Some("tcp1".into()),
+        ..Default::default()
+    };
+    creds.response = switchboard_sip::digest::expected_response(&creds, "switchboard-demo-sip", "REGISTER");
+    let auth = format!(
+        "Authorization: Digest username=\"alex\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", algorithm=MD5, cnonce=\"tcp1\", qop=auth, nc=00000001\r\n",
+        creds.realm, creds.nonce, creds.uri, creds.response
+    );
+    tcp.write_all(register(2, &auth).as_bytes()).await.unwrap();
+    let ok = next(&mut tcp, &mut buf).await;
+    assert!(ok.starts_with("SIP/2.0 200 OK"), "{ok}");
+
+    // The bot calls Alex: the INVITE comes on the connection, with a TCP Via.
+    let id = place_call(&server, &token, call_to_user(&bot.callback("alex"), ALEX)).await;
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    let invite = next(&mut tcp, &mut buf).await;
+    assert!(invite.starts_with("INVITE sip:alex@127.0.0.1:9;transport=tcp SIP/2.0\r\n"), "{invite}");
+    assert!(header(&invite, "Via").starts_with("SIP/2.0/TCP "), "{invite}");
+    let sdp = "v=0\r\no=alex 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=alextcp\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:alex@{me};transport=tcp>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        header(&invite, "Via"),
+        header(&invite, "From"),
+        header(&invite, "To"),
+        header(&invite, "Call-ID"),
+        header(&invite, "CSeq"),
+        sdp.len()
+    );
+    tcp.write_all(ok.as_bytes()).await.unwrap();
+    let ack = next(&mut tcp, &mut buf).await;
+    assert!(ack.starts_with("ACK "), "{ack}");
+    assert_eq!(redact(bot.next().await.1, &id), established_note());
+
+    // The bot hangs up: the BYE comes on the connection too.
+    assert_eq!(server.graph(reqwest::Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
+    let bye = next(&mut tcp, &mut buf).await;
+    assert!(bye.starts_with("BYE ") && header(&bye, "Via").starts_with("SIP/2.0/TCP "), "{bye}");
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        header(&bye, "Via"),
+        header(&bye, "From"),
+        header(&bye, "To"),
+        header(&bye, "Call-ID"),
+        header(&bye, "CSeq")
+    );
+    tcp.write_all(ok.as_bytes()).await.unwrap();
+    let gone = bot.take(2).await;
+    assert_eq!(gone[1]["changeType"], "deleted", "{gone:?}");
+}
