@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
             to: "<sip:heidi@127.0.0.1>".into(),
             peer: phone,
             headers: Vec::new(),
+            transport: "UDP",
         },
         "127.0.0.1:30000".parse().unwrap(),
         0,
