@@ -594,41 +594,55 @@ fn command_entry(cmd: &switchboard_core::call::NetCommand) -> crate::history::Wh
 }
 
 /// A notification as the story tells it: its number, change, resource, and the state or operation
-/// status it carries.
+/// status it carries. Read off the rendered JSON by looking for its fields, without parsing it (every
+/// notification passes here); a roster is parsed, to count its members.
 fn notification_entry(row: &OutboxRow) -> crate::history::What {
-    #[derive(serde::Deserialize)]
-    struct Item<'a> {
-        #[serde(rename = "changeType", default)]
-        change: Option<&'a str>,
-        #[serde(rename = "resourceUrl", alias = "resource", default)]
-        url: Option<&'a str>,
-        #[serde(rename = "resourceData", default)]
-        data: Option<serde_json::Value>,
-    }
-    let item: Option<Item<'_>> = serde_json::from_str(&row.body).ok();
-    let (change, url, data) = item.map_or((None, None, None), |i| (i.change, i.url, i.data));
-    let summary = match &data {
-        Some(serde_json::Value::Array(list)) => format!("roster of {}", list.len()),
-        Some(d) => {
-            let field = |k: &str| d.get(k).and_then(serde_json::Value::as_str);
-            let tone = d.get("toneInfo").and_then(|t| t.get("tone")).and_then(serde_json::Value::as_str);
-            match (field("state"), field("status"), tone) {
-                (Some(state), _, Some(tone)) => format!("{state}, tone {tone}"),
-                (Some(state), _, None) => state.to_owned(),
-                (None, Some(status), _) => {
-                    format!("{} {status}", field("@odata.type").unwrap_or("operation").trim_start_matches("#microsoft.graph."))
-                }
-                _ => String::new(),
-            }
-        }
-        None => String::new(),
+    use std::borrow::Cow;
+    let body = row.body.as_str();
+    // The string value of the first `"name":"…"` in `s` (our renderer writes compact JSON, and a `"`
+    // inside a value is escaped, so the pattern cannot start inside one).
+    let text = |s: &str, name: &str| -> Option<String> {
+        let start = s.find(&format!("\"{name}\":\""))? + name.len() + 4;
+        let end = s[start..].find('"')?;
+        Some(s[start..start + end].to_owned())
     };
-    crate::history::What::Notification {
-        seq: row.seq,
-        change_type: change.unwrap_or_default().to_owned(),
-        resource_url: url.unwrap_or_default().to_owned(),
-        summary,
-    }
+    let change: Cow<'static, str> = match text(body, "changeType").as_deref() {
+        Some("created") => "created".into(),
+        Some("updated") => "updated".into(),
+        Some("deleted") => "deleted".into(),
+        Some(other) => other.to_owned().into(),
+        None => "".into(),
+    };
+    let url = text(body, "resourceUrl").or_else(|| text(body, "resource")).unwrap_or_default();
+    let own = url.strip_prefix("/communications/calls/") == Some(row.call_id.as_str());
+    let data = body.find("\"resourceData\":").map(|at| &body[at..]).unwrap_or_default();
+    let summary: Cow<'static, str> = if data.starts_with("\"resourceData\":[") {
+        let members = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("resourceData").and_then(serde_json::Value::as_array).map(Vec::len))
+            .unwrap_or(0);
+        format!("roster of {members}").into()
+    } else {
+        match (text(data, "state"), text(data, "status"), text(data, "tone")) {
+            (Some(state), _, Some(tone)) => format!("{state}, tone {tone}").into(),
+            (Some(state), _, None) => static_state(&state).map_or_else(|| state.into(), Cow::Borrowed),
+            (None, Some(status), _) => {
+                let kind = text(data, "@odata.type").unwrap_or_else(|| "operation".into());
+                format!("{} {status}", kind.trim_start_matches("#microsoft.graph.")).into()
+            }
+            _ => "".into(),
+        }
+    };
+    crate::history::What::Notification { seq: row.seq, change_type: change, resource_url: (!own).then_some(url), summary }
+}
+
+/// A call state's name, without an allocation.
+fn static_state(state: &str) -> Option<&'static str> {
+    use switchboard_core::call::CallState::*;
+    [Incoming, Establishing, Established, Hold, Transferring, TransferAccepted, Redirecting, Terminating, Terminated]
+        .into_iter()
+        .map(|s| s.as_str())
+        .find(|s| *s == state)
 }
 
 #[cfg(test)]

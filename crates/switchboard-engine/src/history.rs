@@ -4,8 +4,10 @@
 //! memory for live calls and, after they end, within a count and an age (`[sim] history_calls`,
 //! `history_max_age_ms`); served at `GET /sim/v1/calls/{id}/history`.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use switchboard_core::Millis;
@@ -33,11 +35,13 @@ pub struct Entry {
 #[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum What {
     /// A Graph request about the call.
-    Request { method: String, path: String, status: u16, latency_ms: u64 },
+    Request { method: Cow<'static, str>, path: String, status: u16, latency_ms: u64 },
     /// The call's state changed (with the `code/subcode` it ended or failed a transfer with).
     State { from: String, to: String, result: Option<String> },
-    /// A notification owed to the bot, by its outbox number.
-    Notification { seq: i64, change_type: String, resource_url: String, summary: String },
+    /// A notification owed to the bot, by its outbox number. Kept small, since every live call holds
+    /// its own: `resource_url` is `None` for the call itself (`/communications/calls/{id}`, filled in
+    /// when the story is read).
+    Notification { seq: i64, change_type: Cow<'static, str>, resource_url: Option<String>, summary: Cow<'static, str> },
     /// One attempt to deliver notifications: the bot's status (or why there was none), how long it
     /// took, and the faults injected into it.
     Delivery { seqs: Vec<i64>, attempt: u32, status: Option<u16>, error: Option<String>, latency_ms: u64, faults: Vec<String> },
@@ -72,6 +76,8 @@ pub struct History {
     max_age_ms: Millis,
     /// Counts changes, for whoever watches the stories live (the console's server-sent events).
     changes: tokio::sync::watch::Sender<u64>,
+    /// The last entry id given (outside the lock: every Graph request takes one).
+    next_id: AtomicU64,
 }
 
 #[derive(Default)]
@@ -79,7 +85,6 @@ struct Inner {
     calls: HashMap<String, CallHistory>,
     /// Ended calls, oldest end first: the first to go.
     ended: VecDeque<String>,
-    next_id: u64,
 }
 
 impl Default for History {
@@ -90,7 +95,7 @@ impl Default for History {
 
 impl History {
     pub fn new(calls_kept: usize, max_age_ms: Millis) -> History {
-        History { inner: Mutex::default(), calls_kept, max_age_ms, changes: tokio::sync::watch::Sender::new(0) }
+        History { inner: Mutex::default(), calls_kept, max_age_ms, changes: tokio::sync::watch::Sender::new(0), next_id: AtomicU64::new(0) }
     }
 
     /// Changes when any story does (the count of changes: a watcher sees the latest, not each one).
@@ -157,8 +162,7 @@ impl History {
     pub fn note_all<'a>(&self, at: Millis, items: impl IntoIterator<Item = (&'a str, What)>) {
         let mut inner = self.lock();
         for (call_id, what) in items {
-            inner.next_id += 1;
-            let id = inner.next_id;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
             insert(&mut inner, call_id, Entry { id, at, what });
         }
         drop(inner);
@@ -168,9 +172,7 @@ impl History {
     /// A place in the stories for a request that has just arrived: what it causes is noted after it,
     /// though the request itself is noted ([`History::request`]) only once it is answered.
     pub fn reserve(&self) -> u64 {
-        let mut inner = self.lock();
-        inner.next_id += 1;
-        inner.next_id
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// A request answered, in the place [`History::reserve`] gave it when it arrived (first, for the
@@ -210,9 +212,17 @@ impl History {
 
     /// A call's story, if kept.
     pub fn get(&self, call_id: &str, now: Millis) -> Option<CallHistory> {
-        let mut inner = self.lock();
-        self.trim(&mut inner, now);
-        inner.calls.get(call_id).cloned()
+        let mut story = {
+            let mut inner = self.lock();
+            self.trim(&mut inner, now);
+            inner.calls.get(call_id).cloned()?
+        };
+        for e in &mut story.entries {
+            if let What::Notification { resource_url: url @ None, .. } = &mut e.what {
+                *url = Some(format!("/communications/calls/{call_id}"));
+            }
+        }
+        Some(story)
     }
 
     /// Every call whose story is kept, newest first, without their entries.
@@ -319,6 +329,10 @@ mod tests {
         h.note("a", 1, What::Network { event: "answered".into() });
         h.request("a", place, 0, What::Request { method: "POST".into(), path: "/answer".into(), status: 202, latency_ms: 1 });
         assert_eq!(kinds(&h, "a"), ["request", "network"]);
+        // A notification about the call itself names it when the story is read.
+        h.note("a", 1, What::Notification { seq: 1, change_type: "updated".into(), resource_url: None, summary: "established".into() });
+        let story = serde_json::to_value(h.get("a", 1).unwrap()).unwrap();
+        assert_eq!(story["entries"][2]["resourceUrl"], "/communications/calls/a");
         // A story at its limit keeps its newest entries: a request older than all of them is left out.
         for _ in 0..ENTRIES_MAX {
             h.note("a", 2, What::Command { command: "x".into(), to: None });

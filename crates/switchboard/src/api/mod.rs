@@ -215,7 +215,15 @@ async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next
         // A new call's id is in the answer's `Location`.
         let location = || resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).and_then(call_of_path);
         if let Some(id) = call_of_path(&path).or_else(location) {
-            let what = switchboard_engine::history::What::Request { method: method.to_string(), path: path.clone(), status, latency_ms };
+            let method: std::borrow::Cow<'static, str> = match method.as_str() {
+                "GET" => "GET".into(),
+                "POST" => "POST".into(),
+                "DELETE" => "DELETE".into(),
+                "PATCH" => "PATCH".into(),
+                "PUT" => "PUT".into(),
+                other => other.to_owned().into(),
+            };
+            let what = switchboard_engine::history::What::Request { method, path: path.clone(), status, latency_ms };
             history.request(&id, place, arrived_at, what);
         }
     }
