@@ -386,8 +386,7 @@ impl Engine {
         self.metrics.calls_created.inc();
         self.history.begin(&call);
         let now = self.clock.now_ms();
-        let state = call.state.as_str().to_owned();
-        self.history.note(&call.id, now, crate::history::What::State { from: String::new(), to: state, result: None });
+        self.history.note(&call.id, now, crate::history::What::State { from: "".into(), to: call.state.as_str().into(), result: None });
         self.tell(&call, &call, None, &effects, &rows, now);
         self.outbox.enqueue(rows);
         self.run(&mut guard, effects);
@@ -408,9 +407,12 @@ impl Engine {
         }
         let now = self.clock.now_ms();
         let mut next = guard.call.clone();
-        let event = match &input {
-            Input::Net(e) => Some(format!("{e:?}")),
-            Input::Timer(t) => Some(format!("timer {t:?}")),
+        let event: Option<std::borrow::Cow<'static, str>> = match &input {
+            Input::Net(switchboard_core::call::NetEvent::Ringing) => Some("Ringing".into()),
+            Input::Net(switchboard_core::call::NetEvent::Connected) => Some("Connected".into()),
+            Input::Net(switchboard_core::call::NetEvent::RemoteHangUp) => Some("RemoteHangUp".into()),
+            Input::Net(e) => Some(format!("{e:?}").into()),
+            Input::Timer(t) => Some(format!("timer {t:?}").into()),
             _ => None,
         };
         let effects = next.handle(input, now)?;
@@ -488,7 +490,15 @@ impl Engine {
 
     /// The committed change, in the call's story: what the network said, the state change, the
     /// notifications owed (by outbox number), and the commands for the network.
-    fn tell(&self, before: &Call, after: &Call, event: Option<String>, effects: &[Effect], rows: &[OutboxRow], now: u64) {
+    fn tell(
+        &self,
+        before: &Call,
+        after: &Call,
+        event: Option<std::borrow::Cow<'static, str>>,
+        effects: &[Effect],
+        rows: &[OutboxRow],
+        now: u64,
+    ) {
         use crate::history::What;
         let mut story = Vec::with_capacity(2 + rows.len() + effects.len());
         if let Some(event) = event {
@@ -499,7 +509,7 @@ impl Engine {
             let transfer_op = before.transfer.as_ref().and_then(|t| after.operations.iter().find(|o| o.id == t.operation_id));
             let result = transfer_op.and_then(|o| o.result_info.as_ref()).or(after.result_info.as_ref());
             let result = result.map(|r| format!("{}/{}", r.code, r.subcode));
-            story.push(What::State { from: before.state.as_str().to_owned(), to: after.state.as_str().to_owned(), result });
+            story.push(What::State { from: before.state.as_str().into(), to: after.state.as_str().into(), result });
         }
         story.extend(rows.iter().map(notification_entry));
         story.extend(effects.iter().filter_map(|e| match e {
@@ -590,7 +600,14 @@ fn command_entry(cmd: &switchboard_core::call::NetCommand) -> crate::history::Wh
         NetCommand::Redirect { targets } => targets.first().map(|t| t.label().to_owned()),
         _ => None,
     };
-    crate::history::What::Command { command: format!("{cmd:?}"), to }
+    // The commands without fields (most of them) cost no allocation.
+    let command = match cmd {
+        NetCommand::Place => "Place".into(),
+        NetCommand::Answer => "Answer".into(),
+        NetCommand::HangUp => "HangUp".into(),
+        other => format!("{other:?}").into(),
+    };
+    crate::history::What::Command { command, to }
 }
 
 /// A notification as the story tells it: its number, change, resource, and the state or operation

@@ -37,7 +37,7 @@ pub enum What {
     /// A Graph request about the call.
     Request { method: Cow<'static, str>, path: String, status: u16, latency_ms: u64 },
     /// The call's state changed (with the `code/subcode` it ended or failed a transfer with).
-    State { from: String, to: String, result: Option<String> },
+    State { from: Cow<'static, str>, to: Cow<'static, str>, result: Option<String> },
     /// A notification owed to the bot, by its outbox number. Kept small, since every live call holds
     /// its own: `resource_url` is `None` for the call itself (`/communications/calls/{id}`, filled in
     /// when the story is read).
@@ -47,9 +47,9 @@ pub enum What {
     Delivery { seqs: Vec<i64>, attempt: u32, status: Option<u16>, error: Option<String>, latency_ms: u64, faults: Vec<String> },
     /// What Switchboard asked the network to do; `to`, a party other than the call's own remote one
     /// (a transfer target, a redirect's first target).
-    Command { command: String, to: Option<String> },
+    Command { command: Cow<'static, str>, to: Option<String> },
     /// What the network reported (ringing, answered, busy, a key pressed, …).
-    Network { event: String },
+    Network { event: Cow<'static, str> },
     /// Another node owns the call now (this one lost its lease): its story goes on there.
     Moved,
 }
@@ -61,10 +61,10 @@ pub struct CallHistory {
     pub call_id: String,
     pub app_id: String,
     pub tenant_id: String,
-    pub direction: String,
+    pub direction: &'static str,
     /// The party at the other end (the caller, or who the bot called).
     pub remote: String,
-    pub state: String,
+    pub state: Cow<'static, str>,
     pub created_at: Millis,
     pub ended_at: Option<Millis>,
     pub entries: VecDeque<Entry>,
@@ -123,7 +123,7 @@ impl History {
     fn begin_story(&self, call: &switchboard_core::call::Call) {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let state = call.state.as_str().to_owned();
+        let state: Cow<'static, str> = Cow::Borrowed(call.state.as_str());
         // A new call under an ended one's id (the sim lets a test pick ids) starts a story of its own.
         if inner.calls.get(&call.id).is_some_and(|h| h.created_at != call.created_at) {
             inner.calls.remove(&call.id);
@@ -131,7 +131,7 @@ impl History {
         }
         if let Some(h) = inner.calls.get_mut(&call.id) {
             // Back on this node: live again.
-            h.state = state;
+            h.state = state.clone();
             if h.ended_at.take().is_some() {
                 inner.ended.retain(|id| *id != call.id);
             }
@@ -143,7 +143,7 @@ impl History {
                 call_id: call.id.clone(),
                 app_id: call.app_id.clone(),
                 tenant_id: call.tenant_id.clone(),
-                direction: if call.direction == switchboard_core::call::Direction::Incoming { "incoming" } else { "outgoing" }.to_owned(),
+                direction: if call.direction == switchboard_core::call::Direction::Incoming { "incoming" } else { "outgoing" },
                 remote: call.remote().label().to_owned(),
                 state,
                 created_at: call.created_at,
@@ -236,7 +236,7 @@ impl History {
                 call_id: h.call_id.clone(),
                 app_id: h.app_id.clone(),
                 tenant_id: h.tenant_id.clone(),
-                direction: h.direction.clone(),
+                direction: h.direction,
                 remote: h.remote.clone(),
                 state: h.state.clone(),
                 created_at: h.created_at,
@@ -270,7 +270,7 @@ fn insert(inner: &mut Inner, call_id: &str, entry: Entry) {
         h.entries.pop_front();
     }
     if let What::State { to, .. } = &entry.what {
-        h.state.clone_from(to);
+        h.state = to.clone();
     }
     let at = h.entries.partition_point(|e| e.id < entry.id);
     h.entries.insert(at, entry);
@@ -377,6 +377,6 @@ mod tests {
         back.state = switchboard_core::call::CallState::Established;
         h.begin(&back);
         let story = h.get("a", 5_000).expect("a live call is not trimmed");
-        assert_eq!((story.ended_at, story.state.as_str()), (None, "established"));
+        assert_eq!((story.ended_at, story.state.as_ref()), (None, "established"));
     }
 }

@@ -94,7 +94,7 @@ impl World {
                 if let Some(history) = &self.history {
                     let how = if complete { "to its end" } else { "cut short" };
                     let event = format!("{who} heard {} for {} ms ({how})", h.uri, h.ms);
-                    history.note(call_id, now, switchboard_engine::history::What::Network { event });
+                    history.note(call_id, now, switchboard_engine::history::What::Network { event: event.into() });
                 }
             }
         }

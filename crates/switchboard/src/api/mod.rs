@@ -208,7 +208,8 @@ async fn request_ids(State(state): State<AppState>, mut req: Request, next: Next
     // comes after it), once it is answered; a refused credential writes into nobody's story.
     let history = state.engine.history();
     let arrived_at = state.engine.clock().now_ms();
-    let place = (family == "graph").then(|| history.reserve());
+    // Reads are left out: they change nothing, and a bot that polls would crowd its calls' stories.
+    let place = (family == "graph" && !matches!(method, axum::http::Method::GET | axum::http::Method::HEAD)).then(|| history.reserve());
     let mut resp = next.run(req).await;
     let (status, latency_ms) = (resp.status().as_u16(), started.elapsed().as_millis() as u64);
     if let Some(place) = place.filter(|_| !matches!(status, 401 | 403)) {
