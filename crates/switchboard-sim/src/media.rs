@@ -422,23 +422,39 @@ fn recording_end(r: &RecordSettings, speech_ms: u64) -> (u64, CompletionReason) 
     }
 }
 
+impl crate::World {
+    /// The call becomes a group call here if it was not one: its remote leg (if the sim has it) is its
+    /// first member. A call of another network (SIP) gets a group here for the members the sim rings.
+    pub(crate) fn become_group(&mut self, call: &switchboard_core::call::Call) {
+        let call_id = call.id.as_str();
+        if self.groups.contains_key(call_id) {
+            return;
+        }
+        let mut group = crate::Group { bot: true, members: std::collections::BTreeMap::new() };
+        if let Some(leg_id) = self.by_call.remove(call_id) {
+            if let Some(leg) = self.legs.get_mut(&leg_id) {
+                leg.peer = Peer::Group { call_id: call_id.to_owned(), participant_id: call.peer_participant_id.clone() };
+            }
+            group.members.insert(call.peer_participant_id.clone(), leg_id);
+        }
+        self.groups.insert(call_id.to_owned(), group);
+    }
+}
+
 impl Sim {
+    /// A call becomes a group call (its member invited on another network, SIP): its remote leg here,
+    /// if any, is its first member.
+    pub fn become_group(&self, call: &switchboard_core::call::Call) {
+        self.world().become_group(call);
+    }
+
     /// `participants/invite`: the call becomes a group call if it was peer-to-peer (its remote leg is
     /// its first member); the invitee rings and plays its behaviour, or, replacing another of the
     /// bot's calls, its peer moves over and that call ends.
     pub(crate) fn invite(self: &Arc<Self>, call: &switchboard_core::call::Call, invitee: &Invitee) {
         let (call_id, pid) = (call.id.as_str(), invitee.participant_id.as_str());
         let mut w = self.world();
-        if !w.groups.contains_key(call_id) {
-            let mut group = crate::Group { bot: true, members: std::collections::BTreeMap::new() };
-            if let Some(leg_id) = w.by_call.remove(call_id) {
-                if let Some(leg) = w.legs.get_mut(&leg_id) {
-                    leg.peer = Peer::Group { call_id: call_id.to_owned(), participant_id: call.peer_participant_id.clone() };
-                }
-                group.members.insert(call.peer_participant_id.clone(), leg_id);
-            }
-            w.groups.insert(call_id.to_owned(), group);
-        }
+        w.become_group(call);
         let Some(replaced) = &invitee.replaces_call_id else {
             drop(w);
             let member = Member::invited(pid.to_owned(), invitee.party.clone());

@@ -331,6 +331,13 @@ impl Endpoint {
         self.by_graph.get(graph_id).and_then(|sip_id| self.calls.get(sip_id)).is_some_and(|c| c.partner.is_none())
     }
 
+    /// Whether the Graph call `graph_id` is a SIP call of this endpoint, answered, confirmed, talking
+    /// to us (not joined to another leg) and with no transfer or re-INVITE of ours under way.
+    pub fn is_established(&self, graph_id: &str) -> bool {
+        let call = self.by_graph.get(graph_id).and_then(|sip_id| self.calls.get(sip_id));
+        call.is_some_and(|c| c.phase == Phase::Confirmed && c.partner.is_none() && c.bridging.is_none())
+    }
+
     fn call_mut(&mut self, graph_id: &str) -> Option<&mut SipCall> {
         let sip_id = self.by_graph.get(graph_id)?;
         self.calls.get_mut(sip_id)

@@ -20,6 +20,8 @@ use crate::call::{CallEvent, Progress};
 use crate::endpoint::{Destination, Endpoint, Event, is_sip_call};
 use crate::transport::{Owner, Shared};
 
+mod group;
+
 /// An outbound proxy for PSTN numbers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trunk {
@@ -95,6 +97,8 @@ pub struct SipNetwork {
     records: std::sync::Mutex<HashMap<String, crate::call::RecordLimits>>,
     /// Where finished recordings go (set once, at start).
     recordings: std::sync::OnceLock<Arc<switchboard_engine::recordings::Recordings>>,
+    /// Dialogs that are members of group calls: the endpoint's id → the group call and participant.
+    members: std::sync::Mutex<HashMap<String, group::Membership>>,
 }
 
 /// Fetches a prompt's audio: 8 kHz samples, or why not (the adapter reads files and URLs under its
@@ -120,6 +124,7 @@ impl SipNetwork {
             me: me.clone(),
             records: std::sync::Mutex::default(),
             recordings: std::sync::OnceLock::new(),
+            members: std::sync::Mutex::default(),
         });
         network.shared.set_owner(Arc::clone(&network) as Arc<dyn Owner>);
         network
@@ -156,13 +161,21 @@ impl SipNetwork {
         switchboard_core::media::Recording { id: operation_id.to_owned(), duration_ms: samples.len() as u64 / 8, access_token }
     }
 
-    /// Hold music: the prompt given (or a soft tone, two notes a second apart) plays to the phone,
-    /// again and again, until it is stopped; the operation completes once it plays.
-    fn hold_music(&self, call_id: &str, operation_id: &str, prompt: Option<String>) {
-        let (call_id, operation_id) = (call_id.to_owned(), operation_id.to_owned());
+    /// Hold music: the prompt given (or a soft tone, two notes a second apart) plays to the phone on
+    /// `leg` (the call's own dialog, or a group member's), again and again, until it is stopped; the
+    /// operation completes once it plays (or, stopping it, at once).
+    fn hold_music_on(&self, call_id: &str, leg: &str, operation_id: &str, start: bool, prompt: Option<String>) {
+        if !start {
+            self.holding.lock().unwrap_or_else(|e| e.into_inner()).remove(leg);
+            self.shared.with_endpoint(|ep, _| ep.hold_music(leg, None));
+            let reason = CompletionReason::CompletedSuccessfully;
+            self.events.call(call_id, NetEvent::MediaCompleted { operation_id: operation_id.to_owned(), reason, recording: None });
+            return;
+        }
+        let (call_id, leg, operation_id) = (call_id.to_owned(), leg.to_owned(), operation_id.to_owned());
         let (prompts, network) = (self.prompts.get().cloned(), self.me.upgrade());
         let Some(network) = network else { return };
-        self.holding.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id.clone(), operation_id.clone());
+        self.holding.lock().unwrap_or_else(|e| e.into_inner()).insert(leg.clone(), operation_id.clone());
         tokio::spawn(async move {
             let samples = match (prompt, prompts) {
                 (Some(uri), Some(p)) => p.load(uri).await,
@@ -170,11 +183,11 @@ impl SipNetwork {
                 (None, _) => Ok(crate::wav::hold_music()),
             };
             // Stopped while it was being fetched: nothing to play, and the start is over all the same.
-            let current = network.holding.lock().unwrap_or_else(|e| e.into_inner()).remove(&call_id);
+            let current = network.holding.lock().unwrap_or_else(|e| e.into_inner()).remove(&leg);
             let stopped = current.as_deref() != Some(operation_id.as_str());
             let started = match samples {
                 Ok(_) if stopped => true,
-                Ok(s) => network.shared.with_endpoint(|ep, _| ep.hold_music(&call_id, Some(Arc::new(s)))),
+                Ok(s) => network.shared.with_endpoint(|ep, _| ep.hold_music(&leg, Some(Arc::new(s)))),
                 Err(why) => {
                     tracing::warn!(call_id, operation_id, why, "hold music cannot be played; the operation fails");
                     false
@@ -268,8 +281,8 @@ impl SipNetwork {
                 let joined = self.shared.with_endpoint(|ep, now| {
                     let joined = ep.join_elsewhere(id, now);
                     if joined {
-                        self.events.call(id, NetEvent::TransferAccepted { transfer_id: transfer_id.clone() });
-                        self.events.call(id, NetEvent::TransferCompleted { transfer_id: transfer_id.clone() });
+                        self.report(id, NetEvent::TransferAccepted { transfer_id: transfer_id.clone() });
+                        self.report(id, NetEvent::TransferCompleted { transfer_id: transfer_id.clone() });
                     }
                     joined
                 });
@@ -278,16 +291,16 @@ impl SipNetwork {
                     if let Some(h) = self.hand_over.get() {
                         h.hung_up(id);
                     }
-                    self.events.call(id, NetEvent::TransferFailed { transfer_id, failure: Failure::TransfereeLeft });
+                    self.report(id, NetEvent::TransferFailed { transfer_id, failure: Failure::TransfereeLeft });
                 }
             }
             (Some(transfer_id), OtherSide::Refused(failure)) => {
                 self.shared.with_endpoint(|ep, now| ep.not_joined_elsewhere(id, now));
-                self.events.call(id, NetEvent::TransferFailed { transfer_id, failure });
+                self.report(id, NetEvent::TransferFailed { transfer_id, failure });
             }
             (Some(transfer_id), OtherSide::HungUp) => {
                 self.shared.with_endpoint(|ep, now| ep.not_joined_elsewhere(id, now));
-                self.events.call(id, NetEvent::TransferFailed { transfer_id, failure: Failure::Declined });
+                self.report(id, NetEvent::TransferFailed { transfer_id, failure: Failure::Declined });
             }
             (None, OtherSide::HungUp) => self.hang_up_leg(id),
             (None, _) => {}
@@ -542,7 +555,7 @@ impl Owner for SipNetwork {
                         // A sim party ringing for this phone's transfer stops.
                         self.stop_ringing_elsewhere(&graph_id);
                     }
-                    self.events.call(&graph_id, event);
+                    self.report(&graph_id, event);
                 }
             }
         }
@@ -565,7 +578,11 @@ impl Network for SipNetwork {
             }
             NetCommand::Redirect { .. } | NetCommand::HangUp => {
                 self.stop_ringing_elsewhere(id);
-                self.shared.with_endpoint(|ep, now| ep.hang_up(id, now));
+                self.hang_up_members(id);
+                // Unless its dialog has moved into another call (`replacesCallId`).
+                if !self.moved_away(id) {
+                    self.shared.with_endpoint(|ep, now| ep.hang_up(id, now));
+                }
             }
             NetCommand::Transfer { transfer_id, target, replaces_call_id: None, transferee: None } => {
                 let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
@@ -603,10 +620,16 @@ impl Network for SipNetwork {
                     self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
                 }
             }
-            NetCommand::Transfer { transfer_id, .. } => {
-                // Group calls are on the sim only, so a group transfer never reaches SIP.
-                tracing::warn!(call_id = id, "group transfers over SIP are not served; the transfer fails");
-                self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
+            NetCommand::Transfer { transfer_id, target, replaces_call_id, transferee: Some(pid) } => {
+                // A group call's member: its own dialog here (the call's first member, or one rung).
+                let ours = match replaces_call_id {
+                    None => self.transfer_member(call, transfer_id, target, pid),
+                    Some(consultation) => self.transfer_member_replacing(call, transfer_id, consultation, pid),
+                };
+                if !ours {
+                    tracing::warn!(call_id = id, participant_id = pid, "the transferee is no member on SIP here; the transfer fails");
+                    self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
+                }
             }
             NetCommand::CancelTransfer { transfer_id } if self.stop_ringing_elsewhere(id) => {
                 self.shared.with_endpoint(|ep, now| ep.not_joined_elsewhere(id, now));
@@ -631,7 +654,10 @@ impl Network for SipNetwork {
                     self.events.call(id, NetEvent::Failed(Failure::Unreachable));
                 }
             }
-            NetCommand::Place | NetCommand::DropMember { .. } => {}
+            NetCommand::Place => {}
+            NetCommand::DropMember { participant_id } => {
+                self.drop_member(id, participant_id);
+            }
             // Prompts, recordings and DTMF over RTP are not served yet: the operation fails at once,
             // with a reason the bot can act on, rather than hang.
             NetCommand::PlayMedia { job } => match &job.action {
@@ -669,19 +695,13 @@ impl Network for SipNetwork {
                 self.records.lock().unwrap_or_else(|e| e.into_inner()).remove(operation_id);
                 self.shared.with_endpoint(|ep, _| ep.stop_playing(id, operation_id));
             }
-            // Group calls are on the sim only; a SIP call cannot be escalated yet.
+            // The call becomes a group call; its invitee is rung over SIP (one for the sim is the
+            // adapter's to send there).
             NetCommand::Invite { invitee, .. } => {
-                tracing::warn!(call_id = id, "inviting participants into a SIP call is not served yet; the invitee fails");
-                let participant_id = invitee.participant_id.clone();
-                self.events.call(id, NetEvent::MemberLeft { participant_id, failure: Some(Failure::Unreachable) });
+                self.host_group(call);
+                self.invite_member(call, invitee);
             }
-            NetCommand::HoldMusic { operation_id, start: false, .. } => {
-                self.holding.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-                self.shared.with_endpoint(|ep, _| ep.hold_music(id, None));
-                let reason = CompletionReason::CompletedSuccessfully;
-                self.events.call(id, NetEvent::MediaCompleted { operation_id: operation_id.clone(), reason, recording: None });
-            }
-            NetCommand::HoldMusic { operation_id, start: true, prompt, .. } => self.hold_music(id, operation_id, prompt.clone()),
+            NetCommand::HoldMusic { operation_id, start, prompt, .. } => self.hold_music_on(id, id, operation_id, *start, prompt.clone()),
         }
     }
 
@@ -692,7 +712,10 @@ impl Network for SipNetwork {
 
     fn release(&self, call: &Call) {
         self.stop_ringing_elsewhere(&call.id);
-        self.shared.with_endpoint(|ep, now| ep.hang_up(&call.id, now));
+        self.hang_up_members(&call.id);
+        if !self.moved_away(&call.id) {
+            self.shared.with_endpoint(|ep, now| ep.hang_up(&call.id, now));
+        }
     }
 }
 
@@ -708,6 +731,17 @@ fn failure_of(code: u16) -> Failure {
         403 | 603 => Failure::Declined,
         408 | 480 | 487 => Failure::NoAnswer,
         _ => Failure::Unreachable,
+    }
+}
+
+/// After a restart (or adoption from a dead node): a group call's members that were SIP dialogs are
+/// gone with them (dialogs are not stored). Those that had joined left; those still ringing were
+/// not reached.
+pub fn lost_members(events: &NetworkEvents, call: &Call) {
+    for m in call.members.iter().filter(|m| is_sip_call(&m.participant_id)) {
+        let failure = if m.joined { None } else { Some(Failure::Unreachable) };
+        tracing::warn!(call_id = call.id, participant_id = m.participant_id, "a group member's SIP dialog did not survive; it leaves");
+        events.call(&call.id, NetEvent::MemberLeft { participant_id: m.participant_id.clone(), failure });
     }
 }
 

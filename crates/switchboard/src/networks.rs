@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use switchboard_core::call::{Call, NetCommand};
 use switchboard_engine::network::{Network, NetworkEvents};
-use switchboard_sip::network::{SipNetwork, end_lost_call};
+use switchboard_sip::endpoint::is_sip_call;
+use switchboard_sip::network::{SipNetwork, end_lost_call, lost_members};
 
 use crate::sim::SimNetwork;
 
@@ -41,8 +42,95 @@ impl Networks {
     }
 }
 
+impl Networks {
+    /// A group call's members may be on either network, whichever hosts the call: a member the API
+    /// gave a SIP participant id (its party was reachable over SIP then) is a SIP dialog, the others
+    /// are sim legs. The commands about members go to the network that has them; `true` if done.
+    fn member_command(&self, sip: &SipNetwork, call: &Call, command: &NetCommand) -> bool {
+        let sip_hosted = is_sip_call(&call.id);
+        match command {
+            NetCommand::Place if call.group => {
+                let (on_sip, on_sim): (Vec<_>, Vec<_>) = call.members.iter().cloned().partition(|m| is_sip_call(&m.participant_id));
+                // The sim holds the group (the bot's side), whether or not it rings any member.
+                self.sim.execute(&Call { members: on_sim, ..call.clone() }, command);
+                for member in &on_sip {
+                    sip.place_member(call, member);
+                }
+                true
+            }
+            NetCommand::Invite { invitee, .. } => {
+                if sip_hosted {
+                    sip.host_group(call);
+                } else if is_sip_call(&invitee.participant_id) {
+                    self.sim.0.become_group(call);
+                }
+                match is_sip_call(&invitee.participant_id) {
+                    true => sip.invite_member(call, invitee),
+                    // The sim rings it (for a SIP call too: it keeps a group of its own for it).
+                    false => self.sim.execute(call, command),
+                }
+                true
+            }
+            NetCommand::DropMember { participant_id } => {
+                if !sip.drop_member(&call.id, participant_id) {
+                    self.sim.execute(call, command);
+                }
+                true
+            }
+            NetCommand::Transfer { transfer_id, target, replaces_call_id, transferee: Some(pid) } => {
+                if sip.member_leg_of(&call.id, pid).is_some() {
+                    return match replaces_call_id {
+                        None => sip.transfer_member(call, transfer_id, target, pid),
+                        Some(b) => sip.transfer_member_replacing(call, transfer_id, b, pid),
+                    };
+                }
+                // A sim member: SIP calls a target it reaches, and the sim hands the member over.
+                if replaces_call_id.is_none() && sip.reaches(target) && sip.transfer_foreign(call, transfer_id, target, Some(pid)) {
+                    return true;
+                }
+                self.sim.execute(call, command);
+                true
+            }
+            NetCommand::CancelTransfer { transfer_id } if call.transfer.as_ref().is_some_and(|t| t.transferee.is_some()) => {
+                if sip.cancel_member_transfer(call, transfer_id) {
+                    return true;
+                }
+                match sip.places_transfer(&call.id, transfer_id) {
+                    true => sip.execute(call, command),
+                    false => self.sim.execute(call, command),
+                }
+                true
+            }
+            NetCommand::HoldMusic { operation_id, participant_id, start, prompt } => {
+                if sip.member_hold_music(call, operation_id, participant_id, *start, prompt.clone()) {
+                    return true;
+                }
+                match sip_hosted {
+                    true => sip.execute(call, command),
+                    false => self.sim.execute(call, command),
+                }
+                true
+            }
+            NetCommand::HangUp if call.group => {
+                sip.hang_up_members(&call.id);
+                if sip_hosted {
+                    // The members the sim rang for it.
+                    self.sim.execute(call, command);
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Network for Networks {
     fn execute(&self, call: &Call, command: &NetCommand) {
+        if let Some(sip) = self.sip.as_deref()
+            && self.member_command(sip, call, command)
+        {
+            return;
+        }
         // A SIP call's id says so (an outgoing one's was chosen by the API when its target was
         // reachable over SIP).
         if let Some(sip) = self.sip_for(call) {
@@ -71,8 +159,13 @@ impl Network for Networks {
     /// A SIP call (its id says so) ends, whether or not SIP is served now: its dialog was not stored.
     /// Every other call resumes on the sim.
     fn resume(&self, call: &Call) {
-        if switchboard_sip::endpoint::is_sip_call(&call.id) {
+        if is_sip_call(&call.id) {
             end_lost_call(&self.events, call);
+        } else if call.group && call.members.iter().any(|m| is_sip_call(&m.participant_id)) {
+            // Its members on SIP are gone with their dialogs; the sim's are rebuilt.
+            let on_sim = call.members.iter().filter(|m| !is_sip_call(&m.participant_id)).cloned().collect();
+            self.sim.resume(&Call { members: on_sim, ..call.clone() });
+            lost_members(&self.events, call);
         } else {
             self.sim.resume(call);
         }
@@ -86,6 +179,8 @@ impl Network for Networks {
                 // transfer over.
                 if let Some(sip) = self.sip.as_deref() {
                     sip.hang_up_leg(&call.id);
+                    // Its members on SIP cannot move with it.
+                    sip.hang_up_members(&call.id);
                 }
                 self.sim.release(call)
             }

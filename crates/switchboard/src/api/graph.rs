@@ -452,6 +452,17 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// A group call member's participant id: a SIP one (as a SIP call's id) for a party reached over SIP
+/// now, or the phone of a SIP call it `replaces`, so that the member's commands go to SIP and, after
+/// a restart, the member is known to be gone with its dialog.
+fn participant_id(state: &AppState, party: &Party, replaces: Option<&str>) -> String {
+    let over_sip = state.sip.as_ref().is_some_and(|sip| match replaces {
+        Some(call) => switchboard_sip::endpoint::is_sip_call(call),
+        None => sip.reaches(party),
+    });
+    if over_sip { switchboard_sip::endpoint::new_call_id() } else { new_id() }
+}
+
 async fn create_call(state: &AppState, caller: &Caller, version: Version, headers: &HeaderMap, body: Body) -> Result<Response, GraphError> {
     let bytes = json_body(body, headers).await?;
     let cmd = decode::call::create_call(&bytes, &policy(state))?;
@@ -527,7 +538,7 @@ fn outgoing_call(state: &AppState, caller: &Caller, cmd: CreateCall) -> Result<O
     }
     let members: Vec<(String, Party)> = if parties.len() > 1 {
         caller.require("Calls.InitiateGroupCall.All", "placing a group call")?;
-        parties.iter().map(|p| (new_id(), p.clone())).collect()
+        parties.iter().map(|p| (participant_id(state, p, None), p.clone())).collect()
     } else {
         caller.require("Calls.Initiate.All", "placing a peer-to-peer call")?;
         Vec::new()
@@ -678,10 +689,6 @@ async fn invite_participants(
     let bytes = json_body(body, headers).await?;
     let invite = decode::participants::invite(&bytes)?;
     caller.require("Calls.InitiateGroupCall.All", "inviting participants")?;
-    // SIP calls are peer-to-peer only, for now: refused before anything changes.
-    if state.sip.is_some() && switchboard_sip::endpoint::is_sip_call(&call.id) {
-        return Err(conflict("participants", "inviting into a call with a SIP phone is not served yet; only sim calls become group calls"));
-    }
     let mut invitees = Vec::with_capacity(invite.participants.len());
     for (i, (named, replaces)) in invite.participants.into_iter().enumerate() {
         let field = format!("participants[{i}]");
@@ -715,7 +722,8 @@ async fn invite_participants(
                 ));
             }
         }
-        invitees.push(switchboard_core::call::Invitee { participant_id: new_id(), party, replaces_call_id: replaces });
+        let participant_id = participant_id(state, &party, replaces.as_deref());
+        invitees.push(switchboard_core::call::Invitee { participant_id, party, replaces_call_id: replaces });
     }
     let operation_id = new_id();
     let mut fallback = switchboard_core::call::Operation::new(operation_id.clone(), OperationKind::Invite, invite.client_context.clone());

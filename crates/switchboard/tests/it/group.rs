@@ -10,7 +10,7 @@ use crate::harness::*;
 use crate::lifecycle::answer_body;
 
 /// The body of a call to several users: a new group call.
-fn group_body(callback: &str, users: &[&str]) -> Value {
+pub(crate) fn group_body(callback: &str, users: &[&str]) -> Value {
     let targets: Vec<Value> = users
         .iter()
         .map(|u| json!({"@odata.type": "#microsoft.graph.invitationParticipantInfo", "identity": {"@odata.type": "#microsoft.graph.identitySet", "user": {"@odata.type": "#microsoft.graph.identity", "id": u}}}))

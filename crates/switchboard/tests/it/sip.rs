@@ -35,19 +35,35 @@ fn sipp_on(scenario: &str, port: u16, target: Option<&str>, args: &[&str]) -> (i
     let dir = std::env::temp_dir().join(format!("switchboard-sipp-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/").to_owned() + scenario;
-    let out = Command::new("sipp")
+    let mut child = Command::new("sipp")
         .current_dir(&dir)
         .args(["-sf", &file, "-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin", "-timeout", "30s", "-trace_err"])
         .args(args)
         .args(target)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .expect("sipp (Debian's sip-tester; scripts/test.sh installs it)");
-    let mut screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    // SIPp's own -timeout does not always fire while it waits for a message that never comes (a
+    // failing test): killed at 40 s, so that the test fails instead of hanging the suite.
+    let mut stdout = child.stdout.take().expect("sipp's stdout");
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut bytes);
+        bytes
+    });
+    let started = std::time::Instant::now();
+    while child.try_wait().ok().flatten().is_none() && started.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let status = child.wait().expect("sipp's exit");
+    let mut screen = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         screen.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
     }
     let _ = std::fs::remove_dir_all(&dir);
-    (out.status.code().unwrap_or(-1), screen)
+    (status.code().unwrap_or(-1), screen)
 }
 
 #[tokio::test]
@@ -1043,4 +1059,123 @@ async fn a_phone_registered_over_tcp_is_called_on_its_connection() {
     tcp.write_all(ok.as_bytes()).await.unwrap();
     let gone = bot.take(2).await;
     assert_eq!(gone[1]["changeType"], "deleted", "{gone:?}");
+}
+
+/// The roster items of call `id` among `n` notifications; the last roster, as user ids.
+async fn rosters(bot: &mut Bot, id: &str, n: usize) -> Vec<String> {
+    let mut last = Vec::new();
+    for item in bot.take(n).await {
+        last = crate::group::roster(&item, id);
+    }
+    last
+}
+
+/// A group call with members on both networks: the phones ring as SIP dialogs, the sim party on the
+/// sim; each joins as it answers. A phone member is transferred by REFER (its NOTIFY decides), one
+/// removed gets a BYE, and the rest leave with the bot.
+#[tokio::test]
+async fn a_group_call_rings_phones_and_sim_parties_and_transfers_a_phone_member_by_refer() {
+    use crate::group::{participant_of, roster, s};
+    use switchboard_sip::endpoint::is_sip_call;
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    register("alex", port).await; // the transfer target: a contact for the Refer-To
+    let (heidi, heidi_port) = phone_anywhere("member_transferred.xml").await;
+    register_at("heidi", heidi_port, port).await;
+    let (bob, bob_port) = phone_anywhere("member_until_bye.xml").await;
+    register_at("bob", bob_port, port).await;
+    server
+        .sim(
+            reqwest::Method::PUT,
+            &format!("/parties/{SILENT_SAM}/behaviour"),
+            Some(serde_json::json!({"kind": "answer", "after_ms": 100})),
+        )
+        .await;
+
+    let body = crate::group::group_body(&bot.callback("g"), &[HEIDI, SILENT_SAM, BUSY_BOB]);
+    let (status, call) = server.graph(reqwest::Method::POST, "/v1.0/communications/calls", &token, Some(body)).await;
+    assert_eq!(status, 201, "{call}");
+    let id = call["id"].as_str().unwrap().to_owned();
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), established_note());
+    assert_eq!(rosters(&mut bot, &id, 3).await, s(&[DEMO_BOT, HEIDI, SILENT_SAM, BUSY_BOB]), "each joins as it answers");
+    let (heidi_pid, sam_pid) = (participant_of(&server, &token, &id, HEIDI).await, participant_of(&server, &token, &id, SILENT_SAM).await);
+    assert!(is_sip_call(&heidi_pid) && !is_sip_call(&sam_pid), "a member on SIP has a SIP participant id: {heidi_pid}, {sam_pid}");
+
+    // Heidi goes to Alex by REFER: the NOTIFY's 200 completes it, and the others stay with the bot.
+    let body = serde_json::json!({"transferTarget": {"identity": {"user": {"id": ALEX}}}, "transferee": {"participantId": heidi_pid}});
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, body).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferAccepted"));
+    let back = redact(bot.next().await.1, &id);
+    assert_eq!(
+        (back["resourceData"]["state"].as_str(), back["resourceData"]["resultInfo"]["subcode"].as_i64()),
+        (Some("established"), Some(7015)),
+        "{back}"
+    );
+    assert_eq!(roster(&bot.next().await.1, &id), s(&[DEMO_BOT, SILENT_SAM, BUSY_BOB]));
+    let (code, screen) = heidi.await.unwrap();
+    assert_eq!(code, 0, "Heidi's phone (INVITE, held, REFER to Alex with Referred-By, NOTIFYs, BYE):\n{screen}");
+
+    // Bob, removed, gets a BYE; Sam stays.
+    let bob_pid = participant_of(&server, &token, &id, BUSY_BOB).await;
+    let path = format!("/v1.0/communications/calls/{id}/participants/{bob_pid}");
+    assert_eq!(server.graph(reqwest::Method::DELETE, &path, &token, None).await.0, 204);
+    assert_eq!(roster(&bot.next().await.1, &id), s(&[DEMO_BOT, SILENT_SAM]));
+    let (code, screen) = bob.await.unwrap();
+    assert_eq!(code, 0, "Bob's phone (INVITE, 180, 200, ACK, BYE):\n{screen}");
+    bot_hangs_up(&server, &mut bot, &token, &id).await;
+    bot.expect_silence(Duration::from_millis(300)).await;
+}
+
+/// `participants/invite` into a call from a phone: the call becomes a group call whose first member
+/// is the caller's phone; a registered phone and a sim party are invited, and each joins; the bot
+/// hangs up and every phone gets a BYE. A phone that hangs up is a member leaving.
+#[tokio::test]
+async fn a_call_from_a_phone_becomes_a_group_call_with_phones_and_sim_parties_invited() {
+    use crate::group::{participant_of, s};
+    use switchboard_sip::endpoint::is_sip_call;
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let (bob, bob_port) = phone_anywhere("member_until_bye.xml").await;
+    register_at("bob", bob_port, port).await;
+    server
+        .sim(
+            reqwest::Method::PUT,
+            &format!("/parties/{SILENT_SAM}/behaviour"),
+            Some(serde_json::json!({"kind": "answer", "after_ms": 100})),
+        )
+        .await;
+    let (id, _, heidi) = answered_phone_call(&server, &mut bot, &token, "phone_until_bye.xml", port).await;
+    assert!(is_sip_call(&id));
+    let invite = |who: &str| {
+        serde_json::json!({"participants": [{"@odata.type": "#microsoft.graph.invitationParticipantInfo",
+            "identity": {"@odata.type": "#microsoft.graph.identitySet", "user": {"@odata.type": "#microsoft.graph.identity", "id": who}}}]})
+    };
+    let path = format!("/v1.0/communications/calls/{id}/participants/invite");
+    for who in [BUSY_BOB, SILENT_SAM] {
+        let (status, op) = server.graph(reqwest::Method::POST, &path, &token, Some(invite(who))).await;
+        assert_eq!(status, 200, "{op}");
+        // The roster with the invitee in it, and the invitation's operation completed.
+        let items = bot.take(2).await;
+        let roster = items.iter().find(|i| i["resourceUrl"].as_str().is_some_and(|u| u.ends_with("/participants"))).expect("a roster");
+        assert_eq!(crate::group::roster(roster, &id).last().map(String::as_str), Some(who), "{items:?}");
+        let done = items.iter().find(|i| i["resourceData"]["status"].is_string()).expect("the operation");
+        assert_eq!(done["resourceData"]["status"], "completed", "{done}");
+    }
+    let (_, list) = server.graph(reqwest::Method::GET, &format!("/v1.0/communications/calls/{id}/participants"), &token, None).await;
+    let users: Vec<&str> = list["value"].as_array().unwrap().iter().filter_map(|p| p["info"]["identity"]["user"]["id"].as_str()).collect();
+    assert_eq!(users, [HEIDI, BUSY_BOB, SILENT_SAM], "{list}");
+    assert!(is_sip_call(&participant_of(&server, &token, &id, BUSY_BOB).await));
+    bot_hangs_up(&server, &mut bot, &token, &id).await;
+    for (who, phone) in [("Heidi", heidi), ("Bob", bob)] {
+        let (code, screen) = phone.await.unwrap();
+        assert_eq!(code, 0, "{who}'s phone gets the BYE:\n{screen}");
+    }
+    let (_, world) = server.sim(reqwest::Method::GET, "/world", None).await;
+    assert_eq!(world["legs"].as_array().map(Vec::len), Some(0), "Sam's sim leg is gone too: {world}");
+    bot.expect_silence(Duration::from_millis(300)).await;
+    let _ = s;
 }

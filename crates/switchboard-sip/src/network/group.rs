@@ -1,0 +1,217 @@
+//! Group calls with members on SIP.
+//!
+//! A group call's members may be phones: each is a dialog of its own (a *member leg*), which the API
+//! chose for SIP by giving the member a SIP participant id (a version 3 UUID, as for SIP calls), so
+//! that its commands come here and, after a restart, the member is known to be gone. A peer-to-peer
+//! SIP call that becomes a group call (`participants/invite`) keeps its dialog, now its first member.
+//! What a member leg does is told to the group call as what a member does: it joins, leaves, or is
+//! transferred. Members hear Switchboard's comfort audio and whatever is played to them; Switchboard
+//! does not mix the members' audio into each other's.
+
+use switchboard_core::call::{Call, Failure, Invitee, Member, NetEvent};
+use switchboard_core::party::Party;
+
+use super::SipNetwork;
+
+/// The endpoint's id for the dialog of member `participant_id`.
+pub(super) fn member_leg(participant_id: &str) -> String {
+    format!("{MEMBER_LEG}{participant_id}")
+}
+
+/// How member legs' ids begin: news of one no longer a member (dropped, or gone) is nobody's.
+pub(super) const MEMBER_LEG: &str = "member-";
+
+/// A dialog that is a member of a group call.
+#[derive(Clone, Debug)]
+pub(super) struct Membership {
+    pub call_id: String,
+    pub participant_id: String,
+}
+
+impl SipNetwork {
+    /// Reports `event` of the endpoint's call `leg`: to the Graph call it is, or, for a member leg, to
+    /// its group call as what its member does.
+    pub(super) fn report(&self, leg: &str, event: NetEvent) {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(m) = members.get(leg).cloned() else {
+            drop(members);
+            if !leg.starts_with(MEMBER_LEG) {
+                self.events.call(leg, event);
+            }
+            return;
+        };
+        let pid = m.participant_id.clone();
+        let event = match event {
+            NetEvent::Connected => Some(NetEvent::MemberJoined { participant_id: pid }),
+            NetEvent::Failed(failure) => {
+                members.remove(leg);
+                Some(NetEvent::MemberLeft { participant_id: pid, failure: Some(failure) })
+            }
+            NetEvent::RemoteHangUp | NetEvent::Replaced { .. } => {
+                members.remove(leg);
+                Some(NetEvent::MemberLeft { participant_id: pid, failure: None })
+            }
+            e @ (NetEvent::TransferAccepted { .. } | NetEvent::TransferCompleted { .. } | NetEvent::TransferFailed { .. }) => Some(e),
+            // The call's own dialog (a SIP call become a group call) carries the call's media.
+            e if leg == m.call_id => Some(e),
+            // Ringing, and media news of a member leg (the group's media is its host's).
+            _ => None,
+        };
+        drop(members);
+        if let Some(event) = event {
+            self.events.call(&m.call_id, event);
+        }
+    }
+
+    /// The endpoint's id of group call `call_id`'s member `participant_id`, if it is a SIP dialog here.
+    pub fn member_leg_of(&self, call_id: &str, participant_id: &str) -> Option<String> {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.iter().find(|(_, m)| m.call_id == call_id && m.participant_id == participant_id).map(|(leg, _)| leg.clone())
+    }
+
+    /// Rings member `member` of group call `call` on its phone (or at a trunk); it joins when it answers.
+    pub fn place_member(&self, call: &Call, member: &Member) {
+        let leg = member_leg(&member.participant_id);
+        let membership = Membership { call_id: call.id.clone(), participant_id: member.participant_id.clone() };
+        self.members.lock().unwrap_or_else(|e| e.into_inner()).insert(leg.clone(), membership);
+        let placed = self.shared.with_endpoint(|ep, now| {
+            let destination = self.destination(ep, &member.party, now)?;
+            let from = self.caller_id(call, ep.domain());
+            ep.place(&leg, &from, destination, self.media, now);
+            Some(())
+        });
+        if placed.is_none() {
+            tracing::info!(call_id = call.id, participant_id = member.participant_id, "nobody to call over SIP for this member; it fails");
+            self.report(&leg, NetEvent::Failed(Failure::Unreachable));
+        }
+    }
+
+    /// `participants/invite` of a SIP member: its phone rings; or, replacing another of the bot's SIP
+    /// calls, that call's phone moves over (its dialog is the member now) and that call ends.
+    pub fn invite_member(&self, call: &Call, invitee: &Invitee) {
+        let pid = &invitee.participant_id;
+        let Some(replaced) = &invitee.replaces_call_id else {
+            return self.place_member(call, &Member::invited(pid.clone(), invitee.party.clone()));
+        };
+        let moved = self.shared.with_endpoint(|ep, _| ep.is_established(replaced)) && {
+            let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+            // Not one already moved into a group (the API checks; two invitations may race).
+            !members.contains_key(replaced.as_str()) && {
+                let membership = Membership { call_id: call.id.clone(), participant_id: pid.clone() };
+                members.insert(replaced.clone(), membership);
+                true
+            }
+        };
+        if moved {
+            self.events.call(&call.id, NetEvent::MemberJoined { participant_id: pid.clone() });
+            self.events.call(replaced, NetEvent::Replaced { by_call_id: call.id.clone() });
+        } else {
+            let failure = Some(Failure::Unreachable);
+            self.events.call(&call.id, NetEvent::MemberLeft { participant_id: pid.clone(), failure });
+        }
+    }
+
+    /// A SIP call becomes a group call: its dialog is its first member (`peer_participant_id`).
+    pub fn host_group(&self, call: &Call) {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members
+            .entry(call.id.clone())
+            .or_insert_with(|| Membership { call_id: call.id.clone(), participant_id: call.peer_participant_id.clone() });
+    }
+
+    /// Member `participant_id` of group call `call_id` leaves, if it is a SIP dialog here: it stops
+    /// ringing, or is hung up. `false` if it is not one of SIP's.
+    pub fn drop_member(&self, call_id: &str, participant_id: &str) -> bool {
+        let Some(leg) = self.member_leg_of(call_id, participant_id) else { return false };
+        // Its news from now on is nobody's: the core has let it go.
+        self.members.lock().unwrap_or_else(|e| e.into_inner()).remove(&leg);
+        self.stop_ringing_elsewhere(&leg);
+        self.shared.with_endpoint(|ep, now| ep.hang_up(&leg, now));
+        true
+    }
+
+    /// Group call `call_id` ends (or moves to another node): its members on SIP are hung up.
+    pub fn hang_up_members(&self, call_id: &str) {
+        let legs: Vec<String> = {
+            let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+            let legs: Vec<String> = members.iter().filter(|(_, m)| m.call_id == call_id).map(|(leg, _)| leg.clone()).collect();
+            for leg in &legs {
+                members.remove(leg);
+            }
+            legs
+        };
+        for leg in legs {
+            self.stop_ringing_elsewhere(&leg);
+            self.shared.with_endpoint(|ep, now| ep.hang_up(&leg, now));
+        }
+    }
+
+    /// Transfers member `participant_id` of group call `call` (a SIP dialog here) to `target`: REFER to
+    /// its phone when SIP reaches the target, else the other network's party rings for it. `false`
+    /// if the member is not one of SIP's.
+    pub fn transfer_member(&self, call: &Call, transfer_id: &str, target: &Party, participant_id: &str) -> bool {
+        let Some(leg) = self.member_leg_of(&call.id, participant_id) else { return false };
+        let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
+        let over_sip = self.shared.with_endpoint(|ep, now| {
+            let mut destination = self.destination(ep, target, now)?;
+            destination.headers.extend(super::custom_headers(call));
+            Some(ep.transfer(&leg, transfer_id, &destination, &referred_by, now))
+        });
+        let started = match over_sip {
+            Some(sent) => sent,
+            None => self.ring_elsewhere(&leg, transfer_id, target),
+        };
+        if !started {
+            tracing::warn!(call_id = call.id, participant_id, "the member's transfer cannot start; it fails");
+            self.events.call(&call.id, NetEvent::TransferFailed { transfer_id: transfer_id.to_owned(), failure: Failure::Unreachable });
+        }
+        true
+    }
+
+    /// A consultative transfer of SIP member `participant_id` of `call`: REFER with Replaces naming
+    /// the consultation call (a SIP call here). `false` if the member is not one of SIP's.
+    pub fn transfer_member_replacing(&self, call: &Call, transfer_id: &str, consultation: &str, participant_id: &str) -> bool {
+        let Some(leg) = self.member_leg_of(&call.id, participant_id) else { return false };
+        let headers = super::custom_headers(call);
+        let sent = self.shared.with_endpoint(|ep, now| {
+            let referred_by = format!("sip:{}@{}", call.app_id, ep.domain());
+            ep.transfer_replacing(&leg, transfer_id, consultation, &headers, &referred_by, now)
+        });
+        if !sent {
+            tracing::warn!(
+                call_id = call.id,
+                consultation,
+                "a consultative transfer of a SIP member needs the consultation call on SIP here; it fails"
+            );
+            self.events.call(&call.id, NetEvent::TransferFailed { transfer_id: transfer_id.to_owned(), failure: Failure::Unreachable });
+        }
+        true
+    }
+
+    /// Whether SIP call `call_id`'s dialog has moved into another (group) call.
+    pub(super) fn moved_away(&self, call_id: &str) -> bool {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.get(call_id).is_some_and(|m| m.call_id != call_id)
+    }
+
+    /// The core gives up transfer `transfer_id` of a SIP member of `call`; `false` if it is not SIP's.
+    pub fn cancel_member_transfer(&self, call: &Call, transfer_id: &str) -> bool {
+        let Some(pid) = call.transfer.as_ref().and_then(|t| t.transferee.as_deref()) else { return false };
+        let Some(leg) = self.member_leg_of(&call.id, pid) else { return false };
+        let failed = NetEvent::TransferFailed { transfer_id: transfer_id.to_owned(), failure: Failure::NoAnswer };
+        if self.stop_ringing_elsewhere(&leg) {
+            self.shared.with_endpoint(|ep, now| ep.not_joined_elsewhere(&leg, now));
+            self.events.call(&call.id, failed);
+        } else if self.shared.with_endpoint(|ep, now| ep.abandon_transfer(&leg, transfer_id, now)) {
+            self.events.call(&call.id, failed);
+        }
+        true
+    }
+
+    /// Hold music for member `participant_id` of `call`, if it is a SIP dialog here.
+    pub fn member_hold_music(&self, call: &Call, operation_id: &str, participant_id: &str, start: bool, prompt: Option<String>) -> bool {
+        let Some(leg) = self.member_leg_of(&call.id, participant_id) else { return false };
+        self.hold_music_on(&call.id, &leg, operation_id, start, prompt);
+        true
+    }
+}
