@@ -1179,3 +1179,40 @@ async fn a_call_from_a_phone_becomes_a_group_call_with_phones_and_sim_parties_in
     bot.expect_silence(Duration::from_millis(300)).await;
     let _ = s;
 }
+
+/// A group call's member on SIP does not survive a restart (its dialog was not stored): it has left,
+/// and the call carries on with its sim member.
+#[tokio::test]
+async fn a_group_calls_phone_member_has_left_after_a_restart() {
+    use crate::group::s;
+    let mut bot = Bot::start().await;
+    let (mut server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let (heidi, heidi_port) = phone_anywhere("member_stays.xml").await;
+    register_at("heidi", heidi_port, port).await;
+    server
+        .sim(
+            reqwest::Method::PUT,
+            &format!("/parties/{SILENT_SAM}/behaviour"),
+            Some(serde_json::json!({"kind": "answer", "after_ms": 100})),
+        )
+        .await;
+    let body = crate::group::group_body(&bot.callback("g"), &[HEIDI, SILENT_SAM]);
+    let (status, call) = server.graph(reqwest::Method::POST, "/v1.0/communications/calls", &token, Some(body)).await;
+    assert_eq!(status, 201, "{call}");
+    let id = call["id"].as_str().unwrap().to_owned();
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), established_note());
+    assert_eq!(rosters(&mut bot, &id, 2).await, s(&[DEMO_BOT, HEIDI, SILENT_SAM]));
+    let (code, screen) = heidi.await.unwrap();
+    assert_eq!(code, 0, "{screen}");
+    server.settled().await;
+    server.kill9();
+    server.restart().await;
+    assert_eq!(crate::group::roster(&bot.next().await.1, &id), s(&[DEMO_BOT, SILENT_SAM]), "Heidi's phone has left");
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let (_, got) = server.graph(reqwest::Method::GET, &format!("/v1.0/communications/calls/{id}"), &token, None).await;
+    assert_eq!(got["state"], "established", "{got}");
+    bot_hangs_up(&server, &mut bot, &token, &id).await;
+    bot.expect_silence(Duration::from_millis(300)).await;
+}
