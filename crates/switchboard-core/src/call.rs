@@ -342,6 +342,9 @@ pub enum NetEvent {
     MediaCompleted { operation_id: String, reason: CompletionReason, recording: Option<Recording> },
     /// The remote party pressed a key.
     ToneReceived { tone: Tone },
+    /// The remote party put the call on hold (`held`: it no longer listens to the bot's media; over
+    /// SIP, its re-INVITE said `sendonly`, `inactive` or `c=0.0.0.0`), or took it off hold.
+    RemoteHold { held: bool },
 }
 
 /// Timers the core asks for; the engine fires them back as [`Input::Timer`].
@@ -794,6 +797,18 @@ impl Call {
                 self.media_completed(&operation_id, reason, recording, &mut fx);
             }
             Input::Net(NetEvent::ToneReceived { tone }) => self.tone_received(tone, &mut fx),
+            // A peer-to-peer call's audio is with its one peer: held, it is inactive until resumed. (A
+            // group call's media goes on with the others.)
+            Input::Net(NetEvent::RemoteHold { held }) => {
+                let now_state = if held { MediaState::Inactive } else { MediaState::Active };
+                if self.state == Established && !self.group && self.media_state != now_state {
+                    self.media_state = now_state;
+                    if let Effect::Notify(mut n) = self.notify(ChangeType::Updated) {
+                        n.media_state = Some(now_state);
+                        fx.push(Effect::Notify(n));
+                    }
+                }
+            }
             // Events of another transfer than the one in progress (an earlier one, late) change nothing.
             Input::Net(
                 NetEvent::TransferAccepted { transfer_id }

@@ -95,6 +95,9 @@ pub enum CallEvent {
     Replaced { by: String },
     /// The phone pressed a key (`0`–`9`, `*`, `#`, `A`–`D`): an RFC 4733 event, or SIP INFO.
     Dtmf(char),
+    /// The phone put the call on hold (`true`: its re-INVITE said `sendonly`, `inactive`, port 0 or
+    /// `c=0.0.0.0`), or took it off hold (`false`).
+    Hold(bool),
     /// The prompt of media operation `operation_id` played to its end.
     Played { operation_id: String },
     /// The tones of media operation `operation_id` have all been sent.
@@ -1165,12 +1168,13 @@ impl SipCall {
 
     /// The phone's own re-INVITE (a hold, a resume, a new address): answered with our media, the
     /// direction mirrored. `Err`: the error answer (491 while ours is out, 488 for an offer we cannot take).
-    pub fn their_reinvite(&mut self, req: &Message, contact: &str, now: u64) -> Result<Vec<u8>, (u16, String)> {
+    /// The phone's re-INVITE: our answer, and `Hold` if it put the call on hold or took it off.
+    pub fn their_reinvite(&mut self, req: &Message, contact: &str, now: u64) -> Result<(Vec<u8>, Option<CallEvent>), (u16, String)> {
         let cseq = CSeq::parse(req.headers.get("CSeq").unwrap_or_default()).map_or(0, |c| c.seq);
         if let Some((seen, bytes)) = &self.their_reinvite
             && *seen == cseq
         {
-            return Ok(bytes.clone());
+            return Ok((bytes.clone(), None));
         }
         if self.phase == Phase::Answered {
             // Our 2xx is still waiting for its ACK: the phone may try again (a 491 asks it to).
@@ -1203,10 +1207,17 @@ impl SipCall {
                 rtp.remote = media;
             }
         }
-        // The phone holds us (it will not listen): our comfort audio pauses until it resumes.
-        self.quiet =
-            offer.media.iter().any(|m| m.kind == "audio" && matches!(m.direction, sdp::Direction::SendOnly | sdp::Direction::Inactive))
-                || offer.media.iter().any(|m| m.kind == "audio" && m.port == 0);
+        // The phone holds us (it will not listen): our comfort audio pauses until it resumes. (A
+        // re-INVITE without SDP gets our sendrecv offer: a resume.)
+        let was_quiet = self.quiet;
+        self.quiet = offer.media.iter().any(|m| {
+            m.kind == "audio"
+                && (matches!(m.direction, sdp::Direction::SendOnly | sdp::Direction::Inactive)
+                    || m.port == 0
+                    // RFC 2543's hold, which older phones still send (RFC 3264 §8.4).
+                    || m.address.as_deref() == Some("0.0.0.0"))
+        });
+        let news = (self.quiet != was_quiet).then_some(CallEvent::Hold(self.quiet));
         self.session.1 += 1;
         let body = if offer.media.is_empty() {
             sdp::offer(&media.ip().to_string(), media.port(), self.session, sdp::Direction::SendRecv)
@@ -1218,7 +1229,7 @@ impl SipCall {
         let bytes = response_to(&req.headers, 200, "OK", Some(contact), Some(body), None);
         self.their_reinvite = Some((cseq, bytes.clone()));
         self.pending = Some(Retransmit::new(bytes.clone(), now));
-        Ok(bytes)
+        Ok((bytes, news))
     }
 
     /// The engine gave the transfer up (its deadline): what the phone reports from now on is ignored.

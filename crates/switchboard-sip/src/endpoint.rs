@@ -1006,7 +1006,12 @@ impl Endpoint {
             let contact = self.contact();
             if let Some(call) = self.calls.get_mut(&call_id) {
                 match call.their_reinvite(&msg, &contact, now_ms) {
-                    Ok(bytes) => return (Some(Reply { to: reply_to, bytes }), Outcome::Answered(200)),
+                    Ok((bytes, news)) => {
+                        if let Some(event) = news {
+                            self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
+                        }
+                        return (Some(Reply { to: reply_to, bytes }), Outcome::Answered(200));
+                    }
                     Err((code, reason)) => refused_reinvite = Some(Answer { code, reason, headers: vec![] }),
                 }
             }

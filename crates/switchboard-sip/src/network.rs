@@ -540,6 +540,7 @@ impl Owner for SipNetwork {
                             let recording = self.keep_recording(&graph_id, &operation_id, &samples, now_ms);
                             NetEvent::MediaCompleted { operation_id, reason, recording: Some(recording) }
                         }
+                        CallEvent::Hold(held) => NetEvent::RemoteHold { held },
                         CallEvent::Dtmf(key) => match switchboard_core::media::Tone::from_char(key) {
                             Some(tone) => NetEvent::ToneReceived { tone },
                             None => continue,

@@ -1080,17 +1080,32 @@ fn comfort_audio_plays_while_the_phone_listens() {
     assert_eq!(header(next).unwrap().1, header(packet).unwrap().1.wrapping_add(1), "sequence numbers count up");
 
     // Heidi holds the bot (sendonly): quiet until she resumes.
-    let reinvite = |cseq: u32, direction: &str| {
+    let reinvite_at = |cseq: u32, direction: &str, address: &str| {
         let plain = invite(&format!("h{cseq}"), cseq, "14255550100", &[])
             .replace("To: <sip:14255550100@sb.test>\r\n", "To: <sip:14255550100@sb.test>;tag=x\r\n");
         let (head, body) = plain.split_once("\r\n\r\n").unwrap();
-        let body = format!("{body}a={direction}\r\n");
+        let body = format!("{body}a={direction}\r\n").replace("c=IN IP4 127.0.0.1", &format!("c=IN IP4 {address}"));
         format!("{}Content-Length: {}\r\n\r\n{body}", head.rsplit_once("Content-Length:").unwrap().0, body.len())
     };
+    let reinvite = |cseq: u32, direction: &str| reinvite_at(cseq, direction, "127.0.0.1");
+    // Each change is news for the bot (its mediaState), once: a retransmission is none.
+    use switchboard_sip::{call::CallEvent, endpoint::Event};
+    let hold = |held: bool| vec![Event::Call { graph_id: id.clone(), event: CallEvent::Hold(held) }];
+    ep.drain_events();
     ep.receive(reinvite(5, "sendonly").as_bytes(), heidi, Transport::Udp, 100);
     assert!(ep.media_due(0).is_empty(), "on hold: quiet");
+    assert_eq!(ep.drain_events(), hold(true));
+    ep.receive(reinvite(5, "sendonly").as_bytes(), heidi, Transport::Udp, 110);
+    assert_eq!(ep.drain_events(), [], "the same re-INVITE again");
     ep.receive(reinvite(6, "sendrecv").as_bytes(), heidi, Transport::Udp, 200);
     assert_eq!(ep.media_due(0).len(), 1, "resumed");
+    assert_eq!(ep.drain_events(), hold(false));
+    // RFC 2543's hold (`c=0.0.0.0`) is a hold too.
+    let old_style = reinvite_at(7, "sendrecv", "0.0.0.0");
+    ep.receive(old_style.as_bytes(), heidi, Transport::Udp, 210);
+    assert_eq!(ep.drain_events(), hold(true));
+    ep.receive(reinvite(8, "sendrecv").as_bytes(), heidi, Transport::Udp, 220);
+    assert_eq!(ep.drain_events(), hold(false));
 
     // Her SDP moves the media to another host: nothing goes there, so an SDP cannot aim our audio at
     // a third party.
@@ -1099,7 +1114,7 @@ fn comfort_audio_plays_while_the_phone_listens() {
             .replace("To: <sip:14255550100@sb.test>\r\n", "To: <sip:14255550100@sb.test>;tag=x\r\n");
         plain.replace("c=IN IP4 127.0.0.1", "c=IN IP4 10.9.9.99")
     };
-    ep.receive(elsewhere(7).as_bytes(), heidi, Transport::Udp, 250);
+    ep.receive(elsewhere(9).as_bytes(), heidi, Transport::Udp, 250);
     assert!(ep.media_due(0).is_empty(), "not to another host");
 
     // Hung up: nothing more.

@@ -93,6 +93,29 @@ fn outgoing_call_connects_then_bot_hangs_up() {
     assert!(fx.contains(&Effect::Net(NetCommand::HangUp)));
 }
 
+/// The peer holds the call: `mediaState` inactive, once; taken off hold, active again. Not while
+/// establishing, and not in a group call (its media goes on with the others).
+#[test]
+fn a_peer_holding_the_call_turns_its_audio_inactive_until_it_resumes() {
+    let hold = |held| Input::Net(NetEvent::RemoteHold { held });
+    let media_states = |fx: &[Effect]| -> Vec<Option<MediaState>> {
+        fx.iter().filter_map(|e| if let Effect::Notify(n) = e { Some(n.media_state) } else { None }).collect()
+    };
+    let (mut call, _) = outgoing(0);
+    assert!(call.handle(hold(true), 1).unwrap().is_empty(), "not established yet");
+    call.handle(Input::Net(NetEvent::Connected), 2).unwrap();
+    let fx = call.handle(hold(true), 3).unwrap();
+    assert_eq!((notes(&fx), media_states(&fx)), (vec!["updated:established".to_owned()], vec![Some(MediaState::Inactive)]));
+    assert_eq!(call.media_state, MediaState::Inactive);
+    assert!(call.handle(hold(true), 4).unwrap().is_empty(), "held again (sendonly, then inactive): no news");
+    let fx = call.handle(hold(false), 5).unwrap();
+    assert_eq!(media_states(&fx), [Some(MediaState::Active)]);
+    assert_eq!(call.media_state, MediaState::Active);
+    let (mut call, _) = group(0);
+    call.handle(Input::Net(NetEvent::MemberJoined { participant_id: "m1".into() }), 1).unwrap();
+    assert!(call.handle(hold(true), 2).unwrap().is_empty(), "a group call");
+}
+
 #[test]
 fn outgoing_call_failures_end_with_their_result_info() {
     for (failure, code) in [(Failure::Busy, 486), (Failure::Declined, 603), (Failure::NoAnswer, 408)] {
@@ -482,6 +505,8 @@ fn any_input() -> impl Strategy<Value = Input> {
             recording: None
         })),
         Just(Input::Net(NetEvent::ToneReceived { tone: Tone::Pound })),
+        Just(Input::Net(NetEvent::RemoteHold { held: true })),
+        Just(Input::Net(NetEvent::RemoteHold { held: false })),
         // Invitations (Alex as m3, into peer-to-peer and group calls alike) and participant actions.
         Just(invite("m3", alex(), None)),
         Just(joined("m3")),

@@ -1216,3 +1216,24 @@ async fn a_group_calls_phone_member_has_left_after_a_restart() {
     bot_hangs_up(&server, &mut bot, &token, &id).await;
     bot.expect_silence(Duration::from_millis(300)).await;
 }
+
+/// A phone that puts the bot on hold (re-INVITE `sendonly`, then `inactive`) makes the call's audio
+/// `inactive`, told once; taken off hold (`sendrecv`), it is `active` again. Each re-INVITE is
+/// answered with the direction mirrored.
+#[tokio::test]
+async fn a_phone_holding_the_call_turns_its_media_state_inactive_until_it_resumes() {
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let (id, _, phone) = answered_phone_call(&server, &mut bot, &token, "phone_holds.xml", port).await;
+    let mut held = established_note();
+    held["resourceData"]["mediaState"]["audio"] = serde_json::json!("inactive");
+    assert_eq!(redact(bot.next().await.1, &id), held);
+    assert_eq!(redact(bot.next().await.1, &id), established_note(), "off hold");
+    let (_, call) = server.graph(reqwest::Method::GET, &format!("/v1.0/communications/calls/{id}"), &token, None).await;
+    assert_eq!(call["mediaState"]["audio"], "active", "{call}");
+    assert_eq!(redact(bot.next().await.1, &id), terminated_note(200, 4521, "The other participant ended the call."));
+    let (code, screen) = phone.await.unwrap();
+    assert_eq!(code, 0, "the phone's re-INVITEs answered recvonly, inactive and sendrecv:\n{screen}");
+    bot.expect_silence(Duration::from_millis(300)).await;
+}
