@@ -74,6 +74,8 @@ pub struct Metrics {
     pub sip_retransmitted: Counter,
     /// SIP messages too broken to answer.
     pub sip_dropped: Counter,
+    /// TCP connections of our own to phones that could not be opened.
+    pub sip_tcp_connect_failed: Counter,
     /// Contacts registered now.
     pub sip_registered: AtomicI64,
     /// RTP packets sent (comfort audio) and received from phones.
@@ -229,9 +231,10 @@ impl Metrics {
         drop(sip);
         let _ = writeln!(
             out,
-            "# HELP switchboard_sip_retransmissions_total SIP requests answered again from their transaction.\n# TYPE switchboard_sip_retransmissions_total counter\nswitchboard_sip_retransmissions_total {}\n# HELP switchboard_sip_dropped_total SIP messages too broken to answer.\n# TYPE switchboard_sip_dropped_total counter\nswitchboard_sip_dropped_total {}\n# HELP switchboard_sip_registered Contacts registered over SIP now.\n# TYPE switchboard_sip_registered gauge\nswitchboard_sip_registered {}",
+            "# HELP switchboard_sip_retransmissions_total SIP requests answered again from their transaction.\n# TYPE switchboard_sip_retransmissions_total counter\nswitchboard_sip_retransmissions_total {}\n# HELP switchboard_sip_dropped_total SIP messages too broken to answer.\n# TYPE switchboard_sip_dropped_total counter\nswitchboard_sip_dropped_total {}\n# HELP switchboard_sip_tcp_connect_failures_total TCP connections to phones (contacts with transport=tcp) that could not be opened.\n# TYPE switchboard_sip_tcp_connect_failures_total counter\nswitchboard_sip_tcp_connect_failures_total {}\n# HELP switchboard_sip_registered Contacts registered over SIP now.\n# TYPE switchboard_sip_registered gauge\nswitchboard_sip_registered {}",
             self.sip_retransmitted.get(),
             self.sip_dropped.get(),
+            self.sip_tcp_connect_failed.get(),
             self.sip_registered.load(Ordering::Relaxed)
         );
         let _ = writeln!(

@@ -1320,6 +1320,17 @@ impl SipCall {
     }
 
     /// What is due again at `now`, and what giving up means.
+    /// Our INVITE could not be sent (no connection could be opened to the phone): the call is
+    /// refused as by a 503 (RFC 3261 §8.1.3.1), unless something already came back.
+    pub fn transport_failed(&mut self) -> Option<CallEvent> {
+        if self.role != Role::Uac || self.phase != Phase::Calling || self.invite_tx.is_none() {
+            return None;
+        }
+        self.invite_tx = None;
+        self.phase = Phase::Ended;
+        (!self.cancelled).then_some(CallEvent::Refused(503))
+    }
+
     pub fn poll(&mut self, now: u64) -> (Vec<Vec<u8>>, Vec<CallEvent>) {
         let mut out = Vec::new();
         let mut events = Vec::new();

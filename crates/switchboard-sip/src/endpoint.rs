@@ -469,7 +469,10 @@ impl Endpoint {
         let (peer, transport) = match binding.flow {
             Some(flow) => flow,
             None => {
-                (SocketAddr::new(uri.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?, uri.port.unwrap_or(5060)), "UDP")
+                // A contact that asks for TCP is called on a connection we open (RFC 3263 §4.1).
+                let tcp = uri.rest.split(['?', ';']).any(|p| p.eq_ignore_ascii_case("transport=tcp"));
+                let host = uri.host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+                (SocketAddr::new(host, uri.port.unwrap_or(5060)), if tcp { "TCP" } else { "UDP" })
             }
         };
         Some(Destination {
@@ -479,6 +482,15 @@ impl Endpoint {
             headers: Vec::new(),
             transport,
         })
+    }
+
+    /// No connection could be opened to `peer`: the calls we are placing there fail (503).
+    pub fn unreachable(&mut self, peer: SocketAddr) {
+        for call in self.calls.values_mut().filter(|c| c.peer == peer) {
+            if let Some(event) = call.transport_failed() {
+                self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
+            }
+        }
     }
 
     /// A TCP or TLS connection closed: the registrations made on it are reached at their contacts.
@@ -526,10 +538,27 @@ impl Endpoint {
     /// The bot hangs up: BYE once answered, 480 while still ringing; a target being called for the
     /// call's transfer is given up too.
     pub fn hang_up(&mut self, graph_id: &str, now_ms: u64) {
-        if let Some(leg) = self.bridges.iter().find(|(_, b)| b.transferee == graph_id).map(|(leg, _)| leg.clone()) {
+        self.hang_up_keeping(graph_id, false, now_ms);
+    }
+
+    /// A group member's dialog leaves (`graph_id`: a member leg, or a phone's call become a group
+    /// call): as [`Endpoint::hang_up`], but a target being called for another member of that call
+    /// (one on the other network, handed over under the call's id) rings on.
+    pub fn hang_up_member(&mut self, graph_id: &str, now_ms: u64) {
+        self.hang_up_keeping(graph_id, true, now_ms);
+    }
+
+    /// A target being called for a transfer of `graph_id` stops ringing (its dialog stays).
+    pub fn stop_bridging(&mut self, graph_id: &str, keep_foreign: bool, now_ms: u64) {
+        let bridged = self.bridges.iter().find(|(_, b)| b.transferee == graph_id && !(keep_foreign && b.foreign.is_some()));
+        if let Some(leg) = bridged.map(|(leg, _)| leg.clone()) {
             self.bridges.remove(&leg);
             self.hang_up(&leg, now_ms);
         }
+    }
+
+    fn hang_up_keeping(&mut self, graph_id: &str, keep_foreign: bool, now_ms: u64) {
+        self.stop_bridging(graph_id, keep_foreign, now_ms);
         let contact = self.contact();
         let local = self.local();
         let elsewhere = self.foreign_legs.remove(graph_id);
@@ -675,8 +704,10 @@ impl Endpoint {
                 }
                 continue;
             }
+            // (A bridge handed over under this id is another network's member's: not this phone's.)
             if matches!(event, CallEvent::HungUp | CallEvent::Lost)
-                && let Some(leg) = self.bridges.iter().find(|(_, b)| b.transferee == graph_id).map(|(l, _)| l.clone())
+                && let Some(leg) =
+                    self.bridges.iter().find(|(_, b)| b.transferee == graph_id && b.foreign.is_none()).map(|(l, _)| l.clone())
             {
                 // The transferee left while its target was being called: the target stops ringing.
                 self.bridges.remove(&leg);

@@ -515,7 +515,8 @@ impl Owner for SipNetwork {
                             NetEvent::Failed(failure_of(code))
                         }
                         CallEvent::HungUp | CallEvent::Lost => NetEvent::RemoteHangUp,
-                        CallEvent::Replaced { by } => NetEvent::Replaced { by_call_id: by },
+                        // The transferee may be a group's member leg: the Graph call is its group call.
+                        CallEvent::Replaced { by } => NetEvent::Replaced { by_call_id: self.call_of(&by) },
                         CallEvent::Played { operation_id } => {
                             // A recording's prompt and beep are done: the recording starts.
                             let waiting = self.records.lock().unwrap_or_else(|e| e.into_inner()).remove(&operation_id);
@@ -580,10 +581,13 @@ impl Network for SipNetwork {
             NetCommand::Redirect { .. } | NetCommand::HangUp => {
                 self.stop_ringing_elsewhere(id);
                 self.hang_up_members(id);
-                // Unless its dialog has moved into another call (`replacesCallId`).
-                if !self.moved_away(id) {
-                    self.shared.with_endpoint(|ep, now| ep.hang_up(id, now));
+                // Its dialog, unless it is no longer the call's (moved into another call, or
+                // transferred away); a target rung for one of its members stops all the same.
+                match self.moved_away(id) {
+                    false => self.shared.with_endpoint(|ep, now| ep.hang_up(id, now)),
+                    true => self.shared.with_endpoint(|ep, now| ep.stop_bridging(id, false, now)),
                 }
+                self.forget_own(id);
             }
             NetCommand::Transfer { transfer_id, target, replaces_call_id: None, transferee: None } => {
                 let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
@@ -714,9 +718,11 @@ impl Network for SipNetwork {
     fn release(&self, call: &Call) {
         self.stop_ringing_elsewhere(&call.id);
         self.hang_up_members(&call.id);
-        if !self.moved_away(&call.id) {
-            self.shared.with_endpoint(|ep, now| ep.hang_up(&call.id, now));
+        match self.moved_away(&call.id) {
+            false => self.shared.with_endpoint(|ep, now| ep.hang_up(&call.id, now)),
+            true => self.shared.with_endpoint(|ep, now| ep.stop_bridging(&call.id, false, now)),
         }
+        self.forget_own(&call.id);
     }
 }
 

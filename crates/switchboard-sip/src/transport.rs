@@ -23,6 +23,8 @@ const TCP_IDLE: Duration = Duration::from_secs(120);
 const TCP_QUEUE: usize = 256;
 /// A write that takes longer than this ends the connection.
 const TCP_WRITE: Duration = Duration::from_secs(10);
+/// Opening a connection of our own gives up after this.
+const TCP_CONNECT: Duration = Duration::from_secs(5);
 
 /// Who learns what the endpoint has to say ([`Event`]s), under the endpoint's lock, so that it can
 /// answer at once (ring, refuse) in order with everything else.
@@ -40,6 +42,8 @@ pub struct Shared {
     udp: Arc<OnceLock<Arc<UdpSocket>>>,
     /// Open TCP connections by the peer's address: what is addressed there goes on the connection.
     tcp: Arc<Mutex<HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)>>>,
+    /// Connections of our own being opened, and what waits for each. Taken before `tcp`.
+    opening: Arc<Mutex<HashMap<SocketAddr, Vec<Vec<u8>>>>>,
     connections: Arc<std::sync::atomic::AtomicU64>,
     /// Whether a call records its phone's audio (then audio packets go to the endpoint too).
     pub recording: Arc<std::sync::atomic::AtomicBool>,
@@ -54,6 +58,7 @@ impl Shared {
             owner: Arc::default(),
             udp: Arc::default(),
             tcp: Arc::default(),
+            opening: Arc::default(),
             connections: Arc::default(),
             recording: Arc::default(),
         }
@@ -92,10 +97,14 @@ impl Shared {
         endpoint.drain_outbox()
     }
 
-    /// Sends each message on the TCP connection to its address if there is one, else over UDP.
+    /// Sends each message on the TCP connection to its address if there is one; a request of ours
+    /// whose Via says TCP on a connection we open; anything else over UDP.
     fn send_queued(&self, queued: Vec<Reply>) {
         let Some(udp) = self.udp.get() else { return };
         for r in queued {
+            if first_via_is_tcp(&r.bytes) && self.open_for(r.to, &r.bytes) {
+                continue;
+            }
             let connection = self.tcp.lock().unwrap_or_else(|e| e.into_inner()).get(&r.to).cloned();
             if let Some((id, connection)) = connection {
                 match connection.try_send(r.bytes) {
@@ -117,6 +126,41 @@ impl Shared {
                 tracing::debug!(to = %r.to, error = %e, "SIP UDP send failed");
             }
         }
+    }
+
+    /// A request for `to` over TCP with no connection there: it waits while one is opened (one
+    /// attempt at a time per address). `false` if a connection is there already (send on it).
+    fn open_for(&self, to: SocketAddr, bytes: &[u8]) -> bool {
+        let mut opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+        if self.tcp.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&to) {
+            return false;
+        }
+        if let Some(waiting) = opening.get_mut(&to) {
+            if waiting.len() < TCP_QUEUE {
+                waiting.push(bytes.to_vec());
+            }
+            return true;
+        }
+        opening.insert(to, vec![bytes.to_vec()]);
+        drop(opening);
+        let shared = self.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(TCP_CONNECT, TcpStream::connect(to)).await {
+                Ok(Ok(stream)) => connection(stream, to, shared, Transport::Tcp).await,
+                Ok(Err(e)) => shared.not_opened(to, &e.to_string()),
+                Err(_) => shared.not_opened(to, "timed out"),
+            }
+        });
+        true
+    }
+
+    /// A connection of our own could not be opened: what waited for it is dropped, and the calls
+    /// being placed there fail (503); a request in a call is sent again on its timers.
+    fn not_opened(&self, to: SocketAddr, why: &str) {
+        let dropped = self.opening.lock().unwrap_or_else(|e| e.into_inner()).remove(&to).map_or(0, |w| w.len());
+        self.metrics.sip_tcp_connect_failed.inc();
+        tracing::warn!(%to, why, dropped, "cannot open a SIP TCP connection to a phone; calls being placed there fail");
+        self.with_endpoint(|endpoint, _| endpoint.unreachable(to));
     }
 
     fn handle(&self, bytes: &[u8], from: SocketAddr, transport: Transport) {
@@ -291,7 +335,14 @@ where
     // order, with a bounded queue and a bounded wait per write.
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
     let id = shared.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    shared.tcp.lock().unwrap_or_else(|e| e.into_inner()).insert(from, (id, tx));
+    {
+        // What waited for this connection goes first, before anything sent on it from now on.
+        let mut opening = shared.opening.lock().unwrap_or_else(|e| e.into_inner());
+        for bytes in opening.remove(&from).into_iter().flatten() {
+            let _ = tx.try_send(bytes);
+        }
+        shared.tcp.lock().unwrap_or_else(|e| e.into_inner()).insert(from, (id, tx));
+    }
     let mut writing = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             // Flushed, so that TLS sends its records now, not with the next message.
@@ -329,6 +380,18 @@ where
     }
 }
 
+/// Whether `bytes` is a request whose top Via says TCP (ours name the transport there: a call to a
+/// phone registered with `;transport=tcp`, or on its connection).
+fn first_via_is_tcp(bytes: &[u8]) -> bool {
+    if bytes.starts_with(b"SIP/2.0 ") {
+        return false;
+    }
+    let head = &bytes[..bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(bytes.len())];
+    let at = |name: &[u8]| head.windows(name.len()).position(|w| w.eq_ignore_ascii_case(name)).map(|i| i + name.len());
+    let first = [at(b"\r\nVia: "), at(b"\r\nv: ")].into_iter().flatten().min();
+    first.is_some_and(|i| head[i..].starts_with(b"SIP/2.0/TCP "))
+}
+
 async fn read_messages<R: tokio::io::AsyncRead + Unpin>(reader: &mut R, from: SocketAddr, shared: &Shared, transport: Transport) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
@@ -356,5 +419,28 @@ async fn read_messages<R: tokio::io::AsyncRead + Unpin>(reader: &mut R, from: So
             Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_via_is_tcp;
+
+    #[test]
+    fn only_a_request_whose_top_via_says_tcp_needs_a_connection_of_ours() {
+        let cases = [
+            ("INVITE sip:a@h SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4:5060;branch=z9hG4bK1\r\nTo: <sip:a@h>\r\n\r\n", true),
+            ("BYE sip:a@h SIP/2.0\r\nv: SIP/2.0/TCP 1.2.3.4\r\n\r\n", true),
+            ("INVITE sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4\r\n\r\n", false),
+            // A proxied request: our UDP Via on top of the phone's TCP one.
+            ("INVITE sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4\r\nVia: SIP/2.0/TCP 5.6.7.8\r\n\r\n", false),
+            // Answers go back where their request came from.
+            ("SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 1.2.3.4\r\n\r\n", false),
+            // A Via in the body is no Via.
+            ("MESSAGE sip:a@h SIP/2.0\r\nTo: <sip:a@h>\r\n\r\n\r\nVia: SIP/2.0/TCP x\r\n", false),
+        ];
+        for (message, want) in cases {
+            assert_eq!(first_via_is_tcp(message.as_bytes()), want, "{message:?}");
+        }
     }
 }

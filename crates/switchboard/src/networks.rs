@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use switchboard_core::call::{Call, NetCommand};
+use switchboard_core::call::{Call, Failure, NetCommand, NetEvent};
 use switchboard_engine::network::{Network, NetworkEvents};
 use switchboard_sip::endpoint::is_sip_call;
 use switchboard_sip::network::{SipNetwork, end_lost_call, lost_members};
@@ -59,9 +59,13 @@ impl Networks {
                 true
             }
             NetCommand::Invite { invitee, .. } => {
-                if sip_hosted {
-                    sip.host_group(call);
-                } else if is_sip_call(&invitee.participant_id) {
+                if sip_hosted && !sip.host_group(call) {
+                    // Its phone has just moved into another call: this one is ending.
+                    let participant_id = invitee.participant_id.clone();
+                    self.events.call(&call.id, NetEvent::MemberLeft { participant_id, failure: Some(Failure::Unreachable) });
+                    return true;
+                }
+                if !sip_hosted && is_sip_call(&invitee.participant_id) {
                     self.sim.0.become_group(call);
                 }
                 match is_sip_call(&invitee.participant_id) {
@@ -91,7 +95,8 @@ impl Networks {
                 self.sim.execute(call, command);
                 true
             }
-            NetCommand::CancelTransfer { transfer_id } if call.transfer.as_ref().is_some_and(|t| t.transferee.is_some()) => {
+            // (By the transfer's id: the core may have let go of its transferee already.)
+            NetCommand::CancelTransfer { transfer_id } if call.group => {
                 if sip.cancel_member_transfer(call, transfer_id) {
                     return true;
                 }
@@ -105,7 +110,8 @@ impl Networks {
                 if sip.member_hold_music(call, operation_id, participant_id, *start, prompt.clone()) {
                     return true;
                 }
-                match sip_hosted {
+                // A phone's peer-to-peer call plays it on its dialog; any other participant is the sim's.
+                match sip_hosted && !call.group {
                     true => sip.execute(call, command),
                     false => self.sim.execute(call, command),
                 }
@@ -173,7 +179,13 @@ impl Network for Networks {
 
     fn release(&self, call: &Call) {
         match self.sip_for(call) {
-            Some(sip) => sip.release(call),
+            Some(sip) => {
+                sip.release(call);
+                // The members the sim rang for it.
+                if call.group {
+                    self.sim.release(call);
+                }
+            }
             None => {
                 // A phone still ringing for this sim call's transfer stops: the new owner starts the
                 // transfer over.

@@ -26,6 +26,17 @@ pub(super) const MEMBER_LEG: &str = "member-";
 pub(super) struct Membership {
     pub call_id: String,
     pub participant_id: String,
+    /// Its transfer under way, if one is.
+    pub transfer: Option<String>,
+    /// Transferred away: its phone is with the target now (or hung up by us after the REFER), so its
+    /// news is nobody's and hanging the group up leaves it alone. Forgotten when the group ends.
+    pub left: bool,
+}
+
+impl Membership {
+    fn new(call_id: &str, participant_id: &str) -> Membership {
+        Membership { call_id: call_id.to_owned(), participant_id: participant_id.to_owned(), transfer: None, left: false }
+    }
 }
 
 impl SipNetwork {
@@ -40,6 +51,9 @@ impl SipNetwork {
             }
             return;
         };
+        if m.left {
+            return;
+        }
         let pid = m.participant_id.clone();
         let event = match event {
             NetEvent::Connected => Some(NetEvent::MemberJoined { participant_id: pid }),
@@ -51,7 +65,19 @@ impl SipNetwork {
                 members.remove(leg);
                 Some(NetEvent::MemberLeft { participant_id: pid, failure: None })
             }
-            e @ (NetEvent::TransferAccepted { .. } | NetEvent::TransferCompleted { .. } | NetEvent::TransferFailed { .. }) => Some(e),
+            e @ NetEvent::TransferCompleted { .. } => {
+                if let Some(m) = members.get_mut(leg) {
+                    m.left = true;
+                }
+                Some(e)
+            }
+            e @ NetEvent::TransferFailed { .. } => {
+                if let Some(m) = members.get_mut(leg) {
+                    m.transfer = None;
+                }
+                Some(e)
+            }
+            e @ NetEvent::TransferAccepted { .. } => Some(e),
             // The call's own dialog (a SIP call become a group call) carries the call's media.
             e if leg == m.call_id => Some(e),
             // Ringing, and media news of a member leg (the group's media is its host's).
@@ -63,16 +89,24 @@ impl SipNetwork {
         }
     }
 
-    /// The endpoint's id of group call `call_id`'s member `participant_id`, if it is a SIP dialog here.
+    /// The endpoint's id of group call `call_id`'s member `participant_id`, if it is a SIP dialog here
+    /// (and still in the call).
     pub fn member_leg_of(&self, call_id: &str, participant_id: &str) -> Option<String> {
         let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        members.iter().find(|(_, m)| m.call_id == call_id && m.participant_id == participant_id).map(|(leg, _)| leg.clone())
+        let found = members.iter().find(|(_, m)| m.call_id == call_id && m.participant_id == participant_id && !m.left);
+        found.map(|(leg, _)| leg.clone())
+    }
+
+    /// The Graph call a leg's news is about: a member leg's group call, or the leg itself.
+    pub(super) fn call_of(&self, leg: &str) -> String {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.get(leg).map_or_else(|| leg.to_owned(), |m| m.call_id.clone())
     }
 
     /// Rings member `member` of group call `call` on its phone (or at a trunk); it joins when it answers.
     pub fn place_member(&self, call: &Call, member: &Member) {
         let leg = member_leg(&member.participant_id);
-        let membership = Membership { call_id: call.id.clone(), participant_id: member.participant_id.clone() };
+        let membership = Membership::new(&call.id, &member.participant_id);
         self.members.lock().unwrap_or_else(|e| e.into_inner()).insert(leg.clone(), membership);
         let placed = self.shared.with_endpoint(|ep, now| {
             let destination = self.destination(ep, &member.party, now)?;
@@ -93,15 +127,17 @@ impl SipNetwork {
         let Some(replaced) = &invitee.replaces_call_id else {
             return self.place_member(call, &Member::invited(pid.clone(), invitee.party.clone()));
         };
-        let moved = self.shared.with_endpoint(|ep, _| ep.is_established(replaced)) && {
+        // Decided under the endpoint's lock, so that the phone's BYE comes before (the call is not
+        // established) or after (it is the member's leaving).
+        let moved = self.shared.with_endpoint(|ep, _| {
             let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
             // Not one already moved into a group (the API checks; two invitations may race).
-            !members.contains_key(replaced.as_str()) && {
-                let membership = Membership { call_id: call.id.clone(), participant_id: pid.clone() };
-                members.insert(replaced.clone(), membership);
-                true
+            let free = ep.is_established(replaced) && !members.contains_key(replaced.as_str());
+            if free {
+                members.insert(replaced.clone(), Membership::new(&call.id, pid));
             }
-        };
+            free
+        });
         if moved {
             self.events.call(&call.id, NetEvent::MemberJoined { participant_id: pid.clone() });
             self.events.call(replaced, NetEvent::Replaced { by_call_id: call.id.clone() });
@@ -112,11 +148,11 @@ impl SipNetwork {
     }
 
     /// A SIP call becomes a group call: its dialog is its first member (`peer_participant_id`).
-    pub fn host_group(&self, call: &Call) {
+    /// `false` if its dialog has moved into another group call (`replacesCallId`): it is ending.
+    pub fn host_group(&self, call: &Call) -> bool {
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        members
-            .entry(call.id.clone())
-            .or_insert_with(|| Membership { call_id: call.id.clone(), participant_id: call.peer_participant_id.clone() });
+        let own = members.entry(call.id.clone()).or_insert_with(|| Membership::new(&call.id, &call.peer_participant_id));
+        own.call_id == call.id
     }
 
     /// Member `participant_id` of group call `call_id` leaves, if it is a SIP dialog here: it stops
@@ -126,23 +162,31 @@ impl SipNetwork {
         // Its news from now on is nobody's: the core has let it go.
         self.members.lock().unwrap_or_else(|e| e.into_inner()).remove(&leg);
         self.stop_ringing_elsewhere(&leg);
-        self.shared.with_endpoint(|ep, now| ep.hang_up(&leg, now));
+        self.shared.with_endpoint(|ep, now| ep.hang_up_member(&leg, now));
         true
     }
 
-    /// Group call `call_id` ends (or moves to another node): its members on SIP are hung up.
+    /// Group call `call_id` ends (or moves to another node): its members on SIP are hung up, but
+    /// not those transferred away (they are with their targets).
     pub fn hang_up_members(&self, call_id: &str) {
-        let legs: Vec<String> = {
+        let legs: Vec<(String, bool)> = {
             let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
-            let legs: Vec<String> = members.iter().filter(|(_, m)| m.call_id == call_id).map(|(leg, _)| leg.clone()).collect();
-            for leg in &legs {
-                members.remove(leg);
+            let legs: Vec<(String, bool)> =
+                members.iter().filter(|(_, m)| m.call_id == call_id).map(|(leg, m)| (leg.clone(), m.left)).collect();
+            for (leg, _) in &legs {
+                // The call's own dialog, transferred away, stays known as such (`moved_away`).
+                if leg != call_id {
+                    members.remove(leg);
+                }
             }
             legs
         };
-        for leg in legs {
+        for (leg, left) in legs {
+            if left {
+                continue;
+            }
             self.stop_ringing_elsewhere(&leg);
-            self.shared.with_endpoint(|ep, now| ep.hang_up(&leg, now));
+            self.shared.with_endpoint(|ep, now| ep.hang_up_member(&leg, now));
         }
     }
 
@@ -151,6 +195,7 @@ impl SipNetwork {
     /// if the member is not one of SIP's.
     pub fn transfer_member(&self, call: &Call, transfer_id: &str, target: &Party, participant_id: &str) -> bool {
         let Some(leg) = self.member_leg_of(&call.id, participant_id) else { return false };
+        self.note_transfer(&leg, transfer_id);
         let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
         let over_sip = self.shared.with_endpoint(|ep, now| {
             let mut destination = self.destination(ep, target, now)?;
@@ -172,6 +217,7 @@ impl SipNetwork {
     /// the consultation call (a SIP call here). `false` if the member is not one of SIP's.
     pub fn transfer_member_replacing(&self, call: &Call, transfer_id: &str, consultation: &str, participant_id: &str) -> bool {
         let Some(leg) = self.member_leg_of(&call.id, participant_id) else { return false };
+        self.note_transfer(&leg, transfer_id);
         let headers = super::custom_headers(call);
         let sent = self.shared.with_endpoint(|ep, now| {
             let referred_by = format!("sip:{}@{}", call.app_id, ep.domain());
@@ -188,16 +234,35 @@ impl SipNetwork {
         true
     }
 
-    /// Whether SIP call `call_id`'s dialog has moved into another (group) call.
+    /// SIP call `call_id` is over: what was kept of its own dialog as a group's member goes.
+    pub(super) fn forget_own(&self, call_id: &str) {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if members.get(call_id).is_some_and(|m| m.call_id == call_id) {
+            members.remove(call_id);
+        }
+    }
+
+    fn note_transfer(&self, leg: &str, transfer_id: &str) {
+        if let Some(m) = self.members.lock().unwrap_or_else(|e| e.into_inner()).get_mut(leg) {
+            m.transfer = Some(transfer_id.to_owned());
+        }
+    }
+
+    /// Whether SIP call `call_id`'s dialog is no longer its own: moved into another (group) call, or,
+    /// as a group call's first member, transferred away.
     pub(super) fn moved_away(&self, call_id: &str) -> bool {
         let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        members.get(call_id).is_some_and(|m| m.call_id != call_id)
+        members.get(call_id).is_some_and(|m| m.call_id != call_id || m.left)
     }
 
     /// The core gives up transfer `transfer_id` of a SIP member of `call`; `false` if it is not SIP's.
     pub fn cancel_member_transfer(&self, call: &Call, transfer_id: &str) -> bool {
-        let Some(pid) = call.transfer.as_ref().and_then(|t| t.transferee.as_deref()) else { return false };
-        let Some(leg) = self.member_leg_of(&call.id, pid) else { return false };
+        let leg = {
+            let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+            let found = members.iter().find(|(_, m)| m.call_id == call.id && m.transfer.as_deref() == Some(transfer_id) && !m.left);
+            found.map(|(leg, _)| leg.clone())
+        };
+        let Some(leg) = leg else { return false };
         let failed = NetEvent::TransferFailed { transfer_id: transfer_id.to_owned(), failure: Failure::NoAnswer };
         if self.stop_ringing_elsewhere(&leg) {
             self.shared.with_endpoint(|ep, now| ep.not_joined_elsewhere(&leg, now));

@@ -958,39 +958,59 @@ async fn a_phones_reply_is_recorded_until_its_stop_key() {
 
 /// A phone that registers over TCP (as phones behind NAT, and RFC 5626's, do) is called on that
 /// connection: its contact names a port where nothing listens, so only the connection reaches it.
+/// One SIP message off a stream (its head, and the body its Content-Length announces).
+async fn read_sip(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> String {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length:").or_else(|| l.strip_prefix("l:")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                return String::from_utf8_lossy(&msg).into_owned();
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk)).await.expect("a message").unwrap();
+        assert!(n > 0, "the connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A header's value in a message (its full name only).
+fn sip_header(msg: &str, name: &str) -> String {
+    msg.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned)).unwrap_or_else(|| panic!("no {name} in {msg}"))
+}
+
+/// The phone's 2xx (or other final answer) to `request`, with `to_tag` added to To when given, and a body.
+fn sip_answer(request: &str, status: &str, to_tag: Option<&str>, extra: &str, body: &str) -> String {
+    let to = match to_tag {
+        Some(tag) => format!("{};tag={tag}", sip_header(request, "To")),
+        None => sip_header(request, "To"),
+    };
+    format!(
+        "SIP/2.0 {status}\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        sip_header(request, "Via"),
+        sip_header(request, "From"),
+        sip_header(request, "Call-ID"),
+        sip_header(request, "CSeq"),
+        body.len()
+    )
+}
+
 #[tokio::test]
 async fn a_phone_registered_over_tcp_is_called_on_its_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut bot = Bot::start().await;
     let (server, port) = sip_server(&bot).await;
     let token = server.token(DEMO_BOT, CONTOSO).await;
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let me = tcp.local_addr().unwrap();
     let mut buf: Vec<u8> = Vec::new();
-    // One message off the stream (its head, and the body its Content-Length announces).
-    async fn next(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> String {
-        loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Content-Length:").or_else(|| l.strip_prefix("l:")))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    let msg: Vec<u8> = buf.drain(..end + 4 + len).collect();
-                    return String::from_utf8_lossy(&msg).into_owned();
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk)).await.expect("a message").unwrap();
-            assert!(n > 0, "the connection closed");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-    let header = |msg: &str, name: &str| {
-        msg.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned)).unwrap_or_else(|| panic!("no {name} in {msg}"))
-    };
     let register = |cseq: u32, auth: &str| {
         format!(
             "REGISTER sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bKtcpreg{cseq}\r\nMax-Forwards: 70\r\n\
@@ -999,9 +1019,9 @@ async fn a_phone_registered_over_tcp_is_called_on_its_connection() {
         )
     };
     tcp.write_all(register(1, "").as_bytes()).await.unwrap();
-    let challenge = next(&mut tcp, &mut buf).await;
+    let challenge = read_sip(&mut tcp, &mut buf).await;
     assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
-    let www = header(&challenge, "WWW-Authenticate");
+    let www = sip_header(&challenge, "WWW-Authenticate");
     let field = |name: &str| www.split(&format!("{name}=\"")).nth(1).and_then(|s| s.split('"').next()).unwrap().to_owned();
     let mut creds = switchboard_sip::header::authorization::Credentials {
         username: "alex".into(),
@@ -1019,42 +1039,42 @@ async fn a_phone_registered_over_tcp_is_called_on_its_connection() {
         creds.realm, creds.nonce, creds.uri, creds.response
     );
     tcp.write_all(register(2, &auth).as_bytes()).await.unwrap();
-    let ok = next(&mut tcp, &mut buf).await;
+    let ok = read_sip(&mut tcp, &mut buf).await;
     assert!(ok.starts_with("SIP/2.0 200 OK"), "{ok}");
 
     // The bot calls Alex: the INVITE comes on the connection, with a TCP Via.
     let id = place_call(&server, &token, call_to_user(&bot.callback("alex"), ALEX)).await;
     assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
-    let invite = next(&mut tcp, &mut buf).await;
+    let invite = read_sip(&mut tcp, &mut buf).await;
     assert!(invite.starts_with("INVITE sip:alex@127.0.0.1:9;transport=tcp SIP/2.0\r\n"), "{invite}");
-    assert!(header(&invite, "Via").starts_with("SIP/2.0/TCP "), "{invite}");
+    assert!(sip_header(&invite, "Via").starts_with("SIP/2.0/TCP "), "{invite}");
     let sdp = "v=0\r\no=alex 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     let ok = format!(
         "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=alextcp\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:alex@{me};transport=tcp>\r\n\
          Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        header(&invite, "Via"),
-        header(&invite, "From"),
-        header(&invite, "To"),
-        header(&invite, "Call-ID"),
-        header(&invite, "CSeq"),
+        sip_header(&invite, "Via"),
+        sip_header(&invite, "From"),
+        sip_header(&invite, "To"),
+        sip_header(&invite, "Call-ID"),
+        sip_header(&invite, "CSeq"),
         sdp.len()
     );
     tcp.write_all(ok.as_bytes()).await.unwrap();
-    let ack = next(&mut tcp, &mut buf).await;
+    let ack = read_sip(&mut tcp, &mut buf).await;
     assert!(ack.starts_with("ACK "), "{ack}");
     assert_eq!(redact(bot.next().await.1, &id), established_note());
 
     // The bot hangs up: the BYE comes on the connection too.
     assert_eq!(server.graph(reqwest::Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
-    let bye = next(&mut tcp, &mut buf).await;
-    assert!(bye.starts_with("BYE ") && header(&bye, "Via").starts_with("SIP/2.0/TCP "), "{bye}");
+    let bye = read_sip(&mut tcp, &mut buf).await;
+    assert!(bye.starts_with("BYE ") && sip_header(&bye, "Via").starts_with("SIP/2.0/TCP "), "{bye}");
     let ok = format!(
         "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
-        header(&bye, "Via"),
-        header(&bye, "From"),
-        header(&bye, "To"),
-        header(&bye, "Call-ID"),
-        header(&bye, "CSeq")
+        sip_header(&bye, "Via"),
+        sip_header(&bye, "From"),
+        sip_header(&bye, "To"),
+        sip_header(&bye, "Call-ID"),
+        sip_header(&bye, "CSeq")
     );
     tcp.write_all(ok.as_bytes()).await.unwrap();
     let gone = bot.take(2).await;
@@ -1071,10 +1091,11 @@ async fn rosters(bot: &mut Bot, id: &str, n: usize) -> Vec<String> {
 }
 
 /// A group call with members on both networks: the phones ring as SIP dialogs, the sim party on the
-/// sim; each joins as it answers. A phone member is transferred by REFER (its NOTIFY decides), one
-/// removed gets a BYE, and the rest leave with the bot.
+/// sim; each joins as it answers. A phone member is transferred by REFER (its NOTIFY decides), another
+/// to a sim party that rings for it; the bot hangs up, and the phone transferred to the sim party
+/// stays with it until that party hangs up.
 #[tokio::test]
-async fn a_group_call_rings_phones_and_sim_parties_and_transfers_a_phone_member_by_refer() {
+async fn a_group_call_rings_phones_and_sim_parties_and_transfers_phone_members_by_refer_and_to_the_sim() {
     use crate::group::{participant_of, roster, s};
     use switchboard_sip::endpoint::is_sip_call;
     let mut bot = Bot::start().await;
@@ -1118,14 +1139,34 @@ async fn a_group_call_rings_phones_and_sim_parties_and_transfers_a_phone_member_
     let (code, screen) = heidi.await.unwrap();
     assert_eq!(code, 0, "Heidi's phone (INVITE, held, REFER to Alex with Referred-By, NOTIFYs, BYE):\n{screen}");
 
-    // Bob, removed, gets a BYE; Sam stays.
+    // Bob's phone goes to Dana, on the sim (she answers today): she rings for it, and it is hers.
+    server
+        .sim(
+            reqwest::Method::PUT,
+            &format!("/parties/{DECLINING_DANA}/behaviour"),
+            Some(serde_json::json!({"kind": "answer", "after_ms": 50})),
+        )
+        .await;
     let bob_pid = participant_of(&server, &token, &id, BUSY_BOB).await;
-    let path = format!("/v1.0/communications/calls/{id}/participants/{bob_pid}");
-    assert_eq!(server.graph(reqwest::Method::DELETE, &path, &token, None).await.0, 204);
+    let body =
+        serde_json::json!({"transferTarget": {"identity": {"user": {"id": DECLINING_DANA}}}, "transferee": {"participantId": bob_pid}});
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, body).await.0, 202);
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferring"));
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "transferAccepted"));
+    assert_eq!(redact(bot.next().await.1, &id)["resourceData"]["resultInfo"]["subcode"], 7015);
     assert_eq!(roster(&bot.next().await.1, &id), s(&[DEMO_BOT, SILENT_SAM]));
-    let (code, screen) = bob.await.unwrap();
-    assert_eq!(code, 0, "Bob's phone (INVITE, 180, 200, ACK, BYE):\n{screen}");
+
+    // The bot leaves: Bob's phone stays with Dana (no BYE for it), until she hangs up.
     bot_hangs_up(&server, &mut bot, &token, &id).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, world) = server.sim(reqwest::Method::GET, "/world", None).await;
+    let dana = world["legs"].as_array().unwrap().iter().find(|l| l["party"]["id"] == DECLINING_DANA).cloned();
+    let dana = dana.unwrap_or_else(|| panic!("Dana still talks to Bob's phone: {world}"));
+    assert_eq!((dana["state"].as_str(), dana["peer"]["kind"].as_str()), (Some("connected"), Some("external")), "{dana}");
+    assert!(!bob.is_finished(), "Bob's phone got no BYE with the bot's leaving");
+    assert_eq!(server.sim(reqwest::Method::DELETE, &format!("/legs/{}", dana["id"].as_str().unwrap()), None).await.0, 204);
+    let (code, screen) = bob.await.unwrap();
+    assert_eq!(code, 0, "Bob's phone (INVITE, 180, 200, ACK, then Dana's BYE):\n{screen}");
     bot.expect_silence(Duration::from_millis(300)).await;
 }
 
@@ -1168,16 +1209,22 @@ async fn a_call_from_a_phone_becomes_a_group_call_with_phones_and_sim_parties_in
     let (_, list) = server.graph(reqwest::Method::GET, &format!("/v1.0/communications/calls/{id}/participants"), &token, None).await;
     let users: Vec<&str> = list["value"].as_array().unwrap().iter().filter_map(|p| p["info"]["identity"]["user"]["id"].as_str()).collect();
     assert_eq!(users, [HEIDI, BUSY_BOB, SILENT_SAM], "{list}");
-    assert!(is_sip_call(&participant_of(&server, &token, &id, BUSY_BOB).await));
+    // Bob, removed, gets a BYE; the others stay.
+    let bob_pid = participant_of(&server, &token, &id, BUSY_BOB).await;
+    assert!(is_sip_call(&bob_pid));
+    let (status, _) =
+        server.graph(reqwest::Method::DELETE, &format!("/v1.0/communications/calls/{id}/participants/{bob_pid}"), &token, None).await;
+    assert_eq!(status, 204);
+    // (The bot is the reception's application instance here, first.)
+    assert_eq!(crate::group::roster(&bot.next().await.1, &id)[1..], s(&[HEIDI, SILENT_SAM]));
+    let (code, screen) = bob.await.unwrap();
+    assert_eq!(code, 0, "Bob's phone gets the BYE:\n{screen}");
     bot_hangs_up(&server, &mut bot, &token, &id).await;
-    for (who, phone) in [("Heidi", heidi), ("Bob", bob)] {
-        let (code, screen) = phone.await.unwrap();
-        assert_eq!(code, 0, "{who}'s phone gets the BYE:\n{screen}");
-    }
+    let (code, screen) = heidi.await.unwrap();
+    assert_eq!(code, 0, "Heidi's phone gets the BYE:\n{screen}");
     let (_, world) = server.sim(reqwest::Method::GET, "/world", None).await;
     assert_eq!(world["legs"].as_array().map(Vec::len), Some(0), "Sam's sim leg is gone too: {world}");
     bot.expect_silence(Duration::from_millis(300)).await;
-    let _ = s;
 }
 
 /// A group call's member on SIP does not survive a restart (its dialog was not stored): it has left,
@@ -1236,4 +1283,65 @@ async fn a_phone_holding_the_call_turns_its_media_state_inactive_until_it_resume
     let (code, screen) = phone.await.unwrap();
     assert_eq!(code, 0, "the phone's re-INVITEs answered recvonly, inactive and sendrecv:\n{screen}");
     bot.expect_silence(Duration::from_millis(300)).await;
+}
+
+/// Registers `user` over UDP with a contact asking for TCP (`;transport=tcp`) at `contact_port`.
+async fn register_tcp_contact(user: &'static str, contact_port: u16, port: u16) {
+    let target = format!("127.0.0.1:{port}");
+    let contact_port = contact_port.to_string();
+    let (code, screen) = tokio::task::spawn_blocking(move || {
+        let args = ["-s", user, "-au", user, "-ap", "switchboard-demo-sip", "-key", "contact_port", &contact_port, "-m", "1", "-t", "u1"];
+        sipp("register_at_tcp.xml", &target, &args)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{user} registers:\n{screen}");
+}
+
+/// A phone registered over UDP whose contact asks for TCP is called on a connection Switchboard opens
+/// to that contact; the ACK and the BYE go on it too. Where nothing listens, the call fails at once
+/// (503, unreachable), and the failure is counted.
+#[tokio::test]
+async fn a_contact_asking_for_tcp_is_called_on_a_connection_switchboard_opens() {
+    use tokio::io::AsyncWriteExt;
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let phone_port = listener.local_addr().unwrap().port();
+    register_tcp_contact("alex", phone_port, port).await;
+
+    let id = place_call(&server, &token, call_to_user(&bot.callback("alex"), ALEX)).await;
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    let (mut tcp, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await.expect("Switchboard connects").unwrap();
+    let mut buf = Vec::new();
+    let invite = read_sip(&mut tcp, &mut buf).await;
+    assert!(invite.starts_with(&format!("INVITE sip:alex@127.0.0.1:{phone_port};transport=tcp SIP/2.0\r\n")), "{invite}");
+    assert!(sip_header(&invite, "Via").starts_with("SIP/2.0/TCP "), "{invite}");
+    let sdp = "v=0\r\no=alex 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let contact = format!("Contact: <sip:alex@127.0.0.1:{phone_port};transport=tcp>\r\nContent-Type: application/sdp\r\n");
+    tcp.write_all(sip_answer(&invite, "200 OK", Some("alexout"), &contact, sdp).as_bytes()).await.unwrap();
+    let ack = read_sip(&mut tcp, &mut buf).await;
+    assert!(ack.starts_with("ACK sip:alex@127.0.0.1:") && sip_header(&ack, "Via").starts_with("SIP/2.0/TCP "), "{ack}");
+    assert_eq!(redact(bot.next().await.1, &id), established_note());
+    assert_eq!(server.graph(reqwest::Method::DELETE, &format!("/v1.0/communications/calls/{id}"), &token, None).await.0, 204);
+    let bye = read_sip(&mut tcp, &mut buf).await;
+    assert!(bye.starts_with("BYE ") && sip_header(&bye, "Via").starts_with("SIP/2.0/TCP "), "{bye}");
+    tcp.write_all(sip_answer(&bye, "200 OK", None, "", "").as_bytes()).await.unwrap();
+    assert_eq!(bot.take(2).await[1]["changeType"], "deleted");
+
+    // Nothing listens at Bob's contact: the connection is refused, and the call fails at once.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nobody = closed.local_addr().unwrap().port();
+    drop(closed);
+    register_tcp_contact("bob", nobody, port).await;
+    let id = place_call(&server, &token, call_to_user(&bot.callback("bob"), BUSY_BOB)).await;
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    let ended = redact(bot.next().await.1, &id);
+    assert_eq!(
+        (ended["changeType"].as_str(), ended["resourceData"]["resultInfo"]["code"].as_i64()),
+        (Some("deleted"), Some(480)),
+        "{ended}"
+    );
+    assert_eq!(metric(&server.metrics().await, "switchboard_sip_tcp_connect_failures_total"), 1);
 }
