@@ -82,6 +82,8 @@ pub struct Metrics {
     pub rtp_sent: Counter,
     /// Of those, packets of prompts (`playPrompt` over SIP).
     pub rtp_prompt_sent: Counter,
+    /// RTP packets of a conference's mixed audio sent to phones.
+    pub rtp_mixed_sent: Counter,
     pub rtp_received: Counter,
     /// Transfers by (kind, outcome, reason): started, completed, failed with `code/subcode`.
     transfers: Mutex<BTreeMap<(&'static str, &'static str, String), u64>>,
@@ -239,9 +241,10 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP switchboard_rtp_sent_total RTP packets of audio (comfort audio and prompts) sent to phones.\n# TYPE switchboard_rtp_sent_total counter\nswitchboard_rtp_sent_total {}\n# HELP switchboard_rtp_prompt_sent_total RTP packets of prompts sent to phones.\n# TYPE switchboard_rtp_prompt_sent_total counter\nswitchboard_rtp_prompt_sent_total {}\n# HELP switchboard_rtp_received_total RTP packets received from phones.\n# TYPE switchboard_rtp_received_total counter\nswitchboard_rtp_received_total {}",
+            "# HELP switchboard_rtp_sent_total RTP packets of audio (comfort audio and prompts) sent to phones.\n# TYPE switchboard_rtp_sent_total counter\nswitchboard_rtp_sent_total {}\n# HELP switchboard_rtp_prompt_sent_total RTP packets of prompts sent to phones.\n# TYPE switchboard_rtp_prompt_sent_total counter\nswitchboard_rtp_prompt_sent_total {}\n# HELP switchboard_rtp_mixed_sent_total RTP packets of a group call's mixed audio (what the other phones said) sent to phones.\n# TYPE switchboard_rtp_mixed_sent_total counter\nswitchboard_rtp_mixed_sent_total {}\n# HELP switchboard_rtp_received_total RTP packets received from phones.\n# TYPE switchboard_rtp_received_total counter\nswitchboard_rtp_received_total {}",
             self.rtp_sent.get(),
             self.rtp_prompt_sent.get(),
+            self.rtp_mixed_sent.get(),
             self.rtp_received.get()
         );
         let _ = writeln!(

@@ -138,6 +138,8 @@ pub struct RecordLimits {
 
 /// What a packet's audio must reach to count as the caller speaking (about -30 dBFS).
 const VOICE_RMS: f64 = 1_000.0;
+/// Frames of a phone's audio kept for its conference (80 ms).
+const MIX_FRAMES: usize = 4;
 
 /// A recording under way.
 #[derive(Clone, Debug)]
@@ -290,6 +292,10 @@ pub struct SipCall {
     /// hold (it offered `sendonly` or `inactive`).
     pub rtp: Option<crate::rtp::Stream>,
     quiet: bool,
+    /// In a group call's conference: what the phone sends is kept, frame by frame, for the others
+    /// in it to hear (a few frames at most: a phone that sends faster loses its oldest).
+    pub mixing: bool,
+    heard: std::collections::VecDeque<Vec<i16>>,
     /// The transport our requests in this dialog say in their Via: the one the phone called us on.
     pub via_transport: &'static str,
     /// Our BYE's CSeq, so that only its answer stops its retransmissions.
@@ -623,6 +629,8 @@ impl SipCall {
             hold: None,
             rtp: None,
             quiet: false,
+            mixing: false,
+            heard: std::collections::VecDeque::new(),
             via_transport: "UDP",
             bye_cseq: 0,
             plays: true,
@@ -831,10 +839,35 @@ impl SipCall {
             self.last_press = Some(press);
             events.push(CallEvent::Dtmf(key));
             events.extend(self.key_pressed(key, now));
-        } else if let Some(capture) = self.capture.as_mut() {
-            capture.audio(bytes, now);
+        } else {
+            if let Some(capture) = self.capture.as_mut() {
+                capture.audio(bytes, now);
+            }
+            if self.mixing {
+                self.hear(bytes);
+            }
         }
         events
+    }
+
+    /// Keeps a frame of the phone's G.711 audio for the others in its conference.
+    fn hear(&mut self, bytes: &[u8]) {
+        let Some((pt, ..)) = crate::rtp::header(bytes) else { return };
+        let decode = match pt {
+            0 => crate::rtp::ulaw_decode,
+            8 => crate::rtp::alaw_decode,
+            _ => return,
+        };
+        let Some(payload) = crate::rtp::payload(bytes) else { return };
+        if self.heard.len() >= MIX_FRAMES {
+            self.heard.pop_front();
+        }
+        self.heard.push_back(payload.iter().take(crate::rtp::SAMPLES).map(|&b| decode(b)).collect());
+    }
+
+    /// The oldest frame the phone sent that the others have not heard yet.
+    pub fn take_heard(&mut self) -> Option<Vec<i16>> {
+        self.heard.pop_front()
     }
 
     /// A key the phone pressed (RFC 4733 or INFO): a stop tone ends the recording running.
@@ -997,17 +1030,26 @@ impl SipCall {
         Some(packet.filter(|_| send))
     }
 
-    /// The next comfort-audio packet for the phone, and where it goes: only while the call is answered
-    /// and ours (not bridged: then the phones talk to each other), and the phone listens.
+    /// The next packet for the phone, and where it goes: tones, a prompt, what the others of its
+    /// conference said (`mix`), or comfort audio; only while the call is answered and ours (not
+    /// bridged: then the phones talk to each other), and the phone listens.
     ///
     /// Only to the phone's own host (the one its signalling comes from): an SDP cannot aim our packets
     /// at a third party.
-    pub fn comfort(&mut self, audio: crate::rtp::ComfortAudio) -> Option<(SocketAddr, Vec<u8>)> {
+    pub fn comfort(&mut self, audio: crate::rtp::ComfortAudio, mix: Option<&[i16]>) -> Option<(SocketAddr, Vec<u8>)> {
         if let Some(tone) = self.tone_packet() {
             return tone;
         }
         if self.playing.is_some() || self.hold.is_some() {
             return self.prompt_packet();
+        }
+        // In a conference, what the others said, in place of comfort audio.
+        if let Some(samples) = mix
+            && self.may_send()
+            && !self.quiet
+        {
+            let rtp = self.rtp.as_mut()?;
+            return Some((rtp.remote, rtp.packet_of(samples)));
         }
         if audio == crate::rtp::ComfortAudio::Off
             || !self.plays

@@ -147,6 +147,11 @@ pub struct Endpoint {
     blind_when_replaces_refused: bool,
     /// Legs handed over to another network (the sim's transferee talks to them).
     foreign_legs: std::collections::HashSet<String>,
+    /// Conferences: a group call's member dialogs (their Graph ids) by the group call's id; each
+    /// member's phone hears the others'. Ended and detached dialogs leave at the next media tick.
+    conferences: HashMap<String, Vec<String>>,
+    /// Packets of mixed audio made since the transport last counted them.
+    mixed_packets: u64,
     comfort_audio: crate::rtp::ComfortAudio,
 }
 
@@ -175,6 +180,8 @@ impl Endpoint {
             replacing: HashMap::new(),
             blind_when_replaces_refused: settings.blind_when_replaces_refused,
             foreign_legs: std::collections::HashSet::new(),
+            conferences: HashMap::new(),
+            mixed_packets: 0,
             comfort_audio: settings.comfort_audio,
         }
     }
@@ -220,11 +227,14 @@ impl Endpoint {
     /// audio. A prompt that played to its end is an event of its call.
     pub fn media_due(&mut self, now: u64) -> Vec<(SocketAddr, Vec<u8>)> {
         let audio = self.comfort_audio;
+        let mut mixes = self.mix();
         let mut due = Vec::new();
         for call in self.calls.values_mut() {
             let prompt = call.is_playing();
-            if let Some(packet) = call.comfort(audio) {
+            let mix = mixes.remove(call.call_id());
+            if let Some(packet) = call.comfort(audio, mix.as_deref()) {
                 self.prompt_packets += u64::from(prompt);
+                self.mixed_packets += u64::from(mix.is_some() && !prompt);
                 due.push(packet);
             }
             if let Some(operation_id) = call.played.take() {
@@ -243,6 +253,60 @@ impl Endpoint {
     /// How many prompt packets `media_due` has made since the last look.
     pub fn take_prompt_packets(&mut self) -> u64 {
         std::mem::take(&mut self.prompt_packets)
+    }
+
+    /// How many packets of mixed audio (a conference's) `media_due` has made since the last look.
+    pub fn take_mixed_packets(&mut self) -> u64 {
+        std::mem::take(&mut self.mixed_packets)
+    }
+
+    /// The dialog of Graph call `leg` is a member of group call `group`'s conference: its phone hears
+    /// the others there, and they hear it.
+    pub fn join_conference(&mut self, group: &str, leg: &str) {
+        let Some(call) = self.call_mut(leg) else { return };
+        call.mixing = true;
+        let legs = self.conferences.entry(group.to_owned()).or_default();
+        if !legs.iter().any(|l| l == leg) {
+            legs.push(leg.to_owned());
+        }
+    }
+
+    /// One frame of each conference member's phone, summed for every other member: what each hears
+    /// this tick, by SIP Call-ID (none for a member when nobody else sent anything).
+    fn mix(&mut self) -> HashMap<String, Vec<i16>> {
+        let mut out = HashMap::new();
+        if self.conferences.is_empty() {
+            return out;
+        }
+        let Endpoint { conferences, calls, by_graph, .. } = self;
+        conferences.retain(|_, legs| {
+            legs.retain(|l| by_graph.get(l).and_then(|s| calls.get(s)).is_some_and(|c| c.phase != Phase::Ended && c.partner.is_none()));
+            !legs.is_empty()
+        });
+        for legs in conferences.values() {
+            let frames: Vec<(&String, Option<Vec<i16>>)> =
+                legs.iter().filter_map(|l| by_graph.get(l)).map(|sip| (sip, calls.get_mut(sip).and_then(SipCall::take_heard))).collect();
+            for (sip, _) in &frames {
+                let mut sum = [0i32; crate::rtp::SAMPLES];
+                let mut anyone = false;
+                for (_, frame) in frames.iter().filter(|(other, _)| other != sip) {
+                    for (s, &x) in sum.iter_mut().zip(frame.iter().flatten()) {
+                        *s += i32::from(x);
+                        anyone = true;
+                    }
+                }
+                if anyone {
+                    // Loud voices together are clipped, not wrapped.
+                    out.insert((*sip).clone(), sum.iter().map(|&s| s.clamp(i16::MIN.into(), i16::MAX.into()) as i16).collect());
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the phones' audio is wanted (a recording runs, or a conference mixes).
+    pub fn wants_audio(&self) -> bool {
+        self.recording() || !self.conferences.is_empty()
     }
 
     /// Hold music for the phone of Graph call `graph_id` (looping under prompts), or none.

@@ -45,7 +45,8 @@ pub struct Shared {
     /// Connections of our own being opened, and what waits for each. Taken before `tcp`.
     opening: Arc<Mutex<HashMap<SocketAddr, Vec<Vec<u8>>>>>,
     connections: Arc<std::sync::atomic::AtomicU64>,
-    /// Whether a call records its phone's audio (then audio packets go to the endpoint too).
+    /// Whether a call records its phone's audio, or a conference mixes it (then audio packets go to
+    /// the endpoint too).
     pub recording: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -280,8 +281,9 @@ pub fn serve_media(socket: UdpSocket, shared: Shared) {
             let now = shared.clock.now_ms();
             let mut endpoint = shared.lock();
             let due = endpoint.media_due(now);
-            shared.recording.store(endpoint.recording(), std::sync::atomic::Ordering::Relaxed);
+            shared.recording.store(endpoint.wants_audio(), std::sync::atomic::Ordering::Relaxed);
             shared.metrics.rtp_prompt_sent.add(endpoint.take_prompt_packets());
+            shared.metrics.rtp_mixed_sent.add(endpoint.take_mixed_packets());
             let queued = shared.settle(&mut endpoint, now);
             drop(endpoint);
             shared.send_queued(queued);

@@ -1475,5 +1475,57 @@ fn a_phone_registered_over_tcp_is_called_on_its_connection() {
     assert_eq!(ep.destination_of("alex", 3).map(|d| d.peer), Some(flow), "another connection closing changes nothing");
     ep.flow_closed(flow);
     let after = ep.destination_of("alex", 3).expect("still registered");
-    assert_eq!((after.peer, after.transport), ("127.0.0.1:5072".parse().unwrap(), "UDP"), "at its contact again");
+    // Its contact asks for TCP (`;transport=tcp`): a connection of ours to it.
+    assert_eq!((after.peer, after.transport), ("127.0.0.1:5072".parse().unwrap(), "TCP"), "at its contact again");
+}
+
+/// A conference: a group call's member dialogs (Heidi's call, and Alex's placed for the group) hear
+/// each other. What one phone sends is in the next packet to the other, in that phone's codec (A-law
+/// in from Heidi, μ-law out to Alex); nobody hears themselves; audio is wanted only while there is a
+/// conference (or a recording).
+#[test]
+fn a_conferences_members_hear_each_other_and_not_themselves() {
+    use switchboard_sip::rtp::{Stream, alaw_decode, header, payload, ulaw_decode};
+    let (heidi_media, alex_media): (SocketAddr, SocketAddr) = ("127.0.0.1:4000".parse().unwrap(), "127.0.0.1:4002".parse().unwrap());
+    let (mut ep, heidi) = confirmed_call();
+    let (invite, alex) = call_alex(&mut ep);
+    let sdp = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4002 RTP/AVP 0\r\n";
+    ep.receive(phone_response(&invite, 200, sdp).as_bytes(), "127.0.0.1:5072".parse().unwrap(), Transport::Udp, 10);
+    ep.drain_outbox();
+    ep.drain_events();
+    assert!(!ep.wants_audio(), "no conference, no recording: audio packets are not wanted");
+    ep.join_conference("group", &heidi);
+    ep.join_conference("group", &alex);
+    assert!(ep.wants_audio());
+    let (mut heidi_says, mut alex_says) = (Stream::new(heidi_media, 8, 1), Stream::new(alex_media, 0, 2));
+    let level = |packet: &[u8], decode: fn(u8) -> i16| -> Vec<i16> { payload(packet).unwrap().iter().map(|&b| decode(b)).collect() };
+    let to = |due: &[(SocketAddr, Vec<u8>)], media: SocketAddr| due.iter().find(|(t, _)| *t == media).map(|(_, p)| p.clone()).unwrap();
+    let near = |samples: &[i16], want: i16| samples.len() == 160 && samples.iter().all(|&s| (i32::from(s) - i32::from(want)).abs() < 300);
+
+    // Heidi speaks: Alex hears her in μ-law; Heidi hears no one (comfort audio, not mixed).
+    ep.media_received(heidi_media, &heidi_says.packet_of(&[4000; 160]), 20);
+    let due = ep.media_due(20);
+    let to_alex = to(&due, alex_media);
+    assert_eq!(header(&to_alex).map(|h| h.0), Some(0), "PCMU, Alex's codec");
+    assert!(near(&level(&to_alex, ulaw_decode), 4000), "{:?}", level(&to_alex, ulaw_decode));
+    assert_eq!(ep.take_mixed_packets(), 1, "only Alex's packet carried someone's voice");
+
+    // Both speak: each hears the other, in their own codec.
+    ep.media_received(heidi_media, &heidi_says.packet_of(&[4000; 160]), 40);
+    ep.media_received(alex_media, &alex_says.packet_of(&[-2000; 160]), 40);
+    let due = ep.media_due(40);
+    assert!(near(&level(&to(&due, alex_media), ulaw_decode), 4000));
+    let to_heidi = to(&due, heidi_media);
+    assert_eq!(header(&to_heidi).map(|h| h.0), Some(8), "PCMA, Heidi's codec");
+    assert!(near(&level(&to_heidi, alaw_decode), -2000), "{:?}", level(&to_heidi, alaw_decode));
+    assert_eq!(ep.take_mixed_packets(), 2);
+
+    // Alex leaves: Heidi's audio is for nobody, and once she goes too the conference is over.
+    ep.hang_up(&alex, 60);
+    ep.media_received(heidi_media, &heidi_says.packet_of(&[4000; 160]), 60);
+    ep.media_due(60);
+    assert_eq!(ep.take_mixed_packets(), 0);
+    ep.hang_up(&heidi, 80);
+    ep.media_due(80);
+    assert!(!ep.wants_audio(), "the conference ended with its last member");
 }

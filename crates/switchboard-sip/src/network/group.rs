@@ -5,8 +5,8 @@
 //! that its commands come here and, after a restart, the member is known to be gone. A peer-to-peer
 //! SIP call that becomes a group call (`participants/invite`) keeps its dialog, now its first member.
 //! What a member leg does is told to the group call as what a member does: it joins, leaves, or is
-//! transferred. Members hear Switchboard's comfort audio and whatever is played to them; Switchboard
-//! does not mix the members' audio into each other's.
+//! transferred. The member dialogs of one group call are a conference in the endpoint: each phone
+//! hears what the others say (G.711, mixed every 20 ms), or comfort audio while nobody speaks.
 
 use switchboard_core::call::{Call, Failure, Invitee, Member, NetEvent};
 use switchboard_core::party::Party;
@@ -112,6 +112,7 @@ impl SipNetwork {
             let destination = self.destination(ep, &member.party, now)?;
             let from = self.caller_id(call, ep.domain());
             ep.place(&leg, &from, destination, self.media, now);
+            ep.join_conference(&call.id, &leg);
             Some(())
         });
         if placed.is_none() {
@@ -135,6 +136,7 @@ impl SipNetwork {
             let free = ep.is_established(replaced) && !members.contains_key(replaced.as_str());
             if free {
                 members.insert(replaced.clone(), Membership::new(&call.id, pid));
+                ep.join_conference(&call.id, replaced);
             }
             free
         });
@@ -150,9 +152,15 @@ impl SipNetwork {
     /// A SIP call becomes a group call: its dialog is its first member (`peer_participant_id`).
     /// `false` if its dialog has moved into another group call (`replacesCallId`): it is ending.
     pub fn host_group(&self, call: &Call) -> bool {
-        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        let own = members.entry(call.id.clone()).or_insert_with(|| Membership::new(&call.id, &call.peer_participant_id));
-        own.call_id == call.id
+        let hosts = {
+            let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+            let own = members.entry(call.id.clone()).or_insert_with(|| Membership::new(&call.id, &call.peer_participant_id));
+            own.call_id == call.id
+        };
+        if hosts {
+            self.shared.with_endpoint(|ep, _| ep.join_conference(&call.id, &call.id));
+        }
+        hosts
     }
 
     /// Member `participant_id` of group call `call_id` leaves, if it is a SIP dialog here: it stops

@@ -1345,3 +1345,39 @@ async fn a_contact_asking_for_tcp_is_called_on_a_connection_switchboard_opens() 
     );
     assert_eq!(metric(&server.metrics().await, "switchboard_sip_tcp_connect_failures_total"), 1);
 }
+
+/// The phones of one group call hear each other: Heidi's phone speaks (a pcap of voice) and Bob's
+/// phone is sent her audio, mixed, in place of comfort audio.
+#[tokio::test]
+async fn the_phones_of_a_group_call_hear_each_other() {
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    let (heidi, heidi_port) = phone_anywhere("member_speaks.xml").await;
+    register_at("heidi", heidi_port, port).await;
+    let (bob, bob_port) = phone_anywhere("member_until_bye.xml").await;
+    register_at("bob", bob_port, port).await;
+    let before = metric(&server.metrics().await, "switchboard_rtp_mixed_sent_total");
+    let body = crate::group::group_body(&bot.callback("g"), &[HEIDI, BUSY_BOB]);
+    let (status, call) = server.graph(reqwest::Method::POST, "/v1.0/communications/calls", &token, Some(body)).await;
+    assert_eq!(status, 201, "{call}");
+    let id = call["id"].as_str().unwrap().to_owned();
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), established_note());
+    rosters(&mut bot, &id, 2).await;
+    // Some of her voice (50 packets a second) reaches Bob.
+    let mut mixed = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        mixed = metric(&server.metrics().await, "switchboard_rtp_mixed_sent_total") - before;
+        if mixed >= 25 {
+            break;
+        }
+    }
+    assert!(mixed >= 25, "Bob's phone was sent Heidi's voice: {mixed} packets");
+    bot_hangs_up(&server, &mut bot, &token, &id).await;
+    for (who, phone) in [("Heidi", heidi), ("Bob", bob)] {
+        let (code, screen) = phone.await.unwrap();
+        assert_eq!(code, 0, "{who}'s phone:\n{screen}");
+    }
+}
