@@ -138,8 +138,8 @@ pub struct RecordLimits {
 
 /// What a packet's audio must reach to count as the caller speaking (about -30 dBFS).
 const VOICE_RMS: f64 = 1_000.0;
-/// Frames of a phone's audio kept for its conference (80 ms).
-const MIX_FRAMES: usize = 4;
+/// 20 ms frames of a phone's audio kept for its conference (60 ms).
+const MIX_FRAMES: usize = 3;
 
 /// A recording under way.
 #[derive(Clone, Debug)]
@@ -292,10 +292,11 @@ pub struct SipCall {
     /// hold (it offered `sendonly` or `inactive`).
     pub rtp: Option<crate::rtp::Stream>,
     quiet: bool,
-    /// In a group call's conference: what the phone sends is kept, frame by frame, for the others
-    /// in it to hear (a few frames at most: a phone that sends faster loses its oldest).
+    /// In a group call's conference: what the phone sends is kept for the others in it to hear, 20
+    /// ms taken each media tick whatever the phone's packet size (60 ms at most are kept: a phone
+    /// that sends faster loses its oldest).
     pub mixing: bool,
-    heard: std::collections::VecDeque<Vec<i16>>,
+    heard: std::collections::VecDeque<i16>,
     /// The transport our requests in this dialog say in their Via: the one the phone called us on.
     pub via_transport: &'static str,
     /// Our BYE's CSeq, so that only its answer stops its retransmissions.
@@ -843,8 +844,12 @@ impl SipCall {
             if let Some(capture) = self.capture.as_mut() {
                 capture.audio(bytes, now);
             }
-            if self.mixing {
+            // Not while it holds us (it sends its own hold music, if anything) or hears our hold
+            // music: a member on hold is not in the conversation.
+            if self.mixing && !self.quiet && self.hold.is_none() {
                 self.hear(bytes);
+            } else {
+                self.heard.clear();
             }
         }
         events
@@ -859,15 +864,18 @@ impl SipCall {
             _ => return,
         };
         let Some(payload) = crate::rtp::payload(bytes) else { return };
-        if self.heard.len() >= MIX_FRAMES {
-            self.heard.pop_front();
-        }
-        self.heard.push_back(payload.iter().take(crate::rtp::SAMPLES).map(|&b| decode(b)).collect());
+        self.heard.extend(payload.iter().map(|&b| decode(b)));
+        let excess = self.heard.len().saturating_sub(MIX_FRAMES * crate::rtp::SAMPLES);
+        self.heard.drain(..excess);
     }
 
-    /// The oldest frame the phone sent that the others have not heard yet.
+    /// The next 20 ms of what the phone sent that the others have not heard yet (less if less came).
     pub fn take_heard(&mut self) -> Option<Vec<i16>> {
-        self.heard.pop_front()
+        if self.heard.is_empty() {
+            return None;
+        }
+        let n = self.heard.len().min(crate::rtp::SAMPLES);
+        Some(self.heard.drain(..n).collect())
     }
 
     /// A key the phone pressed (RFC 4733 or INFO): a stop tone ends the recording running.
@@ -1361,7 +1369,6 @@ impl SipCall {
             && self.bye_grace.is_none()
     }
 
-    /// What is due again at `now`, and what giving up means.
     /// Our INVITE could not be sent (no connection could be opened to the phone): the call is
     /// refused as by a 503 (RFC 3261 §8.1.3.1), unless something already came back.
     pub fn transport_failed(&mut self) -> Option<CallEvent> {
@@ -1373,6 +1380,7 @@ impl SipCall {
         (!self.cancelled).then_some(CallEvent::Refused(503))
     }
 
+    /// What is due again at `now`, and what giving up means.
     pub fn poll(&mut self, now: u64) -> (Vec<Vec<u8>>, Vec<CallEvent>) {
         let mut out = Vec::new();
         let mut events = Vec::new();

@@ -100,6 +100,8 @@ pub struct Destination {
     pub headers: Vec<(String, String)>,
     /// How it travels (`UDP`, or `TCP`/`TLS` on the connection a phone registered on): the Via says so.
     pub transport: &'static str,
+    /// A contact that asked for TCP: we open a connection to `peer` if none is there.
+    pub connect: bool,
 }
 
 /// What the endpoint has to tell its owner (the engine's network adapter).
@@ -152,6 +154,8 @@ pub struct Endpoint {
     conferences: HashMap<String, Vec<String>>,
     /// Packets of mixed audio made since the transport last counted them.
     mixed_packets: u64,
+    /// Contacts that asked for TCP, which we call on connections of our own (while calls are there).
+    tcp_contacts: std::collections::HashSet<SocketAddr>,
     comfort_audio: crate::rtp::ComfortAudio,
 }
 
@@ -182,6 +186,7 @@ impl Endpoint {
             foreign_legs: std::collections::HashSet::new(),
             conferences: HashMap::new(),
             mixed_packets: 0,
+            tcp_contacts: std::collections::HashSet::new(),
             comfort_audio: settings.comfort_audio,
         }
     }
@@ -306,7 +311,16 @@ impl Endpoint {
 
     /// Whether the phones' audio is wanted (a recording runs, or a conference mixes).
     pub fn wants_audio(&self) -> bool {
-        self.recording() || !self.conferences.is_empty()
+        !self.audio_sources().is_empty()
+    }
+
+    /// The hosts whose phones' audio is wanted: those of calls recording, and of conferences' members
+    /// while two or more are there to hear each other.
+    pub fn audio_sources(&self) -> std::collections::HashSet<std::net::IpAddr> {
+        let call = |leg: &String| self.by_graph.get(leg).and_then(|s| self.calls.get(s));
+        let mixing = self.conferences.values().filter(|legs| legs.len() >= 2).flatten().filter_map(call);
+        let recording = self.calls.values().filter(|c| c.is_recording());
+        mixing.chain(recording).filter(|c| c.phase != Phase::Ended).map(|c| c.peer.ip()).collect()
     }
 
     /// Hold music for the phone of Graph call `graph_id` (looping under prompts), or none.
@@ -503,6 +517,9 @@ impl Endpoint {
     /// Places an outgoing call (the bot calls a phone or a trunk): the INVITE, with our offer for media
     /// at `media`. What happens next comes back as [`Event::Call`] (`Ringing`, `Connected`, `Refused`).
     pub fn place(&mut self, graph_id: &str, from: &str, destination: Destination, media: SocketAddr, now_ms: u64) {
+        if destination.connect {
+            self.tcp_contacts.insert(destination.peer);
+        }
         let contact = self.contact();
         let local = self.local();
         let key = crate::digest::md5_hex(&format!("{graph_id}|{}", self.secret));
@@ -539,22 +556,32 @@ impl Endpoint {
                 (SocketAddr::new(host, uri.port.unwrap_or(5060)), if tcp { "TCP" } else { "UDP" })
             }
         };
+        let connect = binding.flow.is_none() && transport == "TCP";
         Some(Destination {
             request_uri: binding.uri.clone(),
             to: format!("<sip:{user}@{}>", self.domain),
             peer,
             headers: Vec::new(),
             transport,
+            connect,
         })
     }
 
-    /// No connection could be opened to `peer`: the calls we are placing there fail (503).
-    pub fn unreachable(&mut self, peer: SocketAddr) {
+    /// No connection could be opened to `peer`: the calls we are placing there fail (503), as the
+    /// phone's refusal would (a transfer's leg fails its transfer).
+    pub fn unreachable(&mut self, peer: SocketAddr, now_ms: u64) {
         for call in self.calls.values_mut().filter(|c| c.peer == peer) {
             if let Some(event) = call.transport_failed() {
                 self.events.push(Event::Call { graph_id: call.graph_id.clone(), event });
             }
         }
+        self.route(now_ms);
+    }
+
+    /// Whether what goes to `to` goes on a connection we open, if none is there: a contact that asked
+    /// for TCP (`;transport=tcp`), while a call of ours is with it.
+    pub fn dials_tcp(&self, to: SocketAddr) -> bool {
+        self.tcp_contacts.contains(&to)
     }
 
     /// A TCP or TLS connection closed: the registrations made on it are reached at their contacts.
@@ -697,6 +724,10 @@ impl Endpoint {
                 for leg in orphans {
                     self.bridges.remove(&leg);
                     self.hang_up(&leg, now_ms);
+                }
+                // A contact we dialled over TCP is forgotten with its last call.
+                if !self.calls.values().any(|c| c.peer == call.peer) {
+                    self.tcp_contacts.remove(&call.peer);
                 }
             }
         }

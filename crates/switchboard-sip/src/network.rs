@@ -388,6 +388,7 @@ impl SipNetwork {
                     peer: trunk.address,
                     headers: Vec::new(),
                     transport: "UDP",
+                    connect: false,
                 })
             }
             target => ep.destination_of(&self.username_of(target)?, now),

@@ -25,6 +25,9 @@ const TCP_QUEUE: usize = 256;
 const TCP_WRITE: Duration = Duration::from_secs(10);
 /// Opening a connection of our own gives up after this.
 const TCP_CONNECT: Duration = Duration::from_secs(5);
+/// An address no connection could be opened to is not tried again for this long (64·T1): what is
+/// sent there meanwhile is dropped, and calls being placed there fail at once.
+const TCP_RETRY: Duration = Duration::from_secs(32);
 
 /// Who learns what the endpoint has to say ([`Event`]s), under the endpoint's lock, so that it can
 /// answer at once (ring, refuse) in order with everything else.
@@ -44,10 +47,12 @@ pub struct Shared {
     tcp: Arc<Mutex<HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)>>>,
     /// Connections of our own being opened, and what waits for each. Taken before `tcp`.
     opening: Arc<Mutex<HashMap<SocketAddr, Vec<Vec<u8>>>>>,
+    /// Addresses no connection could be opened to, and when that was learnt.
+    unreachable: Arc<Mutex<HashMap<SocketAddr, std::time::Instant>>>,
+    /// Hosts whose phones' audio is wanted (a call recording, or a conference mixing): only their
+    /// audio packets are handed to the endpoint, each under its lock.
+    pub audio_from: Arc<std::sync::RwLock<std::collections::HashSet<std::net::IpAddr>>>,
     connections: Arc<std::sync::atomic::AtomicU64>,
-    /// Whether a call records its phone's audio, or a conference mixes it (then audio packets go to
-    /// the endpoint too).
-    pub recording: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Shared {
@@ -60,8 +65,9 @@ impl Shared {
             udp: Arc::default(),
             tcp: Arc::default(),
             opening: Arc::default(),
+            unreachable: Arc::default(),
+            audio_from: Arc::default(),
             connections: Arc::default(),
-            recording: Arc::default(),
         }
     }
 
@@ -71,7 +77,7 @@ impl Shared {
     }
 
     /// Runs `f` on the endpoint, then hands its events to the owner and sends what it queued (over
-    /// UDP, without waiting: this may run on the engine's task).
+    /// UDP or TCP, without waiting: this may run on the engine's task).
     pub fn with_endpoint<T>(&self, f: impl FnOnce(&mut Endpoint, u64) -> T) -> T {
         let now = self.clock.now_ms();
         let (out, queued) = {
@@ -87,26 +93,37 @@ impl Shared {
         self.endpoint.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Events to the owner (which may queue answers), then what is queued.
-    fn settle(&self, endpoint: &mut Endpoint, now: u64) -> Vec<Reply> {
+    /// Events to the owner (which may queue answers), then what is queued, each with whether it
+    /// goes on a connection we open (a contact that asked for TCP).
+    fn settle(&self, endpoint: &mut Endpoint, now: u64) -> Vec<(Reply, bool)> {
         let events = endpoint.drain_events();
         if !events.is_empty()
             && let Some(owner) = self.owner.get()
         {
             owner.on_events(endpoint, events, now);
         }
-        endpoint.drain_outbox()
+        let outbox = endpoint.drain_outbox();
+        outbox
+            .into_iter()
+            .map(|r| {
+                let connect = endpoint.dials_tcp(r.to) && first_via_is_tcp(&r.bytes);
+                (r, connect)
+            })
+            .collect()
     }
 
-    /// Sends each message on the TCP connection to its address if there is one; a request of ours
-    /// whose Via says TCP on a connection we open; anything else over UDP.
-    fn send_queued(&self, queued: Vec<Reply>) {
+    /// Sends each message on the TCP connection to its address if there is one (one we open, for a
+    /// contact that asked for TCP); anything else over UDP.
+    fn send_queued(&self, queued: Vec<(Reply, bool)>) {
         let Some(udp) = self.udp.get() else { return };
-        for r in queued {
-            if first_via_is_tcp(&r.bytes) && self.open_for(r.to, &r.bytes) {
-                continue;
-            }
-            let connection = self.tcp.lock().unwrap_or_else(|e| e.into_inner()).get(&r.to).cloned();
+        for (r, connect) in queued {
+            let connection = match connect {
+                true => match self.open_for(r.to, &r.bytes) {
+                    Some(connection) => Some(connection),
+                    None => continue,
+                },
+                false => self.tcp.lock().unwrap_or_else(|e| e.into_inner()).get(&r.to).cloned(),
+            };
             if let Some((id, connection)) = connection {
                 match connection.try_send(r.bytes) {
                     Ok(()) => {}
@@ -129,18 +146,26 @@ impl Shared {
         }
     }
 
-    /// A request for `to` over TCP with no connection there: it waits while one is opened (one
-    /// attempt at a time per address). `false` if a connection is there already (send on it).
-    fn open_for(&self, to: SocketAddr, bytes: &[u8]) -> bool {
+    /// A request for a contact that asked for TCP: the connection there to send it on, or `None` if
+    /// it waits while one is opened (one attempt at a time per address), or is dropped because none
+    /// could be opened lately (then the calls being placed there fail).
+    fn open_for(&self, to: SocketAddr, bytes: &[u8]) -> Option<(u64, mpsc::Sender<Vec<u8>>)> {
         let mut opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
-        if self.tcp.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&to) {
-            return false;
+        if let Some(connection) = self.tcp.lock().unwrap_or_else(|e| e.into_inner()).get(&to) {
+            return Some(connection.clone());
         }
         if let Some(waiting) = opening.get_mut(&to) {
             if waiting.len() < TCP_QUEUE {
                 waiting.push(bytes.to_vec());
             }
-            return true;
+            return None;
+        }
+        let failed = self.unreachable.lock().unwrap_or_else(|e| e.into_inner()).get(&to).is_some_and(|at| at.elapsed() < TCP_RETRY);
+        if failed {
+            drop(opening);
+            tracing::debug!(%to, "no SIP TCP connection could be opened there lately; a message is dropped");
+            self.with_endpoint(|endpoint, now| endpoint.unreachable(to, now));
+            return None;
         }
         opening.insert(to, vec![bytes.to_vec()]);
         drop(opening);
@@ -152,16 +177,21 @@ impl Shared {
                 Err(_) => shared.not_opened(to, "timed out"),
             }
         });
-        true
+        None
     }
 
     /// A connection of our own could not be opened: what waited for it is dropped, and the calls
     /// being placed there fail (503); a request in a call is sent again on its timers.
     fn not_opened(&self, to: SocketAddr, why: &str) {
         let dropped = self.opening.lock().unwrap_or_else(|e| e.into_inner()).remove(&to).map_or(0, |w| w.len());
+        {
+            let mut unreachable = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
+            unreachable.retain(|_, at| at.elapsed() < TCP_RETRY);
+            unreachable.insert(to, std::time::Instant::now());
+        }
         self.metrics.sip_tcp_connect_failed.inc();
         tracing::warn!(%to, why, dropped, "cannot open a SIP TCP connection to a phone; calls being placed there fail");
-        self.with_endpoint(|endpoint, _| endpoint.unreachable(to));
+        self.with_endpoint(|endpoint, now| endpoint.unreachable(to, now));
     }
 
     fn handle(&self, bytes: &[u8], from: SocketAddr, transport: Transport) {
@@ -174,7 +204,7 @@ impl Shared {
         // The answer to this message first, then what it caused (a 180 after the 100). Over TCP the
         // answer goes back on the connection it came on; anything addressed elsewhere (a proxied
         // request or response) goes where it is addressed.
-        self.send_queued(reply.into_iter().chain(queued).collect());
+        self.send_queued(reply.map(|r| (r, false)).into_iter().chain(queued).collect());
         match outcome {
             Outcome::Answered(code) => self.metrics.sip_answered(code),
             Outcome::Retransmitted => self.metrics.sip_retransmitted.inc(),
@@ -259,8 +289,9 @@ pub fn serve_media(socket: UdpSocket, shared: Shared) {
             if let Some((payload_type, ..)) = crate::rtp::header(&buf[..n]) {
                 metrics.rtp_received.inc();
                 // A key a phone pressed (RFC 4733, a dynamic payload type) becomes its call's event;
-                // audio is wanted only while a recording runs. Anything else costs no lock.
-                if payload_type < 96 && !media_shared.recording.load(std::sync::atomic::Ordering::Relaxed) {
+                // audio is wanted only from the hosts of calls recording or mixing. Anything else
+                // costs no endpoint lock.
+                if payload_type < 96 && !media_shared.audio_from.read().unwrap_or_else(|e| e.into_inner()).contains(&from.ip()) {
                     continue;
                 }
                 let now = media_shared.clock.now_ms();
@@ -281,7 +312,10 @@ pub fn serve_media(socket: UdpSocket, shared: Shared) {
             let now = shared.clock.now_ms();
             let mut endpoint = shared.lock();
             let due = endpoint.media_due(now);
-            shared.recording.store(endpoint.wants_audio(), std::sync::atomic::Ordering::Relaxed);
+            let wanted = endpoint.audio_sources();
+            if *shared.audio_from.read().unwrap_or_else(|e| e.into_inner()) != wanted {
+                *shared.audio_from.write().unwrap_or_else(|e| e.into_inner()) = wanted;
+            }
             shared.metrics.rtp_prompt_sent.add(endpoint.take_prompt_packets());
             shared.metrics.rtp_mixed_sent.add(endpoint.take_mixed_packets());
             let queued = shared.settle(&mut endpoint, now);

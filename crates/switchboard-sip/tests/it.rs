@@ -558,6 +558,7 @@ fn alex_phone() -> switchboard_sip::endpoint::Destination {
         peer: "127.0.0.1:5072".parse().unwrap(),
         headers: vec![],
         transport: "UDP",
+        connect: false,
     }
 }
 
@@ -1520,6 +1521,24 @@ fn a_conferences_members_hear_each_other_and_not_themselves() {
     assert!(near(&level(&to_heidi, alaw_decode), -2000), "{:?}", level(&to_heidi, alaw_decode));
     assert_eq!(ep.take_mixed_packets(), 2);
 
+    // Heidi sends 10 ms packets: two of them are one frame for Alex, whole.
+    let short = |seq: u8, level: i16| {
+        let mut p = vec![0x80, 8, 0, seq, 0, 0, 0, seq, 0, 0, 0, 9];
+        p.extend(std::iter::repeat_n(switchboard_sip::rtp::alaw(level), 80));
+        p
+    };
+    ep.media_received(heidi_media, &short(1, 4000), 50);
+    ep.media_received(heidi_media, &short(2, 4000), 50);
+    assert!(near(&level(&to(&ep.media_due(50), alex_media), ulaw_decode), 4000), "20 ms of her voice, not 10 and 10 of silence");
+    ep.take_mixed_packets();
+
+    // Heidi on hold (her hold music playing): what she sends is not in the conversation.
+    assert!(ep.hold_music(&heidi, Some(std::sync::Arc::new(vec![0; 1600]))));
+    ep.media_received(heidi_media, &heidi_says.packet_of(&[4000; 160]), 55);
+    ep.media_due(55);
+    assert_eq!(ep.take_mixed_packets(), 0, "nothing of Heidi's for Alex while she is held");
+    ep.hold_music(&heidi, None);
+
     // Alex leaves: Heidi's audio is for nobody, and once she goes too the conference is over.
     ep.hang_up(&alex, 60);
     ep.media_received(heidi_media, &heidi_says.packet_of(&[4000; 160]), 60);
@@ -1528,4 +1547,45 @@ fn a_conferences_members_hear_each_other_and_not_themselves() {
     ep.hang_up(&heidi, 80);
     ep.media_due(80);
     assert!(!ep.wants_audio(), "the conference ended with its last member");
+}
+
+/// A contact that asked for TCP where no connection can be opened: the call being placed there fails
+/// at once (503, unreachable), and a transfer's leg fails its transfer, as the phone's refusal would.
+#[test]
+fn a_contact_no_connection_reaches_fails_the_calls_being_placed_there() {
+    use switchboard_sip::call::{CallEvent, Progress};
+    use switchboard_sip::endpoint::Event;
+    let mut ep = endpoint();
+    ep.set_local("127.0.0.1:5060".parse().unwrap());
+    let dead: SocketAddr = "127.0.0.1:5099".parse().unwrap();
+    let destination = switchboard_sip::endpoint::Destination {
+        request_uri: "sip:alex@127.0.0.1:5099;transport=tcp".into(),
+        to: "<sip:alex@sb.test>".into(),
+        peer: dead,
+        headers: vec![],
+        transport: "TCP",
+        connect: true,
+    };
+    ep.place("c1", "<sip:bot@sb.test>", destination.clone(), "127.0.0.1:20000".parse().unwrap(), 0);
+    ep.transfer_foreign(
+        "sim-call",
+        "op-1",
+        None,
+        destination,
+        "<sip:heidi@sb.test>",
+        "sip:bot@sb.test",
+        "127.0.0.1:20000".parse().unwrap(),
+        0,
+    );
+    assert!(ep.dials_tcp(dead), "ours to open a connection to");
+    ep.drain_outbox();
+    ep.unreachable(dead, 5);
+    let events = ep.drain_events();
+    assert!(events.contains(&Event::Call { graph_id: "c1".into(), event: CallEvent::Refused(503) }), "{events:?}");
+    let failed = Event::Call {
+        graph_id: "sim-call".into(),
+        event: CallEvent::Transfer { transfer_id: "op-1".into(), progress: Progress::Failed(503) },
+    };
+    assert!(events.contains(&failed), "the transfer's leg fails its transfer: {events:?}");
+    assert!(!ep.dials_tcp("127.0.0.1:5098".parse().unwrap()));
 }

@@ -1344,6 +1344,16 @@ async fn a_contact_asking_for_tcp_is_called_on_a_connection_switchboard_opens() 
         "{ended}"
     );
     assert_eq!(metric(&server.metrics().await, "switchboard_sip_tcp_connect_failures_total"), 1);
+    // Called again at once: it fails the same way, without another attempt (none for 32 s).
+    let id = place_call(&server, &token, call_to_user(&bot.callback("bob"), BUSY_BOB)).await;
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    let ended = redact(bot.next().await.1, &id);
+    assert_eq!(
+        (ended["changeType"].as_str(), ended["resourceData"]["resultInfo"]["code"].as_i64()),
+        (Some("deleted"), Some(480)),
+        "{ended}"
+    );
+    assert_eq!(metric(&server.metrics().await, "switchboard_sip_tcp_connect_failures_total"), 1);
 }
 
 /// The phones of one group call hear each other: Heidi's phone speaks (a pcap of voice) and Bob's
