@@ -155,16 +155,10 @@ struct Capture {
 impl Capture {
     /// A packet of G.711 audio: kept, and heard as speech if loud enough.
     fn audio(&mut self, bytes: &[u8], now: u64) {
-        let Some((pt, ..)) = crate::rtp::header(bytes) else { return };
-        let decode = match pt {
-            0 => crate::rtp::ulaw_decode,
-            8 => crate::rtp::alaw_decode,
-            _ => return,
-        };
-        let Some(payload) = crate::rtp::payload(bytes) else { return };
+        let Some(decoded) = crate::rtp::g711_samples(bytes) else { return };
         // Never more than the longest recording allows.
         let room = (self.limits.max_duration_ms * 8) as usize;
-        let samples: Vec<i16> = payload.iter().map(|&b| decode(b)).take(room.saturating_sub(self.samples.len())).collect();
+        let samples: Vec<i16> = decoded.take(room.saturating_sub(self.samples.len())).collect();
         let energy = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / samples.len().max(1) as f64;
         if energy.sqrt() >= VOICE_RMS {
             self.voice = Some(now);
@@ -857,14 +851,8 @@ impl SipCall {
 
     /// Keeps a frame of the phone's G.711 audio for the others in its conference.
     fn hear(&mut self, bytes: &[u8]) {
-        let Some((pt, ..)) = crate::rtp::header(bytes) else { return };
-        let decode = match pt {
-            0 => crate::rtp::ulaw_decode,
-            8 => crate::rtp::alaw_decode,
-            _ => return,
-        };
-        let Some(payload) = crate::rtp::payload(bytes) else { return };
-        self.heard.extend(payload.iter().map(|&b| decode(b)));
+        let Some(decoded) = crate::rtp::g711_samples(bytes) else { return };
+        self.heard.extend(decoded);
         let excess = self.heard.len().saturating_sub(MIX_FRAMES * crate::rtp::SAMPLES);
         self.heard.drain(..excess);
     }

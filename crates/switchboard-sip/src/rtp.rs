@@ -166,6 +166,17 @@ pub fn telephone_event(bytes: &[u8], payload_type: u8) -> Option<(char, u32)> {
     Some((key, timestamp))
 }
 
+/// The samples of a G.711 packet (PCMU or PCMA), decoded; `None` for anything else.
+pub fn g711_samples(bytes: &[u8]) -> Option<impl Iterator<Item = i16> + '_> {
+    let (pt, ..) = header(bytes)?;
+    let decode: fn(u8) -> i16 = match pt {
+        0 => ulaw_decode,
+        8 => alaw_decode,
+        _ => return None,
+    };
+    Some(payload(bytes)?.iter().map(move |&b| decode(b)))
+}
+
 /// G.711 μ-law decoded to a 16-bit sample.
 pub fn ulaw_decode(byte: u8) -> i16 {
     let b = !byte;
