@@ -30,10 +30,13 @@ fuzz_target!(|data: &[u8]| {
             peer: phone,
             headers: Vec::new(),
             transport: "UDP",
+            connect: false,
         },
         "127.0.0.1:30000".parse().unwrap(),
         0,
     );
+    // It and every call answered below are in one conference: their RTP is mixed.
+    ep.join_conference("group", "00000000-0000-3000-8000-000000000000");
     // The input may hold several messages, split on a marker, so that sequences are explored too.
     for (i, part) in data.split(|b| *b == 0xff).enumerate().take(8) {
         let transport = if i % 2 == 0 { Transport::Udp } else { Transport::Tcp };
@@ -50,8 +53,12 @@ fuzz_target!(|data: &[u8]| {
             if let switchboard_sip::Event::Invite { graph_id, .. } = event {
                 ep.ringing(&graph_id);
                 ep.answer_call(&graph_id, "127.0.0.1:20000".parse().unwrap(), i as u64);
+                ep.join_conference("group", &graph_id);
             }
         }
+        // The same bytes as RTP from the phone's host: keys, recordings, the mix.
+        ep.media_received("127.0.0.1:4000".parse().unwrap(), part, i as u64 * 700);
+        ep.media_due(i as u64 * 700);
         ep.poll(i as u64 * 5_000);
     }
 });
