@@ -12,6 +12,18 @@ stop_switchboard() {
 }
 trap stop_switchboard EXIT
 
+# npm ci in folder $1, only when its package-lock.json changed (the lock's hash is stamped inside
+# node_modules).
+npm_ci_when_lock_changes() {
+  local want
+  want="$(sha256sum "$1/package-lock.json" | cut -d' ' -f1)"
+  if [ "$(cat "$1/node_modules/.lock.sha256" 2>/dev/null)" != "$want" ]; then
+    echo "== npm ci ($1)"
+    (cd "$1" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" > "$1/node_modules/.lock.sha256"
+  fi
+}
+
 # A free loopback port for a receiver the server's webhook must name before the server starts. Not the
 # kernel's choice for port 0: the server, started next on port 0, could be given the same port once it
 # is free again. Below the ephemeral range (32768 and up on Linux) no port-0 choice can collide with it.

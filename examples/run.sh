@@ -18,14 +18,9 @@ if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$VENV/.requirements.sha256"
 fi
 
-# The JavaScript client, pinned by its lock; reinstalled only when the lock changes.
-want_js="$(sha256sum "$HERE/js/package-lock.json" | cut -d' ' -f1)"
-if [ "$(cat "$HERE/js/node_modules/.lock.sha256" 2>/dev/null)" != "$want_js" ]; then
-  (cd "$HERE/js" && npm ci --no-audit --no-fund --loglevel=error)
-  echo "$want_js" > "$HERE/js/node_modules/.lock.sha256"
-fi
-
 source "$ROOT/conformance/server.sh"
+# The JavaScript client, pinned by its lock; reinstalled only when the lock changes.
+npm_ci_when_lock_changes "$HERE/js"
 # The bots listen here.
 PORT="$(free_port_below_ephemeral)"
 start_switchboard --tls --demo-webhook "http://127.0.0.1:$PORT/api/calls" --legacy-webhook http://127.0.0.1:9/api/calls

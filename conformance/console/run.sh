@@ -23,14 +23,8 @@ if [ ! -x "$CHROMIUM" ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
 
-want="$(sha256sum "$HERE/package-lock.json" | cut -d' ' -f1)"
-if [ "$(cat "$HERE/node_modules/.lock.sha256" 2>/dev/null)" != "$want" ]; then
-  echo "== npm ci"
-  (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
-  echo "$want" > "$HERE/node_modules/.lock.sha256"
-fi
-
 source "$HERE/../server.sh"
+npm_ci_when_lock_changes "$HERE"
 [ -x "$BIN" ] || { echo "switchboard binary not found at $BIN (build it or set SWITCHBOARD_BIN)" >&2; exit 2; }
 # The bot in console.mjs listens here.
 WEBHOOK_PORT="$(free_port_below_ephemeral)"

@@ -15,15 +15,8 @@ BIN="${SWITCHBOARD_BIN:-$ROOT/target/debug/switchboard}"
 export OUT="$ROOT/target/conformance/js.json"
 mkdir -p "$ROOT/target/conformance"
 
-# npm ci only when needed: the lock's hash is stamped inside node_modules.
-want="$(sha256sum "$HERE/package-lock.json" | cut -d' ' -f1)"
-if [ "$(cat "$HERE/node_modules/.lock.sha256" 2>/dev/null)" != "$want" ]; then
-  echo "== npm ci"
-  (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
-  echo "$want" > "$HERE/node_modules/.lock.sha256"
-fi
-
 source "$HERE/../server.sh"
+npm_ci_when_lock_changes "$HERE"
 
 if [ -z "${BASE:-}" ]; then
   [ -x "$BIN" ] || { echo "switchboard binary not found at $BIN (build it or set SWITCHBOARD_BIN)" >&2; exit 2; }

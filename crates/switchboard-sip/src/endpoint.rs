@@ -309,11 +309,6 @@ impl Endpoint {
         out
     }
 
-    /// Whether the phones' audio is wanted (a recording runs, or a conference mixes).
-    pub fn wants_audio(&self) -> bool {
-        !self.audio_sources().is_empty()
-    }
-
     /// The hosts whose phones' audio is wanted: those of calls recording, and of conferences' members
     /// while two or more are there to hear each other.
     pub fn audio_sources(&self) -> std::collections::HashSet<std::net::IpAddr> {
@@ -335,11 +330,6 @@ impl Endpoint {
             }
             _ => false,
         }
-    }
-
-    /// Whether any call records what its phone sends (the transport then hands audio over too).
-    pub fn recording(&self) -> bool {
-        self.calls.values().any(SipCall::is_recording)
     }
 
     /// Plays a prompt to the phone of Graph call `graph_id`; false if there is no such call (or no
@@ -410,7 +400,7 @@ impl Endpoint {
     }
 
     /// Whether the Graph call `graph_id` is a SIP call of this endpoint, answered, confirmed, talking
-    /// to us (not joined to another leg) and with no transfer or re-INVITE of ours under way.
+    /// to us (not joined to another leg) and not being handed to another network's party.
     pub fn is_established(&self, graph_id: &str) -> bool {
         let call = self.by_graph.get(graph_id).and_then(|sip_id| self.calls.get(sip_id));
         call.is_some_and(|c| c.phase == Phase::Confirmed && c.partner.is_none() && c.bridging.is_none())

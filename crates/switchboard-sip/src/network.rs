@@ -252,6 +252,41 @@ impl SipNetwork {
         });
     }
 
+    /// Starts transfer `transfer_id` of the phone on `leg` (a call's own dialog, or a group member's):
+    /// REFER to `target` when SIP reaches it, else the other network's party (the sim's) rings for
+    /// the phone, which Switchboard then keeps talking to; with `consultation`, REFER with Replaces
+    /// naming that SIP call. A transfer that cannot start fails at once.
+    fn transfer_leg(&self, call: &Call, leg: &str, transfer_id: &str, target: &Party, consultation: Option<&str>) {
+        let headers = custom_headers(call);
+        // `None`: SIP does not reach the target; `Some(sent)`: it does, and the REFER went or not (a
+        // re-INVITE or another transfer under way, or a consultation call not on SIP here).
+        let over_sip = self.shared.with_endpoint(|ep, now| {
+            let referred_by = format!("sip:{}@{}", call.app_id, ep.domain());
+            match consultation {
+                Some(b) => Some(ep.transfer_replacing(leg, transfer_id, b, &headers, &referred_by, now)),
+                None => {
+                    let mut destination = self.destination(ep, target, now)?;
+                    destination.headers.extend(headers);
+                    Some(ep.transfer(leg, transfer_id, &destination, &referred_by, now))
+                }
+            }
+        });
+        let started = match over_sip {
+            Some(sent) => sent,
+            None => self.ring_elsewhere(leg, transfer_id, target),
+        };
+        if !started {
+            tracing::warn!(
+                call_id = call.id,
+                leg,
+                consultation,
+                ?target,
+                "the transfer cannot start (nobody to reach, the call busy with another, or a consultation call not on SIP here); it fails"
+            );
+            self.events.call(&call.id, NetEvent::TransferFailed { transfer_id: transfer_id.to_owned(), failure: Failure::Unreachable });
+        }
+    }
+
     /// Who connects other networks' transferees to SIP phones (set once, at start).
     pub fn set_hand_over(&self, hand_over: Arc<dyn HandOver>) {
         let _ = self.hand_over.set(hand_over);
@@ -590,49 +625,12 @@ impl Network for SipNetwork {
                 }
                 self.forget_own(id);
             }
-            NetCommand::Transfer { transfer_id, target, replaces_call_id: None, transferee: None } => {
-                let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
-                // `None`: SIP does not reach the target; `Some(sent)`: it does, and the REFER went or not
-                // (a re-INVITE or another transfer under way).
-                let over_sip = self.shared.with_endpoint(|ep, now| {
-                    let mut destination = self.destination(ep, target, now)?;
-                    destination.headers.extend(custom_headers(call));
-                    Some(ep.transfer(id, transfer_id, &destination, &referred_by, now))
-                });
-                let done = match over_sip {
-                    Some(sent) => sent,
-                    // No phone and no trunk for the target: a party of the other network (the sim),
-                    // rung for the phone, which Switchboard then keeps talking to.
-                    None => self.ring_elsewhere(id, transfer_id, target),
-                };
-                if !done {
-                    tracing::warn!(
-                        call_id = id,
-                        ?target,
-                        "the transfer cannot start (nobody to reach, or the call is busy with another); it fails"
-                    );
-                    self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
-                }
-            }
-            NetCommand::Transfer { transfer_id, replaces_call_id: Some(consultation), transferee: None, .. } => {
-                let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
-                let headers = custom_headers(call);
-                if !self.shared.with_endpoint(|ep, now| ep.transfer_replacing(id, transfer_id, consultation, &headers, &referred_by, now)) {
-                    tracing::warn!(
-                        call_id = id,
-                        consultation,
-                        "a consultative transfer over SIP needs both calls established over SIP here; it fails"
-                    );
-                    self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
-                }
+            NetCommand::Transfer { transfer_id, target, replaces_call_id, transferee: None } => {
+                self.transfer_leg(call, id, transfer_id, target, replaces_call_id.as_deref());
             }
             NetCommand::Transfer { transfer_id, target, replaces_call_id, transferee: Some(pid) } => {
                 // A group call's member: its own dialog here (the call's first member, or one rung).
-                let ours = match replaces_call_id {
-                    None => self.transfer_member(call, transfer_id, target, pid),
-                    Some(consultation) => self.transfer_member_replacing(call, transfer_id, consultation, pid),
-                };
-                if !ours {
+                if !self.transfer_member(call, transfer_id, target, replaces_call_id.as_deref(), pid) {
                     tracing::warn!(call_id = id, participant_id = pid, "the transferee is no member on SIP here; the transfer fails");
                     self.events.call(id, NetEvent::TransferFailed { transfer_id: transfer_id.clone(), failure: Failure::Unreachable });
                 }

@@ -82,11 +82,8 @@ impl Networks {
                 true
             }
             NetCommand::Transfer { transfer_id, target, replaces_call_id, transferee: Some(pid) } => {
-                if sip.member_leg_of(&call.id, pid).is_some() {
-                    return match replaces_call_id {
-                        None => sip.transfer_member(call, transfer_id, target, pid),
-                        Some(b) => sip.transfer_member_replacing(call, transfer_id, b, pid),
-                    };
+                if sip.transfer_member(call, transfer_id, target, replaces_call_id.as_deref(), pid) {
+                    return true;
                 }
                 // A sim member: SIP calls a target it reaches, and the sim hands the member over.
                 if replaces_call_id.is_none() && sip.reaches(target) && sip.transfer_foreign(call, transfer_id, target, Some(pid)) {

@@ -198,47 +198,20 @@ impl SipNetwork {
         }
     }
 
-    /// Transfers member `participant_id` of group call `call` (a SIP dialog here) to `target`: REFER to
-    /// its phone when SIP reaches the target, else the other network's party rings for it. `false`
-    /// if the member is not one of SIP's.
-    pub fn transfer_member(&self, call: &Call, transfer_id: &str, target: &Party, participant_id: &str) -> bool {
+    /// Transfers member `participant_id` of group call `call` (a SIP dialog here) to `target`, or,
+    /// with `consultation`, in that call's place: as a peer-to-peer call's phone is. `false` if the
+    /// member is not one of SIP's.
+    pub fn transfer_member(
+        &self,
+        call: &Call,
+        transfer_id: &str,
+        target: &Party,
+        consultation: Option<&str>,
+        participant_id: &str,
+    ) -> bool {
         let Some(leg) = self.member_leg_of(&call.id, participant_id) else { return false };
         self.note_transfer(&leg, transfer_id);
-        let referred_by = format!("sip:{}@{}", call.app_id, self.shared.with_endpoint(|ep, _| ep.domain().to_owned()));
-        let over_sip = self.shared.with_endpoint(|ep, now| {
-            let mut destination = self.destination(ep, target, now)?;
-            destination.headers.extend(super::custom_headers(call));
-            Some(ep.transfer(&leg, transfer_id, &destination, &referred_by, now))
-        });
-        let started = match over_sip {
-            Some(sent) => sent,
-            None => self.ring_elsewhere(&leg, transfer_id, target),
-        };
-        if !started {
-            tracing::warn!(call_id = call.id, participant_id, "the member's transfer cannot start; it fails");
-            self.events.call(&call.id, NetEvent::TransferFailed { transfer_id: transfer_id.to_owned(), failure: Failure::Unreachable });
-        }
-        true
-    }
-
-    /// A consultative transfer of SIP member `participant_id` of `call`: REFER with Replaces naming
-    /// the consultation call (a SIP call here). `false` if the member is not one of SIP's.
-    pub fn transfer_member_replacing(&self, call: &Call, transfer_id: &str, consultation: &str, participant_id: &str) -> bool {
-        let Some(leg) = self.member_leg_of(&call.id, participant_id) else { return false };
-        self.note_transfer(&leg, transfer_id);
-        let headers = super::custom_headers(call);
-        let sent = self.shared.with_endpoint(|ep, now| {
-            let referred_by = format!("sip:{}@{}", call.app_id, ep.domain());
-            ep.transfer_replacing(&leg, transfer_id, consultation, &headers, &referred_by, now)
-        });
-        if !sent {
-            tracing::warn!(
-                call_id = call.id,
-                consultation,
-                "a consultative transfer of a SIP member needs the consultation call on SIP here; it fails"
-            );
-            self.events.call(&call.id, NetEvent::TransferFailed { transfer_id: transfer_id.to_owned(), failure: Failure::Unreachable });
-        }
+        self.transfer_leg(call, &leg, transfer_id, target, consultation);
         true
     }
 
