@@ -127,7 +127,11 @@ impl Drop for Cluster {
 }
 
 /// Enough uniqueness for folder names within one machine.
+/// A name no other cluster of this process has: two tests starting clusters at the same instant once
+/// got the same time here (CI: both initdb runs in one folder), so a counter comes with it.
 fn uuid_ish() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{nanos:x}")
+    format!("{nanos:x}-{n}")
 }

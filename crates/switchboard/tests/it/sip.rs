@@ -1391,3 +1391,39 @@ async fn the_phones_of_a_group_call_hear_each_other() {
         assert_eq!(code, 0, "{who}'s phone:\n{screen}");
     }
 }
+
+/// A phone member that takes the REFER and never reports: at the transfer's deadline the transfer
+/// fails (500/7000), the phone is taken off hold, and it stays in the group call until the bot leaves.
+#[tokio::test]
+async fn a_phone_members_transfer_that_never_reports_fails_at_its_deadline() {
+    use crate::group::{participant_of, s};
+    let mut bot = Bot::start().await;
+    let (server, port) = sip_server(&bot).await;
+    let token = server.token(DEMO_BOT, CONTOSO).await;
+    register("alex", port).await;
+    let (heidi, heidi_port) = phone_anywhere("member_never_notifies.xml").await;
+    register_at("heidi", heidi_port, port).await;
+    server
+        .sim(
+            reqwest::Method::PUT,
+            &format!("/parties/{SILENT_SAM}/behaviour"),
+            Some(serde_json::json!({"kind": "answer", "after_ms": 100})),
+        )
+        .await;
+    let body = crate::group::group_body(&bot.callback("g"), &[HEIDI, SILENT_SAM]);
+    let (status, call) = server.graph(reqwest::Method::POST, "/v1.0/communications/calls", &token, Some(body)).await;
+    assert_eq!(status, 201, "{call}");
+    let id = call["id"].as_str().unwrap().to_owned();
+    assert_eq!(redact(bot.next().await.1, &id), state_note("updated", "establishing"));
+    assert_eq!(redact(bot.next().await.1, &id), established_note());
+    assert_eq!(rosters(&mut bot, &id, 2).await, s(&[DEMO_BOT, HEIDI, SILENT_SAM]));
+    let heidi_pid = participant_of(&server, &token, &id, HEIDI).await;
+    let body = serde_json::json!({"transferTarget": {"identity": {"user": {"id": ALEX}}}, "transferee": {"participantId": heidi_pid}});
+    assert_eq!(crate::transfer::transfer(&server, &token, &id, body).await.0, 202);
+    expect_transfer_failed(&mut bot, &id, "no NOTIFY before the deadline").await;
+    let (_, list) = server.graph(reqwest::Method::GET, &format!("/v1.0/communications/calls/{id}/participants"), &token, None).await;
+    assert_eq!(list["value"].as_array().map(Vec::len), Some(3), "Heidi is still in the call: {list}");
+    bot_hangs_up(&server, &mut bot, &token, &id).await;
+    let (code, screen) = heidi.await.unwrap();
+    assert_eq!(code, 0, "Heidi's phone (held, REFER, taken off hold, BYE):\n{screen}");
+}
